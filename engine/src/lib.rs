@@ -1,0 +1,1 @@
+//! hashkv: the engine (being written).

@@ -1,0 +1,1 @@
+//! hashkv-lsm: our own LSM tree (being written).
