@@ -1,0 +1,713 @@
+//! The store: opening and formatting, the public operations, and shutdown. The write
+//! path's commit lives in `flush.rs`, garbage collection in `gc.rs`, scans in
+//! `scan.rs`.
+
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::layout::Layout;
+use crate::location::{self, Location, Pointer};
+use crate::options::Options;
+use crate::readers::Readers;
+use crate::record::{self, RecordKind, Slot};
+use crate::scan::ScanIter;
+use crate::segment_table::{self, SegmentTable};
+use crate::stats::{self, Counters, Stats};
+use crate::superblock::{Superblock, FORMAT_VERSION};
+use crate::write_cache::{CachedValue, WriteCache};
+use crate::{devices, gc};
+use hashkv_blockdev::{AlignedBuf, BlockDevice};
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Longest key accepted. Keys travel in the LSM tree (with a one-byte namespace prefix)
+/// and in every value record's u16 length field.
+pub const KEY_BYTES_MAX: usize = 1024;
+
+/// Smallest alignment the value store uses, whatever smaller logical block a device
+/// reports: 4 KiB writes avoid read-modify-write inside SSDs.
+const BLOCK_BYTES_MIN: u32 = 4096;
+
+/// An atomic group of writes.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    pub(crate) entries: Vec<(Vec<u8>, CachedValue)>,
+}
+
+impl WriteBatch {
+    pub fn new() -> WriteBatch {
+        WriteBatch::default()
+    }
+
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> &mut WriteBatch {
+        self.entries.push((key.to_vec(), Some(value.to_vec())));
+        self
+    }
+
+    pub fn delete(&mut self, key: &[u8]) -> &mut WriteBatch {
+        self.entries.push((key.to_vec(), None));
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Flush bookkeeping, guarded by the commit lock: only one flush or GC commit runs at
+/// a time, which orders their index batches.
+#[derive(Debug, Default)]
+pub(crate) struct CommitState {
+    /// Flushes numbered below this are committed to the value store and the index.
+    pub committed_flushes: u64,
+    /// Flushes numbered below this are durable.
+    pub durable_flushes: u64,
+}
+
+pub(crate) struct Inner {
+    pub options: Options,
+    pub device: Arc<dyn BlockDevice>,
+    pub layout: Layout,
+    pub superblock: Superblock,
+    pub lsm: hashkv_lsm::Db,
+    pub table: Mutex<SegmentTable>,
+    pub cache: RwLock<WriteCache>,
+    pub commit: Mutex<CommitState>,
+    pub readers: Arc<Readers>,
+    pub counters: Counters,
+    pub next_seq: AtomicU64,
+    poison: Mutex<Option<String>>,
+    /// One GC at a time; held for a whole GC. Lock order: gc_lock, then commit, then
+    /// table.
+    pub gc_lock: Mutex<()>,
+    gc_wake: Condvar,
+    gc_wake_lock: Mutex<()>,
+    shutdown: AtomicBool,
+    pub gc_low_water_segments: usize,
+}
+
+/// A hashkv store. `Send + Sync`: share it between threads with `Arc`.
+pub struct Db {
+    inner: Arc<Inner>,
+    gc_thread: Option<JoinHandle<()>>,
+    closed: bool,
+}
+
+impl Db {
+    /// Formats `devices` (one, or several to stripe over) and `metadata_dir`, then
+    /// opens the new store. Refuses devices that hold data unless `options.force_format`.
+    pub fn format(devices: &[PathBuf], metadata_dir: &Path, options: &Options) -> Result<Db> {
+        let (device, uuid) = devices::format_members(devices, options)?;
+        Db::format_with_uuid(device, metadata_dir, options, uuid)
+    }
+
+    /// Opens a store formatted by `format`, recovering after a crash if needed.
+    pub fn open(devices: &[PathBuf], metadata_dir: &Path, options: &Options) -> Result<Db> {
+        let (device, stripe_uuid) = devices::open_members(devices, options)?;
+        let superblock = read_superblock(device.as_ref())?;
+        if let Some(u) = stripe_uuid {
+            if u != superblock.stripe_uuid {
+                return Err(Error::Mismatch {
+                    what: "stripe uuid",
+                    on_device: devices::hex(&superblock.stripe_uuid),
+                    requested: devices::hex(&u),
+                });
+            }
+        }
+        Db::open_device(device, metadata_dir, options)
+    }
+
+    /// `format` over an already opened device (tests use the simulated device).
+    pub fn format_device(
+        device: Arc<dyn BlockDevice>,
+        metadata_dir: &Path,
+        options: &Options,
+    ) -> Result<Db> {
+        Db::format_with_uuid(device, metadata_dir, options, rand::random())
+    }
+
+    fn format_with_uuid(
+        device: Arc<dyn BlockDevice>,
+        metadata_dir: &Path,
+        options: &Options,
+        stripe_uuid: [u8; 16],
+    ) -> Result<Db> {
+        let geometry = device.geometry();
+        let block_bytes = geometry.logical_block_bytes.max(BLOCK_BYTES_MIN);
+        let layout = Layout::compute(geometry.size_bytes, block_bytes, options)?;
+        if !options.force_format {
+            devices::check_empty(device.as_ref(), &layout)?;
+        }
+        prepare_metadata_dir(metadata_dir, options.force_format)?;
+        let superblock = Superblock {
+            format_version: FORMAT_VERSION,
+            mode: options.mode,
+            stripe_uuid,
+            member_count: device.counters().len() as u32,
+            device_bytes: geometry.size_bytes,
+            layout,
+        };
+        // The index first: a superblock without its index is refused at open, while an
+        // index without a superblock could be mistaken for another device's.
+        let lsm = open_lsm(metadata_dir, options, true)?;
+        let table = SegmentTable::new_formatted(layout);
+        let mut batch = hashkv_lsm::WriteBatch::new();
+        batch.put(&keys::uuid_key(), &superblock.stripe_uuid);
+        batch.put(&keys::seq_key(), &0u64.to_le_bytes());
+        for g in 0..layout.group_count {
+            batch.put(&keys::group_key(g), &table.encode_group(g));
+        }
+        lsm.write(&batch, &hashkv_lsm::WriteOptions { sync: true })?;
+        lsm.close()?;
+        let block = superblock.encode(block_bytes as usize);
+        let mut buf = AlignedBuf::new(block.len());
+        buf.copy_from_slice(&block);
+        for offset in Layout::superblock_offsets(layout.main_segment_bytes) {
+            device.write_at(offset, &buf)?;
+        }
+        device.flush()?;
+        Db::open_device(device, metadata_dir, options)
+    }
+
+    /// `open` over an already opened device.
+    pub fn open_device(
+        device: Arc<dyn BlockDevice>,
+        metadata_dir: &Path,
+        options: &Options,
+    ) -> Result<Db> {
+        let superblock = read_superblock(device.as_ref())?;
+        check_matches(&superblock, options, device.as_ref())?;
+        let layout = superblock.layout;
+        let lsm = open_lsm(metadata_dir, options, false)?;
+        match lsm.get(&keys::uuid_key())? {
+            Some(u) if u == superblock.stripe_uuid => {}
+            Some(_) => {
+                return Err(Error::Mismatch {
+                    what: "metadata directory",
+                    on_device: "another store's stripe uuid".into(),
+                    requested: metadata_dir.display().to_string(),
+                })
+            }
+            None => {
+                return Err(Error::NotOurs {
+                    reason: format!(
+                        "metadata directory {} holds no hashkv index for this device",
+                        metadata_dir.display()
+                    ),
+                })
+            }
+        }
+        let next_seq = match lsm.get(&keys::seq_key())? {
+            Some(b) if b.len() == 8 => u64::from_le_bytes(b[..].try_into().unwrap()) + 1,
+            _ => {
+                return Err(Error::Corruption {
+                    what: "index lacks the sequence entry".into(),
+                })
+            }
+        };
+        let table = load_table(&lsm, layout)?;
+        let gc_low_water_segments = if options.gc_low_water_segments > 0 {
+            options.gc_low_water_segments as usize
+        } else {
+            ((layout.log_segment_count as usize) / 20).max(4)
+        };
+        let inner = Arc::new(Inner {
+            options: options.clone(),
+            device,
+            layout,
+            superblock,
+            lsm,
+            table: Mutex::new(table),
+            cache: RwLock::new(WriteCache::default()),
+            commit: Mutex::new(CommitState::default()),
+            readers: Arc::new(Readers::default()),
+            counters: Counters::default(),
+            next_seq: AtomicU64::new(next_seq),
+            poison: Mutex::new(None),
+            gc_lock: Mutex::new(()),
+            gc_wake: Condvar::new(),
+            gc_wake_lock: Mutex::new(()),
+            shutdown: AtomicBool::new(false),
+            gc_low_water_segments,
+        });
+        let gc_inner = inner.clone();
+        let gc_thread = std::thread::Builder::new()
+            .name("hashkv-gc".into())
+            .spawn(move || gc_inner.gc_loop())
+            .map_err(|e| Error::MetadataDir {
+                path: metadata_dir.to_path_buf(),
+                source: e,
+            })?;
+        Ok(Db {
+            inner,
+            gc_thread: Some(gc_thread),
+            closed: false,
+        })
+    }
+
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.inner
+            .write(vec![(key.to_vec(), Some(value.to_vec()))], false)
+    }
+
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        self.inner.write(vec![(key.to_vec(), None)], false)
+    }
+
+    /// Applies a batch atomically: after a crash it is wholly there or wholly absent.
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.inner.write(batch.entries, false)
+    }
+
+    /// Like `write`, and durable when it returns.
+    pub fn write_sync(&self, batch: WriteBatch) -> Result<()> {
+        self.inner.write(batch.entries, true)
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+
+    /// Keys in `range` in ascending order with their values. Values are read in
+    /// batches of `scan_readahead_max`, each batch submitted to the device at once.
+    pub fn scan<'a>(&'a self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Result<ScanIter<'a>> {
+        ScanIter::new(&self.inner, lower, upper)
+    }
+
+    /// Writes the write cache to the value store and makes every earlier write durable.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush_all(true)
+    }
+
+    /// Same as `flush`: every earlier write is durable when it returns.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.flush_all(true)
+    }
+
+    /// Runs one GC now on the group with the most writes since its last GC. Returns
+    /// false when no group has anything to collect.
+    pub fn collect_garbage(&self) -> Result<bool> {
+        Ok(gc::collect_one(&self.inner)?.is_some())
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.inner.layout
+    }
+
+    /// Flushes, stops the GC thread and closes the index.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown(true)
+    }
+
+    /// Stops without flushing, as a crash would (the write cache is lost). For crash
+    /// tests; the caller then crashes the device and reopens.
+    #[doc(hidden)]
+    pub fn crash_for_test(mut self) {
+        let _ = self.shutdown(false);
+    }
+
+    fn shutdown(&mut self, flush: bool) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        let flushed = if flush && self.inner.poisoned().is_none() {
+            self.inner.flush_all(true)
+        } else {
+            Ok(())
+        };
+        self.inner.shutdown.store(true, Ordering::SeqCst);
+        {
+            let _l = self.inner.gc_wake_lock.lock();
+            self.inner.gc_wake.notify_all();
+        }
+        if let Some(t) = self.gc_thread.take() {
+            let _ = t.join();
+        }
+        flushed
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown(true) {
+            eprintln!("hashkv: flush at drop failed: {e}");
+        }
+    }
+}
+
+impl Inner {
+    pub fn poisoned(&self) -> Option<String> {
+        self.poison.lock().clone()
+    }
+
+    /// Records the first fatal error; the store refuses writes from now on.
+    pub fn poison_with(&self, e: &Error) {
+        let mut p = self.poison.lock();
+        if p.is_none() {
+            *p = Some(e.to_string());
+        }
+    }
+
+    pub fn check_writable(&self) -> Result<()> {
+        match self.poisoned() {
+            Some(first_error) => Err(Error::Poisoned { first_error }),
+            None => Ok(()),
+        }
+    }
+
+    pub fn value_bytes_max(&self, key_len: usize) -> usize {
+        self.layout.log_segment_bytes as usize - record::RECORD_HEADER_BYTES - key_len
+    }
+
+    fn check_entry(&self, key: &[u8], value: Option<&Vec<u8>>) -> Result<()> {
+        if key.is_empty() || key.len() > KEY_BYTES_MAX {
+            return Err(Error::KeyTooLarge {
+                len: key.len(),
+                max: KEY_BYTES_MAX,
+            });
+        }
+        if let Some(v) = value {
+            let max = self.value_bytes_max(key.len());
+            if v.len() > max {
+                return Err(Error::ValueTooLarge { len: v.len(), max });
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, entries: Vec<(Vec<u8>, CachedValue)>, sync: bool) -> Result<()> {
+        self.check_writable()?;
+        for (k, v) in &entries {
+            self.check_entry(k, v.as_ref())?;
+        }
+        let user_bytes: u64 = entries
+            .iter()
+            .map(|(k, v)| (k.len() + v.as_ref().map_or(0, |v| v.len())) as u64)
+            .sum();
+        let ops = entries.len() as u64;
+        let (flush_no, full) = {
+            let mut cache = self.cache.write();
+            for (k, v) in entries {
+                cache.insert(&k, v);
+            }
+            (
+                cache.active_flush,
+                cache.active_bytes >= self.options.write_cache_bytes,
+            )
+        };
+        Counters::add(&self.counters.user_bytes_written, user_bytes);
+        Counters::add(&self.counters.user_ops, ops);
+        let sync = sync || self.options.sync_writes;
+        if sync || full {
+            self.flush_through(flush_no, sync)?;
+        }
+        Ok(())
+    }
+
+    pub fn flush_all(&self, durable: bool) -> Result<()> {
+        let n = self.cache.read().active_flush;
+        self.flush_through(n, durable)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_entry(key, None)?;
+        if let Some(v) = self.cache.read().get(key) {
+            Counters::add(&self.counters.write_cache_hits, 1);
+            return Ok(v);
+        }
+        let user_key = keys::user_key(key);
+        // Retry once: a pointer read just as GC moved the value is stale, not corrupt.
+        for attempt in 0..2 {
+            let _reading = self.readers.enter();
+            let Some(entry) = self.lsm.get(&user_key)? else {
+                return Ok(None);
+            };
+            match location::decode(&entry)? {
+                Location::Inline(v) => return Ok(Some(v)),
+                Location::Pointer(p) => match self.read_value(&p, key) {
+                    Ok(v) => return Ok(Some(v)),
+                    Err(Error::Corruption { .. }) if attempt == 0 => continue,
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    /// Byte range of the device to read for a record: aligned outward to blocks.
+    pub fn record_span(&self, p: &Pointer) -> Result<(u64, usize, usize)> {
+        if p.segment >= self.layout.segment_count()
+            || u64::from(p.offset) + u64::from(p.record_bytes) > self.layout.segment_bytes(p.segment)
+        {
+            return Err(Error::Corruption {
+                what: format!("index points outside the value store: {p:?}"),
+            });
+        }
+        let block = u64::from(self.layout.block_bytes);
+        let at = self.layout.segment_offset(p.segment) + u64::from(p.offset);
+        let start = at / block * block;
+        let end = (at + u64::from(p.record_bytes)).div_ceil(block) * block;
+        Ok((start, (end - start) as usize, (at - start) as usize))
+    }
+
+    /// Checks the record read for `p` and returns its value: the checksum, the key and
+    /// the sequence number must all match, or the read is an error.
+    pub fn decode_value(buf: &[u8], p: &Pointer, key: &[u8]) -> Result<Vec<u8>> {
+        let rec = match record::decode(buf)? {
+            Slot::Record(r) => r,
+            Slot::Padding => {
+                return Err(Error::Corruption {
+                    what: format!("index points at empty space: {p:?}"),
+                })
+            }
+        };
+        if rec.kind != RecordKind::Value || rec.key != key || rec.seq != p.seq {
+            return Err(Error::Corruption {
+                what: format!(
+                    "record at {p:?} holds key {:?} seq {} kind {:?}, expected key {:?} seq {}",
+                    String::from_utf8_lossy(rec.key),
+                    rec.seq,
+                    rec.kind,
+                    String::from_utf8_lossy(key),
+                    p.seq
+                ),
+            });
+        }
+        Ok(rec.value.to_vec())
+    }
+
+    fn read_value(&self, p: &Pointer, key: &[u8]) -> Result<Vec<u8>> {
+        let (start, len, skip) = self.record_span(p)?;
+        let mut buf = AlignedBuf::new(len);
+        self.device.read_at(start, &mut buf[..len])?;
+        Counters::add(&self.counters.read_device_bytes, len as u64);
+        Inner::decode_value(&buf[skip..len], p, key)
+    }
+
+    /// Wakes the GC thread if free log segments ran low.
+    pub fn maybe_wake_gc(&self) {
+        let low = self.table.lock().free_log_segments() < self.gc_low_water_segments;
+        if low {
+            let _l = self.gc_wake_lock.lock();
+            self.gc_wake.notify_one();
+        }
+    }
+
+    fn gc_loop(&self) {
+        loop {
+            {
+                let mut l = self.gc_wake_lock.lock();
+                if self.shutdown.load(Ordering::SeqCst) {
+                    return;
+                }
+                self.gc_wake.wait_for(&mut l, Duration::from_millis(50));
+            }
+            if self.shutdown.load(Ordering::SeqCst) || self.poisoned().is_some() {
+                if self.shutdown.load(Ordering::SeqCst) {
+                    return;
+                }
+                continue;
+            }
+            while self.table.lock().free_log_segments() < self.gc_low_water_segments
+                && !self.shutdown.load(Ordering::SeqCst)
+            {
+                match gc::collect_one(self) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("hashkv: background GC failed: {e}");
+                        self.poison_with(&e);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let lsm = self.lsm.stats();
+        let t = self.table.lock();
+        Stats {
+            user_bytes_written: stats::load(&c.user_bytes_written),
+            user_ops: stats::load(&c.user_ops),
+            flush_device_bytes_written: stats::load(&c.flush_device_bytes_written),
+            gc_device_bytes_written: stats::load(&c.gc_device_bytes_written),
+            gc_device_bytes_read: stats::load(&c.gc_device_bytes_read),
+            read_device_bytes: stats::load(&c.read_device_bytes),
+            gc_runs: stats::load(&c.gc_runs),
+            gc_records_kept: stats::load(&c.gc_records_kept),
+            gc_bytes_reclaimed: stats::load(&c.gc_bytes_reclaimed),
+            write_cache_hits: stats::load(&c.write_cache_hits),
+            flushes: stats::load(&c.flushes),
+            lsm_bytes_written: lsm.total_bytes_written(),
+            devices: self.device.counters(),
+            free_log_segments: t.free_log_segments() as u64,
+            log_segments: u64::from(self.layout.log_segment_count),
+            value_bytes_used: t.used_bytes(),
+        }
+    }
+}
+
+fn prepare_metadata_dir(dir: &Path, force: bool) -> Result<()> {
+    let io = |e| Error::MetadataDir {
+        path: dir.to_path_buf(),
+        source: e,
+    };
+    if dir.exists() {
+        let non_empty = std::fs::read_dir(dir).map_err(io)?.next().is_some();
+        if non_empty {
+            if !force {
+                return Err(Error::DeviceNotEmpty {
+                    what: format!("metadata directory {} is not empty", dir.display()),
+                });
+            }
+            std::fs::remove_dir_all(dir).map_err(io)?;
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(io)
+}
+
+fn open_lsm(dir: &Path, options: &Options, create: bool) -> Result<hashkv_lsm::Db> {
+    let mut lsm_options = options.lsm.clone();
+    lsm_options.create_if_missing = create;
+    lsm_options.error_if_exists = false;
+    Ok(hashkv_lsm::Db::open(dir, lsm_options)?)
+}
+
+/// Reads both superblock copies; a valid one wins. Two valid copies must agree.
+pub(crate) fn read_superblock(device: &dyn BlockDevice) -> Result<Superblock> {
+    let geometry = device.geometry();
+    let block = geometry.logical_block_bytes.max(BLOCK_BYTES_MIN) as usize;
+    let mut buf = AlignedBuf::new(block);
+    device.read_at(0, &mut buf[..block])?;
+    let first = Superblock::decode(&buf[..block]);
+    // The second copy sits half a main segment in; its size comes from a valid first
+    // copy, or else is searched for among the sizes a superblock may name.
+    let mut errors = Vec::new();
+    let mut found: Vec<Superblock> = Vec::new();
+    match first {
+        Ok(Some(s)) => found.push(s),
+        Ok(None) => {}
+        Err(e) => errors.push(e),
+    }
+    let candidates: Vec<u64> = match found.first() {
+        Some(s) => vec![s.layout.main_segment_bytes],
+        None => (13..=36).map(|shift| 1u64 << shift).collect(),
+    };
+    for main in candidates {
+        let at = Layout::superblock_offsets(main)[1];
+        if at + block as u64 > geometry.size_bytes {
+            break;
+        }
+        device.read_at(at, &mut buf[..block])?;
+        match Superblock::decode(&buf[..block]) {
+            Ok(Some(s)) if s.layout.main_segment_bytes == main => {
+                found.push(s);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    match (found.first(), found.get(1)) {
+        (Some(a), Some(b)) if a != b => Err(Error::Corruption {
+            what: "the two superblock copies disagree".into(),
+        }),
+        (Some(a), _) => Ok(*a),
+        (None, _) => match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Err(Error::NotOurs {
+                reason: "no hashkv superblock on the device".into(),
+            }),
+        },
+    }
+}
+
+fn check_matches(sb: &Superblock, options: &Options, device: &dyn BlockDevice) -> Result<()> {
+    let mismatch = |what, on_device: String, requested: String| {
+        Err(Error::Mismatch {
+            what,
+            on_device,
+            requested,
+        })
+    };
+    if sb.mode != options.mode {
+        return mismatch("mode", sb.mode.name().into(), options.mode.name().into());
+    }
+    if sb.layout.main_segment_bytes != options.main_segment_bytes {
+        return mismatch(
+            "main segment bytes",
+            sb.layout.main_segment_bytes.to_string(),
+            options.main_segment_bytes.to_string(),
+        );
+    }
+    if sb.layout.log_segment_bytes != options.log_segment_bytes {
+        return mismatch(
+            "log segment bytes",
+            sb.layout.log_segment_bytes.to_string(),
+            options.log_segment_bytes.to_string(),
+        );
+    }
+    let members = device.counters().len() as u32;
+    if sb.member_count != members {
+        return mismatch(
+            "member device count",
+            sb.member_count.to_string(),
+            members.to_string(),
+        );
+    }
+    if device.geometry().size_bytes < sb.layout.end_offset() {
+        return mismatch(
+            "device size",
+            sb.device_bytes.to_string(),
+            device.geometry().size_bytes.to_string(),
+        );
+    }
+    Ok(())
+}
+
+fn load_table(lsm: &hashkv_lsm::Db, layout: Layout) -> Result<SegmentTable> {
+    let prefix = keys::group_key_prefix();
+    let mut upper = prefix.to_vec();
+    upper[1] += 1;
+    let mut groups = Vec::with_capacity(layout.group_count as usize);
+    for item in lsm.range(
+        Bound::Included(&prefix[..]),
+        Bound::Excluded(&upper[..]),
+        hashkv_lsm::Direction::Forward,
+        None,
+    )? {
+        let (k, v) = item?;
+        let expect = keys::group_key(groups.len() as u32);
+        if k != expect {
+            return Err(Error::Corruption {
+                what: format!("segment table entry {} missing or misnamed", groups.len()),
+            });
+        }
+        groups.push(segment_table::decode_group(&v)?);
+    }
+    if groups.len() != layout.group_count as usize {
+        return Err(Error::Corruption {
+            what: format!(
+                "index holds {} segment table entries, the superblock names {} groups",
+                groups.len(),
+                layout.group_count
+            ),
+        });
+    }
+    SegmentTable::from_groups(layout, groups)
+}

@@ -1,0 +1,180 @@
+//! Where each region lies on the (possibly striped) device, and which segment id means
+//! which byte range. Computed once at format time and recorded in the superblock.
+//!
+//! ```text
+//! unit 0                    superblock copies (at 0 and at main_segment_bytes / 2)
+//! units 1 ..= main_slots    main segments: one per group plus spares for copy-on-write GC
+//! following units           log segments (the reserved space), log_segment_bytes each
+//! ```
+//! Every region starts on a main-segment boundary, and the stripe unit equals the main
+//! segment size, so no segment ever straddles two member devices.
+
+use crate::error::{Error, Result};
+use crate::options::Options;
+
+pub type SegmentId = u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub block_bytes: u32,
+    pub main_segment_bytes: u64,
+    pub log_segment_bytes: u64,
+    pub group_count: u32,
+    /// Groups plus spare main segments (one per GC worker).
+    pub main_slot_count: u32,
+    pub main_region_offset: u64,
+    pub log_region_offset: u64,
+    pub log_segment_count: u32,
+}
+
+impl Layout {
+    pub fn compute(device_bytes: u64, block_bytes: u32, options: &Options) -> Result<Layout> {
+        options.validate(block_bytes)?;
+        let unit = options.main_segment_bytes;
+        let units = device_bytes / unit;
+        let too_small = |reason: String| Err(Error::DeviceTooSmall { reason });
+        if units < 4 {
+            return too_small(format!(
+                "{device_bytes} bytes hold {units} main segments of {unit} bytes; at least 4 are needed (superblock, one group, one spare, reserved space)"
+            ));
+        }
+        let value_units = units - 1;
+        let reserved_units = ((value_units as f64) * options.reserved_share).ceil() as u64;
+        let spare_units = u64::from(options.gc_workers);
+        if reserved_units + spare_units >= value_units {
+            return too_small(format!(
+                "{value_units} value units leave no room for a group after {reserved_units} reserved and {spare_units} spare units"
+            ));
+        }
+        let group_count = value_units - reserved_units - spare_units;
+        let log_per_unit = unit / options.log_segment_bytes;
+        let log_segment_count = reserved_units * log_per_unit;
+        if group_count > u64::from(u32::MAX / 2) || log_segment_count > u64::from(u32::MAX / 2) {
+            return too_small("too many segments for 32-bit segment ids; use larger segments".into());
+        }
+        let main_slot_count = group_count + spare_units;
+        let layout = Layout {
+            block_bytes,
+            main_segment_bytes: unit,
+            log_segment_bytes: options.log_segment_bytes,
+            group_count: group_count as u32,
+            main_slot_count: main_slot_count as u32,
+            main_region_offset: unit,
+            log_region_offset: unit * (1 + main_slot_count),
+            log_segment_count: log_segment_count as u32,
+        };
+        layout.assert_valid(device_bytes);
+        Ok(layout)
+    }
+
+    /// Invariants every layout (computed or decoded) satisfies.
+    pub fn check(&self, device_bytes: u64) -> Result<(), String> {
+        let block = u64::from(self.block_bytes);
+        if block == 0 || self.log_segment_bytes == 0 || self.main_segment_bytes == 0 {
+            return Err("zero block or segment size".into());
+        }
+        if self.log_segment_bytes % block != 0
+            || self.main_segment_bytes % self.log_segment_bytes != 0
+        {
+            return Err("segment sizes not aligned".into());
+        }
+        if self.group_count == 0 || self.main_slot_count <= self.group_count {
+            return Err("no group or no spare main segment".into());
+        }
+        if self.main_region_offset != self.main_segment_bytes
+            || self.log_region_offset
+                != self.main_segment_bytes * (1 + u64::from(self.main_slot_count))
+        {
+            return Err("region offsets inconsistent".into());
+        }
+        if self.end_offset() > device_bytes {
+            return Err(format!(
+                "regions end at {} beyond the device's {device_bytes} bytes",
+                self.end_offset()
+            ));
+        }
+        Ok(())
+    }
+
+    fn assert_valid(&self, device_bytes: u64) {
+        if let Err(e) = self.check(device_bytes) {
+            panic!("computed layout invalid: {e}: {self:?}");
+        }
+    }
+
+    pub fn end_offset(&self) -> u64 {
+        self.log_region_offset + u64::from(self.log_segment_count) * self.log_segment_bytes
+    }
+
+    pub fn segment_count(&self) -> u32 {
+        self.main_slot_count + self.log_segment_count
+    }
+
+    pub fn is_main(&self, id: SegmentId) -> bool {
+        id < self.main_slot_count
+    }
+
+    pub fn segment_offset(&self, id: SegmentId) -> u64 {
+        assert!(id < self.segment_count(), "segment {id} out of range");
+        if self.is_main(id) {
+            self.main_region_offset + u64::from(id) * self.main_segment_bytes
+        } else {
+            self.log_region_offset + u64::from(id - self.main_slot_count) * self.log_segment_bytes
+        }
+    }
+
+    pub fn segment_bytes(&self, id: SegmentId) -> u64 {
+        if self.is_main(id) {
+            self.main_segment_bytes
+        } else {
+            self.log_segment_bytes
+        }
+    }
+
+    /// Bytes of value space that groups can fill without log segments.
+    pub fn value_capacity_bytes(&self) -> u64 {
+        u64::from(self.group_count) * self.main_segment_bytes
+            + u64::from(self.log_segment_count) * self.log_segment_bytes
+    }
+
+    /// Offsets of the two superblock copies.
+    pub fn superblock_offsets(main_segment_bytes: u64) -> [u64; 2] {
+        [0, main_segment_bytes / 2]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_do_not_overlap_and_segments_fit() {
+        let o = Options::default()
+            .with_main_segment_bytes(1 << 20)
+            .with_log_segment_bytes(64 << 10);
+        let l = Layout::compute(64 << 20, 4096, &o).unwrap();
+        assert_eq!(l.main_slot_count, l.group_count + 1);
+        let mut prev_end = l.main_region_offset;
+        for id in 0..l.segment_count() {
+            let off = l.segment_offset(id);
+            assert!(off >= prev_end, "segment {id} overlaps");
+            assert_eq!(off % 4096, 0);
+            // No segment crosses a stripe unit.
+            assert_eq!(
+                off / l.main_segment_bytes,
+                (off + l.segment_bytes(id) - 1) / l.main_segment_bytes
+            );
+            prev_end = off + l.segment_bytes(id);
+        }
+        assert!(prev_end <= 64 << 20);
+    }
+
+    #[test]
+    fn too_small_is_an_error() {
+        let o = Options::default();
+        assert!(matches!(
+            Layout::compute(128 << 20, 4096, &o),
+            Err(Error::DeviceTooSmall { .. })
+        ));
+    }
+}

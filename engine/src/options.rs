@@ -1,0 +1,152 @@
+//! Options, with the defaults of the paper where it gives one.
+
+use crate::error::{Error, Result};
+
+const MIB: u64 = 1 << 20;
+
+/// Which engine runs over the devices. Recorded in the superblock at format time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Hash-grouped value store with per-group GC (the HashKV design).
+    HashKv,
+}
+
+impl Mode {
+    pub fn code(self) -> u8 {
+        match self {
+            Mode::HashKv => 1,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Mode> {
+        match code {
+            1 => Some(Mode::HashKv),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::HashKv => "hashkv",
+        }
+    }
+}
+
+/// Engine options. Build with `Options::default()` and the `with_*` setters.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    /// Size of a group's main segment, and the stripe unit over several devices, so a
+    /// main segment always lies on one member. Default 64 MiB (the paper's).
+    pub main_segment_bytes: u64,
+    /// Size of a log segment from the reserved space. Default 1 MiB (the paper's). Also
+    /// bounds the largest record, since a record never spans two segments.
+    pub log_segment_bytes: u64,
+    /// Share of the value space reserved for log segments. Default 0.30 (the paper's).
+    pub reserved_share: f64,
+    /// Write cache size; 0 turns the cache off (every write goes to the value store at
+    /// once, batched with concurrent writers). Default 16 MiB.
+    pub write_cache_bytes: u64,
+    /// A record at least this large is written with its own I/O instead of being copied
+    /// into its group's batch buffer. Default 256 KiB.
+    pub batch_write_threshold_bytes: u64,
+    /// Values shorter than this stay inline in the LSM tree (selective KV separation).
+    /// Default 128 bytes.
+    pub separation_threshold_bytes: u64,
+    /// GC starts when fewer free log segments than this remain. 0 picks a default: 5% of
+    /// the log segments, at least 4.
+    pub gc_low_water_segments: u64,
+    /// Background GC threads; each needs one spare main segment to copy into.
+    pub gc_workers: u32,
+    /// Values read per batch by a range scan (all submitted to io_uring at once).
+    pub scan_readahead_max: usize,
+    /// Every put/delete/write is durable when it returns (group-committed).
+    pub sync_writes: bool,
+    /// Formatting overwrites a device that holds data.
+    pub force_format: bool,
+    /// When formatting a single path that does not exist, create a file of this size
+    /// there (the embedded default).
+    pub create_device_bytes: Option<u64>,
+    /// Options of the LSM tree in the metadata directory.
+    pub lsm: hashkv_lsm::Options,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            mode: Mode::HashKv,
+            main_segment_bytes: 64 * MIB,
+            log_segment_bytes: MIB,
+            reserved_share: 0.30,
+            write_cache_bytes: 16 * MIB,
+            batch_write_threshold_bytes: 256 * 1024,
+            separation_threshold_bytes: 128,
+            gc_low_water_segments: 0,
+            gc_workers: 1,
+            scan_readahead_max: 64,
+            sync_writes: false,
+            force_format: false,
+            create_device_bytes: None,
+            lsm: hashkv_lsm::Options::default(),
+        }
+    }
+}
+
+macro_rules! setter {
+    ($name:ident, $field:ident, $ty:ty) => {
+        pub fn $name(mut self, v: $ty) -> Options {
+            self.$field = v;
+            self
+        }
+    };
+}
+
+impl Options {
+    setter!(with_main_segment_bytes, main_segment_bytes, u64);
+    setter!(with_log_segment_bytes, log_segment_bytes, u64);
+    setter!(with_reserved_share, reserved_share, f64);
+    setter!(with_write_cache_bytes, write_cache_bytes, u64);
+    setter!(with_batch_write_threshold_bytes, batch_write_threshold_bytes, u64);
+    setter!(with_separation_threshold_bytes, separation_threshold_bytes, u64);
+    setter!(with_gc_low_water_segments, gc_low_water_segments, u64);
+    setter!(with_gc_workers, gc_workers, u32);
+    setter!(with_scan_readahead_max, scan_readahead_max, usize);
+    setter!(with_sync_writes, sync_writes, bool);
+    setter!(with_force_format, force_format, bool);
+    setter!(with_create_device_bytes, create_device_bytes, Option<u64>);
+    setter!(with_lsm, lsm, hashkv_lsm::Options);
+
+    /// Checks what can be checked without a device.
+    pub fn validate(&self, block_bytes: u32) -> Result<()> {
+        let bad = |reason: String| Err(Error::InvalidOptions { reason });
+        let block = u64::from(block_bytes);
+        if self.log_segment_bytes == 0 || self.log_segment_bytes % block != 0 {
+            return bad(format!(
+                "log_segment_bytes {} must be a non-zero multiple of the {block}-byte block size",
+                self.log_segment_bytes
+            ));
+        }
+        if self.main_segment_bytes == 0 || self.main_segment_bytes % self.log_segment_bytes != 0 {
+            return bad(format!(
+                "main_segment_bytes {} must be a non-zero multiple of log_segment_bytes {}",
+                self.main_segment_bytes, self.log_segment_bytes
+            ));
+        }
+        if self.log_segment_bytes > u64::from(u32::MAX) || self.main_segment_bytes > 1 << 40 {
+            return bad("segment sizes too large (log segment < 4 GiB, main < 1 TiB)".into());
+        }
+        if !(self.reserved_share > 0.0 && self.reserved_share < 0.95) {
+            return bad(format!(
+                "reserved_share {} must lie in (0, 0.95)",
+                self.reserved_share
+            ));
+        }
+        if self.gc_workers == 0 || self.gc_workers > 16 {
+            return bad(format!("gc_workers {} must lie in 1..=16", self.gc_workers));
+        }
+        if self.scan_readahead_max == 0 {
+            return bad("scan_readahead_max must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,514 @@
+//! The segment table: for every group its chain of segments (a main segment, then log
+//! segments taken from the reserved space, in append order) with the bytes used in
+//! each, and the group's write volume since its last GC; plus the free log segments and
+//! the spare main segments that copy-on-write GC copies into.
+//!
+//! The table lives in memory. Each flush and each GC commits the entries of the groups
+//! it changed into the LSM tree, in the same atomic batch as the value locations, so
+//! the persistent copy is always consistent with the index (FORMAT.md, "Commit").
+//! Free lists are not stored: at open they are derived as "every segment no chain
+//! names".
+
+use crate::error::{Error, Result};
+use crate::layout::{Layout, SegmentId};
+use std::collections::HashSet;
+
+const GROUP_ENTRY_VERSION: u8 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainSegment {
+    pub id: SegmentId,
+    /// Bytes appended so far; always a multiple of the block size (batches are padded).
+    pub used_bytes: u64,
+}
+
+/// A GC of this group is running: the first `collected_len` segments of the chain are
+/// being collected; appends go to fresh segments after them, and the keys they carry
+/// are noted so GC does not point the index back at older versions.
+#[derive(Debug, Default)]
+pub struct GcMark {
+    pub collected_len: usize,
+    pub keys_written_since: HashSet<Vec<u8>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Group {
+    pub chain: Vec<ChainSegment>,
+    pub write_volume_bytes: u64,
+    pub gc: Option<GcMark>,
+}
+
+/// Where one record goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub segment: SegmentId,
+    pub offset: u64,
+}
+
+#[derive(Debug)]
+pub struct SegmentTable {
+    pub layout: Layout,
+    pub groups: Vec<Group>,
+    free_log: Vec<SegmentId>,
+    spare_main: Vec<SegmentId>,
+    /// Segments released by GC, reusable once no reader that started before generation
+    /// `.0` is still running.
+    pending_free: Vec<(u64, SegmentId)>,
+    /// Log segments only GC may take, so that a GC can always finish.
+    gc_reserve_segments: usize,
+}
+
+/// Not enough free log segments for a flush: run GC, then retry.
+#[derive(Debug)]
+pub struct NeedSpace;
+
+impl SegmentTable {
+    /// The table of a freshly formatted store: group g owns main segment g.
+    pub fn new_formatted(layout: Layout) -> SegmentTable {
+        let groups = (0..layout.group_count)
+            .map(|g| Group {
+                chain: vec![ChainSegment {
+                    id: g,
+                    used_bytes: 0,
+                }],
+                ..Group::default()
+            })
+            .collect();
+        SegmentTable::from_groups(layout, groups).expect("formatted table is consistent")
+    }
+
+    /// Rebuilds the table from the groups' committed chains, deriving the free lists.
+    pub fn from_groups(layout: Layout, groups: Vec<Group>) -> Result<SegmentTable> {
+        let mut owner: Vec<Option<u32>> = vec![None; layout.segment_count() as usize];
+        for (g, group) in groups.iter().enumerate() {
+            let first = group.chain.first().ok_or_else(|| corrupt(g, "empty chain"))?;
+            if !layout.is_main(first.id) {
+                return Err(corrupt(g, "chain does not start with a main segment"));
+            }
+            for (i, seg) in group.chain.iter().enumerate() {
+                if seg.id >= layout.segment_count() {
+                    return Err(corrupt(g, &format!("segment {} out of range", seg.id)));
+                }
+                if i > 0 && layout.is_main(seg.id) {
+                    return Err(corrupt(g, "main segment in the middle of a chain"));
+                }
+                if seg.used_bytes > layout.segment_bytes(seg.id)
+                    || seg.used_bytes % u64::from(layout.block_bytes) != 0
+                {
+                    return Err(corrupt(g, &format!("used bytes {} invalid", seg.used_bytes)));
+                }
+                if let Some(other) = owner[seg.id as usize].replace(g as u32) {
+                    return Err(corrupt(
+                        g,
+                        &format!("segment {} also belongs to group {other}", seg.id),
+                    ));
+                }
+            }
+        }
+        let mut spare_main = Vec::new();
+        let mut free_log = Vec::new();
+        for id in (0..layout.segment_count()).rev() {
+            if owner[id as usize].is_none() {
+                if layout.is_main(id) {
+                    spare_main.push(id);
+                } else {
+                    free_log.push(id);
+                }
+            }
+        }
+        if spare_main.is_empty() {
+            return Err(Error::Corruption {
+                what: "segment table leaves no spare main segment".into(),
+            });
+        }
+        let per_main = (layout.main_segment_bytes / layout.log_segment_bytes) as usize;
+        let gc_reserve_segments = per_main.min(layout.log_segment_count as usize / 4);
+        Ok(SegmentTable {
+            layout,
+            groups,
+            free_log,
+            spare_main,
+            pending_free: Vec::new(),
+            gc_reserve_segments,
+        })
+    }
+
+    pub fn free_log_segments(&self) -> usize {
+        self.free_log.len()
+    }
+
+    pub fn pending_free_segments(&self) -> usize {
+        self.pending_free.len()
+    }
+
+    /// Moves segments whose readers are gone to the free lists. `oldest_reader` is the
+    /// generation of the oldest running reader, if any.
+    pub fn reclaim(&mut self, oldest_reader: Option<u64>) {
+        let layout = self.layout;
+        let (free, keep): (Vec<_>, Vec<_>) = self
+            .pending_free
+            .drain(..)
+            .partition(|(gen, _)| oldest_reader.is_none_or(|r| r >= *gen));
+        self.pending_free = keep;
+        for (_, id) in free {
+            if layout.is_main(id) {
+                self.spare_main.push(id);
+            } else {
+                self.free_log.push(id);
+            }
+        }
+    }
+
+    fn take_log(&mut self, for_gc: bool) -> Option<SegmentId> {
+        let floor = if for_gc { 0 } else { self.gc_reserve_segments };
+        if self.free_log.len() > floor {
+            self.free_log.pop()
+        } else {
+            None
+        }
+    }
+
+    /// Places records of the given encoded lengths at the end of group `g`, taking log
+    /// segments as needed. Returns one placement per record and the segments newly
+    /// added to the chain. On `NeedSpace` nothing has changed.
+    pub fn place(
+        &mut self,
+        g: u32,
+        record_lens: &[usize],
+    ) -> std::result::Result<Vec<Placement>, NeedSpace> {
+        let block = u64::from(self.layout.block_bytes);
+        let layout = self.layout;
+        let saved_chain = self.groups[g as usize].chain.clone();
+        let mut taken = Vec::new();
+        let mut placements = Vec::with_capacity(record_lens.len());
+        // A GC of this group copies the first `collected_len` segments: appends must not
+        // land in them, so the first append after the mark opens a fresh segment.
+        let mut must_open = match &self.groups[g as usize].gc {
+            Some(mark) => self.groups[g as usize].chain.len() == mark.collected_len,
+            None => false,
+        };
+        let mut cursor = {
+            let tail = self.groups[g as usize].chain.last().expect("chain never empty");
+            (tail.id, tail.used_bytes)
+        };
+        for &len in record_lens {
+            let len = len as u64;
+            assert!(len <= layout.log_segment_bytes, "record larger than a segment");
+            if must_open || cursor.1 + len > layout.segment_bytes(cursor.0) {
+                let Some(id) = self.take_log(false) else {
+                    self.free_log.extend(taken.drain(..).rev());
+                    self.groups[g as usize].chain = saved_chain;
+                    return Err(NeedSpace);
+                };
+                must_open = false;
+                taken.push(id);
+                self.groups[g as usize].chain.push(ChainSegment { id, used_bytes: 0 });
+                cursor = (id, 0);
+            }
+            placements.push(Placement {
+                segment: cursor.0,
+                offset: cursor.1,
+            });
+            cursor.1 += len;
+            let tail = self.groups[g as usize].chain.last_mut().unwrap();
+            debug_assert_eq!(tail.id, cursor.0);
+            tail.used_bytes = cursor.1;
+        }
+        // Pad every segment touched to a block boundary: the next batch starts aligned.
+        let group = &mut self.groups[g as usize];
+        let mut appended = 0;
+        for seg in group.chain.iter_mut() {
+            let padded = seg.used_bytes.div_ceil(block) * block;
+            if seg.used_bytes != padded {
+                appended += padded - seg.used_bytes;
+                seg.used_bytes = padded;
+            }
+        }
+        appended += record_lens.iter().map(|&l| l as u64).sum::<u64>();
+        group.write_volume_bytes += appended;
+        Ok(placements)
+    }
+
+    /// Places the records of several groups at once (one flush): either all are
+    /// placed, or nothing changes.
+    pub fn place_all(
+        &mut self,
+        per_group: &[(u32, Vec<usize>)],
+    ) -> std::result::Result<Vec<Vec<Placement>>, NeedSpace> {
+        let mut done: Vec<(u32, Vec<ChainSegment>, u64)> = Vec::with_capacity(per_group.len());
+        let mut out = Vec::with_capacity(per_group.len());
+        for (g, lens) in per_group {
+            let group = &self.groups[*g as usize];
+            let saved = (*g, group.chain.clone(), group.write_volume_bytes);
+            match self.place(*g, lens) {
+                Ok(p) => {
+                    done.push(saved);
+                    out.push(p);
+                }
+                Err(NeedSpace) => {
+                    for (g, chain, volume) in done.into_iter().rev() {
+                        let group = &mut self.groups[g as usize];
+                        let taken: Vec<SegmentId> =
+                            group.chain[chain.len()..].iter().map(|s| s.id).collect();
+                        group.chain = chain;
+                        group.write_volume_bytes = volume;
+                        self.free_log.extend(taken.into_iter().rev());
+                    }
+                    return Err(NeedSpace);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Chooses the GC victim: the group with the largest write volume since its last
+    /// GC (greedy, as in the paper), skipping groups under GC and groups with nothing
+    /// written since their last GC. A linear pass: groups number in the thousands at
+    /// most, and each GC reads at least a whole main segment.
+    pub fn pick_victim(&self) -> Option<u32> {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.gc.is_none() && g.write_volume_bytes > 0)
+            .max_by_key(|(_, g)| g.write_volume_bytes)
+            .map(|(i, _)| i as u32)
+    }
+
+    /// Marks `g` as under GC and returns the segments to collect and the spare main
+    /// segment to copy into.
+    pub fn begin_gc(&mut self, g: u32) -> Option<(Vec<ChainSegment>, SegmentId)> {
+        let spare = self.spare_main.pop()?;
+        let group = &mut self.groups[g as usize];
+        assert!(group.gc.is_none(), "group {g} already under GC");
+        let collected = group.chain.clone();
+        group.gc = Some(GcMark {
+            collected_len: collected.len(),
+            keys_written_since: HashSet::new(),
+        });
+        Some((collected, spare))
+    }
+
+    /// Log segment for GC survivors that overflow the spare main segment.
+    pub fn take_log_for_gc(&mut self) -> Option<SegmentId> {
+        self.take_log(true)
+    }
+
+    /// Keys written to `g` since its GC began; GC must not point the index back at
+    /// older versions of them. Call with the commit lock held, so no flush adds more.
+    pub fn gc_keys_written(&self, g: u32) -> &HashSet<Vec<u8>> {
+        &self.groups[g as usize]
+            .gc
+            .as_ref()
+            .expect("group under GC")
+            .keys_written_since
+    }
+
+    /// Ends a GC: the group's chain becomes `survivors` followed by whatever was
+    /// appended during the GC. Returns the collected segments, which the caller
+    /// releases with `release` once the new chain is committed.
+    pub fn finish_gc(&mut self, g: u32, survivors: Vec<ChainSegment>) -> Vec<SegmentId> {
+        let group = &mut self.groups[g as usize];
+        let mark = group.gc.take().expect("group under GC");
+        let appended: Vec<ChainSegment> = group.chain.split_off(mark.collected_len);
+        let collected = std::mem::replace(&mut group.chain, survivors);
+        group.write_volume_bytes = appended.iter().map(|s| s.used_bytes).sum();
+        group.chain.extend(appended);
+        collected.into_iter().map(|s| s.id).collect()
+    }
+
+    /// Segments no chain names any more become reusable once readers older than
+    /// `release_gen` are gone.
+    pub fn release(&mut self, segments: Vec<SegmentId>, release_gen: u64) {
+        self.pending_free
+            .extend(segments.into_iter().map(|id| (release_gen, id)));
+    }
+
+    /// Abandons a GC that failed before its commit: the spare and any log segments it
+    /// took go back, the chain is unchanged.
+    pub fn abort_gc(&mut self, g: u32, spare: SegmentId, taken_log: &[SegmentId]) {
+        self.groups[g as usize].gc = None;
+        self.spare_main.push(spare);
+        self.free_log.extend_from_slice(taken_log);
+    }
+
+    pub fn note_key_written(&mut self, g: u32, key: &[u8]) {
+        if let Some(mark) = self.groups[g as usize].gc.as_mut() {
+            mark.keys_written_since.insert(key.to_vec());
+        }
+    }
+
+    pub fn used_bytes(&self) -> u64 {
+        self.groups
+            .iter()
+            .flat_map(|g| g.chain.iter())
+            .map(|s| s.used_bytes)
+            .sum()
+    }
+
+    pub fn encode_group(&self, g: u32) -> Vec<u8> {
+        let group = &self.groups[g as usize];
+        let mut out = Vec::with_capacity(1 + 8 + 4 + group.chain.len() * 12 + 4);
+        out.push(GROUP_ENTRY_VERSION);
+        out.extend_from_slice(&group.write_volume_bytes.to_le_bytes());
+        out.extend_from_slice(&(group.chain.len() as u32).to_le_bytes());
+        for s in &group.chain {
+            out.extend_from_slice(&s.id.to_le_bytes());
+            out.extend_from_slice(&s.used_bytes.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+}
+
+/// Decodes a group entry as stored in the index. Never panics on garbage.
+pub fn decode_group(bytes: &[u8]) -> Result<Group> {
+    let bad = |what: &str| Error::Corruption {
+        what: format!("segment table entry: {what}"),
+    };
+    if bytes.len() < 1 + 8 + 4 + 4 {
+        return Err(bad("truncated"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let stored = u32::from_le_bytes(crc.try_into().unwrap());
+    let computed = crc32c::crc32c(body);
+    if stored != computed {
+        return Err(Error::ChecksumMismatch {
+            what: "segment table entry",
+            stored,
+            computed,
+        });
+    }
+    if body[0] != GROUP_ENTRY_VERSION {
+        return Err(bad(&format!("version {} unknown", body[0])));
+    }
+    let write_volume_bytes = u64::from_le_bytes(body[1..9].try_into().unwrap());
+    let n = u32::from_le_bytes(body[9..13].try_into().unwrap()) as usize;
+    let rest = &body[13..];
+    if rest.len() != n.checked_mul(12).ok_or_else(|| bad("length overflow"))? {
+        return Err(bad("chain length does not match the entry size"));
+    }
+    let chain = rest
+        .chunks_exact(12)
+        .map(|c| ChainSegment {
+            id: u32::from_le_bytes(c[0..4].try_into().unwrap()),
+            used_bytes: u64::from_le_bytes(c[4..12].try_into().unwrap()),
+        })
+        .collect();
+    Ok(Group {
+        chain,
+        write_volume_bytes,
+        gc: None,
+    })
+}
+
+fn corrupt(g: usize, what: &str) -> Error {
+    Error::Corruption {
+        what: format!("segment table, group {g}: {what}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::Options;
+    use rand::{Rng, SeedableRng};
+
+    fn layout() -> Layout {
+        let o = Options::default()
+            .with_main_segment_bytes(1 << 20)
+            .with_log_segment_bytes(64 << 10);
+        Layout::compute(16 << 20, 4096, &o).unwrap()
+    }
+
+    #[test]
+    fn place_fills_main_then_takes_log_segments() {
+        let mut t = SegmentTable::new_formatted(layout());
+        let free0 = t.free_log_segments();
+        let lens = vec![1000usize; 1100]; // ~1.1 MB: overflows the 1 MiB main segment
+        let p = t.place(0, &lens).unwrap();
+        assert_eq!(p[0], Placement { segment: 0, offset: 0 });
+        assert!(t.groups[0].chain.len() >= 2);
+        assert!(t.free_log_segments() < free0);
+        for w in p.windows(2) {
+            if w[0].segment == w[1].segment {
+                assert_eq!(w[1].offset, w[0].offset + 1000);
+            }
+        }
+        for s in &t.groups[0].chain {
+            assert_eq!(s.used_bytes % 4096, 0);
+        }
+    }
+
+    #[test]
+    fn need_space_changes_nothing() {
+        let mut t = SegmentTable::new_formatted(layout());
+        let before: Vec<_> = t.groups[1].chain.clone();
+        let free = t.free_log_segments();
+        let lens = vec![60_000usize; 10_000];
+        assert!(t.place(1, &lens).is_err());
+        assert_eq!(t.groups[1].chain, before);
+        assert_eq!(t.free_log_segments(), free);
+        // Across groups: the first group's placement is undone too.
+        let chain3 = t.groups[3].chain.clone();
+        assert!(t
+            .place_all(&[(3, vec![60_000usize; 40]), (1, vec![60_000usize; 10_000])])
+            .is_err());
+        assert_eq!(t.groups[3].chain, chain3);
+        assert_eq!(t.free_log_segments(), free);
+    }
+
+    #[test]
+    fn entries_round_trip_and_rebuild_free_lists() {
+        let mut t = SegmentTable::new_formatted(layout());
+        t.place(2, &vec![5000usize; 300]).unwrap();
+        let groups: Vec<Group> = (0..t.layout.group_count)
+            .map(|g| decode_group(&t.encode_group(g)).unwrap())
+            .collect();
+        let t2 = SegmentTable::from_groups(t.layout, groups).unwrap();
+        assert_eq!(t2.free_log_segments(), t.free_log_segments());
+        assert_eq!(t2.groups[2].chain, t.groups[2].chain);
+    }
+
+    #[test]
+    fn garbage_entries_are_errors() {
+        let t = SegmentTable::new_formatted(layout());
+        let good = t.encode_group(0);
+        for cut in 0..good.len() {
+            assert!(decode_group(&good[..cut]).is_err());
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for _ in 0..10_000 {
+            let b: Vec<u8> = (0..rng.gen_range(0..64)).map(|_| rng.gen()).collect();
+            assert!(decode_group(&b).is_err());
+        }
+        // Two groups claiming one segment.
+        let mut gs: Vec<Group> = (0..t.layout.group_count)
+            .map(|g| decode_group(&t.encode_group(g)).unwrap())
+            .collect();
+        gs[1].chain[0].id = 0;
+        assert!(SegmentTable::from_groups(t.layout, gs).is_err());
+    }
+
+    #[test]
+    fn gc_swaps_chain_and_releases_after_readers() {
+        let mut t = SegmentTable::new_formatted(layout());
+        t.place(0, &vec![4000usize; 400]).unwrap();
+        let (collected, spare) = t.begin_gc(0).unwrap();
+        // An append during GC goes to a fresh log segment.
+        let p = t.place(0, &[100]).unwrap();
+        assert!(!collected.iter().any(|s| s.id == p[0].segment));
+        t.note_key_written(0, b"k");
+        assert!(t.gc_keys_written(0).contains(&b"k".to_vec()));
+        let freed = t.finish_gc(0, vec![ChainSegment { id: spare, used_bytes: 8192 }]);
+        assert_eq!(freed.len(), collected.len());
+        t.release(freed, 7);
+        assert_eq!(t.groups[0].chain[0].id, spare);
+        assert_eq!(t.groups[0].chain[1].id, p[0].segment);
+        assert_eq!(t.pending_free_segments(), collected.len());
+        t.reclaim(Some(6));
+        assert_eq!(t.pending_free_segments(), collected.len());
+        t.reclaim(Some(7));
+        assert_eq!(t.pending_free_segments(), 0);
+    }
+}

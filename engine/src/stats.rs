@@ -1,0 +1,76 @@
+//! Counters the engine keeps, and the snapshot `Db::stats` returns.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub user_bytes_written: AtomicU64,
+    pub user_ops: AtomicU64,
+    pub flush_device_bytes_written: AtomicU64,
+    pub gc_device_bytes_written: AtomicU64,
+    pub gc_device_bytes_read: AtomicU64,
+    pub read_device_bytes: AtomicU64,
+    pub gc_runs: AtomicU64,
+    pub gc_records_kept: AtomicU64,
+    pub gc_bytes_reclaimed: AtomicU64,
+    pub write_cache_hits: AtomicU64,
+    pub flushes: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+}
+
+/// A point-in-time view of the engine's counters.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Key + value bytes of puts, key bytes of deletes, as the user wrote them.
+    pub user_bytes_written: u64,
+    pub user_ops: u64,
+    /// Value-store bytes written by flushes (records and block padding).
+    pub flush_device_bytes_written: u64,
+    /// Value-store bytes written by GC (survivors copied).
+    pub gc_device_bytes_written: u64,
+    /// Value-store bytes read by GC (the groups it scanned).
+    pub gc_device_bytes_read: u64,
+    /// Value-store bytes read by gets and scans.
+    pub read_device_bytes: u64,
+    pub gc_runs: u64,
+    pub gc_records_kept: u64,
+    /// Bytes of segments GC freed minus bytes it wrote.
+    pub gc_bytes_reclaimed: u64,
+    pub write_cache_hits: u64,
+    pub flushes: u64,
+    /// Bytes the LSM tree wrote (WAL, flushes, compactions).
+    pub lsm_bytes_written: u64,
+    /// Per member device: bytes and operations as the device layer counted them.
+    pub devices: Vec<hashkv_blockdev::CounterSnapshot>,
+    pub free_log_segments: u64,
+    pub log_segments: u64,
+    pub value_bytes_used: u64,
+}
+
+impl Stats {
+    pub fn device_bytes_written(&self) -> u64 {
+        self.devices.iter().map(|d| d.write_bytes).sum()
+    }
+
+    pub fn device_bytes_read(&self) -> u64 {
+        self.devices.iter().map(|d| d.read_bytes).sum()
+    }
+
+    /// (value-store bytes written + LSM bytes written) / user bytes.
+    pub fn write_amplification(&self) -> f64 {
+        if self.user_bytes_written == 0 {
+            return 0.0;
+        }
+        (self.device_bytes_written() + self.lsm_bytes_written) as f64
+            / self.user_bytes_written as f64
+    }
+}
+
+pub(crate) fn load(c: &AtomicU64) -> u64 {
+    c.load(Relaxed)
+}
