@@ -15,6 +15,7 @@
 
 pub mod db;
 mod devices;
+pub mod ffi;
 pub mod error;
 mod flush;
 pub mod gc;
