@@ -528,8 +528,9 @@ impl Inner {
                     Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(e) => {
-                        eprintln!("hashkv: background GC failed: {e}");
-                        self.poison_with(&e);
+                        if e.is_fatal() {
+                            eprintln!("hashkv: background GC failed: {e}");
+                        }
                         break;
                     }
                 }

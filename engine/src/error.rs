@@ -68,4 +68,19 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Errors after which the store must refuse writes: the devices or the index
+    /// failed, or data on them is damaged.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Error::Device(_)
+                | Error::Lsm(_)
+                | Error::Corruption { .. }
+                | Error::ChecksumMismatch { .. }
+                | Error::Poisoned { .. }
+        )
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

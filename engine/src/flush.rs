@@ -73,10 +73,7 @@ impl Inner {
         let reclaimed_something = match gc::collect_one(self) {
             Ok(Some(outcome)) => outcome.segments_freed > outcome.segments_taken,
             Ok(None) => false,
-            Err(e) => {
-                self.poison_with(&e);
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         };
         if reclaimed_something {
             return Ok(());

@@ -65,7 +65,9 @@ pub(crate) fn collect_one(inner: &Inner) -> Result<Option<GcOutcome>> {
                 // Nothing was committed: give back what the GC took.
                 inner.table.lock().abort_gc(group, spare, &taken_log);
             }
-            inner.poison_with(&e);
+            if e.is_fatal() {
+                inner.poison_with(&e);
+            }
             Err(e)
         }
     }
@@ -132,14 +134,13 @@ fn run(
         let len = rec.encoded_len();
         let tail = chain.last().unwrap();
         if tail.used_bytes as usize + len > layout.segment_bytes(tail.id) as usize {
-            let id = inner
-                .table
-                .lock()
-                .take_log_for_gc()
-                .ok_or_else(|| Error::StoreFull {
+            let taken = inner.table.lock().take_log_for_gc();
+            let Some(id) = taken else {
+                return Err(Error::StoreFull {
                     live_bytes: inner.table.lock().used_bytes(),
                     group_count: layout.group_count,
-                })?;
+                });
+            };
             taken_log.push(id);
             chain.push(ChainSegment { id, used_bytes: 0 });
             out.push(Vec::new());
