@@ -65,6 +65,30 @@ pub enum DeviceError {
 
     #[error("invalid configuration: {reason}")]
     Config { reason: String },
+
+    #[error("{path}: already exists (refusing to replace it)")]
+    AlreadyExists { path: PathBuf },
+
+    #[error("{path}: the filesystem refuses O_DIRECT ({source}); put the file on a disk-backed filesystem such as ext4 or xfs")]
+    DirectIoUnsupported {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: block size {block_bytes} bytes is outside the supported range {min_bytes}..={max_bytes}")]
+    BlockSizeUnsupported {
+        path: PathBuf,
+        block_bytes: u32,
+        min_bytes: u32,
+        max_bytes: u32,
+    },
+
+    #[error("io_uring setup failed: {source}")]
+    Uring {
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl DeviceError {
