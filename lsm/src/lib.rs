@@ -1,1 +1,46 @@
-//! hashkv-lsm: our own LSM tree (being written).
+//! hashkv-lsm: the LSM tree holding hashkv's index (keys -> value locations, and small
+//! values inline).
+//!
+//! Writes go to a write-ahead log (`wal`) and a concurrent skiplist memtable
+//! (`memtable`); full memtables are frozen and flushed by a background thread to
+//! immutable table files (`table`) in L0; background threads compact levels
+//! (`compaction`) whose set of tables is recorded in an append-only manifest
+//! (`manifest`, `version`). Reads merge memtables and levels (`iter`) at a sequence
+//! number, so snapshots see a fixed state. Every on-disk structure carries a format
+//! version and crc32c checksums.
+
+mod coding;
+mod compaction;
+mod db;
+mod error;
+mod files;
+mod ikey;
+mod iter;
+mod manifest;
+mod memtable;
+mod options;
+mod snapshot;
+mod stats;
+mod table;
+mod version;
+mod wal;
+
+#[doc(hidden)]
+pub mod decoders;
+
+pub use db::Db;
+pub use error::LsmError;
+pub use iter::{Direction, RangeIter};
+pub use options::{Options, WriteOptions};
+pub use snapshot::Snapshot;
+pub use stats::Stats;
+pub use version::LEVELS;
+pub use wal::WriteBatch;
+
+/// Largest user key accepted. The engine's keys are 24 bytes; 1 KiB leaves room for
+/// composite keys while keeping index blocks and the manifest's table bounds small.
+pub const KEY_BYTES_MAX: usize = 1024;
+/// Largest value accepted. The tree holds value locations and small inline values;
+/// anything bigger belongs in the engine's value log. 1 MiB keeps a WAL record and a
+/// data block (which holds at least one entry) bounded.
+pub const VALUE_BYTES_MAX: usize = 1 << 20;

@@ -1,0 +1,32 @@
+//! Leveled compaction: picking what to compact (`pick`) and running it (`run`).
+//!
+//! L0 is compacted into L1 when it holds `l0_compaction_trigger` tables (all L0 tables
+//! at once, since they overlap each other); level i >= 1 is compacted into i+1 when its
+//! bytes exceed `level1_bytes_max * level_size_ratio^(i-1)`, one table at a time in
+//! round-robin key order. A user key never spans two tables of one level, so a table's
+//! range fully describes where its key's versions are.
+
+pub(crate) mod pick;
+pub(crate) mod run;
+
+use std::sync::Arc;
+
+use crate::version::FileMeta;
+
+pub(crate) struct Compaction {
+    pub level: usize,
+    pub inputs: Vec<Arc<FileMeta>>,
+    /// Overlapping tables of level + 1.
+    pub next_inputs: Vec<Arc<FileMeta>>,
+}
+
+impl Compaction {
+    pub fn output_level(&self) -> usize {
+        self.level + 1
+    }
+
+    /// A single table with nothing under it moves down without being rewritten.
+    pub fn is_trivial_move(&self) -> bool {
+        self.inputs.len() == 1 && self.next_inputs.is_empty()
+    }
+}

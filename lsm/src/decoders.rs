@@ -1,0 +1,162 @@
+//! Entry points to every on-disk decoder, for the garbage and truncation tests in
+//! tests/decoders.rs. Each takes raw bytes and returns Ok or an error; none may panic.
+//! Not part of the supported API.
+
+use crate::error::Result;
+
+/// A WAL record frame followed by its batch payload.
+pub fn wal_record(buf: &[u8]) -> Result<usize> {
+    let (payload, n) = crate::wal::record::decode_record(buf)?;
+    crate::wal::batch::decode_payload(payload)?;
+    Ok(n)
+}
+
+/// A batch payload (inside a record).
+pub fn wal_batch_payload(buf: &[u8]) -> Result<usize> {
+    Ok(crate::wal::batch::decode_payload(buf)?.1)
+}
+
+pub fn wal_header(buf: &[u8]) -> Result<u32> {
+    crate::wal::record::decode_header(buf)
+}
+
+/// A sealed block (payload + checksum) decoded as a data block: number of entries.
+pub fn data_block(raw: &[u8]) -> Result<usize> {
+    let payload = crate::table::block::unseal(raw)?;
+    Ok(crate::table::block::Block::decode(payload.to_vec())?.len())
+}
+
+/// A block payload without its checksum (what a checksum collision would let through).
+pub fn data_block_payload(payload: &[u8]) -> Result<usize> {
+    Ok(crate::table::block::Block::decode(payload.to_vec())?.len())
+}
+
+/// An index block payload; handles must lie below `data_end`.
+pub fn index_block_payload(payload: &[u8], data_end: u64) -> Result<usize> {
+    Ok(crate::table::index::Index::decode(payload.to_vec(), data_end)?.len())
+}
+
+pub fn filter_payload(payload: &[u8]) -> Result<()> {
+    crate::table::filter::Filter::decode(payload).map(|_| ())
+}
+
+pub fn footer(buf: &[u8], file_bytes: u64) -> Result<u64> {
+    Ok(crate::table::footer::Footer::decode(buf, file_bytes)?.entry_count)
+}
+
+/// A version edit payload: number of added tables.
+pub fn manifest_edit(buf: &[u8]) -> Result<usize> {
+    Ok(crate::manifest::VersionEdit::decode(buf)?.added.len())
+}
+
+/// A whole manifest file: number of edits.
+pub fn manifest_file(buf: &[u8]) -> Result<usize> {
+    Ok(crate::manifest::log::decode_manifest(buf)?.len())
+}
+
+/// Encoders for the tests to build valid inputs they then damage.
+pub mod encode {
+    /// A WAL record holding a batch of `entries` (key, Some(value) for put / None for
+    /// delete) starting at sequence `first_seq`.
+    pub fn wal_record(first_seq: u64, entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<u8> {
+        let mut b = crate::WriteBatch::new();
+        for (k, v) in entries {
+            match v {
+                Some(v) => b.put(k, v),
+                None => b.delete(k),
+            }
+        }
+        let mut payload = Vec::new();
+        b.encode_payload(first_seq, &mut payload);
+        let mut out = Vec::new();
+        crate::wal::record::encode_record(&payload, &mut out);
+        out
+    }
+
+    /// A sealed data block of `keys` (user keys, ascending) as puts at sequence 1.
+    pub fn data_block(keys: &[Vec<u8>]) -> Vec<u8> {
+        let mut b = crate::table::block::BlockBuilder::new();
+        for k in keys {
+            b.add(&crate::ikey::encode(k, 1, crate::ikey::Kind::Put), k);
+        }
+        let mut raw = b.finish();
+        crate::table::block::seal(&mut raw);
+        raw
+    }
+
+    pub fn filter(keys: &[Vec<u8>]) -> Vec<u8> {
+        let h: Vec<u64> = keys.iter().map(|k| crate::table::filter::hash(k)).collect();
+        crate::table::filter::build(&h, 10)
+    }
+
+    pub fn footer(
+        index_offset: u64,
+        index_bytes: u64,
+        filter_offset: u64,
+        filter_bytes: u64,
+    ) -> Vec<u8> {
+        use crate::table::footer::{BlockHandle, Footer, TABLE_FORMAT_VERSION};
+        Footer {
+            index: BlockHandle {
+                offset: index_offset,
+                size: index_bytes,
+            },
+            filter: BlockHandle {
+                offset: filter_offset,
+                size: filter_bytes,
+            },
+            entry_count: 1,
+            version: TABLE_FORMAT_VERSION,
+        }
+        .encode()
+        .to_vec()
+    }
+
+    /// An index block payload over `blocks` consecutive blocks of `block_bytes` each.
+    pub fn index_payload(blocks: u64, block_bytes: u64) -> Vec<u8> {
+        let mut b = crate::table::block::BlockBuilder::new();
+        for i in 0..blocks {
+            let mut h = Vec::new();
+            crate::table::index::encode_handle(
+                crate::table::footer::BlockHandle {
+                    offset: i * (block_bytes + 4),
+                    size: block_bytes,
+                },
+                &mut h,
+            );
+            b.add(
+                &crate::ikey::encode(format!("k{i:08}").as_bytes(), 1, crate::ikey::Kind::Put),
+                &h,
+            );
+        }
+        b.finish()
+    }
+
+    /// A version edit adding `tables` tables at level 1.
+    pub fn manifest_edit(tables: u64) -> Vec<u8> {
+        let mut e = crate::manifest::VersionEdit {
+            log_number: Some(3),
+            next_file_number: Some(100),
+            last_sequence: Some(12345),
+            ..Default::default()
+        };
+        for i in 0..tables {
+            e.added.push(crate::manifest::edit::AddedTable {
+                level: 1,
+                number: 10 + i,
+                file_bytes: 4096,
+                smallest: crate::ikey::encode(
+                    format!("a{i:04}").as_bytes(),
+                    1,
+                    crate::ikey::Kind::Put,
+                ),
+                largest: crate::ikey::encode(
+                    format!("b{i:04}").as_bytes(),
+                    1,
+                    crate::ikey::Kind::Put,
+                ),
+            });
+        }
+        e.encode()
+    }
+}

@@ -1,0 +1,186 @@
+//! Reading and writing manifest files.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::edit::VersionEdit;
+use crate::coding::{masked_crc, Reader};
+use crate::error::{LsmError, Result};
+use crate::wal::record::{decode_record, encode_record, RECORD_HEADER_BYTES};
+
+pub(crate) const MANIFEST_MAGIC: u64 = u64::from_le_bytes(*b"hkvlMAN\x01");
+pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 1;
+const HEADER_BYTES: usize = 16;
+
+fn encode_header() -> [u8; HEADER_BYTES] {
+    let mut h = [0u8; HEADER_BYTES];
+    h[..8].copy_from_slice(&MANIFEST_MAGIC.to_le_bytes());
+    h[8..12].copy_from_slice(&MANIFEST_FORMAT_VERSION.to_le_bytes());
+    let crc = masked_crc(&h[..12]);
+    h[12..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Reads all edits of a manifest. Refuses a newer format before looking further.
+pub(crate) fn read_manifest(path: &Path) -> Result<Vec<VersionEdit>> {
+    let data =
+        std::fs::read(path).map_err(|e| LsmError::io(format!("reading {}", path.display()), e))?;
+    decode_manifest(&data).map_err(|e| match e {
+        LsmError::NewerFormat {
+            found, supported, ..
+        } => LsmError::NewerFormat {
+            file: path.to_path_buf(),
+            found,
+            supported,
+        },
+        e => e.in_file(path, 0),
+    })
+}
+
+pub(crate) fn decode_manifest(data: &[u8]) -> Result<Vec<VersionEdit>> {
+    let mut r = Reader::new(data);
+    let magic = r.u64()?;
+    if magic != MANIFEST_MAGIC {
+        return Err(LsmError::corrupt(format!(
+            "manifest magic: expected {MANIFEST_MAGIC:#018x}, found {magic:#018x}"
+        )));
+    }
+    let version = r.u32()?;
+    let crc = r.u32()?;
+    let expected = masked_crc(&data[..12]);
+    if crc != expected {
+        return Err(LsmError::ChecksumMismatch {
+            file: PathBuf::new(),
+            offset: 12,
+            expected,
+            found: crc,
+        });
+    }
+    if version > MANIFEST_FORMAT_VERSION {
+        return Err(LsmError::NewerFormat {
+            file: PathBuf::new(),
+            found: version,
+            supported: MANIFEST_FORMAT_VERSION,
+        });
+    }
+    let mut edits = Vec::new();
+    let mut pos = HEADER_BYTES;
+    while pos < data.len() {
+        match decode_record(&data[pos..]) {
+            Ok((payload, n)) => {
+                let edit = VersionEdit::decode(payload)
+                    .map_err(|e| e.in_file(Path::new(""), pos as u64))?;
+                edits.push(edit);
+                pos += n;
+            }
+            Err(e) => {
+                // A record reaching the end of the file is the torn tail of an append
+                // that was never synced, so never acted on. Anything else is damage.
+                let rest = &data[pos..];
+                let claimed = rest
+                    .get(4..8)
+                    .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+                let torn = claimed.is_none_or(|len| RECORD_HEADER_BYTES + len >= rest.len());
+                if torn {
+                    break;
+                }
+                return Err(match e {
+                    LsmError::ChecksumMismatch {
+                        expected, found, ..
+                    } => LsmError::ChecksumMismatch {
+                        file: PathBuf::new(),
+                        offset: pos as u64,
+                        expected,
+                        found,
+                    },
+                    _ => LsmError::corrupt(format!(
+                        "damaged manifest record at {pos} followed by more data"
+                    )),
+                });
+            }
+        }
+    }
+    if edits.is_empty() {
+        return Err(LsmError::corrupt("manifest holds no complete edit"));
+    }
+    Ok(edits)
+}
+
+pub(crate) struct ManifestWriter {
+    pub path: PathBuf,
+    file: File,
+    pub file_bytes: u64,
+}
+
+impl ManifestWriter {
+    /// Creates a manifest holding `snapshot` (synced), without switching CURRENT.
+    pub fn create(dir: &Path, number: u64, snapshot: &VersionEdit) -> Result<ManifestWriter> {
+        let path = dir.join(crate::files::manifest_name(number));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| LsmError::io(format!("creating {}", path.display()), e))?;
+        let mut w = ManifestWriter {
+            path,
+            file,
+            file_bytes: 0,
+        };
+        let header = encode_header();
+        w.write(&header)?;
+        w.append(snapshot)?;
+        Ok(w)
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.file
+            .write_all(data)
+            .map_err(|e| LsmError::io(format!("writing {}", self.path.display()), e))?;
+        self.file_bytes += data.len() as u64;
+        Ok(())
+    }
+
+    /// Appends an edit and syncs it; returns the bytes appended.
+    pub fn append(&mut self, edit: &VersionEdit) -> Result<u64> {
+        let mut rec = Vec::new();
+        encode_record(&edit.encode(), &mut rec);
+        self.write(&rec)?;
+        self.file
+            .sync_data()
+            .map_err(|e| LsmError::io(format!("syncing {}", self.path.display()), e))?;
+        Ok(rec.len() as u64)
+    }
+}
+
+/// Points CURRENT at manifest `number` atomically.
+pub(crate) fn set_current(dir: &Path, number: u64) -> Result<()> {
+    let content = format!("{}\n", crate::files::manifest_name(number));
+    crate::files::atomic_replace(
+        dir,
+        crate::files::CURRENT,
+        crate::files::CURRENT_TMP,
+        content.as_bytes(),
+    )
+}
+
+/// The manifest number named by CURRENT.
+pub(crate) fn read_current(dir: &Path) -> Result<u64> {
+    let path = dir.join(crate::files::CURRENT);
+    let s =
+        std::fs::read(&path).map_err(|e| LsmError::io(format!("reading {}", path.display()), e))?;
+    let name = std::str::from_utf8(&s)
+        .ok()
+        .and_then(|s| s.strip_suffix('\n'));
+    match name.and_then(crate::files::parse_name) {
+        Some(crate::files::FileKind::Manifest(n)) => Ok(n),
+        _ => Err(LsmError::Corruption {
+            file: path,
+            offset: 0,
+            what: format!(
+                "expected \"MANIFEST-<number>\\n\", found {:?}",
+                String::from_utf8_lossy(&s[..s.len().min(64)])
+            ),
+        }),
+    }
+}

@@ -1,0 +1,97 @@
+//! Tuning knobs of the tree. Defaults follow LevelDB/RocksDB practice scaled to the
+//! engine's use: many small entries (keys -> value locations of 13-16 bytes).
+
+use crate::error::{LsmError, Result};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// A memtable larger than this is frozen and flushed to an L0 table.
+    pub memtable_bytes_max: usize,
+    /// Number of L0 tables that triggers an L0 -> L1 compaction.
+    pub l0_compaction_trigger: usize,
+    /// Number of L0 tables at which each write is delayed by 1 ms.
+    pub l0_slowdown_trigger: usize,
+    /// Number of L0 tables at which writes wait until compaction catches up.
+    pub l0_stop_trigger: usize,
+    /// Each level below L1 may hold this many times the bytes of the level above.
+    pub level_size_ratio: u64,
+    /// Bytes L1 may hold before it is compacted into L2.
+    pub level1_bytes_max: u64,
+    /// A compaction output table is cut once it reaches this size (at a user key boundary).
+    pub table_target_bytes: u64,
+    /// Uncompressed size a data block is cut at.
+    pub block_bytes: usize,
+    /// Bloom filter bits per key; 10 gives about 1% false positives. 0 disables filters.
+    pub bloom_bits_per_key: u32,
+    /// Bytes of decoded data blocks kept in the block cache. 0 leaves caching to the page cache.
+    pub block_cache_bytes: usize,
+    pub create_if_missing: bool,
+    pub error_if_exists: bool,
+    /// Background threads running compactions (flushes have their own thread).
+    pub compaction_threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            memtable_bytes_max: 64 << 20,
+            l0_compaction_trigger: 4,
+            l0_slowdown_trigger: 8,
+            l0_stop_trigger: 12,
+            level_size_ratio: 10,
+            level1_bytes_max: 256 << 20,
+            table_target_bytes: 64 << 20,
+            block_bytes: 4 << 10,
+            bloom_bits_per_key: 10,
+            block_cache_bytes: 64 << 20,
+            create_if_missing: true,
+            error_if_exists: false,
+            compaction_threads: 1,
+        }
+    }
+}
+
+impl Options {
+    pub(crate) fn validate(&self) -> Result<()> {
+        let fail = |what: &str| {
+            Err(LsmError::InvalidOptions {
+                what: what.to_string(),
+            })
+        };
+        if self.memtable_bytes_max < 1024 {
+            return fail("memtable_bytes_max must be at least 1024");
+        }
+        if self.l0_compaction_trigger == 0 {
+            return fail("l0_compaction_trigger must be at least 1");
+        }
+        if !(self.l0_compaction_trigger <= self.l0_slowdown_trigger
+            && self.l0_slowdown_trigger <= self.l0_stop_trigger)
+        {
+            return fail("need l0_compaction_trigger <= l0_slowdown_trigger <= l0_stop_trigger");
+        }
+        if self.level_size_ratio < 2 {
+            return fail("level_size_ratio must be at least 2");
+        }
+        if self.level1_bytes_max == 0 || self.table_target_bytes == 0 {
+            return fail("level1_bytes_max and table_target_bytes must be positive");
+        }
+        if self.block_bytes < 64 || self.block_bytes > (1 << 24) {
+            return fail("block_bytes must lie in 64..=16 MiB");
+        }
+        if self.bloom_bits_per_key > 64 {
+            return fail("bloom_bits_per_key must be at most 64");
+        }
+        if self.compaction_threads == 0 {
+            return fail("compaction_threads must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Options of one write.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    /// Return only once the write is durable (fdatasync of the WAL, shared by concurrent
+    /// sync writers: group commit).
+    pub sync: bool,
+}

@@ -1,0 +1,169 @@
+//! Writes one table file from internal keys added in increasing order.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::block::{seal, BlockBuilder};
+use super::filter;
+use super::footer::{BlockHandle, Footer, TABLE_FORMAT_VERSION};
+use super::index::encode_handle;
+use crate::error::{LsmError, Result};
+use crate::ikey;
+
+pub(crate) struct TableInfo {
+    pub number: u64,
+    pub file_bytes: u64,
+    pub smallest: Vec<u8>,
+    pub largest: Vec<u8>,
+}
+
+pub(crate) struct TableBuilder {
+    number: u64,
+    path: PathBuf,
+    file: BufWriter<File>,
+    offset: u64,
+    block: BlockBuilder,
+    index: BlockBuilder,
+    key_hashes: Vec<u64>,
+    last_user_key: Vec<u8>,
+    smallest: Vec<u8>,
+    entry_count: u64,
+    block_bytes: usize,
+    bloom_bits_per_key: u32,
+}
+
+impl TableBuilder {
+    pub fn create(
+        dir: &Path,
+        number: u64,
+        block_bytes: usize,
+        bloom_bits_per_key: u32,
+    ) -> Result<Self> {
+        let path = dir.join(crate::files::table_name(number));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| LsmError::io(format!("creating {}", path.display()), e))?;
+        Ok(TableBuilder {
+            number,
+            path,
+            file: BufWriter::with_capacity(1 << 20, file),
+            offset: 0,
+            block: BlockBuilder::new(),
+            index: BlockBuilder::new(),
+            key_hashes: Vec::new(),
+            last_user_key: Vec::new(),
+            smallest: Vec::new(),
+            entry_count: 0,
+            block_bytes,
+            bloom_bits_per_key,
+        })
+    }
+
+    pub fn add(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        if self.entry_count == 0 {
+            self.smallest = key.to_vec();
+        }
+        let user_key = ikey::user_key(key);
+        if self.entry_count == 0 || user_key != self.last_user_key.as_slice() {
+            self.key_hashes.push(filter::hash(user_key));
+            self.last_user_key.clear();
+            self.last_user_key.extend_from_slice(user_key);
+        }
+        self.block.add(key, value);
+        self.entry_count += 1;
+        if self.block.estimated_bytes() >= self.block_bytes {
+            self.finish_data_block()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes written so far plus the open block: what a compaction cuts outputs at.
+    pub fn estimated_bytes(&self) -> u64 {
+        self.offset + self.block.estimated_bytes() as u64
+    }
+
+    fn write_block(&mut self, mut payload: Vec<u8>) -> Result<BlockHandle> {
+        let handle = BlockHandle {
+            offset: self.offset,
+            size: payload.len() as u64,
+        };
+        seal(&mut payload);
+        self.file
+            .write_all(&payload)
+            .map_err(|e| LsmError::io(format!("writing {}", self.path.display()), e))?;
+        self.offset += payload.len() as u64;
+        Ok(handle)
+    }
+
+    fn finish_data_block(&mut self) -> Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let last_key = self.block.last_key().to_vec();
+        let payload = self.block.finish();
+        let handle = self.write_block(payload)?;
+        let mut h = Vec::with_capacity(20);
+        encode_handle(handle, &mut h);
+        self.index.add(&last_key, &h);
+        Ok(())
+    }
+
+    /// Writes filter, index and footer and syncs the file. The caller syncs the
+    /// directory before naming the table in the manifest.
+    pub fn finish(mut self) -> Result<TableInfo> {
+        assert!(self.entry_count > 0, "an empty table is never written");
+        let largest = self.block.last_key().to_vec();
+        let largest = if largest.is_empty() {
+            self.last_index_key()
+        } else {
+            largest
+        };
+        self.finish_data_block()?;
+        let filter_payload = if self.bloom_bits_per_key == 0 {
+            // A filter that admits everything keeps the format uniform.
+            vec![0xff; 8].into_iter().chain([1u8]).collect()
+        } else {
+            filter::build(&self.key_hashes, self.bloom_bits_per_key)
+        };
+        let filter = self.write_block(filter_payload)?;
+        let index_payload = self.index.finish();
+        let index = self.write_block(index_payload)?;
+        let footer = Footer {
+            index,
+            filter,
+            entry_count: self.entry_count,
+            version: TABLE_FORMAT_VERSION,
+        };
+        let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
+        self.file
+            .write_all(&footer.encode())
+            .map_err(|e| LsmError::io(ctx("writing", &self.path), e))?;
+        self.offset += super::footer::FOOTER_BYTES as u64;
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| LsmError::io(ctx("writing", &self.path), e.into_error()))?;
+        file.sync_data()
+            .map_err(|e| LsmError::io(ctx("syncing", &self.path), e))?;
+        Ok(TableInfo {
+            number: self.number,
+            file_bytes: self.offset,
+            smallest: self.smallest,
+            largest,
+        })
+    }
+
+    fn last_index_key(&self) -> Vec<u8> {
+        self.index.last_key().to_vec()
+    }
+
+    /// Deletes the partial file (compaction aborted or failed).
+    pub fn abandon(self) {
+        let path = self.path.clone();
+        drop(self);
+        let _ = std::fs::remove_file(path);
+    }
+}

@@ -1,0 +1,157 @@
+//! Reads a table by pread: footer, index and filter are loaded at open and kept in
+//! memory; data blocks go through the block cache.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::block::{unseal, Block};
+use super::cache::BlockCache;
+use super::filter::Filter;
+use super::footer::{BlockHandle, Footer, FOOTER_BYTES, TABLE_FORMAT_VERSION};
+use super::index::Index;
+use super::BLOCK_TRAILER_BYTES;
+use crate::error::{LsmError, Result};
+use crate::ikey;
+use crate::stats::{add, Counters};
+
+/// Who reads a block: user reads fill the cache and count as `bytes_read`; compaction
+/// reads bypass the cache (a compaction touches every block once) and count apart.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadFor {
+    User,
+    Compaction,
+}
+
+pub(crate) struct TableReader {
+    pub number: u64,
+    path: PathBuf,
+    file: File,
+    pub file_bytes: u64,
+    pub index: Index,
+    filter: Filter,
+    cache: Arc<BlockCache>,
+    counters: Arc<Counters>,
+}
+
+impl TableReader {
+    pub fn open(
+        path: &Path,
+        number: u64,
+        cache: Arc<BlockCache>,
+        counters: Arc<Counters>,
+    ) -> Result<TableReader> {
+        let file =
+            File::open(path).map_err(|e| LsmError::io(format!("opening {}", path.display()), e))?;
+        let file_bytes = file
+            .metadata()
+            .map_err(|e| LsmError::io(format!("reading metadata of {}", path.display()), e))?
+            .len();
+        if file_bytes < FOOTER_BYTES as u64 {
+            return Err(LsmError::Corruption {
+                file: path.to_path_buf(),
+                offset: 0,
+                what: format!("table of {file_bytes} bytes is shorter than its footer"),
+            });
+        }
+        let footer_offset = file_bytes - FOOTER_BYTES as u64;
+        let mut buf = vec![0u8; FOOTER_BYTES];
+        read_exact_at(&file, path, &mut buf, footer_offset)?;
+        let footer =
+            Footer::decode(&buf, file_bytes).map_err(|e| e.in_file(path, footer_offset))?;
+        if footer.version > TABLE_FORMAT_VERSION {
+            return Err(LsmError::NewerFormat {
+                file: path.to_path_buf(),
+                found: footer.version,
+                supported: TABLE_FORMAT_VERSION,
+            });
+        }
+        let filter_payload = read_payload(&file, path, footer.filter)?;
+        let filter =
+            Filter::decode(&filter_payload).map_err(|e| e.in_file(path, footer.filter.offset))?;
+        let index_payload = read_payload(&file, path, footer.index)?;
+        let index = Index::decode(index_payload, footer.filter.offset)
+            .map_err(|e| e.in_file(path, footer.index.offset))?;
+        Ok(TableReader {
+            number,
+            path: path.to_path_buf(),
+            file,
+            file_bytes,
+            index,
+            filter,
+            cache,
+            counters,
+        })
+    }
+
+    pub fn block(&self, i: usize, read_for: ReadFor) -> Result<Arc<Block>> {
+        let h = self.index.handle(i);
+        if read_for == ReadFor::User {
+            if let Some(b) = self.cache.get(self.number, h.offset) {
+                add(&self.counters.block_cache_hits, 1);
+                return Ok(b);
+            }
+            add(&self.counters.block_cache_misses, 1);
+        }
+        let payload = read_payload(&self.file, &self.path, h)?;
+        let n = h.size + BLOCK_TRAILER_BYTES as u64;
+        let block = Arc::new(Block::decode(payload).map_err(|e| e.in_file(&self.path, h.offset))?);
+        match read_for {
+            ReadFor::User => {
+                add(&self.counters.bytes_read, n);
+                self.cache.insert(self.number, h.offset, block.clone());
+            }
+            ReadFor::Compaction => add(&self.counters.compaction_bytes_read, n),
+        }
+        Ok(block)
+    }
+
+    /// The newest entry of `user_key` at or below the sequence in `seek` (an
+    /// `ikey::seek_key`): Some((internal key, value)), tombstones included.
+    pub fn get(&self, seek: &[u8], key_hash: u64) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if !self.filter.may_contain(key_hash) {
+            return Ok(None);
+        }
+        let i = self.index.find(seek);
+        if i == self.index.len() {
+            return Ok(None);
+        }
+        let block = self.block(i, ReadFor::User)?;
+        let p = block.seek(seek);
+        // The index promises an entry >= seek in block i (its last key is >= seek).
+        if p >= block.len() {
+            return Err(LsmError::Corruption {
+                file: self.path.clone(),
+                offset: self.index.handle(i).offset,
+                what: "index key is larger than the block's last key".into(),
+            });
+        }
+        let k = block.key(p);
+        if ikey::user_key(k) == ikey::user_key(seek) {
+            return Ok(Some((k.to_vec(), block.value(p).to_vec())));
+        }
+        Ok(None)
+    }
+}
+
+fn read_exact_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
+    file.read_exact_at(buf, offset).map_err(|e| {
+        LsmError::io(
+            format!(
+                "reading {} bytes at {offset} of {}",
+                buf.len(),
+                path.display()
+            ),
+            e,
+        )
+    })
+}
+
+fn read_payload(file: &File, path: &Path, h: BlockHandle) -> Result<Vec<u8>> {
+    let mut raw = vec![0u8; h.size as usize + BLOCK_TRAILER_BYTES];
+    read_exact_at(file, path, &mut raw, h.offset)?;
+    unseal(&raw).map_err(|e| e.in_file(path, h.offset))?;
+    raw.truncate(h.size as usize);
+    Ok(raw)
+}

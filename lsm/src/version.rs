@@ -1,0 +1,288 @@
+//! Versions: the set of live tables per level, immutable once built and shared by
+//! readers through `Arc`. A table file is deleted when the last version (or iterator)
+//! holding its `FileMeta` goes away after an edit has removed it.
+
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::ikey::{self, Kind};
+use crate::manifest::edit::AddedTable;
+use crate::manifest::log::{set_current, ManifestWriter};
+use crate::manifest::VersionEdit;
+use crate::stats::{add, Counters};
+use crate::table::cache::BlockCache;
+use crate::table::reader::TableReader;
+
+/// Levels of the tree: L0 (overlapping flushed tables) and L1..L6 (each sorted and
+/// non-overlapping). With a size ratio of 10 and 256 MiB at L1, L6 holds ~25 TiB.
+pub const LEVELS: usize = 7;
+
+/// A manifest that grows past this within one run is rewritten as one snapshot edit.
+const MANIFEST_BYTES_MAX: u64 = 64 << 20;
+
+pub(crate) struct FileMeta {
+    pub number: u64,
+    pub file_bytes: u64,
+    pub smallest: Vec<u8>,
+    pub largest: Vec<u8>,
+    pub reader: Arc<TableReader>,
+    /// Set once a synced manifest edit has removed the table: the file goes when the
+    /// last holder drops this.
+    obsolete: AtomicBool,
+    path: PathBuf,
+    cache: Arc<BlockCache>,
+}
+
+impl FileMeta {
+    pub fn open(
+        dir: &Path,
+        number: u64,
+        smallest: Vec<u8>,
+        largest: Vec<u8>,
+        cache: &Arc<BlockCache>,
+        counters: &Arc<Counters>,
+    ) -> Result<Arc<FileMeta>> {
+        let path = dir.join(crate::files::table_name(number));
+        let reader = Arc::new(TableReader::open(
+            &path,
+            number,
+            cache.clone(),
+            counters.clone(),
+        )?);
+        Ok(Arc::new(FileMeta {
+            number,
+            file_bytes: reader.file_bytes,
+            smallest,
+            largest,
+            reader,
+            obsolete: AtomicBool::new(false),
+            path,
+            cache: cache.clone(),
+        }))
+    }
+
+    pub fn smallest_user(&self) -> &[u8] {
+        ikey::user_key(&self.smallest)
+    }
+
+    pub fn largest_user(&self) -> &[u8] {
+        ikey::user_key(&self.largest)
+    }
+
+    /// Whether the table's user-key range meets [begin, end] (None = unbounded).
+    pub fn overlaps(&self, begin: Option<&[u8]>, end: Option<&[u8]>) -> bool {
+        begin.is_none_or(|b| self.largest_user() >= b)
+            && end.is_none_or(|e| self.smallest_user() <= e)
+    }
+
+    pub fn added(&self, level: usize) -> AddedTable {
+        AddedTable {
+            level,
+            number: self.number,
+            file_bytes: self.file_bytes,
+            smallest: self.smallest.clone(),
+            largest: self.largest.clone(),
+        }
+    }
+}
+
+impl Drop for FileMeta {
+    fn drop(&mut self) {
+        if self.obsolete.load(AtomicOrdering::Acquire) {
+            // Failure only leaks a file that the next open deletes as an orphan.
+            let _ = std::fs::remove_file(&self.path);
+            self.cache.evict_table(self.number);
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Version {
+    /// L0 newest first (by file number: flushes run in sequence order); other levels
+    /// sorted by smallest key.
+    pub levels: Vec<Vec<Arc<FileMeta>>>,
+}
+
+impl Version {
+    pub fn empty() -> Version {
+        Version {
+            levels: vec![Vec::new(); LEVELS],
+        }
+    }
+
+    pub fn level_bytes(&self, level: usize) -> u64 {
+        self.levels[level].iter().map(|f| f.file_bytes).sum()
+    }
+
+    /// The newest version of `user_key` with sequence <= seq, tombstones included.
+    pub fn get(&self, user_key: &[u8], seq: u64) -> Result<Option<(Kind, Vec<u8>)>> {
+        let seek = ikey::seek_key(user_key, seq);
+        let hash = crate::table::filter::hash(user_key);
+        for f in &self.levels[0] {
+            if f.smallest_user() <= user_key && user_key <= f.largest_user() {
+                if let Some((k, v)) = f.reader.get(&seek, hash)? {
+                    return Ok(Some((ikey::kind(&k), v)));
+                }
+            }
+        }
+        for files in &self.levels[1..] {
+            let i = files.partition_point(|f| ikey::compare(&f.largest, &seek) == Ordering::Less);
+            if let Some(f) = files.get(i) {
+                if f.smallest_user() <= user_key {
+                    if let Some((k, v)) = f.reader.get(&seek, hash)? {
+                        return Ok(Some((ikey::kind(&k), v)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn overlapping(
+        &self,
+        level: usize,
+        begin: Option<&[u8]>,
+        end: Option<&[u8]>,
+    ) -> Vec<Arc<FileMeta>> {
+        self.levels[level]
+            .iter()
+            .filter(|f| f.overlaps(begin, end))
+            .cloned()
+            .collect()
+    }
+
+    /// True if no level deeper than `level` holds a table whose range covers
+    /// `user_key`: a tombstone for it written to `level` shadows nothing and can go.
+    pub fn is_base_level_for(&self, level: usize, user_key: &[u8]) -> bool {
+        self.levels[level + 1..].iter().all(|files| {
+            let i = files.partition_point(|f| f.largest_user() < user_key);
+            files.get(i).is_none_or(|f| f.smallest_user() > user_key)
+        })
+    }
+
+    fn snapshot_added(&self) -> Vec<AddedTable> {
+        let mut out = Vec::new();
+        for (level, files) in self.levels.iter().enumerate() {
+            out.extend(files.iter().map(|f| f.added(level)));
+        }
+        out
+    }
+}
+
+/// The current version and the manifest that makes it durable. Guarded by one mutex:
+/// edits are applied one at a time.
+pub(crate) struct VersionSet {
+    pub dir: PathBuf,
+    pub current: Arc<Version>,
+    manifest: ManifestWriter,
+    pub log_number: u64,
+    pub last_sequence: u64,
+    pub next_file: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+}
+
+impl VersionSet {
+    pub fn new(
+        dir: PathBuf,
+        current: Version,
+        manifest: ManifestWriter,
+        log_number: u64,
+        last_sequence: u64,
+        next_file: Arc<AtomicU64>,
+        counters: Arc<Counters>,
+    ) -> VersionSet {
+        VersionSet {
+            dir,
+            current: Arc::new(current),
+            manifest,
+            log_number,
+            last_sequence,
+            next_file,
+            counters,
+        }
+    }
+
+    pub fn snapshot_edit(
+        version: &Version,
+        log_number: u64,
+        last_sequence: u64,
+        next_file: u64,
+    ) -> VersionEdit {
+        VersionEdit {
+            log_number: Some(log_number),
+            next_file_number: Some(next_file),
+            last_sequence: Some(last_sequence),
+            deleted: Vec::new(),
+            added: version.snapshot_added(),
+        }
+    }
+
+    /// Makes `edit` durable and installs the resulting version. `added` holds the opened
+    /// tables named by `edit.added` (same order).
+    pub fn apply(
+        &mut self,
+        mut edit: VersionEdit,
+        added: Vec<Arc<FileMeta>>,
+    ) -> Result<Arc<Version>> {
+        debug_assert_eq!(edit.added.len(), added.len());
+        if let Some(l) = edit.log_number {
+            self.log_number = self.log_number.max(l);
+        }
+        if let Some(s) = edit.last_sequence {
+            self.last_sequence = self.last_sequence.max(s);
+        }
+        edit.log_number = Some(self.log_number);
+        edit.last_sequence = Some(self.last_sequence);
+        edit.next_file_number = Some(self.next_file.load(AtomicOrdering::SeqCst));
+
+        let mut v = (*self.current).clone();
+        let mut removed = Vec::new();
+        for &(level, number) in &edit.deleted {
+            let pos = v.levels[level].iter().position(|f| f.number == number);
+            let f = v.levels[level].remove(pos.expect("deleted table is in the current version"));
+            removed.push(f);
+        }
+        for (a, f) in edit.added.iter().zip(&added) {
+            v.levels[a.level].push(f.clone());
+        }
+        v.levels[0].sort_by(|a, b| b.number.cmp(&a.number));
+        for files in &mut v.levels[1..] {
+            files.sort_by(|a, b| ikey::compare(&a.smallest, &b.smallest));
+        }
+        for files in &v.levels[1..] {
+            for w in files.windows(2) {
+                assert!(
+                    w[0].largest_user() < w[1].smallest_user(),
+                    "tables overlap within a level"
+                );
+            }
+        }
+
+        let n = self.manifest.append(&edit)?;
+        add(&self.counters.manifest_bytes_written, n);
+        if self.manifest.file_bytes > MANIFEST_BYTES_MAX {
+            self.rewrite_manifest(&v)?;
+        }
+        for f in removed {
+            if !added.iter().any(|a| a.number == f.number) {
+                f.obsolete.store(true, AtomicOrdering::Release);
+            }
+        }
+        self.current = Arc::new(v);
+        Ok(self.current.clone())
+    }
+
+    fn rewrite_manifest(&mut self, v: &Version) -> Result<()> {
+        let number = self.next_file.fetch_add(1, AtomicOrdering::SeqCst);
+        let snap = Self::snapshot_edit(v, self.log_number, self.last_sequence, number + 1);
+        let m = ManifestWriter::create(&self.dir, number, &snap)?;
+        add(&self.counters.manifest_bytes_written, m.file_bytes);
+        set_current(&self.dir, number)?;
+        let old = std::mem::replace(&mut self.manifest, m);
+        let _ = std::fs::remove_file(&old.path);
+        Ok(())
+    }
+}
