@@ -1,1 +1,56 @@
-fn main() {}
+//! `hashkv`: the command-line tool of the hashkv storage engine.
+//!
+//! Each subcommand lives in its own module under `cmd/` with its clap `Args` and a
+//! `run` function; this file only parses the command line, dispatches, and turns an
+//! error into a message and a non-zero exit status.
+
+mod cmd;
+mod error;
+
+use clap::{Parser, Subcommand};
+use std::error::Error as _;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hashkv",
+    version,
+    about = "The hashkv key-value storage engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure a device or file with the engine's I/O shapes through blockdev's
+    /// io_uring device, side by side with fio running the same shapes
+    /// (OVERWRITES the device's contents)
+    Devbench(cmd::devbench::DevbenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (name, result) = match &cli.command {
+        Command::Devbench(args) => ("devbench", cmd::devbench::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut message = e.to_string();
+            // Print the causes that the message does not already spell out (several
+            // error types put their source into their own message).
+            let mut source = e.source();
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !message.contains(&text) {
+                    message.push_str(&format!("\n  caused by: {text}"));
+                }
+                source = cause.source();
+            }
+            eprintln!("hashkv {name}: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

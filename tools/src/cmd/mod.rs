@@ -1,0 +1,3 @@
+//! One module per subcommand of `hashkv`.
+
+pub mod devbench;
