@@ -190,6 +190,12 @@ impl StripedDevice {
         &self.members
     }
 
+    /// The members as io_uring devices, when the stripe was opened from paths (for
+    /// their fixed-buffer status and statistics).
+    pub fn uring_members(&self) -> Option<&[Arc<UringDevice>]> {
+        self.uring_members.as_deref()
+    }
+
     pub fn stripe_unit_bytes(&self) -> u64 {
         self.stripe_unit_bytes
     }
