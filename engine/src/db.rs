@@ -311,11 +311,19 @@ impl Db {
         self.shutdown(true)
     }
 
-    /// Stops without flushing, as a crash would (the write cache is lost). For crash
-    /// tests; the caller then crashes the device and reopens.
+    /// Stops without flushing, as a crash would (the write cache is lost). Returns the
+    /// index's write-ahead log and the offset up to which it is known durable, so a
+    /// power-cut test can drop the rest; the caller then crashes the device too.
     #[doc(hidden)]
-    pub fn crash_for_test(mut self) {
+    pub fn crash_for_test(mut self) -> (PathBuf, u64) {
         let _ = self.shutdown(false);
+        let point = self.inner.lsm.wal_durable_point_for_test();
+        drop(self);
+        point
+    }
+
+    pub fn superblock(&self) -> Superblock {
+        self.inner.superblock
     }
 
     fn shutdown(&mut self, flush: bool) -> Result<()> {
@@ -450,7 +458,8 @@ impl Inner {
     /// Byte range of the device to read for a record: aligned outward to blocks.
     pub fn record_span(&self, p: &Pointer) -> Result<(u64, usize, usize)> {
         if p.segment >= self.layout.segment_count()
-            || u64::from(p.offset) + u64::from(p.record_bytes) > self.layout.segment_bytes(p.segment)
+            || u64::from(p.offset) + u64::from(p.record_bytes)
+                > self.layout.segment_bytes(p.segment)
         {
             return Err(Error::Corruption {
                 what: format!("index points outside the value store: {p:?}"),

@@ -27,7 +27,11 @@ fn open_options(options: &Options, create: bool) -> OpenOptions {
     }
 }
 
-fn open_each(paths: &[PathBuf], options: &Options, create: bool) -> Result<Vec<Arc<dyn BlockDevice>>> {
+fn open_each(
+    paths: &[PathBuf],
+    options: &Options,
+    create: bool,
+) -> Result<Vec<Arc<dyn BlockDevice>>> {
     if paths.is_empty() {
         return Err(Error::InvalidOptions {
             reason: "no device given".into(),
@@ -47,9 +51,8 @@ pub(crate) fn format_members(
     options: &Options,
 ) -> Result<(Arc<dyn BlockDevice>, [u8; 16])> {
     let members = open_each(paths, options, true)?;
-    let uuid: [u8; 16] = rand::random();
     if members.len() == 1 {
-        return Ok((members.into_iter().next().unwrap(), uuid));
+        return Ok((members.into_iter().next().unwrap(), rand::random()));
     }
     if !options.force_format {
         for (i, m) in members.iter().enumerate() {
@@ -60,18 +63,13 @@ pub(crate) fn format_members(
             }
         }
     }
-    for (i, m) in members.iter().enumerate() {
-        let id = Identity {
-            stripe_uuid: uuid,
-            member_index: i as u32,
-            member_count: members.len() as u32,
-            stripe_unit_bytes: options.main_segment_bytes,
-        };
-        identity::write_identity(m.as_ref(), &id)?;
+    let ids = Identity::new_stripe(members.len() as u32, options.main_segment_bytes);
+    for (m, id) in members.iter().zip(&ids) {
+        identity::write_identity(m.as_ref(), id)?;
         m.flush()?;
     }
     let striped = StripedDevice::new(members, options.main_segment_bytes)?;
-    Ok((Arc::new(striped), uuid))
+    Ok((Arc::new(striped), ids[0].stripe_uuid))
 }
 
 /// Opens the devices of an existing store, checking that several members form one
@@ -84,49 +82,20 @@ pub(crate) fn open_members(
     if members.len() == 1 {
         return Ok((members.into_iter().next().unwrap(), None));
     }
-    let mut uuid = None;
-    for (i, m) in members.iter().enumerate() {
-        let id = identity::read_identity(m.as_ref())?.ok_or_else(|| Error::NotOurs {
-            reason: format!("{} has no stripe identity header", paths[i].display()),
-        })?;
-        let expected_uuid = *uuid.get_or_insert(id.stripe_uuid);
-        if id.stripe_uuid != expected_uuid
-            || id.member_index != i as u32
-            || id.member_count != members.len() as u32
-        {
-            return Err(Error::Mismatch {
-                what: "stripe member",
-                on_device: format!(
-                    "{}: member {} of {} in stripe {}",
-                    paths[i].display(),
-                    id.member_index,
-                    id.member_count,
-                    hex(&id.stripe_uuid)
-                ),
-                requested: format!(
-                    "member {i} of {} in stripe {}",
-                    members.len(),
-                    hex(&expected_uuid)
-                ),
-            });
-        }
-        if id.stripe_unit_bytes != options.main_segment_bytes {
-            return Err(Error::Mismatch {
-                what: "stripe unit bytes",
-                on_device: id.stripe_unit_bytes.to_string(),
-                requested: options.main_segment_bytes.to_string(),
-            });
-        }
-    }
+    let ids = identity::read_and_check_stripe(&members, Some(options.main_segment_bytes))?;
+    let uuid = ids[0].stripe_uuid;
     let striped = StripedDevice::new(members, options.main_segment_bytes)?;
-    Ok((Arc::new(striped), uuid))
+    Ok((Arc::new(striped), Some(uuid)))
 }
 
 /// Refuses to format over data: the first bytes (where filesystems and our superblock
 /// live) and the second superblock copy must be zero.
 pub(crate) fn check_empty(device: &dyn BlockDevice, layout: &Layout) -> Result<()> {
     let size = device.geometry().size_bytes;
-    let mut probes = vec![(0u64, EMPTY_CHECK_BYTES.min(layout.main_segment_bytes as usize))];
+    let mut probes = vec![(
+        0u64,
+        EMPTY_CHECK_BYTES.min(layout.main_segment_bytes as usize),
+    )];
     let second = Layout::superblock_offsets(layout.main_segment_bytes)[1];
     probes.push((second, layout.block_bytes as usize));
     for (offset, len) in probes {

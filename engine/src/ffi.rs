@@ -134,16 +134,32 @@ macro_rules! option_setter {
     };
 }
 
-option_setter!(hashkv_options_set_main_segment_bytes, u64, |o, v| o.main_segment_bytes = v);
-option_setter!(hashkv_options_set_log_segment_bytes, u64, |o, v| o.log_segment_bytes = v);
-option_setter!(hashkv_options_set_reserved_share, f64, |o, v| o.reserved_share = v);
-option_setter!(hashkv_options_set_write_cache_bytes, u64, |o, v| o.write_cache_bytes = v);
-option_setter!(hashkv_options_set_separation_threshold_bytes, u64, |o, v| o
-    .separation_threshold_bytes = v);
-option_setter!(hashkv_options_set_sync_writes, c_int, |o, v| o.sync_writes = v != 0);
-option_setter!(hashkv_options_set_force_format, c_int, |o, v| o.force_format = v != 0);
+option_setter!(hashkv_options_set_main_segment_bytes, u64, |o, v| o
+    .main_segment_bytes =
+    v);
+option_setter!(hashkv_options_set_log_segment_bytes, u64, |o, v| o
+    .log_segment_bytes =
+    v);
+option_setter!(hashkv_options_set_reserved_share, f64, |o, v| o
+    .reserved_share =
+    v);
+option_setter!(hashkv_options_set_write_cache_bytes, u64, |o, v| o
+    .write_cache_bytes =
+    v);
+option_setter!(
+    hashkv_options_set_separation_threshold_bytes,
+    u64,
+    |o, v| o.separation_threshold_bytes = v
+);
+option_setter!(hashkv_options_set_sync_writes, c_int, |o, v| o
+    .sync_writes =
+    v != 0);
+option_setter!(hashkv_options_set_force_format, c_int, |o, v| o
+    .force_format =
+    v != 0);
 option_setter!(hashkv_options_set_create_device_bytes, u64, |o, v| o
-    .create_device_bytes = Some(v));
+    .create_device_bytes =
+    Some(v));
 
 fn open_common(
     devices: *const *const c_char,

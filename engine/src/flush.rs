@@ -5,13 +5,13 @@
 
 use crate::db::{CommitState, Inner};
 use crate::error::{Error, Result};
+use crate::gc;
 use crate::keys;
 use crate::location::{self, Pointer};
 use crate::record::{self, RecordKind};
 use crate::segment_table::{NeedSpace, Placement};
 use crate::stats::Counters;
 use crate::write_cache::CacheMap;
-use crate::gc;
 use hashkv_blockdev::{AlignedBuf, IoOp};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -130,15 +130,15 @@ impl Inner {
     fn commit_map(&self, map: &CacheMap, durable: bool) -> std::result::Result<(), FlushError> {
         if map.is_empty() {
             if durable {
-                self.lsm.sync_wal().map_err(|e| FlushError::Fatal(e.into()))?;
+                self.lsm
+                    .sync_wal()
+                    .map_err(|e| FlushError::Fatal(e.into()))?;
             }
             return Ok(());
         }
         let threshold = self.options.separation_threshold_bytes as usize;
         let groups = self.layout.group_count;
-        let first_seq = self
-            .next_seq
-            .fetch_add(map.len() as u64, Ordering::SeqCst);
+        let first_seq = self.next_seq.fetch_add(map.len() as u64, Ordering::SeqCst);
         // Every key gets a record in its group: a value, or a tombstone for a delete or
         // an inline (small) value, so that GC never revives an older separated value.
         let mut pending: Vec<Pending<'_>> = Vec::with_capacity(map.len());
@@ -161,7 +161,10 @@ impl Inner {
                 let lens = idx
                     .iter()
                     .map(|&i| {
-                        record::encoded_len(pending[i].key.len(), pending[i].value.map_or(0, |v| v.len()))
+                        record::encoded_len(
+                            pending[i].key.len(),
+                            pending[i].value.map_or(0, |v| v.len()),
+                        )
                     })
                     .collect();
                 (*g, lens)
@@ -170,14 +173,18 @@ impl Inner {
         let (placements, group_entries) = {
             let mut table = self.table.lock();
             table.reclaim(self.readers.oldest_active());
-            let placements = table.place_all(&per_group).map_err(|NeedSpace| FlushError::NeedSpace)?;
+            let placements = table
+                .place_all(&per_group)
+                .map_err(|NeedSpace| FlushError::NeedSpace)?;
             for (g, idx) in &by_group {
                 for &i in idx {
                     table.note_key_written(*g, pending[i].key);
                 }
             }
-            let entries: Vec<(u32, Vec<u8>)> =
-                by_group.keys().map(|&g| (g, table.encode_group(g))).collect();
+            let entries: Vec<(u32, Vec<u8>)> = by_group
+                .keys()
+                .map(|&g| (g, table.encode_group(g)))
+                .collect();
             (placements, entries)
         };
         // Lay the records out: one buffer per (group, segment) run.
@@ -223,7 +230,9 @@ impl Inner {
         Counters::add(&self.counters.flush_device_bytes_written, written);
         // Values must be durable before the index can point at them: the index's log
         // may reach its disk at any moment, even for a non-sync write.
-        self.device.flush().map_err(|e| FlushError::Fatal(e.into()))?;
+        self.device
+            .flush()
+            .map_err(|e| FlushError::Fatal(e.into()))?;
         let mut batch = hashkv_lsm::WriteBatch::new();
         for (i, (k, v)) in map.iter().enumerate() {
             let user_key = keys::user_key(k);

@@ -50,7 +50,9 @@ impl Layout {
         let log_per_unit = unit / options.log_segment_bytes;
         let log_segment_count = reserved_units * log_per_unit;
         if group_count > u64::from(u32::MAX / 2) || log_segment_count > u64::from(u32::MAX / 2) {
-            return too_small("too many segments for 32-bit segment ids; use larger segments".into());
+            return too_small(
+                "too many segments for 32-bit segment ids; use larger segments".into(),
+            );
         }
         let main_slot_count = group_count + spare_units;
         let layout = Layout {

@@ -15,8 +15,8 @@
 
 pub mod db;
 mod devices;
-pub mod ffi;
 pub mod error;
+pub mod ffi;
 mod flush;
 pub mod gc;
 mod keys;

@@ -106,8 +106,16 @@ impl Options {
     setter!(with_log_segment_bytes, log_segment_bytes, u64);
     setter!(with_reserved_share, reserved_share, f64);
     setter!(with_write_cache_bytes, write_cache_bytes, u64);
-    setter!(with_batch_write_threshold_bytes, batch_write_threshold_bytes, u64);
-    setter!(with_separation_threshold_bytes, separation_threshold_bytes, u64);
+    setter!(
+        with_batch_write_threshold_bytes,
+        batch_write_threshold_bytes,
+        u64
+    );
+    setter!(
+        with_separation_threshold_bytes,
+        separation_threshold_bytes,
+        u64
+    );
     setter!(with_gc_low_water_segments, gc_low_water_segments, u64);
     setter!(with_gc_workers, gc_workers, u32);
     setter!(with_scan_readahead_max, scan_readahead_max, usize);

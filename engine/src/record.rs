@@ -223,7 +223,13 @@ mod tests {
     #[test]
     fn every_single_bit_flip_is_detected() {
         let mut buf = Vec::new();
-        encode(&mut buf, RecordKind::Value, 42, b"some key", b"some value bytes");
+        encode(
+            &mut buf,
+            RecordKind::Value,
+            42,
+            b"some key",
+            b"some value bytes",
+        );
         for bit in 0..buf.len() * 8 {
             let mut b = buf.clone();
             b[bit / 8] ^= 1 << (bit % 8);

@@ -54,8 +54,7 @@ impl<'a> ScanIter<'a> {
         // in between is missed.
         let (cached, snapshot) = {
             let cache = inner.cache.read();
-            let mut merged: std::collections::BTreeMap<Vec<u8>, CachedValue> =
-                Default::default();
+            let mut merged: std::collections::BTreeMap<Vec<u8>, CachedValue> = Default::default();
             if let Some(frozen) = &cache.frozen {
                 for (k, v) in frozen.iter().filter(|(k, _)| in_range(k)) {
                     merged.insert(k.clone(), v.clone());

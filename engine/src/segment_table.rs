@@ -81,7 +81,10 @@ impl SegmentTable {
     pub fn from_groups(layout: Layout, groups: Vec<Group>) -> Result<SegmentTable> {
         let mut owner: Vec<Option<u32>> = vec![None; layout.segment_count() as usize];
         for (g, group) in groups.iter().enumerate() {
-            let first = group.chain.first().ok_or_else(|| corrupt(g, "empty chain"))?;
+            let first = group
+                .chain
+                .first()
+                .ok_or_else(|| corrupt(g, "empty chain"))?;
             if !layout.is_main(first.id) {
                 return Err(corrupt(g, "chain does not start with a main segment"));
             }
@@ -95,7 +98,10 @@ impl SegmentTable {
                 if seg.used_bytes > layout.segment_bytes(seg.id)
                     || seg.used_bytes % u64::from(layout.block_bytes) != 0
                 {
-                    return Err(corrupt(g, &format!("used bytes {} invalid", seg.used_bytes)));
+                    return Err(corrupt(
+                        g,
+                        &format!("used bytes {} invalid", seg.used_bytes),
+                    ));
                 }
                 if let Some(other) = owner[seg.id as usize].replace(g as u32) {
                     return Err(corrupt(
@@ -188,12 +194,18 @@ impl SegmentTable {
             None => false,
         };
         let mut cursor = {
-            let tail = self.groups[g as usize].chain.last().expect("chain never empty");
+            let tail = self.groups[g as usize]
+                .chain
+                .last()
+                .expect("chain never empty");
             (tail.id, tail.used_bytes)
         };
         for &len in record_lens {
             let len = len as u64;
-            assert!(len <= layout.log_segment_bytes, "record larger than a segment");
+            assert!(
+                len <= layout.log_segment_bytes,
+                "record larger than a segment"
+            );
             if must_open || cursor.1 + len > layout.segment_bytes(cursor.0) {
                 let Some(id) = self.take_log(false) else {
                     self.free_log.extend(taken.drain(..).rev());
@@ -202,7 +214,9 @@ impl SegmentTable {
                 };
                 must_open = false;
                 taken.push(id);
-                self.groups[g as usize].chain.push(ChainSegment { id, used_bytes: 0 });
+                self.groups[g as usize]
+                    .chain
+                    .push(ChainSegment { id, used_bytes: 0 });
                 cursor = (id, 0);
             }
             placements.push(Placement {
@@ -427,7 +441,13 @@ mod tests {
         let free0 = t.free_log_segments();
         let lens = vec![1000usize; 1100]; // ~1.1 MB: overflows the 1 MiB main segment
         let p = t.place(0, &lens).unwrap();
-        assert_eq!(p[0], Placement { segment: 0, offset: 0 });
+        assert_eq!(
+            p[0],
+            Placement {
+                segment: 0,
+                offset: 0
+            }
+        );
         assert!(t.groups[0].chain.len() >= 2);
         assert!(t.free_log_segments() < free0);
         for w in p.windows(2) {
@@ -500,7 +520,13 @@ mod tests {
         assert!(!collected.iter().any(|s| s.id == p[0].segment));
         t.note_key_written(0, b"k");
         assert!(t.gc_keys_written(0).contains(&b"k".to_vec()));
-        let freed = t.finish_gc(0, vec![ChainSegment { id: spare, used_bytes: 8192 }]);
+        let freed = t.finish_gc(
+            0,
+            vec![ChainSegment {
+                id: spare,
+                used_bytes: 8192,
+            }],
+        );
         assert_eq!(freed.len(), collected.len());
         t.release(freed, 7);
         assert_eq!(t.groups[0].chain[0].id, spare);

@@ -105,11 +105,9 @@ impl Superblock {
             log_segment_count: u32_at(88),
         };
         let device_bytes = u64_at(40);
-        layout
-            .check(device_bytes)
-            .map_err(|e| Error::Corruption {
-                what: format!("superblock layout: {e}"),
-            })?;
+        layout.check(device_bytes).map_err(|e| Error::Corruption {
+            what: format!("superblock layout: {e}"),
+        })?;
         Ok(Some(Superblock {
             format_version,
             mode,
