@@ -142,11 +142,10 @@ pub fn random_batches(
     let block = dev.geometry().logical_block_bytes as usize;
     let region_len = model.bytes.len();
     const SLOTS: usize = 128;
-    let slot_bytes = region_len / SLOTS;
-    assert!(
-        slot_bytes >= block && slot_bytes % block == 0,
-        "region too small"
-    );
+    // Whole blocks; a tail of the region beyond the last slot is only read.
+    let slot_bytes = region_len / SLOTS / block * block;
+    assert!(slot_bytes >= block, "region too small");
+    assert!(region_len % block == 0 && model.base % block as u64 == 0);
     let slot_blocks = (slot_bytes / block).min(16);
     let mut writes = 0u64;
     let mut reads = 0u64;
