@@ -15,7 +15,8 @@ use crate::error::{DeviceError, Result};
 use crate::file::{open_device, open_direct, OpenOptions};
 use crate::identity::IDENTITY_RESERVED_BYTES;
 use crate::uring::{
-    alloc_device_buffer, flush_across, submit_across, BufferArena, DeviceBuf, UringDevice,
+    alloc_device_buffer, arena_bytes_allowed, flush_across, submit_across, BufferArena, DeviceBuf,
+    UringDevice,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -90,8 +91,12 @@ impl StripedDevice {
     ) -> Result<StripedDevice> {
         // One arena registered with every member's ring, so that a buffer from
         // `alloc_buffer` is a fixed buffer on whichever member its pieces go to.
-        let arena = (opts.use_fixed_buffers && opts.fixed_buffer_arena_bytes > 0)
-            .then(|| BufferArena::new(opts.fixed_buffer_arena_bytes));
+        let arena_bytes = if opts.use_fixed_buffers {
+            arena_bytes_allowed(opts.fixed_buffer_arena_bytes, paths.len())
+        } else {
+            0
+        };
+        let arena = (arena_bytes > 0).then(|| BufferArena::new(arena_bytes));
         let mut uring_members = Vec::with_capacity(paths.len());
         for path in paths {
             let direct = open_direct(path, opts.create_size_bytes)?;

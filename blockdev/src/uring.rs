@@ -525,6 +525,56 @@ pub struct UringDevice {
     ring_thread: Option<JoinHandle<()>>,
 }
 
+/// Where a device's registered arena comes from.
+enum ArenaSource {
+    None,
+    Shared(Arc<BufferArena>),
+    Private { len_bytes: usize },
+}
+
+/// Registered arenas smaller than this are not worth having: one engine flush or GC
+/// read batch would not fit, and plain ops would be used for it anyway.
+pub const ARENA_BYTES_MIN: usize = 256 << 10;
+
+/// The arena size to ask for, given the caller's wish and how many rings will register
+/// it: unlimited for root (CAP_IPC_LOCK is not charged) or an infinite RLIMIT_MEMLOCK;
+/// otherwise at most an eighth of the limit per ring, because the limit is shared by all
+/// of the user's processes and also pays for the rings themselves; a device that takes
+/// it all would make the next device's ring setup fail. 0 if that is below
+/// [`ARENA_BYTES_MIN`].
+pub fn arena_bytes_allowed(requested_bytes: usize, rings: usize) -> usize {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return requested_bytes;
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a pointer to a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return requested_bytes;
+    }
+    let share = usize::try_from(limit.rlim_cur / 8 / rings.max(1) as u64).unwrap_or(usize::MAX);
+    let allowed = requested_bytes.min(share);
+    if allowed < ARENA_BYTES_MIN {
+        0
+    } else {
+        allowed
+    }
+}
+
+fn register_arena(ring: &IoUring, arena: &BufferArena) -> io::Result<()> {
+    let iovecs = [arena.iovec()];
+    // SAFETY: the iovec describes the arena's live allocation, which stays allocated
+    // while the ring exists: the device's `Shared` keeps an Arc to a registered arena
+    // and outlives the ring thread, which owns (and closes) the ring. An arena whose
+    // registration failed is not registered, so dropping it is fine.
+    unsafe { ring.submitter().register_buffers(&iovecs) }
+}
+
 /// A launched batch; dropping it waits for every request, so the buffers it borrows
 /// outlive the kernel's use of them even if the caller unwinds. Crate-private because
 /// `mem::forget` on it would break that (this is why there is no public async submit).
@@ -567,20 +617,38 @@ impl UringDevice {
     }
 
     /// Starts the ring thread for an opened file, with a private registered arena of
-    /// `opts.fixed_buffer_arena_bytes` if `opts.use_fixed_buffers`.
+    /// `opts.fixed_buffer_arena_bytes` if `opts.use_fixed_buffers`. Where the memlock
+    /// limit refuses that size, the arena is halved until it fits (down to
+    /// [`ARENA_BYTES_MIN`]), then fixed buffers are given up.
     pub fn new(direct: DirectFile, opts: &OpenOptions) -> Result<UringDevice> {
-        let arena = (opts.use_fixed_buffers && opts.fixed_buffer_arena_bytes > 0)
-            .then(|| BufferArena::new(opts.fixed_buffer_arena_bytes));
-        UringDevice::new_with_arena(direct, opts, arena)
+        let len_bytes = if opts.use_fixed_buffers {
+            arena_bytes_allowed(opts.fixed_buffer_arena_bytes, 1)
+        } else {
+            0
+        };
+        let source = if len_bytes > 0 {
+            ArenaSource::Private { len_bytes }
+        } else {
+            ArenaSource::None
+        };
+        UringDevice::start(direct, opts, source)
     }
 
     /// As [`UringDevice::new`], registering the given arena (which several devices may
-    /// share, so that one buffer is fixed on every member of a stripe).
+    /// share, so that one buffer is fixed on every member of a stripe) as it is.
     pub fn new_with_arena(
         direct: DirectFile,
         opts: &OpenOptions,
         arena: Option<Arc<BufferArena>>,
     ) -> Result<UringDevice> {
+        let source = match arena {
+            Some(a) => ArenaSource::Shared(a),
+            None => ArenaSource::None,
+        };
+        UringDevice::start(direct, opts, source)
+    }
+
+    fn start(direct: DirectFile, opts: &OpenOptions, source: ArenaSource) -> Result<UringDevice> {
         if !(RING_ENTRIES_MIN..=RING_ENTRIES_MAX).contains(&opts.ring_entries) {
             return Err(DeviceError::Config {
                 reason: format!(
@@ -606,28 +674,44 @@ impl UringDevice {
         // SAFETY: raw_wake_fd is a fresh descriptor nothing else owns.
         let wake_fd = unsafe { OwnedFd::from_raw_fd(raw_wake_fd) };
 
-        let mut fixed_buffers_unavailable = None;
-        let arena = match arena {
-            None => {
-                fixed_buffers_unavailable = Some("not requested".to_string());
-                None
-            }
-            Some(arena) => {
-                let iovecs = [arena.iovec()];
-                // SAFETY: the iovec describes the arena's live allocation, which stays
-                // allocated while the ring exists: `Shared` keeps an Arc to the arena
-                // and outlives the ring thread, which owns (and closes) the ring.
-                match unsafe { ring.submitter().register_buffers(&iovecs) } {
-                    Ok(()) => Some(arena),
+        let (arena, fixed_buffers_unavailable) = match source {
+            ArenaSource::None => (
+                None,
+                Some(if opts.use_fixed_buffers {
+                    "RLIMIT_MEMLOCK leaves no room for a buffer arena".to_string()
+                } else {
+                    "not requested".to_string()
+                }),
+            ),
+            ArenaSource::Shared(arena) => match register_arena(&ring, &arena) {
+                Ok(()) => (Some(arena), None),
+                Err(e) => (
+                    None,
+                    Some(format!("registering the shared buffer arena failed: {e}")),
+                ),
+            },
+            ArenaSource::Private { mut len_bytes } => loop {
+                let arena = BufferArena::new(len_bytes);
+                match register_arena(&ring, &arena) {
+                    Ok(()) => break (Some(arena), None),
+                    // RLIMIT_MEMLOCK (unprivileged users) too small for this size.
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::ENOMEM) | Some(libc::EPERM))
+                            && len_bytes / 2 >= ARENA_BYTES_MIN =>
+                    {
+                        len_bytes /= 2;
+                    }
+                    // Plain ops work everywhere, so fall back to them.
                     Err(e) => {
-                        // EPERM/ENOMEM: RLIMIT_MEMLOCK too small; anything else: the
-                        // kernel cannot. Plain ops work everywhere, so fall back.
-                        fixed_buffers_unavailable =
-                            Some(format!("registering the buffer arena failed: {e}"));
-                        None
+                        break (
+                            None,
+                            Some(format!(
+                                "registering a {len_bytes}-byte buffer arena failed: {e}"
+                            )),
+                        )
                     }
                 }
-            }
+            },
         };
 
         let shared = Arc::new(Shared {
@@ -695,7 +779,8 @@ impl UringDevice {
         self.shared.fixed_ops.load(Ordering::Relaxed)
     }
 
-    /// The registered arena, if any (to share it with other devices).
+    /// The registered arena, if any (to share it with other devices). Its size may be
+    /// below the requested one where the memlock limit did not allow more.
     pub fn arena(&self) -> Option<&Arc<BufferArena>> {
         self.shared.arena.as_ref()
     }

@@ -254,10 +254,13 @@ fn arena_buffers_use_fixed_ops_on_every_member() {
     let mut back = stripe.alloc_buffer(len);
     stripe.read_at(0, &mut back[..len]).unwrap();
     assert!(back[..len].iter().all(|&b| b == 0x5A));
-    // Each member saw one write piece and one read piece, both as fixed ops.
+    // Each member saw one write piece and one read piece, as fixed ops when their
+    // buffer came from the arena (a small memlock limit may leave room for one only).
+    let expected_fixed = u64::from(buf.is_from_arena()) + u64::from(back.is_from_arena());
+    assert!(expected_fixed >= 1);
     for m in stripe.uring_members().expect("opened from paths") {
         assert!(m.fixed_buffers_registered());
-        assert_eq!(m.fixed_op_count(), 2, "{}", m.path().display());
+        assert_eq!(m.fixed_op_count(), expected_fixed, "{}", m.path().display());
     }
     drop(stripe);
     // The data is where the mapping says, read outside the crate.
