@@ -9,6 +9,9 @@
 //!
 //! The opened file is handed to [`crate::uring::UringDevice`], which drives the I/O.
 
+// `x % n != 0` rather than `is_multiple_of`: the workspace MSRV (1.80) predates it.
+#![allow(clippy::manual_is_multiple_of)]
+
 use crate::device::Geometry;
 use crate::error::{DeviceError, Result};
 use crate::uring::UringDevice;

@@ -19,6 +19,9 @@
 //! An all-zero block means "no identity" (a fresh device). The magic is non-zero, so a
 //! valid header is never all zero.
 
+// `x % n != 0` rather than `is_multiple_of`: the workspace MSRV (1.80) predates it.
+#![allow(clippy::manual_is_multiple_of)]
+
 use crate::buf::AlignedBuf;
 use crate::device::{BlockDevice, IoOp};
 use crate::error::{DeviceError, Result};

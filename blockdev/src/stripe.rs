@@ -10,6 +10,9 @@
 //! A request crossing a unit boundary is split; one `submit` sends the pieces to all
 //! members at once and returns when every piece has completed.
 
+// `x % n != 0` rather than `is_multiple_of`: the workspace MSRV (1.80) predates it.
+#![allow(clippy::manual_is_multiple_of)]
+
 use crate::device::{check_op, BlockDevice, CounterSnapshot, Geometry, IoOp};
 use crate::error::{DeviceError, Result};
 use crate::file::{open_device, open_direct, OpenOptions};

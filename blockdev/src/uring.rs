@@ -18,6 +18,9 @@
 //! the kernel pinning the pages on every request. Where registration is refused
 //! (RLIMIT_MEMLOCK for unprivileged users) everything uses plain ops.
 
+// `x % n != 0` rather than `is_multiple_of`: the workspace MSRV (1.80) predates it.
+#![allow(clippy::manual_is_multiple_of)]
+
 use crate::buf::{AlignedBuf, BUFFER_ALIGN_BYTES};
 use crate::device::{check_op, BlockDevice, CounterSnapshot, Counters, Geometry, IoOp};
 use crate::error::{DeviceError, Result};

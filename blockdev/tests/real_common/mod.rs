@@ -1,5 +1,6 @@
 //! Helpers shared by the tests on real files and loop devices.
 #![allow(dead_code)]
+#![allow(clippy::manual_is_multiple_of)]
 
 use hashkv_blockdev::{AlignedBuf, BlockDevice, IoOp};
 use rand::rngs::StdRng;
@@ -121,6 +122,9 @@ pub fn read_region(dev: &dyn BlockDevice, region: Range<u64>) -> Vec<u8> {
     buf[..len].to_vec()
 }
 
+/// (offset, shape, buffers with the length of each that is written)
+type PlannedWrite = (u64, WriteShape, Vec<(TestBuf, usize)>);
+
 enum WriteShape {
     Plain { fua: bool },
     Vectored { fua: bool, pieces: usize },
@@ -155,8 +159,7 @@ pub fn random_batches(
             // ---- a batch of non-overlapping writes ----
             let mut slots: Vec<usize> = (0..SLOTS).collect();
             slots.shuffle(&mut rng);
-            let mut planned: Vec<(u64, WriteShape, Vec<(TestBuf, usize)>)> =
-                Vec::with_capacity(depth);
+            let mut planned: Vec<PlannedWrite> = Vec::with_capacity(depth);
             for &slot in &slots[..depth] {
                 let nblocks = rng.gen_range(1..=slot_blocks);
                 let start_block = rng.gen_range(0..=(slot_bytes / block - nblocks));
