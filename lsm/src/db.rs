@@ -588,7 +588,9 @@ impl Inner {
             };
             let edit = VersionEdit {
                 log_number: Some(log_number),
-                last_sequence: Some(self.visible_seq.load(Ordering::Acquire)),
+                // Not the latest sequence: writes after the rotation live only in a WAL
+                // that a crash may tear, and recovery must not claim them.
+                last_sequence: Some(imm.seq_max()),
                 added: added.iter().map(|f| f.added(0)).collect(),
                 ..Default::default()
             };

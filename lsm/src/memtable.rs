@@ -5,7 +5,7 @@
 
 use std::cmp::Ordering;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 
 use crossbeam_skiplist::SkipMap;
 
@@ -35,6 +35,8 @@ impl PartialOrd for MemKey {
 pub(crate) struct Memtable {
     map: SkipMap<MemKey, Vec<u8>>,
     approx_bytes: AtomicUsize,
+    /// Largest sequence inserted: what a flush of this memtable makes durable.
+    seq_max: AtomicU64,
     /// The WAL file holding this memtable's records.
     pub wal_number: u64,
 }
@@ -44,18 +46,25 @@ impl Memtable {
         Memtable {
             map: SkipMap::new(),
             approx_bytes: AtomicUsize::new(0),
+            seq_max: AtomicU64::new(0),
             wal_number,
         }
     }
 
     pub fn insert(&self, ikey: Vec<u8>, value: &[u8]) {
         let n = ikey.len() + value.len() + ENTRY_OVERHEAD_BYTES;
+        self.seq_max
+            .fetch_max(ikey::seq(&ikey), AtomicOrdering::Relaxed);
         self.map.insert(MemKey(ikey), value.to_vec());
         self.approx_bytes.fetch_add(n, AtomicOrdering::Relaxed);
     }
 
     pub fn approx_bytes(&self) -> usize {
         self.approx_bytes.load(AtomicOrdering::Relaxed)
+    }
+
+    pub fn seq_max(&self) -> u64 {
+        self.seq_max.load(AtomicOrdering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
