@@ -111,7 +111,10 @@ fn run(
     for (seg, buf) in collected.iter().zip(&bufs) {
         for item in SegmentRecords::new(&buf[..seg.used_bytes as usize], block) {
             let (_, rec) = item.map_err(|e| Error::Corruption {
-                what: format!("GC of group {group}, segment {}: {e}", seg.id),
+                what: format!(
+                    "GC of group {group}, segment {} ({} bytes used; chain {collected:?}): {e}",
+                    seg.id, seg.used_bytes
+                ),
             })?;
             newest.insert(rec.key, (order, rec));
             order += 1;

@@ -2,22 +2,27 @@
 //!
 //! ```text
 //! offset size
-//!  0     4   crc32c of bytes 4..total, xor CRC_MASK (so an all-zero frame never checks)
-//!  4     1   record format version (1)
-//!  5     1   kind: 1 value, 2 tombstone
-//!  6     2   key length (LE)
-//!  8     4   value length (LE)
-//! 12     8   sequence number (LE)
+//!  0     1   tag: 0xB0 | record format version (1); never zero
+//!  1     1   kind: 1 value, 2 tombstone
+//!  2     2   key length (LE)
+//!  4     4   value length (LE)
+//!  8     8   sequence number (LE)
+//! 16     4   crc32c of bytes 0..16, key and value, xor CRC_MASK
 //! 20     -   key, then value
 //! ```
-//! Records are packed back to back. Every batch appended to a group ends padded with
-//! zeros to a block boundary; a reader that meets a zero header skips to the next block.
+//! Records are packed back to back and may cross block boundaries within one batch.
+//! Every batch appended to a group ends padded with zeros to a block boundary. A
+//! record's first byte is never zero, so a zero byte where a record could start is
+//! padding, unambiguously: the reader skips to the next block.
 
 use crate::error::{Error, Result};
 
 pub const RECORD_HEADER_BYTES: usize = 20;
 pub const RECORD_FORMAT_VERSION: u8 = 1;
+/// High nibble of a record's first byte; the low nibble is the format version.
+const TAG_HIGH: u8 = 0xB0;
 const CRC_MASK: u32 = 0xa282_ead8;
+const CRC_AT: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordKind {
@@ -67,16 +72,22 @@ pub fn encode(out: &mut Vec<u8>, kind: RecordKind, seq: u64, key: &[u8], value: 
     debug_assert!(value.len() <= u32::MAX as usize);
     debug_assert!(kind == RecordKind::Value || value.is_empty());
     let start = out.len();
-    out.extend_from_slice(&[0u8; 4]);
-    out.push(RECORD_FORMAT_VERSION);
+    out.push(TAG_HIGH | RECORD_FORMAT_VERSION);
     out.push(kind.code());
     out.extend_from_slice(&(key.len() as u16).to_le_bytes());
     out.extend_from_slice(&(value.len() as u32).to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
     out.extend_from_slice(key);
     out.extend_from_slice(value);
-    let crc = crc32c::crc32c(&out[start + 4..]) ^ CRC_MASK;
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    let crc = record_crc(&out[start..]);
+    out[start + CRC_AT..start + CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// crc32c over a whole encoded record except its crc field.
+fn record_crc(record: &[u8]) -> u32 {
+    let head = crc32c::crc32c(&record[..CRC_AT]);
+    crc32c::crc32c_append(head, &record[RECORD_HEADER_BYTES..]) ^ CRC_MASK
 }
 
 /// What lies at a position of a segment.
@@ -89,30 +100,34 @@ pub enum Slot<'a> {
 
 /// Decodes the record at the start of `buf`. Never panics on garbage.
 pub fn decode(buf: &[u8]) -> Result<Slot<'_>> {
+    match buf.first() {
+        None | Some(0) => return Ok(Slot::Padding),
+        Some(_) => {}
+    }
     if buf.len() < RECORD_HEADER_BYTES {
-        if buf.iter().all(|&b| b == 0) {
-            return Ok(Slot::Padding);
-        }
         return Err(corrupt(format!(
             "record header truncated: {} of {RECORD_HEADER_BYTES} bytes",
             buf.len()
         )));
     }
     let header = &buf[..RECORD_HEADER_BYTES];
-    if header.iter().all(|&b| b == 0) {
-        return Ok(Slot::Padding);
+    if header[0] & 0xF0 != TAG_HIGH {
+        return Err(corrupt(format!(
+            "record tag {:#04x} is not a record",
+            header[0]
+        )));
     }
-    let version = header[4];
+    let version = header[0] & 0x0F;
     if version != RECORD_FORMAT_VERSION {
         return Err(corrupt(format!(
             "record format version {version}, expected {RECORD_FORMAT_VERSION}"
         )));
     }
-    let kind = RecordKind::from_code(header[5])
-        .ok_or_else(|| corrupt(format!("record kind {} unknown", header[5])))?;
-    let key_len = u16::from_le_bytes([header[6], header[7]]) as usize;
-    let value_len = u32::from_le_bytes(header[8..12].try_into().unwrap()) as usize;
-    let seq = u64::from_le_bytes(header[12..20].try_into().unwrap());
+    let kind = RecordKind::from_code(header[1])
+        .ok_or_else(|| corrupt(format!("record kind {} unknown", header[1])))?;
+    let key_len = u16::from_le_bytes([header[2], header[3]]) as usize;
+    let value_len = u32::from_le_bytes(header[4..8].try_into().unwrap()) as usize;
+    let seq = u64::from_le_bytes(header[8..16].try_into().unwrap());
     if key_len == 0 {
         return Err(corrupt("record with an empty key".into()));
     }
@@ -126,8 +141,8 @@ pub fn decode(buf: &[u8]) -> Result<Slot<'_>> {
             buf.len()
         )));
     }
-    let stored = u32::from_le_bytes(header[0..4].try_into().unwrap());
-    let computed = crc32c::crc32c(&buf[4..total]) ^ CRC_MASK;
+    let stored = u32::from_le_bytes(header[CRC_AT..CRC_AT + 4].try_into().unwrap());
+    let computed = record_crc(&buf[..total]);
     if stored != computed {
         return Err(Error::ChecksumMismatch {
             what: "value record",
@@ -188,8 +203,11 @@ impl<'a> Iterator for SegmentRecords<'a> {
                     return Some(Ok((at, r)));
                 }
                 Err(e) => {
+                    let at = self.pos;
                     self.pos = self.buf.len();
-                    return Some(Err(e));
+                    return Some(Err(Error::Corruption {
+                        what: format!("at offset {at}: {e}"),
+                    }));
                 }
             }
         }
@@ -249,9 +267,9 @@ mod tests {
         for _ in 0..20_000 {
             let len = rng.gen_range(0..200);
             let mut b: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
-            if len > 5 && rng.gen_bool(0.5) {
-                b[4] = RECORD_FORMAT_VERSION;
-                b[5] = rng.gen_range(1..=2);
+            if len > 2 && rng.gen_bool(0.5) {
+                b[0] = TAG_HIGH | RECORD_FORMAT_VERSION;
+                b[1] = rng.gen_range(1..=2);
             }
             if let Ok(Slot::Record(r)) = decode(&b) {
                 panic!("garbage decoded as a record: {r:?}");
@@ -266,5 +284,23 @@ mod tests {
         for cut in 1..buf.len() {
             assert!(decode(&buf[..cut]).is_err(), "cut at {cut}");
         }
+        // Padding right before a block boundary is never mistaken for a record start,
+        // nor a record start for padding, whatever follows.
+        let mut seg = Vec::new();
+        encode(
+            &mut seg,
+            RecordKind::Value,
+            1,
+            b"k",
+            &vec![7u8; 4096 - 20 - 1 - 3],
+        );
+        assert_eq!(seg.len(), 4093);
+        seg.resize(4096, 0);
+        encode(&mut seg, RecordKind::Value, 2, b"k2", b"v2");
+        let recs: Vec<_> = SegmentRecords::new(&seg, 4096)
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1].0, 4096);
     }
 }

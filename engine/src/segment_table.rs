@@ -56,6 +56,8 @@ pub struct SegmentTable {
     pending_free: Vec<(u64, SegmentId)>,
     /// Log segments only GC may take, so that a GC can always finish.
     gc_reserve_segments: usize,
+    /// Segments a running GC took (its spare and overflow log segments).
+    gc_held: Vec<SegmentId>,
 }
 
 /// Not enough free log segments for a flush: run GC, then retry.
@@ -136,7 +138,38 @@ impl SegmentTable {
             spare_main,
             pending_free: Vec::new(),
             gc_reserve_segments,
+            gc_held: Vec::new(),
         })
+    }
+
+    /// Asserts that every segment is in exactly one place: one group's chain, the free
+    /// list, the spare list or the pending list (or taken by a running GC).
+    pub fn assert_consistent(&self) {
+        let mut seen = vec![0u8; self.layout.segment_count() as usize];
+        let mut mark = |id: SegmentId, what: &str| {
+            seen[id as usize] += 1;
+            assert!(
+                seen[id as usize] == 1,
+                "segment {id} found twice (second in {what})"
+            );
+        };
+        for (g, group) in self.groups.iter().enumerate() {
+            for s in &group.chain {
+                mark(s.id, &format!("group {g}"));
+            }
+        }
+        for &id in &self.free_log {
+            mark(id, "free list");
+        }
+        for &id in &self.spare_main {
+            mark(id, "spare list");
+        }
+        for &(_, id) in &self.pending_free {
+            mark(id, "pending list");
+        }
+        for &id in &self.gc_held {
+            mark(id, "running GC");
+        }
     }
 
     pub fn free_log_segments(&self) -> usize {
@@ -272,6 +305,8 @@ impl SegmentTable {
                 }
             }
         }
+        #[cfg(debug_assertions)]
+        self.assert_consistent();
         Ok(out)
     }
 
@@ -292,6 +327,7 @@ impl SegmentTable {
     /// segment to copy into.
     pub fn begin_gc(&mut self, g: u32) -> Option<(Vec<ChainSegment>, SegmentId)> {
         let spare = self.spare_main.pop()?;
+        self.gc_held.push(spare);
         let group = &mut self.groups[g as usize];
         assert!(group.gc.is_none(), "group {g} already under GC");
         let collected = group.chain.clone();
@@ -304,7 +340,9 @@ impl SegmentTable {
 
     /// Log segment for GC survivors that overflow the spare main segment.
     pub fn take_log_for_gc(&mut self) -> Option<SegmentId> {
-        self.take_log(true)
+        let id = self.take_log(true)?;
+        self.gc_held.push(id);
+        Some(id)
     }
 
     /// Keys written to `g` since its GC began; GC must not point the index back at
@@ -324,9 +362,11 @@ impl SegmentTable {
         let group = &mut self.groups[g as usize];
         let mark = group.gc.take().expect("group under GC");
         let appended: Vec<ChainSegment> = group.chain.split_off(mark.collected_len);
+        let held: Vec<SegmentId> = survivors.iter().map(|s| s.id).collect();
         let collected = std::mem::replace(&mut group.chain, survivors);
         group.write_volume_bytes = appended.iter().map(|s| s.used_bytes).sum();
         group.chain.extend(appended);
+        self.gc_held.retain(|id| !held.contains(id));
         collected.into_iter().map(|s| s.id).collect()
     }
 
@@ -335,14 +375,20 @@ impl SegmentTable {
     pub fn release(&mut self, segments: Vec<SegmentId>, release_gen: u64) {
         self.pending_free
             .extend(segments.into_iter().map(|id| (release_gen, id)));
+        #[cfg(debug_assertions)]
+        self.assert_consistent();
     }
 
     /// Abandons a GC that failed before its commit: the spare and any log segments it
     /// took go back, the chain is unchanged.
     pub fn abort_gc(&mut self, g: u32, spare: SegmentId, taken_log: &[SegmentId]) {
         self.groups[g as usize].gc = None;
+        self.gc_held
+            .retain(|id| *id != spare && !taken_log.contains(id));
         self.spare_main.push(spare);
         self.free_log.extend_from_slice(taken_log);
+        #[cfg(debug_assertions)]
+        self.assert_consistent();
     }
 
     pub fn note_key_written(&mut self, g: u32, key: &[u8]) {
