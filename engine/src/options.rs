@@ -12,6 +12,9 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every mode this build runs.
+    pub const ALL: &'static [Mode] = &[Mode::HashKv];
+
     pub fn code(self) -> u8 {
         match self {
             Mode::HashKv => 1,
@@ -23,6 +26,18 @@ impl Mode {
             1 => Some(Mode::HashKv),
             _ => None,
         }
+    }
+
+    /// Parses "hashkv", "vlog" or "lsm"; lists the modes this build runs on error.
+    pub fn from_name(name: &str) -> Result<Mode, String> {
+        Mode::ALL
+            .iter()
+            .copied()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = Mode::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown mode {name:?}; this build runs: {}", known.join(", "))
+            })
     }
 
     pub fn name(self) -> &'static str {
