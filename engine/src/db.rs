@@ -111,7 +111,8 @@ impl Db {
 
     /// Opens a store formatted by `format`, recovering after a crash if needed.
     pub fn open(devices: &[PathBuf], metadata_dir: &Path, options: &Options) -> Result<Db> {
-        let (device, stripe_uuid) = devices::open_members(devices, options)?;
+        let (device, stripe_uuid) =
+            devices::open_members(devices, options, Some(options.main_segment_bytes))?;
         let superblock = read_superblock(device.as_ref())?;
         if let Some(u) = stripe_uuid {
             if u != superblock.stripe_uuid {
@@ -123,6 +124,14 @@ impl Db {
             }
         }
         Db::open_device(device, metadata_dir, options)
+    }
+
+    /// Reads the superblock of a formatted store without opening it, e.g. to learn the
+    /// segment sizes and mode that `open` must be given (see
+    /// `Options::matching`). The devices are opened and released again.
+    pub fn probe(devices: &[PathBuf]) -> Result<Superblock> {
+        let (device, _) = devices::open_members(devices, &Options::default(), None)?;
+        read_superblock(device.as_ref())
     }
 
     /// `format` over an already opened device (tests use the simulated device).

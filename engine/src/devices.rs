@@ -73,18 +73,20 @@ pub(crate) fn format_members(
 }
 
 /// Opens the devices of an existing store, checking that several members form one
-/// stripe in the order given. Returns the stripe uuid the identity headers name.
+/// stripe in the order given, with `expected_unit_bytes` as stripe unit if given (else
+/// the unit the identity headers name). Returns the stripe uuid of the headers.
 pub(crate) fn open_members(
     paths: &[PathBuf],
     options: &Options,
+    expected_unit_bytes: Option<u64>,
 ) -> Result<(Arc<dyn BlockDevice>, Option<[u8; 16]>)> {
     let members = open_each(paths, options, false)?;
     if members.len() == 1 {
         return Ok((members.into_iter().next().unwrap(), None));
     }
-    let ids = identity::read_and_check_stripe(&members, Some(options.main_segment_bytes))?;
+    let ids = identity::read_and_check_stripe(&members, expected_unit_bytes)?;
     let uuid = ids[0].stripe_uuid;
-    let striped = StripedDevice::new(members, options.main_segment_bytes)?;
+    let striped = StripedDevice::new(members, ids[0].stripe_unit_bytes)?;
     Ok((Arc::new(striped), Some(uuid)))
 }
 

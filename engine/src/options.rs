@@ -36,7 +36,10 @@ impl Mode {
             .find(|m| m.name() == name)
             .ok_or_else(|| {
                 let known: Vec<_> = Mode::ALL.iter().map(|m| m.name()).collect();
-                format!("unknown mode {name:?}; this build runs: {}", known.join(", "))
+                format!(
+                    "unknown mode {name:?}; this build runs: {}",
+                    known.join(", ")
+                )
             })
     }
 
@@ -138,6 +141,15 @@ impl Options {
     setter!(with_force_format, force_format, bool);
     setter!(with_create_device_bytes, create_device_bytes, Option<u64>);
     setter!(with_lsm, lsm, hashkv_lsm::Options);
+
+    /// These options with the format-time parameters (mode, segment sizes) that a
+    /// formatted store's superblock names, so that `Db::open` accepts them.
+    pub fn matching(mut self, superblock: &crate::superblock::Superblock) -> Options {
+        self.mode = superblock.mode;
+        self.main_segment_bytes = superblock.layout.main_segment_bytes;
+        self.log_segment_bytes = superblock.layout.log_segment_bytes;
+        self
+    }
 
     /// Checks what can be checked without a device.
     pub fn validate(&self, block_bytes: u32) -> Result<()> {
