@@ -160,3 +160,25 @@ pub mod encode {
         e.encode()
     }
 }
+
+/// Rewrites the format version of a file's header or footer in place (checksum
+/// recomputed), to test that newer formats are refused.
+pub mod reversion {
+    use crate::coding::masked_crc;
+
+    /// WAL and manifest files: the 16-byte header at the start.
+    pub fn header(file: &mut [u8], version: u32) {
+        file[8..12].copy_from_slice(&version.to_le_bytes());
+        let crc = masked_crc(&file[..12]);
+        file[12..16].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Table files: the footer at the end.
+    pub fn table_footer(file: &mut [u8], version: u32) {
+        let at = file.len() - crate::table::footer::FOOTER_BYTES;
+        let f = &mut file[at..];
+        f[40..44].copy_from_slice(&version.to_le_bytes());
+        let crc = masked_crc(&f[..44]);
+        f[44..48].copy_from_slice(&crc.to_le_bytes());
+    }
+}

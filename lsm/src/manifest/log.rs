@@ -81,8 +81,11 @@ pub(crate) fn decode_manifest(data: &[u8]) -> Result<Vec<VersionEdit>> {
                 let claimed = rest
                     .get(4..8)
                     .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
-                let torn = claimed.is_none_or(|len| RECORD_HEADER_BYTES + len >= rest.len());
-                if torn {
+                let reaches_end = claimed.is_none_or(|len| RECORD_HEADER_BYTES + len >= rest.len());
+                // A damaged length field also seems to reach the end: only if no valid
+                // record starts anywhere after it is this a torn tail.
+                let valid_later = (pos + 1..data.len()).any(|p| decode_record(&data[p..]).is_ok());
+                if reaches_end && !valid_later {
                     break;
                 }
                 return Err(match e {
