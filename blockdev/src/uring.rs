@@ -528,6 +528,13 @@ pub struct UringDevice {
     ring_thread: Option<JoinHandle<()>>,
 }
 
+/// Requests one ring keeps in the kernel at most: all SQ slots but one, which stays
+/// free for the ring thread's wake-up read, so pushing never finds the SQ full; the CQ
+/// (twice the SQ) then cannot overflow. More requests wait in the queue.
+fn in_flight_max(sq_entries: u32) -> usize {
+    (sq_entries as usize).saturating_sub(1).max(1)
+}
+
 /// Where a device's registered arena comes from.
 enum ArenaSource {
     None,
@@ -778,6 +785,11 @@ impl UringDevice {
     /// The SQ size the kernel gave us (a power of two >= the requested entries).
     pub fn ring_entries(&self) -> u32 {
         self.ring_entries
+    }
+
+    /// Requests this device keeps in the kernel at once (`ring_entries() - 1`).
+    pub fn in_flight_max(&self) -> usize {
+        in_flight_max(self.ring_entries)
     }
 
     /// True if the buffer arena is registered with the ring (fixed-buffer ops).
@@ -1042,11 +1054,7 @@ fn launch_and_wait_all<'a>(prepared: Vec<(&UringDevice, Prepared<'a>)>) -> Resul
 fn ring_thread_main(shared: Arc<Shared>, mut ring: IoUring) {
     let fd = types::Fd(shared.file.as_raw_fd());
     let wake_fd: RawFd = shared.wake_fd.as_raw_fd();
-    // One SQ slot stays free for the wake-up read, so requests never find the SQ full,
-    // and the CQ (twice the SQ) never overflows.
-    let in_flight_max = (ring.params().sq_entries() as usize)
-        .saturating_sub(1)
-        .max(1);
+    let in_flight_max = in_flight_max(ring.params().sq_entries());
     // The eventfd read's target; lives until the ring is dropped below, after its CQE.
     let mut wake_value = Box::new(0u64);
     let mut wake_armed = false;

@@ -164,7 +164,8 @@ pub fn random_batches(
                 let nblocks = rng.gen_range(1..=slot_blocks);
                 let start_block = rng.gen_range(0..=(slot_bytes / block - nblocks));
                 let offset = model.base + (slot * slot_bytes + start_block * block) as u64;
-                let fua = rng.gen_ratio(1, 8);
+                // Some FUA writes; not many, each costs a device cache flush.
+                let fua = rng.gen_ratio(1, 16);
                 let shape = if nblocks > 1 && rng.gen_bool(0.4) {
                     WriteShape::Vectored {
                         fua,
