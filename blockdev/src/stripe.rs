@@ -86,6 +86,22 @@ impl StripedDevice {
         StripedDevice::build(members, None, stripe_unit_bytes, None)
     }
 
+    /// Stripes over io_uring devices opened by the caller (e.g. with
+    /// [`crate::file::open_device`]): like [`StripedDevice::new`], but one thread puts
+    /// a batch's pieces on every member's ring and waits once, instead of one thread
+    /// per member. Buffers from [`StripedDevice::alloc_buffer`] come from the heap here
+    /// (each member has its own arena); [`StripedDevice::open`] shares one arena.
+    pub fn from_uring_members(
+        members: Vec<Arc<UringDevice>>,
+        stripe_unit_bytes: u64,
+    ) -> Result<StripedDevice> {
+        let dyn_members = members
+            .iter()
+            .map(|m| Arc::clone(m) as Arc<dyn BlockDevice>)
+            .collect();
+        StripedDevice::build(dyn_members, Some(members), stripe_unit_bytes, None)
+    }
+
     /// Opens every path as an io_uring device and stripes over them.
     pub fn open(
         paths: &[PathBuf],

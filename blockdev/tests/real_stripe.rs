@@ -348,3 +348,32 @@ fn open_striped_with_one_path_is_the_plain_device() {
         2 * ((2 * MIB - 4096) / (64 * KIB)) * 64 * KIB
     );
 }
+
+#[test]
+fn stripe_from_separately_opened_uring_members() {
+    let dir = test_dir();
+    let unit = 16 * KIB;
+    let paths = member_files(dir.path(), 3, MIB + 4096);
+    let members: Vec<_> = paths
+        .iter()
+        .map(|p| hashkv_blockdev::file::open_device(p, &OpenOptions::default()).unwrap())
+        .collect();
+    let stripe = StripedDevice::from_uring_members(members, unit).unwrap();
+    assert_eq!(stripe.uring_members().map(|m| m.len()), Some(3));
+    let size = stripe.geometry().size_bytes;
+    let mut model = Model::new(0..size, vec![0; size as usize]);
+    random_batches(&stripe, &mut model, &[1, 16, 128], 1, 61, &heap_buf);
+    stripe.flush().unwrap();
+    assert!(stripe.counters().iter().all(|c| c.flushes == 1));
+    drop(stripe);
+    let files: Vec<std::fs::File> = paths
+        .iter()
+        .map(|p| std::fs::File::open(p).unwrap())
+        .collect();
+    check_members_hold(
+        &model.bytes,
+        unit,
+        &|m, off, buf| files[m].read_exact_at(buf, off).unwrap(),
+        3,
+    );
+}
