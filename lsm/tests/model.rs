@@ -112,6 +112,26 @@ fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     }
 }
 
+/// Compares a scan with the model, reporting sizes and the first difference (not
+/// thousands of keys).
+fn assert_same(got: &[(Vec<u8>, Vec<u8>)], model: &Model, what: &str) {
+    let expected: Vec<(Vec<u8>, Vec<u8>)> = model.clone().into_iter().collect();
+    if got != expected.as_slice() {
+        let i = got
+            .iter()
+            .zip(&expected)
+            .position(|(g, e)| g != e)
+            .unwrap_or(got.len().min(expected.len()));
+        panic!(
+            "{what}: {} entries, expected {}; first difference at {i}: got {:?}, expected {:?}",
+            got.len(),
+            expected.len(),
+            got.get(i),
+            expected.get(i)
+        );
+    }
+}
+
 fn full_scan(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
     db.range(Bound::Unbounded, Bound::Unbounded, Direction::Forward, None)
         .unwrap()
@@ -244,15 +264,21 @@ impl Run {
         };
         let got: Vec<_> = it.take(take).collect::<Result<Vec<_>, _>>().unwrap();
         expected.truncate(take);
-        assert_eq!(
-            got.iter().map(|e| &e.0).collect::<Vec<_>>(),
-            expected.iter().map(|e| &e.0).collect::<Vec<_>>(),
-            "range {lo:?}..{hi:?} {dir:?} snapshot {at_snapshot:?}: keys differ"
-        );
-        assert!(
-            got == expected,
-            "range {lo:?}..{hi:?} {dir:?}: values differ"
-        );
+        if got != expected {
+            let i = got
+                .iter()
+                .zip(&expected)
+                .position(|(g, e)| g != e)
+                .unwrap_or(got.len().min(expected.len()));
+            panic!(
+                "range {lo:?}..{hi:?} {dir:?} snapshot {at_snapshot:?}: {} entries, expected {}; \
+                 first difference at {i}: got {:?}, expected {:?}",
+                got.len(),
+                expected.len(),
+                got.get(i),
+                expected.get(i)
+            );
+        }
     }
 
     fn step(&mut self, dir: &Path) {
@@ -344,11 +370,7 @@ impl Run {
                 self.db.take().unwrap().close().unwrap();
                 self.db = Some(Db::open(dir, self.options.clone()).unwrap());
                 self.mark_durable();
-                assert_eq!(
-                    full_scan(self.db()),
-                    self.model.clone().into_iter().collect::<Vec<_>>(),
-                    "after reopen"
-                );
+                assert_same(&full_scan(self.db()), &self.model, "after reopen");
             }
             940..=949 => self.crash_and_recover(dir),
             _ => {
@@ -398,11 +420,7 @@ impl Run {
             seq <= last,
             "recovered sequence {seq} beyond the last write {last}"
         );
-        assert_eq!(
-            full_scan(&db),
-            model.clone().into_iter().collect::<Vec<_>>(),
-            "after crash ({what})"
-        );
+        assert_same(&full_scan(&db), &model, &format!("after crash ({what})"));
         self.model = model;
         self.db = Some(db);
         self.mark_durable();
@@ -439,8 +457,7 @@ fn run_seed(seed: u64, ops: usize) {
             run.step(tmp.path());
         }
         // Final: everything the model holds, in both directions.
-        let all = full_scan(run.db());
-        assert_eq!(all, run.model.clone().into_iter().collect::<Vec<_>>());
+        assert_same(&full_scan(run.db()), &run.model, "at the end");
         run.count_work();
         assert!(run.flushes > 0, "no flush happened");
         eprintln!(
