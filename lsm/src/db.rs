@@ -519,6 +519,7 @@ impl Inner {
                 };
                 file.sync_data()
                     .map_err(|e| LsmError::io(format!("syncing {}", path.display()), e))?;
+                add(&self.counters.wal_syncs, 1);
                 Ok(end)
             })();
             let r = self.poisoning(r);

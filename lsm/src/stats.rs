@@ -24,6 +24,8 @@ pub struct Stats {
     pub write_stalls: u64,
     /// Writes delayed by 1 ms because L0 reached the slowdown trigger.
     pub write_slowdowns: u64,
+    /// fdatasync calls on WALs; fewer than sync writes when group commit shares them.
+    pub wal_syncs: u64,
     pub flushes: u64,
     pub compactions: u64,
     /// Compactions done by moving a table to the next level without rewriting it.
@@ -54,6 +56,7 @@ pub(crate) struct Counters {
     pub manifest_bytes_written: AtomicU64,
     pub write_stalls: AtomicU64,
     pub write_slowdowns: AtomicU64,
+    pub wal_syncs: AtomicU64,
     pub flushes: AtomicU64,
     pub compactions: AtomicU64,
     pub trivial_moves: AtomicU64,
@@ -80,6 +83,7 @@ impl Counters {
             table_bytes_per_level: Vec::new(),
             write_stalls: l(&self.write_stalls),
             write_slowdowns: l(&self.write_slowdowns),
+            wal_syncs: l(&self.wal_syncs),
             flushes: l(&self.flushes),
             compactions: l(&self.compactions),
             trivial_moves: l(&self.trivial_moves),
