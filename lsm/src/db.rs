@@ -207,19 +207,29 @@ impl Db {
     /// table file named by a synced manifest.
     pub fn flush(&self) -> Result<()> {
         self.inner.check_writable()?;
-        {
+        // Every memtable with a WAL numbered up to this one must be in a table.
+        let wal_number_max = {
             let mut w = self.inner.writer.lock();
             let mem = self.inner.sv.read().mem.clone();
             if !mem.is_empty() {
                 // Flush waits for its own memtable even if the frozen queue is full.
                 self.inner.rotate_memtable(&mut w)?;
             }
-        }
+            mem.wal_number
+        };
         self.inner.bg_cv.notify_all();
         let mut bg = self.inner.bg.lock();
         loop {
             self.inner.check_writable()?;
-            if self.inner.sv.read().imms.is_empty() {
+            // Writers may freeze newer memtables meanwhile; those are not ours to wait for.
+            if self
+                .inner
+                .sv
+                .read()
+                .imms
+                .iter()
+                .all(|m| m.wal_number > wal_number_max)
+            {
                 return Ok(());
             }
             self.inner.bg_cv.wait_for(&mut bg, WAIT_SLICE);
