@@ -31,6 +31,15 @@ pub fn data_block_payload(payload: &[u8]) -> Result<usize> {
     Ok(crate::table::block::Block::decode(payload.to_vec())?.len())
 }
 
+/// A point lookup in a block payload searched in place (the get path): the key found
+/// for `user_key`, if any.
+pub fn data_block_seek(payload: &[u8], user_key: &[u8]) -> Result<Option<Vec<u8>>> {
+    let raw = crate::table::block::RawBlock::new(payload.to_vec())?;
+    Ok(raw
+        .seek(&crate::ikey::seek_key(user_key, crate::ikey::SEQ_MAX))?
+        .map(|(k, _)| k))
+}
+
 /// An index block payload; handles must lie below `data_end`.
 pub fn index_block_payload(payload: &[u8], data_end: u64) -> Result<usize> {
     Ok(crate::table::index::Index::decode(payload.to_vec(), data_end)?.len())

@@ -29,6 +29,7 @@ proptest! {
         // Inner decoders (behind a checksum on disk): any result, but no panic.
         let _ = decoders::wal_batch_payload(&bytes);
         let _ = decoders::data_block_payload(&bytes);
+        let _ = decoders::data_block_seek(&bytes, &bytes[..bytes.len().min(8)]);
         let _ = decoders::index_block_payload(&bytes, file_bytes);
         let _ = decoders::filter_payload(&bytes);
         let _ = decoders::manifest_edit(&bytes);
@@ -80,6 +81,19 @@ proptest! {
         let j = flip.index(p.len());
         p[j] ^= 1 << bit;
         let _ = decoders::data_block_payload(&p);
+        let _ = decoders::data_block_seek(&p, &keys[0]);
+        // In-place lookups on the intact payload find every key.
+        for k in &keys {
+            let found = decoders::data_block_seek(payload, k).unwrap().expect("present");
+            prop_assert_eq!(&found[..found.len() - 8], k.as_slice());
+        }
+        for cut in 0..payload.len() {
+            // A truncated payload may still parse (it is behind a checksum on disk), but
+            // a lookup must not panic or find a key that is not there.
+            if let Ok(Some(found)) = decoders::data_block_seek(&payload[..cut], &keys[0]) {
+                prop_assert!(keys.iter().any(|k| k.as_slice() == &found[..found.len() - 8]));
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! Block cache: decoded data blocks keyed by (table number, block offset), sharded to
+//! Block cache: data blocks as read (checksum verified, searched in place) keyed by (table number, block offset), sharded to
 //! keep lock hold times short, evicted by CLOCK (a FIFO that gives recently hit blocks
-//! a second chance). We cache decoded blocks on top of the page cache because decoding
-//! a block (prefix expansion, validation) costs more than the pread of a cached page.
+//! a second chance). We cache on top of the page cache because a pread plus checksum
+//! of a cached page still costs more than a hash lookup, and the cache keeps the blocks
+//! that gets touch hot even when scans and compactions stream through the page cache.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::block::Block;
+use super::block::RawBlock as Block;
 
 const SHARDS: usize = 16;
 

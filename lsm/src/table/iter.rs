@@ -16,7 +16,7 @@ pub(crate) struct TableIter {
     start: Option<Vec<u8>>,
     started: bool,
     block_idx: usize,
-    block: Option<Arc<Block>>,
+    block: Option<Block>,
     /// Forward: next entry to yield. Backward: one past the next entry to yield.
     pos: usize,
     read_for: ReadFor,

@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::block::{unseal, Block};
+use super::block::{unseal, Block, RawBlock};
 use super::cache::BlockCache;
 use super::filter::Filter;
 use super::footer::{BlockHandle, Footer, FOOTER_BYTES, TABLE_FORMAT_VERSION};
@@ -85,26 +85,45 @@ impl TableReader {
         })
     }
 
-    pub fn block(&self, i: usize, read_for: ReadFor) -> Result<Arc<Block>> {
+    fn read_block_payload(&self, i: usize) -> Result<Vec<u8>> {
         let h = self.index.handle(i);
-        if read_for == ReadFor::User {
-            if let Some(b) = self.cache.get(self.number, h.offset) {
-                add(&self.counters.block_cache_hits, 1);
-                return Ok(b);
-            }
-            add(&self.counters.block_cache_misses, 1);
+        read_payload(&self.file, &self.path, h)
+    }
+
+    /// Block i as read, through the block cache (point lookups).
+    fn raw_block(&self, i: usize) -> Result<Arc<RawBlock>> {
+        let h = self.index.handle(i);
+        if let Some(b) = self.cache.get(self.number, h.offset) {
+            add(&self.counters.block_cache_hits, 1);
+            return Ok(b);
         }
-        let payload = read_payload(&self.file, &self.path, h)?;
-        let n = h.size + BLOCK_TRAILER_BYTES as u64;
-        let block = Arc::new(Block::decode(payload).map_err(|e| e.in_file(&self.path, h.offset))?);
-        match read_for {
-            ReadFor::User => {
-                add(&self.counters.bytes_read, n);
-                self.cache.insert(self.number, h.offset, block.clone());
+        add(&self.counters.block_cache_misses, 1);
+        let payload = self.read_block_payload(i)?;
+        add(
+            &self.counters.bytes_read,
+            h.size + BLOCK_TRAILER_BYTES as u64,
+        );
+        let raw = Arc::new(RawBlock::new(payload).map_err(|e| e.in_file(&self.path, h.offset))?);
+        self.cache.insert(self.number, h.offset, raw.clone());
+        Ok(raw)
+    }
+
+    /// Block i decoded whole (iterators). User reads go through the block cache;
+    /// compaction reads bypass it (a compaction touches every block once) and count apart.
+    pub fn block(&self, i: usize, read_for: ReadFor) -> Result<Block> {
+        let h = self.index.handle(i);
+        let payload = match read_for {
+            ReadFor::User => self.raw_block(i)?.payload().to_vec(),
+            ReadFor::Compaction => {
+                let p = self.read_block_payload(i)?;
+                add(
+                    &self.counters.compaction_bytes_read,
+                    h.size + BLOCK_TRAILER_BYTES as u64,
+                );
+                p
             }
-            ReadFor::Compaction => add(&self.counters.compaction_bytes_read, n),
-        }
-        Ok(block)
+        };
+        Block::decode(payload).map_err(|e| e.in_file(&self.path, h.offset))
     }
 
     /// The newest entry of `user_key` at or below the sequence in `seek` (an
@@ -117,19 +136,20 @@ impl TableReader {
         if i == self.index.len() {
             return Ok(None);
         }
-        let block = self.block(i, ReadFor::User)?;
-        let p = block.seek(seek);
+        let block = self.raw_block(i)?;
+        let found = block
+            .seek(seek)
+            .map_err(|e| e.in_file(&self.path, self.index.handle(i).offset))?;
         // The index promises an entry >= seek in block i (its last key is >= seek).
-        if p >= block.len() {
+        let Some((k, v)) = found else {
             return Err(LsmError::Corruption {
                 file: self.path.clone(),
                 offset: self.index.handle(i).offset,
                 what: "index key is larger than the block's last key".into(),
             });
-        }
-        let k = block.key(p);
-        if ikey::user_key(k) == ikey::user_key(seek) {
-            return Ok(Some((k.to_vec(), block.value(p).to_vec())));
+        };
+        if ikey::user_key(&k) == ikey::user_key(seek) {
+            return Ok(Some((k, v)));
         }
         Ok(None)
     }
