@@ -74,13 +74,21 @@ impl DirectionStats {
 
 #[derive(Debug, Clone)]
 pub struct LoadResult {
-    /// From the moment every submitter started to the moment the last one finished.
+    /// From the moment every submitter started to the moment the last one finished
+    /// (summed over runs that were added together).
     pub elapsed: Duration,
     pub read: DirectionStats,
     pub write: DirectionStats,
 }
 
 impl LoadResult {
+    /// Adds another run of the same shape (its time and its requests).
+    pub fn add(&mut self, other: &LoadResult) {
+        self.elapsed += other.elapsed;
+        self.read.merge(&other.read);
+        self.write.merge(&other.write);
+    }
+
     pub fn bytes_per_s(&self) -> f64 {
         (self.read.bytes + self.write.bytes) as f64 / self.elapsed.as_secs_f64()
     }
@@ -304,6 +312,20 @@ mod tests {
             (counters.read_ops, counters.write_ops),
             (result.read.ops, result.write.ops)
         );
+    }
+
+    #[test]
+    fn added_runs_sum_time_and_requests() {
+        let dev = SimDevice::new(SimConfig::new(8 << 20, 1)).unwrap();
+        let s = spec(Pattern::RandWrite, Stop::After(Duration::from_millis(50)));
+        let mut total = run_load(&dev, AlignedBuf::new, &s).unwrap();
+        let second = run_load(&dev, AlignedBuf::new, &s).unwrap();
+        let (first_ops, first_elapsed) = (total.write.ops, total.elapsed);
+        total.add(&second);
+        assert_eq!(total.write.ops, first_ops + second.write.ops);
+        assert_eq!(total.write.latency_ns.len(), total.write.ops);
+        assert_eq!(total.elapsed, first_elapsed + second.elapsed);
+        assert_eq!(dev.counters()[0].write_ops, total.write.ops);
     }
 
     #[test]
