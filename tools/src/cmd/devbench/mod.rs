@@ -32,12 +32,13 @@ const REGION_BYTES_DEFAULT: u64 = 1 << 30;
 const REGION_BYTES_MIN: u64 = (BLOCK_BYTES_MAX * QUEUE_DEPTH_MAX) as u64;
 /// Default time per run: 6 shapes, ours and fio's, come to about 2 minutes.
 const SECONDS_PER_RUN_DEFAULT: f64 = 8.0;
-/// Default submitting threads for the deep shapes: 8 threads keeping batches of 4.
+/// Default submitting threads for the deep shapes: 4 threads keeping batches of 8.
 /// `BlockDevice::submit` blocks until its whole batch is done, so constant depth needs
 /// one thread per request, but then every request costs a cross-thread wake-up from
-/// the ring thread; on a 2-vCPU VM 32 x 1 reached 55-63% of fio's 4 KiB random-read
-/// IOPS where 8 x 4 reached 77-94% (a batch of 4 drains little before it refills).
-const SUBMITTERS_DEFAULT: usize = 8;
+/// the ring thread. On the 2-vCPU VM this was tuned on, 4 KiB random reads at QD32
+/// reached 53k IOPS with 32 x 1, 65k with 8 x 4, 80k with 4 x 8 (fio: 117k): the
+/// wake-ups cost more than the drain of a batch of 8.
+const SUBMITTERS_DEFAULT: usize = 4;
 
 #[derive(Debug, clap::Args)]
 pub struct DevbenchArgs {
