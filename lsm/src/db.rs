@@ -24,7 +24,7 @@ use crate::options::{Options, WriteOptions};
 use crate::snapshot::{Snapshot, SnapshotList};
 use crate::stats::{add, Counters, Stats};
 use crate::table::builder::TableBuilder;
-use crate::table::cache::BlockCache;
+use crate::table::open_files::TableCaches;
 use crate::version::{FileMeta, Version, VersionSet, LEVELS};
 use crate::wal::batch::for_each_entry;
 use crate::wal::writer::WalWriter;
@@ -74,7 +74,7 @@ struct Inner {
     /// Wakes background threads (work may be there) and stalled writers (L0 shrank,
     /// a memtable was flushed).
     bg_cv: Condvar,
-    cache: Arc<BlockCache>,
+    cache: Arc<TableCaches>,
     counters: Arc<Counters>,
     poisoned: AtomicBool,
     poison_cause: Mutex<String>,
@@ -98,7 +98,10 @@ impl Db {
         let found = inspect_dir(dir, &options)?;
         let lock = lock_dir(dir)?;
         let counters = Arc::new(Counters::default());
-        let cache = Arc::new(BlockCache::new(options.block_cache_bytes));
+        let cache = Arc::new(TableCaches {
+            blocks: crate::table::cache::BlockCache::new(options.block_cache_bytes),
+            files: crate::table::open_files::OpenFiles::new(options.table_files_open_max),
+        });
         let recovered = recover(dir, &options, &found, &cache, &counters)?;
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
@@ -458,7 +461,9 @@ impl Inner {
             if mem.approx_bytes() >= self.options.memtable_bytes_max
                 && self.sv.read().imms.len() < IMMUTABLE_MEMTABLES_MAX
             {
-                self.rotate_memtable(&mut w)?;
+                // This write is applied either way; a failed switch has poisoned the
+                // tree, which later writes (and a sync of this one) will report.
+                let _ = self.rotate_memtable(&mut w);
             }
             end
         };
@@ -844,7 +849,7 @@ fn recover(
     dir: &Path,
     options: &Options,
     found: &Found,
-    cache: &Arc<BlockCache>,
+    cache: &Arc<TableCaches>,
     counters: &Arc<Counters>,
 ) -> Result<Recovered> {
     let mut version = Version::empty();

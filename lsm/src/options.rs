@@ -27,6 +27,8 @@ pub struct Options {
     pub block_cache_bytes: usize,
     pub create_if_missing: bool,
     pub error_if_exists: bool,
+    /// Table files kept open at once (least recently used ones are closed beyond it).
+    pub table_files_open_max: usize,
     /// Background threads running compactions (flushes have their own thread).
     pub compaction_threads: usize,
 }
@@ -46,6 +48,7 @@ impl Default for Options {
             block_cache_bytes: 64 << 20,
             create_if_missing: true,
             error_if_exists: false,
+            table_files_open_max: 512,
             compaction_threads: 1,
         }
     }

@@ -13,7 +13,7 @@ use crate::manifest::edit::AddedTable;
 use crate::manifest::log::{set_current, ManifestWriter};
 use crate::manifest::VersionEdit;
 use crate::stats::{add, Counters};
-use crate::table::cache::BlockCache;
+use crate::table::open_files::TableCaches;
 use crate::table::reader::TableReader;
 
 /// Levels of the tree: L0 (overlapping flushed tables) and L1..L6 (each sorted and
@@ -33,7 +33,7 @@ pub(crate) struct FileMeta {
     /// last holder drops this.
     obsolete: AtomicBool,
     path: PathBuf,
-    cache: Arc<BlockCache>,
+    cache: Arc<TableCaches>,
 }
 
 impl FileMeta {
@@ -42,7 +42,7 @@ impl FileMeta {
         number: u64,
         smallest: Vec<u8>,
         largest: Vec<u8>,
-        cache: &Arc<BlockCache>,
+        cache: &Arc<TableCaches>,
         counters: &Arc<Counters>,
     ) -> Result<Arc<FileMeta>> {
         let path = dir.join(crate::files::table_name(number));
@@ -94,7 +94,8 @@ impl Drop for FileMeta {
         if self.obsolete.load(AtomicOrdering::Acquire) {
             // Failure only leaks a file that the next open deletes as an orphan.
             let _ = std::fs::remove_file(&self.path);
-            self.cache.evict_table(self.number);
+            self.cache.blocks.evict_table(self.number);
+            self.cache.files.remove(self.number);
         }
     }
 }

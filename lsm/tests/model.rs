@@ -57,6 +57,7 @@ fn options(rng: &mut StdRng) -> Options {
         bloom_bits_per_key: [0, 4, 10][rng.gen_range(0..3)],
         block_cache_bytes: [0, 64 << 10, 1 << 20][rng.gen_range(0..3)],
         compaction_threads: rng.gen_range(1..3),
+        table_files_open_max: [2, 8, 512][rng.gen_range(0..3)],
         ..Options::default()
     }
 }

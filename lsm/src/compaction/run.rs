@@ -12,8 +12,8 @@ use crate::iter::{InternalIter, LevelIter, MergeIter};
 use crate::options::Options;
 use crate::stats::Counters;
 use crate::table::builder::{TableBuilder, TableInfo};
-use crate::table::cache::BlockCache;
 use crate::table::iter::TableIter;
+use crate::table::open_files::TableCaches;
 use crate::table::reader::ReadFor;
 use crate::version::{FileMeta, Version};
 
@@ -25,7 +25,7 @@ pub(crate) struct Env<'a> {
     pub dir: &'a Path,
     pub options: &'a Options,
     pub next_file: &'a AtomicU64,
-    pub cache: &'a Arc<BlockCache>,
+    pub cache: &'a Arc<TableCaches>,
     pub counters: &'a Arc<Counters>,
     pub shutdown: &'a AtomicBool,
 }

@@ -17,6 +17,7 @@ pub(crate) mod filter;
 pub(crate) mod footer;
 pub(crate) mod index;
 pub(crate) mod iter;
+pub(crate) mod open_files;
 pub(crate) mod reader;
 
 /// Checksum bytes after every block payload.

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::block::{unseal, Block, RawBlock};
-use super::cache::BlockCache;
 use super::filter::Filter;
 use super::footer::{BlockHandle, Footer, FOOTER_BYTES, TABLE_FORMAT_VERSION};
 use super::index::Index;
+use super::open_files::TableCaches;
 use super::BLOCK_TRAILER_BYTES;
 use crate::error::{LsmError, Result};
 use crate::ikey;
@@ -27,11 +27,10 @@ pub(crate) enum ReadFor {
 pub(crate) struct TableReader {
     pub number: u64,
     path: PathBuf,
-    file: File,
     pub file_bytes: u64,
     pub index: Index,
     filter: Filter,
-    cache: Arc<BlockCache>,
+    cache: Arc<TableCaches>,
     counters: Arc<Counters>,
 }
 
@@ -39,7 +38,7 @@ impl TableReader {
     pub fn open(
         path: &Path,
         number: u64,
-        cache: Arc<BlockCache>,
+        cache: Arc<TableCaches>,
         counters: Arc<Counters>,
     ) -> Result<TableReader> {
         let file =
@@ -73,10 +72,12 @@ impl TableReader {
         let index_payload = read_payload(&file, path, footer.index)?;
         let index = Index::decode(index_payload, footer.filter.offset)
             .map_err(|e| e.in_file(path, footer.index.offset))?;
+        cache
+            .files
+            .insert(number, Arc::new(file), cache.files.next_tick());
         Ok(TableReader {
             number,
             path: path.to_path_buf(),
-            file,
             file_bytes,
             index,
             filter,
@@ -87,13 +88,14 @@ impl TableReader {
 
     fn read_block_payload(&self, i: usize) -> Result<Vec<u8>> {
         let h = self.index.handle(i);
-        read_payload(&self.file, &self.path, h)
+        let file = self.cache.files.get(self.number, &self.path)?;
+        read_payload(&file, &self.path, h)
     }
 
     /// Block i as read, through the block cache (point lookups).
     fn raw_block(&self, i: usize) -> Result<Arc<RawBlock>> {
         let h = self.index.handle(i);
-        if let Some(b) = self.cache.get(self.number, h.offset) {
+        if let Some(b) = self.cache.blocks.get(self.number, h.offset) {
             add(&self.counters.block_cache_hits, 1);
             return Ok(b);
         }
@@ -104,7 +106,7 @@ impl TableReader {
             h.size + BLOCK_TRAILER_BYTES as u64,
         );
         let raw = Arc::new(RawBlock::new(payload).map_err(|e| e.in_file(&self.path, h.offset))?);
-        self.cache.insert(self.number, h.offset, raw.clone());
+        self.cache.blocks.insert(self.number, h.offset, raw.clone());
         Ok(raw)
     }
 
