@@ -886,7 +886,7 @@ fn recover(
             let f = FileMeta::open(dir, a.number, a.smallest, a.largest, cache, counters)?;
             version.levels[level].push(f);
         }
-        version.levels[0].sort_by(|a, b| b.number.cmp(&a.number));
+        version.levels[0].sort_by_key(|f| std::cmp::Reverse(f.number));
         for files in &mut version.levels[1..] {
             files.sort_by(|a, b| ikey::compare(&a.smallest, &b.smallest));
         }

@@ -249,7 +249,7 @@ impl VersionSet {
         for (a, f) in edit.added.iter().zip(&added) {
             v.levels[a.level].push(f.clone());
         }
-        v.levels[0].sort_by(|a, b| b.number.cmp(&a.number));
+        v.levels[0].sort_by_key(|f| std::cmp::Reverse(f.number));
         for files in &mut v.levels[1..] {
             files.sort_by(|a, b| ikey::compare(&a.smallest, &b.smallest));
         }

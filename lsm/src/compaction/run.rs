@@ -77,7 +77,9 @@ pub(crate) fn run(
         while let Some(e) = merge.next_entry() {
             let (k, v) = e?;
             entries += 1;
-            if entries % SHUTDOWN_CHECK_ENTRIES == 0 && env.shutdown.load(Ordering::Relaxed) {
+            if entries.is_multiple_of(SHUTDOWN_CHECK_ENTRIES)
+                && env.shutdown.load(Ordering::Relaxed)
+            {
                 return Err(LsmError::Closed);
             }
             let uk = ikey::user_key(&k);
