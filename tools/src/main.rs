@@ -6,9 +6,9 @@
 
 mod cmd;
 mod error;
+mod workload;
 
 use clap::{Parser, Subcommand};
-use std::error::Error as _;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -28,12 +28,17 @@ enum Command {
     /// io_uring device, side by side with fio running the same shapes
     /// (OVERWRITES the device's contents)
     Devbench(cmd::devbench::DevbenchArgs),
+    /// The paper's experiment at a chosen scale: load, Zipf updates, optional reads
+    /// and scans, per mode on equal space; throughput, write amplification, latency
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (name, result) = match &cli.command {
-        Command::Devbench(args) => ("devbench", cmd::devbench::run(args)),
+    // Each subcommand family has its own error type; all are reported alike.
+    let (name, result): (&str, Result<(), Box<dyn std::error::Error>>) = match &cli.command {
+        Command::Devbench(args) => ("devbench", cmd::devbench::run(args).map_err(Into::into)),
+        Command::Bench(args) => ("bench", cmd::bench::run(args).map_err(Into::into)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,3 +1,5 @@
 //! One module per subcommand of `hashkv`.
 
+pub mod bench;
 pub mod devbench;
+pub mod store;

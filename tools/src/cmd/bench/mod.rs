@@ -1,0 +1,624 @@
+//! `hashkv bench`: the paper's experiment at a chosen scale. Per mode, on equal space
+//! (same device size, a fresh format each): load N GiB of values under 24-byte keys,
+//! then update phases with keys from a scrambled Zipf, then optional random reads and
+//! 100-key scans. One row per (mode, phase) with throughput, device and LSM bytes,
+//! write amplification (see `report.rs` for its definition), space and latency.
+//!
+//! Without --device the store is a file in a temporary directory on a filesystem where
+//! O_DIRECT works ($TMPDIR if set and usable, else the current directory); the file and
+//! the metadata directory are removed after each mode.
+
+mod phase;
+mod plot;
+mod report;
+
+use super::store::{
+    dir_disk_bytes, human_bytes, io_error, is_block_device, read_kernel_io, supports_o_direct,
+    sysfs_stat_path, KernelIoBytes, StoreCmdError, StoreResult,
+};
+use crate::workload::{ScrambledZipf, KEY_BYTES};
+use hashkv::layout::Layout;
+use hashkv::{Db, Mode, Options};
+use indicatif::{ProgressBar, ProgressStyle};
+use phase::{run_phase, PhaseKind, Sample, Workload};
+use report::{per_sec, PhaseReport};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+const GIB: f64 = (1u64 << 30) as f64;
+const MIB: u64 = 1 << 20;
+/// Every mode the engine is designed to run; names outside this list are typos and
+/// refused, names in it that this build lacks are reported as skipped.
+const DESIGNED_MODES: [&str; 3] = ["hashkv", "vlog", "lsm"];
+/// Headroom over the records' bytes when sizing the device: hash grouping fills
+/// groups unevenly, and blocks are padded at flush boundaries.
+const DEVICE_HEADROOM: f64 = 1.1;
+
+/// Set by Ctrl-C: workers stop, the phase is reported as interrupted, the store is
+/// flushed and closed.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Device or file to run on (repeatable: stripe over several). Existing files are
+    /// overwritten; block devices that hold data need --force-format. Missing paths
+    /// are created as files of the computed size and removed afterwards.
+    /// [default: a file in a temporary directory]
+    #[arg(long = "device", value_name = "PATH")]
+    pub devices: Vec<PathBuf>,
+
+    /// Metadata (LSM tree) directory; each mode uses a subdirectory named after it.
+    /// [default: beside the temporary device file]
+    #[arg(long, value_name = "DIR")]
+    pub metadata: Option<PathBuf>,
+
+    /// Modes to run, comma-separated, one after another. [default: every mode this
+    /// build runs]
+    #[arg(long = "mode", value_name = "LIST", value_delimiter = ',')]
+    pub modes: Vec<String>,
+
+    /// Data loaded before the updates, in GiB of values (fractions allowed).
+    #[arg(long, value_name = "GIB", default_value_t = 1.0)]
+    pub load_gib: f64,
+
+    /// Data written by each update phase, in GiB of values.
+    #[arg(long, value_name = "GIB", default_value_t = 1.0)]
+    pub update_gib: f64,
+
+    /// Number of update phases.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub phases: u32,
+
+    /// Value size in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024)]
+    pub value_size: usize,
+
+    /// Zipf constant of the update keys (0 < z < 1).
+    #[arg(long, value_name = "Z", default_value_t = 0.99)]
+    pub zipf: f64,
+
+    /// Share of the value space reserved for log segments.
+    #[arg(long, value_name = "F", default_value_t = 0.30)]
+    pub reserve: f64,
+
+    /// Worker threads sharing the store. [default: the number of CPUs]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Write cache in MiB; 0 turns it off.
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    pub write_cache: u64,
+
+    /// Hot/cold separation during GC (the cold data log).
+    #[arg(long, value_name = "on|off", default_value = "off", value_parser = ["on", "off"])]
+    pub hotness: String,
+
+    /// Random gets after the updates (0: no read phase).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub read_ops: u64,
+
+    /// 100-key range scans after the reads (0: no scan phase).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub scan_ops: u64,
+
+    /// Write the results as a JSON array, one object per (mode, phase).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Write an SVG: throughput over time per mode, write amplification per mode.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+
+    /// Seed of the key and value generators.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Allow formatting block devices (and a --metadata subdirectory) that hold data.
+    #[arg(long)]
+    pub force_format: bool,
+}
+
+/// Where one mode's store lives.
+struct Placement {
+    devices: Vec<PathBuf>,
+    /// Paths this run created (removed after the mode).
+    created: Vec<PathBuf>,
+    metadata: PathBuf,
+    /// The metadata directory is ours to remove afterwards.
+    remove_metadata: bool,
+}
+
+pub fn run(args: &BenchArgs) -> StoreResult<()> {
+    let plan = Plan::from_args(args)?;
+    ctrlc::set_handler(|| {
+        eprintln!("\nhashkv bench: interrupted; finishing the phase, flushing and closing");
+        STOP.store(true, Ordering::SeqCst);
+    })
+    .map_err(|e| StoreCmdError::Usage(format!("cannot install the Ctrl-C handler: {e}")))?;
+
+    // Keeps the temporary directory alive for the whole run; removed on drop.
+    let scratch = if args.devices.is_empty() {
+        let base = scratch_base()?;
+        let dir = tempfile::Builder::new()
+            .prefix("hashkv-bench-")
+            .tempdir_in(&base)
+            .map_err(io_error(
+                &base,
+                "creating the benchmark's temporary directory",
+            ))?;
+        println!("store: temporary directory {}", dir.path().display());
+        Some(dir)
+    } else {
+        None
+    };
+    println!(
+        "workload: load {} keys x {} B values ({:.3} GiB), {} update phase(s) of {} ops, zipf {}, reserve {}, {} thread(s), write cache {} MiB",
+        plan.workload.items,
+        args.value_size,
+        args.load_gib,
+        args.phases,
+        plan.update_ops,
+        args.zipf,
+        args.reserve,
+        plan.threads,
+        args.write_cache,
+    );
+    if scratch.is_some() {
+        println!(
+            "device: {} per mode ({} bytes; main segment {})",
+            human_bytes(plan.device_bytes),
+            plan.device_bytes,
+            human_bytes(plan.options.main_segment_bytes)
+        );
+    }
+
+    let mut rows: Vec<PhaseReport> = Vec::new();
+    let mut samples: Vec<(String, Vec<Sample>)> = Vec::new();
+    let mut formatted_before: Vec<PathBuf> = Vec::new();
+    let mut outcome = Ok(());
+    for &mode in &plan.modes {
+        if STOP.load(Ordering::SeqCst) {
+            break;
+        }
+        let placement = match &scratch {
+            Some(dir) => Placement {
+                devices: vec![dir.path().join(format!("device-{}.img", mode.name()))],
+                created: vec![dir.path().join(format!("device-{}.img", mode.name()))],
+                metadata: dir.path().join(format!("meta-{}", mode.name())),
+                remove_metadata: true,
+            },
+            None => user_placement(args, &plan, mode)?,
+        };
+        let mut mode_samples = Vec::new();
+        let result = run_mode(
+            args,
+            &plan,
+            mode,
+            &placement,
+            &mut formatted_before,
+            &mut rows,
+            &mut mode_samples,
+        );
+        cleanup(&placement);
+        samples.push((mode.name().to_string(), mode_samples));
+        if let Err(e) = result {
+            outcome = Err(e);
+            break;
+        }
+    }
+
+    if !rows.is_empty() {
+        println!();
+        print!("{}", report::table(&rows));
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&rows).expect("reports serialise");
+        std::fs::write(path, text + "\n").map_err(io_error(path, "writing the JSON report"))?;
+        println!("json: {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        plot::write_svg(path, &samples, &rows).map_err(|e| StoreCmdError::Io {
+            path: path.clone(),
+            action: "drawing the plot",
+            source: std::io::Error::other(e),
+        })?;
+        println!("plot: {}", path.display());
+    }
+    outcome?;
+    if STOP.load(Ordering::SeqCst) {
+        return Err(StoreCmdError::Interrupted);
+    }
+    Ok(())
+}
+
+/// Everything derived from the arguments before any device is touched.
+struct Plan {
+    modes: Vec<Mode>,
+    workload: Arc<Workload>,
+    update_ops: u64,
+    threads: usize,
+    options: Options,
+    /// Device size per mode when this run creates the device.
+    device_bytes: u64,
+}
+
+impl Plan {
+    fn from_args(args: &BenchArgs) -> StoreResult<Plan> {
+        let usage = |m: String| Err(StoreCmdError::Usage(m));
+        if args.hotness == "on" {
+            return usage(
+                "--hotness on: hot/cold separation (the cold data log) is not built in this \
+                 version; run with --hotness off"
+                    .into(),
+            );
+        }
+        if args.value_size == 0 {
+            return usage("--value-size must be at least 1 byte".into());
+        }
+        if !(args.load_gib > 0.0 && args.load_gib.is_finite()) {
+            return usage(format!("--load-gib {} must be positive", args.load_gib));
+        }
+        if !(args.update_gib >= 0.0 && args.update_gib.is_finite()) {
+            return usage(format!(
+                "--update-gib {} must not be negative",
+                args.update_gib
+            ));
+        }
+        if !(args.zipf > 0.0 && args.zipf < 1.0) {
+            return usage(format!("--zipf {} must lie in (0, 1)", args.zipf));
+        }
+        if !(args.reserve > 0.0 && args.reserve < 0.95) {
+            return usage(format!("--reserve {} must lie in (0, 0.95)", args.reserve));
+        }
+        if args.threads == Some(0) {
+            return usage("--threads must be at least 1".into());
+        }
+        let items = (args.load_gib * GIB / args.value_size as f64) as u64;
+        if items < 2 {
+            return usage(format!(
+                "--load-gib {} holds fewer than 2 values of {} bytes",
+                args.load_gib, args.value_size
+            ));
+        }
+        let update_ops = (args.update_gib * GIB / args.value_size as f64) as u64;
+
+        let mut modes = Vec::new();
+        let requested: Vec<String> = if args.modes.is_empty() {
+            Mode::ALL.iter().map(|m| m.name().to_string()).collect()
+        } else {
+            args.modes.iter().map(|m| m.trim().to_string()).collect()
+        };
+        for name in &requested {
+            if !DESIGNED_MODES.contains(&name.as_str()) {
+                return usage(format!(
+                    "--mode {name:?}: no such mode (modes: {})",
+                    DESIGNED_MODES.join(", ")
+                ));
+            }
+            match Mode::from_name(name) {
+                Ok(m) if !modes.contains(&m) => modes.push(m),
+                Ok(_) => {}
+                Err(reason) => println!("mode {name}: skipped: {reason}"),
+            }
+        }
+        if modes.is_empty() {
+            return usage("none of the requested modes is built in this version".into());
+        }
+
+        let options = Options::default()
+            .with_reserved_share(args.reserve)
+            .with_write_cache_bytes(args.write_cache * MIB)
+            .with_force_format(true);
+        let record_bytes =
+            (hashkv::record::RECORD_HEADER_BYTES + KEY_BYTES + args.value_size) as u64;
+        let device_bytes = device_bytes_for(items * record_bytes, &options)?;
+        Ok(Plan {
+            modes,
+            workload: Arc::new(Workload {
+                items,
+                value_bytes: args.value_size,
+                zipf: ScrambledZipf::new(items, args.zipf),
+                seed: args.seed,
+            }),
+            update_ops,
+            threads: args
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            options,
+            device_bytes,
+        })
+    }
+}
+
+/// Device size that holds `live_bytes` of records with headroom, the reserved share
+/// and the units that hold no values (superblock, one spare main segment per GC
+/// worker): ceil(live * 1.1 / (1 - reserve)) + (1 + gc_workers) main segments, rounded
+/// up to whole main segments, and grown until the engine's layout accepts it.
+fn device_bytes_for(live_bytes: u64, options: &Options) -> StoreResult<u64> {
+    let unit = options.main_segment_bytes;
+    let value_bytes = (live_bytes as f64 * DEVICE_HEADROOM / (1.0 - options.reserved_share)).ceil();
+    let mut units = (value_bytes / unit as f64).ceil() as u64 + 1 + u64::from(options.gc_workers);
+    // The layout needs a few units at least (one group, one spare, reserved space).
+    for _ in 0..64 {
+        if Layout::compute(units * unit, 4096, options).is_ok() {
+            return Ok(units * unit);
+        }
+        units += 1;
+    }
+    Layout::compute(units * unit, 4096, options)?;
+    Ok(units * unit)
+}
+
+/// $TMPDIR if set and O_DIRECT works there, else the current directory if it does.
+fn scratch_base() -> StoreResult<PathBuf> {
+    let mut tried = Vec::new();
+    let mut candidates = Vec::new();
+    if let Some(t) = std::env::var_os("TMPDIR").filter(|t| !t.is_empty()) {
+        candidates.push(PathBuf::from(t));
+    }
+    candidates.push(
+        std::env::current_dir()
+            .map_err(io_error(Path::new("."), "finding the current directory"))?,
+    );
+    for c in candidates {
+        if supports_o_direct(&c) {
+            return Ok(c);
+        }
+        tried.push(c.display().to_string());
+    }
+    Err(StoreCmdError::Usage(format!(
+        "no directory for the benchmark's store supports O_DIRECT (tried {}; tmpfs does \
+         not); run from a directory on a disk filesystem, set TMPDIR to one, or pass \
+         --device",
+        tried.join(", ")
+    )))
+}
+
+fn user_placement(args: &BenchArgs, plan: &Plan, mode: Mode) -> StoreResult<Placement> {
+    let mut created = Vec::new();
+    let per_member_bytes = {
+        let n = args.devices.len() as u64;
+        let unit = plan.options.main_segment_bytes;
+        plan.device_bytes.div_ceil(n).div_ceil(unit) * unit
+    };
+    for d in &args.devices {
+        if !d.exists() {
+            hashkv_blockdev::file::create_file(d, per_member_bytes, false)
+                .map_err(hashkv::Error::from)?;
+            println!(
+                "device: created {} ({})",
+                d.display(),
+                human_bytes(per_member_bytes)
+            );
+            created.push(d.clone());
+        }
+    }
+    let (metadata, remove_metadata) = match &args.metadata {
+        Some(dir) => (dir.join(mode.name()), false),
+        None => {
+            let parent = args.devices[0]
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty());
+            let base = parent.map_or(PathBuf::from("."), Path::to_path_buf);
+            let dir = base.join(format!(
+                ".hashkv-bench-meta-{}-{}",
+                mode.name(),
+                std::process::id()
+            ));
+            (dir, true)
+        }
+    };
+    if !remove_metadata && !args.force_format {
+        let non_empty = std::fs::read_dir(&metadata).is_ok_and(|mut d| d.next().is_some());
+        if non_empty {
+            return Err(StoreCmdError::Usage(format!(
+                "metadata directory {} is not empty; pass --force-format to replace it",
+                metadata.display()
+            )));
+        }
+    }
+    Ok(Placement {
+        devices: args.devices.clone(),
+        created,
+        metadata,
+        remove_metadata,
+    })
+}
+
+fn cleanup(p: &Placement) {
+    for path in &p.created {
+        if let Err(e) = std::fs::remove_file(path) {
+            eprintln!(
+                "hashkv bench: warning: could not remove {}: {e}",
+                path.display()
+            );
+        }
+    }
+    if p.remove_metadata && p.metadata.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&p.metadata) {
+            eprintln!(
+                "hashkv bench: warning: could not remove {}: {e}",
+                p.metadata.display()
+            );
+        }
+    }
+}
+
+/// Formats the placement for `mode`. Block devices are formatted with force only with
+/// --force-format, or when this run formatted them already (for an earlier mode).
+fn format_store(
+    args: &BenchArgs,
+    plan: &Plan,
+    mode: Mode,
+    p: &Placement,
+    formatted_before: &mut Vec<PathBuf>,
+) -> StoreResult<Db> {
+    let guarded_block_device = p
+        .devices
+        .iter()
+        .any(|d| is_block_device(d) && !formatted_before.contains(d));
+    let force = args.force_format || !guarded_block_device;
+    let mut options = plan.options.clone().with_force_format(force);
+    options.mode = mode;
+    // The temporary store's file is created by the engine; missing --device paths
+    // were created by user_placement at their members' size.
+    if args.devices.is_empty() {
+        options = options.with_create_device_bytes(Some(plan.device_bytes));
+    }
+    let db = Db::format(&p.devices, &p.metadata, &options).map_err(|e| match e {
+        hashkv::Error::DeviceNotEmpty { what } => StoreCmdError::Usage(format!(
+            "device holds data ({what}); pass --force-format to overwrite it"
+        )),
+        e => e.into(),
+    })?;
+    formatted_before.extend(p.devices.iter().cloned());
+    Ok(db)
+}
+
+fn kernel_io(devices: &[PathBuf]) -> Option<KernelIoBytes> {
+    let stats: Vec<PathBuf> = devices.iter().filter_map(|d| sysfs_stat_path(d)).collect();
+    if stats.is_empty() {
+        return None;
+    }
+    let mut sum = KernelIoBytes::default();
+    for s in stats {
+        let k = read_kernel_io(&s)?;
+        sum.read_bytes += k.read_bytes;
+        sum.write_bytes += k.write_bytes;
+    }
+    Some(sum)
+}
+
+fn run_mode(
+    args: &BenchArgs,
+    plan: &Plan,
+    mode: Mode,
+    p: &Placement,
+    formatted_before: &mut Vec<PathBuf>,
+    rows: &mut Vec<PhaseReport>,
+    samples: &mut Vec<Sample>,
+) -> StoreResult<()> {
+    let db = format_store(args, plan, mode, p, formatted_before)?;
+    let sb = db.superblock();
+    println!(
+        "\nmode {}: {} on {} member(s), {} groups of {}, {} log segments of {}; metadata {}",
+        mode.name(),
+        human_bytes(sb.device_bytes),
+        sb.member_count,
+        sb.layout.group_count,
+        human_bytes(sb.layout.main_segment_bytes),
+        sb.layout.log_segment_count,
+        human_bytes(sb.layout.log_segment_bytes),
+        p.metadata.display()
+    );
+    let mut phases = vec![(PhaseKind::Load, plan.workload.items)];
+    for n in 1..=args.phases {
+        if plan.update_ops > 0 {
+            phases.push((PhaseKind::Update(n), plan.update_ops));
+        }
+    }
+    if args.read_ops > 0 {
+        phases.push((PhaseKind::Read, args.read_ops));
+    }
+    if args.scan_ops > 0 {
+        phases.push((PhaseKind::Scan, args.scan_ops));
+    }
+    let mode_start = Instant::now();
+    let mut result: StoreResult<()> = Ok(());
+    for (kind, ops_total) in phases {
+        if STOP.load(Ordering::SeqCst) {
+            break;
+        }
+        let bar = ProgressBar::new(ops_total);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+                .expect("valid progress template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{} {}", mode.name(), kind.name()));
+        let before = db.stats();
+        let kernel_before = kernel_io(&p.devices);
+        let outcome = run_phase(
+            &db,
+            kind,
+            ops_total,
+            plan.threads,
+            &plan.workload,
+            &STOP,
+            &bar,
+            mode_start,
+            samples,
+        );
+        bar.finish_and_clear();
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                result = Err(e.into());
+                break;
+            }
+        };
+        let after = db.stats();
+        let kernel_after = kernel_io(&p.devices);
+        let kernel = kernel_before.zip(kernel_after).map(|(b, a)| KernelIoBytes {
+            read_bytes: a.read_bytes - b.read_bytes,
+            write_bytes: a.write_bytes - b.write_bytes,
+        });
+        let device_write_bytes = after.device_bytes_written() - before.device_bytes_written();
+        let device_read_bytes = after.device_bytes_read() - before.device_bytes_read();
+        let lsm_write_bytes = after.lsm_bytes_written - before.lsm_bytes_written;
+        let user_bytes = outcome.user_write_bytes;
+        let user_moved = if kind.writes() {
+            user_bytes
+        } else {
+            outcome.user_read_bytes
+        };
+        let us = |q: f64| outcome.latency_ns.value_at_quantile(q) as f64 / 1000.0;
+        let row = PhaseReport {
+            mode: mode.name().to_string(),
+            phase: kind.name(),
+            ops: outcome.ops,
+            seconds: outcome.seconds,
+            ops_per_sec: per_sec(outcome.ops as f64, outcome.seconds),
+            user_bytes,
+            user_read_bytes: outcome.user_read_bytes,
+            user_mib_per_sec: per_sec(report::mib(user_moved), outcome.seconds),
+            device_write_bytes,
+            device_read_bytes,
+            kernel_write_bytes: kernel.map(|k| k.write_bytes),
+            kernel_read_bytes: kernel.map(|k| k.read_bytes),
+            lsm_write_bytes,
+            write_amp: report::write_amp(device_write_bytes, lsm_write_bytes, user_bytes),
+            gc_write_bytes: after.gc_device_bytes_written - before.gc_device_bytes_written,
+            gc_read_bytes: after.gc_device_bytes_read - before.gc_device_bytes_read,
+            gc_runs: after.gc_runs - before.gc_runs,
+            space_bytes: after.value_bytes_used + dir_disk_bytes(&p.metadata),
+            p50_us: us(0.50),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+            interrupted: outcome.interrupted,
+        };
+        println!(
+            "{:>16}: {} ops in {:.1} s, {:.1} kops/s, {:.1} MiB/s, WA {}, p99 {:.0} us{}",
+            format!("{} {}", row.mode, row.phase),
+            row.ops,
+            row.seconds,
+            row.ops_per_sec / 1000.0,
+            row.user_mib_per_sec,
+            row.write_amp.map_or("-".into(), |w| format!("{w:.2}")),
+            row.p99_us,
+            if row.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            }
+        );
+        rows.push(row);
+    }
+    // Close even after an error or Ctrl-C: flushes what was written and stops GC.
+    let closed = db.close();
+    result?;
+    closed?;
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! One phase of the benchmark: its operations split over worker threads that share one
+//! store, per-operation latencies in a histogram, and a sampler on the calling thread
+//! that drives the progress bar and records ops/s once per second for the plot.
+
+use crate::workload::{self, ScrambledZipf};
+use hashkv::Db;
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Keys returned by each scan operation (the paper's scan test reads 100-key ranges).
+pub const SCAN_KEYS: usize = 100;
+
+/// How often the sampler wakes to redraw the progress bar.
+const SAMPLER_TICK: Duration = Duration::from_millis(100);
+/// How often a throughput sample is kept for the plot.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseKind {
+    Load,
+    /// Update phase number, from 1.
+    Update(u32),
+    Read,
+    Scan,
+}
+
+impl PhaseKind {
+    pub fn name(self) -> String {
+        match self {
+            PhaseKind::Load => "load".into(),
+            PhaseKind::Update(n) => format!("update{n}"),
+            PhaseKind::Read => "read".into(),
+            PhaseKind::Scan => "scan".into(),
+        }
+    }
+
+    pub fn writes(self) -> bool {
+        matches!(self, PhaseKind::Load | PhaseKind::Update(_))
+    }
+
+    /// Distinguishes the random streams of different phases under one --seed.
+    fn seed_salt(self) -> u64 {
+        match self {
+            PhaseKind::Load => 0,
+            PhaseKind::Update(n) => u64::from(n),
+            PhaseKind::Read => 1 << 32,
+            PhaseKind::Scan => 2 << 32,
+        }
+    }
+}
+
+/// What every phase of one run shares.
+pub struct Workload {
+    /// Keys loaded: key(0) .. key(items - 1).
+    pub items: u64,
+    pub value_bytes: usize,
+    pub zipf: ScrambledZipf,
+    pub seed: u64,
+}
+
+/// One throughput sample: seconds since the mode's first phase began, and the ops/s
+/// over the interval that ended then.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub at_seconds: f64,
+    pub ops_per_sec: f64,
+}
+
+pub struct PhaseOutcome {
+    pub ops: u64,
+    pub seconds: f64,
+    /// Key + value bytes the phase wrote (load, updates) as the user sees them.
+    pub user_write_bytes: u64,
+    /// Key + value bytes returned to the user (read, scan).
+    pub user_read_bytes: u64,
+    /// Per-operation latency in nanoseconds.
+    pub latency_ns: Histogram<u64>,
+    pub interrupted: bool,
+}
+
+/// Runs `ops_total` operations of `kind` over `threads` workers. Returns early (with
+/// `interrupted`) once `stop` is set. Write phases end with `Db::flush`, inside the
+/// timed interval, so that the phase's throughput counts data that reached the devices
+/// and the device counters read afterwards hold all of the phase's writes.
+#[allow(clippy::too_many_arguments)]
+pub fn run_phase(
+    db: &Db,
+    kind: PhaseKind,
+    ops_total: u64,
+    threads: usize,
+    workload: &Workload,
+    stop: &AtomicBool,
+    bar: &ProgressBar,
+    mode_start: Instant,
+    samples: &mut Vec<Sample>,
+) -> hashkv::Result<PhaseOutcome> {
+    let ops_done = AtomicU64::new(0);
+    let user_write_bytes = AtomicU64::new(0);
+    let user_read_bytes = AtomicU64::new(0);
+    let first_error = FirstError::default();
+    let started = Instant::now();
+    let threads = threads.max(1) as u64;
+    let histograms: Vec<Histogram<u64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|worker| {
+                // Worker w does ops [start, end) of the phase: contiguous shares, so
+                // the load inserts every key exactly once.
+                let start = ops_total * worker / threads;
+                let end = ops_total * (worker + 1) / threads;
+                let ctx = WorkerCtx {
+                    db,
+                    kind,
+                    workload,
+                    stop,
+                    first_error: &first_error,
+                    ops_done: &ops_done,
+                    user_write_bytes: &user_write_bytes,
+                    user_read_bytes: &user_read_bytes,
+                };
+                scope.spawn(move || ctx.run(worker, start, end))
+            })
+            .collect();
+        let mut last_sample = (Instant::now(), 0u64);
+        while !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(SAMPLER_TICK);
+            let done = ops_done.load(Ordering::Relaxed);
+            bar.set_position(done);
+            let since = last_sample.0.elapsed();
+            if since >= SAMPLE_INTERVAL {
+                let ops_per_sec = (done - last_sample.1) as f64 / since.as_secs_f64();
+                samples.push(Sample {
+                    at_seconds: mode_start.elapsed().as_secs_f64(),
+                    ops_per_sec,
+                });
+                bar.set_message(format!("{:.1} kops/s", ops_per_sec / 1000.0));
+                last_sample = (Instant::now(), done);
+            }
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("benchmark worker panicked"))
+            .collect()
+    });
+    if let Some(e) = first_error.take() {
+        return Err(e);
+    }
+    if kind.writes() {
+        db.flush()?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut latency_ns = new_histogram();
+    for h in &histograms {
+        latency_ns.add(h).expect("histograms of one shape add up");
+    }
+    let ops = ops_done.load(Ordering::Relaxed);
+    bar.set_position(ops);
+    Ok(PhaseOutcome {
+        ops,
+        seconds,
+        user_write_bytes: user_write_bytes.load(Ordering::Relaxed),
+        user_read_bytes: user_read_bytes.load(Ordering::Relaxed),
+        latency_ns,
+        interrupted: stop.load(Ordering::Relaxed) && ops < ops_total,
+    })
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 3 significant digits, auto-resizing: latencies from ns to minutes fit.
+    Histogram::new(3).expect("3 significant figures is a valid histogram precision")
+}
+
+struct WorkerCtx<'a> {
+    db: &'a Db,
+    kind: PhaseKind,
+    workload: &'a Workload,
+    stop: &'a AtomicBool,
+    first_error: &'a FirstError,
+    ops_done: &'a AtomicU64,
+    user_write_bytes: &'a AtomicU64,
+    user_read_bytes: &'a AtomicU64,
+}
+
+impl WorkerCtx<'_> {
+    fn run(&self, worker: u64, start: u64, end: u64) -> Histogram<u64> {
+        let mut hist = new_histogram();
+        let mut rng =
+            StdRng::seed_from_u64(self.workload.seed ^ self.kind.seed_salt() ^ (worker << 48));
+        // Incompressible value bytes; the first 8 change with every op so that no two
+        // versions of a key are alike.
+        let mut value = vec![0u8; self.workload.value_bytes];
+        rng.fill_bytes(&mut value);
+        let (mut written, mut read) = (0u64, 0u64);
+        for op in start..end {
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let began = Instant::now();
+            let result = match self.kind {
+                PhaseKind::Load => self.put(op, &mut value, &mut written),
+                PhaseKind::Update(_) => {
+                    let index = self.workload.zipf.next(&mut rng);
+                    self.put(index, &mut value, &mut written)
+                }
+                PhaseKind::Read => self.get(rng.gen_range(0..self.workload.items), &mut read),
+                PhaseKind::Scan => self.scan(rng.gen_range(0..self.workload.items), &mut read),
+            };
+            if let Err(e) = result {
+                self.first_error.set(e);
+                self.stop.store(true, Ordering::Relaxed);
+                break;
+            }
+            let _ = hist.record(began.elapsed().as_nanos() as u64);
+            self.ops_done.fetch_add(1, Ordering::Relaxed);
+        }
+        self.user_write_bytes.fetch_add(written, Ordering::Relaxed);
+        self.user_read_bytes.fetch_add(read, Ordering::Relaxed);
+        hist
+    }
+
+    fn put(&self, index: u64, value: &mut [u8], written: &mut u64) -> hashkv::Result<()> {
+        let key = workload::key(index);
+        let stamp = self.ops_done.load(Ordering::Relaxed) ^ index;
+        let n = value.len().min(8);
+        value[..n].copy_from_slice(&stamp.to_le_bytes()[..n]);
+        self.db.put(&key, value)?;
+        *written += (key.len() + value.len()) as u64;
+        Ok(())
+    }
+
+    fn get(&self, index: u64, read: &mut u64) -> hashkv::Result<()> {
+        let key = workload::key(index);
+        match self.db.get(&key)? {
+            Some(v) => {
+                *read += (key.len() + v.len()) as u64;
+                Ok(())
+            }
+            // Every key in 0..items was loaded and none deleted: a miss is a lost write.
+            None => Err(hashkv::Error::Corruption {
+                what: format!(
+                    "benchmark read: loaded key {} not found",
+                    String::from_utf8_lossy(&key)
+                ),
+            }),
+        }
+    }
+
+    fn scan(&self, index: u64, read: &mut u64) -> hashkv::Result<()> {
+        let key = workload::key(index);
+        for item in self
+            .db
+            .scan(Bound::Included(&key[..]), Bound::Unbounded)?
+            .take(SCAN_KEYS)
+        {
+            let (k, v) = item?;
+            *read += (k.len() + v.len()) as u64;
+        }
+        Ok(())
+    }
+}
+
+/// The first error any worker hit; later ones are consequences (the others stop).
+#[derive(Default)]
+struct FirstError(std::sync::Mutex<Option<hashkv::Error>>);
+
+impl FirstError {
+    fn set(&self, e: hashkv::Error) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+
+    fn take(&self) -> Option<hashkv::Error> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}

@@ -1,0 +1,110 @@
+//! `--plot FILE`: an SVG with two panels: throughput over time, one line per mode
+//! (sampled once per second during the phases), and write amplification per mode over
+//! all its write phases (load and updates).
+
+use super::phase::Sample;
+use super::report::PhaseReport;
+use plotters::prelude::*;
+use std::path::Path;
+
+const COLORS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+
+/// Total write amplification of `mode` over its write phases, as the report defines it.
+fn mode_write_amp(rows: &[PhaseReport], mode: &str) -> f64 {
+    let (mut written, mut user) = (0u64, 0u64);
+    for r in rows.iter().filter(|r| r.mode == mode && r.user_bytes > 0) {
+        written += r.device_write_bytes + r.lsm_write_bytes;
+        user += r.user_bytes;
+    }
+    if user == 0 {
+        0.0
+    } else {
+        written as f64 / user as f64
+    }
+}
+
+pub fn write_svg(
+    path: &Path,
+    samples: &[(String, Vec<Sample>)],
+    rows: &[PhaseReport],
+) -> Result<(), String> {
+    let root = SVGBackend::new(path, (1200, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (left, right) = root.split_horizontally(800);
+
+    let t_max = samples
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|x| x.at_seconds))
+        .fold(1.0f64, f64::max);
+    let kops_max = samples
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|x| x.ops_per_sec / 1000.0))
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&left)
+        .caption("throughput over time", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..t_max, 0.0..kops_max)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the mode's load began")
+        .y_desc("kops/s")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, (mode, points)) in samples.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                points
+                    .iter()
+                    .map(|p| (p.at_seconds, p.ops_per_sec / 1000.0)),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?
+            .label(mode.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+
+    let modes: Vec<&str> = samples.iter().map(|(m, _)| m.as_str()).collect();
+    let amps: Vec<f64> = modes.iter().map(|m| mode_write_amp(rows, m)).collect();
+    let amp_max = amps.iter().copied().fold(1.0f64, f64::max) * 1.2;
+    let mut bars = ChartBuilder::on(&right)
+        .caption("write amplification (load + updates)", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(
+            (0..modes.len().max(1) as u32 - 1).into_segmented(),
+            0.0..amp_max,
+        )
+        .map_err(|e| e.to_string())?;
+    bars.configure_mesh()
+        .disable_x_mesh()
+        .x_label_formatter(&|x| match x {
+            SegmentValue::CenterOf(i) => modes.get(*i as usize).unwrap_or(&"").to_string(),
+            _ => String::new(),
+        })
+        .y_desc("(device + LSM bytes written) / user bytes")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, amp) in amps.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        bars.draw_series(
+            Histogram::vertical(&bars)
+                .style(color.filled())
+                .margin(20)
+                .data([(i as u32, *amp)]),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}

@@ -1,0 +1,138 @@
+//! What one (mode, phase) measured, as a table row and as a JSON object.
+//!
+//! Write amplification is the engine's total write amplification (the definition of
+//! `hashkv::Stats::write_amplification`): bytes written to the value-store devices plus
+//! bytes the LSM tree wrote (WAL, flushes, compactions), over the key + value bytes the
+//! user wrote in the phase. Counting the LSM tree's bytes is what makes the modes
+//! comparable: in `lsm` mode the values live in the tree, in `vlog`/`hashkv` mostly on
+//! the devices. `write_amp == (device_write_bytes + lsm_write_bytes) / user_bytes`
+//! holds exactly for every row; phases that write nothing (read, scan) have
+//! `write_amp: null`.
+
+use serde::Serialize;
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseReport {
+    pub mode: String,
+    /// load, update1..updateN, read, scan.
+    pub phase: String,
+    pub ops: u64,
+    pub seconds: f64,
+    pub ops_per_sec: f64,
+    /// Key + value bytes the user wrote in this phase (0 for read and scan).
+    pub user_bytes: u64,
+    /// Key + value bytes returned to the user (read and scan phases).
+    pub user_read_bytes: u64,
+    /// User bytes moved per second: written for load/update, read for read/scan.
+    pub user_mib_per_sec: f64,
+    /// Value-store bytes written, from the engine's per-member device counters.
+    pub device_write_bytes: u64,
+    pub device_read_bytes: u64,
+    /// The same from the kernel (/sys/class/block/<dev>/stat), summed over the members
+    /// that are block devices; null when no member is one.
+    pub kernel_write_bytes: Option<u64>,
+    pub kernel_read_bytes: Option<u64>,
+    /// Bytes the LSM tree wrote in the metadata directory.
+    pub lsm_write_bytes: u64,
+    /// (device_write_bytes + lsm_write_bytes) / user_bytes; null when user_bytes is 0.
+    pub write_amp: Option<f64>,
+    /// Value-store bytes GC rewrote (survivors copied) and read.
+    pub gc_write_bytes: u64,
+    pub gc_read_bytes: u64,
+    pub gc_runs: u64,
+    /// Live value-store bytes plus the metadata directory's size on disk, at the end of
+    /// the phase.
+    pub space_bytes: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    /// Ctrl-C cut the phase short; ops counts what was done.
+    pub interrupted: bool,
+}
+
+/// (device + LSM bytes written) / user bytes written, or None when nothing was written.
+pub fn write_amp(device_write_bytes: u64, lsm_write_bytes: u64, user_bytes: u64) -> Option<f64> {
+    (user_bytes > 0).then(|| (device_write_bytes + lsm_write_bytes) as f64 / user_bytes as f64)
+}
+
+pub fn per_sec(amount: f64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        amount / seconds
+    } else {
+        0.0
+    }
+}
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB
+}
+
+/// The final table: one row per (mode, phase). Byte columns in MiB.
+pub fn table(rows: &[PhaseReport]) -> String {
+    let header = [
+        "mode", "phase", "ops", "sec", "kops/s", "MiB/s", "dev_wr", "dev_rd", "lsm_wr", "WA",
+        "gc_wr", "space", "p50us", "p99us", "p999us",
+    ];
+    let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for r in rows {
+        let mut phase = r.phase.clone();
+        if r.interrupted {
+            phase.push('*');
+        }
+        cells.push(vec![
+            r.mode.clone(),
+            phase,
+            r.ops.to_string(),
+            format!("{:.1}", r.seconds),
+            format!("{:.1}", r.ops_per_sec / 1000.0),
+            format!("{:.1}", r.user_mib_per_sec),
+            format!("{:.0}", mib(r.device_write_bytes)),
+            format!("{:.0}", mib(r.device_read_bytes)),
+            format!("{:.0}", mib(r.lsm_write_bytes)),
+            r.write_amp.map_or("-".into(), |w| format!("{w:.2}")),
+            format!("{:.0}", mib(r.gc_write_bytes)),
+            format!("{:.0}", mib(r.space_bytes)),
+            format!("{:.1}", r.p50_us),
+            format!("{:.1}", r.p99_us),
+            format!("{:.1}", r.p999_us),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| cells.iter().map(|row| row[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &cells {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| {
+                // Names left-aligned, numbers right-aligned.
+                if c < 2 {
+                    format!("{cell:<w$}", w = widths[c])
+                } else {
+                    format!("{cell:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push_str(
+        "bytes in MiB; WA = (dev_wr + lsm_wr) / user bytes written; space = live values + \
+         metadata dir; * = interrupted\n",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_amp_counts_device_and_lsm_bytes_over_user_bytes() {
+        assert_eq!(write_amp(300, 100, 200), Some(2.0));
+        assert_eq!(write_amp(300, 100, 0), None);
+    }
+}

@@ -1,0 +1,173 @@
+//! What the store subcommands (bench, format, stat, get/put/delete/scan) share: their
+//! error type, and facts about device paths (block device or file, kernel I/O counters,
+//! where O_DIRECT works) and metadata directories (their size on disk).
+
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreCmdError {
+    #[error(transparent)]
+    Engine(#[from] hashkv::Error),
+
+    /// Arguments that parse but make no sense together or for these devices.
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("{path}: {action}: {source}")]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The run was interrupted (Ctrl-C) after printing what it had measured.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+pub type StoreResult<T> = Result<T, StoreCmdError>;
+
+pub fn io_error(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> StoreCmdError {
+    let path = path.to_path_buf();
+    move |source| StoreCmdError::Io {
+        path,
+        action,
+        source,
+    }
+}
+
+/// True if `path` names a block device (or partition).
+pub fn is_block_device(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
+}
+
+/// The kernel's cumulative I/O counters of a block device, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelIoBytes {
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+}
+
+/// Where the kernel counts a block device's I/O: /sys/class/block/<name>/stat, with
+/// the name of the device node the path resolves to (so /dev/mapper links and
+/// partitions work).
+pub fn sysfs_stat_path(device: &Path) -> Option<PathBuf> {
+    if !is_block_device(device) {
+        return None;
+    }
+    let node = std::fs::canonicalize(device).ok()?;
+    let name = node.file_name()?;
+    let stat = Path::new("/sys/class/block").join(name).join("stat");
+    stat.exists().then_some(stat)
+}
+
+/// Reads a sysfs block `stat` file: fields 3 and 7 are sectors read and written, in
+/// 512-byte units whatever the device's sector size (Documentation/block/stat.rst).
+pub fn read_kernel_io(stat_path: &Path) -> Option<KernelIoBytes> {
+    let text = std::fs::read_to_string(stat_path).ok()?;
+    let fields: Vec<u64> = text
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    const SECTOR_BYTES: u64 = 512;
+    Some(KernelIoBytes {
+        read_bytes: *fields.get(2)? * SECTOR_BYTES,
+        write_bytes: *fields.get(6)? * SECTOR_BYTES,
+    })
+}
+
+/// Bytes the files under `dir` occupy on disk (allocated blocks, so sparse or
+/// preallocated files count as what they take).
+pub fn dir_disk_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut total_bytes = 0;
+    for entry in entries.flatten() {
+        let Ok(m) = entry.metadata() else { continue };
+        if m.is_dir() {
+            total_bytes += dir_disk_bytes(&entry.path());
+        } else {
+            // st_blocks counts 512-byte units.
+            total_bytes += m.blocks() * 512;
+        }
+    }
+    total_bytes
+}
+
+/// True if files in `dir` can be opened with O_DIRECT (not on tmpfs, for instance).
+/// Tested by creating and opening a scratch file there, which is removed again.
+pub fn supports_o_direct(dir: &Path) -> bool {
+    let Ok(probe) = tempfile::Builder::new()
+        .prefix(".hashkv-odirect-probe")
+        .tempfile_in(dir)
+    else {
+        return false;
+    };
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(probe.path())
+        .is_ok()
+}
+
+/// Formats a byte count with a binary unit, for humans.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_picks_the_largest_unit_below_the_value() {
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.50 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.00 GiB");
+    }
+
+    #[test]
+    fn a_regular_file_has_no_kernel_counters() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        assert!(sysfs_stat_path(f.path()).is_none());
+    }
+
+    #[test]
+    fn kernel_stat_fields_are_sectors_of_512_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let stat = dir.path().join("stat");
+        std::fs::write(&stat, "  100 0 8 5 200 0 16 7 0 0 0 0 0 0 0 0 0\n").unwrap();
+        assert_eq!(
+            read_kernel_io(&stat),
+            Some(KernelIoBytes {
+                read_bytes: 8 * 512,
+                write_bytes: 16 * 512
+            })
+        );
+    }
+
+    #[test]
+    fn dir_disk_bytes_counts_nested_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a"), vec![1u8; 10_000]).unwrap();
+        assert!(dir_disk_bytes(dir.path()) >= 10_000);
+    }
+}
