@@ -31,6 +31,18 @@ enum Command {
     /// The paper's experiment at a chosen scale: load, Zipf updates, optional reads
     /// and scans, per mode on equal space; throughput, write amplification, latency
     Bench(cmd::bench::BenchArgs),
+    /// Format devices (or a file) and a metadata directory as a new store
+    Format(cmd::kv::FormatArgs),
+    /// Print a store's superblock, layout and space use
+    Stat(cmd::kv::StoreArgs),
+    /// Print the value of a key (exit status 1 if it is missing)
+    Get(cmd::kv::GetArgs),
+    /// Store a value under a key (durable when the command returns)
+    Put(cmd::kv::PutArgs),
+    /// Delete a key (durable when the command returns)
+    Delete(cmd::kv::DeleteArgs),
+    /// Print key<TAB>value lines of a key range in key order
+    Scan(cmd::kv::ScanArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +51,12 @@ fn main() -> ExitCode {
     let (name, result): (&str, Result<(), Box<dyn std::error::Error>>) = match &cli.command {
         Command::Devbench(args) => ("devbench", cmd::devbench::run(args).map_err(Into::into)),
         Command::Bench(args) => ("bench", cmd::bench::run(args).map_err(Into::into)),
+        Command::Format(args) => ("format", cmd::kv::format(args).map_err(Into::into)),
+        Command::Stat(args) => ("stat", cmd::kv::stat(args).map_err(Into::into)),
+        Command::Get(args) => ("get", cmd::kv::get(args).map_err(Into::into)),
+        Command::Put(args) => ("put", cmd::kv::put(args).map_err(Into::into)),
+        Command::Delete(args) => ("delete", cmd::kv::delete(args).map_err(Into::into)),
+        Command::Scan(args) => ("scan", cmd::kv::scan(args).map_err(Into::into)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,4 +2,5 @@
 
 pub mod bench;
 pub mod devbench;
+pub mod kv;
 pub mod store;

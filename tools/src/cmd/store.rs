@@ -23,6 +23,9 @@ pub enum StoreCmdError {
         source: std::io::Error,
     },
 
+    #[error("key {key:?} not found")]
+    KeyNotFound { key: String },
+
     /// The run was interrupted (Ctrl-C) after printing what it had measured.
     #[error("interrupted")]
     Interrupted,
