@@ -250,8 +250,9 @@ impl Db {
     }
 
     /// Compacts every level's tables overlapping [begin, end] down to the deepest level
-    /// holding data in that range (memtable flushed first). Tombstones in the range are
-    /// dropped where no snapshot needs them.
+    /// holding data in that range (at least L1; memtable flushed first), then rewrites
+    /// that level's tables in the range, so tombstones and shadowed versions in the range
+    /// are dropped wherever no snapshot needs them.
     pub fn compact_range(&self, begin: Option<&[u8]>, end: Option<&[u8]>) -> Result<()> {
         self.flush()?;
         let inner = &self.inner;
@@ -262,19 +263,26 @@ impl Db {
         else {
             return Ok(());
         };
-        for level in 0..deepest {
+        let bottom = deepest.max(1);
+        for level in 0..=bottom {
+            let output_level = (level + 1).min(bottom);
             let c = {
                 let mut bg = inner.bg.lock();
-                while bg.busy_levels[level] || bg.busy_levels[level + 1] {
+                while bg.busy_levels[level] || bg.busy_levels[output_level] {
                     inner.check_writable()?;
                     inner.bg_cv.wait_for(&mut bg, WAIT_SLICE);
                 }
                 let v = inner.sv.read().version.clone();
-                let Some(c) = pick::for_range(&v, level, begin, end) else {
+                let c = if level == bottom {
+                    pick::in_place(&v, level, begin, end)
+                } else {
+                    pick::for_range(&v, level, begin, end)
+                };
+                let Some(c) = c else {
                     continue;
                 };
                 bg.busy_levels[level] = true;
-                bg.busy_levels[level + 1] = true;
+                bg.busy_levels[output_level] = true;
                 c
             };
             let r = inner.run_compaction(&c, false);
@@ -645,7 +653,7 @@ impl Inner {
                         let c = pick::pick(&self.options, &v, &b.busy_levels, &mut b.cursor);
                         if let Some(c) = &c {
                             b.busy_levels[c.level] = true;
-                            b.busy_levels[c.level + 1] = true;
+                            b.busy_levels[c.output_level] = true;
                         }
                         c
                     };
@@ -669,7 +677,7 @@ impl Inner {
     fn release_levels(&self, c: &Compaction) {
         let mut bg = self.bg.lock();
         bg.busy_levels[c.level] = false;
-        bg.busy_levels[c.level + 1] = false;
+        bg.busy_levels[c.output_level] = false;
         drop(bg);
         self.bg_cv.notify_all();
     }

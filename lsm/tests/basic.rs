@@ -220,3 +220,37 @@ fn range_bounds_and_directions() {
     db.delete(&key(3), &wo).unwrap();
     assert_eq!(it.next().unwrap().unwrap().0, key(3));
 }
+
+#[test]
+fn tombstones_are_dropped_at_the_bottom_unless_a_snapshot_needs_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Db::open(tmp.path(), small_options()).unwrap();
+    let wo = WriteOptions::default();
+    for i in 0..2000 {
+        db.put(&key(i), &[7u8; 32], &wo).unwrap();
+    }
+    db.compact_range(None, None).unwrap();
+    let snap = db.snapshot();
+    for i in 0..2000 {
+        db.delete(&key(i), &wo).unwrap();
+    }
+    db.compact_range(None, None).unwrap();
+    // The snapshot still reads every value, so values and tombstones are kept.
+    assert_eq!(db.get_at(&key(1234), &snap).unwrap(), Some(vec![7u8; 32]));
+    let held = db.stats().table_bytes_per_level.iter().sum::<u64>();
+    assert!(
+        held > 2000 * 32,
+        "data needed by the snapshot was dropped: {held} bytes left"
+    );
+    assert_eq!(scan(&db, Direction::Forward), vec![]);
+    drop(snap);
+    db.compact_range(None, None).unwrap();
+    let st = db.stats();
+    assert_eq!(
+        st.table_count_per_level.iter().sum::<usize>(),
+        0,
+        "tombstones and shadowed values remain: {st:?}"
+    );
+    assert_eq!(scan(&db, Direction::Backward), vec![]);
+    assert_eq!(db.get(&key(1234)).unwrap(), None);
+}

@@ -16,17 +16,20 @@ use crate::version::FileMeta;
 pub(crate) struct Compaction {
     pub level: usize,
     pub inputs: Vec<Arc<FileMeta>>,
-    /// Overlapping tables of level + 1.
+    /// Level + 1, or `level` itself for a manual compaction that rewrites the bottom
+    /// level in place (to drop its tombstones).
+    pub output_level: usize,
+    /// Overlapping tables of the output level (empty when compacting in place).
     pub next_inputs: Vec<Arc<FileMeta>>,
 }
 
 impl Compaction {
     pub fn output_level(&self) -> usize {
-        self.level + 1
+        self.output_level
     }
 
     /// A single table with nothing under it moves down without being rewritten.
     pub fn is_trivial_move(&self) -> bool {
-        self.inputs.len() == 1 && self.next_inputs.is_empty()
+        self.inputs.len() == 1 && self.next_inputs.is_empty() && self.output_level != self.level
     }
 }

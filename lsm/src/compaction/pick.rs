@@ -53,6 +53,7 @@ pub(crate) fn pick(
         return Some(Compaction {
             level,
             inputs: vec![f],
+            output_level: level + 1,
             next_inputs,
         });
     }
@@ -77,6 +78,7 @@ pub(crate) fn for_level0(v: &Version) -> Compaction {
     Compaction {
         level: 0,
         inputs,
+        output_level: 1,
         next_inputs,
     }
 }
@@ -105,6 +107,29 @@ pub(crate) fn for_range(
     Some(Compaction {
         level,
         inputs,
+        output_level: level + 1,
         next_inputs,
+    })
+}
+
+/// For a manual compaction: the tables of `level` (>= 1, the deepest holding data in
+/// the range) overlapping [begin, end], rewritten in place. They are contiguous in their
+/// sorted level, so the outputs take exactly their place.
+pub(crate) fn in_place(
+    v: &Version,
+    level: usize,
+    begin: Option<&[u8]>,
+    end: Option<&[u8]>,
+) -> Option<Compaction> {
+    assert!(
+        level >= 1,
+        "L0 tables overlap each other and are never rewritten in place"
+    );
+    let inputs = v.overlapping(level, begin, end);
+    (!inputs.is_empty()).then_some(Compaction {
+        level,
+        inputs,
+        output_level: level,
+        next_inputs: Vec::new(),
     })
 }
