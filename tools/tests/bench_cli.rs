@@ -1,0 +1,276 @@
+//! `hashkv bench` as a user runs it: the built binary, started in a scratch directory
+//! under CARGO_TARGET_TMPDIR (on the target's disk, where O_DIRECT works), so that its
+//! temporary store lands there.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const FIELDS: [&str; 15] = [
+    "mode",
+    "phase",
+    "ops",
+    "seconds",
+    "ops_per_sec",
+    "user_bytes",
+    "device_write_bytes",
+    "device_read_bytes",
+    "lsm_write_bytes",
+    "write_amp",
+    "gc_write_bytes",
+    "space_bytes",
+    "p50_us",
+    "p99_us",
+    "p999_us",
+];
+
+fn scratch_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir on the target's disk")
+}
+
+fn hashkv_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hashkv"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TMPDIR")
+        .output()
+        .expect("run hashkv")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Entries of `dir` whose names start with `prefix`.
+fn leftovers(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn small_bench_writes_one_consistent_json_object_per_mode_and_phase() {
+    let dir = scratch_dir();
+    let json = dir.path().join("bench.json");
+    let svg = dir.path().join("bench.svg");
+    let out = hashkv_in(
+        dir.path(),
+        &[
+            "bench",
+            "--load-gib",
+            "0.02",
+            "--update-gib",
+            "0.02",
+            "--phases",
+            "2",
+            "--read-ops",
+            "500",
+            "--scan-ops",
+            "20",
+            "--threads",
+            "2",
+            "--json",
+            json.to_str().unwrap(),
+            "--plot",
+            svg.to_str().unwrap(),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        leftovers(dir.path(), "hashkv-bench-").is_empty(),
+        "the temporary store must be removed"
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // Every mode this build runs appears (a default run covers Mode::ALL).
+    let modes: Vec<String> = hashkv::Mode::ALL
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect();
+    let phases = ["load", "update1", "update2", "read", "scan"];
+    assert_eq!(rows.len(), modes.len() * phases.len(), "{rows:#?}");
+    for mode in &modes {
+        for phase in phases {
+            let matching: Vec<_> = rows
+                .iter()
+                .filter(|r| r["mode"] == mode.as_str() && r["phase"] == phase)
+                .collect();
+            assert_eq!(matching.len(), 1, "({mode}, {phase}) in {rows:#?}");
+        }
+    }
+    let items = (0.02 * (1u64 << 30) as f64 / 1024.0) as u64;
+    for r in &rows {
+        for field in FIELDS {
+            assert!(r.get(field).is_some(), "no {field} in {r}");
+        }
+        let phase = r["phase"].as_str().unwrap();
+        let ops = r["ops"].as_u64().unwrap();
+        let user = r["user_bytes"].as_u64().unwrap();
+        let dev_wr = r["device_write_bytes"].as_u64().unwrap();
+        let lsm_wr = r["lsm_write_bytes"].as_u64().unwrap();
+        let expected_ops = match phase {
+            "read" => 500,
+            "scan" => 20,
+            _ => items,
+        };
+        assert_eq!(ops, expected_ops, "{r}");
+        assert!(r["seconds"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["ops_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+        let p50 = r["p50_us"].as_f64().unwrap();
+        let p99 = r["p99_us"].as_f64().unwrap();
+        let p999 = r["p999_us"].as_f64().unwrap();
+        assert!(p50 > 0.0 && p50 <= p99 && p99 <= p999, "{r}");
+        assert!(r["space_bytes"].as_u64().unwrap() > 0, "{r}");
+        if phase == "read" || phase == "scan" {
+            assert_eq!(user, 0, "{r}");
+            assert!(r["write_amp"].is_null(), "{r}");
+            assert!(r["user_read_bytes"].as_u64().unwrap() > 0, "{r}");
+        } else {
+            // Each op writes a 24-byte key and a 1024-byte value.
+            assert_eq!(user, ops * (24 + 1024), "{r}");
+            let wa = r["write_amp"].as_f64().unwrap();
+            let expected = (dev_wr + lsm_wr) as f64 / user as f64;
+            assert!((wa - expected).abs() <= 1e-12 * expected, "{r}");
+        }
+        if phase == "load" {
+            // Every loaded value reaches the devices or the LSM tree at least once.
+            assert!(dev_wr + lsm_wr >= user * 9 / 10, "{r}");
+        }
+    }
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        plot.starts_with("<svg"),
+        "not an SVG: {}",
+        &plot[..60.min(plot.len())]
+    );
+    for mode in &modes {
+        assert!(plot.contains(mode.as_str()), "{mode} not named in the plot");
+    }
+    for phase in phases {
+        let row = stdout
+            .lines()
+            .find(|l| {
+                let mut cells = l.split_whitespace();
+                cells.next() == Some(modes[0].as_str()) && cells.next() == Some(phase)
+            })
+            .unwrap_or_else(|| panic!("no table row for {phase} in:\n{stdout}"));
+        let ops: u64 = row.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert!(ops > 0, "{row}");
+    }
+}
+
+#[test]
+fn requested_modes_this_build_lacks_are_reported_as_skipped() {
+    let dir = scratch_dir();
+    let json = dir.path().join("bench.json");
+    let out = hashkv_in(
+        dir.path(),
+        &[
+            "bench",
+            "--mode",
+            "hashkv,vlog,lsm",
+            "--load-gib",
+            "0.01",
+            "--update-gib",
+            "0.01",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for name in ["hashkv", "vlog", "lsm"] {
+        let built = hashkv::Mode::from_name(name).is_ok();
+        let ran = rows.iter().any(|r| r["mode"] == name);
+        let skipped = stdout.contains(&format!("mode {name}: skipped"));
+        assert_eq!(ran, built, "{name}: {stdout}");
+        assert_eq!(skipped, !built, "{name}: {stdout}");
+    }
+}
+
+#[test]
+fn bad_bench_arguments_fail_with_a_message_naming_the_problem() {
+    let dir = scratch_dir();
+    let cases: [(&[&str], &str); 7] = [
+        (&["bench", "--load-gib", "lots"], "--load-gib"),
+        (&["bench", "--zipf", "1.5"], "--zipf"),
+        (&["bench", "--reserve", "0"], "--reserve"),
+        (&["bench", "--threads", "0"], "--threads"),
+        (&["bench", "--hotness", "on"], "not built in this version"),
+        (&["bench", "--hotness", "maybe"], "--hotness"),
+        (&["bench", "--mode", "leveldb"], "no such mode"),
+    ];
+    for (args, expected) in cases {
+        let out = hashkv_in(dir.path(), args);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: stderr lacks {expected:?}:\n{stderr}"
+        );
+    }
+    assert!(
+        leftovers(dir.path(), "hashkv-bench-").is_empty(),
+        "argument errors must not leave a store behind"
+    );
+}
+
+#[test]
+fn ctrl_c_stops_the_phase_prints_what_was_measured_and_removes_the_store() {
+    let dir = scratch_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hashkv"))
+        .args(["bench", "--load-gib", "2", "--update-gib", "2"])
+        .current_dir(dir.path())
+        .env_remove("TMPDIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hashkv bench");
+    let mut stdout_lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    // The "mode ..." line is printed once the store is formatted and the load starts.
+    for line in stdout_lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("mode hashkv:") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    for line in stdout_lines {
+        seen.push_str(&line.unwrap());
+        seen.push('\n');
+    }
+    let status = child.wait().unwrap();
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert!(!status.success(), "an interrupted bench must not exit 0");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let load_row = seen
+        .lines()
+        .find(|l| l.starts_with("hashkv") && l.split_whitespace().nth(1) == Some("load*"))
+        .unwrap_or_else(|| panic!("no interrupted load row in:\n{seen}\n{stderr}"));
+    let ops: u64 = load_row.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(ops > 0 && ops < 2 << 20, "{load_row}");
+    assert!(
+        !seen
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("update1")),
+        "no phase may start after Ctrl-C:\n{seen}"
+    );
+    assert!(
+        leftovers(dir.path(), "hashkv-bench-").is_empty(),
+        "the temporary store must be removed after Ctrl-C"
+    );
+}
