@@ -95,11 +95,13 @@ pub struct BenchArgs {
     #[arg(long, value_name = "on|off", default_value = "off", value_parser = ["on", "off"])]
     pub hotness: String,
 
-    /// Random gets after the updates (0: no read phase).
+    /// Random gets after the updates, keys uniform over the loaded keys (0: no read
+    /// phase).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub read_ops: u64,
 
-    /// 100-key range scans after the reads (0: no scan phase).
+    /// 100-key range scans after the reads, each from a key uniform over the loaded
+    /// keys (0: no scan phase).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub scan_ops: u64,
 
@@ -621,4 +623,39 @@ fn run_mode(
     result?;
     closed?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_size_holds_the_load_with_headroom_and_the_reserve_and_no_more() {
+        let options = Options::default();
+        let unit = options.main_segment_bytes;
+        for live_bytes in [20 << 20, 1 << 30, 10 << 30] {
+            let bytes = device_bytes_for(live_bytes, &options).unwrap();
+            assert_eq!(bytes % unit, 0);
+            let layout = Layout::compute(bytes, 4096, &options).unwrap();
+            // Room for the records with headroom, excluding the reserved share...
+            let needed = (live_bytes as f64 * DEVICE_HEADROOM / (1.0 - options.reserved_share))
+                * (1.0 - options.reserved_share);
+            let main_bytes = u64::from(layout.group_count) * unit;
+            assert!(
+                main_bytes as f64 + unit as f64 >= needed,
+                "{live_bytes}: {layout:?}"
+            );
+            // ...and not more than a few units beyond the formula (the layout's
+            // minimum of 4 units decides for tiny loads).
+            let formula_units = (live_bytes as f64 * DEVICE_HEADROOM
+                / (1.0 - options.reserved_share)
+                / unit as f64)
+                .ceil() as u64
+                + 2;
+            assert!(
+                bytes / unit <= formula_units.max(4),
+                "{live_bytes}: {bytes}"
+            );
+        }
+    }
 }

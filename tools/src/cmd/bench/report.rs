@@ -71,11 +71,17 @@ pub fn mib(bytes: u64) -> f64 {
 
 /// The final table: one row per (mode, phase). Byte columns in MiB.
 pub fn table(rows: &[PhaseReport]) -> String {
-    let header = [
+    // The kernel's view is shown only when some member is a block device.
+    let kernel = rows.iter().any(|r| r.kernel_write_bytes.is_some());
+    let mut header = vec![
         "mode", "phase", "ops", "sec", "kops/s", "MiB/s", "dev_wr", "dev_rd", "lsm_wr", "WA",
         "gc_wr", "space", "p50us", "p99us", "p999us",
     ];
+    if kernel {
+        header.extend(["kern_wr", "kern_rd"]);
+    }
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    let kernel_mib = |b: Option<u64>| b.map_or("-".to_string(), |b| format!("{:.0}", mib(b)));
     for r in rows {
         let mut phase = r.phase.clone();
         if r.interrupted {
@@ -98,6 +104,11 @@ pub fn table(rows: &[PhaseReport]) -> String {
             format!("{:.1}", r.p99_us),
             format!("{:.1}", r.p999_us),
         ]);
+        if kernel {
+            let row = cells.last_mut().expect("a row was just pushed");
+            row.push(kernel_mib(r.kernel_write_bytes));
+            row.push(kernel_mib(r.kernel_read_bytes));
+        }
     }
     let widths: Vec<usize> = (0..header.len())
         .map(|c| cells.iter().map(|row| row[c].len()).max().unwrap_or(0))
@@ -121,7 +132,8 @@ pub fn table(rows: &[PhaseReport]) -> String {
     }
     out.push_str(
         "bytes in MiB; WA = (dev_wr + lsm_wr) / user bytes written; space = live values + \
-         metadata dir; * = interrupted\n",
+         metadata dir; kern_* = /sys/class/block counters of block-device members; \
+         * = interrupted\n",
     );
     out
 }
@@ -129,6 +141,49 @@ pub fn table(rows: &[PhaseReport]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(phase: &str, kernel_write_bytes: Option<u64>) -> PhaseReport {
+        PhaseReport {
+            mode: "hashkv".into(),
+            phase: phase.into(),
+            ops: 1000,
+            seconds: 2.0,
+            ops_per_sec: 500.0,
+            user_bytes: 1 << 20,
+            user_read_bytes: 0,
+            user_mib_per_sec: 0.5,
+            device_write_bytes: 3 << 20,
+            device_read_bytes: 0,
+            kernel_write_bytes,
+            kernel_read_bytes: kernel_write_bytes.map(|_| 0),
+            lsm_write_bytes: 1 << 20,
+            write_amp: write_amp(3 << 20, 1 << 20, 1 << 20),
+            gc_write_bytes: 0,
+            gc_read_bytes: 0,
+            gc_runs: 0,
+            space_bytes: 5 << 20,
+            p50_us: 1.0,
+            p99_us: 2.0,
+            p999_us: 3.0,
+            interrupted: false,
+        }
+    }
+
+    #[test]
+    fn table_columns_line_up_and_kernel_columns_appear_only_with_block_devices() {
+        let files = table(&[row("load", None), row("update1", None)]);
+        let lines: Vec<&str> = files.lines().collect();
+        assert!(!lines[0].contains("kern_wr"));
+        // Right-aligned numbers: the WA cells end at the same column as their header.
+        let wa_end = lines[0].find("WA").unwrap() + 2;
+        assert_eq!(&lines[1][wa_end - 4..wa_end], "4.00");
+        assert_eq!(&lines[2][wa_end - 4..wa_end], "4.00");
+
+        let block = table(&[row("load", Some(7 << 20))]);
+        let lines: Vec<&str> = block.lines().collect();
+        assert!(lines[0].ends_with("kern_wr  kern_rd"), "{}", lines[0]);
+        assert!(lines[1].ends_with("      7        0"), "{}", lines[1]);
+    }
 
     #[test]
     fn write_amp_counts_device_and_lsm_bytes_over_user_bytes() {
