@@ -864,10 +864,8 @@ fn recover(
     let mut log_number = 0;
     let mut last_seq = 0;
     let mut next_file = 1;
-    let mut old_manifest = None;
     if found.exists {
         let m = read_current(dir)?;
-        old_manifest = Some(m);
         let edits = read_manifest(&dir.join(files::manifest_name(m)))?;
         let mut tables: std::collections::BTreeMap<
             u64,
@@ -917,6 +915,8 @@ fn recover(
         .collect();
     wals.sort();
     let mem = Memtable::new(0);
+    // (path, valid bytes) of a WAL whose tail did not replay.
+    let mut torn: Option<(PathBuf, u64)> = None;
     for &w in &wals {
         let path = dir.join(files::wal_name(w));
         let r = crate::wal::reader::replay(&path, |first_seq, _count, each| {
@@ -926,10 +926,36 @@ fn recover(
                 seq += 1;
             });
         })?;
+        if let Some((torn_path, valid_bytes)) = &torn {
+            // A WAL is synced before the next one gets records, so only the last WAL
+            // with records may have a torn tail: damage earlier is corruption, and
+            // replaying past it would not be a prefix of the writes.
+            if r.seq_max > 0 {
+                return Err(LsmError::Corruption {
+                    file: torn_path.clone(),
+                    offset: *valid_bytes,
+                    what: format!("damaged record followed by records in {}", path.display()),
+                });
+            }
+        }
+        if r.valid_bytes < r.file_bytes {
+            torn = Some((path, r.valid_bytes));
+        }
         last_seq = last_seq.max(r.seq_max);
     }
 
     // From here on the directory changes.
+    if let Some((path, valid_bytes)) = &torn {
+        // Cut the torn tail, so that even if this open fails below, the next one replays
+        // the same records.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| LsmError::io(format!("opening {}", path.display()), e))?;
+        f.set_len(*valid_bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| LsmError::io(format!("truncating {}", path.display()), e))?;
+    }
     let next_file = Arc::new(AtomicU64::new(next_file));
     let alloc = || next_file.fetch_add(1, Ordering::SeqCst);
     if !mem.is_empty() {
@@ -967,7 +993,6 @@ fn recover(
             let _ = std::fs::remove_file(dir.join(n));
         }
     }
-    let _ = old_manifest;
     files::sync_dir(dir)?;
     let versions = VersionSet::new(
         dir.to_path_buf(),

@@ -309,3 +309,72 @@ fn io_error_poisons_writes() {
     // Reads of what is in memory still work.
     assert_eq!(db.get(b"a").unwrap(), Some(b"1".to_vec()));
 }
+
+#[test]
+fn damage_in_an_older_wal_followed_by_records_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let db = Db::open(tmp.path(), Options::default()).unwrap();
+        for i in 0..200u32 {
+            db.put(
+                format!("k{i:03}").as_bytes(),
+                &[9u8; 40],
+                &WriteOptions::default(),
+            )
+            .unwrap();
+        }
+        db.close().unwrap();
+    }
+    // Two WALs with records (the second a copy with the next file number), the first
+    // damaged in the middle: a synced WAL cannot be torn, so this is corruption.
+    let wal = files_named(tmp.path(), |n| n.ends_with(".wal"))
+        .pop()
+        .unwrap();
+    let number: u64 = wal.file_stem().unwrap().to_string_lossy().parse().unwrap();
+    let mut data = std::fs::read(&wal).unwrap();
+    std::fs::write(tmp.path().join(format!("{:06}.wal", number + 1)), &data).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x20;
+    std::fs::write(&wal, &data).unwrap();
+    let before = dir_state(tmp.path());
+    match Db::open(tmp.path(), Options::default()) {
+        Err(LsmError::Corruption { file, .. }) => assert_eq!(file, wal),
+        other => panic!("expected Corruption, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(dir_state(tmp.path()), before);
+}
+
+#[test]
+fn torn_tail_of_the_last_wal_is_cut_and_the_rest_recovered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = Db::open(tmp.path(), Options::default()).unwrap();
+    for i in 0..100u32 {
+        db.put(
+            format!("k{i:03}").as_bytes(),
+            b"v",
+            &WriteOptions { sync: i == 49 },
+        )
+        .unwrap();
+    }
+    let (wal, durable) = db.wal_durable_point_for_test();
+    db.sync_wal().unwrap();
+    db.crash_for_test();
+    let len = std::fs::metadata(&wal).unwrap().len();
+    assert!(len > durable);
+    // Tear the last record in half.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let db = Db::open(tmp.path(), Options::default()).unwrap();
+    assert_eq!(
+        db.get(b"k049").unwrap(),
+        Some(b"v".to_vec()),
+        "durable write lost"
+    );
+    assert_eq!(db.get(b"k098").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(db.get(b"k099").unwrap(), None, "torn record replayed");
+    assert_eq!(db.latest_sequence(), 99);
+}

@@ -9,6 +9,7 @@ use crate::error::{LsmError, Result};
 pub(crate) struct Replayed {
     /// Offset just past the last valid record.
     pub valid_bytes: u64,
+    pub file_bytes: u64,
     pub seq_max: u64,
 }
 
@@ -23,6 +24,7 @@ pub(crate) fn replay(
         std::fs::read(path).map_err(|e| LsmError::io(format!("reading {}", path.display()), e))?;
     let mut out = Replayed {
         valid_bytes: 0,
+        file_bytes: data.len() as u64,
         seq_max: 0,
     };
     if data.len() < WAL_HEADER_BYTES {
