@@ -141,6 +141,16 @@ pub fn run_phase(
                 last_sample = (Instant::now(), done);
             }
         }
+        // The phase's last, partial interval, so that phases shorter than a second
+        // still show in the plot.
+        let since = last_sample.0.elapsed();
+        if since >= SAMPLER_TICK {
+            let done = ops_done.load(Ordering::Relaxed);
+            samples.push(Sample {
+                at_seconds: mode_start.elapsed().as_secs_f64(),
+                ops_per_sec: (done - last_sample.1) as f64 / since.as_secs_f64(),
+            });
+        }
         handles
             .into_iter()
             .map(|h| h.join().expect("benchmark worker panicked"))

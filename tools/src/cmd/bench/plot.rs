@@ -69,6 +69,7 @@ pub fn write_svg(
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
@@ -104,6 +105,13 @@ pub fn write_svg(
                 .margin(20)
                 .data([(i as u32, *amp)]),
         )
+        .map_err(|e| e.to_string())?;
+        // Name and value above the bar: axis labels of a one-bar chart may be elided.
+        bars.draw_series(std::iter::once(Text::new(
+            format!("{} {amp:.2}", modes[i]),
+            (SegmentValue::CenterOf(i as u32), amp + amp_max * 0.03),
+            ("sans-serif", 16).into_font().color(&BLACK),
+        )))
         .map_err(|e| e.to_string())?;
     }
     root.present().map_err(|e| e.to_string())
