@@ -132,9 +132,11 @@ pub fn table(rows: &[PhaseReport]) -> String {
     }
     out.push_str(
         "bytes in MiB; WA = (dev_wr + lsm_wr) / user bytes written; space = live values + \
-         metadata dir; kern_* = /sys/class/block counters of block-device members; \
-         * = interrupted\n",
+         metadata dir; * = interrupted\n",
     );
+    if kernel {
+        out.push_str("kern_wr, kern_rd: /sys/class/block counters of the block-device members\n");
+    }
     out
 }
 
