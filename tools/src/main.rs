@@ -43,6 +43,8 @@ enum Command {
     Delete(cmd::kv::DeleteArgs),
     /// Print key<TAB>value lines of a key range in key order
     Scan(cmd::kv::ScanArgs),
+    /// Read every key and value and check their records (exit status 1 on damage)
+    Fsck(cmd::kv::StoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Put(args) => ("put", cmd::kv::put(args).map_err(Into::into)),
         Command::Delete(args) => ("delete", cmd::kv::delete(args).map_err(Into::into)),
         Command::Scan(args) => ("scan", cmd::kv::scan(args).map_err(Into::into)),
+        Command::Fsck(args) => ("fsck", cmd::kv::fsck(args).map_err(Into::into)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -202,3 +202,41 @@ fn missing_arguments_and_devices_give_clear_errors() {
     assert!(text(&unknown.stderr).contains("frobnicate"));
     assert!(Path::new(dir.path()).read_dir().unwrap().next().is_none());
 }
+
+#[test]
+fn fsck_passes_a_healthy_store_and_finds_a_flipped_bit_in_a_value() {
+    let s = Store::new();
+    for i in 0..50 {
+        assert_ok(&s.run(&[
+            "put",
+            &format!("key{i:03}"),
+            &format!("value {i} {}", "v".repeat(500)),
+        ]));
+    }
+    let marker = "Q".repeat(3000);
+    assert_ok(&s.run(&["put", "victim", &marker]));
+    let healthy = s.run(&["fsck"]);
+    assert_ok(&healthy);
+    let stdout = text(&healthy.stdout);
+    assert!(stdout.contains("keys             51"), "{stdout}");
+    assert!(stdout.contains("ok:"), "{stdout}");
+
+    // Flip one bit in the middle of the victim's value on the device file.
+    let mut image = std::fs::read(&s.device).unwrap();
+    let at = image
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .expect("the value is on the device");
+    image[at + 1500] ^= 0x04;
+    std::fs::write(&s.device, &image).unwrap();
+    std::fs::File::open(&s.device).unwrap().sync_all().unwrap();
+
+    let damaged = s.run(&["fsck"]);
+    assert_eq!(damaged.status.code(), Some(1), "{}", text(&damaged.stdout));
+    let stderr = text(&damaged.stderr);
+    assert!(stderr.contains("damaged record"), "{stderr}");
+    assert!(
+        stderr.contains("checksum") || stderr.contains("corruption"),
+        "{stderr}"
+    );
+}

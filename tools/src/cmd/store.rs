@@ -23,6 +23,15 @@ pub enum StoreCmdError {
         source: std::io::Error,
     },
 
+    /// `position` says where the scan stopped: "after key ..." or "among the first keys".
+    #[error("damaged record {position} ({keys_checked} keys checked before it): {source}")]
+    Damaged {
+        position: String,
+        keys_checked: u64,
+        #[source]
+        source: hashkv::Error,
+    },
+
     #[error("key {key:?} not found")]
     KeyNotFound { key: String },
 
