@@ -535,9 +535,11 @@ fn run_mode(
         }
         let bar = ProgressBar::new(ops_total);
         bar.set_style(
-            ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-                .expect("valid progress template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>16} {msg:>13} eta {eta:>3} [{wide_bar}] {pos}/{len}",
+            )
+            .expect("valid progress template")
+            .progress_chars("=> "),
         );
         bar.set_prefix(format!("{} {}", mode.name(), kind.name()));
         let before = db.stats();

@@ -126,10 +126,25 @@ pub fn run_phase(
             })
             .collect();
         let mut last_sample = (Instant::now(), 0u64);
+        // (time, ops done) at the ticks of the last second: the bar shows the rate over
+        // that window, updated every tick.
+        let mut window: std::collections::VecDeque<(Instant, u64)> =
+            std::collections::VecDeque::from([(Instant::now(), 0)]);
         while !handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(SAMPLER_TICK);
             let done = ops_done.load(Ordering::Relaxed);
+            let now = Instant::now();
             bar.set_position(done);
+            window.push_back((now, done));
+            while window.len() > 2 && now.duration_since(window[0].0) > SAMPLE_INTERVAL {
+                window.pop_front();
+            }
+            let (t0, done0) = window[0];
+            let window_secs = now.duration_since(t0).as_secs_f64();
+            if window_secs > 0.0 {
+                let rate = (done - done0) as f64 / window_secs;
+                bar.set_message(format!("{:.1} kops/s", rate / 1000.0));
+            }
             let since = last_sample.0.elapsed();
             if since >= SAMPLE_INTERVAL {
                 let ops_per_sec = (done - last_sample.1) as f64 / since.as_secs_f64();
@@ -137,7 +152,6 @@ pub fn run_phase(
                     at_seconds: mode_start.elapsed().as_secs_f64(),
                     ops_per_sec,
                 });
-                bar.set_message(format!("{:.1} kops/s", ops_per_sec / 1000.0));
                 last_sample = (Instant::now(), done);
             }
         }
