@@ -191,7 +191,14 @@ pub fn run(args: &BenchArgs) -> StoreResult<()> {
                 metadata: dir.path().join(format!("meta-{}", mode.name())),
                 remove_metadata: true,
             },
-            None => user_placement(args, &plan, mode)?,
+            None => match user_placement(args, &plan, mode) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Still report the modes that ran before.
+                    outcome = Err(e);
+                    break;
+                }
+            },
         };
         let mut mode_samples = Vec::new();
         let result = run_mode(
@@ -293,25 +300,33 @@ impl Plan {
             args.modes.iter().map(|m| m.trim().to_string()).collect()
         };
         for name in &requested {
-            if !DESIGNED_MODES.contains(&name.as_str()) {
-                return usage(format!(
-                    "--mode {name:?}: no such mode (modes: {})",
-                    DESIGNED_MODES.join(", ")
-                ));
-            }
             match Mode::from_name(name) {
                 Ok(m) if !modes.contains(&m) => modes.push(m),
                 Ok(_) => {}
-                Err(reason) => println!("mode {name}: skipped: {reason}"),
+                Err(reason) if DESIGNED_MODES.contains(&name.as_str()) => {
+                    println!("mode {name}: skipped: {reason}")
+                }
+                Err(_) => {
+                    return usage(format!(
+                        "--mode {name:?}: no such mode (modes: {})",
+                        DESIGNED_MODES.join(", ")
+                    ))
+                }
             }
         }
         if modes.is_empty() {
             return usage("none of the requested modes is built in this version".into());
         }
 
+        let Some(write_cache_bytes) = args.write_cache.checked_mul(MIB) else {
+            return usage(format!(
+                "--write-cache {} MiB is too large",
+                args.write_cache
+            ));
+        };
         let options = Options::default()
             .with_reserved_share(args.reserve)
-            .with_write_cache_bytes(args.write_cache * MIB)
+            .with_write_cache_bytes(write_cache_bytes)
             .with_force_format(true);
         let record_bytes =
             (hashkv::record::RECORD_HEADER_BYTES + KEY_BYTES + args.value_size) as u64;
