@@ -274,3 +274,64 @@ fn ctrl_c_stops_the_phase_prints_what_was_measured_and_removes_the_store() {
         "the temporary store must be removed after Ctrl-C"
     );
 }
+
+#[test]
+fn bench_stripes_over_devices_it_creates_and_removes_them_afterwards() {
+    let dir = scratch_dir();
+    let (a, b) = (dir.path().join("a.img"), dir.path().join("b.img"));
+    let meta = dir.path().join("meta");
+    let json = dir.path().join("bench.json");
+    let out = hashkv_in(
+        dir.path(),
+        &[
+            "bench",
+            "--device",
+            a.to_str().unwrap(),
+            "--device",
+            b.to_str().unwrap(),
+            "--metadata",
+            meta.to_str().unwrap(),
+            "--load-gib",
+            "0.05",
+            "--update-gib",
+            "0.05",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    // Each member holds its share of the computed size plus its identity block.
+    assert!(stdout.contains("on 2 member(s)"), "{stdout}");
+    assert!(
+        !a.exists() && !b.exists(),
+        "created members must be removed"
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(rows.iter().any(|r| r["phase"] == "update1"), "{rows:#?}");
+
+    // The metadata directory is the user's: a second run must not replace it silently.
+    let again = hashkv_in(
+        dir.path(),
+        &[
+            "bench",
+            "--device",
+            a.to_str().unwrap(),
+            "--metadata",
+            meta.to_str().unwrap(),
+            "--load-gib",
+            "0.01",
+        ],
+    );
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("--force-format"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert!(
+        !a.exists(),
+        "a refused run must remove the device it created"
+    );
+}

@@ -394,24 +394,6 @@ fn scratch_base() -> StoreResult<PathBuf> {
 }
 
 fn user_placement(args: &BenchArgs, plan: &Plan, mode: Mode) -> StoreResult<Placement> {
-    let mut created = Vec::new();
-    let per_member_bytes = {
-        let n = args.devices.len() as u64;
-        let unit = plan.options.main_segment_bytes;
-        plan.device_bytes.div_ceil(n).div_ceil(unit) * unit
-    };
-    for d in &args.devices {
-        if !d.exists() {
-            hashkv_blockdev::file::create_file(d, per_member_bytes, false)
-                .map_err(hashkv::Error::from)?;
-            println!(
-                "device: created {} ({})",
-                d.display(),
-                human_bytes(per_member_bytes)
-            );
-            created.push(d.clone());
-        }
-    }
     let (metadata, remove_metadata) = match &args.metadata {
         Some(dir) => (dir.join(mode.name()), false),
         None => {
@@ -427,6 +409,7 @@ fn user_placement(args: &BenchArgs, plan: &Plan, mode: Mode) -> StoreResult<Plac
             (dir, true)
         }
     };
+    // Checked before any device file is created, so a refusal leaves nothing behind.
     if !remove_metadata && !args.force_format {
         let non_empty = std::fs::read_dir(&metadata).is_ok_and(|mut d| d.next().is_some());
         if non_empty {
@@ -436,12 +419,39 @@ fn user_placement(args: &BenchArgs, plan: &Plan, mode: Mode) -> StoreResult<Plac
             )));
         }
     }
-    Ok(Placement {
+    let per_member_bytes = {
+        let n = args.devices.len() as u64;
+        let unit = plan.options.main_segment_bytes;
+        let stripe_units_bytes = plan.device_bytes.div_ceil(n).div_ceil(unit) * unit;
+        // A stripe member starts with its identity block, outside the striped space.
+        if n > 1 {
+            stripe_units_bytes + hashkv_blockdev::identity::IDENTITY_RESERVED_BYTES
+        } else {
+            stripe_units_bytes
+        }
+    };
+    let mut placement = Placement {
         devices: args.devices.clone(),
-        created,
+        created: Vec::new(),
         metadata,
         remove_metadata,
-    })
+    };
+    for d in &args.devices {
+        if d.exists() {
+            continue;
+        }
+        if let Err(e) = hashkv_blockdev::file::create_file(d, per_member_bytes, false) {
+            cleanup(&placement);
+            return Err(hashkv::Error::from(e).into());
+        }
+        println!(
+            "device: created {} ({})",
+            d.display(),
+            human_bytes(per_member_bytes)
+        );
+        placement.created.push(d.clone());
+    }
+    Ok(placement)
 }
 
 fn cleanup(p: &Placement) {
