@@ -135,8 +135,15 @@ struct Placement {
 pub fn run(args: &BenchArgs) -> StoreResult<()> {
     let plan = Plan::from_args(args)?;
     ctrlc::set_handler(|| {
-        eprintln!("\nhashkv bench: interrupted; finishing the phase, flushing and closing");
-        STOP.store(true, Ordering::SeqCst);
+        if STOP.swap(true, Ordering::SeqCst) {
+            // A second Ctrl-C means the user will not wait for the flush.
+            eprintln!("\nhashkv bench: interrupted again; exiting now without cleaning up");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\nhashkv bench: interrupted; finishing the phase, flushing and closing \
+             (Ctrl-C again to exit at once)"
+        );
     })
     .map_err(|e| StoreCmdError::Usage(format!("cannot install the Ctrl-C handler: {e}")))?;
 
