@@ -1,0 +1,294 @@
+//! GC under pressure: a store whose live data fits is driven with many times its value
+//! capacity in Zipf(0.99) updates. It must never report `StoreFull`, every key must read
+//! back its latest value (deleted keys stay deleted), and GC must have run and
+//! reclaimed space. Then the same under concurrency: writers on disjoint key sets and
+//! readers/scanners while GC runs.
+
+mod common;
+
+use common::{check_value, key, mix, value, Zipf, KIB, MIB};
+use hashkv::{Db, Error, Options};
+use hashkv_blockdev::sim::{SimConfig, SimDevice};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+const KEYS: u32 = 2000;
+const VALUE_BYTES: usize = 1024;
+const DEVICE_BYTES: u64 = 24 * MIB;
+
+fn options(cache: u64) -> Options {
+    let mut lsm = hashkv_lsm::Options::default();
+    lsm.memtable_bytes_max = 1 << 20;
+    lsm.table_target_bytes = 1 << 20;
+    lsm.level1_bytes_max = 4 << 20;
+    Options::default()
+        .with_main_segment_bytes(256 * KIB)
+        .with_log_segment_bytes(16 * KIB)
+        .with_write_cache_bytes(cache)
+        .with_separation_threshold_bytes(128)
+        .with_lsm(lsm)
+}
+
+fn uniform(s: &mut u64) -> f64 {
+    *s = mix(*s);
+    (*s >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Loads every key, then writes `multiple` times the value capacity in Zipf updates
+/// (1 in 50 a delete, 1 in 20 a small inline value), checking a sample as it goes.
+fn zipf_updates(keys: u32, cache: u64, multiple: u64, seed: u64) {
+    let dev = Arc::new(SimDevice::new(SimConfig::new(DEVICE_BYTES, seed)).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let o = options(cache);
+    let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+    let capacity = db.layout().value_capacity_bytes();
+    let mut latest: Vec<Option<Vec<u8>>> = vec![None; keys as usize];
+    for i in 0..keys {
+        let v = value(i, 0, VALUE_BYTES);
+        db.put(&key(i), &v).unwrap();
+        latest[i as usize] = Some(v);
+    }
+    db.flush().unwrap();
+    let zipf = Zipf::new(keys, 0.99, seed);
+    let mut rng = seed ^ 0x5eed;
+    let target = multiple * capacity;
+    let mut written = 0u64;
+    let mut version = 1u32;
+    while written < target {
+        let k = zipf.sample(uniform(&mut rng));
+        version += 1;
+        let r = mix(rng ^ u64::from(version)) % 100;
+        let result = if r < 2 {
+            latest[k as usize] = None;
+            db.delete(&key(k))
+        } else {
+            let len = if r < 7 { 40 } else { VALUE_BYTES };
+            let v = value(k, version, len);
+            written += v.len() as u64;
+            let res = db.put(&key(k), &v);
+            latest[k as usize] = Some(v);
+            res
+        };
+        if let Err(e) = result {
+            let stats = db.stats();
+            panic!(
+                "cache {cache}: after {written} of {target} bytes: {e} ({}); {stats:?}",
+                matches!(e, Error::StoreFull { .. })
+            );
+        }
+        // Spot checks while GC runs: a hot key and a random one.
+        if version % 997 == 0 {
+            for k in [
+                zipf.sample(0.0),
+                (mix(u64::from(version)) % u64::from(keys)) as u32,
+            ] {
+                let got = db.get(&key(k)).unwrap();
+                assert!(
+                    got == latest[k as usize],
+                    "key {k} at version {version}: got {:?}",
+                    got.as_deref().and_then(check_value)
+                );
+            }
+        }
+    }
+    let check = |db: &Db| {
+        for (k, v) in latest.iter().enumerate() {
+            let got = db.get(&key(k as u32)).unwrap();
+            assert!(
+                got == *v,
+                "cache {cache}: key {k}: expected {:?}, got {:?}",
+                v.as_deref().and_then(check_value),
+                got.as_deref().and_then(check_value)
+            );
+        }
+        let live: Vec<(Vec<u8>, Vec<u8>)> = latest
+            .iter()
+            .enumerate()
+            .filter_map(|(k, v)| v.clone().map(|v| (key(k as u32), v)))
+            .collect();
+        let scanned: Vec<(Vec<u8>, Vec<u8>)> = db
+            .scan(Bound::Unbounded, Bound::Unbounded)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(scanned.len(), live.len(), "scan length");
+        assert!(scanned == live, "scan differs from the model");
+    };
+    check(&db);
+    let stats = db.stats();
+    println!(
+        "cache {cache}: {written} bytes of updates on {capacity} bytes of value capacity: \
+         gc_runs {} reclaimed {} gc read {} gc written {} free log {}/{} WA {:.2}",
+        stats.gc_runs,
+        stats.gc_bytes_reclaimed,
+        stats.gc_device_bytes_read,
+        stats.gc_device_bytes_written,
+        stats.free_log_segments,
+        stats.log_segments,
+        stats.write_amplification()
+    );
+    assert!(stats.gc_runs > 0, "GC never ran: {stats:?}");
+    assert!(
+        stats.gc_bytes_reclaimed > 0,
+        "GC reclaimed nothing: {stats:?}"
+    );
+    assert!(
+        stats.value_bytes_used <= capacity,
+        "more bytes used than the capacity: {stats:?}"
+    );
+    db.close().unwrap();
+    let db = Db::open_device(dev, dir.path(), &o).unwrap();
+    check(&db);
+    db.close().unwrap();
+}
+
+#[test]
+fn zipf_updates_ten_times_capacity_with_write_cache() {
+    zipf_updates(KEYS, 256 * KIB, 10, 1);
+}
+
+#[test]
+fn zipf_updates_ten_times_capacity_without_write_cache() {
+    zipf_updates(KEYS, 0, 10, 2);
+}
+
+/// Live data near two thirds of the value capacity: GC must find room in groups that are
+/// mostly live.
+#[test]
+fn zipf_updates_with_live_data_two_thirds_of_the_capacity() {
+    zipf_updates(15_000, 256 * KIB, 4, 4);
+}
+
+/// 4 writers on disjoint key sets and 2 readers (gets and scans) while GC runs. A
+/// reader must never see a value older than one whose put had returned before its read
+/// began, nor a damaged one; at the end every key has its last value.
+#[test]
+fn concurrent_writers_and_readers_during_gc() {
+    const WRITERS: u32 = 4;
+    let dev = Arc::new(SimDevice::new(SimConfig::new(DEVICE_BYTES, 3)).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let o = options(64 * KIB);
+    let db = Arc::new(Db::format_device(dev.clone(), dir.path(), &o).unwrap());
+    let capacity = db.layout().value_capacity_bytes();
+    // Acknowledged version per key (0 = the load).
+    let acked: Arc<Vec<AtomicU32>> = Arc::new((0..KEYS).map(|_| AtomicU32::new(0)).collect());
+    for i in 0..KEYS {
+        db.put(&key(i), &value(i, 0, VALUE_BYTES)).unwrap();
+    }
+    db.flush().unwrap();
+    let per_writer = 3 * capacity / u64::from(WRITERS);
+    let done = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (db, acked) = (db.clone(), acked.clone());
+        writers.push(std::thread::spawn(move || {
+            // Keys k with k % WRITERS == w, Zipf-distributed among them.
+            let n = KEYS / WRITERS;
+            let zipf = Zipf::new(n, 0.99, u64::from(w));
+            let mut rng = 77 + u64::from(w);
+            let mut written = 0u64;
+            let mut version = 0u32;
+            while written < per_writer {
+                let k = zipf.sample(uniform(&mut rng)) * WRITERS + w;
+                version += 1;
+                let v = value(k, version, VALUE_BYTES);
+                written += v.len() as u64;
+                if version % 500 == 0 {
+                    let mut b = hashkv::WriteBatch::new();
+                    b.put(&key(k), &v);
+                    db.write_sync(b).unwrap();
+                } else {
+                    db.put(&key(k), &v)
+                        .unwrap_or_else(|e| panic!("writer {w} after {written} bytes: {e}"));
+                }
+                acked[k as usize].store(version, Ordering::Release);
+            }
+        }));
+    }
+    let mut readers = Vec::new();
+    for r in 0..2u64 {
+        let (db, acked, done, reads) = (db.clone(), acked.clone(), done.clone(), reads.clone());
+        readers.push(std::thread::spawn(move || {
+            let mut rng = 1000 + r;
+            while !done.load(Ordering::Acquire) {
+                rng = mix(rng);
+                if r == 0 || rng % 8 != 0 {
+                    let k = (rng % u64::from(KEYS)) as u32;
+                    let floor = acked[k as usize].load(Ordering::Acquire);
+                    let v = db
+                        .get(&key(k))
+                        .unwrap_or_else(|e| panic!("get {k} during GC: {e}"))
+                        .unwrap_or_else(|| panic!("key {k} missing during GC"));
+                    let (vk, ver) = check_value(&v).expect("damaged value");
+                    assert_eq!(vk, k, "value of another key");
+                    assert!(
+                        ver >= floor,
+                        "key {k}: version {ver} older than acked {floor}"
+                    );
+                } else {
+                    // A scan of 100 keys from a random start.
+                    let start = (rng >> 8) as u32 % KEYS;
+                    let floors: Vec<u32> = (start..(start + 100).min(KEYS))
+                        .map(|k| acked[k as usize].load(Ordering::Acquire))
+                        .collect();
+                    let (lo, hi) = (key(start), key(start + 100));
+                    let mut expect = start;
+                    for item in db
+                        .scan(Bound::Included(&lo[..]), Bound::Excluded(&hi[..]))
+                        .unwrap()
+                    {
+                        let (k, v) = item.unwrap_or_else(|e| panic!("scan during GC: {e}"));
+                        assert_eq!(k, key(expect), "scan order or a missing key");
+                        let (vk, ver) = check_value(&v).expect("damaged value in scan");
+                        assert_eq!(vk, expect);
+                        assert!(
+                            ver >= floors[(expect - start) as usize],
+                            "scan: old version"
+                        );
+                        expect += 1;
+                    }
+                    assert_eq!(expect, (start + 100).min(KEYS), "scan ended early");
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for w in writers {
+        w.join().expect("writer panicked");
+    }
+    done.store(true, Ordering::Release);
+    for r in readers {
+        r.join().expect("reader panicked");
+    }
+    let check = |db: &Db| {
+        for k in 0..KEYS {
+            let ver = acked[k as usize].load(Ordering::Acquire);
+            let got = db.get(&key(k)).unwrap();
+            assert!(
+                got.as_deref() == Some(&value(k, ver, VALUE_BYTES)[..]),
+                "key {k}: expected version {ver}, got {:?}",
+                got.as_deref().and_then(check_value)
+            );
+        }
+    };
+    check(&db);
+    let stats = db.stats();
+    println!(
+        "{} reads; gc_runs {} reclaimed {}",
+        reads.load(Ordering::Relaxed),
+        stats.gc_runs,
+        stats.gc_bytes_reclaimed
+    );
+    assert!(
+        stats.gc_runs > 0 && stats.gc_bytes_reclaimed > 0,
+        "{stats:?}"
+    );
+    assert!(reads.load(Ordering::Relaxed) > 0);
+    let db = Arc::try_unwrap(db).ok().expect("threads are done");
+    db.close().unwrap();
+    let db = Db::open_device(dev, dir.path(), &o).unwrap();
+    check(&db);
+    db.close().unwrap();
+}
