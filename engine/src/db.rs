@@ -26,7 +26,7 @@ use std::time::Duration;
 
 /// Longest key accepted. Keys travel in the LSM tree (with a one-byte namespace prefix)
 /// and in every value record's u16 length field.
-pub const KEY_BYTES_MAX: usize = 1024;
+pub const KEY_BYTES_MAX: usize = hashkv_lsm::KEY_BYTES_MAX - 1;
 
 /// Smallest alignment the value store uses, whatever smaller logical block a device
 /// reports: 4 KiB writes avoid read-modify-write inside SSDs.

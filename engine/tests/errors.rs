@@ -90,7 +90,6 @@ fn empty_and_oversized_keys_are_refused_and_change_nothing() {
 /// A key of exactly `KEY_BYTES_MAX` bytes is accepted and reads back, inline or
 /// separated, through a flush and a reopen.
 #[test]
-#[ignore = "bug: KEY_BYTES_MAX (1024) plus the index's 1-byte prefix exceeds the LSM's 1024-byte limit; the flush fails and poisons the store; see report"]
 fn key_of_exactly_the_limit_is_accepted() {
     let dev = sim(8 * MIB, 1);
     let dir = tempfile::tempdir().unwrap();
