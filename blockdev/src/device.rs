@@ -217,12 +217,13 @@ pub struct CounterSnapshot {
 
 impl CounterSnapshot {
     pub fn sum(all: &[CounterSnapshot]) -> CounterSnapshot {
-        all.iter().fold(CounterSnapshot::default(), |a, c| CounterSnapshot {
-            read_bytes: a.read_bytes + c.read_bytes,
-            read_ops: a.read_ops + c.read_ops,
-            write_bytes: a.write_bytes + c.write_bytes,
-            write_ops: a.write_ops + c.write_ops,
-            flushes: a.flushes + c.flushes,
-        })
+        all.iter()
+            .fold(CounterSnapshot::default(), |a, c| CounterSnapshot {
+                read_bytes: a.read_bytes + c.read_bytes,
+                read_ops: a.read_ops + c.read_ops,
+                write_bytes: a.write_bytes + c.write_bytes,
+                write_ops: a.write_ops + c.write_ops,
+                flushes: a.flushes + c.flushes,
+            })
     }
 }

@@ -18,7 +18,9 @@ pub enum DeviceError {
     #[error("{path}: already opened by another process or handle (lock held)")]
     InUse { path: PathBuf },
 
-    #[error("{path}: size {size_bytes} bytes is not a multiple of the {block_bytes}-byte block size")]
+    #[error(
+        "{path}: size {size_bytes} bytes is not a multiple of the {block_bytes}-byte block size"
+    )]
     SizeUnaligned {
         path: PathBuf,
         size_bytes: u64,

@@ -32,7 +32,9 @@ fn main() {
     let t = Instant::now();
     let mut x: u64 = 1;
     for _ in 0..n {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let i = (x >> 33) % (n / 10).max(1);
         db.put(format!("user{:020}", i).as_bytes(), &value).unwrap();
     }
