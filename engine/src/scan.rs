@@ -78,8 +78,6 @@ impl<'a> ScanIter<'a> {
             Bound::Unbounded => Bound::Excluded(vec![keys::USER + 1]),
             b => b,
         };
-        let as_ref = |b: &Bound<Vec<u8>>| -> Bound<Vec<u8>> { b.clone() };
-        let (lo, hi) = (as_ref(&lo), as_ref(&hi));
         let index = inner.lsm.range(
             bound_slice(&lo),
             bound_slice(&hi),
