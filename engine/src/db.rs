@@ -2,6 +2,7 @@
 //! path's commit lives in `flush.rs`, garbage collection in `gc.rs`, scans in
 //! `scan.rs`.
 
+use crate::devices;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::layout::Layout;
@@ -10,11 +11,10 @@ use crate::options::Options;
 use crate::readers::Readers;
 use crate::record::{self, RecordKind, Slot};
 use crate::scan::ScanIter;
-use crate::segment_table::{self, SegmentTable};
 use crate::stats::{self, Counters, Stats};
+use crate::store::ValueStore;
 use crate::superblock::{Superblock, FORMAT_VERSION};
 use crate::write_cache::{CachedValue, WriteCache};
-use crate::{devices, gc};
 use hashkv_blockdev::{AlignedBuf, BlockDevice};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::ops::Bound;
@@ -78,7 +78,7 @@ pub(crate) struct Inner {
     pub layout: Layout,
     pub superblock: Superblock,
     pub lsm: hashkv_lsm::Db,
-    pub table: Mutex<SegmentTable>,
+    pub store: ValueStore,
     pub cache: RwLock<WriteCache>,
     pub commit: Mutex<CommitState>,
     pub readers: Arc<Readers>,
@@ -167,12 +167,11 @@ impl Db {
         // The index first: a superblock without its index is refused at open, while an
         // index without a superblock could be mistaken for another device's.
         let lsm = open_lsm(metadata_dir, options, true)?;
-        let table = SegmentTable::new_formatted(layout);
         let mut batch = hashkv_lsm::WriteBatch::new();
         batch.put(&keys::uuid_key(), &superblock.stripe_uuid);
         batch.put(&keys::seq_key(), &0u64.to_le_bytes());
-        for g in 0..layout.group_count {
-            batch.put(&keys::group_key(g), &table.encode_group(g));
+        for (k, v) in ValueStore::format_entries(options.mode, &layout) {
+            batch.put(&k, &v);
         }
         lsm.write(&batch, &hashkv_lsm::WriteOptions { sync: true })?;
         lsm.close()?;
@@ -222,7 +221,7 @@ impl Db {
                 })
             }
         };
-        let table = load_table(&lsm, layout)?;
+        let store = ValueStore::load(superblock.mode, &lsm, &layout)?;
         let gc_low_water_segments = if options.gc_low_water_segments > 0 {
             options.gc_low_water_segments as usize
         } else {
@@ -234,7 +233,7 @@ impl Db {
             layout,
             superblock,
             lsm,
-            table: Mutex::new(table),
+            store,
             cache: RwLock::new(WriteCache::default()),
             commit: Mutex::new(CommitState::default()),
             readers: Arc::new(Readers::default()),
@@ -301,10 +300,15 @@ impl Db {
         self.inner.flush_all(true)
     }
 
-    /// Runs one GC now on the group with the most writes since its last GC. Returns
-    /// false when no group has anything to collect.
+    /// Runs one GC now: in the hashkv mode on the group with the most writes since its
+    /// last GC, in the vlog mode on the log's tail. Returns whether it reclaimed any
+    /// space; false when there was nothing to collect or everything it read was live
+    /// (always false in the lsm mode, whose space the index's compactions reclaim).
     pub fn collect_garbage(&self) -> Result<bool> {
-        Ok(gc::collect_one(&self.inner)?.is_some())
+        Ok(self
+            .inner
+            .collect_garbage_once()?
+            .is_some_and(|o| o.bytes_written < o.bytes_read))
     }
 
     pub fn stats(&self) -> Stats {
@@ -385,8 +389,13 @@ impl Inner {
         }
     }
 
+    /// The same limit in every mode, so that modes take the same workloads: a record
+    /// fits in one log segment, and an inline value (with its location tag) in the
+    /// index.
     pub fn value_bytes_max(&self, key_len: usize) -> usize {
-        self.layout.log_segment_bytes as usize - record::RECORD_HEADER_BYTES - key_len
+        let record_max =
+            self.layout.log_segment_bytes as usize - record::RECORD_HEADER_BYTES - key_len;
+        record_max.min(hashkv_lsm::VALUE_BYTES_MAX - 1)
     }
 
     fn check_entry(&self, key: &[u8], value: Option<&Vec<u8>>) -> Result<()> {
@@ -466,16 +475,8 @@ impl Inner {
 
     /// Byte range of the device to read for a record: aligned outward to blocks.
     pub fn record_span(&self, p: &Pointer) -> Result<(u64, usize, usize)> {
-        if p.segment >= self.layout.segment_count()
-            || u64::from(p.offset) + u64::from(p.record_bytes)
-                > self.layout.segment_bytes(p.segment)
-        {
-            return Err(Error::Corruption {
-                what: format!("index points outside the value store: {p:?}"),
-            });
-        }
+        let at = self.pointer_offset(p)?;
         let block = u64::from(self.layout.block_bytes);
-        let at = self.layout.segment_offset(p.segment) + u64::from(p.offset);
         let start = at / block * block;
         let end = (at + u64::from(p.record_bytes)).div_ceil(block) * block;
         Ok((start, (end - start) as usize, (at - start) as usize))
@@ -517,8 +518,7 @@ impl Inner {
 
     /// Wakes the GC thread if free log segments ran low.
     pub fn maybe_wake_gc(&self) {
-        let low = self.table.lock().free_log_segments() < self.gc_low_water_segments;
-        if low {
+        if self.gc_wanted() {
             let _l = self.gc_wake_lock.lock();
             self.gc_wake.notify_one();
         }
@@ -539,10 +539,13 @@ impl Inner {
                 }
                 continue;
             }
-            while self.table.lock().free_log_segments() < self.gc_low_water_segments
-                && !self.shutdown.load(Ordering::SeqCst)
-            {
-                match gc::collect_one(self) {
+            while self.gc_wanted() && !self.shutdown.load(Ordering::SeqCst) {
+                match self.collect_garbage_once() {
+                    // A log whose tail is all live would be copied round and round:
+                    // leave it to flushes, which GC only when they must.
+                    Ok(Some(o)) if !o.made_room && matches!(self.store, ValueStore::Log(_)) => {
+                        break
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) => break,
                     Err(e) => {
@@ -559,7 +562,7 @@ impl Inner {
     fn stats(&self) -> Stats {
         let c = &self.counters;
         let lsm = self.lsm.stats();
-        let t = self.table.lock();
+        let space = self.space();
         Stats {
             user_bytes_written: stats::load(&c.user_bytes_written),
             user_ops: stats::load(&c.user_ops),
@@ -570,13 +573,14 @@ impl Inner {
             gc_runs: stats::load(&c.gc_runs),
             gc_records_kept: stats::load(&c.gc_records_kept),
             gc_bytes_reclaimed: stats::load(&c.gc_bytes_reclaimed),
+            gc_index_lookups: stats::load(&c.gc_index_lookups),
             write_cache_hits: stats::load(&c.write_cache_hits),
             flushes: stats::load(&c.flushes),
             lsm_bytes_written: lsm.total_bytes_written(),
             devices: self.device.counters(),
-            free_log_segments: t.free_log_segments() as u64,
-            log_segments: u64::from(self.layout.log_segment_count),
-            value_bytes_used: t.used_bytes(),
+            free_log_segments: space.free_units,
+            log_segments: space.units,
+            value_bytes_used: space.used_bytes,
         }
     }
 }
@@ -697,36 +701,4 @@ fn check_matches(sb: &Superblock, options: &Options, device: &dyn BlockDevice) -
         );
     }
     Ok(())
-}
-
-fn load_table(lsm: &hashkv_lsm::Db, layout: Layout) -> Result<SegmentTable> {
-    let prefix = keys::group_key_prefix();
-    let mut upper = prefix.to_vec();
-    upper[1] += 1;
-    let mut groups = Vec::with_capacity(layout.group_count as usize);
-    for item in lsm.range(
-        Bound::Included(&prefix[..]),
-        Bound::Excluded(&upper[..]),
-        hashkv_lsm::Direction::Forward,
-        None,
-    )? {
-        let (k, v) = item?;
-        let expect = keys::group_key(groups.len() as u32);
-        if k != expect {
-            return Err(Error::Corruption {
-                what: format!("segment table entry {} missing or misnamed", groups.len()),
-            });
-        }
-        groups.push(segment_table::decode_group(&v)?);
-    }
-    if groups.len() != layout.group_count as usize {
-        return Err(Error::Corruption {
-            what: format!(
-                "index holds {} segment table entries, the superblock names {} groups",
-                groups.len(),
-                layout.group_count
-            ),
-        });
-    }
-    SegmentTable::from_groups(layout, groups)
 }

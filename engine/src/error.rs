@@ -10,7 +10,7 @@ pub enum Error {
     #[error("key of {len} bytes is empty or exceeds the limit of {max} bytes")]
     KeyTooLarge { len: usize, max: usize },
 
-    #[error("value of {len} bytes exceeds the limit of {max} bytes (log segment size minus record header and key)")]
+    #[error("value of {len} bytes exceeds the limit of {max} bytes (a record must fit in one log segment and an inline value in the index)")]
     ValueTooLarge { len: usize, max: usize },
 
     #[error("invalid options: {reason}")]
@@ -35,8 +35,11 @@ pub enum Error {
     #[error("device format version {found} is newer than this build supports ({supported})")]
     NewerFormat { found: u32, supported: u32 },
 
-    #[error("store full: no free log segment even after garbage collection ({live_bytes} live bytes in {group_count} groups)")]
-    StoreFull { live_bytes: u64, group_count: u32 },
+    #[error("store full: no free value space even after garbage collection ({used_bytes} of {capacity_bytes} bytes in use)")]
+    StoreFull {
+        used_bytes: u64,
+        capacity_bytes: u64,
+    },
 
     #[error("corruption: {what}")]
     Corruption { what: String },

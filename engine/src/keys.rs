@@ -23,6 +23,11 @@ pub fn seq_key() -> [u8; 2] {
     [META, b's']
 }
 
+/// `META "v"` -> the value log's head and tail (vlog mode).
+pub fn vlog_key() -> [u8; 2] {
+    [META, b'v']
+}
+
 /// `META "u"` -> the stripe uuid of the devices this index belongs to.
 pub fn uuid_key() -> [u8; 2] {
     [META, b'u']

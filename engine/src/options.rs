@@ -9,21 +9,30 @@ const MIB: u64 = 1 << 20;
 pub enum Mode {
     /// Hash-grouped value store with per-group GC (the HashKV design).
     HashKv,
+    /// One circular value log, collected from the tail with an index lookup per record
+    /// (WiscKey, the paper's vLog baseline).
+    VLog,
+    /// Every value inline in the LSM tree (the LevelDB/RocksDB shape).
+    Lsm,
 }
 
 impl Mode {
     /// Every mode this build runs.
-    pub const ALL: &'static [Mode] = &[Mode::HashKv];
+    pub const ALL: &'static [Mode] = &[Mode::HashKv, Mode::VLog, Mode::Lsm];
 
     pub fn code(self) -> u8 {
         match self {
             Mode::HashKv => 1,
+            Mode::VLog => 2,
+            Mode::Lsm => 3,
         }
     }
 
     pub fn from_code(code: u8) -> Option<Mode> {
         match code {
             1 => Some(Mode::HashKv),
+            2 => Some(Mode::VLog),
+            3 => Some(Mode::Lsm),
             _ => None,
         }
     }
@@ -46,6 +55,8 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::HashKv => "hashkv",
+            Mode::VLog => "vlog",
+            Mode::Lsm => "lsm",
         }
     }
 }
@@ -120,6 +131,7 @@ macro_rules! setter {
 }
 
 impl Options {
+    setter!(with_mode, mode, Mode);
     setter!(with_main_segment_bytes, main_segment_bytes, u64);
     setter!(with_log_segment_bytes, log_segment_bytes, u64);
     setter!(with_reserved_share, reserved_share, f64);

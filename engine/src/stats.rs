@@ -13,6 +13,7 @@ pub struct Counters {
     pub gc_runs: AtomicU64,
     pub gc_records_kept: AtomicU64,
     pub gc_bytes_reclaimed: AtomicU64,
+    pub gc_index_lookups: AtomicU64,
     pub write_cache_hits: AtomicU64,
     pub flushes: AtomicU64,
 }
@@ -41,6 +42,9 @@ pub struct Stats {
     pub gc_records_kept: u64,
     /// Bytes of segments GC freed minus bytes it wrote.
     pub gc_bytes_reclaimed: u64,
+    /// Index lookups GC made to learn whether a record is live (vlog mode only: the
+    /// hashkv mode's GC makes none).
+    pub gc_index_lookups: u64,
     pub write_cache_hits: u64,
     pub flushes: u64,
     /// Bytes the LSM tree wrote (WAL, flushes, compactions).

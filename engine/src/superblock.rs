@@ -5,7 +5,7 @@
 //! ```text
 //!  0  8  magic "HASHKVSB"
 //!  8  4  format version
-//! 12  1  mode (1 = hashkv)
+//! 12  1  mode (1 = hashkv, 2 = vlog, 3 = lsm)
 //! 13  3  zero
 //! 16 16  stripe uuid
 //! 32  4  member count

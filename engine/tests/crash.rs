@@ -8,10 +8,12 @@
 //!   wholly present or wholly absent, none out of order), no shorter than the durable
 //!   prefix: deleted keys never come back, and no wrong value is ever returned.
 //!
-//! A failure prints its seed; HASHKV_CRASH_SEEDS=N runs more seeds,
+//! The same test runs in every mode (hashkv, vlog, lsm).
+//!
+//! A failure prints its mode and seed; HASHKV_CRASH_SEEDS=N runs more seeds,
 //! HASHKV_CRASH_SEED=S runs one.
 
-use hashkv::{Db, Options, WriteBatch};
+use hashkv::{Db, Mode, Options, WriteBatch};
 use hashkv_blockdev::sim::{SimConfig, SimDevice};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -24,13 +26,14 @@ type Batch = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 const KEYS: u32 = 150;
 
-fn options(rng: &mut StdRng) -> Options {
+fn options(rng: &mut StdRng, mode: Mode) -> Options {
     let mut lsm = hashkv_lsm::Options::default();
     lsm.memtable_bytes_max = [16 << 10, 64 << 10, 1 << 20][rng.gen_range(0..3)];
     lsm.l0_compaction_trigger = 2;
     lsm.table_target_bytes = 64 << 10;
     lsm.level1_bytes_max = 256 << 10;
     Options::default()
+        .with_mode(mode)
         .with_main_segment_bytes(256 << 10)
         .with_log_segment_bytes(16 << 10)
         .with_write_cache_bytes([0, 8 << 10, 64 << 10][rng.gen_range(0..3)])
@@ -83,14 +86,15 @@ fn read_all(db: &Db) -> Result<State, String> {
     Ok(got)
 }
 
-/// Runs one seed; returns a description of the failure.
-fn run_seed(seed: u64) -> Result<(), String> {
+/// Runs one seed; returns a description of the failure, or the recovered store's GC
+/// counters (runs, records kept) so the caller can check that GC really ran.
+fn run_seed(mode: Mode, seed: u64) -> Result<(u64, u64), String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let size_bytes = [6u64 << 20, 8 << 20][rng.gen_range(0..2)];
     let dev =
         Arc::new(SimDevice::new(SimConfig::new(size_bytes, seed)).map_err(|e| e.to_string())?);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let o = options(&mut rng);
+    let o = options(&mut rng, mode);
     let db = Db::format_device(dev.clone(), dir.path(), &o).map_err(|e| format!("format: {e}"))?;
 
     let mut history: Vec<Batch> = Vec::new();
@@ -248,17 +252,17 @@ fn run_seed(seed: u64) -> Result<(), String> {
     }
     db.collect_garbage()
         .map_err(|e| format!("GC after recovery: {e}"))?;
+    let stats = db.stats();
     db.close().map_err(|e| format!("close: {e}"))?;
     let db = Db::open_device(crashed, dir.path(), &o).map_err(|e| format!("second reopen: {e}"))?;
     if read_all(&db)? != state {
         return Err("after recovery, writes and a clean reopen, the state differs".into());
     }
     db.close().map_err(|e| format!("close: {e}"))?;
-    Ok(())
+    Ok((stats.gc_runs, stats.gc_records_kept))
 }
 
-#[test]
-fn crash_at_random_points_recovers_a_prefix() {
+fn crash_at_random_points_recovers_a_prefix(mode: Mode) {
     let seeds: Vec<u64> = match std::env::var("HASHKV_CRASH_SEED") {
         Ok(s) => vec![s.parse().expect("HASHKV_CRASH_SEED is a number")],
         Err(_) => {
@@ -270,14 +274,45 @@ fn crash_at_random_points_recovers_a_prefix() {
         }
     };
     let mut failures = Vec::new();
+    let (mut gc_runs, mut gc_kept) = (0, 0);
+    let several = seeds.len() > 4;
     for seed in seeds {
-        if let Err(e) = run_seed(seed) {
-            eprintln!("seed {seed} FAILED: {e}");
-            failures.push(seed);
+        match run_seed(mode, seed) {
+            Ok((runs, kept)) => {
+                gc_runs += runs;
+                gc_kept += kept;
+            }
+            Err(e) => {
+                eprintln!("mode {} seed {seed} FAILED: {e}", mode.name());
+                failures.push(seed);
+            }
         }
+    }
+    if several && mode != Mode::Lsm {
+        assert!(
+            gc_runs > 0 && gc_kept > 0,
+            "mode {}: GC never ran or never kept a record ({gc_runs} runs, {gc_kept} kept)",
+            mode.name()
+        );
     }
     assert!(
         failures.is_empty(),
-        "crash test failed for seeds {failures:?}; rerun one with HASHKV_CRASH_SEED=<seed>"
+        "crash test in mode {} failed for seeds {failures:?}; rerun one with HASHKV_CRASH_SEED=<seed>",
+        mode.name()
     );
+}
+
+#[test]
+fn crash_hashkv_mode() {
+    crash_at_random_points_recovers_a_prefix(Mode::HashKv);
+}
+
+#[test]
+fn crash_vlog_mode() {
+    crash_at_random_points_recovers_a_prefix(Mode::VLog);
+}
+
+#[test]
+fn crash_lsm_mode() {
+    crash_at_random_points_recovers_a_prefix(Mode::Lsm);
 }

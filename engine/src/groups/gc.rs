@@ -21,24 +21,15 @@
 
 use crate::db::Inner;
 use crate::error::{Error, Result};
+use crate::groups::segment_table::ChainSegment;
 use crate::keys;
 use crate::layout::SegmentId;
 use crate::location::Pointer;
 use crate::record::{self, RecordKind, RecordRef, SegmentRecords};
-use crate::segment_table::ChainSegment;
 use crate::stats::Counters;
+use crate::store::GcOutcome;
 use hashkv_blockdev::{AlignedBuf, IoOp};
 use std::collections::HashMap;
-
-#[derive(Debug, Clone)]
-pub struct GcOutcome {
-    pub group: u32,
-    pub bytes_read: u64,
-    pub bytes_written: u64,
-    pub records_kept: u64,
-    pub segments_freed: usize,
-    pub segments_taken: usize,
-}
 
 /// Collects the group with the most writes since its last GC. `None` when no group
 /// has anything to collect or no spare main segment is free yet.
@@ -47,7 +38,7 @@ pub(crate) fn collect_one(inner: &Inner) -> Result<Option<GcOutcome>> {
     inner.check_writable()?;
     let (group, collected, spare) = {
         let _commit = inner.commit.lock();
-        let mut table = inner.table.lock();
+        let mut table = inner.table().lock();
         table.reclaim(inner.readers.oldest_active());
         let Some(group) = table.pick_victim() else {
             return Ok(None);
@@ -63,7 +54,7 @@ pub(crate) fn collect_one(inner: &Inner) -> Result<Option<GcOutcome>> {
         Err(e) => {
             if inner.poisoned().is_none() {
                 // Nothing was committed: give back what the GC took.
-                inner.table.lock().abort_gc(group, spare, &taken_log);
+                inner.table().lock().abort_gc(group, spare, &taken_log);
             }
             if e.is_fatal() {
                 inner.poison_with(&e);
@@ -137,12 +128,9 @@ fn run(
         let len = rec.encoded_len();
         let tail = chain.last().unwrap();
         if tail.used_bytes as usize + len > layout.segment_bytes(tail.id) as usize {
-            let taken = inner.table.lock().take_log_for_gc();
+            let taken = inner.table().lock().take_log_for_gc();
             let Some(id) = taken else {
-                return Err(Error::StoreFull {
-                    live_bytes: inner.table.lock().used_bytes(),
-                    group_count: layout.group_count,
-                });
+                return Err(inner.store_full());
             };
             taken_log.push(id);
             chain.push(ChainSegment { id, used_bytes: 0 });
@@ -185,7 +173,7 @@ fn run(
     let mut batch = hashkv_lsm::WriteBatch::new();
     let freed;
     {
-        let mut table = inner.table.lock();
+        let mut table = inner.table().lock();
         let written_since = table.gc_keys_written(group);
         for (key, ptr) in &pointers {
             if !written_since.contains(*key) {
@@ -208,18 +196,16 @@ fn run(
     // 6. Readers that started before this point may hold old pointers.
     let release_gen = inner.readers.advance();
     let segments_freed = freed.iter().filter(|&&id| !layout.is_main(id)).count();
-    inner.table.lock().release(freed, release_gen);
+    inner.table().lock().release(freed, release_gen);
 
     let reclaimed = bytes_read.saturating_sub(bytes_written);
     Counters::add(&inner.counters.gc_runs, 1);
     Counters::add(&inner.counters.gc_records_kept, pointers.len() as u64);
     Counters::add(&inner.counters.gc_bytes_reclaimed, reclaimed);
     Ok(GcOutcome {
-        group,
         bytes_read,
         bytes_written,
         records_kept: pointers.len() as u64,
-        segments_freed,
-        segments_taken: taken_log.len(),
+        made_room: segments_freed > taken_log.len(),
     })
 }

@@ -1,0 +1,141 @@
+//! Where a flush's records go in the hashkv mode: each key's group, one aligned write
+//! per (group, segment) run. Every key gets a record in its group: a value, or a
+//! tombstone for a delete or an inline (small) value, so that GC never revives an older
+//! separated value.
+
+use crate::db::Inner;
+use crate::flush::{Appended, FlushError};
+use crate::groups::segment_table::{NeedSpace, Placement};
+use crate::keys;
+use crate::location::Pointer;
+use crate::record::{self, RecordKind};
+use crate::write_cache::CacheMap;
+use hashkv_blockdev::AlignedBuf;
+use std::collections::BTreeMap;
+
+/// One record to append: its key, value (None for a tombstone) and group.
+struct Pending<'a> {
+    key: &'a [u8],
+    value: Option<&'a [u8]>,
+    seq: u64,
+}
+
+/// Group of a key: the paper's hash partitioning.
+pub(crate) fn group_of(key: &[u8], group_count: u32) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(key) % u64::from(group_count)) as u32
+}
+
+/// Places every entry of `map` in its group, encodes the records and returns the
+/// writes, the pointers of separated values and the changed segment-table entries.
+/// On `NeedSpace` nothing changed.
+pub(crate) fn place(
+    inner: &Inner,
+    map: &CacheMap,
+    first_seq: u64,
+) -> std::result::Result<Appended, FlushError> {
+    let threshold = inner.options.separation_threshold_bytes as usize;
+    let layout = inner.layout;
+    let pending: Vec<Pending<'_>> = map
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Pending {
+            key: k,
+            value: v.as_deref().filter(|v| v.len() >= threshold),
+            seq: first_seq + i as u64,
+        })
+        .collect();
+    let mut by_group: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, p) in pending.iter().enumerate() {
+        by_group
+            .entry(group_of(p.key, layout.group_count))
+            .or_default()
+            .push(i);
+    }
+    let per_group: Vec<(u32, Vec<usize>)> = by_group
+        .iter()
+        .map(|(g, idx)| {
+            let lens = idx
+                .iter()
+                .map(|&i| {
+                    record::encoded_len(
+                        pending[i].key.len(),
+                        pending[i].value.map_or(0, |v| v.len()),
+                    )
+                })
+                .collect();
+            (*g, lens)
+        })
+        .collect();
+    let (placements, meta) = {
+        let mut table = inner.table().lock();
+        table.reclaim(inner.readers.oldest_active());
+        let placements = table
+            .place_all(&per_group)
+            .map_err(|NeedSpace| FlushError::NeedSpace)?;
+        for (g, idx) in &by_group {
+            for &i in idx {
+                table.note_key_written(*g, pending[i].key);
+            }
+        }
+        let meta: Vec<(Vec<u8>, Vec<u8>)> = by_group
+            .keys()
+            .map(|&g| (keys::group_key(g), table.encode_group(g)))
+            .collect();
+        (placements, meta)
+    };
+    // Lay the records out: one buffer per (group, segment) run.
+    let mut record_at = vec![
+        Placement {
+            segment: 0,
+            offset: 0
+        };
+        pending.len()
+    ];
+    let mut writes: Vec<(u64, AlignedBuf, usize)> = Vec::new();
+    let mut scratch = Vec::new();
+    let block = layout.block_bytes as usize;
+    for ((_, idx), places) in by_group.iter().zip(&placements) {
+        let mut run_start = 0;
+        while run_start < idx.len() {
+            let seg = places[run_start].segment;
+            let mut run_end = run_start;
+            while run_end < idx.len() && places[run_end].segment == seg {
+                run_end += 1;
+            }
+            scratch.clear();
+            for j in run_start..run_end {
+                let p = &pending[idx[j]];
+                record_at[idx[j]] = places[j];
+                let kind = if p.value.is_some() {
+                    RecordKind::Value
+                } else {
+                    RecordKind::Tombstone
+                };
+                record::encode(&mut scratch, kind, p.seq, p.key, p.value.unwrap_or(&[]));
+            }
+            let mut buf = AlignedBuf::new(scratch.len().div_ceil(block) * block);
+            buf[..scratch.len()].copy_from_slice(&scratch);
+            let len = buf.len();
+            let start = places[run_start].offset;
+            writes.push((layout.segment_offset(seg) + start, buf, len));
+            run_start = run_end;
+        }
+    }
+    let pointers = pending
+        .iter()
+        .zip(&record_at)
+        .map(|(p, at)| {
+            p.value.map(|value| Pointer {
+                segment: at.segment,
+                offset: at.offset as u32,
+                record_bytes: record::encoded_len(p.key.len(), value.len()) as u32,
+                seq: p.seq,
+            })
+        })
+        .collect();
+    Ok(Appended {
+        writes,
+        pointers,
+        meta,
+    })
+}

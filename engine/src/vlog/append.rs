@@ -1,0 +1,95 @@
+//! Where a flush's records go in the vlog mode: every separated value, in one
+//! sequential run at the head. Deletes and small values change only the index (GC
+//! learns from the index that older records are dead, so no tombstone is needed).
+
+use crate::db::Inner;
+use crate::flush::{Appended, FlushError};
+use crate::keys;
+use crate::record::{self, RecordKind};
+use crate::vlog::log::{NeedSpace, ValueLog};
+use crate::write_cache::CacheMap;
+use hashkv_blockdev::AlignedBuf;
+
+pub(crate) fn place(
+    inner: &Inner,
+    map: &CacheMap,
+    first_seq: u64,
+) -> std::result::Result<Appended, FlushError> {
+    let threshold = inner.options.separation_threshold_bytes as usize;
+    let mut records: Vec<(usize, &[u8], &[u8])> = Vec::new();
+    for (i, (k, v)) in map.iter().enumerate() {
+        if let Some(v) = v.as_deref().filter(|v| v.len() >= threshold) {
+            records.push((i, k, v));
+        }
+    }
+    let lens: Vec<usize> = records
+        .iter()
+        .map(|(_, k, v)| record::encoded_len(k.len(), v.len()))
+        .collect();
+    let mut log = inner.value_log().lock();
+    log.reclaim(inner.readers.oldest_active());
+    let (positions, start, end) = log
+        .place(&lens, false)
+        .map_err(|NeedSpace| FlushError::NeedSpace)?;
+    for (k, _) in map.iter() {
+        log.note_key_written(k);
+    }
+    let mut pointers = vec![None; map.len()];
+    for ((i, k, v), pos) in records.iter().zip(&positions) {
+        let len = record::encoded_len(k.len(), v.len());
+        pointers[*i] = Some(log.pointer(*pos, len, first_seq + *i as u64));
+    }
+    let run: Vec<(u64, &[u8], &[u8], u64)> = records
+        .iter()
+        .zip(&positions)
+        .map(|((i, k, v), pos)| (*pos, *k, *v, first_seq + *i as u64))
+        .collect();
+    let writes = encode_run(&log, &run, start, end);
+    let meta = if records.is_empty() {
+        Vec::new()
+    } else {
+        vec![(keys::vlog_key().to_vec(), log.encode_entry())]
+    };
+    Ok(Appended {
+        writes,
+        pointers,
+        meta,
+    })
+}
+
+/// Encodes records (position, key, value, seq) placed in `[start, end)` into aligned
+/// buffers, zero padding between them, split where the range wraps around the region.
+pub(crate) fn encode_run(
+    log: &ValueLog,
+    records: &[(u64, &[u8], &[u8], u64)],
+    start: u64,
+    end: u64,
+) -> Vec<(u64, AlignedBuf, usize)> {
+    if start == end {
+        return Vec::new();
+    }
+    let mut bytes = vec![0u8; (end - start) as usize];
+    let mut scratch = Vec::new();
+    for (pos, key, value, seq) in records {
+        scratch.clear();
+        record::encode(&mut scratch, RecordKind::Value, *seq, key, value);
+        let at = (pos - start) as usize;
+        bytes[at..at + scratch.len()].copy_from_slice(&scratch);
+    }
+    // The region's end is a chunk boundary, so a wrap splits the run at most once.
+    let until_wrap = log.region_bytes - start % log.region_bytes;
+    let split = (until_wrap as usize).min(bytes.len());
+    let mut writes = Vec::with_capacity(2);
+    for (offset, piece) in [
+        (start, &bytes[..split]),
+        (start + split as u64, &bytes[split..]),
+    ] {
+        if piece.is_empty() {
+            continue;
+        }
+        let mut buf = AlignedBuf::new(piece.len());
+        buf.copy_from_slice(piece);
+        writes.push((log.device_offset(offset), buf, piece.len()));
+    }
+    writes
+}
