@@ -424,8 +424,20 @@ impl Inner {
             .map(|(k, v)| (k.len() + v.as_ref().map_or(0, |v| v.len())) as u64)
             .sum();
         let ops = entries.len() as u64;
+        // What the cache held before, per key (first occurrence), to take the write back
+        // if the store refuses it.
+        let mut before: Vec<(Vec<u8>, CachedValue, Option<CachedValue>)> = Vec::new();
         let (flush_no, full) = {
             let mut cache = self.cache.write();
+            let mut seen = std::collections::HashSet::new();
+            let finals: std::collections::HashMap<&[u8], &CachedValue> =
+                entries.iter().map(|(k, v)| (&k[..], v)).collect();
+            for (k, _) in &entries {
+                if seen.insert(&k[..]) {
+                    let written = (*finals[&k[..]]).clone();
+                    before.push((k.clone(), written, cache.active.get(k).cloned()));
+                }
+            }
             for (k, v) in entries {
                 cache.insert(&k, v);
             }
@@ -438,7 +450,21 @@ impl Inner {
         Counters::add(&self.counters.user_ops, ops);
         let sync = sync || self.options.sync_writes;
         if sync || full {
-            self.flush_through(flush_no, sync)?;
+            if let Err(e) = self.flush_through(flush_no, sync) {
+                if matches!(e, Error::StoreFull { .. }) {
+                    // Refused, so it must not take effect: not read back, not committed
+                    // by a later flush. Writes acknowledged before it stay cached.
+                    let mut cache = self.cache.write();
+                    for (k, written, previous) in before {
+                        cache.take_back(&k, &written, previous);
+                    }
+                    self.counters
+                        .user_bytes_written
+                        .fetch_sub(user_bytes, Ordering::Relaxed);
+                    self.counters.user_ops.fetch_sub(ops, Ordering::Relaxed);
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -598,7 +624,8 @@ fn prepare_metadata_dir(dir: &Path, force: bool) -> Result<()> {
                     what: format!("metadata directory {} is not empty", dir.display()),
                 });
             }
-            std::fs::remove_dir_all(dir).map_err(io)?;
+            // Through the index's own lock: an open store's directory is refused.
+            hashkv_lsm::destroy(dir)?;
         }
     }
     std::fs::create_dir_all(dir).map_err(io)

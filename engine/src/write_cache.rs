@@ -31,6 +31,23 @@ impl WriteCache {
         }
     }
 
+    /// Takes back a refused write of `key`: if the active map still holds `written`,
+    /// puts back what it held before (`previous`: `None` if the key was not cached).
+    /// A newer write of the key by someone else is left alone.
+    pub fn take_back(&mut self, key: &[u8], written: &CachedValue, previous: Option<CachedValue>) {
+        if self.active.get(key) != Some(written) {
+            return;
+        }
+        match previous {
+            Some(v) => self.insert(key, v),
+            None => {
+                self.active.remove(key);
+                let bytes = (key.len() + written.as_ref().map_or(0, |v| v.len()) + 32) as u64;
+                self.active_bytes -= bytes;
+            }
+        }
+    }
+
     /// Looks a key up: `Some(None)` is a cached delete, `None` not cached.
     pub fn get(&self, key: &[u8]) -> Option<CachedValue> {
         if let Some(v) = self.active.get(key) {

@@ -818,6 +818,18 @@ fn list_dir(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Removes `dir` and everything in it, as a forced re-format does, but refuses with
+/// `LsmError::Locked` (and removes nothing) while a `Db` in this or another process
+/// holds it open. A directory that does not exist is fine.
+pub fn destroy(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    // Held until everything is gone, so no opener can slip in between.
+    let _lock = lock_dir(dir)?;
+    std::fs::remove_dir_all(dir).map_err(|e| LsmError::io(format!("removing {}", dir.display()), e))
+}
+
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join(files::LOCK);
     let f = std::fs::OpenOptions::new()

@@ -28,7 +28,7 @@ mod wal;
 #[doc(hidden)]
 pub mod decoders;
 
-pub use db::Db;
+pub use db::{destroy, Db};
 pub use error::LsmError;
 pub use iter::{Direction, RangeIter};
 pub use options::{Options, WriteOptions};
