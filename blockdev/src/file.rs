@@ -7,7 +7,8 @@
 //!   `flock(LOCK_EX | LOCK_NB)` (fs2). flock locks belong to the open file description,
 //!   so a second handle in this process conflicts just like another process does.
 //!
-//! The opened file is handed to [`crate::uring::UringDevice`], which drives the I/O.
+//! The opened file is handed to [`crate::uring::UringDevice`], whose callers drive the
+//! I/O on its pool of io_uring rings.
 
 // `x % n != 0` rather than `is_multiple_of`: the workspace MSRV (1.80) predates it.
 #![allow(clippy::manual_is_multiple_of)]
@@ -48,8 +49,32 @@ const STATX_DIOALIGN_MASK: u32 = 0x2000;
 pub const RING_ENTRIES_DEFAULT: u32 = 256;
 /// Size of the registered (fixed) buffer arena when the caller does not choose. 8 MiB
 /// fits the common default RLIMIT_MEMLOCK (8 MiB) that registered buffers are charged
-/// against for unprivileged users.
+/// against for unprivileged users (once per ring; see
+/// [`crate::uring::arena_bytes_allowed`]).
 pub const FIXED_BUFFER_ARENA_BYTES_DEFAULT: usize = 8 << 20;
+/// Rings per CPU a device may create when the caller does not choose. A caller holds
+/// its ring while it sleeps on its I/O, so the threads inside `submit` at once can
+/// outnumber the CPUs several times over (reader threads each waiting on one read);
+/// fewer rings than that would cap the queue depth they reach.
+pub const RINGS_PER_CPU_DEFAULT: usize = 4;
+/// The fewest rings a device may create when the caller does not choose, whatever the
+/// CPU count: rings are created only when that many threads submit at once, so the
+/// floor costs nothing until it is used.
+pub const RINGS_MAX_DEFAULT_MIN: usize = 16;
+/// The most rings a device may create when the caller does not choose.
+pub const RINGS_MAX_DEFAULT_MAX: usize = 256;
+
+const _: () = assert!(RINGS_MAX_DEFAULT_MIN <= RINGS_MAX_DEFAULT_MAX);
+const _: () = assert!(RINGS_MAX_DEFAULT_MAX <= crate::uring::RINGS_LIMIT);
+
+/// [`OpenOptions::rings_max`] when the caller does not choose:
+/// [`RINGS_PER_CPU_DEFAULT`] per CPU this process may run on, within
+/// [`RINGS_MAX_DEFAULT_MIN`]..=[`RINGS_MAX_DEFAULT_MAX`].
+pub fn rings_max_default() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cpus.saturating_mul(RINGS_PER_CPU_DEFAULT)
+        .clamp(RINGS_MAX_DEFAULT_MIN, RINGS_MAX_DEFAULT_MAX)
+}
 
 /// How to open a device.
 #[derive(Debug, Clone)]
@@ -57,13 +82,21 @@ pub struct OpenOptions {
     /// `None`: the path must exist. `Some(n)`: a missing regular file is created with
     /// `n` bytes (see [`create_file`]); an existing file or device is opened as it is.
     pub create_size_bytes: Option<u64>,
-    /// io_uring submission queue entries (rounded up to a power of two by the kernel).
-    /// At most `ring_entries - 1` requests are in flight; the last slot is for the
-    /// ring thread's own wake-up read.
+    /// io_uring submission queue entries of each ring (rounded up to a power of two by
+    /// the kernel), in [`crate::uring::RING_ENTRIES_MIN`]..=
+    /// [`crate::uring::RING_ENTRIES_MAX`]. One batch keeps at most this many requests
+    /// in flight; the rest of a larger batch follows as they complete.
     pub ring_entries: u32,
+    /// The most io_uring rings the device creates, in 1..=[`crate::uring::RINGS_LIMIT`].
+    /// Each caller drives its batch on a ring of its own, so this is the most batches
+    /// in flight on the device at once; a caller that finds every ring in use waits for
+    /// one. Rings are created as concurrent callers need them (one at open). Default:
+    /// [`rings_max_default`].
+    pub rings_max: usize,
     /// Register a buffer arena with io_uring so that ops on buffers from
     /// [`UringDevice::alloc_buffer`] use READ_FIXED/WRITE_FIXED. Falls back to plain
-    /// ops when registration is refused (RLIMIT_MEMLOCK).
+    /// ops when registration is refused (RLIMIT_MEMLOCK, charged once per ring: with
+    /// a small limit, fewer `rings_max` leave room for a larger arena).
     pub use_fixed_buffers: bool,
     /// Size of that arena.
     pub fixed_buffer_arena_bytes: usize,
@@ -74,6 +107,7 @@ impl Default for OpenOptions {
         OpenOptions {
             create_size_bytes: None,
             ring_entries: RING_ENTRIES_DEFAULT,
+            rings_max: rings_max_default(),
             use_fixed_buffers: true,
             fixed_buffer_arena_bytes: FIXED_BUFFER_ARENA_BYTES_DEFAULT,
         }
@@ -99,7 +133,7 @@ pub struct DirectFile {
     pub file: File,
 }
 
-/// Opens `path` and drives it through its own io_uring ring thread.
+/// Opens `path` as an io_uring device (see [`crate::uring`]).
 pub fn open_device(path: &Path, opts: &OpenOptions) -> Result<Arc<UringDevice>> {
     let direct = open_direct(path, opts.create_size_bytes)?;
     Ok(Arc::new(UringDevice::new(direct, opts)?))

@@ -3,7 +3,8 @@
 //! - [`device`]: the narrow [`BlockDevice`] trait every device implements.
 //! - [`file`]: opening raw block devices, partitions and regular files with O_DIRECT,
 //!   learning their size and block sizes, locking them against a second opener.
-//! - [`uring`]: the io_uring submission loop shared by many threads.
+//! - [`uring`]: io_uring I/O driven by the calling threads, each on a ring of the
+//!   device's pool.
 //! - [`stripe`]: one address space striped over several member devices.
 //! - [`identity`]: the per-member identity header (stripe uuid, index, count).
 //! - [`sim`]: an in-memory device with seeded crash and fault injection, for tests.

@@ -108,10 +108,13 @@ impl StripedDevice {
         stripe_unit_bytes: u64,
         opts: &OpenOptions,
     ) -> Result<StripedDevice> {
-        // One arena registered with every member's ring, so that a buffer from
+        // One arena registered with every ring of every member, so that a buffer from
         // `alloc_buffer` is a fixed buffer on whichever member its pieces go to.
         let arena_bytes = if opts.use_fixed_buffers {
-            arena_bytes_allowed(opts.fixed_buffer_arena_bytes, paths.len())
+            arena_bytes_allowed(
+                opts.fixed_buffer_arena_bytes,
+                paths.len().saturating_mul(opts.rings_max),
+            )
         } else {
             0
         };
