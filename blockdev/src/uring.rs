@@ -709,9 +709,10 @@ impl<'d, 'a> RingBatch<'d, 'a> {
             // SAFETY: the SQE points at buffers the caller lent this batch for 'a, which
             // does not end before the SQE's CQE is reaped (see `RingBatch`); for WRITEV
             // also at the request's iovec array, a heap allocation owned by
-            // `self.requests`, which is neither resized nor dropped before then. A
-            // fixed op's buffer lies in the arena (checked in `Request::new`), which is
-            // registered with this ring (`arena_registered`).
+            // `self.requests`, which is neither resized nor dropped before then. The
+            // descriptor belongs to the device, which the batch borrows. A fixed op's
+            // buffer lies in the arena (checked in `Request::new`), which is registered
+            // with this ring (`arena_registered`).
             if unsafe { sq.push(&entry) }.is_err() {
                 // Cannot happen (unconsumed SQEs <= in_flight < SQ size); try later.
                 self.again.push_front(index);
@@ -838,7 +839,7 @@ impl<'d, 'a> RingBatch<'d, 'a> {
             self.enter(want);
             self.reap();
         }
-        debug_assert_eq!(self.unfinished, 0);
+        assert_eq!(self.unfinished, 0, "a batch ended with requests unissued");
         match self.first_error.take() {
             Some(e) => Err(e),
             None => Ok(()),

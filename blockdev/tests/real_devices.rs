@@ -474,7 +474,7 @@ fn devices_open_and_close_cleanly_many_times() {
         }
         buf[0] = i;
         dev.write_at(0, &buf[..block]).unwrap();
-        // Drop joins the ring thread; a leak or hang here fails by timeout.
+        // Drop closes the device's rings; a leak or hang here fails by timeout.
     }
 }
 
@@ -532,9 +532,9 @@ fn failed_batch_returns_after_all_its_requests_completed() {
     }
 }
 
-/// Many threads each submitting one small request at a time: the ring thread sleeps
-/// and is woken over and over; a lost wake-up shows up as a hang, caught here by a
-/// watchdog.
+/// Many threads each submitting one small request at a time: they take rings from the
+/// device's pool, create more and put them back over and over; a lost ring or a lost
+/// wake-up of a caller waiting for one shows up as a hang, caught here by a watchdog.
 #[test]
 fn many_single_request_submits_never_hang() {
     let dir = test_dir();
@@ -557,7 +557,7 @@ fn many_single_request_submits_never_hang() {
                             dev.read_at(offset, &mut buf[..block]).unwrap();
                         }
                         if i % 500 == 0 {
-                            // Let the ring thread go to sleep now and then.
+                            // Let the pool sit idle now and then.
                             std::thread::sleep(std::time::Duration::from_millis(1));
                         }
                     }
@@ -568,7 +568,7 @@ fn many_single_request_submits_never_hang() {
     });
     done_rx
         .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("submitters hung: a wake-up of the ring thread was lost");
+        .expect("submitters hung: a ring or a wake-up of a caller waiting for one was lost");
     worker.join().unwrap();
     let c = dev.counters()[0];
     assert_eq!(c.read_ops + c.write_ops, 8 * 2000);

@@ -95,6 +95,9 @@ fn more_submitters_than_rings_wait_for_one() {
 fn pool_grows_with_concurrent_submitters() {
     let dir = test_dir();
     const THREADS: usize = 6;
+    // Whether two threads overlap in `submit` is up to the scheduler (other tests and
+    // builds share the CPUs): the threads go on until the pool has grown or this long.
+    const GROWTH_WAIT: Duration = Duration::from_secs(20);
     let dev = open_with(dir.path(), "dev", 16 * MIB, &OpenOptions::default());
     assert!(
         dev.rings_max() >= 16,
@@ -108,13 +111,15 @@ fn pool_grows_with_concurrent_submitters() {
     }
     assert_eq!(dev.rings_created(), 1);
     let barrier = Barrier::new(THREADS);
+    let deadline = std::time::Instant::now() + GROWTH_WAIT;
     std::thread::scope(|scope| {
         for t in 0..THREADS as u64 {
             let (dev, barrier) = (&dev, &barrier);
             scope.spawn(move || {
                 let mut bufs: Vec<AlignedBuf> = (0..4).map(|_| AlignedBuf::new(64 << 10)).collect();
                 barrier.wait();
-                for i in 0..100u64 {
+                let mut i = 0u64;
+                while i < 100 || (dev.rings_created() < 2 && std::time::Instant::now() < deadline) {
                     let mut ops: Vec<IoOp<'_>> = bufs
                         .iter_mut()
                         .enumerate()
@@ -124,6 +129,7 @@ fn pool_grows_with_concurrent_submitters() {
                         })
                         .collect();
                     dev.submit(&mut ops).unwrap();
+                    i += 1;
                 }
             });
         }

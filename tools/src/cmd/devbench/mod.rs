@@ -7,10 +7,11 @@
 //! for half the time, fio's job, and ours for the other half (so slow drift of the
 //! device affects both alike), and print one row per shape.
 
-mod fio;
+// fio and shape are shared with `hashkv compare`'s fio baseline.
+pub(crate) mod fio;
 mod load;
 mod report;
-mod shape;
+pub(crate) mod shape;
 mod target;
 
 use crate::error::{CliError, CliResult};
@@ -34,10 +35,12 @@ const REGION_BYTES_MIN: u64 = (BLOCK_BYTES_MAX * QUEUE_DEPTH_MAX) as u64;
 const SECONDS_PER_RUN_DEFAULT: f64 = 8.0;
 /// Default submitting threads for the deep shapes: 4 threads keeping batches of 8.
 /// `BlockDevice::submit` blocks until its whole batch is done, so constant depth needs
-/// one thread per request, but then every request costs a cross-thread wake-up from
-/// the ring thread. On the 2-vCPU VM this was tuned on, 4 KiB random reads at QD32
-/// reached 53k IOPS with 32 x 1, 65k with 8 x 4, 80k with 4 x 8 (fio: 117k): the
-/// wake-ups cost more than the drain of a batch of 8.
+/// one thread per request, but then every request costs its thread a sleep and a
+/// wake-up. Each thread drives its own ring of the device's pool, so no thread hands
+/// requests to another. On the 2-vCPU VM this was tuned on, 4 KiB random reads at QD32
+/// reached 66k IOPS with 1 x 32, 78k with 2 x 16, 96k with 4 x 8, 82k with 8 x 4 and
+/// 72k with 32 x 1 (fio: 92k to 115k on the same file): below 4 threads the drain of a
+/// batch costs depth, above it the sleeps and wake-ups cost more on 2 CPUs.
 const SUBMITTERS_DEFAULT: usize = 4;
 
 #[derive(Debug, clap::Args)]
