@@ -1,6 +1,7 @@
-//! What the store subcommands (bench, format, stat, get/put/delete/scan) share: their
-//! error type, and facts about device paths (block device or file, kernel I/O counters,
-//! where O_DIRECT works) and metadata directories (their size on disk).
+//! What the store subcommands (bench, compare, format, stat, get/put/delete/scan) share:
+//! their error type, facts about device paths (block device or file, kernel I/O
+//! counters, where O_DIRECT works) and metadata directories (their size on disk), and
+//! this process's storage I/O counters.
 
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,18 @@ pub enum StoreCmdError {
     /// The run was interrupted (Ctrl-C) after printing what it had measured.
     #[error("interrupted")]
     Interrupted,
+
+    /// A benchmark read missed a key the benchmark had loaded and never deleted.
+    #[error("{store}: benchmark read: loaded key {key} not found")]
+    LostWrite { store: String, key: String },
+
+    /// An error of a peer store (RocksDB) in `hashkv compare`.
+    #[error("{peer}: {what}")]
+    Peer { peer: String, what: String },
+
+    /// Running fio (compare's device baseline).
+    #[error(transparent)]
+    Fio(#[from] crate::error::CliError),
 }
 
 pub type StoreResult<T> = Result<T, StoreCmdError>;
@@ -88,6 +101,53 @@ pub fn read_kernel_io(stat_path: &Path) -> Option<KernelIoBytes> {
     Some(KernelIoBytes {
         read_bytes: *fields.get(2)? * SECTOR_BYTES,
         write_bytes: *fields.get(6)? * SECTOR_BYTES,
+    })
+}
+
+/// This process's storage I/O so far, from /proc/self/io: all threads, including the
+/// io_uring workers and RocksDB's background threads. Bytes are counted when the
+/// process causes them (a page dirtied, a direct request submitted, a read missing the
+/// page cache), so buffered writes land in the phase that made them even if writeback
+/// happens later.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessIoBytes {
+    /// `read_bytes`: bytes fetched from storage.
+    pub read_bytes: u64,
+    /// `write_bytes` - `cancelled_write_bytes`: bytes sent or bound for storage, less
+    /// dirty pages dropped unwritten because their file was truncated or deleted.
+    pub write_bytes: u64,
+}
+
+impl ProcessIoBytes {
+    /// Counts from `earlier` to `self` (saturating: the cancelled bytes of a file
+    /// dirtied in an earlier interval can exceed this interval's writes).
+    pub fn since(self, earlier: ProcessIoBytes) -> ProcessIoBytes {
+        ProcessIoBytes {
+            read_bytes: self.read_bytes.saturating_sub(earlier.read_bytes),
+            write_bytes: self.write_bytes.saturating_sub(earlier.write_bytes),
+        }
+    }
+}
+
+/// Where `read_process_io` reads; `None` where the kernel lacks task I/O accounting.
+pub const PROC_SELF_IO: &str = "/proc/self/io";
+
+pub fn read_process_io() -> Option<ProcessIoBytes> {
+    parse_process_io(&std::fs::read_to_string(PROC_SELF_IO).ok()?)
+}
+
+/// Parses the text of /proc/<pid>/io ("name: value" lines).
+pub fn parse_process_io(text: &str) -> Option<ProcessIoBytes> {
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(ProcessIoBytes {
+        read_bytes: field("read_bytes")?,
+        write_bytes: field("write_bytes")?.saturating_sub(field("cancelled_write_bytes")?),
     })
 }
 
@@ -172,6 +232,49 @@ mod tests {
                 read_bytes: 8 * 512,
                 write_bytes: 16 * 512
             })
+        );
+    }
+
+    #[test]
+    fn process_io_counts_written_less_cancelled_and_read_bytes() {
+        let text = "rchar: 10\nwchar: 20\nsyscr: 1\nsyscw: 2\nread_bytes: 4096\n\
+                    write_bytes: 12288\ncancelled_write_bytes: 4096\n";
+        assert_eq!(
+            parse_process_io(text),
+            Some(ProcessIoBytes {
+                read_bytes: 4096,
+                write_bytes: 8192
+            })
+        );
+        assert_eq!(parse_process_io("rchar: 10\n"), None);
+        let later = ProcessIoBytes {
+            read_bytes: 5000,
+            write_bytes: 8000,
+        };
+        assert_eq!(
+            later.since(parse_process_io(text).unwrap()),
+            ProcessIoBytes {
+                read_bytes: 904,
+                write_bytes: 0
+            }
+        );
+    }
+
+    #[test]
+    fn this_process_writes_show_in_its_io_counters() {
+        let Some(before) = read_process_io() else {
+            eprintln!("skipped: {PROC_SELF_IO} is not readable here");
+            return;
+        };
+        // The package's folder: on a disk, where tmpfs (no block I/O to count) is not.
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 1 << 20]).unwrap();
+        std::fs::File::open(&path).unwrap().sync_all().unwrap();
+        let after = read_process_io().unwrap();
+        assert!(
+            after.since(before).write_bytes >= 1 << 20,
+            "{before:?} -> {after:?}"
         );
     }
 

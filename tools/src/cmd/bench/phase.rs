@@ -2,13 +2,13 @@
 //! store, per-operation latencies in a histogram, and a sampler on the calling thread
 //! that drives the progress bar and records ops/s once per second for the plot.
 
+use super::super::store::{StoreCmdError, StoreResult};
+use super::target::BenchTarget;
 use crate::workload::{self, ScrambledZipf};
-use hashkv::Db;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
-use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -84,12 +84,13 @@ pub struct PhaseOutcome {
 }
 
 /// Runs `ops_total` operations of `kind` over `threads` workers. Returns early (with
-/// `interrupted`) once `stop` is set. Write phases end with `Db::flush`, inside the
-/// timed interval, so that the phase's throughput counts data that reached the devices
-/// and the device counters read afterwards hold all of the phase's writes.
+/// `interrupted`) once `stop` is set. Write phases end with the store's flush (a
+/// durability point), inside the timed interval, so that the phase's throughput counts
+/// data that reached the devices and the counters read afterwards hold all of the
+/// phase's writes.
 #[allow(clippy::too_many_arguments)]
 pub fn run_phase(
-    db: &Db,
+    target: &dyn BenchTarget,
     kind: PhaseKind,
     ops_total: u64,
     threads: usize,
@@ -98,7 +99,7 @@ pub fn run_phase(
     bar: &ProgressBar,
     mode_start: Instant,
     samples: &mut Vec<Sample>,
-) -> hashkv::Result<PhaseOutcome> {
+) -> StoreResult<PhaseOutcome> {
     let ops_done = AtomicU64::new(0);
     let user_write_bytes = AtomicU64::new(0);
     let user_read_bytes = AtomicU64::new(0);
@@ -113,7 +114,7 @@ pub fn run_phase(
                 let start = ops_total * worker / threads;
                 let end = ops_total * (worker + 1) / threads;
                 let ctx = WorkerCtx {
-                    db,
+                    target,
                     kind,
                     workload,
                     stop,
@@ -174,7 +175,7 @@ pub fn run_phase(
         return Err(e);
     }
     if kind.writes() {
-        db.flush()?;
+        target.flush()?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let mut latency_ns = new_histogram();
@@ -199,7 +200,7 @@ fn new_histogram() -> Histogram<u64> {
 }
 
 struct WorkerCtx<'a> {
-    db: &'a Db,
+    target: &'a dyn BenchTarget,
     kind: PhaseKind,
     workload: &'a Workload,
     stop: &'a AtomicBool,
@@ -246,60 +247,51 @@ impl WorkerCtx<'_> {
         hist
     }
 
-    fn put(&self, index: u64, value: &mut [u8], written: &mut u64) -> hashkv::Result<()> {
+    fn put(&self, index: u64, value: &mut [u8], written: &mut u64) -> StoreResult<()> {
         let key = workload::key(index);
         let stamp = self.ops_done.load(Ordering::Relaxed) ^ index;
         let n = value.len().min(8);
         value[..n].copy_from_slice(&stamp.to_le_bytes()[..n]);
-        self.db.put(&key, value)?;
+        self.target.put(&key, value)?;
         *written += (key.len() + value.len()) as u64;
         Ok(())
     }
 
-    fn get(&self, index: u64, read: &mut u64) -> hashkv::Result<()> {
+    fn get(&self, index: u64, read: &mut u64) -> StoreResult<()> {
         let key = workload::key(index);
-        match self.db.get(&key)? {
-            Some(v) => {
-                *read += (key.len() + v.len()) as u64;
+        match self.target.get(&key)? {
+            Some(value_len) => {
+                *read += (key.len() + value_len) as u64;
                 Ok(())
             }
             // Every key in 0..items was loaded and none deleted: a miss is a lost write.
-            None => Err(hashkv::Error::Corruption {
-                what: format!(
-                    "benchmark read: loaded key {} not found",
-                    String::from_utf8_lossy(&key)
-                ),
+            None => Err(StoreCmdError::LostWrite {
+                store: self.target.name().to_string(),
+                key: String::from_utf8_lossy(&key).into_owned(),
             }),
         }
     }
 
-    fn scan(&self, index: u64, read: &mut u64) -> hashkv::Result<()> {
+    fn scan(&self, index: u64, read: &mut u64) -> StoreResult<()> {
         let key = workload::key(index);
-        for item in self
-            .db
-            .scan(Bound::Included(&key[..]), Bound::Unbounded)?
-            .take(SCAN_KEYS)
-        {
-            let (k, v) = item?;
-            *read += (k.len() + v.len()) as u64;
-        }
+        *read += self.target.scan(&key, SCAN_KEYS)?;
         Ok(())
     }
 }
 
 /// The first error any worker hit; later ones are consequences (the others stop).
 #[derive(Default)]
-struct FirstError(std::sync::Mutex<Option<hashkv::Error>>);
+struct FirstError(std::sync::Mutex<Option<StoreCmdError>>);
 
 impl FirstError {
-    fn set(&self, e: hashkv::Error) {
+    fn set(&self, e: StoreCmdError) {
         let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
             *slot = Some(e);
         }
     }
 
-    fn take(&self) -> Option<hashkv::Error> {
+    fn take(&self) -> Option<StoreCmdError> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }

@@ -1,6 +1,7 @@
 //! `--plot FILE`: an SVG with two panels: throughput over time, one line per mode
 //! (sampled once per second during the phases), and write amplification per mode over
-//! all its write phases (load and updates).
+//! all its write phases (load and updates): from the stores' own counters in `bench`,
+//! from /proc/self/io (counted alike for every store) in `compare`.
 
 use super::phase::Sample;
 use super::report::PhaseReport;
@@ -9,11 +10,23 @@ use std::path::Path;
 
 const COLORS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
 
+/// Which bytes written the write-amplification panel counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteAmpSource {
+    /// Device + LSM bytes from each store's own counters (`write_amp`).
+    StoreCounters,
+    /// This process's /proc/self/io bytes (`io_write_amp`).
+    ProcessIo,
+}
+
 /// Total write amplification of `mode` over its write phases, as the report defines it.
-fn mode_write_amp(rows: &[PhaseReport], mode: &str) -> f64 {
+fn mode_write_amp(rows: &[PhaseReport], mode: &str, source: WriteAmpSource) -> f64 {
     let (mut written, mut user) = (0u64, 0u64);
     for r in rows.iter().filter(|r| r.mode == mode && r.user_bytes > 0) {
-        written += r.device_write_bytes + r.lsm_write_bytes;
+        written += match source {
+            WriteAmpSource::StoreCounters => r.device_write_bytes + r.lsm_write_bytes,
+            WriteAmpSource::ProcessIo => r.io_write_bytes.unwrap_or(0),
+        };
         user += r.user_bytes;
     }
     if user == 0 {
@@ -27,6 +40,7 @@ pub fn write_svg(
     path: &Path,
     samples: &[(String, Vec<Sample>)],
     rows: &[PhaseReport],
+    source: WriteAmpSource,
 ) -> Result<(), String> {
     let root = SVGBackend::new(path, (1200, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
@@ -76,7 +90,10 @@ pub fn write_svg(
         .map_err(|e| e.to_string())?;
 
     let modes: Vec<&str> = samples.iter().map(|(m, _)| m.as_str()).collect();
-    let amps: Vec<f64> = modes.iter().map(|m| mode_write_amp(rows, m)).collect();
+    let amps: Vec<f64> = modes
+        .iter()
+        .map(|m| mode_write_amp(rows, m, source))
+        .collect();
     let amp_max = amps.iter().copied().fold(1.0f64, f64::max) * 1.2;
     let mut bars = ChartBuilder::on(&right)
         .caption("write amplification (load + updates)", ("sans-serif", 20))
@@ -94,7 +111,10 @@ pub fn write_svg(
             SegmentValue::CenterOf(i) => modes.get(*i as usize).unwrap_or(&"").to_string(),
             _ => String::new(),
         })
-        .y_desc("(device + LSM bytes written) / user bytes")
+        .y_desc(match source {
+            WriteAmpSource::StoreCounters => "(device + LSM bytes written) / user bytes",
+            WriteAmpSource::ProcessIo => "(/proc/self/io bytes written) / user bytes",
+        })
         .draw()
         .map_err(|e| e.to_string())?;
     for (i, amp) in amps.iter().enumerate() {

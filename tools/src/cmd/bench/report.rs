@@ -8,6 +8,16 @@
 //! the devices. `write_amp == (device_write_bytes + lsm_write_bytes) / user_bytes`
 //! holds exactly for every row; phases that write nothing (read, scan) have
 //! `write_amp: null`.
+//!
+//! Peers of `hashkv compare` (RocksDB, BlobDB) fill the same fields from RocksDB's
+//! statistics: `device_*` are blob-file bytes (the value store's counterpart; 0 for
+//! plain RocksDB), `lsm_write_bytes` is WAL + flush + compaction bytes less blob-file
+//! bytes, `gc_write_bytes` is the bytes BlobDB's GC relocated; `gc_read_bytes` and
+//! `gc_runs` are 0 (RocksDB counts neither apart from compaction).
+//!
+//! The `io_*` fields count every row the same way, engine and peers alike: this
+//! process's /proc/self/io deltas around the phase (`store::ProcessIoBytes`). They are
+//! what `hashkv compare` compares; `io_write_amp = io_write_bytes / user_bytes`.
 
 use serde::Serialize;
 
@@ -48,6 +58,12 @@ pub struct PhaseReport {
     pub p50_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
+    /// Storage bytes this process wrote over the phase (/proc/self/io write_bytes less
+    /// cancelled_write_bytes), and read (read_bytes); null where that file is missing.
+    pub io_write_bytes: Option<u64>,
+    pub io_read_bytes: Option<u64>,
+    /// io_write_bytes / user_bytes; null when either is missing or user_bytes is 0.
+    pub io_write_amp: Option<f64>,
     /// Ctrl-C cut the phase short; ops counts what was done.
     pub interrupted: bool,
 }
@@ -55,6 +71,13 @@ pub struct PhaseReport {
 /// (device + LSM bytes written) / user bytes written, or None when nothing was written.
 pub fn write_amp(device_write_bytes: u64, lsm_write_bytes: u64, user_bytes: u64) -> Option<f64> {
     (user_bytes > 0).then(|| (device_write_bytes + lsm_write_bytes) as f64 / user_bytes as f64)
+}
+
+/// io_write_bytes / user bytes written, or None when either is missing.
+pub fn io_write_amp(io_write_bytes: Option<u64>, user_bytes: u64) -> Option<f64> {
+    io_write_bytes
+        .filter(|_| user_bytes > 0)
+        .map(|w| w as f64 / user_bytes as f64)
 }
 
 pub fn per_sec(amount: f64, seconds: f64) -> f64 {
@@ -71,12 +94,17 @@ pub fn mib(bytes: u64) -> f64 {
 
 /// The final table: one row per (mode, phase). Byte columns in MiB.
 pub fn table(rows: &[PhaseReport]) -> String {
-    // The kernel's view is shown only when some member is a block device.
+    // The kernel's view is shown only when some member is a block device, the process's
+    // only where /proc/self/io exists.
     let kernel = rows.iter().any(|r| r.kernel_write_bytes.is_some());
+    let io = rows.iter().any(|r| r.io_write_bytes.is_some());
     let mut header = vec![
         "mode", "phase", "ops", "sec", "kops/s", "MiB/s", "dev_wr", "dev_rd", "lsm_wr", "WA",
         "gc_wr", "space", "p50us", "p99us", "p999us",
     ];
+    if io {
+        header.extend(["io_wr", "io_rd", "io_WA"]);
+    }
     if kernel {
         header.extend(["kern_wr", "kern_rd"]);
     }
@@ -104,8 +132,13 @@ pub fn table(rows: &[PhaseReport]) -> String {
             format!("{:.1}", r.p99_us),
             format!("{:.1}", r.p999_us),
         ]);
+        let row = cells.last_mut().expect("a row was just pushed");
+        if io {
+            row.push(kernel_mib(r.io_write_bytes));
+            row.push(kernel_mib(r.io_read_bytes));
+            row.push(r.io_write_amp.map_or("-".into(), |w| format!("{w:.2}")));
+        }
         if kernel {
-            let row = cells.last_mut().expect("a row was just pushed");
             row.push(kernel_mib(r.kernel_write_bytes));
             row.push(kernel_mib(r.kernel_read_bytes));
         }
@@ -134,6 +167,13 @@ pub fn table(rows: &[PhaseReport]) -> String {
         "bytes in MiB; WA = (dev_wr + lsm_wr) / user bytes written; space = live values + \
          metadata dir; * = interrupted\n",
     );
+    if io {
+        out.push_str(
+            "io_wr, io_rd: this process's storage bytes over the phase from /proc/self/io \
+             (write_bytes - cancelled_write_bytes, read_bytes), counted alike for every row; \
+             io_WA = io_wr / user bytes written\n",
+        );
+    }
     if kernel {
         out.push_str("kern_wr, kern_rd: /sys/class/block counters of the block-device members\n");
     }
@@ -167,6 +207,9 @@ mod tests {
             p50_us: 1.0,
             p99_us: 2.0,
             p999_us: 3.0,
+            io_write_bytes: None,
+            io_read_bytes: None,
+            io_write_amp: None,
             interrupted: false,
         }
     }
@@ -185,6 +228,35 @@ mod tests {
         let lines: Vec<&str> = block.lines().collect();
         assert!(lines[0].ends_with("kern_wr  kern_rd"), "{}", lines[0]);
         assert!(lines[1].ends_with("      7        0"), "{}", lines[1]);
+    }
+
+    #[test]
+    fn io_columns_appear_with_process_counters_before_the_kernel_columns() {
+        let mut r = row("load", Some(7 << 20));
+        r.io_write_bytes = Some(5 << 20);
+        r.io_read_bytes = Some(1 << 20);
+        r.io_write_amp = io_write_amp(r.io_write_bytes, r.user_bytes);
+        let text = table(&[r]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].ends_with("io_wr  io_rd  io_WA  kern_wr  kern_rd"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].ends_with("5      1   5.00        7        0"),
+            "{}",
+            lines[1]
+        );
+        assert!(text.contains("/proc/self/io"), "{text}");
+        assert!(!table(&[row("load", None)]).contains("io_wr"));
+    }
+
+    #[test]
+    fn io_write_amp_needs_both_counts() {
+        assert_eq!(io_write_amp(Some(300), 100), Some(3.0));
+        assert_eq!(io_write_amp(None, 100), None);
+        assert_eq!(io_write_amp(Some(300), 0), None);
     }
 
     #[test]
