@@ -31,6 +31,9 @@ enum Command {
     /// The paper's experiment at a chosen scale: load, Zipf updates, optional reads
     /// and scans, per mode on equal space; throughput, write amplification, latency
     Bench(cmd::bench::BenchArgs),
+    /// bench's experiment on the engine's modes, then on RocksDB and BlobDB (with
+    /// --features rocksdb) on the same disk, then fio's device baseline; one table
+    Compare(cmd::compare::CompareArgs),
     /// Format devices (or a file) and a metadata directory as a new store
     Format(cmd::kv::FormatArgs),
     /// Print a store's superblock, layout and space use
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
     let (name, result): (&str, Result<(), Box<dyn std::error::Error>>) = match &cli.command {
         Command::Devbench(args) => ("devbench", cmd::devbench::run(args).map_err(Into::into)),
         Command::Bench(args) => ("bench", cmd::bench::run(args).map_err(Into::into)),
+        Command::Compare(args) => ("compare", cmd::compare::run(args).map_err(Into::into)),
         Command::Format(args) => ("format", cmd::kv::format(args).map_err(Into::into)),
         Command::Stat(args) => ("stat", cmd::kv::stat(args).map_err(Into::into)),
         Command::Get(args) => ("get", cmd::kv::get(args).map_err(Into::into)),

@@ -1,0 +1,293 @@
+//! compare's device baseline: fio runs the engine's I/O shapes (fio-configs/, through
+//! devbench's fio runner) on the engine's block device, or on a file on the same
+//! filesystem as the engine's device file, after the stores ran. Each phase's device
+//! write bandwidth (io_wr / seconds) is then shown as a share of fio's sequential
+//! writes of 1 MiB at queue depth 32, the shape of the engine's segment appends.
+
+use super::super::bench::report::{mib, PhaseReport};
+use super::super::bench::{stopped, Session};
+use super::super::devbench::fio::{self as runner, FioResult};
+use super::super::devbench::shape::{Shape, BLOCK_BYTES_MAX, SHAPES};
+use super::super::store::{io_error, is_block_device, StoreResult};
+use std::fmt::Write as _;
+use std::io::{Seek, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The fio region: the store's device size, within these bounds. Larger regions only
+/// lengthen the prefill; smaller ones would let the device's cache flatter fio.
+const REGION_BYTES_MAX: u64 = 1 << 30;
+const REGION_BYTES_MIN: u64 = 64 << 20;
+/// The shape the engine's write bandwidth is measured against.
+const SEQ_WRITE_SHAPE: &str = "seq_write_1m_qd32";
+
+pub fn find() -> Option<PathBuf> {
+    runner::find_fio()
+}
+
+pub fn version(fio: &Path) -> Option<String> {
+    runner::version(fio)
+}
+
+/// fio's results for the shapes it ran.
+pub struct FioRuns {
+    target: String,
+    region_bytes: u64,
+    seconds: f64,
+    shapes: Vec<(Shape, FioResult)>,
+}
+
+/// Runs every shape for `seconds` on the engine's block device (`disk` is a block
+/// device) or on a temporary file in `disk` (a directory), written once first so that
+/// reads hit allocated blocks. Stops early at Ctrl-C.
+pub fn run(fio: &Path, session: &Session, disk: &Path, seconds: f64) -> StoreResult<FioRuns> {
+    let (target, region_bytes, _file) = if is_block_device(disk) {
+        let size_bytes = std::fs::File::open(disk)
+            .and_then(|mut f| f.seek(SeekFrom::End(0)))
+            .map_err(io_error(disk, "finding the device's size for fio"))?;
+        let region_bytes = whole_blocks(size_bytes.min(REGION_BYTES_MAX));
+        (disk.to_path_buf(), region_bytes, None)
+    } else {
+        let region_bytes = whole_blocks(
+            session
+                .plan
+                .device_bytes
+                .clamp(REGION_BYTES_MIN, REGION_BYTES_MAX),
+        );
+        let file = prefilled_file(disk, region_bytes)?;
+        (file.path().to_path_buf(), region_bytes, Some(file))
+    };
+    let job_dir = tempfile::tempdir().map_err(io_error(
+        &std::env::temp_dir(),
+        "creating fio's job directory",
+    ))?;
+    let mut runs = FioRuns {
+        target: target.display().to_string(),
+        region_bytes,
+        seconds,
+        shapes: Vec::new(),
+    };
+    for shape in SHAPES {
+        if stopped() {
+            break;
+        }
+        eprint!("fio {} ... ", shape.name);
+        let result = runner::run_job(
+            fio,
+            &shape,
+            &target,
+            region_bytes,
+            Duration::from_secs_f64(seconds),
+            job_dir.path(),
+        )?;
+        eprintln!("{:.0} MiB/s", result.bytes_per_s() / (1u64 << 20) as f64);
+        runs.shapes.push((shape, result));
+    }
+    Ok(runs)
+}
+
+fn whole_blocks(bytes: u64) -> u64 {
+    bytes / BLOCK_BYTES_MAX as u64 * BLOCK_BYTES_MAX as u64
+}
+
+/// A file of `bytes` in `dir`, every block written (reads of a fresh file's unwritten
+/// extents never reach the disk), removed when dropped.
+fn prefilled_file(dir: &Path, bytes: u64) -> StoreResult<tempfile::NamedTempFile> {
+    let mut file = tempfile::Builder::new()
+        .prefix(".hashkv-compare-fio-")
+        .suffix(".img")
+        .tempfile_in(dir)
+        .map_err(io_error(dir, "creating fio's target file"))?;
+    let path = file.path().to_path_buf();
+    eprint!(
+        "fio: writing {} MiB of {} once so that reads find allocated blocks ... ",
+        bytes >> 20,
+        path.display()
+    );
+    let chunk: Vec<u8> = (0..BLOCK_BYTES_MAX).map(|i| (i * 31 + 7) as u8).collect();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..n])
+            .map_err(io_error(&path, "writing fio's target file"))?;
+        left -= n as u64;
+    }
+    file.as_file()
+        .sync_all()
+        .map_err(io_error(&path, "syncing fio's target file"))?;
+    eprintln!("done");
+    Ok(file)
+}
+
+/// fio's table, then each row's device write bandwidth as a share of fio's
+/// sequential-write bandwidth.
+pub fn report(runs: &FioRuns, rows: &[PhaseReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nfio on {} (region {} MiB, {} s per shape; MiB/s and IOPS count reads and writes, \
+         p99: total latency of the main direction):",
+        runs.target,
+        runs.region_bytes >> 20,
+        runs.seconds
+    );
+    let _ = writeln!(
+        out,
+        "{:<22} {:>9} {:>9} {:>9}",
+        "shape", "MiB/s", "IOPS", "p99us"
+    );
+    for (shape, r) in &runs.shapes {
+        let main = if shape.reads_dominate() {
+            &r.read
+        } else {
+            &r.write
+        };
+        let _ = writeln!(
+            out,
+            "{:<22} {:>9.1} {:>9.0} {:>9}",
+            shape.name,
+            r.bytes_per_s() / (1u64 << 20) as f64,
+            r.ops_per_s(),
+            main.latency_p99_ns
+                .map_or("-".into(), |ns| format!("{:.0}", ns / 1000.0))
+        );
+    }
+    let Some(seq) = runs
+        .shapes
+        .iter()
+        .find(|(s, _)| s.name == SEQ_WRITE_SHAPE)
+        .map(|(_, r)| r.write.bytes_per_s)
+        .filter(|bw| *bw > 0.0)
+    else {
+        let _ = writeln!(
+            out,
+            "no share of fio's sequential writes: {SEQ_WRITE_SHAPE} did not run"
+        );
+        return out;
+    };
+    let seq_mib = seq / (1u64 << 20) as f64;
+    let _ = writeln!(
+        out,
+        "\ndevice write bandwidth of each phase (io_wr / sec) as a share of fio \
+         {SEQ_WRITE_SHAPE} ({seq_mib:.1} MiB/s):"
+    );
+    let _ = writeln!(
+        out,
+        "{:<8} {:<8} {:>12} {:>7}",
+        "mode", "phase", "io_wr MiB/s", "share"
+    );
+    for r in rows {
+        let bw = r
+            .io_write_bytes
+            .filter(|_| r.seconds > 0.0)
+            .map(|b| mib(b) / r.seconds);
+        let _ = writeln!(
+            out,
+            "{:<8} {:<8} {:>12} {:>7}",
+            r.mode,
+            r.phase,
+            bw.map_or("-".into(), |b| format!("{b:.1}")),
+            bw.map_or("-".into(), |b| format!("{:.1}%", 100.0 * b / seq_mib)),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::devbench::fio::FioDirection;
+
+    fn row(mode: &str, phase: &str, io_write_bytes: Option<u64>, seconds: f64) -> PhaseReport {
+        PhaseReport {
+            mode: mode.into(),
+            phase: phase.into(),
+            ops: 10,
+            seconds,
+            ops_per_sec: 1.0,
+            user_bytes: 1,
+            user_read_bytes: 0,
+            user_mib_per_sec: 1.0,
+            device_write_bytes: 0,
+            device_read_bytes: 0,
+            kernel_write_bytes: None,
+            kernel_read_bytes: None,
+            lsm_write_bytes: 0,
+            write_amp: None,
+            gc_write_bytes: 0,
+            gc_read_bytes: 0,
+            gc_runs: 0,
+            space_bytes: 0,
+            p50_us: 1.0,
+            p99_us: 1.0,
+            p999_us: 1.0,
+            io_write_bytes,
+            io_read_bytes: None,
+            io_write_amp: None,
+            interrupted: false,
+        }
+    }
+
+    fn seq_write(mib_per_s: f64) -> (Shape, FioResult) {
+        let shape = SHAPES
+            .into_iter()
+            .find(|s| s.name == SEQ_WRITE_SHAPE)
+            .unwrap();
+        let result = FioResult {
+            read: FioDirection::default(),
+            write: FioDirection {
+                bytes_per_s: mib_per_s * (1u64 << 20) as f64,
+                ops_per_s: mib_per_s,
+                latency_p50_ns: None,
+                latency_p99_ns: Some(2_000_000.0),
+                latency_p999_ns: None,
+            },
+        };
+        (shape, result)
+    }
+
+    #[test]
+    fn shares_are_write_bandwidth_over_fios_sequential_writes() {
+        let runs = FioRuns {
+            target: "f".into(),
+            region_bytes: 64 << 20,
+            seconds: 1.0,
+            shapes: vec![seq_write(400.0)],
+        };
+        let rows = [
+            row("hashkv", "load", Some(200 << 20), 2.0),
+            row("rocksdb", "update1", Some(800 << 20), 4.0),
+            row("hashkv", "read", None, 1.0),
+        ];
+        let text = report(&runs, &rows);
+        let line = |mode: &str, phase: &str| {
+            text.lines()
+                .find(|l| {
+                    let mut c = l.split_whitespace();
+                    c.next() == Some(mode) && c.next() == Some(phase)
+                })
+                .unwrap_or_else(|| panic!("no {mode} {phase} in {text}"))
+                .split_whitespace()
+                .skip(2)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(line("hashkv", "load"), ["100.0", "25.0%"]);
+        assert_eq!(line("rocksdb", "update1"), ["200.0", "50.0%"]);
+        assert_eq!(line("hashkv", "read"), ["-", "-"]);
+        assert!(text.contains("(400.0 MiB/s)"), "{text}");
+        assert!(text.contains("seq_write_1m_qd32          400.0"), "{text}");
+    }
+
+    #[test]
+    fn without_the_sequential_write_run_no_share_is_claimed() {
+        let runs = FioRuns {
+            target: "f".into(),
+            region_bytes: 64 << 20,
+            seconds: 1.0,
+            shapes: Vec::new(),
+        };
+        let text = report(&runs, &[row("hashkv", "load", Some(1 << 20), 1.0)]);
+        assert!(text.contains("did not run"), "{text}");
+        assert!(!text.contains('%'), "{text}");
+    }
+}
