@@ -307,7 +307,7 @@ impl Db {
     pub fn collect_garbage(&self) -> Result<bool> {
         Ok(self
             .inner
-            .collect_garbage_once()?
+            .collect_garbage_once(None)?
             .is_some_and(|o| o.bytes_written < o.bytes_read))
     }
 
@@ -566,7 +566,7 @@ impl Inner {
                 continue;
             }
             while self.gc_wanted() && !self.shutdown.load(Ordering::SeqCst) {
-                match self.collect_garbage_once() {
+                match self.collect_garbage_once(None) {
                     // A log whose tail is all live would be copied round and round:
                     // leave it to flushes, which GC only when they must.
                     Ok(Some(o)) if !o.made_room && matches!(self.store, ValueStore::Log(_)) => {

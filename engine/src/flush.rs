@@ -45,10 +45,10 @@ impl Inner {
                     drop(commit);
                     self.maybe_wake_gc();
                 }
-                Err(FlushError::NeedSpace) => {
+                Err(FlushError::NeedSpace { group_at_limit }) => {
                     drop(commit);
                     gc_attempts += 1;
-                    self.make_space(gc_attempts)?;
+                    self.make_space(gc_attempts, group_at_limit)?;
                 }
                 Err(FlushError::Fatal(e)) => {
                     self.poison_with(&e);
@@ -59,17 +59,27 @@ impl Inner {
     }
 
     /// Runs GC until a flush may find room; `StoreFull` when nothing can be reclaimed.
-    fn make_space(&self, attempt: u32) -> Result<()> {
+    /// `group_at_limit` names a group whose chain is full: it is collected first.
+    fn make_space(&self, attempt: u32, group_at_limit: Option<u32>) -> Result<()> {
         let made_room = self
-            .collect_garbage_once()?
+            .collect_garbage_once(group_at_limit)?
             .is_some_and(|outcome| outcome.made_room);
         if made_room {
             return Ok(());
         }
-        // Space GC released waits for older readers (long scans) to finish.
+        // Space (or the spare main segment GC copies into) that GC released waits for
+        // older readers (long scans) to finish.
         if self.space_pending() && attempt < 2000 {
             std::thread::sleep(std::time::Duration::from_millis(5));
             return Ok(());
+        }
+        if let Some(g) = group_at_limit {
+            // Only collecting the group itself shortens a chain at its limit; another
+            // GC (the background one) may have done it meanwhile.
+            if !self.table().lock().at_chain_limit(g) || attempt < 2 {
+                return Ok(());
+            }
+            return Err(self.store_full());
         }
         if attempt <= self.gc_attempts_max() {
             return Ok(());
@@ -94,7 +104,7 @@ impl Inner {
                 Counters::add(&self.counters.flushes, 1);
                 Ok(())
             }
-            Err(FlushError::NeedSpace) => {
+            Err(FlushError::NeedSpace { group_at_limit }) => {
                 // Nothing was written: put the entries back under any newer ones.
                 let mut cache = self.cache.write();
                 cache.frozen = None;
@@ -105,7 +115,7 @@ impl Inner {
                         cache.insert(&k, v);
                     }
                 }
-                Err(FlushError::NeedSpace)
+                Err(FlushError::NeedSpace { group_at_limit })
             }
             Err(fatal) => Err(fatal),
         }
@@ -203,6 +213,9 @@ impl Appended {
 }
 
 pub(crate) enum FlushError {
-    NeedSpace,
+    /// Nothing was written; GC must make room first (see `NeedSpace`).
+    NeedSpace {
+        group_at_limit: Option<u32>,
+    },
     Fatal(Error),
 }

@@ -94,10 +94,11 @@ impl Inner {
         }
     }
 
-    /// Runs one GC. `None` when there is nothing to collect (or no spare to copy into).
-    pub(crate) fn collect_garbage_once(&self) -> Result<Option<GcOutcome>> {
+    /// Runs one GC, of `group` if given (hashkv mode) and it can be collected. `None`
+    /// when there is nothing to collect (or no spare to copy into).
+    pub(crate) fn collect_garbage_once(&self, group: Option<u32>) -> Result<Option<GcOutcome>> {
         match &self.store {
-            ValueStore::Groups(_) => groups::gc::collect_one(self),
+            ValueStore::Groups(_) => groups::gc::collect_one(self, group),
             ValueStore::Log(_) => vlog::gc::collect_one(self),
             ValueStore::Inline => Ok(None),
         }
@@ -116,11 +117,20 @@ impl Inner {
         }
     }
 
-    /// Space that GC released but that older readers may still be reading.
+    /// Space that GC released but that older readers are still reading.
     pub(crate) fn space_pending(&self) -> bool {
+        let oldest = self.readers.oldest_active();
         match &self.store {
-            ValueStore::Groups(t) => t.lock().pending_free_segments() > 0,
-            ValueStore::Log(l) => l.lock().pending_release(),
+            ValueStore::Groups(t) => {
+                let mut t = t.lock();
+                t.reclaim(oldest);
+                t.pending_free_segments() > 0
+            }
+            ValueStore::Log(l) => {
+                let mut l = l.lock();
+                l.reclaim(oldest);
+                l.pending_release()
+            }
             ValueStore::Inline => false,
         }
     }

@@ -663,15 +663,15 @@ fn store_full(cache: u64) {
     let mut refused = Model::new();
     refused.insert(key(full_at), value(full_at, 1, 1000));
     verify_allowing(&db, &model, &refused);
-    // A refused put took no space, so a key of a group whose tail segment has room
-    // may still fit; soon every group is out of room and puts keep being refused.
+    // A refused put took no space, and groups fill up one by one (a group's chain has
+    // a limit), so a key of a group with room left may still fit; soon every group is
+    // out of room and puts keep being refused.
     let mut model = model;
     let mut refusals = 0;
     for i in 20_000..20_200u32 {
         let v = value(i, 1, 1000);
         match db.put(&key(i), &v) {
             Ok(()) => {
-                assert!(refusals < 20, "a put fit after 20 refusals");
                 model.insert(key(i), v);
             }
             Err(e) => {
@@ -708,7 +708,6 @@ fn store_full_with_write_cache() {
 /// After `StoreFull`, deleting half of the keys (after a reopen, so no refused put
 /// lingers) and GC make room for as many new ones.
 #[test]
-#[ignore = "bug: a full store can never recover: deletes need log space for tombstones and GC cannot rewrite a group larger than spare main + GC reserve; see report"]
 fn full_store_recovers_after_deletes() {
     for cache in [0, 32 * KIB] {
         let (dev, dir, o) = full_store(cache);

@@ -5,7 +5,7 @@
 
 use crate::db::Inner;
 use crate::flush::{Appended, FlushError};
-use crate::groups::segment_table::{NeedSpace, Placement};
+use crate::groups::segment_table::{Appends, Placement};
 use crate::keys;
 use crate::location::Pointer;
 use crate::record::{self, RecordKind};
@@ -69,9 +69,17 @@ pub(crate) fn place(
     let (placements, meta) = {
         let mut table = inner.table().lock();
         table.reclaim(inner.readers.oldest_active());
-        let placements = table
-            .place_all(&per_group)
-            .map_err(|NeedSpace| FlushError::NeedSpace)?;
+        let appends = if pending.iter().any(|p| p.value.is_some()) {
+            Appends::Values
+        } else {
+            Appends::TombstonesOnly
+        };
+        let placements =
+            table
+                .place_all(&per_group, appends)
+                .map_err(|need| FlushError::NeedSpace {
+                    group_at_limit: need.group_at_limit,
+                })?;
         for (g, idx) in &by_group {
             for &i in idx {
                 table.note_key_written(*g, pending[i].key);

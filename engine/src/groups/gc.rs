@@ -33,14 +33,16 @@ use std::collections::HashMap;
 
 /// Collects the group with the most writes since its last GC. `None` when no group
 /// has anything to collect or no spare main segment is free yet.
-pub(crate) fn collect_one(inner: &Inner) -> Result<Option<GcOutcome>> {
+/// With `preferred`, collects that group instead, if it is not under GC already.
+pub(crate) fn collect_one(inner: &Inner, preferred: Option<u32>) -> Result<Option<GcOutcome>> {
     let _one_gc = inner.gc_lock.lock();
     inner.check_writable()?;
     let (group, collected, spare) = {
         let _commit = inner.commit.lock();
         let mut table = inner.table().lock();
         table.reclaim(inner.readers.oldest_active());
-        let Some(group) = table.pick_victim() else {
+        let preferred = preferred.filter(|&g| table.groups[g as usize].gc.is_none());
+        let Some(group) = preferred.or_else(|| table.pick_victim()) else {
             return Ok(None);
         };
         let Some((collected, spare)) = table.begin_gc(group) else {

@@ -54,15 +54,33 @@ pub struct SegmentTable {
     /// Segments released by GC, reusable once no reader that started before generation
     /// `.0` is still running.
     pending_free: Vec<(u64, SegmentId)>,
-    /// Log segments only GC may take, so that a GC can always finish.
+    /// Log segments only GC may take, so that a GC can always finish. Also the most
+    /// log segments a group's chain may hold for value-carrying appends: then its live
+    /// data always fits in a spare main segment plus this reserve, so any group can be
+    /// collected, however full the store.
     gc_reserve_segments: usize,
+    /// Log segments beyond the GC reserve that only flushes carrying no values (deletes
+    /// and inline values, whose records are tombstones) may take, and they may exceed a
+    /// group's chain limit: so a full store can still take the deletes that make room.
+    tombstone_reserve_segments: usize,
     /// Segments a running GC took (its spare and overflow log segments).
     gc_held: Vec<SegmentId>,
 }
 
 /// Not enough free log segments for a flush: run GC, then retry.
 #[derive(Debug)]
-pub struct NeedSpace;
+pub struct NeedSpace {
+    /// The group whose chain reached its limit, if that was the reason: collecting it
+    /// is what makes room.
+    pub group_at_limit: Option<u32>,
+}
+
+/// What a flush appends: records with values count against a group's chain limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appends {
+    Values,
+    TombstonesOnly,
+}
 
 impl SegmentTable {
     /// The table of a freshly formatted store: group g owns main segment g.
@@ -131,6 +149,7 @@ impl SegmentTable {
         }
         let per_main = (layout.main_segment_bytes / layout.log_segment_bytes) as usize;
         let gc_reserve_segments = per_main.min(layout.log_segment_count as usize / 4);
+        let tombstone_reserve_segments = (layout.log_segment_count as usize / 16).max(1);
         Ok(SegmentTable {
             layout,
             groups,
@@ -138,6 +157,7 @@ impl SegmentTable {
             spare_main,
             pending_free: Vec::new(),
             gc_reserve_segments,
+            tombstone_reserve_segments,
             gc_held: Vec::new(),
         })
     }
@@ -198,8 +218,13 @@ impl SegmentTable {
         }
     }
 
-    fn take_log(&mut self, for_gc: bool) -> Option<SegmentId> {
-        let floor = if for_gc { 0 } else { self.gc_reserve_segments };
+    /// A free log segment, leaving the reserves the taker may not use.
+    fn take_log(&mut self, taker: Option<Appends>) -> Option<SegmentId> {
+        let floor = match taker {
+            None => 0, // GC
+            Some(Appends::TombstonesOnly) => self.gc_reserve_segments,
+            Some(Appends::Values) => self.gc_reserve_segments + self.tombstone_reserve_segments,
+        };
         if self.free_log.len() > floor {
             self.free_log.pop()
         } else {
@@ -214,6 +239,7 @@ impl SegmentTable {
         &mut self,
         g: u32,
         record_lens: &[usize],
+        appends: Appends,
     ) -> std::result::Result<Vec<Placement>, NeedSpace> {
         let block = u64::from(self.layout.block_bytes);
         let layout = self.layout;
@@ -240,10 +266,20 @@ impl SegmentTable {
                 "record larger than a segment"
             );
             if must_open || cursor.1 + len > layout.segment_bytes(cursor.0) {
-                let Some(id) = self.take_log(false) else {
+                let log_segments = self.groups[g as usize].chain.len() - 1;
+                let at_limit =
+                    appends == Appends::Values && log_segments >= self.gc_reserve_segments;
+                let taken_now = if at_limit {
+                    None
+                } else {
+                    self.take_log(Some(appends))
+                };
+                let Some(id) = taken_now else {
                     self.free_log.extend(taken.drain(..).rev());
                     self.groups[g as usize].chain = saved_chain;
-                    return Err(NeedSpace);
+                    return Err(NeedSpace {
+                        group_at_limit: at_limit.then_some(g),
+                    });
                 };
                 must_open = false;
                 taken.push(id);
@@ -281,18 +317,19 @@ impl SegmentTable {
     pub fn place_all(
         &mut self,
         per_group: &[(u32, Vec<usize>)],
+        appends: Appends,
     ) -> std::result::Result<Vec<Vec<Placement>>, NeedSpace> {
         let mut done: Vec<(u32, Vec<ChainSegment>, u64)> = Vec::with_capacity(per_group.len());
         let mut out = Vec::with_capacity(per_group.len());
         for (g, lens) in per_group {
             let group = &self.groups[*g as usize];
             let saved = (*g, group.chain.clone(), group.write_volume_bytes);
-            match self.place(*g, lens) {
+            match self.place(*g, lens, appends) {
                 Ok(p) => {
                     done.push(saved);
                     out.push(p);
                 }
-                Err(NeedSpace) => {
+                Err(need) => {
                     for (g, chain, volume) in done.into_iter().rev() {
                         let group = &mut self.groups[g as usize];
                         let taken: Vec<SegmentId> =
@@ -301,7 +338,7 @@ impl SegmentTable {
                         group.write_volume_bytes = volume;
                         self.free_log.extend(taken.into_iter().rev());
                     }
-                    return Err(NeedSpace);
+                    return Err(need);
                 }
             }
         }
@@ -338,9 +375,14 @@ impl SegmentTable {
         Some((collected, spare))
     }
 
+    /// The group's chain holds as many log segments as value appends may use.
+    pub fn at_chain_limit(&self, g: u32) -> bool {
+        self.groups[g as usize].chain.len() - 1 >= self.gc_reserve_segments
+    }
+
     /// Log segment for GC survivors that overflow the spare main segment.
     pub fn take_log_for_gc(&mut self) -> Option<SegmentId> {
-        let id = self.take_log(true)?;
+        let id = self.take_log(None)?;
         self.gc_held.push(id);
         Some(id)
     }
@@ -486,7 +528,7 @@ mod tests {
         let mut t = SegmentTable::new_formatted(layout());
         let free0 = t.free_log_segments();
         let lens = vec![1000usize; 1100]; // ~1.1 MB: overflows the 1 MiB main segment
-        let p = t.place(0, &lens).unwrap();
+        let p = t.place(0, &lens, Appends::Values).unwrap();
         assert_eq!(
             p[0],
             Placement {
@@ -512,22 +554,63 @@ mod tests {
         let before: Vec<_> = t.groups[1].chain.clone();
         let free = t.free_log_segments();
         let lens = vec![60_000usize; 10_000];
-        assert!(t.place(1, &lens).is_err());
+        assert!(t.place(1, &lens, Appends::Values).is_err());
         assert_eq!(t.groups[1].chain, before);
         assert_eq!(t.free_log_segments(), free);
         // Across groups: the first group's placement is undone too.
         let chain3 = t.groups[3].chain.clone();
         assert!(t
-            .place_all(&[(3, vec![60_000usize; 40]), (1, vec![60_000usize; 10_000])])
+            .place_all(
+                &[(3, vec![60_000usize; 40]), (1, vec![60_000usize; 10_000])],
+                Appends::Values
+            )
             .is_err());
         assert_eq!(t.groups[3].chain, chain3);
         assert_eq!(t.free_log_segments(), free);
     }
 
+    /// A group's chain stops growing at the GC reserve for values, so GC can always
+    /// rewrite it; tombstone-only appends may go beyond, into their own reserve.
+    #[test]
+    fn chain_limit_and_tombstone_reserve() {
+        let mut t = SegmentTable::new_formatted(layout());
+        let limit = t.gc_reserve_segments;
+        let per_segment = (t.layout.log_segment_bytes / 4096) as usize;
+        let main_records = (t.layout.main_segment_bytes / 4096) as usize;
+        t.place(
+            4,
+            &vec![4096; main_records + limit * per_segment],
+            Appends::Values,
+        )
+        .unwrap();
+        assert_eq!(t.groups[4].chain.len(), 1 + limit);
+        let e = t.place(4, &[100], Appends::Values).unwrap_err();
+        assert_eq!(e.group_at_limit, Some(4));
+        t.place(4, &[100], Appends::TombstonesOnly).unwrap();
+        assert_eq!(t.groups[4].chain.len(), 2 + limit);
+        // Other groups fill the pool down to the reserves; tombstones still fit.
+        let mut g = 0;
+        while t.free_log_segments() > t.gc_reserve_segments + t.tombstone_reserve_segments {
+            if g != 4 {
+                let _ = t.place(g, &vec![4096; per_segment], Appends::Values);
+            }
+            g = (g + 1) % t.layout.group_count;
+        }
+        assert!(t
+            .place(0, &vec![4096; per_segment * 2], Appends::Values)
+            .is_err());
+        let free = t.free_log_segments();
+        t.place(0, &vec![4096; per_segment * 2], Appends::TombstonesOnly)
+            .unwrap();
+        assert!(t.free_log_segments() < free);
+        assert!(t.free_log_segments() >= t.gc_reserve_segments);
+        t.assert_consistent();
+    }
+
     #[test]
     fn entries_round_trip_and_rebuild_free_lists() {
         let mut t = SegmentTable::new_formatted(layout());
-        t.place(2, &vec![5000usize; 300]).unwrap();
+        t.place(2, &vec![5000usize; 300], Appends::Values).unwrap();
         let groups: Vec<Group> = (0..t.layout.group_count)
             .map(|g| decode_group(&t.encode_group(g)).unwrap())
             .collect();
@@ -559,10 +642,10 @@ mod tests {
     #[test]
     fn gc_swaps_chain_and_releases_after_readers() {
         let mut t = SegmentTable::new_formatted(layout());
-        t.place(0, &vec![4000usize; 400]).unwrap();
+        t.place(0, &vec![4000usize; 400], Appends::Values).unwrap();
         let (collected, spare) = t.begin_gc(0).unwrap();
         // An append during GC goes to a fresh log segment.
-        let p = t.place(0, &[100]).unwrap();
+        let p = t.place(0, &[100], Appends::Values).unwrap();
         assert!(!collected.iter().any(|s| s.id == p[0].segment));
         t.note_key_written(0, b"k");
         assert!(t.gc_keys_written(0).contains(&b"k".to_vec()));

@@ -28,9 +28,11 @@ pub(crate) fn place(
         .collect();
     let mut log = inner.value_log().lock();
     log.reclaim(inner.readers.oldest_active());
-    let (positions, start, end) = log
-        .place(&lens, false)
-        .map_err(|NeedSpace| FlushError::NeedSpace)?;
+    let (positions, start, end) =
+        log.place(&lens, false)
+            .map_err(|NeedSpace| FlushError::NeedSpace {
+                group_at_limit: None,
+            })?;
     for (k, _) in map.iter() {
         log.note_key_written(k);
     }
