@@ -311,6 +311,15 @@ impl Db {
             .is_some_and(|o| o.bytes_written < o.bytes_read))
     }
 
+    /// Checks the whole store (what `hashkv fsck` runs): every record's checksum, that
+    /// each record lies in its key's group, and that every index location names a
+    /// record that reads back with its key and sequence number. Damage is reported in
+    /// the result; device or index I/O errors are returned. Writers that need a flush
+    /// wait while it runs.
+    pub fn check(&self) -> Result<crate::CheckReport> {
+        self.inner.check()
+    }
+
     pub fn stats(&self) -> Stats {
         self.inner.stats()
     }

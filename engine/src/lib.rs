@@ -21,6 +21,7 @@
 //!   GC may reuse space. FORMAT.md beside this crate documents the bytes and the crash
 //!   argument.
 
+pub mod check;
 pub mod db;
 mod devices;
 pub mod error;
@@ -40,6 +41,7 @@ pub mod superblock;
 pub mod vlog;
 mod write_cache;
 
+pub use check::CheckReport;
 pub use db::{Db, WriteBatch, KEY_BYTES_MAX};
 pub use error::{Error, Result};
 pub use options::{Mode, Options};

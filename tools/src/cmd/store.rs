@@ -24,14 +24,9 @@ pub enum StoreCmdError {
         source: std::io::Error,
     },
 
-    /// `position` says where the scan stopped: "after key ..." or "among the first keys".
-    #[error("damaged record {position} ({keys_checked} keys checked before it): {source}")]
-    Damaged {
-        position: String,
-        keys_checked: u64,
-        #[source]
-        source: hashkv::Error,
-    },
+    /// `hashkv fsck` found damage: how much, and the first description.
+    #[error("{count} damaged record(s) or index entries; the first: {first}")]
+    Damaged { count: u64, first: String },
 
     #[error("key {key:?} not found")]
     KeyNotFound { key: String },
