@@ -324,6 +324,11 @@ impl Db {
         self.inner.stats()
     }
 
+    /// One line on how this mode organises the value space.
+    pub fn describe_value_store(&self) -> String {
+        self.inner.describe_value_store()
+    }
+
     pub fn layout(&self) -> Layout {
         self.inner.layout
     }

@@ -177,6 +177,31 @@ impl Inner {
         }
     }
 
+    /// One line on how the value space is organised, for tools' headers.
+    pub(crate) fn describe_value_store(&self) -> String {
+        let mib = |b: u64| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64);
+        let l = &self.layout;
+        match &self.store {
+            ValueStore::Groups(_) => format!(
+                "hashkv: {} groups of {} main segments, {} log segments of {} reserved",
+                l.group_count,
+                mib(l.main_segment_bytes),
+                l.log_segment_count,
+                mib(l.log_segment_bytes)
+            ),
+            ValueStore::Log(v) => {
+                let v = v.lock();
+                format!(
+                    "vlog: one circular log of {} in {} chunks, GC of {} from the tail",
+                    mib(v.region_bytes),
+                    mib(v.chunk_bytes),
+                    mib(v.gc_chunk_bytes)
+                )
+            }
+            ValueStore::Inline => "lsm: every value inline in the index".into(),
+        }
+    }
+
     pub(crate) fn store_full(&self) -> Error {
         let s = self.space();
         Error::StoreFull {

@@ -587,14 +587,11 @@ fn run_mode(
     let db = format_store(args, plan, mode, p, formatted_before)?;
     let sb = db.superblock();
     println!(
-        "\nmode {}: {} on {} member(s), {} groups of {}, {} log segments of {}; metadata {}",
+        "\nmode {}: {} on {} member(s), {}; metadata {}",
         mode.name(),
         human_bytes(sb.device_bytes),
         sb.member_count,
-        sb.layout.group_count,
-        human_bytes(sb.layout.main_segment_bytes),
-        sb.layout.log_segment_count,
-        human_bytes(sb.layout.log_segment_bytes),
+        db.describe_value_store(),
         p.metadata.display()
     );
     let target = EngineTarget {
