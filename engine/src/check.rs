@@ -14,7 +14,7 @@ use crate::keys;
 use crate::location::{self, Location, Pointer};
 use crate::record::SegmentRecords;
 use crate::store::ValueStore;
-use hashkv_blockdev::{AlignedBuf, IoOp};
+use hashkv_blockdev::AlignedBuf;
 use std::ops::Bound;
 
 /// Descriptions of damage kept in a report; more are only counted.
@@ -214,22 +214,8 @@ impl Inner {
         if batch.is_empty() {
             return Ok(());
         }
-        let spans: Vec<(u64, usize, usize)> = batch
-            .iter()
-            .map(|(_, p)| self.record_span(p))
-            .collect::<Result<_>>()?;
-        let mut bufs: Vec<AlignedBuf> = spans.iter().map(|s| AlignedBuf::new(s.1)).collect();
-        let mut ops: Vec<IoOp<'_>> = bufs
-            .iter_mut()
-            .zip(&spans)
-            .map(|(b, s)| IoOp::Read {
-                offset: s.0,
-                buf: &mut b[..s.1],
-            })
-            .collect();
-        self.device.submit(&mut ops)?;
-        drop(ops);
-        for ((key, p), (buf, span)) in batch.iter().zip(bufs.iter().zip(&spans)) {
+        let reads = self.read_records(batch.iter().map(|(_, p)| p))?;
+        for ((key, p), (span, buf)) in batch.iter().zip(&reads) {
             match Inner::decode_value(&buf[span.2..span.1], p, key) {
                 Ok(_) => report.pointers += 1,
                 Err(e @ (Error::Corruption { .. } | Error::ChecksumMismatch { .. })) => report

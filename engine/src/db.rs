@@ -15,7 +15,7 @@ use crate::stats::{self, Counters, Stats};
 use crate::store::ValueStore;
 use crate::superblock::{Superblock, FORMAT_VERSION};
 use crate::write_cache::{CachedValue, WriteCache};
-use hashkv_blockdev::{AlignedBuf, BlockDevice};
+use hashkv_blockdev::{AlignedBuf, BlockDevice, IoOp};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,10 @@ pub const KEY_BYTES_MAX: usize = hashkv_lsm::KEY_BYTES_MAX - 1;
 /// Smallest alignment the value store uses, whatever smaller logical block a device
 /// reports: 4 KiB writes avoid read-modify-write inside SSDs.
 const BLOCK_BYTES_MIN: u32 = 4096;
+
+/// Where a record lies on the device: (aligned start, aligned length, the record's
+/// offset within that span).
+pub(crate) type RecordSpan = (u64, usize, usize);
 
 /// An atomic group of writes.
 #[derive(Debug, Default, Clone)]
@@ -514,12 +518,38 @@ impl Inner {
     }
 
     /// Byte range of the device to read for a record: aligned outward to blocks.
-    pub fn record_span(&self, p: &Pointer) -> Result<(u64, usize, usize)> {
+    pub fn record_span(&self, p: &Pointer) -> Result<RecordSpan> {
         let at = self.pointer_offset(p)?;
         let block = u64::from(self.layout.block_bytes);
         let start = at / block * block;
         let end = (at + u64::from(p.record_bytes)).div_ceil(block) * block;
         Ok((start, (end - start) as usize, (at - start) as usize))
+    }
+
+    /// Reads the records of many pointers with one submission (readahead): returns
+    /// each record's span (as `record_span`) and the buffer it was read into.
+    pub(crate) fn read_records<'p>(
+        &self,
+        pointers: impl Iterator<Item = &'p Pointer>,
+    ) -> Result<Vec<(RecordSpan, AlignedBuf)>> {
+        let spans: Vec<RecordSpan> = pointers
+            .map(|p| self.record_span(p))
+            .collect::<Result<_>>()?;
+        let mut bufs: Vec<AlignedBuf> = spans.iter().map(|s| AlignedBuf::new(s.1)).collect();
+        if !spans.is_empty() {
+            let mut ops: Vec<IoOp<'_>> = bufs
+                .iter_mut()
+                .zip(&spans)
+                .map(|(b, s)| IoOp::Read {
+                    offset: s.0,
+                    buf: &mut b[..s.1],
+                })
+                .collect();
+            self.device.submit(&mut ops)?;
+            let bytes: usize = spans.iter().map(|s| s.1).sum();
+            Counters::add(&self.counters.read_device_bytes, bytes as u64);
+        }
+        Ok(spans.into_iter().zip(bufs).collect())
     }
 
     /// Checks the record read for `p` and returns its value: the checksum, the key and

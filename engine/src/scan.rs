@@ -7,9 +7,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::location::{self, Location, Pointer};
 use crate::readers::OwnedReadGuard;
-use crate::stats::Counters;
 use crate::write_cache::CachedValue;
-use hashkv_blockdev::{AlignedBuf, IoOp};
 use std::collections::VecDeque;
 use std::iter::Peekable;
 use std::ops::Bound;
@@ -142,33 +140,19 @@ impl<'a> ScanIter<'a> {
                 None => break,
             }
         }
-        let mut spans = Vec::new();
-        for item in &items {
-            if let Item::Read(_, p) = item {
-                spans.push(self.inner.record_span(p)?);
-            }
-        }
-        let mut bufs: Vec<AlignedBuf> = spans.iter().map(|s| AlignedBuf::new(s.1)).collect();
-        if !spans.is_empty() {
-            let mut ops: Vec<IoOp<'_>> = bufs
-                .iter_mut()
-                .zip(&spans)
-                .map(|(b, s)| IoOp::Read {
-                    offset: s.0,
-                    buf: &mut b[..s.1],
-                })
-                .collect();
-            self.inner.device.submit(&mut ops)?;
-            let bytes: usize = spans.iter().map(|s| s.1).sum();
-            Counters::add(&self.inner.counters.read_device_bytes, bytes as u64);
-        }
+        let reads = self
+            .inner
+            .read_records(items.iter().filter_map(|i| match i {
+                Item::Read(_, p) => Some(p),
+                Item::Value(..) => None,
+            }))?;
         let mut next_read = 0;
         for item in items {
             match item {
                 Item::Value(k, v) => self.ready.push_back((k, v)),
                 Item::Read(k, p) => {
-                    let (_, len, skip) = spans[next_read];
-                    let value = Inner::decode_value(&bufs[next_read][skip..len], &p, &k)?;
+                    let ((_, len, skip), buf) = &reads[next_read];
+                    let value = Inner::decode_value(&buf[*skip..*len], &p, &k)?;
                     next_read += 1;
                     self.ready.push_back((k, value));
                 }

@@ -377,7 +377,7 @@ impl SegmentTable {
 
     /// The group's chain holds as many log segments as value appends may use.
     pub fn at_chain_limit(&self, g: u32) -> bool {
-        self.groups[g as usize].chain.len() - 1 >= self.gc_reserve_segments
+        self.groups[g as usize].chain.len() > self.gc_reserve_segments
     }
 
     /// Log segment for GC survivors that overflow the spare main segment.
