@@ -49,7 +49,9 @@ pub struct CompareArgs {
     #[arg(long, value_name = "DIR")]
     pub peer_dir: Option<PathBuf>,
 
-    /// Run time of each fio job (the six shapes of fio-configs/).
+    /// Run time of each fio job (the six shapes of fio-configs/). fio runs on a
+    /// temporary file beside the device file, or on the first --device itself when it
+    /// is a block device (overwriting what the benchmark left there).
     #[arg(long, value_name = "S", default_value_t = FIO_SECONDS_DEFAULT)]
     pub fio_seconds: f64,
 
