@@ -63,8 +63,11 @@ impl Inner {
     /// Reads every byte the value store counts as written and decodes its records.
     fn check_value_store(&self, report: &mut CheckReport) -> Result<()> {
         let block = self.layout.block_bytes as usize;
-        // (what, device offset, bytes, group the records must belong to)
-        let mut spans: Vec<(String, u64, usize, Option<u32>)> = Vec::new();
+        // (what, device offset of the first block, bytes to read, parse from, parse to,
+        // group the records must belong to)
+        type Span = (String, u64, usize, usize, usize, Option<u32>);
+        let mut spans: Vec<Span> = Vec::new();
+        let aligned = |n: u64| n.div_ceil(block as u64) * block as u64;
         match &self.store {
             ValueStore::Groups(t) => {
                 let t = t.lock();
@@ -73,6 +76,8 @@ impl Inner {
                         spans.push((
                             format!("group {g} segment {}", seg.id),
                             self.layout.segment_offset(seg.id),
+                            aligned(seg.used_bytes) as usize,
+                            0,
                             seg.used_bytes as usize,
                             Some(g as u32),
                         ));
@@ -84,10 +89,13 @@ impl Inner {
                 let mut at = l.tail;
                 while at < l.head {
                     let end = ((at / l.chunk_bytes + 1) * l.chunk_bytes).min(l.head);
+                    let first = at - at % block as u64;
                     spans.push((
                         format!("value log at position {at}"),
-                        l.device_offset(at),
-                        (end - at) as usize,
+                        l.device_offset(first),
+                        (aligned(end) - first) as usize,
+                        (at - first) as usize,
+                        (end - first) as usize,
                         None,
                     ));
                     at = end;
@@ -95,10 +103,10 @@ impl Inner {
             }
             ValueStore::Inline => {}
         }
-        for (what, offset, len, group) in spans {
+        for (what, offset, len, from, to, group) in spans {
             let mut buf = AlignedBuf::new(len.max(block));
             self.device.read_at(offset, &mut buf[..len])?;
-            for item in SegmentRecords::new(&buf[..len], block) {
+            for item in SegmentRecords::new_at(&buf[..to], from, block) {
                 match item {
                     Ok((at, rec)) => {
                         report.records_scanned += 1;

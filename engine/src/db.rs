@@ -225,7 +225,7 @@ impl Db {
                 })
             }
         };
-        let store = ValueStore::load(superblock.mode, &lsm, &layout)?;
+        let store = ValueStore::load(superblock.mode, &lsm, &layout, device.as_ref())?;
         let gc_low_water_segments = if options.gc_low_water_segments > 0 {
             options.gc_low_water_segments as usize
         } else {

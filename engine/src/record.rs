@@ -10,10 +10,11 @@
 //! 16     4   crc32c of bytes 0..16, key and value, xor CRC_MASK
 //! 20     -   key, then value
 //! ```
-//! Records are packed back to back and may cross block boundaries within one batch.
-//! Every batch appended to a group ends padded with zeros to a block boundary. A
-//! record's first byte is never zero, so a zero byte where a record could start is
-//! padding, unambiguously: the reader skips to the next block.
+//! Records are packed back to back and may cross block boundaries; a batch continues
+//! right after the previous one's last record. A record's first byte is never zero, so
+//! a zero byte where a record could start is padding (the zeros after a batch written
+//! up to a block boundary, or the rest of a vlog chunk), unambiguously: the reader
+//! skips to the next block.
 
 use crate::error::{Error, Result};
 
@@ -179,6 +180,16 @@ impl<'a> SegmentRecords<'a> {
         SegmentRecords {
             buf: used,
             pos: 0,
+            block_bytes,
+        }
+    }
+
+    /// Starts at `pos` (a record boundary) of a buffer that begins on a block
+    /// boundary; offsets returned are from the buffer's start.
+    pub fn new_at(used: &'a [u8], pos: usize, block_bytes: usize) -> SegmentRecords<'a> {
+        SegmentRecords {
+            buf: used,
+            pos,
             block_bytes,
         }
     }

@@ -16,6 +16,7 @@ use crate::location::Pointer;
 use crate::options::Mode;
 use crate::vlog::log::{self, ValueLog};
 use crate::{groups, vlog};
+use hashkv_blockdev::BlockDevice;
 use parking_lot::Mutex;
 
 pub(crate) enum ValueStore {
@@ -60,9 +61,20 @@ impl ValueStore {
     }
 
     /// Loads the store's state from the index at open: no device reads, no replay.
-    pub fn load(mode: Mode, lsm: &hashkv_lsm::Db, layout: &Layout) -> Result<ValueStore> {
+    /// Besides the index, reads the partly written block the next append continues (per
+    /// group, or the log's head block).
+    pub fn load(
+        mode: Mode,
+        lsm: &hashkv_lsm::Db,
+        layout: &Layout,
+        device: &dyn BlockDevice,
+    ) -> Result<ValueStore> {
         Ok(match mode {
-            Mode::HashKv => ValueStore::Groups(Mutex::new(groups::load_table(lsm, *layout)?)),
+            Mode::HashKv => {
+                let mut table = groups::load_table(lsm, *layout)?;
+                groups::load_tails(&mut table, device)?;
+                ValueStore::Groups(Mutex::new(table))
+            }
             Mode::VLog => {
                 let entry = lsm
                     .get(&keys::vlog_key())?
@@ -70,7 +82,9 @@ impl ValueStore {
                         what: "index lacks the value log's head and tail".into(),
                     })?;
                 let (head, tail) = log::decode_entry(&entry)?;
-                ValueStore::Log(Mutex::new(ValueLog::new(layout, head, tail)?))
+                let mut log = ValueLog::new(layout, head, tail)?;
+                log.load_head_block(device)?;
+                ValueStore::Log(Mutex::new(log))
             }
             Mode::Lsm => ValueStore::Inline,
         })

@@ -1,11 +1,12 @@
 //! Where a flush's records go in the hashkv mode: each key's group, one aligned write
-//! per (group, segment) run. Every key gets a record in its group: a value, or a
+//! per (group, segment) run; a run continues its group's partly written last block. Every key gets a record in its group: a value, or a
 //! tombstone for a delete or an inline (small) value, so that GC never revives an older
 //! separated value.
 
 use crate::db::Inner;
+use crate::error::Error;
 use crate::flush::{Appended, FlushError};
-use crate::groups::segment_table::{Appends, Placement};
+use crate::groups::segment_table::{Appends, Placement, TailBlock};
 use crate::keys;
 use crate::location::Pointer;
 use crate::record::{self, RecordKind};
@@ -66,7 +67,7 @@ pub(crate) fn place(
             (*g, lens)
         })
         .collect();
-    let (placements, meta) = {
+    let (placements, meta, tails) = {
         let mut table = inner.table().lock();
         table.reclaim(inner.readers.oldest_active());
         let appends = if pending.iter().any(|p| p.value.is_some()) {
@@ -89,9 +90,14 @@ pub(crate) fn place(
             .keys()
             .map(|&g| (keys::group_key(g), table.encode_group(g)))
             .collect();
-        (placements, meta)
+        let tails: Vec<Option<TailBlock>> = by_group
+            .keys()
+            .map(|&g| table.groups[g as usize].tail.clone())
+            .collect();
+        (placements, meta, tails)
     };
-    // Lay the records out: one buffer per (group, segment) run.
+    // Lay the records out: one buffer per (group, segment) run. A run that continues a
+    // partly written block starts with that block's written bytes, unchanged.
     let mut record_at = vec![
         Placement {
             segment: 0,
@@ -100,17 +106,35 @@ pub(crate) fn place(
         pending.len()
     ];
     let mut writes: Vec<(u64, AlignedBuf, usize)> = Vec::new();
+    let mut new_tails: Vec<(u32, Option<TailBlock>)> = Vec::with_capacity(by_group.len());
     let mut scratch = Vec::new();
     let block = layout.block_bytes as usize;
-    for ((_, idx), places) in by_group.iter().zip(&placements) {
+    for (((g, idx), places), tail) in by_group.iter().zip(&placements).zip(tails) {
         let mut run_start = 0;
+        let mut group_tail = None;
         while run_start < idx.len() {
             let seg = places[run_start].segment;
             let mut run_end = run_start;
             while run_end < idx.len() && places[run_end].segment == seg {
                 run_end += 1;
             }
+            let start = places[run_start].offset as usize;
+            let prefix_len = start % block;
             scratch.clear();
+            if prefix_len > 0 {
+                match &tail {
+                    Some(t) if t.segment == seg && t.bytes.len() == prefix_len => {
+                        scratch.extend_from_slice(&t.bytes)
+                    }
+                    _ => {
+                        return Err(FlushError::Fatal(Error::Corruption {
+                            what: format!(
+                                "group {g}: the written bytes of segment {seg}'s last block are unknown"
+                            ),
+                        }))
+                    }
+                }
+            }
             for j in run_start..run_end {
                 let p = &pending[idx[j]];
                 record_at[idx[j]] = places[j];
@@ -121,12 +145,24 @@ pub(crate) fn place(
                 };
                 record::encode(&mut scratch, kind, p.seq, p.key, p.value.unwrap_or(&[]));
             }
+            let tail_len = scratch.len() % block;
+            group_tail = (tail_len > 0).then(|| TailBlock {
+                segment: seg,
+                bytes: scratch[scratch.len() - tail_len..].to_vec(),
+            });
             let mut buf = AlignedBuf::new(scratch.len().div_ceil(block) * block);
             buf[..scratch.len()].copy_from_slice(&scratch);
             let len = buf.len();
-            let start = places[run_start].offset;
-            writes.push((layout.segment_offset(seg) + start, buf, len));
+            let at = layout.segment_offset(seg) + (start - prefix_len) as u64;
+            writes.push((at, buf, len));
             run_start = run_end;
+        }
+        new_tails.push((*g, group_tail));
+    }
+    {
+        let mut table = inner.table().lock();
+        for (g, tail) in new_tails {
+            table.groups[g as usize].tail = tail;
         }
     }
     let pointers = pending

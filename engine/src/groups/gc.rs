@@ -21,7 +21,7 @@
 
 use crate::db::Inner;
 use crate::error::{Error, Result};
-use crate::groups::segment_table::ChainSegment;
+use crate::groups::segment_table::{ChainSegment, TailBlock};
 use crate::keys;
 use crate::layout::SegmentId;
 use crate::location::Pointer;
@@ -77,9 +77,11 @@ fn run(
     let block = layout.block_bytes as usize;
 
     // 2. Read the whole group at once.
+    // Whole blocks: the last one may be written only in part.
+    let aligned = |used: u64| (used as usize).div_ceil(block) * block;
     let mut bufs: Vec<AlignedBuf> = collected
         .iter()
-        .map(|s| AlignedBuf::new((s.used_bytes as usize).max(block)))
+        .map(|s| AlignedBuf::new(aligned(s.used_bytes).max(block)))
         .collect();
     {
         let mut ops: Vec<IoOp<'_>> = bufs
@@ -88,7 +90,7 @@ fn run(
             .filter(|(_, s)| s.used_bytes > 0)
             .map(|(buf, s)| IoOp::Read {
                 offset: layout.segment_offset(s.id),
-                buf: &mut buf[..s.used_bytes as usize],
+                buf: &mut buf[..aligned(s.used_bytes)],
             })
             .collect();
         if !ops.is_empty() {
@@ -153,16 +155,24 @@ fn run(
         tail.used_bytes += len as u64;
     }
     let mut writes = Vec::new();
-    for (seg, bytes) in chain.iter_mut().zip(&out) {
-        seg.used_bytes = seg.used_bytes.div_ceil(block as u64) * block as u64;
+    for (seg, bytes) in chain.iter().zip(&out) {
+        debug_assert_eq!(seg.used_bytes, bytes.len() as u64);
         if bytes.is_empty() {
             continue;
         }
-        let mut buf = AlignedBuf::new(seg.used_bytes as usize);
+        let len = aligned(seg.used_bytes);
+        let mut buf = AlignedBuf::new(len);
         buf[..bytes.len()].copy_from_slice(bytes);
-        let len = seg.used_bytes as usize;
         writes.push((layout.segment_offset(seg.id), buf, len));
     }
+    // The partly written last block, for the flushes that continue it.
+    let survivors_tail = chain.last().zip(out.last()).and_then(|(seg, bytes)| {
+        let tail_len = bytes.len() % block;
+        (tail_len > 0).then(|| TailBlock {
+            segment: seg.id,
+            bytes: bytes[bytes.len() - tail_len..].to_vec(),
+        })
+    });
     let bytes_written: u64 = writes.iter().map(|w| w.2 as u64).sum();
     if !writes.is_empty() {
         inner.submit_writes(&writes)?;
@@ -182,7 +192,7 @@ fn run(
                 batch.put(&keys::user_key(key), &ptr.encode());
             }
         }
-        freed = table.finish_gc(group, chain.clone());
+        freed = table.finish_gc(group, chain.clone(), survivors_tail);
         batch.put(&keys::group_key(group), &table.encode_group(group));
     }
     // The table already holds the new chain: a failure here poisons the store before

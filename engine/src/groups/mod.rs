@@ -10,7 +10,8 @@ pub mod segment_table;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::layout::Layout;
-use segment_table::SegmentTable;
+use hashkv_blockdev::{AlignedBuf, BlockDevice};
+use segment_table::{SegmentTable, TailBlock};
 use std::ops::Bound;
 
 /// Rebuilds the segment table from the group entries committed in the index.
@@ -44,4 +45,26 @@ pub(crate) fn load_table(lsm: &hashkv_lsm::Db, layout: Layout) -> Result<Segment
         });
     }
     SegmentTable::from_groups(layout, groups)
+}
+
+/// Reads the partly written last block of every group's chain, which the next flush to
+/// the group continues: one block read per such group at open.
+pub(crate) fn load_tails(table: &mut SegmentTable, device: &dyn BlockDevice) -> Result<()> {
+    let layout = table.layout;
+    let block = u64::from(layout.block_bytes);
+    for group in table.groups.iter_mut() {
+        let last = *group.chain.last().expect("chain never empty");
+        let tail_len = (last.used_bytes % block) as usize;
+        if tail_len == 0 {
+            continue;
+        }
+        let mut buf = AlignedBuf::new(block as usize);
+        let at = layout.segment_offset(last.id) + last.used_bytes - tail_len as u64;
+        device.read_at(at, &mut buf[..])?;
+        group.tail = Some(TailBlock {
+            segment: last.id,
+            bytes: buf[..tail_len].to_vec(),
+        });
+    }
+    Ok(())
 }

@@ -18,8 +18,17 @@ const GROUP_ENTRY_VERSION: u8 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainSegment {
     pub id: SegmentId,
-    /// Bytes appended so far; always a multiple of the block size (batches are padded).
+    /// Bytes appended so far, exactly: the next batch continues in the same block.
     pub used_bytes: u64,
+}
+
+/// The written bytes of a group's last, partly written block: a flush that continues
+/// in that block rewrites them unchanged ahead of its records (FORMAT.md, "Commit").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TailBlock {
+    pub segment: SegmentId,
+    /// Bytes from the block's start up to the segment's `used_bytes`.
+    pub bytes: Vec<u8>,
 }
 
 /// A GC of this group is running: the first `collected_len` segments of the chain are
@@ -36,6 +45,8 @@ pub struct Group {
     pub chain: Vec<ChainSegment>,
     pub write_volume_bytes: u64,
     pub gc: Option<GcMark>,
+    /// In memory only: read from the device at open, kept by flushes and GC.
+    pub tail: Option<TailBlock>,
 }
 
 /// Where one record goes.
@@ -115,9 +126,7 @@ impl SegmentTable {
                 if i > 0 && layout.is_main(seg.id) {
                     return Err(corrupt(g, "main segment in the middle of a chain"));
                 }
-                if seg.used_bytes > layout.segment_bytes(seg.id)
-                    || seg.used_bytes % u64::from(layout.block_bytes) != 0
-                {
+                if seg.used_bytes > layout.segment_bytes(seg.id) {
                     return Err(corrupt(
                         g,
                         &format!("used bytes {} invalid", seg.used_bytes),
@@ -241,7 +250,6 @@ impl SegmentTable {
         record_lens: &[usize],
         appends: Appends,
     ) -> std::result::Result<Vec<Placement>, NeedSpace> {
-        let block = u64::from(self.layout.block_bytes);
         let layout = self.layout;
         let saved_chain = self.groups[g as usize].chain.clone();
         let mut taken = Vec::new();
@@ -297,18 +305,8 @@ impl SegmentTable {
             debug_assert_eq!(tail.id, cursor.0);
             tail.used_bytes = cursor.1;
         }
-        // Pad every segment touched to a block boundary: the next batch starts aligned.
         let group = &mut self.groups[g as usize];
-        let mut appended = 0;
-        for seg in group.chain.iter_mut() {
-            let padded = seg.used_bytes.div_ceil(block) * block;
-            if seg.used_bytes != padded {
-                appended += padded - seg.used_bytes;
-                seg.used_bytes = padded;
-            }
-        }
-        appended += record_lens.iter().map(|&l| l as u64).sum::<u64>();
-        group.write_volume_bytes += appended;
+        group.write_volume_bytes += record_lens.iter().map(|&l| l as u64).sum::<u64>();
         Ok(placements)
     }
 
@@ -400,10 +398,19 @@ impl SegmentTable {
     /// Ends a GC: the group's chain becomes `survivors` followed by whatever was
     /// appended during the GC. Returns the collected segments, which the caller
     /// releases with `release` once the new chain is committed.
-    pub fn finish_gc(&mut self, g: u32, survivors: Vec<ChainSegment>) -> Vec<SegmentId> {
+    /// `survivors_tail` is the partly written last block of the survivors' last segment.
+    pub fn finish_gc(
+        &mut self,
+        g: u32,
+        survivors: Vec<ChainSegment>,
+        survivors_tail: Option<TailBlock>,
+    ) -> Vec<SegmentId> {
         let group = &mut self.groups[g as usize];
         let mark = group.gc.take().expect("group under GC");
         let appended: Vec<ChainSegment> = group.chain.split_off(mark.collected_len);
+        if appended.is_empty() {
+            group.tail = survivors_tail;
+        }
         let held: Vec<SegmentId> = survivors.iter().map(|s| s.id).collect();
         let collected = std::mem::replace(&mut group.chain, survivors);
         group.write_volume_bytes = appended.iter().map(|s| s.used_bytes).sum();
@@ -501,6 +508,7 @@ pub fn decode_group(bytes: &[u8]) -> Result<Group> {
         chain,
         write_volume_bytes,
         gc: None,
+        tail: None,
     })
 }
 
@@ -543,9 +551,8 @@ mod tests {
                 assert_eq!(w[1].offset, w[0].offset + 1000);
             }
         }
-        for s in &t.groups[0].chain {
-            assert_eq!(s.used_bytes % 4096, 0);
-        }
+        let used: u64 = t.groups[0].chain.iter().map(|s| s.used_bytes).sum();
+        assert_eq!(used, 1_100_000, "records packed with no padding");
     }
 
     #[test]
@@ -655,6 +662,7 @@ mod tests {
                 id: spare,
                 used_bytes: 8192,
             }],
+            None,
         );
         assert_eq!(freed.len(), collected.len());
         t.release(freed, 7);

@@ -5,10 +5,9 @@
 use crate::db::Inner;
 use crate::flush::{Appended, FlushError};
 use crate::keys;
-use crate::record::{self, RecordKind};
-use crate::vlog::log::{NeedSpace, ValueLog};
+use crate::record;
+use crate::vlog::log::NeedSpace;
 use crate::write_cache::CacheMap;
-use hashkv_blockdev::AlignedBuf;
 
 pub(crate) fn place(
     inner: &Inner,
@@ -46,7 +45,7 @@ pub(crate) fn place(
         .zip(&positions)
         .map(|((i, k, v), pos)| (*pos, *k, *v, first_seq + *i as u64))
         .collect();
-    let writes = encode_run(&log, &run, start, end);
+    let writes = log.encode_run(&run, start, end);
     let meta = if records.is_empty() {
         Vec::new()
     } else {
@@ -57,41 +56,4 @@ pub(crate) fn place(
         pointers,
         meta,
     })
-}
-
-/// Encodes records (position, key, value, seq) placed in `[start, end)` into aligned
-/// buffers, zero padding between them, split where the range wraps around the region.
-pub(crate) fn encode_run(
-    log: &ValueLog,
-    records: &[(u64, &[u8], &[u8], u64)],
-    start: u64,
-    end: u64,
-) -> Vec<(u64, AlignedBuf, usize)> {
-    if start == end {
-        return Vec::new();
-    }
-    let mut bytes = vec![0u8; (end - start) as usize];
-    let mut scratch = Vec::new();
-    for (pos, key, value, seq) in records {
-        scratch.clear();
-        record::encode(&mut scratch, RecordKind::Value, *seq, key, value);
-        let at = (pos - start) as usize;
-        bytes[at..at + scratch.len()].copy_from_slice(&scratch);
-    }
-    // The region's end is a chunk boundary, so a wrap splits the run at most once.
-    let until_wrap = log.region_bytes - start % log.region_bytes;
-    let split = (until_wrap as usize).min(bytes.len());
-    let mut writes = Vec::with_capacity(2);
-    for (offset, piece) in [
-        (start, &bytes[..split]),
-        (start + split as u64, &bytes[split..]),
-    ] {
-        if piece.is_empty() {
-            continue;
-        }
-        let mut buf = AlignedBuf::new(piece.len());
-        buf.copy_from_slice(piece);
-        writes.push((log.device_offset(offset), buf, piece.len()));
-    }
-    writes
 }

@@ -22,7 +22,6 @@ use crate::location::{self, Location};
 use crate::record::{self, RecordKind, SegmentRecords};
 use crate::stats::Counters;
 use crate::store::GcOutcome;
-use crate::vlog::append::encode_run;
 use crate::vlog::log::{encode_entry, NeedSpace};
 use hashkv_blockdev::{AlignedBuf, IoOp};
 
@@ -62,19 +61,29 @@ struct Live<'a> {
 
 fn run(inner: &Inner, start: u64, end: u64) -> Result<GcOutcome> {
     let block = inner.layout.block_bytes as usize;
-    let (chunk_bytes, pieces) = {
+    // One piece per chunk: whole blocks read, the records in [start, end) parsed.
+    // (position of the first block read, bytes to read, device offset, parse from, to)
+    let pieces: Vec<(u64, usize, u64, usize, usize)> = {
         let log = inner.value_log().lock();
+        let block = block as u64;
         let mut pieces = Vec::new();
         let mut at = start;
         while at < end {
             let chunk_end = (at / log.chunk_bytes + 1) * log.chunk_bytes;
             let piece_end = chunk_end.min(end);
-            pieces.push((at, (piece_end - at) as usize, log.device_offset(at)));
+            let first = at - at % block;
+            let len = (piece_end.next_multiple_of(block) - first) as usize;
+            pieces.push((
+                first,
+                len,
+                log.device_offset(first),
+                (at - first) as usize,
+                (piece_end - first) as usize,
+            ));
             at = piece_end;
         }
-        (log.chunk_bytes, pieces)
+        pieces
     };
-    debug_assert!(pieces.iter().all(|p| p.1 as u64 <= chunk_bytes));
 
     // 2. Read the range at once.
     let mut bufs: Vec<AlignedBuf> = pieces.iter().map(|p| AlignedBuf::new(p.1)).collect();
@@ -96,7 +105,7 @@ fn run(inner: &Inner, start: u64, end: u64) -> Result<GcOutcome> {
     let mut live: Vec<Live<'_>> = Vec::new();
     let mut lookups = 0u64;
     for (piece, buf) in pieces.iter().zip(&bufs) {
-        for item in SegmentRecords::new(&buf[..], block) {
+        for item in SegmentRecords::new_at(&buf[..piece.4], piece.3, block) {
             let (off, rec) = item.map_err(|e| Error::Corruption {
                 what: format!("value log GC at position {}: {e}", piece.0),
             })?;
@@ -146,7 +155,7 @@ fn run(inner: &Inner, start: u64, end: u64) -> Result<GcOutcome> {
         .zip(&positions)
         .map(|(l, pos)| (*pos, l.key, l.value, l.seq))
         .collect();
-    let writes = encode_run(&log, &run, new_start, new_end);
+    let writes = log.encode_run(&run, new_start, new_end);
     let mut batch = hashkv_lsm::WriteBatch::new();
     for (l, (pos, len)) in live.iter().zip(positions.iter().zip(&lens)) {
         let p = log.pointer(*pos, *len, l.seq);

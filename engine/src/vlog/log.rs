@@ -16,6 +16,8 @@
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::location::Pointer;
+use crate::record::{self, RecordKind};
+use hashkv_blockdev::{AlignedBuf, BlockDevice};
 use std::collections::HashSet;
 
 const LOG_ENTRY_VERSION: u8 = 1;
@@ -45,6 +47,9 @@ pub struct ValueLog {
     reusable_tail: u64,
     /// Tail advances waiting for readers older than `.0` to finish.
     pending: Vec<(u64, u64)>,
+    /// The written bytes of the head's block, from its start to `head`: the next
+    /// append rewrites them unchanged ahead of its records. In memory only.
+    head_block: Vec<u8>,
     /// Set while a GC runs: keys whose index entry a flush changed since the GC looked
     /// them up. GC must not point them back at the version it read.
     gc_keys_written: Option<HashSet<Vec<u8>>>,
@@ -57,7 +62,8 @@ impl ValueLog {
         let chunk_bytes = layout.log_segment_bytes;
         // The paper's vLog collects a fixed-size chunk from the tail; we use the main
         // segment size, the same amount a hashkv GC of one full main segment reads.
-        let gc_chunk_bytes = layout.main_segment_bytes.min(region_bytes / 4);
+        // Smaller on small devices, so that the GC reserve leaves room for data.
+        let gc_chunk_bytes = layout.main_segment_bytes.min(region_bytes / 8);
         let gc_chunk_bytes = (gc_chunk_bytes / chunk_bytes).max(1) * chunk_bytes;
         // GC re-appends at most gc_chunk_bytes of records; packing them into chunks
         // wastes less than one record (<= one chunk) per chunk boundary crossed.
@@ -73,6 +79,7 @@ impl ValueLog {
             tail,
             reusable_tail: tail,
             pending: Vec::new(),
+            head_block: Vec::new(),
             gc_keys_written: None,
         };
         if region_bytes % chunk_bytes != 0 || gc_reserve_bytes * 2 > region_bytes {
@@ -87,10 +94,7 @@ impl ValueLog {
     }
 
     fn check(&self) -> Result<()> {
-        let ok = self.tail <= self.head
-            && self.head - self.tail <= self.region_bytes
-            && self.head % self.block_bytes == 0
-            && self.tail % self.block_bytes == 0;
+        let ok = self.tail <= self.head && self.head - self.tail <= self.region_bytes;
         if ok {
             Ok(())
         } else {
@@ -145,8 +149,8 @@ impl ValueLog {
         })
     }
 
-    /// Places records of the given encoded lengths at the head, each within one chunk,
-    /// and pads the end to a block. Returns each record's logical position and the
+    /// Places records of the given encoded lengths at the head, each within one chunk.
+    /// Returns each record's logical position and the
     /// range `[start, end)` written. Flushes keep `gc_reserve_bytes` free; GC may use
     /// it. On `NeedSpace` nothing changed.
     pub fn place(
@@ -166,7 +170,7 @@ impl ValueLog {
             positions.push(at);
             at += len;
         }
-        let end = at.next_multiple_of(self.block_bytes);
+        let end = at;
         let floor = if for_gc { 0 } else { self.gc_reserve_bytes };
         if end - start + floor > self.free_bytes() {
             return Err(NeedSpace);
@@ -224,6 +228,69 @@ impl ValueLog {
                 i += 1;
             }
         }
+    }
+
+    /// Reads the head's partly written block at open.
+    pub fn load_head_block(&mut self, device: &dyn BlockDevice) -> Result<()> {
+        let len = (self.head % self.block_bytes) as usize;
+        self.head_block.clear();
+        if len > 0 {
+            let mut buf = AlignedBuf::new(self.block_bytes as usize);
+            device.read_at(self.device_offset(self.head - len as u64), &mut buf[..])?;
+            self.head_block.extend_from_slice(&buf[..len]);
+        }
+        Ok(())
+    }
+
+    /// Encodes records (position, key, value, seq) placed in `[start, end)` into
+    /// aligned writes: from the start of `start`'s block (its written bytes first,
+    /// unchanged), zero padding between records and up to the end's block boundary,
+    /// split where the range wraps around the region. Remembers the new head block.
+    pub fn encode_run(
+        &mut self,
+        records: &[(u64, &[u8], &[u8], u64)],
+        start: u64,
+        end: u64,
+    ) -> Vec<(u64, AlignedBuf, usize)> {
+        if start == end {
+            return Vec::new();
+        }
+        let block = self.block_bytes;
+        let first = start - start % block;
+        assert_eq!(
+            self.head_block.len() as u64,
+            start - first,
+            "appends continue at the head"
+        );
+        let mut bytes = vec![0u8; (end.next_multiple_of(block) - first) as usize];
+        bytes[..self.head_block.len()].copy_from_slice(&self.head_block);
+        let mut scratch = Vec::new();
+        for (pos, key, value, seq) in records {
+            scratch.clear();
+            record::encode(&mut scratch, RecordKind::Value, *seq, key, value);
+            let at = (pos - first) as usize;
+            bytes[at..at + scratch.len()].copy_from_slice(&scratch);
+        }
+        let used = (end - first) as usize;
+        self.head_block.clear();
+        self.head_block
+            .extend_from_slice(&bytes[used - (end % block) as usize..used]);
+        // The region's end is a block boundary, so a wrap splits the run at most once.
+        let until_wrap = self.region_bytes - first % self.region_bytes;
+        let split = (until_wrap as usize).min(bytes.len());
+        let mut writes = Vec::with_capacity(2);
+        for (offset, piece) in [
+            (first, &bytes[..split]),
+            (first + split as u64, &bytes[split..]),
+        ] {
+            if piece.is_empty() {
+                continue;
+            }
+            let mut buf = AlignedBuf::new(piece.len());
+            buf.copy_from_slice(piece);
+            writes.push((self.device_offset(offset), buf, piece.len()));
+        }
+        writes
     }
 
     pub fn encode_entry(&self) -> Vec<u8> {
@@ -299,7 +366,6 @@ mod tests {
             match l.place(&lens, false) {
                 Ok((pos, start, end)) => {
                     assert_eq!(start, before);
-                    assert_eq!(end % 4096, 0);
                     for (p, len) in pos.iter().zip(&lens) {
                         assert_eq!(p / l.chunk_bytes, (p + *len as u64 - 1) / l.chunk_bytes);
                         assert!(*p >= start && p + *len as u64 <= end);
