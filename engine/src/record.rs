@@ -69,20 +69,29 @@ pub fn encoded_len(key_len: usize, value_len: usize) -> usize {
 
 /// Appends one record to `out`.
 pub fn encode(out: &mut Vec<u8>, kind: RecordKind, seq: u64, key: &[u8], value: &[u8]) {
+    let start = out.len();
+    out.resize(start + encoded_len(key.len(), value.len()), 0);
+    encode_into(&mut out[start..], kind, seq, key, value);
+}
+
+/// Writes one record at the start of `out` (at least `encoded_len` bytes), so that a
+/// flush can encode straight into its aligned device buffer. Returns its length.
+pub fn encode_into(out: &mut [u8], kind: RecordKind, seq: u64, key: &[u8], value: &[u8]) -> usize {
     debug_assert!(!key.is_empty() && key.len() <= u16::MAX as usize);
     debug_assert!(value.len() <= u32::MAX as usize);
     debug_assert!(kind == RecordKind::Value || value.is_empty());
-    let start = out.len();
-    out.push(TAG_HIGH | RECORD_FORMAT_VERSION);
-    out.push(kind.code());
-    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
-    out.extend_from_slice(key);
-    out.extend_from_slice(value);
-    let crc = record_crc(&out[start..]);
-    out[start + CRC_AT..start + CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    let len = encoded_len(key.len(), value.len());
+    let rec = &mut out[..len];
+    rec[0] = TAG_HIGH | RECORD_FORMAT_VERSION;
+    rec[1] = kind.code();
+    rec[2..4].copy_from_slice(&(key.len() as u16).to_le_bytes());
+    rec[4..8].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    rec[8..16].copy_from_slice(&seq.to_le_bytes());
+    rec[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + key.len()].copy_from_slice(key);
+    rec[RECORD_HEADER_BYTES + key.len()..].copy_from_slice(value);
+    let crc = record_crc(rec);
+    rec[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    len
 }
 
 /// crc32c over a whole encoded record except its crc field.

@@ -107,7 +107,6 @@ pub(crate) fn place(
     ];
     let mut writes: Vec<(u64, AlignedBuf, usize)> = Vec::new();
     let mut new_tails: Vec<(u32, Option<TailBlock>)> = Vec::with_capacity(by_group.len());
-    let mut scratch = Vec::new();
     let block = layout.block_bytes as usize;
     for (((g, idx), places), tail) in by_group.iter().zip(&placements).zip(tails) {
         let mut run_start = 0;
@@ -120,11 +119,19 @@ pub(crate) fn place(
             }
             let start = places[run_start].offset as usize;
             let prefix_len = start % block;
-            scratch.clear();
+            let body: usize = (run_start..run_end)
+                .map(|j| {
+                    let p = &pending[idx[j]];
+                    record::encoded_len(p.key.len(), p.value.map_or(0, |v| v.len()))
+                })
+                .sum();
+            let used = prefix_len + body;
+            // Encoded straight into the device buffer: values are copied once here.
+            let mut buf = AlignedBuf::new(used.div_ceil(block) * block);
             if prefix_len > 0 {
                 match &tail {
                     Some(t) if t.segment == seg && t.bytes.len() == prefix_len => {
-                        scratch.extend_from_slice(&t.bytes)
+                        buf[..prefix_len].copy_from_slice(&t.bytes)
                     }
                     _ => {
                         return Err(FlushError::Fatal(Error::Corruption {
@@ -135,23 +142,25 @@ pub(crate) fn place(
                     }
                 }
             }
+            let mut at = prefix_len;
             for j in run_start..run_end {
                 let p = &pending[idx[j]];
+                debug_assert_eq!(places[j].offset as usize, start + at - prefix_len);
                 record_at[idx[j]] = places[j];
                 let kind = if p.value.is_some() {
                     RecordKind::Value
                 } else {
                     RecordKind::Tombstone
                 };
-                record::encode(&mut scratch, kind, p.seq, p.key, p.value.unwrap_or(&[]));
+                at +=
+                    record::encode_into(&mut buf[at..], kind, p.seq, p.key, p.value.unwrap_or(&[]));
             }
-            let tail_len = scratch.len() % block;
+            debug_assert_eq!(at, used);
+            let tail_len = used % block;
             group_tail = (tail_len > 0).then(|| TailBlock {
                 segment: seg,
-                bytes: scratch[scratch.len() - tail_len..].to_vec(),
+                bytes: buf[used - tail_len..used].to_vec(),
             });
-            let mut buf = AlignedBuf::new(scratch.len().div_ceil(block) * block);
-            buf[..scratch.len()].copy_from_slice(&scratch);
             let len = buf.len();
             let at = layout.segment_offset(seg) + (start - prefix_len) as u64;
             writes.push((at, buf, len));

@@ -262,35 +262,40 @@ impl ValueLog {
             start - first,
             "appends continue at the head"
         );
-        let mut bytes = vec![0u8; (end.next_multiple_of(block) - first) as usize];
-        bytes[..self.head_block.len()].copy_from_slice(&self.head_block);
-        let mut scratch = Vec::new();
+        let total = (end.next_multiple_of(block) - first) as usize;
+        // The region's end is a chunk boundary, so a wrap splits the run at most once,
+        // and never inside a record.
+        let until_wrap = (self.region_bytes - first % self.region_bytes) as usize;
+        let split = until_wrap.min(total);
+        let mut pieces: Vec<(u64, AlignedBuf)> =
+            [(first, split), (first + split as u64, total - split)]
+                .into_iter()
+                .filter(|&(_, len)| len > 0)
+                .map(|(at, len)| (at, AlignedBuf::new(len)))
+                .collect();
+        let piece_of = |pos: u64| usize::from(pos - first >= split as u64);
+        pieces[0].1[..self.head_block.len()].copy_from_slice(&self.head_block);
         for (pos, key, value, seq) in records {
-            scratch.clear();
-            record::encode(&mut scratch, RecordKind::Value, *seq, key, value);
-            let at = (pos - first) as usize;
-            bytes[at..at + scratch.len()].copy_from_slice(&scratch);
+            let (piece_at, buf) = &mut pieces[piece_of(*pos)];
+            let at = (pos - *piece_at) as usize;
+            record::encode_into(&mut buf[at..], RecordKind::Value, *seq, key, value);
         }
-        let used = (end - first) as usize;
+        // Remember the written bytes of the new head's block.
+        let tail_len = (end % block) as usize;
         self.head_block.clear();
-        self.head_block
-            .extend_from_slice(&bytes[used - (end % block) as usize..used]);
-        // The region's end is a block boundary, so a wrap splits the run at most once.
-        let until_wrap = self.region_bytes - first % self.region_bytes;
-        let split = (until_wrap as usize).min(bytes.len());
-        let mut writes = Vec::with_capacity(2);
-        for (offset, piece) in [
-            (first, &bytes[..split]),
-            (first + split as u64, &bytes[split..]),
-        ] {
-            if piece.is_empty() {
-                continue;
-            }
-            let mut buf = AlignedBuf::new(piece.len());
-            buf.copy_from_slice(piece);
-            writes.push((self.device_offset(offset), buf, piece.len()));
+        if tail_len > 0 {
+            let (piece_at, buf) = &pieces[piece_of(end - 1)];
+            let used = (end - piece_at) as usize;
+            self.head_block
+                .extend_from_slice(&buf[used - tail_len..used]);
         }
-        writes
+        pieces
+            .into_iter()
+            .map(|(at, buf)| {
+                let len = buf.len();
+                (self.device_offset(at), buf, len)
+            })
+            .collect()
     }
 
     pub fn encode_entry(&self) -> Vec<u8> {
@@ -397,6 +402,64 @@ mod tests {
             l.pointer_offset(&p),
             Some(l.region_offset + 5 * l.chunk_bytes + 100)
         );
+    }
+
+    /// A run that wraps around the region's end: two writes, the second at the
+    /// region's start, every record decodable where its pointer says, and the head
+    /// block remembered for the next append.
+    #[test]
+    fn encode_run_wraps_and_continues_the_head_block() {
+        use crate::record::{SegmentRecords, RECORD_HEADER_BYTES};
+        let mut l = log();
+        // Move head and tail near the end of the first lap, mid-block.
+        let near_end = l.region_bytes - l.chunk_bytes - 1000;
+        l.head = near_end;
+        l.tail = near_end;
+        l.reusable_tail = near_end;
+        l.head_block = vec![0xAB; (near_end % 4096) as usize];
+        let value = vec![7u8; 3000];
+        let key = b"key".to_vec();
+        let rec_len = RECORD_HEADER_BYTES + key.len() + value.len();
+        let lens = vec![rec_len; 12];
+        let (positions, start, end) = l.place(&lens, false).unwrap();
+        assert!(end > l.region_bytes, "the run wraps");
+        let records: Vec<(u64, &[u8], &[u8], u64)> = positions
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (p, &key[..], &value[..], i as u64))
+            .collect();
+        let writes = l.encode_run(&records, start, end);
+        assert_eq!(writes.len(), 2);
+        assert_eq!(
+            writes[1].0, l.region_offset,
+            "second piece at the region's start"
+        );
+        assert_eq!(
+            writes[0].0 + writes[0].2 as u64,
+            l.region_offset + l.region_bytes
+        );
+        assert_eq!(
+            &writes[0].1[..(near_end % 4096) as usize],
+            &vec![0xAB; (near_end % 4096) as usize][..]
+        );
+        for (i, &pos) in positions.iter().enumerate() {
+            let p = l.pointer(pos, rec_len, i as u64);
+            let at = l.pointer_offset(&p).unwrap();
+            let (w_at, buf, _) = writes
+                .iter()
+                .find(|w| w.0 <= at && at < w.0 + w.2 as u64)
+                .unwrap();
+            let off = (at - w_at) as usize;
+            let mut it = SegmentRecords::new_at(&buf[..off + rec_len], off, 4096);
+            let (_, rec) = it.next().unwrap().unwrap();
+            assert_eq!(
+                (rec.key, rec.value, rec.seq),
+                (&key[..], &value[..], i as u64)
+            );
+        }
+        let (_, last, _) = writes.last().unwrap();
+        let used = (end % l.region_bytes) as usize;
+        assert_eq!(l.head_block, &last[used - used % 4096..used]);
     }
 
     #[test]
