@@ -2,9 +2,11 @@
 //! under CARGO_TARGET_TMPDIR (on the target's disk, where O_DIRECT works), so that its
 //! temporary store lands there.
 
+mod common;
+
+use common::{hashkv_in, leftovers, scratch_dir, text};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 const FIELDS: [&str; 15] = [
     "mode",
@@ -23,32 +25,6 @@ const FIELDS: [&str; 15] = [
     "p99_us",
     "p999_us",
 ];
-
-fn scratch_dir() -> tempfile::TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir on the target's disk")
-}
-
-fn hashkv_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hashkv"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("TMPDIR")
-        .output()
-        .expect("run hashkv")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Entries of `dir` whose names start with `prefix`.
-fn leftovers(dir: &Path, prefix: &str) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(prefix))
-        .collect()
-}
 
 #[test]
 fn small_bench_writes_one_consistent_json_object_per_mode_and_phase() {
@@ -76,6 +52,7 @@ fn small_bench_writes_one_consistent_json_object_per_mode_and_phase() {
             "--plot",
             svg.to_str().unwrap(),
         ],
+        None,
     );
     let stdout = text(&out.stdout);
     assert!(
@@ -183,6 +160,7 @@ fn requested_modes_this_build_lacks_are_reported_as_skipped() {
             "--json",
             json.to_str().unwrap(),
         ],
+        None,
     );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
@@ -210,7 +188,7 @@ fn bad_bench_arguments_fail_with_a_message_naming_the_problem() {
         (&["bench", "--mode", "leveldb"], "no such mode"),
     ];
     for (args, expected) in cases {
-        let out = hashkv_in(dir.path(), args);
+        let out = hashkv_in(dir.path(), args, None);
         let stderr = text(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(
@@ -298,6 +276,7 @@ fn bench_stripes_over_devices_it_creates_and_removes_them_afterwards() {
             "--json",
             json.to_str().unwrap(),
         ],
+        None,
     );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
@@ -323,6 +302,7 @@ fn bench_stripes_over_devices_it_creates_and_removes_them_afterwards() {
             "--load-gib",
             "0.01",
         ],
+        None,
     );
     assert!(!again.status.success());
     assert!(

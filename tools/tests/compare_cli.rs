@@ -3,10 +3,13 @@
 //! has no RocksDB, so the peers must be listed as skipped with their reason; a build
 //! with `--features rocksdb` must run them instead.
 
+mod common;
+
+use common::{hashkv_in, leftovers, scratch_dir, text};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 const TINY: [&str; 6] = [
     "--load-gib",
@@ -16,32 +19,6 @@ const TINY: [&str; 6] = [
     "--threads",
     "2",
 ];
-
-fn scratch_dir() -> tempfile::TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir on the target's disk")
-}
-
-/// Runs hashkv in `dir`; `path` replaces PATH (so a test can hide fio).
-fn hashkv_in(dir: &Path, args: &[&str], path: Option<&Path>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hashkv"));
-    cmd.args(args).current_dir(dir).env_remove("TMPDIR");
-    if let Some(p) = path {
-        cmd.env("PATH", p);
-    }
-    cmd.output().expect("run hashkv")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn leftovers(dir: &Path, prefix: &str) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(prefix))
-        .collect()
-}
 
 fn json_rows(path: &Path) -> Vec<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

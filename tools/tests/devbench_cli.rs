@@ -1,6 +1,9 @@
 //! `hashkv devbench` as a user runs it: the built binary on a small file on the real
 //! disk (CARGO_TARGET_TMPDIR lives under target/, not on a tmpfs where O_DIRECT fails).
 
+mod common;
+
+use common::{scratch_dir, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -13,10 +16,6 @@ const SHAPES: [&str; 6] = [
     "mixed_4k_qd32",
 ];
 
-fn scratch_dir() -> tempfile::TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir on the target's disk")
-}
-
 fn hashkv(args: &[&str], path_env: Option<&Path>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hashkv"));
     cmd.args(args);
@@ -24,10 +23,6 @@ fn hashkv(args: &[&str], path_env: Option<&Path>) -> Output {
         cmd.env("PATH", path);
     }
     cmd.output().expect("run hashkv")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn fio_installed() -> bool {

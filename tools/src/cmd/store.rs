@@ -41,6 +41,7 @@ pub enum StoreCmdError {
 
     /// An error of a peer store (RocksDB) in `hashkv compare`.
     #[error("{peer}: {what}")]
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
     Peer { peer: String, what: String },
 
     /// Running fio (compare's device baseline).

@@ -1,0 +1,34 @@
+//! Helpers shared by the CLI tests: running the binary, scratch directories on the
+//! target's disk (O_DIRECT does not work on tmpfs), reading output.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+pub fn scratch_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir on the target's disk")
+}
+
+/// Runs hashkv in `dir` with TMPDIR unset (so its temporary stores land in `dir`);
+/// `path` replaces PATH (so a test can hide fio).
+pub fn hashkv_in(dir: &Path, args: &[&str], path: Option<&Path>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hashkv"));
+    cmd.args(args).current_dir(dir).env_remove("TMPDIR");
+    if let Some(p) = path {
+        cmd.env("PATH", p);
+    }
+    cmd.output().expect("run hashkv")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Entries of `dir` whose names start with `prefix`.
+pub fn leftovers(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
