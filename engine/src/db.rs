@@ -2,6 +2,7 @@
 //! path's commit lives in `flush.rs`, garbage collection in `gc.rs`, scans in
 //! `scan.rs`.
 
+use crate::buffers::BufferPool;
 use crate::devices;
 use crate::error::{Error, Result};
 use crate::keys;
@@ -88,6 +89,8 @@ pub(crate) struct Inner {
     pub readers: Arc<Readers>,
     pub counters: Counters,
     pub next_seq: AtomicU64,
+    /// Aligned buffers flushes encode into, reused.
+    pub buffers: BufferPool,
     poison: Mutex<Option<String>>,
     /// One GC at a time; held for a whole GC. Lock order: gc_lock, then commit, then
     /// table.
@@ -243,6 +246,7 @@ impl Db {
             readers: Arc::new(Readers::default()),
             counters: Counters::default(),
             next_seq: AtomicU64::new(next_seq),
+            buffers: BufferPool::new((2 * options.write_cache_bytes as usize).max(16 << 20)),
             poison: Mutex::new(None),
             gc_lock: Mutex::new(()),
             gc_wake: Condvar::new(),
@@ -453,7 +457,9 @@ impl Inner {
             for (k, _) in &entries {
                 if seen.insert(&k[..]) {
                     let written = (*finals[&k[..]]).clone();
-                    before.push((k.clone(), written, cache.active.get(k).cloned()));
+                    // Active or frozen: a frozen earlier write must come back if a
+                    // failed flush handed its key to this write.
+                    before.push((k.clone(), written, cache.get(k)));
                 }
             }
             for (k, v) in entries {
@@ -469,18 +475,36 @@ impl Inner {
         let sync = sync || self.options.sync_writes;
         if sync || full {
             if let Err(e) = self.flush_through(flush_no, sync) {
-                if matches!(e, Error::StoreFull { .. }) {
-                    // Refused, so it must not take effect: not read back, not committed
-                    // by a later flush. Writes acknowledged before it stay cached.
-                    let mut cache = self.cache.write();
-                    for (k, written, previous) in before {
-                        cache.take_back(&k, &written, previous);
-                    }
-                    self.counters
-                        .user_bytes_written
-                        .fetch_sub(user_bytes, Ordering::Relaxed);
-                    self.counters.user_ops.fetch_sub(ops, Ordering::Relaxed);
+                if !matches!(e, Error::StoreFull { .. }) {
+                    return Err(e);
                 }
+                // Decided under the commit lock, so no flush holds this write frozen: either
+                // another writer's flush committed it meanwhile (then it took effect), or
+                // it is taken back, so that it is neither read back nor committed later.
+                // Writes acknowledged before it stay cached.
+                let commit = self.commit.lock();
+                if commit.committed_flushes > flush_no {
+                    drop(commit);
+                    return if sync {
+                        self.flush_through(flush_no, true)
+                    } else {
+                        Ok(())
+                    };
+                }
+                let mut cache = self.cache.write();
+                debug_assert!(
+                    cache.frozen.is_none(),
+                    "no flush runs under the commit lock"
+                );
+                for (k, written, previous) in before {
+                    cache.take_back(&k, &written, previous);
+                }
+                drop(cache);
+                drop(commit);
+                self.counters
+                    .user_bytes_written
+                    .fetch_sub(user_bytes, Ordering::Relaxed);
+                self.counters.user_ops.fetch_sub(ops, Ordering::Relaxed);
                 return Err(e);
             }
         }

@@ -147,8 +147,14 @@ impl Inner {
                 .flush()
                 .map_err(|e| FlushError::Fatal(e.into()))?;
         }
+        let Appended {
+            writes,
+            pointers,
+            meta,
+        } = appended;
+        self.buffers.give(writes.into_iter().map(|w| w.1));
         let mut batch = hashkv_lsm::WriteBatch::new();
-        for ((k, v), pointer) in map.iter().zip(&appended.pointers) {
+        for ((k, v), pointer) in map.iter().zip(&pointers) {
             let user_key = keys::user_key(k);
             match (v, pointer) {
                 (None, _) => batch.delete(&user_key),
@@ -156,7 +162,7 @@ impl Inner {
                 (Some(_), Some(ptr)) => batch.put(&user_key, &ptr.encode()),
             }
         }
-        for (k, v) in &appended.meta {
+        for (k, v) in &meta {
             batch.put(k, v);
         }
         let last_seq = first_seq + map.len() as u64 - 1;

@@ -21,6 +21,7 @@
 //!   GC may reuse space. FORMAT.md beside this crate documents the bytes and the crash
 //!   argument.
 
+mod buffers;
 pub mod check;
 pub mod db;
 mod devices;

@@ -1080,3 +1080,91 @@ fn failed_put_after_eio_visibility() {
     verify(&db, &model);
     db.close().unwrap();
 }
+
+/// Writers racing into a full store, some with sync writes, with and without the write
+/// cache: a write refused with `StoreFull` never reads back, whoever's flush ran last.
+#[test]
+fn concurrent_puts_refused_with_store_full_do_not_take_effect() {
+    for round in 0..2u64 {
+        let dev = sim(2 * MIB, 30 + round);
+        let dir = tempfile::tempdir().unwrap();
+        let cache = if round % 2 == 0 { 0 } else { 32 * KIB };
+        let o = small_options().with_write_cache_bytes(cache);
+        let db = Arc::new(Db::format_device(dev, dir.path(), &o).unwrap());
+        let writers: Vec<_> = (0..4u32)
+            .map(|t| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    let mut refused = Vec::new();
+                    for i in 0..700u32 {
+                        let k = t * 1_000_000 + i;
+                        let v = value(k, 1, 1000);
+                        let r = if i % 3 == 0 {
+                            let mut b = WriteBatch::new();
+                            b.put(&key(k), &v);
+                            db.write_sync(b)
+                        } else {
+                            db.put(&key(k), &v)
+                        };
+                        match r {
+                            Ok(()) => {}
+                            Err(Error::StoreFull { .. }) => refused.push(k),
+                            Err(e) => panic!("writer {t}: {e:?}"),
+                        }
+                    }
+                    refused
+                })
+            })
+            .collect();
+        let refused: Vec<u32> = writers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        assert!(!refused.is_empty(), "round {round}: the store never filled");
+        let _ = db.flush();
+        let back = refused
+            .iter()
+            .filter(|k| db.get(&key(**k)).unwrap().is_some())
+            .count();
+        assert_eq!(
+            back,
+            0,
+            "round {round}: {back} of {} refused puts read back",
+            refused.len()
+        );
+    }
+}
+
+/// A full vlog store still takes deletes (they write nothing to the log).
+#[test]
+fn full_vlog_store_takes_deletes() {
+    let dev = sim(2 * MIB, 18);
+    let dir = tempfile::tempdir().unwrap();
+    let o = small_options()
+        .with_mode(hashkv::Mode::VLog)
+        .with_write_cache_bytes(0);
+    let db = Db::format_device(dev, dir.path(), &o).unwrap();
+    let mut n = 0u32;
+    loop {
+        match db.put(&key(n), &value(n, 1, 1000)) {
+            Ok(()) => n += 1,
+            Err(e) => {
+                assert!(matches!(e, Error::StoreFull { .. }), "{e:?}");
+                break;
+            }
+        }
+    }
+    assert!(n > 100, "full after {n} puts");
+    for _ in 0..30 {
+        let _ = db.collect_garbage();
+    }
+    for i in 0..n {
+        db.delete(&key(i))
+            .unwrap_or_else(|e| panic!("delete {i} of {n} in a full store: {e}"));
+    }
+    for i in 0..n / 2 {
+        db.put(&key(50_000 + i), &value(50_000 + i, 1, 1000))
+            .unwrap_or_else(|e| panic!("put {i} after deleting everything: {e}"));
+    }
+    db.close().unwrap();
+}

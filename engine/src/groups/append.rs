@@ -127,7 +127,9 @@ pub(crate) fn place(
                 .sum();
             let used = prefix_len + body;
             // Encoded straight into the device buffer: values are copied once here.
-            let mut buf = AlignedBuf::new(used.div_ceil(block) * block);
+            let len = used.div_ceil(block) * block;
+            // A reused buffer: every byte up to `len` is written below.
+            let mut buf = inner.buffers.take(len);
             if prefix_len > 0 {
                 match &tail {
                     Some(t) if t.segment == seg && t.bytes.len() == prefix_len => {
@@ -156,12 +158,12 @@ pub(crate) fn place(
                     record::encode_into(&mut buf[at..], kind, p.seq, p.key, p.value.unwrap_or(&[]));
             }
             debug_assert_eq!(at, used);
+            buf[used..len].fill(0);
             let tail_len = used % block;
             group_tail = (tail_len > 0).then(|| TailBlock {
                 segment: seg,
                 bytes: buf[used - tail_len..used].to_vec(),
             });
-            let len = buf.len();
             let at = layout.segment_offset(seg) + (start - prefix_len) as u64;
             writes.push((at, buf, len));
             run_start = run_end;

@@ -260,6 +260,15 @@ impl SegmentTable {
             Some(mark) => self.groups[g as usize].chain.len() == mark.collected_len,
             None => false,
         };
+        // A tombstone-only flush may have taken the chain past its limit; values must
+        // not follow it there, or GC could no longer rewrite the group.
+        if appends == Appends::Values
+            && self.groups[g as usize].chain.len() - 1 > self.gc_reserve_segments
+        {
+            return Err(NeedSpace {
+                group_at_limit: Some(g),
+            });
+        }
         let mut cursor = {
             let tail = self.groups[g as usize]
                 .chain
@@ -373,7 +382,8 @@ impl SegmentTable {
         Some((collected, spare))
     }
 
-    /// The group's chain holds as many log segments as value appends may use.
+    /// The group's chain holds as many log segments as value appends may use (or more,
+    /// taken by tombstone-only appends).
     pub fn at_chain_limit(&self, g: u32) -> bool {
         self.groups[g as usize].chain.len() > self.gc_reserve_segments
     }
@@ -594,6 +604,10 @@ mod tests {
         let e = t.place(4, &[100], Appends::Values).unwrap_err();
         assert_eq!(e.group_at_limit, Some(4));
         t.place(4, &[100], Appends::TombstonesOnly).unwrap();
+        assert_eq!(t.groups[4].chain.len(), 2 + limit);
+        // Values do not follow the tombstones past the limit, even with room there.
+        let e = t.place(4, &[100], Appends::Values).unwrap_err();
+        assert_eq!(e.group_at_limit, Some(4));
         assert_eq!(t.groups[4].chain.len(), 2 + limit);
         // Other groups fill the pool down to the reserves; tombstones still fit.
         let mut g = 0;

@@ -45,7 +45,7 @@ pub(crate) fn place(
         .zip(&positions)
         .map(|((i, k, v), pos)| (*pos, *k, *v, first_seq + *i as u64))
         .collect();
-    let writes = log.encode_run(&run, start, end);
+    let writes = log.encode_run(&run, start, end, &inner.buffers);
     let meta = if records.is_empty() {
         Vec::new()
     } else {

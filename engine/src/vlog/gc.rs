@@ -155,7 +155,7 @@ fn run(inner: &Inner, start: u64, end: u64) -> Result<GcOutcome> {
         .zip(&positions)
         .map(|(l, pos)| (*pos, l.key, l.value, l.seq))
         .collect();
-    let writes = log.encode_run(&run, new_start, new_end);
+    let writes = log.encode_run(&run, new_start, new_end, &inner.buffers);
     let mut batch = hashkv_lsm::WriteBatch::new();
     for (l, (pos, len)) in live.iter().zip(positions.iter().zip(&lens)) {
         let p = log.pointer(*pos, *len, l.seq);

@@ -13,6 +13,7 @@
 //! "v"` entry) in the same batch as the pointers that make them true, so after a crash
 //! they agree with the index exactly.
 
+use crate::buffers::BufferPool;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::location::Pointer;
@@ -159,6 +160,10 @@ impl ValueLog {
         for_gc: bool,
     ) -> std::result::Result<(Vec<u64>, u64, u64), NeedSpace> {
         let start = self.head;
+        // Deletes and inline values write nothing to the log: no space needed.
+        if record_lens.is_empty() {
+            return Ok((Vec::new(), start, start));
+        }
         let mut at = start;
         let mut positions = Vec::with_capacity(record_lens.len());
         for &len in record_lens {
@@ -172,7 +177,9 @@ impl ValueLog {
         }
         let end = at;
         let floor = if for_gc { 0 } else { self.gc_reserve_bytes };
-        if end - start + floor > self.free_bytes() {
+        // The write reaches the end of `end`'s block (zeros), which must stay clear of
+        // the oldest space readers may still read.
+        if end.next_multiple_of(self.block_bytes) - start + floor > self.free_bytes() {
             return Err(NeedSpace);
         }
         self.head = end;
@@ -251,6 +258,7 @@ impl ValueLog {
         records: &[(u64, &[u8], &[u8], u64)],
         start: u64,
         end: u64,
+        buffers: &BufferPool,
     ) -> Vec<(u64, AlignedBuf, usize)> {
         if start == end {
             return Vec::new();
@@ -267,34 +275,40 @@ impl ValueLog {
         // and never inside a record.
         let until_wrap = (self.region_bytes - first % self.region_bytes) as usize;
         let split = until_wrap.min(total);
-        let mut pieces: Vec<(u64, AlignedBuf)> =
+        // (logical position, buffer, bytes to write, bytes written so far)
+        let mut pieces: Vec<(u64, AlignedBuf, usize, usize)> =
             [(first, split), (first + split as u64, total - split)]
                 .into_iter()
                 .filter(|&(_, len)| len > 0)
-                .map(|(at, len)| (at, AlignedBuf::new(len)))
+                .map(|(at, len)| (at, buffers.take(len), len, 0))
                 .collect();
         let piece_of = |pos: u64| usize::from(pos - first >= split as u64);
-        pieces[0].1[..self.head_block.len()].copy_from_slice(&self.head_block);
+        let prefix = self.head_block.len();
+        pieces[0].1[..prefix].copy_from_slice(&self.head_block);
+        pieces[0].3 = prefix;
+        // Records come in position order; reused buffers get zeros in every gap.
         for (pos, key, value, seq) in records {
-            let (piece_at, buf) = &mut pieces[piece_of(*pos)];
+            let (piece_at, buf, _, cursor) = &mut pieces[piece_of(*pos)];
             let at = (pos - *piece_at) as usize;
-            record::encode_into(&mut buf[at..], RecordKind::Value, *seq, key, value);
+            debug_assert!(at >= *cursor, "records in position order");
+            buf[*cursor..at].fill(0);
+            *cursor = at + record::encode_into(&mut buf[at..], RecordKind::Value, *seq, key, value);
+        }
+        for (_, buf, len, cursor) in pieces.iter_mut() {
+            buf[*cursor..*len].fill(0);
         }
         // Remember the written bytes of the new head's block.
         let tail_len = (end % block) as usize;
         self.head_block.clear();
         if tail_len > 0 {
-            let (piece_at, buf) = &pieces[piece_of(end - 1)];
+            let (piece_at, buf, _, _) = &pieces[piece_of(end - 1)];
             let used = (end - piece_at) as usize;
             self.head_block
                 .extend_from_slice(&buf[used - tail_len..used]);
         }
         pieces
             .into_iter()
-            .map(|(at, buf)| {
-                let len = buf.len();
-                (self.device_offset(at), buf, len)
-            })
+            .map(|(at, buf, len, _)| (self.device_offset(at), buf, len))
             .collect()
     }
 
@@ -428,7 +442,7 @@ mod tests {
             .enumerate()
             .map(|(i, &p)| (p, &key[..], &value[..], i as u64))
             .collect();
-        let writes = l.encode_run(&records, start, end);
+        let writes = l.encode_run(&records, start, end, &BufferPool::new(0));
         assert_eq!(writes.len(), 2);
         assert_eq!(
             writes[1].0, l.region_offset,
@@ -458,6 +472,7 @@ mod tests {
             );
         }
         let (_, last, _) = writes.last().unwrap();
+        assert!(writes.iter().all(|w| w.2 <= w.1.len()));
         let used = (end % l.region_bytes) as usize;
         assert_eq!(l.head_block, &last[used - used % 4096..used]);
     }
