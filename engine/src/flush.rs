@@ -117,7 +117,13 @@ impl Inner {
                 }
                 Err(FlushError::NeedSpace { group_at_limit })
             }
-            Err(fatal) => Err(fatal),
+            Err(fatal) => {
+                // Never committed, and the store now refuses writes: reads must not
+                // return what a restart would not (the writer of the failing flush got
+                // the error).
+                self.cache.write().frozen = None;
+                Err(fatal)
+            }
         }
     }
 
