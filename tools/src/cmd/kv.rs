@@ -117,12 +117,16 @@ fn print_superblock(db: &Db) {
     println!("block bytes      {}", l.block_bytes);
     println!("main segment     {} bytes", l.main_segment_bytes);
     println!("log segment      {} bytes", l.log_segment_bytes);
-    println!("groups           {}", l.group_count);
-    println!("main slots       {} (groups + spares)", l.main_slot_count);
-    println!("log segments     {}", l.log_segment_count);
-    println!("main region at   {}", l.main_region_offset);
-    println!("log region at    {}", l.log_region_offset);
-    println!("value capacity   {}", human_bytes(l.value_capacity_bytes()));
+    println!("value store      {}", db.describe_value_store());
+    // The hashkv layout's details; the other modes use the same regions differently.
+    if sb.mode == hashkv::Mode::HashKv {
+        println!("groups           {}", l.group_count);
+        println!("main slots       {} (groups + spares)", l.main_slot_count);
+        println!("log segments     {}", l.log_segment_count);
+        println!("main region at   {}", l.main_region_offset);
+        println!("log region at    {}", l.log_region_offset);
+        println!("value capacity   {}", human_bytes(l.value_capacity_bytes()));
+    }
 }
 
 pub fn stat(args: &StoreArgs) -> StoreResult<()> {
@@ -134,10 +138,17 @@ pub fn stat(args: &StoreArgs) -> StoreResult<()> {
         s.value_bytes_used,
         human_bytes(s.value_bytes_used)
     );
-    println!(
-        "free log segs    {} of {}",
-        s.free_log_segments, s.log_segments
-    );
+    match db.superblock().mode {
+        hashkv::Mode::HashKv => println!(
+            "free log segs    {} of {}",
+            s.free_log_segments, s.log_segments
+        ),
+        hashkv::Mode::VLog => println!(
+            "free log chunks  {} of {}",
+            s.free_log_segments, s.log_segments
+        ),
+        hashkv::Mode::Lsm => {}
+    }
     let meta_bytes = dir_disk_bytes(&args.metadata);
     println!(
         "metadata dir     {} ({})",
