@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::{hashkv_in, leftovers, scratch_dir, text};
+use common::{assert_argument_errors, hashkv_in, leftovers, scratch_dir, spawn_in, text};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 
 const FIELDS: [&str; 15] = [
     "mode",
@@ -187,32 +186,16 @@ fn bad_bench_arguments_fail_with_a_message_naming_the_problem() {
         (&["bench", "--hotness", "maybe"], "--hotness"),
         (&["bench", "--mode", "leveldb"], "no such mode"),
     ];
-    for (args, expected) in cases {
-        let out = hashkv_in(dir.path(), args, None);
-        let stderr = text(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(
-            stderr.contains(expected),
-            "{args:?}: stderr lacks {expected:?}:\n{stderr}"
-        );
-    }
-    assert!(
-        leftovers(dir.path(), "hashkv-bench-").is_empty(),
-        "argument errors must not leave a store behind"
-    );
+    assert_argument_errors(dir.path(), &cases);
 }
 
 #[test]
 fn ctrl_c_stops_the_phase_prints_what_was_measured_and_removes_the_store() {
     let dir = scratch_dir();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hashkv"))
-        .args(["bench", "--load-gib", "2", "--update-gib", "2"])
-        .current_dir(dir.path())
-        .env_remove("TMPDIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hashkv bench");
+    let mut child = spawn_in(
+        dir.path(),
+        &["bench", "--load-gib", "2", "--update-gib", "2"],
+    );
     let mut stdout_lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = String::new();
     // The "mode ..." line is printed once the store is formatted and the load starts.

@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{hashkv_in, leftovers, scratch_dir, text};
+use common::{assert_argument_errors, hashkv_in, leftovers, scratch_dir, spawn_in, text};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const TINY: [&str; 6] = [
     "--load-gib",
@@ -199,32 +199,16 @@ fn bad_compare_arguments_fail_with_a_message_naming_the_problem() {
         (&["compare", "--load-gib", "lots"], "--load-gib"),
         (&["compare", "--mode", "leveldb"], "no such mode"),
     ];
-    for (args, expected) in cases {
-        let out = hashkv_in(dir.path(), args, None);
-        let stderr = text(&out.stderr);
-        assert!(!out.status.success(), "{args:?} succeeded");
-        assert!(
-            stderr.contains(expected),
-            "{args:?}: stderr lacks {expected:?}:\n{stderr}"
-        );
-    }
-    assert!(
-        leftovers(dir.path(), "hashkv-bench-").is_empty(),
-        "argument errors must not leave a store behind"
-    );
+    assert_argument_errors(dir.path(), &cases);
 }
 
 #[test]
 fn ctrl_c_stops_compare_before_the_peers_and_fio_and_removes_the_store() {
     let dir = scratch_dir();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hashkv"))
-        .args(["compare", "--load-gib", "2", "--update-gib", "2"])
-        .current_dir(dir.path())
-        .env_remove("TMPDIR")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hashkv compare");
+    let mut child = spawn_in(
+        dir.path(),
+        &["compare", "--load-gib", "2", "--update-gib", "2"],
+    );
     let mut stdout_lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = String::new();
     let first_mode = hashkv::Mode::ALL[0].name();

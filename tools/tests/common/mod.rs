@@ -32,3 +32,32 @@ pub fn leftovers(dir: &Path, prefix: &str) -> Vec<String> {
         .filter(|n| n.starts_with(prefix))
         .collect()
 }
+
+/// Each command fails, its stderr names the problem, and no store is left behind.
+pub fn assert_argument_errors(dir: &Path, cases: &[(&[&str], &str)]) {
+    for (args, expected) in cases {
+        let out = hashkv_in(dir, args, None);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: stderr lacks {expected:?}:\n{stderr}"
+        );
+    }
+    assert!(
+        leftovers(dir, "hashkv-bench-").is_empty(),
+        "argument errors must not leave a store behind"
+    );
+}
+
+/// Starts hashkv in `dir` with piped output (for tests that interrupt it).
+pub fn spawn_in(dir: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_hashkv"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TMPDIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start hashkv")
+}
