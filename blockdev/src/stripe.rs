@@ -424,6 +424,13 @@ impl BlockDevice for StripedDevice {
         for op in ops.iter() {
             check_op(&self.geometry, op)?;
         }
+        // A failed member poisons the whole stripe: no more writes anywhere, even on
+        // the healthy members, so the stripe never holds a write that followed an error.
+        if ops.iter().any(|op| !matches!(op, IoOp::Read { .. })) {
+            if let Some(first_error) = self.poisoned() {
+                return Err(DeviceError::Poisoned { first_error });
+            }
+        }
         let mut pieces = self.split(ops);
         self.submit_pieces(&mut pieces)
     }

@@ -120,7 +120,9 @@ impl BufferArena {
     /// `len_bytes` is rounded up to whole pages (at least one).
     pub fn new(len_bytes: usize) -> Arc<BufferArena> {
         let pages = len_bytes.div_ceil(ARENA_PAGE_BYTES).max(1);
-        let len_bytes = pages * ARENA_PAGE_BYTES;
+        let len_bytes = pages
+            .checked_mul(ARENA_PAGE_BYTES)
+            .expect("arena size overflows usize");
         let layout = Layout::from_size_align(len_bytes, ARENA_PAGE_BYTES).expect("arena layout");
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
@@ -691,6 +693,7 @@ impl<'d, 'a> RingBatch<'d, 'a> {
 
     /// Pushes requests waiting to be issued while the in-flight limit allows.
     fn push_ready(&mut self) {
+        self.refuse_writes_if_poisoned();
         let fd = types::Fd(self.device.file.as_raw_fd());
         let ring = self.lease.ring();
         let arena_registered = ring.arena_registered;
@@ -721,6 +724,27 @@ impl<'d, 'a> RingBatch<'d, 'a> {
             self.in_flight += 1;
             if fixed {
                 self.device.fixed_ops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Once the device is poisoned (by this batch or any other), no write, write
+    /// continuation or flush of this batch is issued any more: they finish with the
+    /// poison error. Reads still go out.
+    fn refuse_writes_if_poisoned(&mut self) {
+        if self.device.poisoned_error().is_none() {
+            return;
+        }
+        let is_write = |r: &Request| !matches!(r.kind, RequestKind::Read { .. });
+        let mut waiting: Vec<usize> = self.again.drain(..).collect();
+        waiting.extend(self.next_new..self.requests.len());
+        self.next_new = self.requests.len();
+        for index in waiting {
+            if is_write(&self.requests[index]) {
+                let error = self.device.poisoned_error().expect("poisoned above");
+                self.finish(Some(error));
+            } else {
+                self.again.push_back(index);
             }
         }
     }
@@ -899,6 +923,8 @@ enum ArenaSource {
 /// Registered arenas smaller than this are not worth having: one engine flush or GC
 /// read batch would not fit, and plain ops would be used for it anyway.
 pub const ARENA_BYTES_MIN: usize = 256 << 10;
+/// The largest buffer the kernel registers (larger ones fail with EFAULT).
+pub const ARENA_BYTES_MAX: usize = 1 << 30;
 
 /// The arena size to ask for, given the caller's wish and how many rings will register
 /// it (registration is charged once per ring): unlimited for root (CAP_IPC_LOCK is not
@@ -907,6 +933,8 @@ pub const ARENA_BYTES_MIN: usize = 256 << 10;
 /// for the rings themselves; a device that takes it all would make the next device's
 /// ring setup fail. 0 if that is below [`ARENA_BYTES_MIN`].
 pub fn arena_bytes_allowed(requested_bytes: usize, rings: usize) -> usize {
+    // The kernel refuses to register a single buffer over 1 GiB (EFAULT).
+    let requested_bytes = requested_bytes.min(ARENA_BYTES_MAX);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return requested_bytes;
