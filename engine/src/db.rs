@@ -446,33 +446,24 @@ impl Inner {
             .map(|(k, v)| (k.len() + v.as_ref().map_or(0, |v| v.len())) as u64)
             .sum();
         let ops = entries.len() as u64;
-        // What the cache held before, per key (first occurrence), to take the write back
-        // if the store refuses it.
-        let mut before: Vec<(Vec<u8>, CachedValue, Option<CachedValue>)> = Vec::new();
-        let (flush_no, full) = {
+        let sync = sync || self.options.sync_writes;
+        let (flush_no, full, undo) = {
             let mut cache = self.cache.write();
-            let mut seen = std::collections::HashSet::new();
-            let finals: std::collections::HashMap<&[u8], &CachedValue> =
-                entries.iter().map(|(k, v)| (&k[..], v)).collect();
-            for (k, _) in &entries {
-                if seen.insert(&k[..]) {
-                    let written = (*finals[&k[..]]).clone();
-                    // Active or frozen: a frozen earlier write must come back if a
-                    // failed flush handed its key to this write.
-                    before.push((k.clone(), written, cache.get(k)));
-                }
-            }
+            // Only a write that flushes can be refused, so only it pays for the record
+            // of what it replaces.
+            let undo = (sync || cache.may_fill(&entries, self.options.write_cache_bytes))
+                .then(|| cache.undo_for(&entries));
             for (k, v) in entries {
                 cache.insert(&k, v);
             }
             (
                 cache.active_flush,
                 cache.active_bytes >= self.options.write_cache_bytes,
+                undo,
             )
         };
         Counters::add(&self.counters.user_bytes_written, user_bytes);
         Counters::add(&self.counters.user_ops, ops);
-        let sync = sync || self.options.sync_writes;
         if sync || full {
             if let Err(e) = self.flush_through(flush_no, sync) {
                 if !matches!(e, Error::StoreFull { .. }) {
@@ -496,9 +487,7 @@ impl Inner {
                     cache.frozen.is_none(),
                     "no flush runs under the commit lock"
                 );
-                for (k, written, previous) in before {
-                    cache.take_back(&k, &written, previous);
-                }
+                cache.take_back(undo.expect("a write that flushes records its undo"));
                 drop(cache);
                 drop(commit);
                 self.counters

@@ -19,31 +19,59 @@ pub struct WriteCache {
     pub frozen: Option<Arc<CacheMap>>,
 }
 
+/// Bytes an entry counts for against the cache size (with a per-entry overhead).
+fn entry_bytes(key: &[u8], value: &CachedValue) -> u64 {
+    (key.len() + value.as_ref().map_or(0, |v| v.len()) + 32) as u64
+}
+
+/// What a write replaced, per key, so that it can be taken back if the store refuses
+/// it: (key, the value this write left, what the cache held before).
+pub type Undo = Vec<(Vec<u8>, CachedValue, Option<CachedValue>)>;
+
 impl WriteCache {
     pub fn insert(&mut self, key: &[u8], value: CachedValue) {
-        let add = (key.len() + value.as_ref().map_or(0, |v| v.len()) + 32) as u64;
+        let add = entry_bytes(key, &value);
         match self.active.insert(key.to_vec(), value) {
-            Some(old) => {
-                let old_bytes = (key.len() + old.map_or(0, |v| v.len()) + 32) as u64;
-                self.active_bytes = self.active_bytes + add - old_bytes;
-            }
+            Some(old) => self.active_bytes = self.active_bytes + add - entry_bytes(key, &old),
             None => self.active_bytes += add,
         }
     }
 
-    /// Takes back a refused write of `key`: if the active map still holds `written`,
-    /// puts back what it held before (`previous`: `None` if the key was not cached).
-    /// A newer write of the key by someone else is left alone.
-    pub fn take_back(&mut self, key: &[u8], written: &CachedValue, previous: Option<CachedValue>) {
-        if self.active.get(key) != Some(written) {
-            return;
-        }
-        match previous {
-            Some(v) => self.insert(key, v),
-            None => {
-                self.active.remove(key);
-                let bytes = (key.len() + written.as_ref().map_or(0, |v| v.len()) + 32) as u64;
-                self.active_bytes -= bytes;
+    /// Whether inserting `entries` may fill the cache (an upper bound: replaced
+    /// entries give bytes back).
+    pub fn may_fill(&self, entries: &[(Vec<u8>, CachedValue)], limit_bytes: u64) -> bool {
+        let growth: u64 = entries.iter().map(|(k, v)| entry_bytes(k, v)).sum();
+        self.active_bytes + growth >= limit_bytes
+    }
+
+    /// Records, before `entries` are inserted, what taking them back needs: per key,
+    /// the last value the batch writes and what the cache held before, active or
+    /// frozen (a frozen earlier write must come back if a failed flush handed its key
+    /// to this write).
+    pub fn undo_for(&self, entries: &[(Vec<u8>, CachedValue)]) -> Undo {
+        let mut seen = std::collections::HashSet::new();
+        entries
+            .iter()
+            .rev()
+            .filter(|(k, _)| seen.insert(&k[..]))
+            .map(|(k, v)| (k.clone(), v.clone(), self.get(k)))
+            .collect()
+    }
+
+    /// Takes back a refused write: where the active map still holds what the write
+    /// left, puts back what it held before (or removes the key). A newer write of a
+    /// key by someone else is left alone.
+    pub fn take_back(&mut self, undo: Undo) {
+        for (key, written, previous) in undo {
+            if self.active.get(&key) != Some(&written) {
+                continue;
+            }
+            match previous {
+                Some(v) => self.insert(&key, v),
+                None => {
+                    self.active.remove(&key);
+                    self.active_bytes -= entry_bytes(&key, &written);
+                }
             }
         }
     }
