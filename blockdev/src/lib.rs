@@ -15,6 +15,7 @@ pub mod device;
 pub mod error;
 pub mod file;
 pub mod identity;
+pub mod loop_devices;
 pub mod sim;
 pub mod stripe;
 pub mod uring;

@@ -5,117 +5,33 @@
 
 mod real_common;
 
-use hashkv_blockdev::file::{create_file, open_device, DeviceKind, OpenOptions};
+use hashkv_blockdev::file::{open_device, DeviceKind, OpenOptions};
 use hashkv_blockdev::identity::{
     read_and_check_stripe, write_identity, Identity, IDENTITY_RESERVED_BYTES,
 };
+use hashkv_blockdev::loop_devices::{attach_all, LoopDevice};
 use hashkv_blockdev::stripe::{open_striped, StripedDevice};
 use hashkv_blockdev::{AlignedBuf, BlockDevice, DeviceError, IoOp};
 use rand::{Rng, SeedableRng};
 use real_common::{heap_buf, random_batches, read_region, test_dir, Model, TestBuf};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 
-/// `losetup -f` picks a free device and binds it; two at once can race for the same
-/// one, so the tests of this file attach one after another.
-static LOOP_SETUP: Mutex<()> = Mutex::new(());
-
-fn serialize() -> MutexGuard<'static, ()> {
-    LOOP_SETUP.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// An attached loop device, detached on drop.
-struct LoopDev {
-    path: PathBuf,
-}
-
-impl LoopDev {
-    fn attach(backing: &Path, sector_bytes: Option<u32>) -> Result<LoopDev, String> {
-        let mut cmd = Command::new("losetup");
-        cmd.args(["-f", "--show", "--direct-io=on"]);
-        if let Some(s) = sector_bytes {
-            cmd.args(["--sector-size", &s.to_string()]);
-        }
-        cmd.arg(backing);
-        let out = cmd
-            .output()
-            .map_err(|e| format!("cannot run losetup: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "losetup failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if !path.starts_with("/dev/") {
-            return Err(format!("losetup printed {path:?}"));
-        }
-        Ok(LoopDev { path })
-    }
-
-    /// /sys/block/loopN/queue/<name>, as the kernel reports it.
-    fn queue_attr(&self, name: &str) -> u32 {
-        let dev = self
-            .path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        std::fs::read_to_string(format!("/sys/block/{dev}/queue/{name}"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for LoopDev {
-    fn drop(&mut self) {
-        match Command::new("losetup").arg("-d").arg(&self.path).status() {
-            Ok(s) if s.success() => {}
-            other => eprintln!(
-                "warning: losetup -d {} failed: {other:?}",
-                self.path.display()
-            ),
-        }
-    }
-}
-
-/// Backing files and loop devices for one test, or the reason they cannot be had.
+/// Backing files and loop devices for one test.
 struct Loops {
     // Field order matters: devices are detached before the directory is removed.
-    devs: Vec<LoopDev>,
-    backing: Vec<PathBuf>,
+    devs: Vec<LoopDevice>,
     _dir: tempfile::TempDir,
 }
 
 fn setup(sizes: &[(u64, Option<u32>)]) -> Result<Loops, String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("loop devices need root".to_string());
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return Err("no /dev/loop-control (loop driver not available)".to_string());
-    }
     let dir = test_dir();
-    let mut loops = Loops {
-        devs: Vec::new(),
-        backing: Vec::new(),
-        _dir: dir,
-    };
-    for (i, &(size, sector)) in sizes.iter().enumerate() {
-        let backing = loops._dir.path().join(format!("backing{i}"));
-        create_file(&backing, size, false).map_err(|e| e.to_string())?;
-        loops.devs.push(LoopDev::attach(&backing, sector)?);
-        loops.backing.push(backing);
-    }
-    Ok(loops)
+    let devs = attach_all(dir.path(), sizes)?;
+    Ok(Loops { devs, _dir: dir })
 }
 
 macro_rules! loops_or_skip {
@@ -132,17 +48,20 @@ macro_rules! loops_or_skip {
 
 #[test]
 fn loop_discovery_via_ioctls() {
-    let _serial = serialize();
     let loops = loops_or_skip!(&[(64 * MIB, None), (32 * MIB, Some(4096))]);
     for l in &loops.devs {
         let dev = open_device(&l.path, &OpenOptions::default()).unwrap();
         let g = dev.geometry();
         println!("{}: {g:?}", l.path.display());
         assert_eq!(dev.kind(), DeviceKind::BlockDevice);
-        assert_eq!(g.logical_block_bytes, l.queue_attr("logical_block_size"));
+        assert_eq!(
+            g.logical_block_bytes,
+            l.queue_attr("logical_block_size").unwrap()
+        );
         assert_eq!(
             g.physical_block_bytes,
             l.queue_attr("physical_block_size")
+                .unwrap()
                 .max(g.logical_block_bytes)
         );
     }
@@ -179,7 +98,6 @@ fn loop_discovery_via_ioctls() {
 
 #[test]
 fn loop_round_trip_through_io_uring() {
-    let _serial = serialize();
     let loops = loops_or_skip!(&[(32 * MIB, None)]);
     let dev = open_device(&loops.devs[0].path, &OpenOptions::default()).unwrap();
     const THREADS: u64 = 4;
@@ -213,7 +131,7 @@ fn loop_round_trip_through_io_uring() {
     assert_eq!(dev.counters()[0].flushes, 1);
     drop(dev);
     // The backing file holds what was written (read with plain pread).
-    let f = std::fs::File::open(&loops.backing[0]).unwrap();
+    let f = std::fs::File::open(&loops.devs[0].backing).unwrap();
     for m in &models {
         let mut got = vec![0u8; m.bytes.len()];
         f.read_exact_at(&mut got, m.base).unwrap();
@@ -227,7 +145,6 @@ fn loop_round_trip_through_io_uring() {
 
 #[test]
 fn loop_second_exclusive_opener_refused() {
-    let _serial = serialize();
     let loops = loops_or_skip!(&[(16 * MIB, None)]);
     let path = &loops.devs[0].path;
     let dev = open_device(path, &OpenOptions::default()).unwrap();
@@ -252,7 +169,6 @@ fn expected_location(offset: u64, unit: u64, members: u64) -> (usize, u64) {
 
 #[test]
 fn loop_stripe_over_three_devices_maps_and_round_trips() {
-    let _serial = serialize();
     // Different sizes (the smallest decides) and sector sizes (the largest decides).
     // Flushes per member: one by write_identity, one at the end.
     let loops = loops_or_skip!(&[(16 * MIB, Some(4096)), (16 * MIB, None), (24 * MIB, None)]);

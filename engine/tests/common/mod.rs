@@ -3,11 +3,10 @@
 #![allow(dead_code)]
 
 use hashkv::{Db, Options};
+use hashkv_blockdev::loop_devices::{attach_all, LoopDevice};
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
+use std::path::PathBuf;
 
 pub const KIB: u64 = 1 << 10;
 pub const MIB: u64 = 1 << 20;
@@ -106,57 +105,10 @@ pub fn disk_dir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
-/// `losetup -f` picks a free device and binds it; two at once in one process can race
-/// for the same one, so attaching is serialised.
-static LOOP_SETUP: Mutex<()> = Mutex::new(());
-
-pub fn loop_lock() -> MutexGuard<'static, ()> {
-    LOOP_SETUP.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// An attached loop device, detached on drop (also when the test panics).
-pub struct LoopDev {
-    pub path: PathBuf,
-}
-
-impl LoopDev {
-    pub fn attach(backing: &Path) -> Result<LoopDev, String> {
-        let out = Command::new("losetup")
-            .args(["-f", "--show", "--direct-io=on"])
-            .arg(backing)
-            .output()
-            .map_err(|e| format!("cannot run losetup: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "losetup failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if !path.starts_with("/dev/") {
-            return Err(format!("losetup printed {path:?}"));
-        }
-        Ok(LoopDev { path })
-    }
-}
-
-impl Drop for LoopDev {
-    fn drop(&mut self) {
-        match Command::new("losetup").arg("-d").arg(&self.path).status() {
-            Ok(s) if s.success() => {}
-            other => eprintln!(
-                "warning: losetup -d {} failed: {other:?}",
-                self.path.display()
-            ),
-        }
-    }
-}
-
 /// Loop devices over zero-filled backing files in a disk-backed directory.
 pub struct Loops {
     // Field order: devices are detached before the directory is removed.
-    pub devs: Vec<LoopDev>,
+    pub devs: Vec<LoopDevice>,
     pub dir: tempfile::TempDir,
 }
 
@@ -169,26 +121,9 @@ impl Loops {
 /// `count` loop devices of `size` bytes each, or why they cannot be had (not root, no
 /// loop driver, losetup failing).
 pub fn loops(count: usize, size: u64) -> Result<Loops, String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("loop devices need root".into());
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return Err("no /dev/loop-control (loop driver not available)".into());
-    }
-    let _serial = loop_lock();
-    let mut l = Loops {
-        devs: Vec::new(),
-        dir: disk_dir(),
-    };
-    for i in 0..count {
-        let backing = l.dir.path().join(format!("backing{i}"));
-        let f = std::fs::File::create(&backing).map_err(|e| e.to_string())?;
-        f.set_len(size).map_err(|e| e.to_string())?;
-        drop(f);
-        l.devs.push(LoopDev::attach(&backing)?);
-    }
-    Ok(l)
+    let dir = disk_dir();
+    let devs = attach_all(dir.path(), &vec![(size, None); count])?;
+    Ok(Loops { devs, dir })
 }
 
 /// Zipf(theta) over 0..n by inverse CDF (exact; fine for the key counts of tests),
