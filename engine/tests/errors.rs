@@ -15,6 +15,15 @@ fn sim(size: u64, seed: u64) -> Arc<SimDevice> {
     Arc::new(SimDevice::new(SimConfig::new(size, seed)).unwrap())
 }
 
+/// A store formatted with `o` on a fresh simulated device of `size` bytes; the device
+/// and directory are returned for faults, crashes and reopening.
+fn format_sim(size: u64, seed: u64, o: &Options) -> (Arc<SimDevice>, tempfile::TempDir, Db) {
+    let dev = sim(size, seed);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::format_device(dev.clone(), dir.path(), o).unwrap();
+    (dev, dir, db)
+}
+
 fn write_raw(dev: &SimDevice, offset: u64, data: &[u8]) {
     let mut buf = AlignedBuf::new(data.len().div_ceil(4096) * 4096);
     buf[..data.len()].copy_from_slice(data);
@@ -91,10 +100,8 @@ fn empty_and_oversized_keys_are_refused_and_change_nothing() {
 /// separated, through a flush and a reopen.
 #[test]
 fn key_of_exactly_the_limit_is_accepted() {
-    let dev = sim(8 * MIB, 1);
-    let dir = tempfile::tempdir().unwrap();
     let o = small_options();
-    let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+    let (dev, dir, db) = format_sim(8 * MIB, 1, &o);
     let mut model = load(&db, 20);
     let max_key = vec![b'm'; KEY_BYTES_MAX];
     let max_key2 = vec![b'n'; KEY_BYTES_MAX];
@@ -328,10 +335,8 @@ fn not_ours_on_files_through_open_and_probe() {
 
 #[test]
 fn other_segment_sizes_are_a_mismatch() {
-    let dev = sim(16 * MIB, 9);
-    let dir = tempfile::tempdir().unwrap();
     let o = small_options();
-    let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+    let (dev, dir, db) = format_sim(16 * MIB, 9, &o);
     let model = load(&db, 100);
     db.close().unwrap();
     for (other, what) in [
@@ -445,10 +450,8 @@ fn second_opener_of_a_file_device_is_refused() {
 
 #[test]
 fn second_opener_of_a_metadata_dir_is_refused() {
-    let dev = sim(8 * MIB, 12);
-    let dir = tempfile::tempdir().unwrap();
     let o = small_options();
-    let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+    let (dev, dir, db) = format_sim(8 * MIB, 12, &o);
     let model = load(&db, 80);
     let e = Db::open_device(dev.clone(), dir.path(), &o).err().unwrap();
     assert!(matches!(e, Error::Lsm(LsmError::Locked { .. })), "{e:?}");
@@ -497,10 +500,8 @@ fn patch_version(dev: &SimDevice, main_segment_bytes: u64, version: u32) {
 
 #[test]
 fn newer_superblock_format_version_is_refused() {
-    let dev = sim(8 * MIB, 15);
-    let dir = tempfile::tempdir().unwrap();
     let o = small_options();
-    let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+    let (dev, dir, db) = format_sim(8 * MIB, 15, &o);
     let model = load(&db, 50);
     db.close().unwrap();
     patch_version(&dev, 256 * KIB, 2);
@@ -524,10 +525,8 @@ fn newer_superblock_format_version_is_refused() {
 
 #[test]
 fn one_damaged_superblock_copy_is_tolerated() {
-    let dev = sim(8 * MIB, 16);
-    let dir = tempfile::tempdir().unwrap();
     let o = small_options();
-    let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+    let (dev, dir, db) = format_sim(8 * MIB, 16, &o);
     let model = load(&db, 50);
     db.close().unwrap();
     for at in [0u64, 128 * KIB] {
@@ -757,10 +756,8 @@ fn full_store_recovers_after_deletes() {
 #[test]
 fn put_refused_with_store_full_does_not_take_effect() {
     for cache in [0, 32 * KIB] {
-        let dev = sim(2 * MIB, 18);
-        let dir = tempfile::tempdir().unwrap();
         let o = small_options().with_write_cache_bytes(cache);
-        let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+        let (_dev, _dir, db) = format_sim(2 * MIB, 18, &o);
         let (_, full_at) = fill_until_full(&db, cache);
         let got = db.get(&key(full_at)).unwrap();
         assert!(
@@ -774,10 +771,8 @@ fn put_refused_with_store_full_does_not_take_effect() {
 #[test]
 fn eio_on_write_poisons_writes_and_reads_still_work() {
     for cache in [0, 64 * KIB] {
-        let dev = sim(8 * MIB, 19);
-        let dir = tempfile::tempdir().unwrap();
         let o = small_options().with_write_cache_bytes(cache);
-        let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+        let (dev, dir, db) = format_sim(8 * MIB, 19, &o);
         let model = load(&db, 200);
         db.flush().unwrap();
         let fault = dev.inject(FaultRule::eio().on(OpKind::Write)).unwrap();
@@ -848,10 +843,8 @@ fn eio_on_write_poisons_writes_and_reads_still_work() {
 
 #[test]
 fn eio_on_flush_poisons_writes() {
-    let dev = sim(8 * MIB, 20);
-    let dir = tempfile::tempdir().unwrap();
     let o = small_options().with_write_cache_bytes(0);
-    let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+    let (dev, dir, db) = format_sim(8 * MIB, 20, &o);
     let model = load(&db, 100);
     db.flush().unwrap();
     dev.inject(FaultRule::eio().on(OpKind::Flush).max_hits(1))
@@ -881,10 +874,8 @@ fn block_filling_value(i: u32, blocks: usize) -> Vec<u8> {
 
 #[test]
 fn bit_flip_on_read_is_an_error_never_a_wrong_value() {
-    let dev = sim(8 * MIB, 21);
-    let dir = tempfile::tempdir().unwrap();
     let o = small_options().with_write_cache_bytes(0);
-    let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+    let (dev, _dir, db) = format_sim(8 * MIB, 21, &o);
     let mut model = Model::new();
     for i in 0..60 {
         let v = block_filling_value(i, 1 + (i as usize % 3));
@@ -957,10 +948,8 @@ fn bit_flip_on_read_is_an_error_never_a_wrong_value() {
 
 #[test]
 fn stored_bit_rot_is_an_error_and_gc_refuses_to_spread_it() {
-    let dev = sim(8 * MIB, 22);
-    let dir = tempfile::tempdir().unwrap();
     let o = small_options().with_write_cache_bytes(0);
-    let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+    let (dev, _dir, db) = format_sim(8 * MIB, 22, &o);
     let model = load(&db, 100);
     let victim = key(7);
     let v = model[&victim].clone();
@@ -1023,10 +1012,8 @@ fn stored_bit_rot_is_an_error_and_gc_refuses_to_spread_it() {
 /// everything flushed is there (the old chain was never touched).
 #[test]
 fn eio_during_gc_loses_nothing() {
-    let dev = sim(8 * MIB, 23);
-    let dir = tempfile::tempdir().unwrap();
     let o = small_options().with_write_cache_bytes(16 * KIB);
-    let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+    let (dev, dir, db) = format_sim(8 * MIB, 23, &o);
     let mut model = Model::new();
     for round in 0..4u32 {
         for i in 0..200u32 {
@@ -1061,10 +1048,8 @@ fn eio_during_gc_loses_nothing() {
 /// and never reads back: not before the reopen, not after.
 #[test]
 fn failed_put_after_eio_visibility() {
-    let dev = sim(8 * MIB, 24);
-    let dir = tempfile::tempdir().unwrap();
     let o = small_options().with_write_cache_bytes(0);
-    let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+    let (dev, dir, db) = format_sim(8 * MIB, 24, &o);
     let model = load(&db, 20);
     dev.inject(FaultRule::eio().on(OpKind::Write)).unwrap();
     assert!(db.put(b"failed", &value(1, 9, 500)).is_err());
