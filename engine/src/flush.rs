@@ -9,7 +9,7 @@ use crate::keys;
 use crate::location::{self, Pointer};
 use crate::stats::Counters;
 use crate::store::ValueStore;
-use crate::write_cache::CacheMap;
+use crate::write_cache::{CacheMap, CachedValue};
 use crate::{groups, vlog};
 use hashkv_blockdev::{AlignedBuf, IoOp};
 use std::sync::atomic::Ordering;
@@ -177,6 +177,14 @@ impl Inner {
             .write(&batch, &hashkv_lsm::WriteOptions { sync: durable })
             .map_err(|e| FlushError::Fatal(e.into()))?;
         Ok(())
+    }
+
+    /// The value a cached entry puts into the value store: a put's value at least
+    /// `separation_threshold_bytes` long (selective KV separation); smaller values
+    /// and deletes live in the index only.
+    pub(crate) fn separated<'v>(&self, value: &'v CachedValue) -> Option<&'v [u8]> {
+        let threshold = self.options.separation_threshold_bytes as usize;
+        value.as_deref().filter(|v| v.len() >= threshold)
     }
 
     /// Submits aligned writes all at once, split at `batch_write_threshold_bytes`, so

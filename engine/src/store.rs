@@ -14,7 +14,7 @@ use crate::keys;
 use crate::layout::Layout;
 use crate::location::Pointer;
 use crate::options::Mode;
-use crate::vlog::log::{self, ValueLog};
+use crate::vlog::log::{self, LogGeometry, ValueLog};
 use crate::{groups, vlog};
 use hashkv_blockdev::BlockDevice;
 use parking_lot::Mutex;
@@ -235,7 +235,8 @@ impl Inner {
                         <= l.segment_bytes(p.segment);
                 fits.then(|| l.segment_offset(p.segment) + u64::from(p.offset))
             }
-            ValueStore::Log(l) => l.lock().pointer_offset(p),
+            // No lock: the geometry follows from the layout.
+            ValueStore::Log(_) => LogGeometry::of(&self.layout).pointer_offset(p),
             ValueStore::Inline => None,
         };
         at.ok_or_else(|| Error::Corruption {

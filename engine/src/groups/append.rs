@@ -34,14 +34,13 @@ pub(crate) fn place(
     map: &CacheMap,
     first_seq: u64,
 ) -> std::result::Result<Appended, FlushError> {
-    let threshold = inner.options.separation_threshold_bytes as usize;
     let layout = inner.layout;
     let pending: Vec<Pending<'_>> = map
         .iter()
         .enumerate()
         .map(|(i, (k, v))| Pending {
             key: k,
-            value: v.as_deref().filter(|v| v.len() >= threshold),
+            value: inner.separated(v),
             seq: first_seq + i as u64,
         })
         .collect();

@@ -14,10 +14,9 @@ pub(crate) fn place(
     map: &CacheMap,
     first_seq: u64,
 ) -> std::result::Result<Appended, FlushError> {
-    let threshold = inner.options.separation_threshold_bytes as usize;
     let mut records: Vec<(usize, &[u8], &[u8])> = Vec::new();
     for (i, (k, v)) in map.iter().enumerate() {
-        if let Some(v) = v.as_deref().filter(|v| v.len() >= threshold) {
+        if let Some(v) = inner.separated(v) {
             records.push((i, k, v));
         }
     }

@@ -22,7 +22,7 @@ use crate::location::{self, Location};
 use crate::record::{self, RecordKind, SegmentRecords};
 use crate::stats::Counters;
 use crate::store::GcOutcome;
-use crate::vlog::log::{encode_entry, NeedSpace};
+use crate::vlog::log::{encode_entry, LogGeometry, NeedSpace};
 use hashkv_blockdev::{AlignedBuf, IoOp};
 
 pub(crate) fn collect_one(inner: &Inner) -> Result<Option<GcOutcome>> {
@@ -102,6 +102,7 @@ fn run(inner: &Inner, start: u64, end: u64) -> Result<GcOutcome> {
     Counters::add(&inner.counters.gc_device_bytes_read, bytes_read);
 
     // 3. One index lookup per record.
+    let geometry = LogGeometry::of(&inner.layout);
     let mut live: Vec<Live<'_>> = Vec::new();
     let mut lookups = 0u64;
     for (piece, buf) in pieces.iter().zip(&bufs) {
@@ -113,10 +114,7 @@ fn run(inner: &Inner, start: u64, end: u64) -> Result<GcOutcome> {
                 continue;
             }
             let position = piece.0 + off as u64;
-            let here = inner
-                .value_log()
-                .lock()
-                .pointer(position, rec.encoded_len(), rec.seq);
+            let here = geometry.pointer(position, rec.encoded_len(), rec.seq);
             lookups += 1;
             let entry = inner.lsm.get(&keys::user_key(rec.key))?;
             let is_live = match entry.as_deref().map(location::decode).transpose()? {

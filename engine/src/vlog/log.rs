@@ -56,11 +56,64 @@ pub struct ValueLog {
     gc_keys_written: Option<HashSet<Vec<u8>>>,
 }
 
+/// The value log's place on the device: derived from the layout, so readers need no
+/// lock to turn a pointer into a device offset.
+#[derive(Debug, Clone, Copy)]
+pub struct LogGeometry {
+    pub region_offset: u64,
+    pub region_bytes: u64,
+    /// A record never crosses a multiple of this; the unit of a pointer's `segment`.
+    pub chunk_bytes: u64,
+}
+
+impl LogGeometry {
+    /// Everything past the superblock unit that the hashkv mode would use for main and
+    /// log segments, in chunks of `log_segment_bytes`.
+    pub fn of(layout: &Layout) -> LogGeometry {
+        LogGeometry {
+            region_offset: layout.main_region_offset,
+            region_bytes: layout.end_offset() - layout.main_region_offset,
+            chunk_bytes: layout.log_segment_bytes,
+        }
+    }
+
+    pub fn chunk_count(&self) -> u32 {
+        (self.region_bytes / self.chunk_bytes) as u32
+    }
+
+    /// Device offset of a logical position.
+    pub fn device_offset(&self, position: u64) -> u64 {
+        self.region_offset + position % self.region_bytes
+    }
+
+    /// The pointer to a record of `record_bytes` at logical `position`.
+    pub fn pointer(&self, position: u64, record_bytes: usize, seq: u64) -> Pointer {
+        let physical = position % self.region_bytes;
+        Pointer {
+            segment: (physical / self.chunk_bytes) as u32,
+            offset: (physical % self.chunk_bytes) as u32,
+            record_bytes: record_bytes as u32,
+            seq,
+        }
+    }
+
+    /// Device offset of a pointer's record, or `None` if it points outside the log.
+    pub fn pointer_offset(&self, p: &Pointer) -> Option<u64> {
+        let fits = p.segment < self.chunk_count()
+            && u64::from(p.offset) + u64::from(p.record_bytes) <= self.chunk_bytes;
+        fits.then(|| {
+            self.region_offset + u64::from(p.segment) * self.chunk_bytes + u64::from(p.offset)
+        })
+    }
+}
+
 impl ValueLog {
     pub fn new(layout: &Layout, head: u64, tail: u64) -> Result<ValueLog> {
-        let region_offset = layout.main_region_offset;
-        let region_bytes = layout.end_offset() - region_offset;
-        let chunk_bytes = layout.log_segment_bytes;
+        let LogGeometry {
+            region_offset,
+            region_bytes,
+            chunk_bytes,
+        } = LogGeometry::of(layout);
         // The paper's vLog collects a fixed-size chunk from the tail; we use the main
         // segment size, the same amount a hashkv GC of one full main segment reads.
         // Smaller on small devices, so that the GC reserve leaves room for data.
@@ -109,7 +162,7 @@ impl ValueLog {
     }
 
     pub fn chunk_count(&self) -> u32 {
-        (self.region_bytes / self.chunk_bytes) as u32
+        self.geometry().chunk_count()
     }
 
     pub fn used_bytes(&self) -> u64 {
@@ -125,29 +178,28 @@ impl ValueLog {
         !self.pending.is_empty()
     }
 
+    /// Where positions lie on the device; fixed for the store's life.
+    pub fn geometry(&self) -> LogGeometry {
+        LogGeometry {
+            region_offset: self.region_offset,
+            region_bytes: self.region_bytes,
+            chunk_bytes: self.chunk_bytes,
+        }
+    }
+
     /// Device offset of a logical position.
     pub fn device_offset(&self, position: u64) -> u64 {
-        self.region_offset + position % self.region_bytes
+        self.geometry().device_offset(position)
     }
 
     /// The pointer to a record of `record_bytes` at logical `position`.
     pub fn pointer(&self, position: u64, record_bytes: usize, seq: u64) -> Pointer {
-        let physical = position % self.region_bytes;
-        Pointer {
-            segment: (physical / self.chunk_bytes) as u32,
-            offset: (physical % self.chunk_bytes) as u32,
-            record_bytes: record_bytes as u32,
-            seq,
-        }
+        self.geometry().pointer(position, record_bytes, seq)
     }
 
     /// Device offset of a pointer's record, or `None` if it points outside the log.
     pub fn pointer_offset(&self, p: &Pointer) -> Option<u64> {
-        let fits = p.segment < self.chunk_count()
-            && u64::from(p.offset) + u64::from(p.record_bytes) <= self.chunk_bytes;
-        fits.then(|| {
-            self.region_offset + u64::from(p.segment) * self.chunk_bytes + u64::from(p.offset)
-        })
+        self.geometry().pointer_offset(p)
     }
 
     /// Places records of the given encoded lengths at the head, each within one chunk.
