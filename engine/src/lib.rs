@@ -32,6 +32,7 @@ pub mod groups;
 mod keys;
 pub mod layout;
 pub mod location;
+mod open;
 pub mod options;
 mod readers;
 pub mod record;
