@@ -91,17 +91,22 @@ pub(crate) fn open_members(
 }
 
 /// Refuses to format over data: the first bytes (where filesystems and our superblock
-/// live) and the second superblock copy must be zero.
+/// live), the twin superblock copy and the place where older formats kept the twin
+/// must be zero.
 pub(crate) fn check_empty(device: &dyn BlockDevice, layout: &Layout) -> Result<()> {
     let size = device.geometry().size_bytes;
     let mut probes = vec![(
         0u64,
         EMPTY_CHECK_BYTES.min(layout.main_segment_bytes as usize),
     )];
-    let second = Layout::superblock_offsets(layout.main_segment_bytes)[1];
-    probes.push((second, layout.block_bytes as usize));
+    for at in [
+        Layout::superblock_offsets()[1],
+        Layout::legacy_twin_offset(layout.main_segment_bytes),
+    ] {
+        probes.push((at, layout.block_bytes as usize));
+    }
     for (offset, len) in probes {
-        if offset + len as u64 > size {
+        if offset + len as u64 > size || offset % u64::from(layout.block_bytes) != 0 {
             continue;
         }
         let mut buf = AlignedBuf::new(len);

@@ -2,7 +2,7 @@
 //! which byte range. Computed once at format time and recorded in the superblock.
 //!
 //! ```text
-//! unit 0                    superblock copies (at 0 and at main_segment_bytes / 2)
+//! unit 0                    superblock copies (at 0 and at 128 KiB)
 //! units 1 ..= main_slots    main segments: one per group plus spares for copy-on-write GC
 //! following units           log segments (the reserved space), log_segment_bytes each
 //! ```
@@ -13,6 +13,16 @@ use crate::error::{Error, Result};
 use crate::options::Options;
 
 pub type SegmentId = u32;
+
+/// Offset of the superblock's twin copy. Fixed, so that a store whose first copy is
+/// damaged opens whatever its segment sizes; past the first 64 KiB that partition
+/// tables, volume labels and most filesystems' primary superblocks overwrite, yet
+/// inside the superblock's unit for every main segment size format accepts.
+pub const SUPERBLOCK_TWIN_OFFSET_BYTES: u64 = 128 << 10;
+
+/// Smallest main segment format accepts: unit 0 holds the superblock's two copies,
+/// the twin at `SUPERBLOCK_TWIN_OFFSET_BYTES`, in its first half.
+pub const MAIN_SEGMENT_BYTES_MIN: u64 = 2 * SUPERBLOCK_TWIN_OFFSET_BYTES;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
@@ -31,6 +41,15 @@ impl Layout {
     pub fn compute(device_bytes: u64, block_bytes: u32, options: &Options) -> Result<Layout> {
         options.validate(block_bytes)?;
         let unit = options.main_segment_bytes;
+        if unit < MAIN_SEGMENT_BYTES_MIN {
+            return Err(Error::InvalidOptions {
+                reason: format!(
+                    "main_segment_bytes {unit} is below the minimum of {MAIN_SEGMENT_BYTES_MIN} \
+                     (the first main-segment unit holds the superblock's copies at 0 and \
+                     {SUPERBLOCK_TWIN_OFFSET_BYTES})"
+                ),
+            });
+        }
         let units = device_bytes / unit;
         let too_small = |reason: String| Err(Error::DeviceTooSmall { reason });
         if units < 4 {
@@ -139,9 +158,28 @@ impl Layout {
             + u64::from(self.log_segment_count) * self.log_segment_bytes
     }
 
-    /// Offsets of the two superblock copies.
-    pub fn superblock_offsets(main_segment_bytes: u64) -> [u64; 2] {
-        [0, main_segment_bytes / 2]
+    /// Offsets of the two superblock copies this build writes: the first block and
+    /// the twin at a fixed offset, so that the twin is found without knowing the
+    /// segment sizes its copy names (FORMAT.md, "Where things live").
+    pub fn superblock_offsets() -> [u64; 2] {
+        [0, SUPERBLOCK_TWIN_OFFSET_BYTES]
+    }
+
+    /// Where stores formatted before the twin had its fixed offset keep it: half a
+    /// main segment in. Still read, so that those stores open.
+    pub fn legacy_twin_offset(main_segment_bytes: u64) -> u64 {
+        main_segment_bytes / 2
+    }
+
+    /// Where the twin of a store with these main segments lies: the fixed offset,
+    /// unless the superblock's unit is too small to hold it (a store formatted before
+    /// the minimum existed), where it lies at the legacy offset.
+    pub fn twin_offset(main_segment_bytes: u64) -> u64 {
+        if main_segment_bytes >= MAIN_SEGMENT_BYTES_MIN {
+            SUPERBLOCK_TWIN_OFFSET_BYTES
+        } else {
+            Layout::legacy_twin_offset(main_segment_bytes)
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use crate::keys;
 use crate::layout::Layout;
 use crate::options::Options;
 use crate::store::ValueStore;
-use crate::superblock::{Superblock, FORMAT_VERSION};
-use hashkv_blockdev::{AlignedBuf, BlockDevice};
+use crate::superblock::{self, Superblock, FORMAT_VERSION};
+use hashkv_blockdev::BlockDevice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -94,13 +94,7 @@ impl Db {
         }
         lsm.write(&batch, &hashkv_lsm::WriteOptions { sync: true })?;
         lsm.close()?;
-        let block = superblock.encode(block_bytes as usize);
-        let mut buf = AlignedBuf::new(block.len());
-        buf.copy_from_slice(&block);
-        for offset in Layout::superblock_offsets(layout.main_segment_bytes) {
-            device.write_at(offset, &buf)?;
-        }
-        device.flush()?;
+        superblock::write_copies(device.as_ref(), &superblock, &Layout::superblock_offsets())?;
         Db::open_device(device, metadata_dir, options)
     }
 
@@ -182,51 +176,7 @@ fn open_lsm(dir: &Path, options: &Options, create: bool) -> Result<hashkv_lsm::D
 
 /// Reads both superblock copies; a valid one wins. Two valid copies must agree.
 pub(crate) fn read_superblock(device: &dyn BlockDevice) -> Result<Superblock> {
-    let geometry = device.geometry();
-    let block = geometry.logical_block_bytes.max(BLOCK_BYTES_MIN) as usize;
-    let mut buf = AlignedBuf::new(block);
-    device.read_at(0, &mut buf[..block])?;
-    let first = Superblock::decode(&buf[..block]);
-    // The second copy sits half a main segment in; its size comes from a valid first
-    // copy, or else is searched for among the sizes a superblock may name.
-    let mut errors = Vec::new();
-    let mut found: Vec<Superblock> = Vec::new();
-    match first {
-        Ok(Some(s)) => found.push(s),
-        Ok(None) => {}
-        Err(e) => errors.push(e),
-    }
-    let candidates: Vec<u64> = match found.first() {
-        Some(s) => vec![s.layout.main_segment_bytes],
-        None => (13..=36).map(|shift| 1u64 << shift).collect(),
-    };
-    for main in candidates {
-        let at = Layout::superblock_offsets(main)[1];
-        if at + block as u64 > geometry.size_bytes {
-            break;
-        }
-        device.read_at(at, &mut buf[..block])?;
-        match Superblock::decode(&buf[..block]) {
-            Ok(Some(s)) if s.layout.main_segment_bytes == main => {
-                found.push(s);
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => errors.push(e),
-        }
-    }
-    match (found.first(), found.get(1)) {
-        (Some(a), Some(b)) if a != b => Err(Error::Corruption {
-            what: "the two superblock copies disagree".into(),
-        }),
-        (Some(a), _) => Ok(*a),
-        (None, _) => match errors.into_iter().next() {
-            Some(e) => Err(e),
-            None => Err(Error::NotOurs {
-                reason: "no hashkv superblock on the device".into(),
-            }),
-        },
-    }
+    superblock::read_copies(device)?.into_superblock()
 }
 
 fn check_matches(sb: &Superblock, options: &Options, device: &dyn BlockDevice) -> Result<()> {

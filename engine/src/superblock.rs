@@ -1,5 +1,10 @@
 //! The superblock: two checksummed copies naming the format version, the mode, the
-//! stripe identity and the layout. Written once by format; read and checked at open.
+//! stripe identity and the layout. Written once by format; read and checked at open;
+//! checked and repaired copy by copy by fsck (`read_copies`, `Copies::repair`).
+//!
+//! The first copy lies at offset 0, its twin at `SUPERBLOCK_TWIN_OFFSET_BYTES`. Stores
+//! formatted before the twin had that fixed offset keep it at half a main segment
+//! (`Layout::legacy_twin_offset`); it is read there too.
 //!
 //! Byte layout (little-endian), in one block, zero-padded:
 //! ```text
@@ -22,12 +27,19 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::layout::Layout;
+use crate::layout::{Layout, MAIN_SEGMENT_BYTES_MIN, SUPERBLOCK_TWIN_OFFSET_BYTES};
 use crate::options::Mode;
+use hashkv_blockdev::{AlignedBuf, BlockDevice};
 
 pub const SUPERBLOCK_MAGIC: &[u8; 8] = b"HASHKVSB";
 pub const FORMAT_VERSION: u32 = 1;
 const ENCODED_BYTES: usize = 96;
+/// A copy occupies one block of this size (or the device's logical block, if larger):
+/// 4 KiB writes are atomic on the devices we run on.
+pub const SUPERBLOCK_BLOCK_BYTES_MIN: u32 = 4096;
+/// Main segment sizes formats before the fixed twin offset were searched for when
+/// their first copy was damaged: the powers of two 2^13 ..= 2^36 (8 KiB to 64 GiB).
+const LEGACY_MAIN_SHIFTS: std::ops::RangeInclusive<u32> = 13..=36;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Superblock {
@@ -117,6 +129,212 @@ impl Superblock {
             layout,
         }))
     }
+}
+
+/// What one place where a superblock copy may lie holds.
+#[derive(Debug)]
+pub enum CopyState {
+    Valid(Superblock),
+    /// No magic: never written there, or wiped.
+    Absent,
+    /// Claims to be a superblock but fails its checksum or checks, or names a newer
+    /// format version.
+    Damaged(Error),
+}
+
+impl CopyState {
+    pub fn valid(&self) -> Option<&Superblock> {
+        match self {
+            CopyState::Valid(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn is_newer_format(&self) -> bool {
+        matches!(self, CopyState::Damaged(Error::NewerFormat { .. }))
+    }
+}
+
+/// Both copies of a device's superblock as read: the first at offset 0, and the twin
+/// at the offset where it was found (or where it belongs, if it was not).
+#[derive(Debug)]
+pub struct Copies {
+    pub first: CopyState,
+    pub twin_offset: u64,
+    pub twin: CopyState,
+}
+
+/// The block size copies are read and written in on `device`.
+fn copy_block_bytes(device: &dyn BlockDevice) -> usize {
+    device
+        .geometry()
+        .logical_block_bytes
+        .max(SUPERBLOCK_BLOCK_BYTES_MIN) as usize
+}
+
+fn read_copy(device: &dyn BlockDevice, offset: u64) -> Result<CopyState> {
+    let block = copy_block_bytes(device);
+    if offset + block as u64 > device.geometry().size_bytes {
+        return Ok(CopyState::Absent);
+    }
+    let mut buf = AlignedBuf::new(block);
+    device.read_at(offset, &mut buf[..block])?;
+    Ok(match Superblock::decode(&buf[..block]) {
+        Ok(Some(s)) => CopyState::Valid(s),
+        Ok(None) => CopyState::Absent,
+        Err(e) => CopyState::Damaged(e),
+    })
+}
+
+/// Reads both copies. The twin is looked for at its fixed offset, then at the legacy
+/// offset: that of the main segment size a valid first copy names, or, without one,
+/// that of each power-of-two size (the sizes older formats were searched at). A copy
+/// found at an offset counts only if the segment size it names puts it there, so a
+/// value block that happens to look like a superblock is not taken for one.
+pub(crate) fn read_copies(device: &dyn BlockDevice) -> Result<Copies> {
+    let first = read_copy(device, 0)?;
+    let main_hint = first.valid().map(|s| s.layout.main_segment_bytes);
+    let mut twin_offset = SUPERBLOCK_TWIN_OFFSET_BYTES;
+    let mut twin = CopyState::Absent;
+    // A store with main segments below the minimum (formatted before it existed) has
+    // values, not a twin, at the fixed offset.
+    if !matches!(main_hint, Some(m) if m < MAIN_SEGMENT_BYTES_MIN) {
+        twin = match read_copy(device, SUPERBLOCK_TWIN_OFFSET_BYTES)? {
+            CopyState::Valid(s) if s.layout.main_segment_bytes < MAIN_SEGMENT_BYTES_MIN => {
+                CopyState::Absent
+            }
+            state => state,
+        };
+    }
+    if twin.valid().is_some() {
+        return Ok(Copies {
+            first,
+            twin_offset,
+            twin,
+        });
+    }
+    let candidates: Vec<u64> = match main_hint {
+        Some(m) => vec![m],
+        None => LEGACY_MAIN_SHIFTS.map(|shift| 1u64 << shift).collect(),
+    };
+    for main in candidates {
+        let at = Layout::legacy_twin_offset(main);
+        // Older formats could not write an unaligned twin either.
+        if at == SUPERBLOCK_TWIN_OFFSET_BYTES || at % copy_block_bytes(device) as u64 != 0 {
+            continue;
+        }
+        match read_copy(device, at)? {
+            CopyState::Valid(s) if s.layout.main_segment_bytes == main => {
+                return Ok(Copies {
+                    first,
+                    twin_offset: at,
+                    twin: CopyState::Valid(s),
+                });
+            }
+            // Only the known legacy place of this store says anything about its twin.
+            damaged @ CopyState::Damaged(_)
+                if main_hint.is_some() && !matches!(twin, CopyState::Damaged(_)) =>
+            {
+                twin_offset = at;
+                twin = damaged;
+            }
+            _ => {}
+        }
+    }
+    if let Some(m) = main_hint {
+        if matches!(twin, CopyState::Absent) {
+            twin_offset = Layout::twin_offset(m);
+        }
+    }
+    Ok(Copies {
+        first,
+        twin_offset,
+        twin,
+    })
+}
+
+impl Copies {
+    /// The superblock the copies agree on. A copy that names a newer format wins over
+    /// a valid one: a newer hashkv wrote it. Two valid copies must be equal; one valid
+    /// copy is enough.
+    pub fn into_superblock(self) -> Result<Superblock> {
+        for copy in [&self.first, &self.twin] {
+            if let CopyState::Damaged(Error::NewerFormat { found, supported }) = copy {
+                return Err(Error::NewerFormat {
+                    found: *found,
+                    supported: *supported,
+                });
+            }
+        }
+        match (self.first, self.twin) {
+            (CopyState::Valid(a), CopyState::Valid(b)) if a != b => Err(Error::Corruption {
+                what: format!(
+                    "the two superblock copies disagree (at offset 0 and at {})",
+                    self.twin_offset
+                ),
+            }),
+            (CopyState::Valid(a), _) | (_, CopyState::Valid(a)) => Ok(a),
+            (CopyState::Damaged(e), _) | (_, CopyState::Damaged(e)) => Err(e),
+            (CopyState::Absent, CopyState::Absent) => Err(Error::NotOurs {
+                reason: "no hashkv superblock on the device".into(),
+            }),
+        }
+    }
+
+    /// True when both copies are valid (and so, being read together, usable).
+    pub fn both_valid(&self) -> bool {
+        self.first.valid().is_some() && self.twin.valid().is_some()
+    }
+
+    /// Rewrites a copy that is missing or damaged from its valid twin and flushes the
+    /// device. Returns the offsets rewritten (none if both copies are valid). Refuses
+    /// when no copy is valid, when the valid ones disagree, and when a copy names a
+    /// newer format (a newer hashkv owns the store).
+    pub(crate) fn repair(&self, device: &dyn BlockDevice) -> Result<Vec<u64>> {
+        if self.first.is_newer_format() || self.twin.is_newer_format() {
+            return Err(Error::Corruption {
+                what: "a superblock copy names a newer format version; not repairing".into(),
+            });
+        }
+        let good = match (&self.first, &self.twin) {
+            (CopyState::Valid(a), CopyState::Valid(b)) if a != b => {
+                return Err(Error::Corruption {
+                    what: "the two superblock copies are both valid but disagree; not repairing"
+                        .into(),
+                })
+            }
+            (CopyState::Valid(_), CopyState::Valid(_)) => return Ok(Vec::new()),
+            (CopyState::Valid(a), _) | (_, CopyState::Valid(a)) => *a,
+            _ => {
+                return Err(Error::NotOurs {
+                    reason: "no valid superblock copy to repair from".into(),
+                })
+            }
+        };
+        let target = if self.first.valid().is_some() {
+            self.twin_offset
+        } else {
+            0
+        };
+        write_copies(device, &good, &[target])?;
+        Ok(vec![target])
+    }
+}
+
+/// Writes `superblock` at each of `offsets` and flushes the device.
+pub(crate) fn write_copies(
+    device: &dyn BlockDevice,
+    superblock: &Superblock,
+    offsets: &[u64],
+) -> Result<()> {
+    let block = copy_block_bytes(device);
+    let mut buf = AlignedBuf::new(block);
+    buf[..block].copy_from_slice(&superblock.encode(block));
+    for &offset in offsets {
+        device.write_at(offset, &buf[..block])?;
+    }
+    device.flush()?;
+    Ok(())
 }
 
 #[cfg(test)]
