@@ -4,53 +4,32 @@
 //! replay) plus the value store's load (`store::ValueStore::load`): FORMAT.md, "What is
 //! checked at open".
 
+pub(crate) mod format;
+
 use crate::db::Db;
 use crate::devices;
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::layout::Layout;
 use crate::options::Options;
 use crate::store::ValueStore;
-use crate::superblock::{self, Superblock, FORMAT_VERSION};
+use crate::superblock::FormatStep;
+use crate::superblock::{self, Superblock};
+use format::{Progress, Undo};
 use hashkv_blockdev::BlockDevice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Smallest alignment the value store uses, whatever smaller logical block a device
-/// reports: 4 KiB writes avoid read-modify-write inside SSDs.
-const BLOCK_BYTES_MIN: u32 = 4096;
-
 impl Db {
     /// Formats `devices` (one, or several to stripe over) and `metadata_dir`, then
-    /// opens the new store. Refuses devices that hold data unless `options.force_format`.
+    /// opens the new store. Refuses devices and a directory that hold data unless
+    /// `options.force_format`, or unless they hold what an interrupted format left
+    /// (which is redone). A format that fails removes what it created. Crash-safe: see
+    /// FORMAT.md, "Format".
     pub fn format(devices: &[PathBuf], metadata_dir: &Path, options: &Options) -> Result<Db> {
-        let (device, uuid) = devices::format_members(devices, options)?;
-        Db::format_with_uuid(device, metadata_dir, options, uuid)
-    }
-
-    /// Opens a store formatted by `format`, recovering after a crash if needed.
-    pub fn open(devices: &[PathBuf], metadata_dir: &Path, options: &Options) -> Result<Db> {
-        let (device, stripe_uuid) =
-            devices::open_members(devices, options, Some(options.main_segment_bytes))?;
-        let superblock = read_superblock(device.as_ref())?;
-        if let Some(u) = stripe_uuid {
-            if u != superblock.stripe_uuid {
-                return Err(Error::Mismatch {
-                    what: "stripe uuid",
-                    on_device: devices::hex(&superblock.stripe_uuid),
-                    requested: devices::hex(&u),
-                });
-            }
+        match format_paths(devices, metadata_dir, options, None)? {
+            Some(device) => Db::open_device(device, metadata_dir, options),
+            None => unreachable!("a format that is not stopped returns its device"),
         }
-        Db::open_device(device, metadata_dir, options)
-    }
-
-    /// Reads the superblock of a formatted store without opening it, e.g. to learn the
-    /// segment sizes and mode that `open` must be given (see
-    /// `Options::matching`). The devices are opened and released again.
-    pub fn probe(devices: &[PathBuf]) -> Result<Superblock> {
-        let (device, _) = devices::open_members(devices, &Options::default(), None)?;
-        read_superblock(device.as_ref())
     }
 
     /// `format` over an already opened device (tests use the simulated device).
@@ -59,43 +38,63 @@ impl Db {
         metadata_dir: &Path,
         options: &Options,
     ) -> Result<Db> {
-        Db::format_with_uuid(device, metadata_dir, options, rand::random())
+        match format_device(device, metadata_dir, options, None)? {
+            Some(device) => Db::open_device(device, metadata_dir, options),
+            None => unreachable!("a format that is not stopped returns its device"),
+        }
     }
 
-    fn format_with_uuid(
+    /// `format` stopped right after `step`, as a kill there would stop it: nothing
+    /// after the step runs, nothing is cleaned up. For the tests of format's crash
+    /// safety.
+    #[doc(hidden)]
+    pub fn format_interrupted_for_test(
+        devices: &[PathBuf],
+        metadata_dir: &Path,
+        options: &Options,
+        step: FormatStep,
+    ) -> Result<()> {
+        format_paths(devices, metadata_dir, options, Some(step)).map(|_| ())
+    }
+
+    /// `format_interrupted_for_test` over an already opened device.
+    #[doc(hidden)]
+    pub fn format_device_interrupted_for_test(
         device: Arc<dyn BlockDevice>,
         metadata_dir: &Path,
         options: &Options,
-        stripe_uuid: [u8; 16],
+        step: FormatStep,
+    ) -> Result<()> {
+        format_device(device, metadata_dir, options, Some(step)).map(|_| ())
+    }
+
+    /// Opens a store formatted by `format`, recovering after a crash if needed.
+    /// `options` must name the mode and segment sizes the store was formatted with
+    /// (`open_formatted` reads them from the superblock instead).
+    pub fn open(devices: &[PathBuf], metadata_dir: &Path, options: &Options) -> Result<Db> {
+        let (device, superblock) = open_store_devices(devices, metadata_dir, options)?;
+        Db::open_with(device, superblock, metadata_dir, options)
+    }
+
+    /// Opens a store with the mode and segment sizes its superblock names (the other
+    /// options are `options`'), so the caller need not know how it was formatted.
+    pub fn open_formatted(
+        devices: &[PathBuf],
+        metadata_dir: &Path,
+        options: &Options,
     ) -> Result<Db> {
-        let geometry = device.geometry();
-        let block_bytes = geometry.logical_block_bytes.max(BLOCK_BYTES_MIN);
-        let layout = Layout::compute(geometry.size_bytes, block_bytes, options)?;
-        if !options.force_format {
-            devices::check_empty(device.as_ref(), &layout)?;
-        }
-        prepare_metadata_dir(metadata_dir, options.force_format)?;
-        let superblock = Superblock {
-            format_version: FORMAT_VERSION,
-            mode: options.mode,
-            stripe_uuid,
-            member_count: device.counters().len() as u32,
-            device_bytes: geometry.size_bytes,
-            layout,
-        };
-        // The index first: a superblock without its index is refused at open, while an
-        // index without a superblock could be mistaken for another device's.
-        let lsm = open_lsm(metadata_dir, options, true)?;
-        let mut batch = hashkv_lsm::WriteBatch::new();
-        batch.put(&keys::uuid_key(), &superblock.stripe_uuid);
-        batch.put(&keys::seq_key(), &0u64.to_le_bytes());
-        for (k, v) in ValueStore::format_entries(options.mode, &layout) {
-            batch.put(&k, &v);
-        }
-        lsm.write(&batch, &hashkv_lsm::WriteOptions { sync: true })?;
-        lsm.close()?;
-        superblock::write_copies(device.as_ref(), &superblock, &Layout::superblock_offsets())?;
-        Db::open_device(device, metadata_dir, options)
+        let (device, superblock) = open_store_devices(devices, metadata_dir, options)?;
+        let options = options.clone().matching(&superblock);
+        Db::open_with(device, superblock, metadata_dir, &options)
+    }
+
+    /// Reads the superblock of a formatted store without opening it, e.g. to learn the
+    /// segment sizes and mode that `open` must be given (see
+    /// `Options::matching`). The devices are opened and released again.
+    pub fn probe(devices: &[PathBuf]) -> Result<Superblock> {
+        let (device, _) = devices::open_members(devices, &Options::default(), None)?;
+        read_superblock(device.as_ref())
+            .map_err(|e| devices::explain_missing_superblock(e, device.as_ref(), devices))
     }
 
     /// `open` over an already opened device.
@@ -104,17 +103,32 @@ impl Db {
         metadata_dir: &Path,
         options: &Options,
     ) -> Result<Db> {
-        let superblock = read_superblock(device.as_ref())?;
+        let superblock = read_superblock(device.as_ref())
+            .map_err(|e| explain_unfinished_format(e, metadata_dir, options))?;
+        Db::open_with(device, superblock, metadata_dir, options)
+    }
+
+    fn open_with(
+        device: Arc<dyn BlockDevice>,
+        superblock: Superblock,
+        metadata_dir: &Path,
+        options: &Options,
+    ) -> Result<Db> {
         check_matches(&superblock, options, device.as_ref())?;
         let layout = superblock.layout;
-        let lsm = open_lsm(metadata_dir, options, false)?;
+        let lsm =
+            devices::retry_while_holder_gone(|| format::open_lsm(metadata_dir, options, false))?;
         match lsm.get(&keys::uuid_key())? {
             Some(u) if u == superblock.stripe_uuid => {}
-            Some(_) => {
+            Some(u) => {
                 return Err(Error::Mismatch {
                     what: "metadata directory",
-                    on_device: "another store's stripe uuid".into(),
-                    requested: metadata_dir.display().to_string(),
+                    on_device: format!("stripe uuid {}", devices::hex(&superblock.stripe_uuid)),
+                    requested: format!(
+                        "{}, which holds the index of another store (stripe uuid {})",
+                        metadata_dir.display(),
+                        devices::hex(&u)
+                    ),
                 })
             }
             None => {
@@ -126,6 +140,9 @@ impl Db {
                 })
             }
         }
+        // The store is whole: a marker left by a format interrupted after its commit
+        // means nothing any more.
+        format::remove_marker(&lsm)?;
         let next_seq = match lsm.get(&keys::seq_key())? {
             Some(b) if b.len() == 8 => u64::from_le_bytes(b[..].try_into().unwrap()) + 1,
             _ => {
@@ -147,31 +164,102 @@ impl Db {
     }
 }
 
-fn prepare_metadata_dir(dir: &Path, force: bool) -> Result<()> {
-    let io = |e| Error::MetadataDir {
-        path: dir.to_path_buf(),
-        source: e,
-    };
-    if dir.exists() {
-        let non_empty = std::fs::read_dir(dir).map_err(io)?.next().is_some();
-        if non_empty {
-            if !force {
-                return Err(Error::DeviceNotEmpty {
-                    what: format!("metadata directory {} is not empty", dir.display()),
-                });
-            }
-            // Through the index's own lock: an open store's directory is refused.
-            hashkv_lsm::destroy(dir)?;
-        }
+/// Formats the devices at `paths`; `Ok(None)` when stopped after `stop_after`.
+fn format_paths(
+    paths: &[PathBuf],
+    metadata_dir: &Path,
+    options: &Options,
+    stop_after: Option<FormatStep>,
+) -> Result<Option<Arc<dyn BlockDevice>>> {
+    let undo = Undo::note(paths, metadata_dir, options);
+    let unfinished = format::unfinished(metadata_dir, options);
+    let mut progress = Progress::default();
+    let result = devices::format_members(paths, options, unfinished.as_ref()).and_then(|new| {
+        format::write_store(
+            new,
+            metadata_dir,
+            options,
+            unfinished,
+            stop_after,
+            &mut progress,
+        )
+    });
+    if let Err(e) = &result {
+        undo.run(e, &progress);
     }
-    std::fs::create_dir_all(dir).map_err(io)
+    result
 }
 
-fn open_lsm(dir: &Path, options: &Options, create: bool) -> Result<hashkv_lsm::Db> {
-    let mut lsm_options = options.lsm.clone();
-    lsm_options.create_if_missing = create;
-    lsm_options.error_if_exists = false;
-    Ok(hashkv_lsm::Db::open(dir, lsm_options)?)
+fn format_device(
+    device: Arc<dyn BlockDevice>,
+    metadata_dir: &Path,
+    options: &Options,
+    stop_after: Option<FormatStep>,
+) -> Result<Option<Arc<dyn BlockDevice>>> {
+    let undo = Undo::note(&[], metadata_dir, options);
+    let unfinished = format::unfinished(metadata_dir, options);
+    let new = devices::NewMembers {
+        device,
+        headers: Vec::new(),
+        stripe_uuid: rand::random(),
+    };
+    let mut progress = Progress::default();
+    let result = format::write_store(
+        new,
+        metadata_dir,
+        options,
+        unfinished,
+        stop_after,
+        &mut progress,
+    );
+    if let Err(e) = &result {
+        undo.run(e, &progress);
+    }
+    result
+}
+
+/// Opens the devices of a store and reads its superblock, checking that stripe
+/// members belong to it.
+fn open_store_devices(
+    paths: &[PathBuf],
+    metadata_dir: &Path,
+    options: &Options,
+) -> Result<(Arc<dyn BlockDevice>, Superblock)> {
+    let (device, stripe_uuid) = devices::open_members(paths, options, None)
+        .map_err(|e| explain_unfinished_format(e, metadata_dir, options))?;
+    let superblock = read_superblock(device.as_ref())
+        .map_err(|e| devices::explain_missing_superblock(e, device.as_ref(), paths))
+        .map_err(|e| explain_unfinished_format(e, metadata_dir, options))?;
+    if let Some(u) = stripe_uuid {
+        if u != superblock.stripe_uuid {
+            return Err(Error::Mismatch {
+                what: "stripe uuid",
+                on_device: devices::hex(&superblock.stripe_uuid),
+                requested: devices::hex(&u),
+            });
+        }
+    }
+    Ok((device, superblock))
+}
+
+/// A device without a valid superblock whose metadata directory holds what an
+/// interrupted format left: say so, and what to do.
+fn explain_unfinished_format(e: Error, metadata_dir: &Path, options: &Options) -> Error {
+    let no_superblock = matches!(
+        e,
+        Error::NotOurs { .. } | Error::ChecksumMismatch { .. } | Error::Corruption { .. }
+    );
+    if no_superblock && format::unfinished(metadata_dir, options).is_some() {
+        return Error::NotOurs {
+            reason: format!(
+                "its format was interrupted before it finished (metadata directory {} holds \
+                 an unfinished format's index); format it again: an interrupted format is \
+                 redone without force",
+                metadata_dir.display()
+            ),
+        };
+    }
+    e
 }
 
 /// Reads both superblock copies; a valid one wins. Two valid copies must agree.

@@ -26,6 +26,9 @@
 //! 92  4  crc32c of bytes 0..92
 //! ```
 
+// `x % n != 0` rather than `is_multiple_of`: the workspace MSRV (1.80) predates it.
+#![allow(clippy::manual_is_multiple_of)]
+
 use crate::error::{Error, Result};
 use crate::layout::{Layout, MAIN_SEGMENT_BYTES_MIN, SUPERBLOCK_TWIN_OFFSET_BYTES};
 use crate::options::Mode;
@@ -33,7 +36,8 @@ use hashkv_blockdev::{AlignedBuf, BlockDevice};
 
 pub const SUPERBLOCK_MAGIC: &[u8; 8] = b"HASHKVSB";
 pub const FORMAT_VERSION: u32 = 1;
-const ENCODED_BYTES: usize = 96;
+/// Bytes of a copy that carry fields; the rest of its block is zero.
+pub const SUPERBLOCK_ENCODED_BYTES: usize = 96;
 /// A copy occupies one block of this size (or the device's logical block, if larger):
 /// 4 KiB writes are atomic on the devices we run on.
 pub const SUPERBLOCK_BLOCK_BYTES_MIN: u32 = 4096;
@@ -77,7 +81,7 @@ impl Superblock {
     /// Decodes one copy. `Ok(None)` means the block is not a superblock at all (no
     /// magic); errors mean it claims to be one but is damaged or from a newer format.
     pub fn decode(b: &[u8]) -> Result<Option<Superblock>> {
-        if b.len() < ENCODED_BYTES || &b[0..8] != SUPERBLOCK_MAGIC {
+        if b.len() < SUPERBLOCK_ENCODED_BYTES || &b[0..8] != SUPERBLOCK_MAGIC {
             return Ok(None);
         }
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
@@ -129,6 +133,33 @@ impl Superblock {
             layout,
         }))
     }
+}
+
+/// The steps of a format, in order, around its commit point (the superblock); a test
+/// may stop a format after any of them, as a kill would
+/// (`Db::format_interrupted_for_test`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FormatStep {
+    /// The metadata directory holds a new, empty index.
+    IndexCreated,
+    /// The index holds the store's first entries and the marker, synced.
+    IndexWritten,
+    /// Each stripe member carries its identity header.
+    HeadersWritten,
+    /// Both superblock copies are written and flushed: the store exists.
+    SuperblockWritten,
+    /// The marker entry is deleted.
+    MarkerRemoved,
+}
+
+impl FormatStep {
+    pub const ALL: [FormatStep; 5] = [
+        FormatStep::IndexCreated,
+        FormatStep::IndexWritten,
+        FormatStep::HeadersWritten,
+        FormatStep::SuperblockWritten,
+        FormatStep::MarkerRemoved,
+    ];
 }
 
 /// What one place where a superblock copy may lie holds.

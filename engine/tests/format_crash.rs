@@ -1,0 +1,245 @@
+//! Format is crash-safe: stopped after any of its steps, as a kill (or a power cut)
+//! would stop it, the result is either a finished store that opens, or an unfinished
+//! format that open explains and that format redoes without force. A format that fails
+//! removes what it created. The steps and their crash argument: FORMAT.md, "Format".
+
+mod common;
+
+use common::{disk_dir, key, small_options, value, verify, Model, KIB, MIB};
+use hashkv::superblock::FormatStep;
+use hashkv::{Db, Error, Options};
+use hashkv_blockdev::sim::{FaultRule, OpKind, SimConfig, SimDevice};
+use hashkv_blockdev::{AlignedBuf, BlockDevice, IoOp};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn sim(size: u64, seed: u64) -> Arc<SimDevice> {
+    Arc::new(SimDevice::new(SimConfig::new(size, seed)).unwrap())
+}
+
+fn write_raw(dev: &dyn BlockDevice, offset: u64, data: &[u8]) {
+    let mut buf = AlignedBuf::new(data.len().div_ceil(4096) * 4096);
+    buf[..data.len()].copy_from_slice(data);
+    dev.submit(&mut [IoOp::Write {
+        offset,
+        buf: &buf,
+        fua: false,
+    }])
+    .unwrap();
+    dev.flush().unwrap();
+}
+
+fn load(db: &Db, n: u32) -> Model {
+    let mut model = Model::new();
+    for i in 0..n {
+        let v = value(i, 7, [20, 700, 2500][(i % 3) as usize]);
+        db.put(&key(i), &v).unwrap();
+        model.insert(key(i), v);
+    }
+    model
+}
+
+fn committed(step: FormatStep) -> bool {
+    step >= FormatStep::SuperblockWritten
+}
+
+/// After a format stopped at `step`, the store either opens (and formatting it again
+/// without force is refused) or open says the format was interrupted (and formatting
+/// again without force works). Either way the store ends up usable.
+fn check_after_stop(
+    step: FormatStep,
+    open: &dyn Fn() -> Result<Db, Error>,
+    format: &dyn Fn() -> Result<Db, Error>,
+    meta: &Path,
+) {
+    if committed(step) {
+        let db = open().unwrap_or_else(|e| panic!("{step:?}: a committed format opens: {e}"));
+        let model = load(&db, 30);
+        db.close().unwrap();
+        let e = format()
+            .err()
+            .expect("a finished store is not formatted over");
+        assert!(matches!(e, Error::DeviceNotEmpty { .. }), "{step:?}: {e:?}");
+        let db = open().unwrap();
+        verify(&db, &model);
+        db.close().unwrap();
+    } else {
+        let e = open().err().expect("an unfinished format does not open");
+        assert!(
+            e.to_string().contains("interrupted") && e.to_string().contains("format it again"),
+            "{step:?}: {e}"
+        );
+        let db = format().unwrap_or_else(|e| panic!("{step:?}: redo without force: {e}"));
+        let model = load(&db, 30);
+        db.close().unwrap();
+        let db = open().unwrap();
+        verify(&db, &model);
+        db.close().unwrap();
+    }
+}
+
+#[test]
+fn a_format_stopped_after_any_step_is_redone_or_opens() {
+    let o = small_options();
+    for (seed, step) in FormatStep::ALL.into_iter().enumerate() {
+        let dev = sim(8 * MIB, seed as u64);
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join("meta");
+        Db::format_device_interrupted_for_test(dev.clone(), &meta, &o, step).unwrap();
+        // A power cut right after the step: only what was flushed is left.
+        let dev: Arc<SimDevice> = Arc::new(dev.crash());
+        check_after_stop(
+            step,
+            &|| Db::open_device(dev.clone(), &meta, &o),
+            &|| Db::format_device(dev.clone(), &meta, &o),
+            &meta,
+        );
+    }
+}
+
+#[test]
+fn a_striped_format_stopped_after_any_step_is_redone_or_opens() {
+    let o = small_options();
+    for step in FormatStep::ALL {
+        let dir = disk_dir();
+        let members: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("m{i}"))).collect();
+        for m in &members {
+            std::fs::File::create(m)
+                .unwrap()
+                .set_len(4 * MIB + 4 * KIB)
+                .unwrap();
+        }
+        let meta = dir.path().join("meta");
+        Db::format_interrupted_for_test(&members, &meta, &o, step).unwrap();
+        check_after_stop(
+            step,
+            &|| Db::open(&members, &meta, &o),
+            &|| Db::format(&members, &meta, &o),
+            &meta,
+        );
+    }
+}
+
+/// A superblock copy torn by the interruption (its first sector written, the rest
+/// not) is no finished store: the format is redone without force.
+#[test]
+fn a_torn_superblock_of_an_unfinished_format_is_overwritten() {
+    let o = small_options();
+    let dev = sim(8 * MIB, 11);
+    let dir = tempfile::tempdir().unwrap();
+    Db::format_device_interrupted_for_test(dev.clone(), dir.path(), &o, FormatStep::IndexWritten)
+        .unwrap();
+    let mut torn = b"HASHKVSB".to_vec();
+    torn.extend_from_slice(&[0x5a; 88]);
+    write_raw(dev.as_ref(), 0, &torn);
+    assert!(Db::open_device(dev.clone(), dir.path(), &o).is_err());
+    let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+    let model = load(&db, 10);
+    db.close().unwrap();
+    let db = Db::open_device(dev, dir.path(), &o).unwrap();
+    verify(&db, &model);
+    db.close().unwrap();
+}
+
+/// The marker of an unfinished format lets format redo only that format: a device
+/// holding other data, or a finished store, is still refused without force.
+#[test]
+fn a_marker_does_not_make_format_overwrite_data() {
+    let o = small_options();
+    let dir = tempfile::tempdir().unwrap();
+    let meta = dir.path().join("meta");
+    Db::format_device_interrupted_for_test(sim(8 * MIB, 12), &meta, &o, FormatStep::IndexWritten)
+        .unwrap();
+    // A filesystem's signature in the first block, where XFS keeps its superblock.
+    let fs = sim(8 * MIB, 13);
+    write_raw(fs.as_ref(), 0, b"XFSB\x00\x00\x10\x00");
+    let e = Db::format_device(fs.clone(), &meta, &o).err().unwrap();
+    assert!(matches!(e, Error::DeviceNotEmpty { .. }), "{e:?}");
+    assert_eq!(&fs.peek(0, 4).unwrap()[..], b"XFSB");
+    // A finished store elsewhere.
+    let store = sim(8 * MIB, 14);
+    let other = dir.path().join("other");
+    Db::format_device(store.clone(), &other, &o)
+        .unwrap()
+        .close()
+        .unwrap();
+    let e = Db::format_device(store.clone(), &meta, &o).err().unwrap();
+    assert!(matches!(e, Error::DeviceNotEmpty { .. }), "{e:?}");
+    Db::open_device(store, &other, &o).unwrap().close().unwrap();
+}
+
+/// A stripe member whose identity header names another stripe is not taken for the
+/// unfinished format's own.
+#[test]
+fn a_marker_does_not_make_format_take_another_stripes_member() {
+    let o = small_options();
+    let dir = disk_dir();
+    let files: Vec<PathBuf> = (0..4).map(|i| dir.path().join(format!("m{i}"))).collect();
+    for f in &files {
+        std::fs::File::create(f)
+            .unwrap()
+            .set_len(4 * MIB + 4 * KIB)
+            .unwrap();
+    }
+    let meta = dir.path().join("meta");
+    let ours = files[..2].to_vec();
+    Db::format_interrupted_for_test(&ours, &meta, &o, FormatStep::HeadersWritten).unwrap();
+    let theirs = files[2..].to_vec();
+    let their_meta = dir.path().join("theirs");
+    Db::format(&theirs, &their_meta, &o)
+        .unwrap()
+        .close()
+        .unwrap();
+    let mixed = vec![files[0].clone(), files[2].clone()];
+    let e = Db::format(&mixed, &meta, &o).err().unwrap();
+    assert!(matches!(e, Error::DeviceNotEmpty { .. }), "{e:?}");
+    Db::open(&theirs, &their_meta, &o).unwrap().close().unwrap();
+}
+
+/// A format that fails (here: the superblock write fails with EIO) removes the
+/// metadata directory it created, and empties one that was empty before.
+#[test]
+fn a_failed_format_removes_what_it_created() {
+    let o = small_options();
+    let dir = tempfile::tempdir().unwrap();
+    for pre_existing in [false, true] {
+        let meta = dir.path().join(format!("meta-{pre_existing}"));
+        if pre_existing {
+            std::fs::create_dir(&meta).unwrap();
+        }
+        let dev = sim(8 * MIB, 15);
+        dev.inject(FaultRule::eio().on(OpKind::Write).in_range(0..4 * KIB))
+            .unwrap();
+        let e = Db::format_device(dev, &meta, &o).err().unwrap();
+        assert!(matches!(e, Error::Device(_)), "{e:?}");
+        if pre_existing {
+            assert!(
+                meta.read_dir().unwrap().next().is_none(),
+                "an empty directory is left empty"
+            );
+        } else {
+            assert!(!meta.exists(), "the directory format created is removed");
+        }
+    }
+}
+
+/// The device file a failed format created is removed too; one that existed stays.
+#[test]
+fn a_failed_format_removes_the_device_file_it_created() {
+    let dir = disk_dir();
+    let file = dir.path().join("new.img");
+    let meta = dir.path().join("meta");
+    // Too small for four main segments.
+    let o: Options = small_options().with_create_device_bytes(Some(512 * KIB));
+    let e = Db::format(&[file.clone()], &meta, &o).err().unwrap();
+    assert!(matches!(e, Error::DeviceTooSmall { .. }), "{e:?}");
+    assert!(!file.exists(), "the file format created is removed");
+    assert!(!meta.exists());
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(512 * KIB)
+        .unwrap();
+    let e = Db::format(&[file.clone()], &meta, &o).err().unwrap();
+    assert!(matches!(e, Error::DeviceTooSmall { .. }), "{e:?}");
+    assert!(file.exists(), "a file that existed before stays");
+}
