@@ -55,6 +55,12 @@ fn open_each(
         .collect()
 }
 
+/// Opens the devices at `paths` without checking that they form a stripe (fsck's
+/// header check reads and repairs the headers itself).
+pub(crate) fn open_unchecked(paths: &[PathBuf]) -> Result<Vec<Arc<dyn BlockDevice>>> {
+    open_each(paths, &Options::default(), false)
+}
+
 /// Refuses a device named twice (by the same path, or by two paths to one file or
 /// device node): its second open would fail as "already opened".
 fn check_distinct(paths: &[PathBuf]) -> Result<()> {

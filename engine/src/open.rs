@@ -5,6 +5,7 @@
 //! checked at open".
 
 pub(crate) mod format;
+mod headers;
 
 use crate::db::Db;
 use crate::devices;
@@ -95,6 +96,16 @@ impl Db {
         let (device, _) = devices::open_members(devices, &Options::default(), None)?;
         read_superblock(device.as_ref())
             .map_err(|e| devices::explain_missing_superblock(e, device.as_ref(), devices))
+    }
+
+    /// Checks the superblock's two copies and every stripe member's identity header
+    /// of the store on `devices`, each on its own, without opening the store (so it
+    /// works when a damaged header keeps the store from opening); with `repair`,
+    /// rewrites a damaged or missing copy from its valid twin and a damaged or
+    /// missing member header from the superblock and the member's place in the order
+    /// given. The first part of `hashkv fsck`.
+    pub fn check_headers(devices: &[PathBuf], repair: bool) -> Result<superblock::HeaderReport> {
+        headers::check(devices, repair)
     }
 
     /// `open` over an already opened device.

@@ -162,6 +162,26 @@ impl FormatStep {
     ];
 }
 
+/// What `Db::check_headers` found: each superblock copy or stripe member header that
+/// is missing or damaged, and each one rewritten.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderReport {
+    pub damage: Vec<String>,
+    pub repaired: Vec<String>,
+}
+
+impl HeaderReport {
+    /// True when nothing was found damaged.
+    pub fn is_clean(&self) -> bool {
+        self.damage.is_empty()
+    }
+
+    /// True when every damage found was rewritten.
+    pub fn all_repaired(&self) -> bool {
+        self.damage.len() == self.repaired.len()
+    }
+}
+
 /// What one place where a superblock copy may lie holds.
 #[derive(Debug)]
 pub enum CopyState {
