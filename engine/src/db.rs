@@ -97,6 +97,37 @@ pub(crate) struct Inner {
 }
 
 /// A hashkv store. `Send + Sync`: share it between threads with `Arc`.
+///
+/// # Durability
+///
+/// Each statement below is checked by `engine/tests/durability.rs` (kill -9 of a
+/// writing process, and power cuts on the simulated device); FORMAT.md, "Durability",
+/// says how the engine keeps it.
+///
+/// - `put`, `delete` and `write` return once the write is in the write cache: every
+///   reader sees it at once, but it is not durable. Killing the process (kill -9)
+///   loses every write still in the write cache (up to `Options::write_cache_bytes`
+///   of them).
+/// - A flush commits the write cache to the value store and the index. It runs when
+///   the cache fills (the write that fills it returns after it), at every durability
+///   call below, and for every write when `write_cache_bytes` is 0. A committed write
+///   survives kill -9: the index's log hands every commit to the kernel, as RocksDB
+///   does with `sync = false`. It does not survive a power cut or an operating-system
+///   crash until it is made durable.
+/// - `put_sync`, `delete_sync` and `write_sync` return once their write is durable: it
+///   survives a power cut. Each also makes every write acknowledged before it durable.
+///   With `Options::sync_writes` every write is such a sync write.
+/// - `flush()` and `sync()` are the same call: when it returns, every write
+///   acknowledged before it is durable.
+/// - `close()` flushes before it returns; dropping a `Db` flushes too (printing, not
+///   returning, an error).
+/// - A write batch is atomic: after any crash it is wholly there or wholly absent. And
+///   what survives a crash is always a prefix of the acknowledged writes: no write is
+///   there without every write acknowledged before it.
+/// - After a flush fails (a device or index error), the call that ran it returns the
+///   error, and the store refuses every later write with `Error::Poisoned`: what was
+///   durable before stays durable; writes acknowledged since the last durability call
+///   returned may be lost. Reopen the store to see what survived.
 pub struct Db {
     inner: Arc<Inner>,
     gc_thread: Option<JoinHandle<()>>,
@@ -165,12 +196,26 @@ impl Db {
         self.inner.write(vec![(key.to_vec(), None)], false)
     }
 
+    /// Like `put`, and durable when it returns, with every write acknowledged before it
+    /// (see "Durability" above). Concurrent sync writers share one flush.
+    pub fn put_sync(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.inner
+            .write(vec![(key.to_vec(), Some(value.to_vec()))], true)
+    }
+
+    /// Like `delete`, and durable when it returns, with every write acknowledged before
+    /// it.
+    pub fn delete_sync(&self, key: &[u8]) -> Result<()> {
+        self.inner.write(vec![(key.to_vec(), None)], true)
+    }
+
     /// Applies a batch atomically: after a crash it is wholly there or wholly absent.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
         self.inner.write(batch.entries, false)
     }
 
-    /// Like `write`, and durable when it returns.
+    /// Like `write`, and durable when it returns; every write acknowledged before it
+    /// is durable then too.
     pub fn write_sync(&self, batch: WriteBatch) -> Result<()> {
         self.inner.write(batch.entries, true)
     }
@@ -185,12 +230,13 @@ impl Db {
         ScanIter::new(&self.inner, lower, upper)
     }
 
-    /// Writes the write cache to the value store and makes every earlier write durable.
+    /// Writes the write cache to the value store and makes every earlier write durable:
+    /// it survives a power cut once this returns. The same as `sync`.
     pub fn flush(&self) -> Result<()> {
         self.inner.flush_all(true)
     }
 
-    /// Same as `flush`: every earlier write is durable when it returns.
+    /// The same as `flush`: every earlier write is durable when it returns.
     pub fn sync(&self) -> Result<()> {
         self.inner.flush_all(true)
     }

@@ -1,8 +1,8 @@
-//! Appends records to the current WAL file. Records are gathered in a user-space buffer
-//! and handed to the kernel when it fills, before every sync, and on close: a non-sync
-//! write may therefore be lost by a process crash, not only by a power cut, which is
-//! the contract of non-sync writes (durable only after a later sync write, `sync_wal`
-//! or `flush`).
+//! Appends records to the current WAL file. Each record (one write batch) is handed to
+//! the kernel as it is appended, as RocksDB does for `sync = false`: a non-sync write
+//! therefore survives a crash of this process (kill -9), and only a power cut or an
+//! operating-system crash can lose it before a later sync write, `sync_wal` or `flush`
+//! makes it durable. The cost is one write(2) per batch.
 
 use std::fs::File;
 use std::io::Write;
@@ -12,9 +12,9 @@ use std::sync::Arc;
 use super::record::{encode_header, encode_record};
 use crate::error::{LsmError, Result};
 
-/// Buffered records are written to the file once they exceed this; big enough to
-/// amortise the write(2) call over many small records.
-const BUFFER_BYTES_MAX: usize = 256 << 10;
+/// Capacity the encoding buffer starts with: one record of a typical batch encodes
+/// without growing it.
+const ENCODE_BUFFER_BYTES_INITIAL: usize = 64 << 10;
 
 pub(crate) struct WalWriter {
     pub path: PathBuf,
@@ -40,19 +40,17 @@ impl WalWriter {
         Ok(WalWriter {
             path,
             file: Arc::new(file),
-            buf: Vec::with_capacity(BUFFER_BYTES_MAX * 2),
+            buf: Vec::with_capacity(ENCODE_BUFFER_BYTES_INITIAL),
             written_bytes: header.len() as u64,
         })
     }
 
-    /// Appends one record; returns its encoded size.
+    /// Appends one record and hands it to the kernel; returns its encoded size.
     pub fn append(&mut self, payload: &[u8]) -> Result<usize> {
         let before = self.buf.len();
         encode_record(payload, &mut self.buf);
         let n = self.buf.len() - before;
-        if self.buf.len() >= BUFFER_BYTES_MAX {
-            self.flush_buffer()?;
-        }
+        self.flush_buffer()?;
         Ok(n)
     }
 
