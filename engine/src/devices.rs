@@ -255,28 +255,29 @@ pub(crate) fn open_members(
 /// instead (nothing, or a single-device store).
 fn member_identity(member: &dyn BlockDevice, path: &Path) -> Result<Identity> {
     let not_a_member = |what: &str| {
-        Error::NotOurs {
-        reason: format!(
-            "{} is not a member of a hashkv stripe ({what}); name only the devices of one stripe, in member order",
+        member_error(format!(
+            "{} is not a member of a hashkv stripe ({what}); name only the devices of one \
+             stripe, in member order",
             path.display()
-        ),
-    }
+        ))
     };
     match identity::read_identity(member) {
         Ok(Some(id)) => Ok(id),
         Ok(None) => Err(not_a_member("its identity block is empty")),
-        Err(e) if starts_with_superblock(member)? => {
-            drop(e);
-            Err(Error::NotOurs {
-                reason: format!(
-                    "{} holds a single-device hashkv store, not a stripe member; open it as the only device",
-                    path.display()
-                ),
-            })
-        }
+        Err(_) if starts_with_superblock(member)? => Err(member_error(format!(
+            "{} holds a single-device hashkv store, not a stripe member; open it as the only \
+             device",
+            path.display()
+        ))),
         Err(DeviceError::Identity { reason }) => Err(not_a_member(&reason)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A device that is not the stripe member it is given as: a typed device error
+/// (the message says which device is what), not "not a hashkv device".
+fn member_error(reason: String) -> Error {
+    Error::Device(DeviceError::Identity { reason })
 }
 
 fn starts_with_superblock(device: &dyn BlockDevice) -> Result<bool> {
@@ -314,17 +315,15 @@ pub(crate) fn explain_missing_superblock(
         return e;
     }
     match identity::read_identity(device) {
-        Ok(Some(id)) => Error::NotOurs {
-            reason: format!(
-                "{} is member {} of a stripe of {} devices (stripe uuid {}); open the store \
-                 with all {} members, in member order",
-                paths[0].display(),
-                id.member_index,
-                id.member_count,
-                id.uuid_string(),
-                id.member_count
-            ),
-        },
+        Ok(Some(id)) => member_error(format!(
+            "{} is member {} of a stripe of {} devices (stripe uuid {}); open the store with \
+             all {} members, in member order",
+            paths[0].display(),
+            id.member_index,
+            id.member_count,
+            id.uuid_string(),
+            id.member_count
+        )),
         _ => e,
     }
 }

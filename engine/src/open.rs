@@ -258,7 +258,10 @@ fn open_store_devices(
 fn explain_unfinished_format(e: Error, metadata_dir: &Path, options: &Options) -> Error {
     let no_superblock = matches!(
         e,
-        Error::NotOurs { .. } | Error::ChecksumMismatch { .. } | Error::Corruption { .. }
+        Error::NotOurs { .. }
+            | Error::ChecksumMismatch { .. }
+            | Error::Corruption { .. }
+            | Error::Device(hashkv_blockdev::DeviceError::Identity { .. })
     );
     if no_superblock && format::unfinished(metadata_dir, options).is_some() {
         return Error::NotOurs {
