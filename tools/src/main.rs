@@ -35,35 +35,41 @@ enum Command {
     /// --features rocksdb) on the same disk, then fio's device baseline; one table
     Compare(cmd::compare::CompareArgs),
     /// Format devices (or a file) and a metadata directory as a new store
-    Format(cmd::kv::FormatArgs),
+    Format(cmd::admin::FormatArgs),
     /// Print a store's superblock, layout and space use
     Stat(cmd::kv::StoreArgs),
-    /// Print the value of a key (exit status 1 if it is missing)
+    /// Write the value of a key: its bytes as they are (exit status 1 if it is missing)
     Get(cmd::kv::GetArgs),
     /// Store a value under a key (durable when the command returns)
     Put(cmd::kv::PutArgs),
     /// Delete a key (durable when the command returns)
     Delete(cmd::kv::DeleteArgs),
-    /// Print key<TAB>value lines of a key range in key order
+    /// Print key<TAB>value lines of a key range in key order (escaped text or hex)
     Scan(cmd::kv::ScanArgs),
-    /// Read every key and value and check their records (exit status 1 on damage)
-    Fsck(cmd::kv::StoreArgs),
+    /// Check the superblock copies, member headers, records and index entries (exit
+    /// status 1 on damage left); --repair rewrites damaged copies and headers
+    Fsck(cmd::admin::FsckArgs),
 }
 
+/// Exit status of arguments the parser accepted but the command found missing or
+/// malformed: the parser's own status for argument errors.
+const EXIT_ARGUMENTS: u8 = 2;
+
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     // Each subcommand family has its own error type; all are reported alike.
     let (name, result): (&str, Result<(), Box<dyn std::error::Error>>) = match &cli.command {
         Command::Devbench(args) => ("devbench", cmd::devbench::run(args).map_err(Into::into)),
         Command::Bench(args) => ("bench", cmd::bench::run(args).map_err(Into::into)),
         Command::Compare(args) => ("compare", cmd::compare::run(args).map_err(Into::into)),
-        Command::Format(args) => ("format", cmd::kv::format(args).map_err(Into::into)),
-        Command::Stat(args) => ("stat", cmd::kv::stat(args).map_err(Into::into)),
+        Command::Format(args) => ("format", cmd::admin::format(args).map_err(Into::into)),
+        Command::Stat(args) => ("stat", cmd::admin::stat(args).map_err(Into::into)),
         Command::Get(args) => ("get", cmd::kv::get(args).map_err(Into::into)),
         Command::Put(args) => ("put", cmd::kv::put(args).map_err(Into::into)),
         Command::Delete(args) => ("delete", cmd::kv::delete(args).map_err(Into::into)),
         Command::Scan(args) => ("scan", cmd::kv::scan(args).map_err(Into::into)),
-        Command::Fsck(args) => ("fsck", cmd::kv::fsck(args).map_err(Into::into)),
+        Command::Fsck(args) => ("fsck", cmd::admin::fsck(args).map_err(Into::into)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -80,7 +86,28 @@ fn main() -> ExitCode {
                 source = cause.source();
             }
             eprintln!("hashkv {name}: error: {message}");
-            ExitCode::FAILURE
+            let arguments = matches!(
+                e.downcast_ref::<cmd::store::StoreCmdError>(),
+                Some(cmd::store::StoreCmdError::Arguments(_))
+            );
+            if arguments {
+                ExitCode::from(EXIT_ARGUMENTS)
+            } else {
+                ExitCode::FAILURE
+            }
         }
+    }
+}
+
+/// Lets SIGPIPE end the process, as it ends `cat` or `head`: a reader that goes away
+/// (`hashkv get k | head -c 10`) then stops the command quietly (exit status 141 in a
+/// shell) instead of failing a write to standard output. Rust ignores SIGPIPE by
+/// default. Store writes never go through pipes, so no store is left half-written:
+/// a killed command is a crash the store recovers from.
+fn restore_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler code; called first thing in
+    // main, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -1,6 +1,6 @@
 //! `hashkv bench` as a user runs it: the built binary, started in a scratch directory
-//! under CARGO_TARGET_TMPDIR (on the target's disk, where O_DIRECT works), so that its
-//! temporary store lands there.
+//! under CARGO_TARGET_TMPDIR (on the target's disk, where O_DIRECT works) with TMPDIR
+//! pointing there, so that its temporary store lands there.
 
 mod common;
 
@@ -297,4 +297,141 @@ fn bench_stripes_over_devices_it_creates_and_removes_them_afterwards() {
         !a.exists(),
         "a refused run must remove the device it created"
     );
+}
+
+/// A file that holds a hashkv store is not formatted over without --force-format.
+#[test]
+fn bench_refuses_a_file_that_holds_a_store() {
+    let dir = scratch_dir();
+    let device = dir.path().join("store.img");
+    let meta = dir.path().join("meta");
+    let (dev_s, meta_s) = (device.to_str().unwrap(), meta.to_str().unwrap());
+    let format = hashkv_in(
+        dir.path(),
+        &[
+            "format",
+            "--device",
+            dev_s,
+            "--metadata",
+            meta_s,
+            "--create-gib",
+            "0.5",
+        ],
+        None,
+    );
+    assert!(format.status.success(), "{}", text(&format.stderr));
+    let put = hashkv_in(
+        dir.path(),
+        &[
+            "put",
+            "--device",
+            dev_s,
+            "--metadata",
+            meta_s,
+            "k",
+            "precious",
+        ],
+        None,
+    );
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let bench = hashkv_in(
+        dir.path(),
+        &[
+            "bench",
+            "--device",
+            dev_s,
+            "--load-gib",
+            "0.01",
+            "--update-gib",
+            "0",
+        ],
+        None,
+    );
+    let stderr = text(&bench.stderr);
+    assert!(
+        !bench.status.success(),
+        "bench overwrote a store:\n{}",
+        text(&bench.stdout)
+    );
+    assert!(
+        stderr.contains("--force-format")
+            && stderr.contains("hashkv superblock")
+            && stderr.contains(dev_s),
+        "{stderr}"
+    );
+    let get = hashkv_in(
+        dir.path(),
+        &["get", "--device", dev_s, "--metadata", meta_s, "k"],
+        None,
+    );
+    assert_eq!(text(&get.stdout), "precious", "{}", text(&get.stderr));
+}
+
+/// The temporary store goes under $TMPDIR, wherever the command is started.
+#[test]
+fn the_temporary_store_goes_under_tmpdir() {
+    let (cwd, tmp) = (scratch_dir(), scratch_dir());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hashkv"))
+        .args([
+            "bench",
+            "--mode",
+            "lsm",
+            "--load-gib",
+            "0.002",
+            "--update-gib",
+            "0",
+        ])
+        .current_dir(cwd.path())
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("store: temporary directory "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.contains(&tmp.path().display().to_string()),
+        "{line} is not under {}",
+        tmp.path().display()
+    );
+    assert!(std::fs::read_dir(cwd.path()).unwrap().next().is_none());
+    assert!(leftovers(tmp.path(), "hashkv-bench-").is_empty());
+}
+
+/// A second Ctrl-C exits at once and says which paths it leaves behind.
+#[test]
+fn a_second_ctrl_c_prints_what_it_leaves_behind() {
+    let dir = scratch_dir();
+    let mut child = spawn_in(
+        dir.path(),
+        &["bench", "--load-gib", "2", "--update-gib", "2"],
+    );
+    let mut stdout_lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in stdout_lines.by_ref() {
+        if line.unwrap().starts_with("mode hashkv:") {
+            break;
+        }
+    }
+    // Ctrl-C again and again until it exits: the second arrives while the first still
+    // finishes the phase, flushes and closes.
+    let status = loop {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+    };
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    let left = leftovers(dir.path(), "hashkv-bench-");
+    assert_eq!(left.len(), 1, "{left:?}");
+    let path = dir.path().join(&left[0]);
+    assert!(
+        stderr.contains(&format!("left behind: {}", path.display())),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(path).unwrap();
 }

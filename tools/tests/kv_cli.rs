@@ -289,3 +289,213 @@ fn vlog_and_lsm_modes_round_trip_through_the_cli() {
         );
     }
 }
+
+/// Random bytes from a seed (SplitMix64).
+fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) as u8
+        })
+        .collect()
+}
+
+/// The issue's case: a 100,000-byte random file through `put --value-file` and `get`
+/// comes back byte for byte, on standard output and through --output.
+#[test]
+fn a_binary_value_round_trips_byte_for_byte() {
+    let s = Store::new();
+    let value = random_bytes(100_000, 1);
+    let file = s.device.with_file_name("bin.dat");
+    std::fs::write(&file, &value).unwrap();
+    assert_ok(&s.run(&["put", "k", "--value-file", file.to_str().unwrap()]));
+    let out = s.run(&["get", "k"]);
+    assert_ok(&out);
+    assert!(out.stdout == value, "get wrote {} bytes", out.stdout.len());
+    let copy = s.device.with_file_name("out.dat");
+    assert_ok(&s.run(&["get", "k", "--output", copy.to_str().unwrap()]));
+    assert!(std::fs::read(&copy).unwrap() == value);
+    // From standard input as well.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hashkv"))
+        .args(["put", "--device", s.device.to_str().unwrap()])
+        .args([
+            "--metadata",
+            s.metadata.to_str().unwrap(),
+            "stdin",
+            "--value-file",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &value).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(s.run(&["get", "stdin"]).stdout == value);
+}
+
+/// `get … | head -c 10`: the reader goes away; get stops quietly (exit 0, or killed by
+/// SIGPIPE as `cat` would be), never with a panic.
+#[test]
+fn get_into_a_closed_pipe_exits_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let s = Store::new();
+    let file = s.device.with_file_name("big.dat");
+    std::fs::write(&file, random_bytes(200_000, 2)).unwrap();
+    assert_ok(&s.run(&["put", "k", "--value-file", file.to_str().unwrap()]));
+    for args in [
+        &["get", "k"][..],
+        &["get", "k", "--hex"],
+        &["scan"],
+        &["stat"],
+    ] {
+        let (sub, rest) = args.split_first().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hashkv"))
+            .arg(sub)
+            .args(["--device", s.device.to_str().unwrap()])
+            .args(["--metadata", s.metadata.to_str().unwrap()])
+            .args(rest)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 10];
+        stdout.read_exact(&mut first).unwrap();
+        drop(stdout);
+        let status = child.wait().unwrap();
+        let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+        assert!(
+            status.success() || status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {status:?}\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// Keys are bytes too: given as hex or from a file, and scan's output says every byte
+/// of keys and values, as hex or as escaped text.
+#[test]
+fn binary_keys_round_trip_through_hex_files_and_scan() {
+    let s = Store::new();
+    let key = [0xffu8, 0x00, b'\t', b'k', b'\n', 0xc3];
+    let value = b"v\x00\xfe\tw\\".to_vec();
+    let key_file = s.device.with_file_name("key.bin");
+    std::fs::write(&key_file, key).unwrap();
+    assert_ok(&s.run(&["put", "--key-hex", &hex(&key), "--value-hex", &hex(&value)]));
+    let out = s.run(&["get", "--key-file", key_file.to_str().unwrap()]);
+    assert_ok(&out);
+    assert_eq!(out.stdout, value);
+    assert_ok(&s.run(&["put", "plain", "text value"]));
+    let scan = s.run(&["scan", "--hex"]);
+    assert_ok(&scan);
+    let pairs: Vec<(String, String)> = text(&scan.stdout)
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once('\t').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![
+            (hex(b"plain"), hex(b"text value")),
+            (hex(&key), hex(&value)),
+        ]
+    );
+    let scan = s.run(&["scan", "--from-hex", "ff"]);
+    assert_ok(&scan);
+    assert_eq!(
+        text(&scan.stdout),
+        "\\xff\\x00\\tk\\n\\xc3\tv\\x00\\xfe\\tw\\\\\n"
+    );
+    assert_ok(&s.run(&["delete", "--key-hex", &hex(&key)]));
+    let gone = s.run(&["get", "--key-hex", &hex(&key)]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        text(&gone.stderr).contains("\\xff\\x00\\tk\\n\\xc3"),
+        "{}",
+        text(&gone.stderr)
+    );
+    let bad = s.run(&["get", "--key-hex", "xyz"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("--key-hex"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+/// fsck finds a damaged superblock copy (which open tolerates) and --repair rewrites
+/// it from its twin.
+#[test]
+fn fsck_finds_and_repairs_a_damaged_superblock_copy() {
+    let s = Store::new();
+    assert_ok(&s.run(&["put", "k", "v"]));
+    let mut image = std::fs::read(&s.device).unwrap();
+    let good = image[..4096].to_vec();
+    image[20..40].fill(0x5a);
+    std::fs::write(&s.device, &image).unwrap();
+    assert_eq!(
+        s.get("k").as_deref(),
+        Some("v"),
+        "the store opens from the twin"
+    );
+    let found = s.run(&["fsck"]);
+    assert_eq!(found.status.code(), Some(1), "{}", text(&found.stdout));
+    assert!(
+        text(&found.stderr).contains("damage: superblock copy at offset 0"),
+        "{}",
+        text(&found.stderr)
+    );
+    let repaired = s.run(&["fsck", "--repair"]);
+    assert_ok(&repaired);
+    assert!(
+        text(&repaired.stdout).contains("repaired: superblock copy at offset 0 rewritten"),
+        "{}",
+        text(&repaired.stdout)
+    );
+    assert!(std::fs::read(&s.device).unwrap()[..4096] == good[..]);
+    let clean = s.run(&["fsck"]);
+    assert_ok(&clean);
+    assert!(text(&clean.stdout).contains("ok:"));
+}
+
+/// Issue 10's case through the command line: 96 MiB main segments, first copy damaged.
+#[test]
+fn a_96_mib_store_with_a_damaged_first_copy_opens() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let device = dir.path().join("dev.img");
+    let meta = dir.path().join("meta");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hashkv"))
+            .args(args)
+            .args(["--device", device.to_str().unwrap()])
+            .args(["--metadata", meta.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    assert_ok(&run(&[
+        "format",
+        "--main-segment-mib",
+        "96",
+        "--create-gib",
+        "0.4",
+    ]));
+    assert_ok(&run(&["put", "k", "v"]));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&device)
+        .unwrap();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(30)).unwrap();
+    std::io::Write::write_all(&mut f, &[0xEE; 30]).unwrap();
+    f.sync_all().unwrap();
+    let stat = run(&["stat"]);
+    assert_ok(&stat);
+    assert!(text(&stat.stdout).contains("main segment     100663296 bytes"));
+    let get = run(&["get", "k"]);
+    assert_eq!(get.stdout, b"v");
+}

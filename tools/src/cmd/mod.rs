@@ -1,7 +1,9 @@
 //! One module per subcommand of `hashkv`.
 
+pub mod admin;
 pub mod bench;
 pub mod compare;
 pub mod devbench;
+pub mod explain;
 pub mod kv;
 pub mod store;

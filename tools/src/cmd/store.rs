@@ -16,6 +16,11 @@ pub enum StoreCmdError {
     #[error("{0}")]
     Usage(String),
 
+    /// Arguments missing or malformed in a way the parser could not see (exit status
+    /// 2, as the parser's own errors).
+    #[error("{0}")]
+    Arguments(String),
+
     #[error("{path}: {action}: {source}")]
     Io {
         path: PathBuf,
@@ -28,7 +33,8 @@ pub enum StoreCmdError {
     #[error("{count} damaged record(s) or index entries; the first: {first}")]
     Damaged { count: u64, first: String },
 
-    #[error("key {key:?} not found")]
+    /// The key is shown escaped (`kv::escape`): every byte of it, unambiguously.
+    #[error("key {key} not found")]
     KeyNotFound { key: String },
 
     /// The run was interrupted (Ctrl-C) after printing what it had measured.

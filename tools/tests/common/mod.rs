@@ -9,11 +9,11 @@ pub fn scratch_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("scratch dir on the target's disk")
 }
 
-/// Runs hashkv in `dir` with TMPDIR unset (so its temporary stores land in `dir`);
+/// Runs hashkv in `dir` with TMPDIR set to `dir` (so its temporary stores land there);
 /// `path` replaces PATH (so a test can hide fio).
 pub fn hashkv_in(dir: &Path, args: &[&str], path: Option<&Path>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hashkv"));
-    cmd.args(args).current_dir(dir).env_remove("TMPDIR");
+    cmd.args(args).current_dir(dir).env("TMPDIR", dir);
     if let Some(p) = path {
         cmd.env("PATH", p);
     }
@@ -55,7 +55,7 @@ pub fn spawn_in(dir: &Path, args: &[&str]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_hashkv"))
         .args(args)
         .current_dir(dir)
-        .env_remove("TMPDIR")
+        .env("TMPDIR", dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -5,8 +5,10 @@
 //! write amplification (see `report.rs` for its definition), space and latency.
 //!
 //! Without --device the store is a file in a temporary directory on a filesystem where
-//! O_DIRECT works ($TMPDIR if set and usable, else the current directory); the file and
-//! the metadata directory are removed after each mode.
+//! O_DIRECT works: under $TMPDIR (/tmp when unset), or under the current directory when
+//! O_DIRECT fails there (tmpfs); the file and the metadata directory are removed after
+//! each mode, and the directory at the end. A second Ctrl-C exits at once and prints
+//! what it leaves behind.
 //!
 //! `hashkv compare` reuses all of it: the arguments (`BenchArgs`), the `Session` (plan,
 //! Ctrl-C, temporary directory, engine modes, table/JSON/plot) and the phase driver
@@ -18,8 +20,7 @@ pub(crate) mod report;
 pub(crate) mod target;
 
 use super::store::{
-    human_bytes, io_error, is_block_device, read_process_io, supports_o_direct, StoreCmdError,
-    StoreResult,
+    human_bytes, io_error, read_process_io, supports_o_direct, StoreCmdError, StoreResult,
 };
 use crate::workload::{ScrambledZipf, KEY_BYTES};
 use hashkv::layout::Layout;
@@ -30,7 +31,7 @@ use plot::WriteAmpSource;
 use report::{per_sec, PhaseReport};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use target::{BenchTarget, EngineTarget};
 
@@ -47,11 +48,31 @@ const DEVICE_HEADROOM: f64 = 1.1;
 /// flushed and closed.
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Paths this run created and removes when it ends (temporary directory, device files,
+/// metadata directories): what a second Ctrl-C, which exits at once, leaves behind.
+static LEFT_BEHIND: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Notes a path this run created and will remove.
+pub(crate) fn created(path: &Path) {
+    LEFT_BEHIND
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(path.to_path_buf());
+}
+
+/// Notes that a path noted by `created` is gone.
+pub(crate) fn removed(path: &Path) {
+    LEFT_BEHIND
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|p| p != path);
+}
+
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Device or file to run on (repeatable: stripe over several). Existing files are
-    /// overwritten; block devices that hold data need --force-format. Missing paths
-    /// are created as files of the computed size and removed afterwards.
+    /// Device or file to run on (repeatable: stripe over several). Devices and files
+    /// that hold data (a hashkv store included) need --force-format. Missing paths are
+    /// created as files of the computed size and removed afterwards.
     /// [default: a file in a temporary directory]
     #[arg(long = "device", value_name = "PATH")]
     pub devices: Vec<PathBuf>,
@@ -174,6 +195,7 @@ impl<'a> Session<'a> {
                     "creating the benchmark's temporary directory",
                 ))?;
             println!("store: temporary directory {}", dir.path().display());
+            created(dir.path());
             Some(dir)
         } else {
             None
@@ -274,6 +296,10 @@ impl<'a> Session<'a> {
 
     /// The run's result once everything is reported: interrupted if Ctrl-C came.
     pub fn finish(&self) -> StoreResult<()> {
+        if let Some(dir) = &self.scratch {
+            // Removed when the session drops, right after this.
+            removed(dir.path());
+        }
         if stopped() {
             return Err(StoreCmdError::Interrupted);
         }
@@ -291,6 +317,10 @@ fn install_ctrlc_handler(command: &'static str) -> StoreResult<()> {
         if STOP.swap(true, Ordering::SeqCst) {
             // A second Ctrl-C means the user will not wait for the flush.
             eprintln!("\nhashkv {command}: interrupted again; exiting now without cleaning up");
+            let left = LEFT_BEHIND.lock().unwrap_or_else(|p| p.into_inner());
+            for path in left.iter() {
+                eprintln!("hashkv {command}: left behind: {}", path.display());
+            }
             std::process::exit(130);
         }
         eprintln!(
@@ -439,17 +469,15 @@ fn modes_accept(device_bytes: u64, options: &Options, modes: &[Mode]) -> hashkv:
     Ok(())
 }
 
-/// $TMPDIR if set and O_DIRECT works there, else the current directory if it does.
+/// $TMPDIR (/tmp when unset) if O_DIRECT works there, else the current directory if
+/// it does (tmpfs refuses O_DIRECT).
 fn scratch_base() -> StoreResult<PathBuf> {
     let mut tried = Vec::new();
-    let mut candidates = Vec::new();
-    if let Some(t) = std::env::var_os("TMPDIR").filter(|t| !t.is_empty()) {
-        candidates.push(PathBuf::from(t));
-    }
-    candidates.push(
+    let candidates = [
+        std::env::temp_dir(),
         std::env::current_dir()
             .map_err(io_error(Path::new("."), "finding the current directory"))?,
-    );
+    ];
     for c in candidates {
         if supports_o_direct(&c) {
             return Ok(c);
@@ -458,8 +486,7 @@ fn scratch_base() -> StoreResult<PathBuf> {
     }
     Err(StoreCmdError::Usage(format!(
         "no directory for the benchmark's store supports O_DIRECT (tried {}; tmpfs does \
-         not); run from a directory on a disk filesystem, set TMPDIR to one, or pass \
-         --device",
+         not); set TMPDIR to a directory on a disk filesystem, or pass --device",
         tried.join(", ")
     )))
 }
@@ -477,6 +504,7 @@ fn user_placement(args: &BenchArgs, plan: &Plan, mode: Mode) -> StoreResult<Plac
                 mode.name(),
                 std::process::id()
             ));
+            created(&dir);
             (dir, true)
         }
     };
@@ -520,6 +548,7 @@ fn user_placement(args: &BenchArgs, plan: &Plan, mode: Mode) -> StoreResult<Plac
             d.display(),
             human_bytes(per_member_bytes)
         );
+        created(d);
         placement.created.push(d.clone());
     }
     Ok(placement)
@@ -527,25 +556,29 @@ fn user_placement(args: &BenchArgs, plan: &Plan, mode: Mode) -> StoreResult<Plac
 
 fn cleanup(p: &Placement) {
     for path in &p.created {
-        if let Err(e) = std::fs::remove_file(path) {
-            eprintln!(
+        match std::fs::remove_file(path) {
+            Ok(()) => removed(path),
+            Err(e) => eprintln!(
                 "hashkv bench: warning: could not remove {}: {e}",
                 path.display()
-            );
+            ),
         }
     }
     if p.remove_metadata && p.metadata.exists() {
-        if let Err(e) = std::fs::remove_dir_all(&p.metadata) {
-            eprintln!(
+        match std::fs::remove_dir_all(&p.metadata) {
+            Ok(()) => removed(&p.metadata),
+            Err(e) => eprintln!(
                 "hashkv bench: warning: could not remove {}: {e}",
                 p.metadata.display()
-            );
+            ),
         }
     }
 }
 
-/// Formats the placement for `mode`. Block devices are formatted with force only with
-/// --force-format, or when this run formatted them already (for an earlier mode).
+/// Formats the placement for `mode`. A device the user named (a block device or a
+/// file this run did not create) is formatted with force only with --force-format, or
+/// when this run formatted it already (for an earlier mode): without force, format
+/// refuses one that holds data, a hashkv store included.
 fn format_store(
     args: &BenchArgs,
     plan: &Plan,
@@ -553,11 +586,11 @@ fn format_store(
     p: &Placement,
     formatted_before: &mut Vec<PathBuf>,
 ) -> StoreResult<Db> {
-    let guarded_block_device = p
+    let guarded = p
         .devices
         .iter()
-        .any(|d| is_block_device(d) && !formatted_before.contains(d));
-    let force = args.force_format || !guarded_block_device;
+        .any(|d| !p.created.contains(d) && !formatted_before.contains(d));
+    let force = args.force_format || !guarded;
     let mut options = plan.options.clone().with_force_format(force);
     options.mode = mode;
     // The temporary store's file is created by the engine; missing --device paths
@@ -567,7 +600,12 @@ fn format_store(
     }
     let db = Db::format(&p.devices, &p.metadata, &options).map_err(|e| match e {
         hashkv::Error::DeviceNotEmpty { what } => StoreCmdError::Usage(format!(
-            "device holds data ({what}); pass --force-format to overwrite it"
+            "{} holds data ({what}); pass --force-format to overwrite it",
+            p.devices
+                .iter()
+                .map(|d| format!("--device {}", d.display()))
+                .collect::<Vec<_>>()
+                .join(" ")
         )),
         e => e.into(),
     })?;
