@@ -255,9 +255,23 @@ impl PutArgs {
 pub fn put(args: &PutArgs) -> StoreResult<()> {
     let (key, value) = args.key_value()?;
     let db = args.store.open()?;
-    db.put_sync(&key, &value)?;
+    db.put_sync(&key, &value)
+        .map_err(|source| StoreCmdError::NotDurable {
+            what: "put",
+            source,
+        })?;
     db.close()?;
     Ok(())
+}
+
+/// A sync write's error: a device or index failure says that the write is not
+/// durable; a refusal (too large, store full) is reported as it is.
+fn not_durable(what: &'static str, e: hashkv::Error) -> StoreCmdError {
+    if e.is_fatal() {
+        StoreCmdError::NotDurable { what, source: e }
+    } else {
+        e.into()
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -275,7 +289,11 @@ pub struct DeleteArgs {
 pub fn delete(args: &DeleteArgs) -> StoreResult<()> {
     let key = args.key_source.bytes(args.key.as_deref())?;
     let db = args.store.open()?;
-    db.delete_sync(&key)?;
+    db.delete_sync(&key)
+        .map_err(|source| StoreCmdError::NotDurable {
+            what: "delete",
+            source,
+        })?;
     db.close()?;
     Ok(())
 }

@@ -21,6 +21,16 @@ pub enum StoreCmdError {
     #[error("{0}")]
     Arguments(String),
 
+    /// A sync write (`put`, `delete`) failed: it is not durable, and the store refuses
+    /// writes until it is opened again; what earlier commands wrote is durable (each
+    /// of them synced before it returned).
+    #[error("the {what} is not durable: {source}; writes of earlier commands are (each was synced before it returned)")]
+    NotDurable {
+        what: &'static str,
+        #[source]
+        source: hashkv::Error,
+    },
+
     #[error("{path}: {action}: {source}")]
     Io {
         path: PathBuf,
