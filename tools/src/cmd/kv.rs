@@ -256,10 +256,7 @@ pub fn put(args: &PutArgs) -> StoreResult<()> {
     let (key, value) = args.key_value()?;
     let db = args.store.open()?;
     db.put_sync(&key, &value)
-        .map_err(|source| StoreCmdError::NotDurable {
-            what: "put",
-            source,
-        })?;
+        .map_err(|e| not_durable("put", e))?;
     db.close()?;
     Ok(())
 }
@@ -289,11 +286,7 @@ pub struct DeleteArgs {
 pub fn delete(args: &DeleteArgs) -> StoreResult<()> {
     let key = args.key_source.bytes(args.key.as_deref())?;
     let db = args.store.open()?;
-    db.delete_sync(&key)
-        .map_err(|source| StoreCmdError::NotDurable {
-            what: "delete",
-            source,
-        })?;
+    db.delete_sync(&key).map_err(|e| not_durable("delete", e))?;
     db.close()?;
     Ok(())
 }
