@@ -15,6 +15,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The tests here run one at a time: a forked child inherits every descriptor of this
+/// process until it closes them, so another test reopening a store at that moment
+/// would find its own old lock still held.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// How long the grandchild keeps a dead owner's lock.
 const LINGER_MS: u32 = 400;
 
@@ -49,6 +58,21 @@ impl Store {
     }
 }
 
+/// Descriptors a forked child may have: it closes every one above stderr but those it
+/// needs, since it inherited the descriptors of every test running in this process
+/// (locks of their stores among them), which it must not keep.
+const CHILD_FDS_MAX: i32 = 1 << 16;
+
+/// In a forked child: closes every descriptor above stderr except `keep`. Only
+/// close(2), which is async-signal-safe.
+unsafe fn close_other_fds(keep: &[i32]) {
+    for fd in 3..CHILD_FDS_MAX {
+        if !keep.contains(&fd) {
+            libc::close(fd);
+        }
+    }
+}
+
 /// Takes `flock(LOCK_EX)` on `path` in a child process that then exits at once,
 /// leaving the lock to a grandchild that holds the descriptor for `LINGER_MS`.
 fn lock_with_dead_owner(path: &Path) {
@@ -60,6 +84,7 @@ fn lock_with_dead_owner(path: &Path) {
     assert!(child >= 0, "fork failed");
     if child == 0 {
         unsafe {
+            close_other_fds(&[fd]);
             if libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) != 0 {
                 libc::_exit(2);
             }
@@ -94,6 +119,7 @@ fn lock_with_live_owner(path: &Path) -> libc::pid_t {
     assert!(child >= 0, "fork failed");
     if child == 0 {
         unsafe {
+            close_other_fds(&[file.as_raw_fd(), pipe[1]]);
             let ok = libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0;
             libc::write(pipe[1], [u8::from(ok)].as_ptr().cast(), 1);
             loop {
@@ -124,6 +150,7 @@ fn kill(pid: libc::pid_t) {
 
 #[test]
 fn open_waits_for_a_dead_owners_device_lock() {
+    let _serial = serial();
     let s = formatted_store();
     lock_with_dead_owner(&s.device);
     let start = Instant::now();
@@ -139,6 +166,7 @@ fn open_waits_for_a_dead_owners_device_lock() {
 
 #[test]
 fn open_waits_for_a_dead_owners_index_lock() {
+    let _serial = serial();
     let s = formatted_store();
     lock_with_dead_owner(&s.metadata.join("LOCK"));
     let start = Instant::now();
@@ -149,6 +177,7 @@ fn open_waits_for_a_dead_owners_index_lock() {
 
 #[test]
 fn a_live_owner_is_named_at_once() {
+    let _serial = serial();
     let s = formatted_store();
     for path in [s.device.clone(), s.metadata.join("LOCK")] {
         let pid = lock_with_live_owner(&path);
@@ -200,6 +229,7 @@ fn hold_store_until_killed() {
 /// The case: kill -9 a process that has the store open, and open it at once.
 #[test]
 fn reopen_right_after_kill_9() {
+    let _serial = serial();
     let s = formatted_store();
     for round in 0..5 {
         let ready = s.metadata.with_file_name(format!("ready-{round}"));
@@ -235,4 +265,60 @@ fn reopen_right_after_kill_9() {
         assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
         db.close().unwrap();
     }
+}
+
+/// A block device is locked with O_EXCL, which the kernel does not list: the holder is
+/// found among the processes' open descriptors and named.
+#[test]
+fn a_live_holder_of_a_block_device_is_named() {
+    let _serial = serial();
+    let loops = match common::loops(1, 16 * MIB) {
+        Ok(l) => l,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let paths = loops.paths();
+    let meta = loops.dir.path().join("meta");
+    Db::format(&paths, &meta, &small_options())
+        .unwrap()
+        .close()
+        .unwrap();
+    let path = std::ffi::CString::new(paths[0].to_str().unwrap()).unwrap();
+    let mut pipe = [0; 2];
+    // SAFETY: pipe fills the two descriptors of the array it is given.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    // SAFETY: the child calls only async-signal-safe functions (open, write, usleep).
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork failed");
+    if child == 0 {
+        unsafe {
+            close_other_fds(&[pipe[1]]);
+            let fd = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_EXCL);
+            libc::write(pipe[1], [u8::from(fd >= 0)].as_ptr().cast(), 1);
+            loop {
+                libc::usleep(100_000);
+            }
+        }
+    }
+    let mut byte = [0u8; 1];
+    // SAFETY: reads one byte into the local array; the descriptors are ours.
+    unsafe {
+        assert_eq!(libc::read(pipe[0], byte.as_mut_ptr().cast(), 1), 1);
+        libc::close(pipe[0]);
+        libc::close(pipe[1]);
+    }
+    assert_eq!(
+        byte[0], 1,
+        "the child could not open the device exclusively"
+    );
+    let e = Db::open(&paths, &meta, &small_options()).err();
+    kill(child);
+    let text = e.expect("a live holder keeps the device").to_string();
+    assert!(text.contains(&format!("process {child}")), "{text}");
+    Db::open(&paths, &meta, &small_options())
+        .unwrap()
+        .close()
+        .unwrap();
 }
