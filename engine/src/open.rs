@@ -183,7 +183,10 @@ fn format_paths(
     stop_after: Option<FormatStep>,
 ) -> Result<Option<Arc<dyn BlockDevice>>> {
     let undo = Undo::note(paths, metadata_dir, options);
-    let unfinished = format::unfinished(metadata_dir, options);
+    // With force, nothing needs recognising (and a large index need not be replayed).
+    let unfinished = (!options.force_format)
+        .then(|| format::unfinished(metadata_dir, options))
+        .flatten();
     let mut progress = Progress::default();
     let result = devices::format_members(paths, options, unfinished.as_ref()).and_then(|new| {
         format::write_store(
@@ -208,7 +211,10 @@ fn format_device(
     stop_after: Option<FormatStep>,
 ) -> Result<Option<Arc<dyn BlockDevice>>> {
     let undo = Undo::note(&[], metadata_dir, options);
-    let unfinished = format::unfinished(metadata_dir, options);
+    // With force, nothing needs recognising (and a large index need not be replayed).
+    let unfinished = (!options.force_format)
+        .then(|| format::unfinished(metadata_dir, options))
+        .flatten();
     let new = devices::NewMembers {
         device,
         headers: Vec::new(),
