@@ -1,16 +1,18 @@
 //! Formatting a store and opening it: the superblock (both copies), the metadata
 //! directory and its index, and the checks that the devices, the index and the options
 //! belong together. What happens after a crash is the index's own recovery (its log
-//! replay) plus the value store's load (`store::ValueStore::load`): FORMAT.md, "What is
+//! replay) plus the value store's load (`store::open`): FORMAT.md, "What is
 //! checked at open".
 
 use crate::db::Db;
+use crate::db::Opened;
 use crate::devices;
 use crate::error::{Error, Result};
+use crate::index::IndexReader;
 use crate::keys;
 use crate::layout::Layout;
 use crate::options::Options;
-use crate::store::ValueStore;
+use crate::store::{self, Source};
 use crate::superblock::{Superblock, FORMAT_VERSION};
 use hashkv_blockdev::{AlignedBuf, BlockDevice};
 use std::path::{Path, PathBuf};
@@ -89,7 +91,7 @@ impl Db {
         let mut batch = hashkv_lsm::WriteBatch::new();
         batch.put(&keys::uuid_key(), &superblock.stripe_uuid);
         batch.put(&keys::seq_key(), &0u64.to_le_bytes());
-        for (k, v) in ValueStore::format_entries(options.mode, &layout) {
+        for (k, v) in store::open(options.mode, &layout, Source::Fresh)?.format_entries() {
             batch.put(&k, &v);
         }
         lsm.write(&batch, &hashkv_lsm::WriteOptions { sync: true })?;
@@ -135,21 +137,28 @@ impl Db {
         let next_seq = match lsm.get(&keys::seq_key())? {
             Some(b) if b.len() == 8 => u64::from_le_bytes(b[..].try_into().unwrap()) + 1,
             _ => {
-                return Err(Error::Corruption {
-                    what: "index lacks the sequence entry".into(),
-                })
+                return Err(Error::corrupt(
+                    "index",
+                    "an 8-byte sequence entry",
+                    "none, or another size",
+                ))
             }
         };
-        let store = ValueStore::load(superblock.mode, &lsm, &layout, device.as_ref())?;
-        Db::start(
-            options,
+        let lsm = Arc::new(lsm);
+        let index = IndexReader::new(lsm.clone());
+        let store = store::open(
+            superblock.mode,
+            &layout,
+            Source::Index(&index, device.as_ref()),
+        )?;
+        let opened = Opened {
             device,
             superblock,
             lsm,
             store,
             next_seq,
-            metadata_dir,
-        )
+        };
+        Db::start(options, opened, metadata_dir)
     }
 }
 
@@ -216,9 +225,11 @@ pub(crate) fn read_superblock(device: &dyn BlockDevice) -> Result<Superblock> {
         }
     }
     match (found.first(), found.get(1)) {
-        (Some(a), Some(b)) if a != b => Err(Error::Corruption {
-            what: "the two superblock copies disagree".into(),
-        }),
+        (Some(a), Some(b)) if a != b => Err(Error::corrupt(
+            "superblock",
+            "two equal copies",
+            format!("copies that disagree: {a:?} and {b:?}"),
+        )),
         (Some(a), _) => Ok(*a),
         (None, _) => match errors.into_iter().next() {
             Some(e) => Err(e),
@@ -237,6 +248,13 @@ fn check_matches(sb: &Superblock, options: &Options, device: &dyn BlockDevice) -
             requested,
         })
     };
+    if sb.format_version < 2 && sb.mode == crate::options::Mode::VLog {
+        return mismatch(
+            "format version of a vlog store",
+            sb.format_version.to_string(),
+            format!("{FORMAT_VERSION} (reformat this baseline store)"),
+        );
+    }
     if sb.mode != options.mode {
         return mismatch("mode", sb.mode.name().into(), options.mode.name().into());
     }

@@ -115,43 +115,45 @@ pub fn decode(buf: &[u8]) -> Result<Slot<'_>> {
         Some(_) => {}
     }
     if buf.len() < RECORD_HEADER_BYTES {
-        return Err(corrupt(format!(
-            "record header truncated: {} of {RECORD_HEADER_BYTES} bytes",
-            buf.len()
-        )));
+        return Err(corrupt(
+            format!("a {RECORD_HEADER_BYTES}-byte header"),
+            format!("{} bytes", buf.len()),
+        ));
     }
     let header = &buf[..RECORD_HEADER_BYTES];
     if header[0] & 0xF0 != TAG_HIGH {
-        return Err(corrupt(format!(
-            "record tag {:#04x} is not a record",
-            header[0]
-        )));
+        return Err(corrupt(
+            format!("tag {:#04x}", TAG_HIGH | RECORD_FORMAT_VERSION),
+            format!("{:#04x}", header[0]),
+        ));
     }
     let version = header[0] & 0x0F;
     if version != RECORD_FORMAT_VERSION {
-        return Err(corrupt(format!(
-            "record format version {version}, expected {RECORD_FORMAT_VERSION}"
-        )));
+        return Err(corrupt(
+            format!("format version {RECORD_FORMAT_VERSION}"),
+            format!("version {version}"),
+        ));
     }
-    let kind = RecordKind::from_code(header[1])
-        .ok_or_else(|| corrupt(format!("record kind {} unknown", header[1])))?;
+    let kind = RecordKind::from_code(header[1]).ok_or_else(|| {
+        corrupt(
+            "kind 1 (value) or 2 (tombstone)".into(),
+            format!("kind {}", header[1]),
+        )
+    })?;
     let key_len = u16::from_le_bytes([header[2], header[3]]) as usize;
-    let value_len = u32::from_le_bytes(header[4..8].try_into().unwrap()) as usize;
-    let seq = u64::from_le_bytes(header[8..16].try_into().unwrap());
+    let value_len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+    let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
     if key_len == 0 {
-        return Err(corrupt("record with an empty key".into()));
+        return Err(corrupt("a non-empty key".into(), "key length 0".into()));
     }
-    let total = RECORD_HEADER_BYTES
-        .checked_add(key_len)
-        .and_then(|n| n.checked_add(value_len))
-        .ok_or_else(|| corrupt("record length overflows".into()))?;
+    let total = RECORD_HEADER_BYTES + key_len + value_len;
     if total > buf.len() {
-        return Err(corrupt(format!(
-            "record of {total} bytes runs past the {} bytes available",
-            buf.len()
-        )));
+        return Err(corrupt(
+            format!("at most {} bytes", buf.len()),
+            format!("a record of {total} bytes"),
+        ));
     }
-    let stored = u32::from_le_bytes(header[CRC_AT..CRC_AT + 4].try_into().unwrap());
+    let stored = u32::from_le_bytes(header[CRC_AT..CRC_AT + 4].try_into().expect("4 bytes"));
     let computed = record_crc(&buf[..total]);
     if stored != computed {
         return Err(Error::ChecksumMismatch {
@@ -163,7 +165,10 @@ pub fn decode(buf: &[u8]) -> Result<Slot<'_>> {
     let key = &buf[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + key_len];
     let value = &buf[RECORD_HEADER_BYTES + key_len..total];
     if kind == RecordKind::Tombstone && !value.is_empty() {
-        return Err(corrupt("tombstone record carries a value".into()));
+        return Err(corrupt(
+            "a tombstone without a value".into(),
+            format!("a tombstone with {} value bytes", value.len()),
+        ));
     }
     Ok(Slot::Record(RecordRef {
         kind,
@@ -173,8 +178,8 @@ pub fn decode(buf: &[u8]) -> Result<Slot<'_>> {
     }))
 }
 
-fn corrupt(what: String) -> Error {
-    Error::Corruption { what }
+fn corrupt(expected: String, found: String) -> Error {
+    Error::corrupt("value record", expected, found)
 }
 
 /// Walks the records of a segment's used part, skipping block padding.
@@ -225,9 +230,7 @@ impl<'a> Iterator for SegmentRecords<'a> {
                 Err(e) => {
                     let at = self.pos;
                     self.pos = self.buf.len();
-                    return Some(Err(Error::Corruption {
-                        what: format!("at offset {at}: {e}"),
-                    }));
+                    return Some(Err(e.at(format!("offset {at}"))));
                 }
             }
         }

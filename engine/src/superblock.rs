@@ -26,7 +26,10 @@ use crate::layout::Layout;
 use crate::options::Mode;
 
 pub const SUPERBLOCK_MAGIC: &[u8; 8] = b"HASHKVSB";
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: value-log pointers carry their own tag (FORMAT.md, "Index entries").
+/// Version-1 stores of the hashkv and lsm modes are the same bytes and open as they
+/// are; a version-1 vlog store does not (its pointers would read as segment pointers).
+pub const FORMAT_VERSION: u32 = 2;
 const ENCODED_BYTES: usize = 96;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,12 +90,18 @@ impl Superblock {
             });
         }
         if format_version == 0 {
-            return Err(Error::Corruption {
-                what: "superblock format version 0".into(),
-            });
+            return Err(Error::corrupt(
+                "superblock",
+                "format version 1 or later",
+                "version 0",
+            ));
         }
-        let mode = Mode::from_code(b[12]).ok_or_else(|| Error::Corruption {
-            what: format!("superblock names unknown mode {}", b[12]),
+        let mode = Mode::from_code(b[12]).ok_or_else(|| {
+            Error::corrupt(
+                "superblock",
+                "mode 1 (hashkv), 2 (vlog) or 3 (lsm)",
+                format!("mode {}", b[12]),
+            )
         })?;
         let layout = Layout {
             block_bytes: u32_at(36),
@@ -105,9 +114,9 @@ impl Superblock {
             log_segment_count: u32_at(88),
         };
         let device_bytes = u64_at(40);
-        layout.check(device_bytes).map_err(|e| Error::Corruption {
-            what: format!("superblock layout: {e}"),
-        })?;
+        layout
+            .check(device_bytes)
+            .map_err(|e| Error::corrupt("superblock", "a consistent layout", e))?;
         Ok(Some(Superblock {
             format_version,
             mode,

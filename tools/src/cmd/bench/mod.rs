@@ -22,7 +22,6 @@ use super::store::{
     StoreResult,
 };
 use crate::workload::{ScrambledZipf, KEY_BYTES};
-use hashkv::layout::Layout;
 use hashkv::{Db, Mode, Options};
 use indicatif::{ProgressBar, ProgressStyle};
 use phase::{run_phase, PhaseKind, Sample, Workload};
@@ -432,9 +431,8 @@ fn device_bytes_for(live_bytes: u64, options: &Options, modes: &[Mode]) -> Store
 /// Whether a device of `device_bytes` can be formatted in each of `modes`: the layout
 /// every mode shares, and the vlog mode's value log over it.
 fn modes_accept(device_bytes: u64, options: &Options, modes: &[Mode]) -> hashkv::Result<()> {
-    let layout = Layout::compute(device_bytes, 4096, options)?;
-    if modes.contains(&Mode::VLog) {
-        hashkv::vlog::log::ValueLog::new(&layout, 0, 0)?;
+    for &mode in modes {
+        hashkv::check_device_size(device_bytes, 4096, &options.clone().with_mode(mode))?;
     }
     Ok(())
 }
