@@ -338,3 +338,165 @@ pub fn decode_entry(bytes: &[u8]) -> Result<(u64, u64)> {
     let tail = u64::from_le_bytes(body[8..].try_into().expect("8 bytes"));
     Ok((head, tail))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{SegmentRecords, RECORD_HEADER_BYTES};
+    use rand::{Rng, SeedableRng};
+
+    const CHUNK: u64 = 16 << 10;
+    const KEEP_FREE: u64 = 2 * 64 * 1024 + CHUNK;
+
+    fn log() -> CircularLog {
+        let geometry = LogGeometry {
+            region_offset: 256 << 10,
+            region_bytes: 64 * CHUNK,
+            chunk_bytes: CHUNK,
+            block_bytes: 4096,
+        };
+        CircularLog::new(geometry, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn records_never_cross_a_chunk_and_space_is_bounded() {
+        let mut l = log();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut written = 0u64;
+        loop {
+            let lens: Vec<usize> = (0..rng.gen_range(1..20))
+                .map(|_| rng.gen_range(21..CHUNK as usize))
+                .collect();
+            let before = l.head();
+            match l.place(&lens, KEEP_FREE) {
+                Ok(p) => {
+                    assert_eq!(p.start, before);
+                    for (pos, len) in p.positions.iter().zip(&lens) {
+                        assert_eq!(pos / CHUNK, (pos + *len as u64 - 1) / CHUNK);
+                        assert!(*pos >= p.start && pos + *len as u64 <= p.end);
+                    }
+                    written += p.end - p.start;
+                }
+                Err(NeedSpace) => {
+                    assert_eq!(l.head(), before, "a refused placement changes nothing");
+                    break;
+                }
+            }
+        }
+        assert_eq!(written, l.head());
+        assert!(l.free_bytes() >= KEEP_FREE, "placements leave the reserve free");
+        // Without the reserve, the rest may be used; the tail frees space only once
+        // readers are gone.
+        let free = l.free_bytes();
+        l.advance_tail(4 * CHUNK, 5);
+        l.reclaim(Some(4));
+        assert_eq!(l.free_bytes(), free);
+        l.reclaim(Some(5));
+        assert_eq!(l.free_bytes(), free + 4 * CHUNK);
+        // Device offsets wrap around the region.
+        let g = l.geometry;
+        assert_eq!(g.device_offset(g.region_bytes), g.region_offset);
+        let (chunk, offset) = g.locate(g.region_bytes + 5 * CHUNK + 100);
+        assert_eq!(
+            g.record_offset(chunk, offset, 50),
+            Some(g.region_offset + 5 * CHUNK + 100)
+        );
+        assert_eq!(g.record_offset(chunk, CHUNK as u32 - 10, 50), None);
+    }
+
+    /// A run that wraps around the region's end: two writes, the second at the
+    /// region's start, every record decodable where its position says, and the head
+    /// block remembered for the next append.
+    #[test]
+    fn encode_run_wraps_and_continues_the_head_block() {
+        let mut l = log();
+        let g = l.geometry;
+        // Move head and tail near the end of the first lap, mid-block, with a head
+        // block of known bytes.
+        let near_end = g.region_bytes - CHUNK - 1000;
+        l = CircularLog::new(g, near_end, near_end).unwrap();
+        let in_block = (near_end % 4096) as usize;
+        let block_start = g.device_offset(near_end) - in_block as u64;
+        let mut prior = vec![0u8; 8192];
+        prior[..in_block].fill(0xAB);
+        l.head_block = PartialBlock::after_write(&prior, block_start, in_block, 4096);
+        let value = vec![7u8; 3000];
+        let key = b"key".to_vec();
+        let rec_len = RECORD_HEADER_BYTES + key.len() + value.len();
+        let placed = l.place(&vec![rec_len; 12], 0).unwrap();
+        assert!(placed.end > g.region_bytes, "the run wraps");
+        let records: Vec<RunRecord<'_>> = placed
+            .positions
+            .iter()
+            .enumerate()
+            .map(|(i, &position)| RunRecord {
+                position,
+                key: &key,
+                value: &value,
+                seq: i as u64,
+            })
+            .collect();
+        let writes = l
+            .encode_run(&records, &placed, &BufferPool::new(0))
+            .unwrap();
+        assert_eq!(writes.len(), 2);
+        assert_eq!(
+            writes[1].offset, g.region_offset,
+            "second piece at the start"
+        );
+        assert_eq!(
+            writes[0].offset + writes[0].len as u64,
+            g.region_offset + g.region_bytes
+        );
+        assert!(writes[0].buf[..in_block].iter().all(|&b| b == 0xAB));
+        for (i, &pos) in placed.positions.iter().enumerate() {
+            let at = g.device_offset(pos);
+            let w = writes
+                .iter()
+                .find(|w| w.offset <= at && at < w.offset + w.len as u64)
+                .unwrap();
+            let off = (at - w.offset) as usize;
+            let mut it = SegmentRecords::new_at(&w.buf[..off + rec_len], off, 4096);
+            let (_, rec) = it.next().unwrap().unwrap();
+            assert_eq!(
+                (rec.key, rec.value, rec.seq),
+                (&key[..], &value[..], i as u64)
+            );
+        }
+        // The next append continues the head block it just wrote.
+        let last = writes.last().unwrap();
+        let used = (placed.end % g.region_bytes) as usize;
+        let mut next = vec![0u8; 4096];
+        let prefix = used % 4096;
+        l.head_block
+            .copy_prefix(&mut next, last.offset + (used - prefix) as u64, prefix)
+            .unwrap();
+        assert_eq!(&next[..prefix], &last.buf[used - prefix..used]);
+    }
+
+    #[test]
+    fn entry_round_trip_and_garbage() {
+        let e = encode_entry(1 << 40, 12345);
+        assert_eq!(decode_entry(&e).unwrap(), (1 << 40, 12345));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..2000 {
+            let mut bad = e.clone();
+            match rng.gen_range(0..3) {
+                0 => bad.truncate(rng.gen_range(0..bad.len())),
+                1 => {
+                    let i = rng.gen_range(0..bad.len());
+                    bad[i] ^= 1 << rng.gen_range(0..8);
+                }
+                _ => bad = (0..rng.gen_range(0..40)).map(|_| rng.gen()).collect(),
+            }
+            assert!(decode_entry(&bad).is_err());
+        }
+    }
+
+    #[test]
+    fn inconsistent_head_and_tail_are_refused() {
+        let g = log().geometry;
+        assert!(CircularLog::new(g, 10, 20).is_err());
+        assert!(CircularLog::new(g, g.region_bytes + 1, 0).is_err());
+    }
+}
