@@ -384,7 +384,10 @@ mod tests {
             }
         }
         assert_eq!(written, l.head());
-        assert!(l.free_bytes() >= KEEP_FREE, "placements leave the reserve free");
+        assert!(
+            l.free_bytes() >= KEEP_FREE,
+            "placements leave the reserve free"
+        );
         // Without the reserve, the rest may be used; the tail frees space only once
         // readers are gone.
         let free = l.free_bytes();

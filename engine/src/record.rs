@@ -68,6 +68,7 @@ pub fn encoded_len(key_len: usize, value_len: usize) -> usize {
 }
 
 /// Appends one record to `out`.
+#[cfg(test)]
 pub fn encode(out: &mut Vec<u8>, kind: RecordKind, seq: u64, key: &[u8], value: &[u8]) {
     let start = out.len();
     out.resize(start + encoded_len(key.len(), value.len()), 0);
@@ -190,6 +191,7 @@ pub struct SegmentRecords<'a> {
 }
 
 impl<'a> SegmentRecords<'a> {
+    #[cfg(test)]
     pub fn new(used: &'a [u8], block_bytes: usize) -> SegmentRecords<'a> {
         SegmentRecords {
             buf: used,

@@ -504,7 +504,7 @@ fn newer_superblock_format_version_is_refused() {
     let (dev, dir, db) = format_sim(8 * MIB, 15, &o);
     let model = load(&db, 50);
     db.close().unwrap();
-    let newer = hashkv::superblock::FORMAT_VERSION + 1;
+    let newer = hashkv::FORMAT_VERSION + 1;
     patch_version(&dev, 256 * KIB, newer);
     let e = Db::open_device(dev.clone(), dir.path(), &o).err().unwrap();
     match &e {

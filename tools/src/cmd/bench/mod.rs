@@ -386,8 +386,7 @@ impl Plan {
             .with_reserved_share(args.reserve)
             .with_write_cache_bytes(write_cache_bytes)
             .with_force_format(true);
-        let record_bytes =
-            (hashkv::record::RECORD_HEADER_BYTES + KEY_BYTES + args.value_size) as u64;
+        let record_bytes = (hashkv::RECORD_HEADER_BYTES + KEY_BYTES + args.value_size) as u64;
         let device_bytes = device_bytes_for(items * record_bytes, &options, &modes)?;
         Ok(Plan {
             modes,
@@ -735,7 +734,7 @@ mod tests {
         for live_bytes in [20 << 20, 1 << 30, 10 << 30] {
             let bytes = device_bytes_for(live_bytes, &options, &[Mode::HashKv]).unwrap();
             assert_eq!(bytes % unit, 0);
-            let layout = Layout::compute(bytes, 4096, &options).unwrap();
+            let layout = hashkv::check_device_size(bytes, 4096, &options).unwrap();
             // Room for the records with headroom, excluding the reserved share...
             let needed = (live_bytes as f64 * DEVICE_HEADROOM / (1.0 - options.reserved_share))
                 * (1.0 - options.reserved_share);
