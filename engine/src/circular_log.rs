@@ -286,11 +286,13 @@ impl CircularLog {
         self.released.defer(release_gen, new_tail);
     }
 
-    /// Makes space reusable whose readers are gone.
-    pub fn reclaim(&mut self, oldest_reader: Option<u64>) {
+    /// Makes space reusable whose readers are gone; returns whether any became so.
+    pub fn reclaim(&mut self, oldest_reader: Option<u64>) -> bool {
+        let before = self.reusable_tail;
         for tail in self.released.ready(oldest_reader) {
             self.reusable_tail = self.reusable_tail.max(tail);
         }
+        self.reusable_tail > before
     }
 
     /// Reads the head's partly written block at open.

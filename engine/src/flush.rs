@@ -71,8 +71,14 @@ impl Inner {
             return Ok(());
         }
         // Space (or the spare main segment GC copies into) that GC released waits for
-        // older readers (long scans) to finish.
-        if self.store.reclaim(self.readers.oldest_active()) && attempt < READER_WAIT_STEPS_MAX {
+        // older readers (long scans) to finish. Space that became free just now is
+        // tried at once: it is no sign of a full store (counting it as a failed
+        // attempt made a busy store report itself full now and then).
+        let reclaimed = self.store.reclaim(self.readers.oldest_active());
+        if reclaimed.freed {
+            return Ok(());
+        }
+        if reclaimed.waiting && attempt < READER_WAIT_STEPS_MAX {
             std::thread::sleep(READER_WAIT_STEP);
             return Ok(());
         }

@@ -22,6 +22,9 @@ use std::sync::Arc;
 /// reports: 4 KiB writes avoid read-modify-write inside SSDs.
 const BLOCK_BYTES_MIN: u32 = 4096;
 
+/// The format version from which value-log pointers carry their own region tag.
+const VLOG_REGION_TAGS_FORMAT_VERSION: u32 = 2;
+
 impl Db {
     /// Formats `devices` (one, or several to stripe over) and `metadata_dir`, then
     /// opens the new store. Refuses devices that hold data unless `options.force_format`.
@@ -248,7 +251,8 @@ fn check_matches(sb: &Superblock, options: &Options, device: &dyn BlockDevice) -
             requested,
         })
     };
-    if sb.format_version < 2 && sb.mode == crate::options::Mode::VLog {
+    if sb.format_version < VLOG_REGION_TAGS_FORMAT_VERSION && sb.mode == crate::options::Mode::VLog
+    {
         return mismatch(
             "format version of a vlog store",
             sb.format_version.to_string(),

@@ -2,7 +2,8 @@
 //! whose compactions reclaim space; the device holds only the superblock.
 
 use super::{
-    CheckSpan, FlushRecord, GcCtx, GcOutcome, IoCtx, PlaceError, Placed, Space, ValueStore,
+    CheckSpan, FlushRecord, GcCtx, GcOutcome, IoCtx, PlaceError, Placed, Reclaimed, Space,
+    ValueStore,
 };
 use crate::error::Result;
 use crate::location::Pointer;
@@ -46,8 +47,8 @@ impl ValueStore for Inline {
         false
     }
 
-    fn reclaim(&self, _: Option<u64>) -> bool {
-        false
+    fn reclaim(&self, _: Option<u64>) -> Reclaimed {
+        Reclaimed::default()
     }
 
     fn space(&self) -> Space {

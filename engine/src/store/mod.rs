@@ -99,6 +99,15 @@ pub struct Space {
     pub capacity_bytes: u64,
 }
 
+/// What `ValueStore::reclaim` found.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Reclaimed {
+    /// Space a GC released became free just now.
+    pub freed: bool,
+    /// Released space still waits for older readers.
+    pub waiting: bool,
+}
+
 /// A stretch of the value store the check reads, and the group its records belong to
 /// (hashkv mode).
 pub(crate) struct CheckSpan {
@@ -136,9 +145,8 @@ pub(crate) trait ValueStore: Send + Sync {
     /// Whether `group` still holds as many log segments as value appends may use.
     fn at_chain_limit(&self, group: u32) -> bool;
 
-    /// Hands space whose readers are gone back to the free lists; returns whether
-    /// released space still waits for older readers.
-    fn reclaim(&self, oldest_reader: Option<u64>) -> bool;
+    /// Hands space whose readers are gone back to the free lists.
+    fn reclaim(&self, oldest_reader: Option<u64>) -> Reclaimed;
 
     fn space(&self) -> Space;
 

@@ -8,7 +8,8 @@ mod place;
 pub(crate) mod segment_table;
 
 use super::{
-    CheckSpan, FlushRecord, GcCtx, GcOutcome, IoCtx, PlaceError, Placed, Source, Space, ValueStore,
+    CheckSpan, FlushRecord, GcCtx, GcOutcome, IoCtx, PlaceError, Placed, Reclaimed, Source, Space,
+    ValueStore,
 };
 use crate::error::{Error, Result};
 use crate::index::IndexReader;
@@ -137,10 +138,13 @@ impl ValueStore for Groups {
         self.table.lock().at_chain_limit(group)
     }
 
-    fn reclaim(&self, oldest_reader: Option<u64>) -> bool {
+    fn reclaim(&self, oldest_reader: Option<u64>) -> Reclaimed {
         let mut t = self.table.lock();
-        t.reclaim(oldest_reader);
-        t.pending_free_segments() > 0
+        let freed = t.reclaim(oldest_reader) > 0;
+        Reclaimed {
+            freed,
+            waiting: t.pending_free_segments() > 0,
+        }
     }
 
     fn space(&self) -> Space {

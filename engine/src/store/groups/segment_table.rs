@@ -217,17 +217,21 @@ impl SegmentTable {
         self.pending_free.len()
     }
 
-    /// Moves segments whose readers are gone to the free lists. `oldest_reader` is the
+    /// Moves segments whose readers are gone to the free lists; returns how many.
+    /// `oldest_reader` is the
     /// generation of the oldest running reader, if any.
-    pub fn reclaim(&mut self, oldest_reader: Option<u64>) {
+    pub fn reclaim(&mut self, oldest_reader: Option<u64>) -> usize {
         let layout = self.layout;
-        for id in self.pending_free.ready(oldest_reader) {
+        let ready = self.pending_free.ready(oldest_reader);
+        let freed = ready.len();
+        for id in ready {
             if layout.is_main(id) {
                 self.spare_main.push(id);
             } else {
                 self.free_log.push(id);
             }
         }
+        freed
     }
 
     /// A free log segment, leaving the reserves the taker may not use.

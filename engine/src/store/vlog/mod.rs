@@ -10,7 +10,8 @@ mod gc;
 mod place;
 
 use super::{
-    CheckSpan, FlushRecord, GcCtx, GcOutcome, IoCtx, PlaceError, Placed, Source, Space, ValueStore,
+    CheckSpan, FlushRecord, GcCtx, GcOutcome, IoCtx, PlaceError, Placed, Reclaimed, Source, Space,
+    ValueStore,
 };
 use crate::circular_log::{self, CircularLog, LogGeometry};
 use crate::error::{Error, Result};
@@ -152,10 +153,13 @@ impl ValueStore for ValueLog {
         false
     }
 
-    fn reclaim(&self, oldest_reader: Option<u64>) -> bool {
+    fn reclaim(&self, oldest_reader: Option<u64>) -> Reclaimed {
         let mut log = self.log.lock();
-        log.reclaim(oldest_reader);
-        log.pending_release()
+        let freed = log.reclaim(oldest_reader);
+        Reclaimed {
+            freed,
+            waiting: log.pending_release(),
+        }
     }
 
     fn space(&self) -> Space {
