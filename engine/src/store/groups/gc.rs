@@ -111,10 +111,10 @@ fn run(
 
     let survivors = newest_values(store, job, &spans, &bufs)?;
     let copy = Copy::pack(store, &survivors, job.spare, taken_log)?;
-    let (writes, tail) = copy.encode(store, ctx, &survivors);
+    let (writes, last_block) = copy.encode(store, ctx, &survivors);
     let bytes_written: u64 = writes.iter().map(|w| w.len as u64).sum();
     ctx.committer.stage(writes, Purpose::Gc)?;
-    let segments_freed = commit(store, ctx, job, &copy, tail, &survivors, swapped)?;
+    let segments_freed = commit(store, ctx, job, &copy, last_block, &survivors, swapped)?;
     Ok(GcOutcome {
         bytes_read,
         bytes_written,
@@ -226,15 +226,15 @@ impl Copy {
                 rec.value,
             );
         }
-        let mut tail = PartialBlock::default();
+        let mut last_block = PartialBlock::default();
         for (w, s) in writes.iter_mut().zip(&self.chain) {
             let used = s.used_bytes as usize;
             let len = w.len;
             w.buf[used..len].fill(0);
-            tail = PartialBlock::after_write(&w.buf, w.offset, used, block);
+            last_block = PartialBlock::after_write(&w.buf, w.offset, used, block);
         }
         writes.retain(|w| w.len > 0);
-        (writes, tail)
+        (writes, last_block)
     }
 
     fn pointer(&self, i: usize, rec: &RecordRef<'_>) -> Pointer {
@@ -256,7 +256,7 @@ fn commit(
     ctx: &GcCtx<'_>,
     job: &Job,
     copy: &Copy,
-    tail: PartialBlock,
+    last_block: PartialBlock,
     survivors: &[RecordRef<'_>],
     swapped: &mut bool,
 ) -> Result<usize> {
@@ -270,7 +270,7 @@ fn commit(
     }
     let freed = {
         let mut table = store.table.lock();
-        let freed = table.finish_gc(job.group, copy.chain.clone(), tail);
+        let freed = table.finish_gc(job.group, copy.chain.clone(), last_block);
         *swapped = true;
         batch.put(&keys::group_key(job.group), &table.encode_group(job.group));
         freed

@@ -43,7 +43,7 @@ impl Groups {
             Source::Fresh => SegmentTable::new_formatted(layout),
             Source::Index(index, device) => {
                 let mut table = load_table(index, layout)?;
-                load_tails(&mut table, device)?;
+                load_last_blocks(&mut table, device)?;
                 table
             }
         };
@@ -84,12 +84,12 @@ fn load_table(index: &IndexReader, layout: Layout) -> Result<SegmentTable> {
 
 /// Reads the partly written last block of every group's chain, which the next flush to
 /// the group continues: one block read per such group at open.
-fn load_tails(table: &mut SegmentTable, device: &dyn BlockDevice) -> Result<()> {
+fn load_last_blocks(table: &mut SegmentTable, device: &dyn BlockDevice) -> Result<()> {
     let layout = table.layout;
     for group in table.groups.iter_mut() {
         let last = *group.chain.last().expect("chain never empty");
         let end = layout.segment_offset(last.id) + last.used_bytes;
-        group.tail = PartialBlock::read(device, end, u64::from(layout.block_bytes))?;
+        group.last_block = PartialBlock::read(device, end, u64::from(layout.block_bytes))?;
     }
     Ok(())
 }

@@ -37,27 +37,27 @@ pub(super) fn place(
             .or_default()
             .push(i);
     }
-    let (placements, entries, tails) = reserve(store, io, records, &by_group)?;
+    let (placements, entries, last_blocks) = reserve(store, io, records, &by_group)?;
     let mut writes = Vec::new();
     let mut record_at = vec![None; records.len()];
-    let mut new_tails = Vec::with_capacity(by_group.len());
-    for (((&g, idx), places), tail) in by_group.iter().zip(&placements).zip(&tails) {
+    let mut new_last_blocks = Vec::with_capacity(by_group.len());
+    for (((&g, idx), places), last_block) in by_group.iter().zip(&placements).zip(&last_blocks) {
         let group = GroupRun {
             layout: &layout,
             records,
             idx,
             places,
         };
-        let new_tail = group.encode(io, tail, &mut writes)?;
+        let new_last_block = group.encode(io, last_block, &mut writes)?;
         for (&i, &at) in idx.iter().zip(places) {
             record_at[i] = Some(at);
         }
-        new_tails.push((g, new_tail));
+        new_last_blocks.push((g, new_last_block));
     }
     {
         let mut table = store.table.lock();
-        for (g, tail) in new_tails {
-            table.groups[g as usize].tail = tail;
+        for (g, last_block) in new_last_blocks {
+            table.groups[g as usize].last_block = last_block;
         }
     }
     let pointers = records
@@ -119,11 +119,11 @@ fn reserve(
         .keys()
         .map(|&g| (keys::group_key(g), table.encode_group(g)))
         .collect();
-    let tails = by_group
+    let last_blocks = by_group
         .keys()
-        .map(|&g| table.groups[g as usize].tail.clone())
+        .map(|&g| table.groups[g as usize].last_block.clone())
         .collect();
-    Ok((placements, entries, tails))
+    Ok((placements, entries, last_blocks))
 }
 
 /// One group's records of a flush and where they were placed.
@@ -136,34 +136,34 @@ struct GroupRun<'a> {
 
 impl GroupRun<'_> {
     /// Encodes the group's records as one write per segment they landed in; the first
-    /// continues the group's partly written block `tail`. Returns the new partly
+    /// continues the group's partly written block `last_block`. Returns the new partly
     /// written block.
     fn encode(
         &self,
         io: &IoCtx<'_>,
-        tail: &PartialBlock,
+        last_block: &PartialBlock,
         writes: &mut Vec<DeviceWrite>,
     ) -> Result<PartialBlock, PlaceError> {
-        let mut new_tail = tail.clone();
+        let mut new_last_block = last_block.clone();
         let mut run_start = 0;
         while run_start < self.idx.len() {
             let seg = self.places[run_start].segment;
             let run_end = (run_start..self.idx.len())
                 .find(|&j| self.places[j].segment != seg)
                 .unwrap_or(self.idx.len());
-            let (write, tail) = self.encode_segment(io, tail, run_start..run_end)?;
-            new_tail = tail;
+            let (write, last_block) = self.encode_segment(io, last_block, run_start..run_end)?;
+            new_last_block = last_block;
             writes.push(write);
             run_start = run_end;
         }
-        Ok(new_tail)
+        Ok(new_last_block)
     }
 
     /// The aligned write of the records `run`, which all lie in one segment.
     fn encode_segment(
         &self,
         io: &IoCtx<'_>,
-        tail: &PartialBlock,
+        last_block: &PartialBlock,
         run: std::ops::Range<usize>,
     ) -> Result<(DeviceWrite, PartialBlock), PlaceError> {
         let block = self.layout.block_bytes as usize;
@@ -180,7 +180,7 @@ impl GroupRun<'_> {
         // A reused buffer: every byte up to `len` is written below. Values are copied
         // once, here, straight into the device buffer.
         let mut buf = io.buffers.take(len);
-        tail.copy_prefix(&mut buf, offset, prefix_len)?;
+        last_block.copy_prefix(&mut buf, offset, prefix_len)?;
         let mut at = prefix_len;
         for j in run {
             let r = &self.records[self.idx[j]];
@@ -193,7 +193,7 @@ impl GroupRun<'_> {
         }
         debug_assert_eq!(at, used);
         buf[used..len].fill(0);
-        let new_tail = PartialBlock::after_write(&buf, offset, used, block);
-        Ok((DeviceWrite { offset, buf, len }, new_tail))
+        let new_last_block = PartialBlock::after_write(&buf, offset, used, block);
+        Ok((DeviceWrite { offset, buf, len }, new_last_block))
     }
 }

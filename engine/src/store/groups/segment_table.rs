@@ -48,7 +48,7 @@ pub struct Group {
     pub gc: Option<GcMark>,
     /// The partly written last block of the chain, which the next append continues.
     /// In memory only: read from the device at open, kept by flushes and GC.
-    pub tail: PartialBlock,
+    pub last_block: PartialBlock,
 }
 
 /// Where one record goes.
@@ -277,11 +277,11 @@ impl SegmentTable {
             });
         }
         let mut cursor = {
-            let tail = self.groups[g as usize]
+            let last_segment = self.groups[g as usize]
                 .chain
                 .last()
                 .expect("chain never empty");
-            (tail.id, tail.used_bytes)
+            (last_segment.id, last_segment.used_bytes)
         };
         for &len in record_lens {
             let len = len as u64;
@@ -317,9 +317,9 @@ impl SegmentTable {
                 offset: cursor.1,
             });
             cursor.1 += len;
-            let tail = self.groups[g as usize].chain.last_mut().unwrap();
-            debug_assert_eq!(tail.id, cursor.0);
-            tail.used_bytes = cursor.1;
+            let last_segment = self.groups[g as usize].chain.last_mut().unwrap();
+            debug_assert_eq!(last_segment.id, cursor.0);
+            last_segment.used_bytes = cursor.1;
         }
         let group = &mut self.groups[g as usize];
         group.write_volume_bytes += record_lens.iter().map(|&l| l as u64).sum::<u64>();
@@ -404,18 +404,18 @@ impl SegmentTable {
     /// Ends a GC: the group's chain becomes `survivors` followed by whatever was
     /// appended during the GC. Returns the collected segments, which the caller
     /// releases with `release` once the new chain is committed.
-    /// `survivors_tail` is the partly written last block of the survivors' last segment.
+    /// `survivors_last_block` is the partly written last block of the survivors' last segment.
     pub fn finish_gc(
         &mut self,
         g: u32,
         survivors: Vec<ChainSegment>,
-        survivors_tail: PartialBlock,
+        survivors_last_block: PartialBlock,
     ) -> Vec<SegmentId> {
         let group = &mut self.groups[g as usize];
         let mark = group.gc.take().expect("group under GC");
         let appended: Vec<ChainSegment> = group.chain.split_off(mark.collected_len);
         if appended.is_empty() {
-            group.tail = survivors_tail;
+            group.last_block = survivors_last_block;
         }
         let held: Vec<SegmentId> = survivors.iter().map(|s| s.id).collect();
         let collected = std::mem::replace(&mut group.chain, survivors);
@@ -501,7 +501,7 @@ pub fn decode_group(bytes: &[u8]) -> Result<Group> {
         chain,
         write_volume_bytes,
         gc: None,
-        tail: PartialBlock::default(),
+        last_block: PartialBlock::default(),
     })
 }
 
