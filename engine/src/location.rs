@@ -5,6 +5,7 @@
 //! inline:              0x01, value bytes
 //! pointer, segments:   0x02, segment u32, offset u32, record length u32, sequence u64
 //! pointer, value log:  0x03, chunk u32,   offset u32, record length u32, sequence u64
+//! pointer, cold log:   0x04, segment u32, offset u32, record length u32, sequence u64
 //! ```
 //! (little-endian; a pointer is 21 bytes)
 
@@ -13,6 +14,7 @@ use crate::error::{Error, Result};
 const TAG_INLINE: u8 = 1;
 const TAG_SEGMENTS: u8 = 2;
 const TAG_LOG: u8 = 3;
+const TAG_COLD: u8 = 4;
 pub const POINTER_BYTES: usize = 21;
 
 /// The value region a pointer points into.
@@ -22,6 +24,8 @@ pub enum Region {
     Segments,
     /// The vlog mode's circular value log; `unit` is a chunk of the log.
     Log,
+    /// The hashkv mode's cold data log; `unit` is a (log) segment id.
+    Cold,
 }
 
 /// Where a record lies. `seq` lets a reader check that the record it read is exactly
@@ -56,6 +60,7 @@ impl Pointer {
         out[0] = match self.region {
             Region::Segments => TAG_SEGMENTS,
             Region::Log => TAG_LOG,
+            Region::Cold => TAG_COLD,
         };
         out[1..5].copy_from_slice(&self.unit.to_le_bytes());
         out[5..9].copy_from_slice(&self.offset.to_le_bytes());
@@ -71,10 +76,11 @@ pub fn decode(bytes: &[u8]) -> Result<Location> {
         Some(&TAG_INLINE) => return Ok(Location::Inline(bytes[1..].to_vec())),
         Some(&TAG_SEGMENTS) => Region::Segments,
         Some(&TAG_LOG) => Region::Log,
+        Some(&TAG_COLD) => Region::Cold,
         other => {
             return Err(Error::corrupt(
                 "index entry",
-                "tag 1 (inline value), 2 or 3 (pointer)",
+                "tag 1 (inline value), 2, 3 or 4 (pointer)",
                 format!("tag {other:?}"),
             ))
         }
@@ -102,7 +108,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_garbage() {
-        for region in [Region::Segments, Region::Log] {
+        for region in [Region::Segments, Region::Log, Region::Cold] {
             let p = Pointer {
                 region,
                 unit: 3,

@@ -3,7 +3,7 @@
 //! ```text
 //! offset size
 //!  0     1   tag: 0xB0 | record format version (1); never zero
-//!  1     1   kind: 1 value, 2 tombstone
+//!  1     1   kind: 1 value, 2 tombstone, 3 cold tag (value: a ColdTag)
 //!  2     2   key length (LE)
 //!  4     4   value length (LE)
 //!  8     8   sequence number (LE)
@@ -29,6 +29,9 @@ const CRC_AT: usize = 16;
 pub enum RecordKind {
     Value,
     Tombstone,
+    /// A cold key's mark in its group: the value lives in the cold log, at the place
+    /// the record's value bytes name ([`ColdTag`]).
+    ColdTag,
 }
 
 impl RecordKind {
@@ -36,6 +39,7 @@ impl RecordKind {
         match self {
             RecordKind::Value => 1,
             RecordKind::Tombstone => 2,
+            RecordKind::ColdTag => 3,
         }
     }
 
@@ -43,8 +47,58 @@ impl RecordKind {
         match code {
             1 => Some(RecordKind::Value),
             2 => Some(RecordKind::Tombstone),
+            3 => Some(RecordKind::ColdTag),
             _ => None,
         }
+    }
+}
+
+/// Where a cold key's value lies: the body of a cold tag record.
+///
+/// ```text
+/// segment u32, epoch u32, offset u32, record bytes u32, flags u8   (LE, 17 bytes)
+/// ```
+/// `epoch` names the cold segment's incarnation: a segment freed and taken again by
+/// the cold log gets a new one, so a stale tag never names a new record. Flag bit 0
+/// (`relocated`): a cold GC copied the value here and the index may still point at
+/// the old copy; the group's next GC points it here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ColdTag {
+    pub segment: u32,
+    pub epoch: u32,
+    pub offset: u32,
+    pub record_bytes: u32,
+    pub relocated: bool,
+}
+
+pub const COLD_TAG_BYTES: usize = 17;
+const COLD_TAG_RELOCATED: u8 = 1;
+
+impl ColdTag {
+    pub fn encode(&self) -> [u8; COLD_TAG_BYTES] {
+        let mut out = [0u8; COLD_TAG_BYTES];
+        out[0..4].copy_from_slice(&self.segment.to_le_bytes());
+        out[4..8].copy_from_slice(&self.epoch.to_le_bytes());
+        out[8..12].copy_from_slice(&self.offset.to_le_bytes());
+        out[12..16].copy_from_slice(&self.record_bytes.to_le_bytes());
+        out[16] = if self.relocated { COLD_TAG_RELOCATED } else { 0 };
+        out
+    }
+
+    /// The tag a record carries; `None` unless it is a well-formed cold tag (decode
+    /// checks the size).
+    pub fn of(rec: &RecordRef<'_>) -> Option<ColdTag> {
+        if rec.kind != RecordKind::ColdTag || rec.value.len() != COLD_TAG_BYTES {
+            return None;
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(rec.value[i..i + 4].try_into().expect("4 bytes"));
+        Some(ColdTag {
+            segment: u32_at(0),
+            epoch: u32_at(4),
+            offset: u32_at(8),
+            record_bytes: u32_at(12),
+            relocated: rec.value[16] & COLD_TAG_RELOCATED != 0,
+        })
     }
 }
 
@@ -80,7 +134,8 @@ pub fn encode(out: &mut Vec<u8>, kind: RecordKind, seq: u64, key: &[u8], value: 
 pub fn encode_into(out: &mut [u8], kind: RecordKind, seq: u64, key: &[u8], value: &[u8]) -> usize {
     debug_assert!(!key.is_empty() && key.len() <= u16::MAX as usize);
     debug_assert!(value.len() <= u32::MAX as usize);
-    debug_assert!(kind == RecordKind::Value || value.is_empty());
+    debug_assert!(kind != RecordKind::Tombstone || value.is_empty());
+    debug_assert!(kind != RecordKind::ColdTag || value.len() == COLD_TAG_BYTES);
     let len = encoded_len(key.len(), value.len());
     let rec = &mut out[..len];
     rec[0] = TAG_HIGH | RECORD_FORMAT_VERSION;
@@ -137,7 +192,7 @@ pub fn decode(buf: &[u8]) -> Result<Slot<'_>> {
     }
     let kind = RecordKind::from_code(header[1]).ok_or_else(|| {
         corrupt(
-            "kind 1 (value) or 2 (tombstone)".into(),
+            "kind 1 (value), 2 (tombstone) or 3 (cold tag)".into(),
             format!("kind {}", header[1]),
         )
     })?;
@@ -169,6 +224,12 @@ pub fn decode(buf: &[u8]) -> Result<Slot<'_>> {
         return Err(corrupt(
             "a tombstone without a value".into(),
             format!("a tombstone with {} value bytes", value.len()),
+        ));
+    }
+    if kind == RecordKind::ColdTag && value.len() != COLD_TAG_BYTES {
+        return Err(corrupt(
+            format!("a cold tag of {COLD_TAG_BYTES} bytes"),
+            format!("a cold tag of {} bytes", value.len()),
         ));
     }
     Ok(Slot::Record(RecordRef {

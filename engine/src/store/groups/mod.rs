@@ -3,6 +3,7 @@
 //! appends each key's record to its group ([`place`]); GC collects one group at a
 //! time, copy-on-write, without index lookups ([`gc`]).
 
+mod cold_log;
 mod gc;
 mod place;
 pub(crate) mod segment_table;

@@ -5,6 +5,7 @@
 
 use super::segment_table::{Appends, Placement};
 use super::{group_of, Groups};
+use crate::error::Result;
 use crate::commit::DeviceWrite;
 use crate::keys;
 use crate::layout::Layout;
@@ -14,21 +15,83 @@ use crate::record::{self, RecordKind};
 use crate::store::{FlushRecord, IoCtx, PlaceError, Placed};
 use std::collections::BTreeMap;
 
-/// A flush's record indices per group, in key order within each group.
+/// Record indices per group, in order within each group.
 type ByGroup = BTreeMap<u32, Vec<usize>>;
 
-fn encoded_len(r: &FlushRecord<'_>) -> usize {
-    record::encoded_len(r.key.len(), r.value.map_or(0, |v| v.len()))
+/// One record to append to its key's group.
+pub(super) struct AppendRecord<'a> {
+    pub key: &'a [u8],
+    pub kind: RecordKind,
+    /// The value of a value record, the tag of a cold tag, empty for a tombstone.
+    pub body: &'a [u8],
+    pub seq: u64,
 }
 
-/// Places every record in its group, encodes the records and returns the writes, the
-/// pointers of separated values and the changed segment-table entries. On
-/// `NeedSpace` nothing changed.
+impl AppendRecord<'_> {
+    fn encoded_len(&self) -> usize {
+        record::encoded_len(self.key.len(), self.body.len())
+    }
+}
+
+/// What an append produced: the writes, where each record went, and the changed
+/// segment-table entries.
+pub(super) struct Appended {
+    pub writes: Vec<DeviceWrite>,
+    pub places: Vec<Placement>,
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Places a flush's records (each key's value, or a tombstone for a delete or an
+/// inline value) and returns the writes, the pointers of separated values and the
+/// changed segment-table entries. On `NeedSpace` nothing changed.
 pub(super) fn place(
     store: &Groups,
     io: &IoCtx<'_>,
     records: &[FlushRecord<'_>],
 ) -> Result<Placed, PlaceError> {
+    let appends: Vec<AppendRecord<'_>> = records
+        .iter()
+        .map(|r| AppendRecord {
+            key: r.key,
+            kind: match r.value {
+                Some(_) => RecordKind::Value,
+                None => RecordKind::Tombstone,
+            },
+            body: r.value.unwrap_or(&[]),
+            seq: r.seq,
+        })
+        .collect();
+    let has_values = records.iter().any(|r| r.value.is_some());
+    let appended = append(store, io, &appends, has_values)?;
+    let pointers = records
+        .iter()
+        .zip(&appended.places)
+        .map(|(r, at)| {
+            r.value.map(|v| Pointer {
+                region: Region::Segments,
+                unit: at.segment,
+                offset: at.offset as u32,
+                record_bytes: record::encoded_len(r.key.len(), v.len()) as u32,
+                seq: r.seq,
+            })
+        })
+        .collect();
+    Ok(Placed {
+        writes: appended.writes,
+        pointers,
+        entries: appended.entries,
+    })
+}
+
+/// Appends records to their keys' groups (call under the commit lock: flushes and
+/// cold GC's relocation tags). `has_values` says whether any record carries a value
+/// (they count against a group's chain limit). On `NeedSpace` nothing changed.
+pub(super) fn append(
+    store: &Groups,
+    io: &IoCtx<'_>,
+    records: &[AppendRecord<'_>],
+    has_values: bool,
+) -> Result<Appended, PlaceError> {
     let layout = store.layout;
     let mut by_group = ByGroup::new();
     for (i, r) in records.iter().enumerate() {
@@ -37,7 +100,12 @@ pub(super) fn place(
             .or_default()
             .push(i);
     }
-    let (placements, entries, last_blocks) = reserve(store, io, records, &by_group)?;
+    let appends = if has_values {
+        Appends::Values
+    } else {
+        Appends::TombstonesOnly
+    };
+    let (placements, entries, last_blocks) = reserve(store, io, records, &by_group, appends)?;
     let mut writes = Vec::new();
     let mut record_at = vec![None; records.len()];
     let mut new_last_blocks = Vec::with_capacity(by_group.len());
@@ -60,61 +128,38 @@ pub(super) fn place(
             table.groups[g as usize].last_block = last_block;
         }
     }
-    let pointers = records
-        .iter()
-        .zip(&record_at)
-        .map(|(r, at)| {
-            let at = at.expect("every record placed");
-            r.value.map(|v| Pointer {
-                region: Region::Segments,
-                unit: at.segment,
-                offset: at.offset as u32,
-                record_bytes: record::encoded_len(r.key.len(), v.len()) as u32,
-                seq: r.seq,
-            })
-        })
-        .collect();
-    Ok(Placed {
+    Ok(Appended {
         writes,
-        pointers,
+        places: record_at
+            .into_iter()
+            .map(|at| at.expect("every record placed"))
+            .collect(),
         entries,
     })
 }
 
 /// Under the table's lock: places every group's records (all or nothing) and returns
 /// their placements, the changed segment-table entries and each group's partly
-/// written block before this flush.
+/// written block before this append.
 #[allow(clippy::type_complexity)]
 fn reserve(
     store: &Groups,
     io: &IoCtx<'_>,
-    records: &[FlushRecord<'_>],
+    records: &[AppendRecord<'_>],
     by_group: &ByGroup,
-) -> Result<
-    (
-        Vec<Vec<Placement>>,
-        Vec<(Vec<u8>, Vec<u8>)>,
-        Vec<PartialBlock>,
-    ),
-    PlaceError,
-> {
+    appends: Appends,
+) -> Result<(Vec<Vec<Placement>>, Vec<(Vec<u8>, Vec<u8>)>, Vec<PartialBlock>), PlaceError> {
     let per_group: Vec<(u32, Vec<usize>)> = by_group
         .iter()
-        .map(|(g, idx)| (*g, idx.iter().map(|&i| encoded_len(&records[i])).collect()))
+        .map(|(g, idx)| (*g, idx.iter().map(|&i| records[i].encoded_len()).collect()))
         .collect();
-    let appends = if records.iter().any(|r| r.value.is_some()) {
-        Appends::Values
-    } else {
-        Appends::TombstonesOnly
-    };
     let mut table = store.table.lock();
     table.reclaim(io.readers.oldest_active());
-    let placements =
-        table
-            .place_all(&per_group, appends)
-            .map_err(|need| PlaceError::NeedSpace {
-                group: need.group_at_limit,
-            })?;
+    let placements = table
+        .place_all(&per_group, appends)
+        .map_err(|need| PlaceError::NeedSpace {
+            group: need.group_at_limit,
+        })?;
     let entries = by_group
         .keys()
         .map(|&g| (keys::group_key(g), table.encode_group(g)))
@@ -129,7 +174,7 @@ fn reserve(
 /// One group's records of a flush and where they were placed.
 struct GroupRun<'a> {
     layout: &'a Layout,
-    records: &'a [FlushRecord<'a>],
+    records: &'a [AppendRecord<'a>],
     idx: &'a [usize],
     places: &'a [Placement],
 }
@@ -172,7 +217,7 @@ impl GroupRun<'_> {
         let prefix_len = start % block;
         let body: usize = run
             .clone()
-            .map(|j| encoded_len(&self.records[self.idx[j]]))
+            .map(|j| self.records[self.idx[j]].encoded_len())
             .sum();
         let used = prefix_len + body;
         let len = used.div_ceil(block) * block;
@@ -185,11 +230,7 @@ impl GroupRun<'_> {
         for j in run {
             let r = &self.records[self.idx[j]];
             debug_assert_eq!(self.places[j].offset as usize, start + at - prefix_len);
-            let kind = match r.value {
-                Some(_) => RecordKind::Value,
-                None => RecordKind::Tombstone,
-            };
-            at += record::encode_into(&mut buf[at..], kind, r.seq, r.key, r.value.unwrap_or(&[]));
+            at += record::encode_into(&mut buf[at..], r.kind, r.seq, r.key, r.body);
         }
         debug_assert_eq!(at, used);
         buf[used..len].fill(0);

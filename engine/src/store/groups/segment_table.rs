@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::layout::{Layout, SegmentId};
 use crate::partial_block::PartialBlock;
 use crate::readers::Deferred;
+use super::cold_log::{ColdLog, ColdPlace};
 
 const GROUP_ENTRY_VERSION: u8 = 1;
 /// Body of a group entry before its chain: write volume u64, segment count u32.
@@ -77,6 +78,8 @@ pub struct SegmentTable {
     tombstone_reserve_segments: usize,
     /// Segments a running GC took (its spare and overflow log segments).
     gc_held: Vec<SegmentId>,
+    /// The cold data log, whose segments come from the same free pool.
+    pub cold: ColdLog,
 }
 
 /// Not enough free log segments for a flush: run GC, then retry.
@@ -111,7 +114,29 @@ impl SegmentTable {
 
     /// Rebuilds the table from the groups' committed chains, deriving the free lists.
     pub fn from_groups(layout: Layout, groups: Vec<Group>) -> Result<SegmentTable> {
+        SegmentTable::with_cold_log(layout, groups, ColdLog::default())
+    }
+
+    /// Rebuilds the table from the groups' chains and the cold log's segments.
+    pub fn with_cold_log(layout: Layout, groups: Vec<Group>, cold: ColdLog) -> Result<SegmentTable> {
         let mut owner: Vec<Option<u32>> = vec![None; layout.segment_count() as usize];
+        for s in &cold.segments {
+            if s.id >= layout.segment_count() || layout.is_main(s.id) {
+                return Err(Error::corrupt(
+                    "cold log",
+                    "log segments only",
+                    format!("segment {}", s.id),
+                ));
+            }
+            if s.used_bytes > layout.log_segment_bytes || owner[s.id as usize].is_some() {
+                return Err(Error::corrupt(
+                    "cold log",
+                    "segments within size, each named once",
+                    format!("segment {} ({} used bytes)", s.id, s.used_bytes),
+                ));
+            }
+            owner[s.id as usize] = Some(u32::MAX);
+        }
         for (g, group) in groups.iter().enumerate() {
             let first = group.chain.first().ok_or_else(|| {
                 corrupt(
@@ -175,6 +200,7 @@ impl SegmentTable {
             gc_reserve_segments,
             tombstone_reserve_segments,
             gc_held: Vec::new(),
+            cold,
         })
     }
 
@@ -206,6 +232,9 @@ impl SegmentTable {
         }
         for &id in &self.gc_held {
             mark(id, "running GC");
+        }
+        for s in &self.cold.segments {
+            mark(s.id, "cold log");
         }
     }
 
@@ -392,6 +421,25 @@ impl SegmentTable {
     /// taken by tombstone-only appends).
     pub fn at_chain_limit(&self, g: u32) -> bool {
         self.groups[g as usize].chain.len() > self.gc_reserve_segments
+    }
+
+    /// Places cold records (a GC's demotions or a cold GC's copies) at the cold log's
+    /// head. New segments come from the free pool above the floor flushes of values
+    /// keep: moving a value to the cold log is optional, and must never take the
+    /// reserves that let GC and deletes make progress. `None` (nothing changed) when
+    /// the pool has none to spare.
+    pub fn place_cold(&mut self, lens: &[usize]) -> Option<Vec<ColdPlace>> {
+        let segment_bytes = self.layout.log_segment_bytes;
+        let floor = self.gc_reserve_segments + self.tombstone_reserve_segments;
+        let free_log = &mut self.free_log;
+        let take = || (free_log.len() > floor).then(|| free_log.pop()).flatten();
+        match self.cold.place(lens, segment_bytes, take) {
+            Ok((places, _opened)) => Some(places),
+            Err(taken) => {
+                self.free_log.extend(taken.into_iter().rev());
+                None
+            }
+        }
     }
 
     /// Log segment for GC survivors that overflow the spare main segment.
