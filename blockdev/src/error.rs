@@ -101,4 +101,103 @@ impl DeviceError {
     }
 }
 
+/// A copy of an I/O error that keeps what a caller acts on: the OS error number where
+/// there is one, else the kind and the message.
+pub fn copy_io_error(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+/// Errors are cloned where one must be kept and also returned: a store that is poisoned
+/// by an error keeps it to report to every later caller.
+impl Clone for DeviceError {
+    fn clone(&self) -> Self {
+        use DeviceError::*;
+        match self {
+            NotFound { path } => NotFound { path: path.clone() },
+            IsDirectory { path } => IsDirectory { path: path.clone() },
+            UnsupportedKind { path } => UnsupportedKind { path: path.clone() },
+            InUse { path } => InUse { path: path.clone() },
+            SizeUnaligned {
+                path,
+                size_bytes,
+                block_bytes,
+            } => SizeUnaligned {
+                path: path.clone(),
+                size_bytes: *size_bytes,
+                block_bytes: *block_bytes,
+            },
+            Open { path, source } => Open {
+                path: path.clone(),
+                source: copy_io_error(source),
+            },
+            OffsetUnaligned {
+                offset,
+                block_bytes,
+            } => OffsetUnaligned {
+                offset: *offset,
+                block_bytes: *block_bytes,
+            },
+            LengthUnaligned { len, block_bytes } => LengthUnaligned {
+                len: *len,
+                block_bytes: *block_bytes,
+            },
+            BufferUnaligned { addr, block_bytes } => BufferUnaligned {
+                addr: *addr,
+                block_bytes: *block_bytes,
+            },
+            OutOfRange {
+                offset,
+                len,
+                size_bytes,
+            } => OutOfRange {
+                offset: *offset,
+                len: *len,
+                size_bytes: *size_bytes,
+            },
+            Io {
+                op,
+                offset,
+                len,
+                source,
+            } => Io {
+                op,
+                offset: *offset,
+                len: *len,
+                source: copy_io_error(source),
+            },
+            Poisoned { first_error } => Poisoned {
+                first_error: first_error.clone(),
+            },
+            Identity { reason } => Identity {
+                reason: reason.clone(),
+            },
+            Config { reason } => Config {
+                reason: reason.clone(),
+            },
+            AlreadyExists { path } => AlreadyExists { path: path.clone() },
+            DirectIoUnsupported { path, source } => DirectIoUnsupported {
+                path: path.clone(),
+                source: copy_io_error(source),
+            },
+            BlockSizeUnsupported {
+                path,
+                block_bytes,
+                min_bytes,
+                max_bytes,
+            } => BlockSizeUnsupported {
+                path: path.clone(),
+                block_bytes: *block_bytes,
+                min_bytes: *min_bytes,
+                max_bytes: *max_bytes,
+            },
+            Uring { source } => Uring {
+                source: copy_io_error(source),
+            },
+        }
+    }
+}
+
 pub type Result<T, E = DeviceError> = std::result::Result<T, E>;

@@ -1,36 +1,40 @@
-//! The store: opening and formatting, the public operations, and shutdown. The write
-//! path's commit lives in `flush.rs`, garbage collection in `gc.rs`, scans in
-//! `scan.rs`.
+//! The store's public face ([`Db`], [`WriteBatch`]) and the state every part shares
+//! ([`Inner`]). Where the work happens:
+//! - `open.rs`: formatting and opening (superblock, metadata directory);
+//! - `write.rs`: a write enters the write cache; `flush.rs`: the cache becomes a plan;
+//!   `commit/`: the committer writes the plan (the only writer of the index);
+//! - `read.rs`: gets; `scan.rs`: range scans with readahead;
+//! - `gc/`: when and which GC runs; `store/`: each mode's value store and its GC;
+//! - `check.rs`: what `fsck` verifies.
 
 use crate::buffers::BufferPool;
+use crate::commit::Committer;
 use crate::error::{Error, Result};
-use crate::keys;
+use crate::gc::GcDriver;
+use crate::index::IndexReader;
 use crate::layout::Layout;
-use crate::location::{self, Location, Pointer};
 use crate::options::Options;
 use crate::readers::Readers;
-use crate::record::{self, RecordKind, Slot};
 use crate::scan::ScanIter;
 use crate::stats::{self, Counters, Stats};
-use crate::store::ValueStore;
+use crate::store::{GcCtx, IoCtx, ValueStore};
 use crate::superblock::Superblock;
 use crate::write_cache::{CachedValue, WriteCache};
-use hashkv_blockdev::{AlignedBuf, BlockDevice, IoOp};
-use parking_lot::{Condvar, Mutex, RwLock};
+use hashkv_blockdev::BlockDevice;
+use parking_lot::RwLock;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 /// Longest key accepted. Keys travel in the LSM tree (with a one-byte namespace prefix)
 /// and in every value record's u16 length field.
 pub const KEY_BYTES_MAX: usize = hashkv_lsm::KEY_BYTES_MAX - 1;
 
-/// Where a record lies on the device: (aligned start, aligned length, the record's
-/// offset within that span).
-pub(crate) type RecordSpan = (u64, usize, usize);
+/// Aligned buffers kept for reuse at least this large (and at least twice the write
+/// cache): a flush of a full cache, and a GC's survivors, take their buffers from it.
+const BUFFER_POOL_BYTES_MIN: usize = 16 << 20;
 
 /// An atomic group of writes.
 #[derive(Debug, Default, Clone)]
@@ -62,38 +66,27 @@ impl WriteBatch {
     }
 }
 
-/// Flush bookkeeping, guarded by the commit lock: only one flush or GC commit runs at
-/// a time, which orders their index batches.
-#[derive(Debug, Default)]
-pub(crate) struct CommitState {
-    /// Flushes numbered below this are committed to the value store and the index.
-    pub committed_flushes: u64,
-    /// Flushes numbered below this are durable.
-    pub durable_flushes: u64,
-}
-
+/// What every part of the engine shares. Each component owns its own state and lock:
+/// the committer (commit lock, poison), the value store (its table or log), the write
+/// cache, the GC driver. Lock order: GC lock, then commit lock, then the value store's
+/// lock, then the write cache.
 pub(crate) struct Inner {
-    pub options: Options,
-    pub device: Arc<dyn BlockDevice>,
-    pub layout: Layout,
-    pub superblock: Superblock,
-    pub lsm: hashkv_lsm::Db,
-    pub store: ValueStore,
-    pub cache: RwLock<WriteCache>,
-    pub commit: Mutex<CommitState>,
-    pub readers: Arc<Readers>,
-    pub counters: Counters,
-    pub next_seq: AtomicU64,
-    /// Aligned buffers flushes encode into, reused.
-    pub buffers: BufferPool,
-    poison: Mutex<Option<String>>,
-    /// One GC at a time; held for a whole GC. Lock order: gc_lock, then commit, then
-    /// table.
-    pub gc_lock: Mutex<()>,
-    gc_wake: Condvar,
-    gc_wake_lock: Mutex<()>,
-    shutdown: AtomicBool,
-    pub gc_low_water_segments: usize,
+    pub(crate) options: Options,
+    pub(crate) layout: Layout,
+    pub(crate) superblock: Superblock,
+    pub(crate) device: Arc<dyn BlockDevice>,
+    /// Reads of the index; writes go through `committer`.
+    pub(crate) index: IndexReader,
+    pub(crate) committer: Committer,
+    pub(crate) store: Box<dyn ValueStore>,
+    pub(crate) cache: RwLock<WriteCache>,
+    pub(crate) readers: Arc<Readers>,
+    pub(crate) counters: Arc<Counters>,
+    /// Aligned buffers flushes and GC encode into, reused.
+    pub(crate) buffers: Arc<BufferPool>,
+    /// Next sequence number a flush hands out.
+    pub(crate) next_seq: AtomicU64,
+    pub(crate) gc: GcDriver,
 }
 
 /// A hashkv store. `Send + Sync`: share it between threads with `Arc`.
@@ -134,43 +127,50 @@ pub struct Db {
     closed: bool,
 }
 
+/// What `Db::start` needs from opening or formatting.
+pub(crate) struct Opened {
+    pub device: Arc<dyn BlockDevice>,
+    pub superblock: Superblock,
+    pub lsm: Arc<hashkv_lsm::Db>,
+    pub store: Box<dyn ValueStore>,
+    pub next_seq: u64,
+}
+
 impl Db {
     /// Starts a store whose index and value store are open: builds the shared state and
     /// spawns the GC thread. Formatting and opening live in `open.rs`.
-    pub(crate) fn start(
-        options: &Options,
-        device: Arc<dyn BlockDevice>,
-        superblock: Superblock,
-        lsm: hashkv_lsm::Db,
-        store: ValueStore,
-        next_seq: u64,
-        metadata_dir: &Path,
-    ) -> Result<Db> {
-        let layout = superblock.layout;
-        let gc_low_water_segments = if options.gc_low_water_segments > 0 {
-            options.gc_low_water_segments as usize
-        } else {
-            ((layout.log_segment_count as usize) / 20).max(4)
-        };
+    pub(crate) fn start(options: &Options, opened: Opened, metadata_dir: &Path) -> Result<Db> {
+        let layout = opened.superblock.layout;
+        let lsm = opened.lsm;
+        let readers = Arc::new(Readers::default());
+        let counters = Arc::new(Counters::default());
+        let pool_bytes = (2 * options.write_cache_bytes as usize).max(BUFFER_POOL_BYTES_MIN);
+        let buffers = Arc::new(BufferPool::new(pool_bytes));
+        let block = layout.block_bytes as usize;
+        let write_piece_bytes =
+            (options.batch_write_threshold_bytes as usize).max(block) / block * block;
+        let committer = Committer::new(
+            lsm.clone(),
+            opened.device.clone(),
+            readers.clone(),
+            counters.clone(),
+            buffers.clone(),
+            write_piece_bytes,
+        );
         let inner = Arc::new(Inner {
             options: options.clone(),
-            device,
             layout,
-            superblock,
-            lsm,
-            store,
+            superblock: opened.superblock,
+            device: opened.device,
+            index: IndexReader::new(lsm),
+            committer,
+            store: opened.store,
             cache: RwLock::new(WriteCache::default()),
-            commit: Mutex::new(CommitState::default()),
-            readers: Arc::new(Readers::default()),
-            counters: Counters::default(),
-            next_seq: AtomicU64::new(next_seq),
-            buffers: BufferPool::new((2 * options.write_cache_bytes as usize).max(16 << 20)),
-            poison: Mutex::new(None),
-            gc_lock: Mutex::new(()),
-            gc_wake: Condvar::new(),
-            gc_wake_lock: Mutex::new(()),
-            shutdown: AtomicBool::new(false),
-            gc_low_water_segments,
+            readers,
+            counters,
+            buffers,
+            next_seq: AtomicU64::new(opened.next_seq),
+            gc: GcDriver::new(options, &layout),
         });
         let gc_inner = inner.clone();
         let gc_thread = std::thread::Builder::new()
@@ -267,7 +267,7 @@ impl Db {
 
     /// One line on how this mode organises the value space.
     pub fn describe_value_store(&self) -> String {
-        self.inner.describe_value_store()
+        self.inner.store.describe()
     }
 
     pub fn layout(&self) -> Layout {
@@ -285,7 +285,7 @@ impl Db {
     #[doc(hidden)]
     pub fn crash_for_test(mut self) -> (PathBuf, u64) {
         let _ = self.shutdown(false);
-        let point = self.inner.lsm.wal_durable_point_for_test();
+        let point = self.inner.index.wal_durable_point_for_test();
         drop(self);
         point
     }
@@ -299,16 +299,12 @@ impl Db {
             return Ok(());
         }
         self.closed = true;
-        let flushed = if flush && self.inner.poisoned().is_none() {
+        let flushed = if flush && self.inner.committer.first_error().is_none() {
             self.inner.flush_all(true)
         } else {
             Ok(())
         };
-        self.inner.shutdown.store(true, Ordering::SeqCst);
-        {
-            let _l = self.inner.gc_wake_lock.lock();
-            self.inner.gc_wake.notify_all();
-        }
+        self.inner.gc.stop();
         if let Some(t) = self.gc_thread.take() {
             let _ = t.join();
         }
@@ -325,260 +321,29 @@ impl Drop for Db {
 }
 
 impl Inner {
-    pub fn poisoned(&self) -> Option<String> {
-        self.poison.lock().clone()
-    }
-
-    /// Records the first fatal error; the store refuses writes from now on.
-    pub fn poison_with(&self, e: &Error) {
-        let mut p = self.poison.lock();
-        if p.is_none() {
-            *p = Some(e.to_string());
+    /// What the value store's I/O sees.
+    pub(crate) fn io(&self) -> IoCtx<'_> {
+        IoCtx {
+            device: self.device.as_ref(),
+            buffers: &self.buffers,
+            readers: &self.readers,
+            counters: &self.counters,
         }
     }
 
-    pub fn check_writable(&self) -> Result<()> {
-        match self.poisoned() {
-            Some(first_error) => Err(Error::Poisoned { first_error }),
-            None => Ok(()),
-        }
-    }
-
-    /// The same limit in every mode, so that modes take the same workloads: a record
-    /// fits in one log segment, and an inline value (with its location tag) in the
-    /// index.
-    pub fn value_bytes_max(&self, key_len: usize) -> usize {
-        let record_max =
-            self.layout.log_segment_bytes as usize - record::RECORD_HEADER_BYTES - key_len;
-        record_max.min(hashkv_lsm::VALUE_BYTES_MAX - 1)
-    }
-
-    fn check_entry(&self, key: &[u8], value: Option<&Vec<u8>>) -> Result<()> {
-        if key.is_empty() || key.len() > KEY_BYTES_MAX {
-            return Err(Error::KeyTooLarge {
-                len: key.len(),
-                max: KEY_BYTES_MAX,
-            });
-        }
-        if let Some(v) = value {
-            let max = self.value_bytes_max(key.len());
-            if v.len() > max {
-                return Err(Error::ValueTooLarge { len: v.len(), max });
-            }
-        }
-        Ok(())
-    }
-
-    fn write(&self, entries: Vec<(Vec<u8>, CachedValue)>, sync: bool) -> Result<()> {
-        self.check_writable()?;
-        for (k, v) in &entries {
-            self.check_entry(k, v.as_ref())?;
-        }
-        let user_bytes: u64 = entries
-            .iter()
-            .map(|(k, v)| (k.len() + v.as_ref().map_or(0, |v| v.len())) as u64)
-            .sum();
-        let ops = entries.len() as u64;
-        let sync = sync || self.options.sync_writes;
-        let (flush_no, full, undo) = {
-            let mut cache = self.cache.write();
-            // Only a write that flushes can be refused, so only it pays for the record
-            // of what it replaces.
-            let undo = (sync || cache.may_fill(&entries, self.options.write_cache_bytes))
-                .then(|| cache.undo_for(&entries));
-            for (k, v) in entries {
-                cache.insert(&k, v);
-            }
-            (
-                cache.active_flush,
-                cache.active_bytes >= self.options.write_cache_bytes,
-                undo,
-            )
-        };
-        Counters::add(&self.counters.user_bytes_written, user_bytes);
-        Counters::add(&self.counters.user_ops, ops);
-        if sync || full {
-            if let Err(e) = self.flush_through(flush_no, sync) {
-                if !matches!(e, Error::StoreFull { .. }) {
-                    return Err(e);
-                }
-                // Decided under the commit lock, so no flush holds this write frozen: either
-                // another writer's flush committed it meanwhile (then it took effect), or
-                // it is taken back, so that it is neither read back nor committed later.
-                // Writes acknowledged before it stay cached.
-                let commit = self.commit.lock();
-                if commit.committed_flushes > flush_no {
-                    drop(commit);
-                    return if sync {
-                        self.flush_through(flush_no, true)
-                    } else {
-                        Ok(())
-                    };
-                }
-                let mut cache = self.cache.write();
-                debug_assert!(
-                    cache.frozen.is_none(),
-                    "no flush runs under the commit lock"
-                );
-                cache.take_back(undo.expect("a write that flushes records its undo"));
-                drop(cache);
-                drop(commit);
-                self.counters
-                    .user_bytes_written
-                    .fetch_sub(user_bytes, Ordering::Relaxed);
-                self.counters.user_ops.fetch_sub(ops, Ordering::Relaxed);
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    pub fn flush_all(&self, durable: bool) -> Result<()> {
-        let n = self.cache.read().active_flush;
-        self.flush_through(n, durable)
-    }
-
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.check_entry(key, None)?;
-        if let Some(v) = self.cache.read().get(key) {
-            Counters::add(&self.counters.write_cache_hits, 1);
-            return Ok(v);
-        }
-        let user_key = keys::user_key(key);
-        // Retry once: a pointer read just as GC moved the value is stale, not corrupt.
-        for attempt in 0..2 {
-            let _reading = self.readers.enter();
-            let Some(entry) = self.lsm.get(&user_key)? else {
-                return Ok(None);
-            };
-            match location::decode(&entry)? {
-                Location::Inline(v) => return Ok(Some(v)),
-                Location::Pointer(p) => match self.read_value(&p, key) {
-                    Ok(v) => return Ok(Some(v)),
-                    Err(Error::Corruption { .. }) if attempt == 0 => continue,
-                    Err(e) => return Err(e),
-                },
-            }
-        }
-        unreachable!("the second attempt returns")
-    }
-
-    /// Byte range of the device to read for a record: aligned outward to blocks.
-    pub fn record_span(&self, p: &Pointer) -> Result<RecordSpan> {
-        let at = self.pointer_offset(p)?;
-        let block = u64::from(self.layout.block_bytes);
-        let start = at / block * block;
-        let end = (at + u64::from(p.record_bytes)).div_ceil(block) * block;
-        Ok((start, (end - start) as usize, (at - start) as usize))
-    }
-
-    /// Reads the records of many pointers with one submission (readahead): returns
-    /// each record's span (as `record_span`) and the buffer it was read into.
-    pub(crate) fn read_records<'p>(
-        &self,
-        pointers: impl Iterator<Item = &'p Pointer>,
-    ) -> Result<Vec<(RecordSpan, AlignedBuf)>> {
-        let spans: Vec<RecordSpan> = pointers
-            .map(|p| self.record_span(p))
-            .collect::<Result<_>>()?;
-        let mut bufs: Vec<AlignedBuf> = spans.iter().map(|s| AlignedBuf::new(s.1)).collect();
-        if !spans.is_empty() {
-            let mut ops: Vec<IoOp<'_>> = bufs
-                .iter_mut()
-                .zip(&spans)
-                .map(|(b, s)| IoOp::Read {
-                    offset: s.0,
-                    buf: &mut b[..s.1],
-                })
-                .collect();
-            self.device.submit(&mut ops)?;
-            let bytes: usize = spans.iter().map(|s| s.1).sum();
-            Counters::add(&self.counters.read_device_bytes, bytes as u64);
-        }
-        Ok(spans.into_iter().zip(bufs).collect())
-    }
-
-    /// Checks the record read for `p` and returns its value: the checksum, the key and
-    /// the sequence number must all match, or the read is an error.
-    pub fn decode_value(buf: &[u8], p: &Pointer, key: &[u8]) -> Result<Vec<u8>> {
-        let rec = match record::decode(buf)? {
-            Slot::Record(r) => r,
-            Slot::Padding => {
-                return Err(Error::Corruption {
-                    what: format!("index points at empty space: {p:?}"),
-                })
-            }
-        };
-        if rec.kind != RecordKind::Value || rec.key != key || rec.seq != p.seq {
-            return Err(Error::Corruption {
-                what: format!(
-                    "record at {p:?} holds key {:?} seq {} kind {:?}, expected key {:?} seq {}",
-                    String::from_utf8_lossy(rec.key),
-                    rec.seq,
-                    rec.kind,
-                    String::from_utf8_lossy(key),
-                    p.seq
-                ),
-            });
-        }
-        Ok(rec.value.to_vec())
-    }
-
-    fn read_value(&self, p: &Pointer, key: &[u8]) -> Result<Vec<u8>> {
-        let (start, len, skip) = self.record_span(p)?;
-        let mut buf = AlignedBuf::new(len);
-        self.device.read_at(start, &mut buf[..len])?;
-        Counters::add(&self.counters.read_device_bytes, len as u64);
-        Inner::decode_value(&buf[skip..len], p, key)
-    }
-
-    /// Wakes the GC thread if free log segments ran low.
-    pub fn maybe_wake_gc(&self) {
-        if self.gc_wanted() {
-            let _l = self.gc_wake_lock.lock();
-            self.gc_wake.notify_one();
-        }
-    }
-
-    fn gc_loop(&self) {
-        loop {
-            {
-                let mut l = self.gc_wake_lock.lock();
-                if self.shutdown.load(Ordering::SeqCst) {
-                    return;
-                }
-                self.gc_wake.wait_for(&mut l, Duration::from_millis(50));
-            }
-            if self.shutdown.load(Ordering::SeqCst) || self.poisoned().is_some() {
-                if self.shutdown.load(Ordering::SeqCst) {
-                    return;
-                }
-                continue;
-            }
-            while self.gc_wanted() && !self.shutdown.load(Ordering::SeqCst) {
-                match self.collect_garbage_once(None) {
-                    // A log whose tail is all live would be copied round and round:
-                    // leave it to flushes, which GC only when they must.
-                    Ok(Some(o)) if !o.made_room && matches!(self.store, ValueStore::Log(_)) => {
-                        break
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => break,
-                    Err(e) => {
-                        if e.is_fatal() {
-                            eprintln!("hashkv: background GC failed: {e}");
-                        }
-                        break;
-                    }
-                }
-            }
+    /// What a GC sees.
+    pub(crate) fn gc_ctx(&self) -> GcCtx<'_> {
+        GcCtx {
+            io: self.io(),
+            committer: &self.committer,
+            index: &self.index,
         }
     }
 
     fn stats(&self) -> Stats {
         let c = &self.counters;
-        let lsm = self.lsm.stats();
-        let space = self.space();
+        let lsm = self.index.stats();
+        let space = self.store.space();
         Stats {
             user_bytes_written: stats::load(&c.user_bytes_written),
             user_ops: stats::load(&c.user_ops),

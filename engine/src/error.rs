@@ -3,6 +3,7 @@
 
 use hashkv_blockdev::DeviceError;
 use hashkv_lsm::LsmError;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -41,8 +42,14 @@ pub enum Error {
         capacity_bytes: u64,
     },
 
-    #[error("corruption: {what}")]
-    Corruption { what: String },
+    /// Something read back is not what the format allows: `what` names the structure,
+    /// `expected` and `found` what should have been there and what was.
+    #[error("corruption in {what}: expected {expected}, found {found}")]
+    Corruption {
+        what: &'static str,
+        expected: String,
+        found: String,
+    },
 
     #[error("checksum mismatch in {what}: stored {stored:#010x}, computed {computed:#010x}")]
     ChecksumMismatch {
@@ -51,11 +58,17 @@ pub enum Error {
         computed: u32,
     },
 
-    #[error("store refuses writes after an earlier error: {first_error}")]
-    Poisoned { first_error: String },
+    /// An error found at a place worth naming (a segment, a log position, a key).
+    #[error("{place}: {source}")]
+    At {
+        place: String,
+        #[source]
+        source: Box<Error>,
+    },
 
-    #[error("store is closed")]
-    Closed,
+    /// The store refuses writes since its first fatal error, kept whole here.
+    #[error("store refuses writes after an earlier error: {first_error}")]
+    Poisoned { first_error: Arc<Error> },
 
     #[error("device: {0}")]
     Device(#[from] DeviceError),
@@ -72,17 +85,132 @@ pub enum Error {
 }
 
 impl Error {
+    /// `self`, found at `place`.
+    pub(crate) fn at(self, place: impl Into<String>) -> Error {
+        Error::At {
+            place: place.into(),
+            source: Box::new(self),
+        }
+    }
+
     /// Errors after which the store must refuse writes: the devices or the index
     /// failed, or data on them is damaged.
     pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            Error::Device(_)
-                | Error::Lsm(_)
-                | Error::Corruption { .. }
-                | Error::ChecksumMismatch { .. }
-                | Error::Poisoned { .. }
-        )
+        match self {
+            Error::At { source, .. } => source.is_fatal(),
+            e => matches!(
+                e,
+                Error::Device(_)
+                    | Error::Lsm(_)
+                    | Error::Corruption { .. }
+                    | Error::ChecksumMismatch { .. }
+                    | Error::Poisoned { .. }
+            ),
+        }
+    }
+}
+
+impl Error {
+    /// A corruption error: `what` structure, `expected` vs `found`.
+    pub(crate) fn corrupt(
+        what: &'static str,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> Error {
+        Error::Corruption {
+            what,
+            expected: expected.into(),
+            found: found.into(),
+        }
+    }
+
+    /// Data read back failed an integrity check (a checksum, or a structure that is not
+    /// what the format allows).
+    pub fn is_integrity(&self) -> bool {
+        match self {
+            Error::At { source, .. } => source.is_integrity(),
+            e => matches!(e, Error::Corruption { .. } | Error::ChecksumMismatch { .. }),
+        }
+    }
+}
+
+/// A poisoned store keeps its first error and also returns it to the caller that hit
+/// it, so errors are cloned (I/O errors keep their OS error number, or kind and
+/// message).
+impl Clone for Error {
+    fn clone(&self) -> Self {
+        use Error::*;
+        match self {
+            KeyTooLarge { len, max } => KeyTooLarge {
+                len: *len,
+                max: *max,
+            },
+            ValueTooLarge { len, max } => ValueTooLarge {
+                len: *len,
+                max: *max,
+            },
+            InvalidOptions { reason } => InvalidOptions {
+                reason: reason.clone(),
+            },
+            DeviceTooSmall { reason } => DeviceTooSmall {
+                reason: reason.clone(),
+            },
+            DeviceNotEmpty { what } => DeviceNotEmpty { what: what.clone() },
+            NotOurs { reason } => NotOurs {
+                reason: reason.clone(),
+            },
+            Mismatch {
+                what,
+                on_device,
+                requested,
+            } => Mismatch {
+                what,
+                on_device: on_device.clone(),
+                requested: requested.clone(),
+            },
+            NewerFormat { found, supported } => NewerFormat {
+                found: *found,
+                supported: *supported,
+            },
+            StoreFull {
+                used_bytes,
+                capacity_bytes,
+            } => StoreFull {
+                used_bytes: *used_bytes,
+                capacity_bytes: *capacity_bytes,
+            },
+            Corruption {
+                what,
+                expected,
+                found,
+            } => Corruption {
+                what,
+                expected: expected.clone(),
+                found: found.clone(),
+            },
+            ChecksumMismatch {
+                what,
+                stored,
+                computed,
+            } => ChecksumMismatch {
+                what,
+                stored: *stored,
+                computed: *computed,
+            },
+            At { place, source } => At {
+                place: place.clone(),
+                source: source.clone(),
+            },
+            Poisoned { first_error } => Poisoned {
+                first_error: first_error.clone(),
+            },
+            Device(e) => Device(e.clone()),
+            Lsm(e) => Lsm(e.clone()),
+            MetadataDir { path, source } => MetadataDir {
+                path: path.clone(),
+                source: hashkv_blockdev::error::copy_io_error(source),
+            },
+        }
     }
 }
 

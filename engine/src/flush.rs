@@ -1,19 +1,30 @@
-//! The write path's commit: the write cache's frozen map becomes one aligned write per
-//! group and segment, all submitted at once, then one device flush, then one atomic
-//! index batch carrying the new locations and the changed segment-table entries.
-//! See FORMAT.md, "Commit", for why every crash point is safe.
+//! The write path's group commit: the write cache's frozen map becomes a plan (the
+//! value store places its records, one aligned write per group and segment, all
+//! submitted at once), which the committer writes, flushes and commits in one index
+//! batch with the new locations and the value store's changed entries. When the store
+//! has no room, GC runs first. See `commit/` for why every crash point is safe.
 
-use crate::db::{CommitState, Inner};
-use crate::error::{Error, Result};
+use crate::commit::{CommitGuard, Plan, Purpose};
+use crate::db::Inner;
+use crate::error::Result;
 use crate::keys;
-use crate::location::{self, Pointer};
+use crate::location;
 use crate::stats::Counters;
-use crate::store::ValueStore;
+use crate::store::{store_full, FlushRecord, PlaceError, Placed};
 use crate::write_cache::{CacheMap, CachedValue};
-use crate::{groups, vlog};
-use hashkv_blockdev::{AlignedBuf, IoOp};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// While GC's released space waits for older readers (a long scan), a flush that needs
+/// it sleeps this long between tries...
+const READER_WAIT_STEP: Duration = Duration::from_millis(5);
+/// ...this many times (10 s in all) before the store counts as full: no reader should
+/// hold a generation that long, and a full store must not hang its writers.
+const READER_WAIT_STEPS_MAX: u32 = 2000;
+/// Tries at collecting the group whose chain is at its limit before `StoreFull`: the
+/// background GC may be collecting that very group when the first try comes.
+const GROUP_AT_LIMIT_TRIES: u32 = 2;
 
 impl Inner {
     /// Returns once flush number `flush_no` is committed (and durable, if asked).
@@ -22,38 +33,30 @@ impl Inner {
     pub(crate) fn flush_through(&self, flush_no: u64, durable: bool) -> Result<()> {
         let mut gc_attempts = 0u32;
         loop {
-            self.check_writable()?;
-            let mut commit = self.commit.lock();
+            self.committer.check_writable()?;
+            let mut commit = self.committer.lock();
             if commit.durable_flushes > flush_no {
                 return Ok(());
             }
             if commit.committed_flushes > flush_no {
-                if !durable {
-                    return Ok(());
+                if durable {
+                    commit.sync_index()?;
+                    commit.durable_flushes = commit.committed_flushes;
                 }
-                if let Err(e) = self.lsm.sync_wal() {
-                    let e = Error::from(e);
-                    self.poison_with(&e);
-                    return Err(e);
-                }
-                commit.durable_flushes = commit.committed_flushes;
                 return Ok(());
             }
             match self.flush_active(&mut commit, durable) {
                 Ok(()) => {
-                    gc_attempts = 0;
                     drop(commit);
+                    gc_attempts = 0;
                     self.maybe_wake_gc();
                 }
-                Err(FlushError::NeedSpace { group_at_limit }) => {
+                Err(PlaceError::NeedSpace { group }) => {
                     drop(commit);
                     gc_attempts += 1;
-                    self.make_space(gc_attempts, group_at_limit)?;
+                    self.make_space(gc_attempts, group)?;
                 }
-                Err(FlushError::Fatal(e)) => {
-                    self.poison_with(&e);
-                    return Err(e);
-                }
+                Err(PlaceError::Fatal(e)) => return self.committer.poisoning(Err(e)),
             }
         }
     }
@@ -68,33 +71,34 @@ impl Inner {
             return Ok(());
         }
         // Space (or the spare main segment GC copies into) that GC released waits for
-        // older readers (long scans) to finish.
-        if self.space_pending() && attempt < 2000 {
-            std::thread::sleep(std::time::Duration::from_millis(5));
+        // older readers (long scans) to finish. Space that became free just now is
+        // tried at once: it is no sign of a full store (counting it as a failed
+        // attempt made a busy store report itself full now and then).
+        let reclaimed = self.store.reclaim(self.readers.oldest_active());
+        if reclaimed.freed {
             return Ok(());
         }
-        if let Some(g) = group_at_limit {
+        if reclaimed.waiting && attempt < READER_WAIT_STEPS_MAX {
+            std::thread::sleep(READER_WAIT_STEP);
+            return Ok(());
+        }
+        let full = match group_at_limit {
             // Only collecting the group itself shortens a chain at its limit; another
             // GC (the background one) may have done it meanwhile.
-            if !self.table().lock().at_chain_limit(g) || attempt < 2 {
-                return Ok(());
-            }
-            return Err(self.store_full());
+            Some(g) => self.store.at_chain_limit(g) && attempt >= GROUP_AT_LIMIT_TRIES,
+            None => attempt > self.store.gc_attempts_max(),
+        };
+        if full {
+            return Err(store_full(self.store.space()));
         }
-        if attempt <= self.gc_attempts_max() {
-            return Ok(());
-        }
-        Err(self.store_full())
+        Ok(())
     }
 
-    fn flush_active(
-        &self,
-        commit: &mut CommitState,
-        durable: bool,
-    ) -> std::result::Result<(), FlushError> {
+    /// Freezes the write cache and commits it; on `NeedSpace` the entries go back.
+    fn flush_active(&self, commit: &mut CommitGuard<'_>, durable: bool) -> Result<(), PlaceError> {
         let (map, n) = self.cache.write().freeze();
         debug_assert_eq!(n, commit.committed_flushes);
-        match self.commit_map(&map, durable) {
+        match self.commit_map(commit, &map, durable) {
             Ok(()) => {
                 self.cache.write().frozen = None;
                 commit.committed_flushes = n + 1;
@@ -104,18 +108,9 @@ impl Inner {
                 Counters::add(&self.counters.flushes, 1);
                 Ok(())
             }
-            Err(FlushError::NeedSpace { group_at_limit }) => {
-                // Nothing was written: put the entries back under any newer ones.
-                let mut cache = self.cache.write();
-                cache.frozen = None;
-                cache.active_flush -= 1;
-                let map = Arc::try_unwrap(map).unwrap_or_else(|m| (*m).clone());
-                for (k, v) in map {
-                    if !cache.active.contains_key(&k) {
-                        cache.insert(&k, v);
-                    }
-                }
-                Err(FlushError::NeedSpace { group_at_limit })
+            Err(PlaceError::NeedSpace { group }) => {
+                self.unfreeze(map);
+                Err(PlaceError::NeedSpace { group })
             }
             Err(fatal) => {
                 // Never committed, and the store now refuses writes: reads must not
@@ -127,38 +122,49 @@ impl Inner {
         }
     }
 
-    fn commit_map(&self, map: &CacheMap, durable: bool) -> std::result::Result<(), FlushError> {
+    /// Nothing was written: puts a frozen map's entries back under any newer ones.
+    fn unfreeze(&self, map: Arc<CacheMap>) {
+        let mut cache = self.cache.write();
+        cache.frozen = None;
+        cache.active_flush -= 1;
+        let map = Arc::try_unwrap(map).unwrap_or_else(|m| (*m).clone());
+        for (k, v) in map {
+            if !cache.active.contains_key(&k) {
+                cache.insert(&k, v);
+            }
+        }
+    }
+
+    fn commit_map(
+        &self,
+        commit: &mut CommitGuard<'_>,
+        map: &CacheMap,
+        durable: bool,
+    ) -> Result<(), PlaceError> {
         if map.is_empty() {
             if durable {
-                self.lsm
-                    .sync_wal()
-                    .map_err(|e| FlushError::Fatal(e.into()))?;
+                commit.sync_index()?;
             }
             return Ok(());
         }
         let first_seq = self.next_seq.fetch_add(map.len() as u64, Ordering::SeqCst);
-        let appended = match &self.store {
-            ValueStore::Groups(_) => groups::append::place(self, map, first_seq)?,
-            ValueStore::Log(_) => vlog::append::place(self, map, first_seq)?,
-            ValueStore::Inline => Appended::inline(map.len()),
-        };
-        if !appended.writes.is_empty() {
-            let written: u64 = appended.writes.iter().map(|w| w.2 as u64).sum();
-            self.submit_writes(&appended.writes)
-                .map_err(FlushError::Fatal)?;
-            Counters::add(&self.counters.flush_device_bytes_written, written);
-            // Values must be durable before the index can point at them: the index's
-            // log may reach its disk at any moment, even for a non-sync write.
-            self.device
-                .flush()
-                .map_err(|e| FlushError::Fatal(e.into()))?;
-        }
-        let Appended {
+        let records: Vec<FlushRecord<'_>> = map
+            .iter()
+            .enumerate()
+            .map(|(i, (key, value))| FlushRecord {
+                key,
+                value: self.separated(value),
+                seq: first_seq + i as u64,
+            })
+            .collect();
+        let Placed {
             writes,
             pointers,
-            meta,
-        } = appended;
-        self.buffers.give(writes.into_iter().map(|w| w.1));
+            entries,
+        } = self.store.place(&self.io(), &records)?;
+        for key in map.keys() {
+            commit.written_during_gc.note(key);
+        }
         let mut batch = hashkv_lsm::WriteBatch::new();
         for ((k, v), pointer) in map.iter().zip(&pointers) {
             let user_key = keys::user_key(k);
@@ -168,74 +174,25 @@ impl Inner {
                 (Some(_), Some(ptr)) => batch.put(&user_key, &ptr.encode()),
             }
         }
-        for (k, v) in &meta {
+        for (k, v) in &entries {
             batch.put(k, v);
         }
         let last_seq = first_seq + map.len() as u64 - 1;
         batch.put(&keys::seq_key(), &last_seq.to_le_bytes());
-        self.lsm
-            .write(&batch, &hashkv_lsm::WriteOptions { sync: durable })
-            .map_err(|e| FlushError::Fatal(e.into()))?;
+        commit.commit(Plan {
+            purpose: Purpose::Flush,
+            writes,
+            batch,
+            durable,
+        })?;
         Ok(())
     }
 
     /// The value a cached entry puts into the value store: a put's value at least
     /// `separation_threshold_bytes` long (selective KV separation); smaller values
     /// and deletes live in the index only.
-    pub(crate) fn separated<'v>(&self, value: &'v CachedValue) -> Option<&'v [u8]> {
+    fn separated<'v>(&self, value: &'v CachedValue) -> Option<&'v [u8]> {
         let threshold = self.options.separation_threshold_bytes as usize;
         value.as_deref().filter(|v| v.len() >= threshold)
     }
-
-    /// Submits aligned writes all at once, split at `batch_write_threshold_bytes`, so
-    /// the io_uring loop keeps many groups' writes in flight.
-    pub(crate) fn submit_writes(&self, writes: &[(u64, AlignedBuf, usize)]) -> Result<()> {
-        let piece_max = (self.options.batch_write_threshold_bytes as usize)
-            .max(self.layout.block_bytes as usize)
-            / self.layout.block_bytes as usize
-            * self.layout.block_bytes as usize;
-        let mut ops: Vec<IoOp<'_>> = Vec::new();
-        for (offset, buf, len) in writes {
-            let mut done = 0;
-            while done < *len {
-                let n = piece_max.min(len - done);
-                ops.push(IoOp::Write {
-                    offset: offset + done as u64,
-                    buf: &buf[done..done + n],
-                    fua: false,
-                });
-                done += n;
-            }
-        }
-        self.device.submit(&mut ops)?;
-        Ok(())
-    }
-}
-
-/// What a mode's placement produced for one flush: the device writes (offset, buffer,
-/// bytes), a pointer per map entry whose value went to the value store (None: inline
-/// or deleted), and metadata entries to commit in the same index batch.
-pub(crate) struct Appended {
-    pub writes: Vec<(u64, AlignedBuf, usize)>,
-    pub pointers: Vec<Option<Pointer>>,
-    pub meta: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-impl Appended {
-    /// Every value inline in the index (the lsm mode): nothing to write to the device.
-    pub fn inline(entries: usize) -> Appended {
-        Appended {
-            writes: Vec::new(),
-            pointers: vec![None; entries],
-            meta: Vec::new(),
-        }
-    }
-}
-
-pub(crate) enum FlushError {
-    /// Nothing was written; GC must make room first (see `NeedSpace`).
-    NeedSpace {
-        group_at_limit: Option<u32>,
-    },
-    Fatal(Error),
 }

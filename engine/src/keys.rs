@@ -18,6 +18,17 @@ pub fn group_key_prefix() -> [u8; 2] {
     [META, b'g']
 }
 
+/// `META "c" segment(u32 BE)` -> a cold data log segment's state (hashkv mode).
+pub fn cold_key(segment: u32) -> Vec<u8> {
+    let mut k = vec![META, b'c'];
+    k.extend_from_slice(&segment.to_be_bytes());
+    k
+}
+
+pub fn cold_key_prefix() -> [u8; 2] {
+    [META, b'c']
+}
+
 /// `META "s"` -> the highest sequence number handed out by a committed flush.
 pub fn seq_key() -> [u8; 2] {
     [META, b's']

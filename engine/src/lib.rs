@@ -2,50 +2,61 @@
 //!
 //! Keys, small values and value locations live in an LSM tree ([`hashkv_lsm`]) in a
 //! metadata directory. Larger values live in a value store on raw devices or files.
-//! Three modes share everything but the value store ([`store`]), so they can be
-//! compared side by side:
-//! - hashkv ([`groups`]): fixed-size main segments, one per group chosen by hashing the
-//!   key, extended by log segments from reserved space, collected group by group
-//!   without index lookups;
-//! - vlog ([`vlog`]): one circular log collected from its tail with an index lookup
-//!   per record (WiscKey);
-//! - lsm: every value inline in the index.
+//! Three modes share everything but the value store, so they can be compared side by
+//! side: hashkv (segment groups chosen by hashing the key, collected group by group
+//! without index lookups), vlog (one circular log collected from its tail with an
+//! index lookup per record, as WiscKey) and lsm (every value inline in the index).
 //!
-//! Where things are:
-//! - [`db`]: opening, formatting, the operations; `flush.rs`: the write path's group
-//!   commit; [`scan`]: range scans with readahead.
-//! - [`groups`]: `segment_table.rs` (chains, free lists), `append.rs` (where a flush's
-//!   records go), `gc.rs` (segment-group GC); [`vlog`]: `log.rs`, `append.rs`, `gc.rs`.
-//! - [`layout`] and [`superblock`]: the on-device regions; [`record`]: value records;
-//!   [`location`]: what the index stores per key; `write_cache.rs`; `readers.rs`: when
-//!   GC may reuse space. FORMAT.md beside this crate documents the bytes and the crash
-//!   argument.
+//! Where things are (MODULES.md beside this crate has the longer map):
+//! - `db.rs`: the public API and the shared state; `open.rs`: format and open;
+//! - `write.rs` → `flush.rs` → `commit/`: a write, its group commit, and the committer,
+//!   the only code that writes the index (what happens on a crash mid-flush is argued
+//!   at the head of `commit/mod.rs`);
+//! - `read.rs`, `scan.rs`: gets and range scans with readahead;
+//! - `gc/`: when GC runs, and the keys written during one; `store/`: each mode's value
+//!   store (`store/groups/`, `store/vlog/`, `store/inline.rs`), each with its own GC;
+//! - shared pieces: `circular_log.rs`, `partial_block.rs`, `spans.rs`,
+//!   `entry_codec.rs`, `readers.rs`, `buffers.rs`, `write_cache.rs`;
+//! - on-device formats: `superblock.rs`, `layout.rs`, `record.rs`, `location.rs`,
+//!   `keys.rs`; FORMAT.md documents the bytes and the crash argument;
+//! - `check.rs`: what `hashkv fsck` verifies; `ffi.rs`: the C API.
 
 mod buffers;
-pub mod check;
-pub mod db;
+mod check;
+mod circular_log;
+mod commit;
+mod db;
 mod devices;
-pub mod error;
+mod entry_codec;
+mod error;
 pub mod ffi;
 mod flush;
-pub mod groups;
+mod gc;
+mod index;
 mod keys;
-pub mod layout;
-pub mod location;
+mod layout;
+mod location;
 mod open;
-pub mod options;
+mod options;
+mod partial_block;
+mod read;
 mod readers;
-pub mod record;
-pub mod scan;
-pub mod stats;
-pub mod store;
-pub mod superblock;
-pub mod vlog;
+mod record;
+mod scan;
+mod spans;
+mod stats;
+mod store;
+mod superblock;
+mod write;
 mod write_cache;
 
-pub use check::CheckReport;
+pub use check::{CheckReport, DAMAGE_REPORTED_MAX};
 pub use db::{Db, WriteBatch, KEY_BYTES_MAX};
 pub use error::{Error, Result};
+pub use layout::{Layout, MAIN_SEGMENT_BYTES_MIN};
 pub use options::{Mode, Options};
+pub use record::RECORD_HEADER_BYTES;
 pub use scan::ScanIter;
 pub use stats::Stats;
+pub use store::{check_device_size, GcOutcome, Space};
+pub use superblock::{FormatStep, HeaderReport, Superblock, FORMAT_VERSION};

@@ -1,24 +1,28 @@
 //! Formatting a store and opening it: the superblock (both copies), the metadata
 //! directory and its index, and the checks that the devices, the index and the options
 //! belong together. What happens after a crash is the index's own recovery (its log
-//! replay) plus the value store's load (`store::ValueStore::load`): FORMAT.md, "What is
+//! replay) plus the value store's load (`store::open`): FORMAT.md, "What is
 //! checked at open".
 
 pub(crate) mod format;
 mod headers;
 
 use crate::db::Db;
+use crate::db::Opened;
 use crate::devices;
 use crate::error::{Error, Result};
+use crate::index::IndexReader;
 use crate::keys;
 use crate::options::Options;
-use crate::store::ValueStore;
-use crate::superblock::FormatStep;
-use crate::superblock::{self, Superblock};
+use crate::store::{self, Source};
+use crate::superblock::{self, FormatStep, Superblock, FORMAT_VERSION};
 use format::{Progress, Undo};
 use hashkv_blockdev::BlockDevice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The format version from which value-log pointers carry their own region tag.
+const VLOG_REGION_TAGS_FORMAT_VERSION: u32 = 2;
 
 impl Db {
     /// Formats `devices` (one, or several to stripe over) and `metadata_dir`, then
@@ -157,21 +161,28 @@ impl Db {
         let next_seq = match lsm.get(&keys::seq_key())? {
             Some(b) if b.len() == 8 => u64::from_le_bytes(b[..].try_into().unwrap()) + 1,
             _ => {
-                return Err(Error::Corruption {
-                    what: "index lacks the sequence entry".into(),
-                })
+                return Err(Error::corrupt(
+                    "index",
+                    "an 8-byte sequence entry",
+                    "none, or another size",
+                ))
             }
         };
-        let store = ValueStore::load(superblock.mode, &lsm, &layout, device.as_ref())?;
-        Db::start(
-            options,
+        let lsm = Arc::new(lsm);
+        let index = IndexReader::new(lsm.clone());
+        let store = store::open(
+            superblock.mode,
+            &layout,
+            Source::Index(&index, device.as_ref()),
+        )?;
+        let opened = Opened {
             device,
             superblock,
             lsm,
             store,
             next_seq,
-            metadata_dir,
-        )
+        };
+        Db::start(options, opened, metadata_dir)
     }
 }
 
@@ -295,6 +306,14 @@ fn check_matches(sb: &Superblock, options: &Options, device: &dyn BlockDevice) -
             requested,
         })
     };
+    if sb.format_version < VLOG_REGION_TAGS_FORMAT_VERSION && sb.mode == crate::options::Mode::VLog
+    {
+        return mismatch(
+            "format version of a vlog store",
+            sb.format_version.to_string(),
+            format!("{FORMAT_VERSION} (reformat this baseline store)"),
+        );
+    }
     if sb.mode != options.mode {
         return mismatch("mode", sb.mode.name().into(), options.mode.name().into());
     }

@@ -76,8 +76,9 @@ pub struct Options {
     /// Write cache size; 0 turns the cache off (every write goes to the value store at
     /// once, batched with concurrent writers). Default 16 MiB.
     pub write_cache_bytes: u64,
-    /// A record at least this large is written with its own I/O instead of being copied
-    /// into its group's batch buffer. Default 256 KiB.
+    /// Largest single write request: a flush's or a GC's aligned writes are cut into
+    /// block-aligned requests of at most this many bytes, so that one large write is
+    /// several requests in flight. Default 256 KiB.
     pub batch_write_threshold_bytes: u64,
     /// Values shorter than this stay inline in the LSM tree (selective KV separation).
     /// Default 128 bytes.
@@ -85,7 +86,9 @@ pub struct Options {
     /// GC starts when fewer free log segments than this remain. 0 picks a default: 5% of
     /// the log segments, at least 4.
     pub gc_low_water_segments: u64,
-    /// Background GC threads; each needs one spare main segment to copy into.
+    /// Spare main segments set aside at format for copy-on-write GC to copy into (one
+    /// GC runs at a time today; a second spare lets a GC start while the previous
+    /// one's segment still waits for readers). Fixed at format: it shapes the layout.
     pub gc_workers: u32,
     /// Values read per batch by a range scan (all submitted to io_uring at once).
     pub scan_readahead_max: usize,

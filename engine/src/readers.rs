@@ -86,9 +86,69 @@ impl Drop for OwnedReadGuard {
     }
 }
 
+/// Space released by a commit, waiting for the readers that may still read it: each
+/// item is handed back once every reader older than its generation has finished.
+/// Every value region keeps its released space here (segments, log tails).
+#[derive(Debug)]
+pub struct Deferred<T> {
+    pending: Vec<(u64, T)>,
+}
+
+impl<T> Default for Deferred<T> {
+    fn default() -> Self {
+        Deferred {
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl<T> Deferred<T> {
+    /// Holds `item` until readers older than `release_gen` (from `Readers::advance`)
+    /// are gone.
+    pub fn defer(&mut self, release_gen: u64, item: T) {
+        self.pending.push((release_gen, item));
+    }
+
+    /// Takes out the items no running reader can still need, in release order.
+    /// `oldest_reader` is `Readers::oldest_active`.
+    pub fn ready(&mut self, oldest_reader: Option<u64>) -> Vec<T> {
+        let (ready, keep): (Vec<_>, Vec<_>) = self
+            .pending
+            .drain(..)
+            .partition(|(gen, _)| oldest_reader.is_none_or(|r| r >= *gen));
+        self.pending = keep;
+        ready.into_iter().map(|(_, item)| item).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    #[cfg(any(test, debug_assertions))]
+    pub fn items(&self) -> impl Iterator<Item = &T> {
+        self.pending.iter().map(|(_, item)| item)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deferred_waits_for_older_readers() {
+        let r = Readers::default();
+        let mut d = Deferred::default();
+        let old = r.enter();
+        d.defer(r.advance(), "a");
+        assert!(d.ready(r.oldest_active()).is_empty());
+        let newer = r.enter();
+        drop(old);
+        assert_eq!(d.ready(r.oldest_active()), vec!["a"]);
+        d.defer(r.advance(), "b");
+        drop(newer);
+        assert_eq!(d.ready(r.oldest_active()), vec!["b"]);
+        assert_eq!(d.len(), 0);
+    }
 
     #[test]
     fn oldest_tracks_guards() {

@@ -3,7 +3,7 @@
 //! ```text
 //! offset size
 //!  0     1   tag: 0xB0 | record format version (1); never zero
-//!  1     1   kind: 1 value, 2 tombstone
+//!  1     1   kind: 1 value, 2 tombstone, 3 cold tag (value: a ColdTag)
 //!  2     2   key length (LE)
 //!  4     4   value length (LE)
 //!  8     8   sequence number (LE)
@@ -29,6 +29,9 @@ const CRC_AT: usize = 16;
 pub enum RecordKind {
     Value,
     Tombstone,
+    /// A cold key's mark in its group: the value lives in the cold log, at the place
+    /// the record's value bytes name ([`ColdTag`]).
+    ColdTag,
 }
 
 impl RecordKind {
@@ -36,6 +39,7 @@ impl RecordKind {
         match self {
             RecordKind::Value => 1,
             RecordKind::Tombstone => 2,
+            RecordKind::ColdTag => 3,
         }
     }
 
@@ -43,8 +47,63 @@ impl RecordKind {
         match code {
             1 => Some(RecordKind::Value),
             2 => Some(RecordKind::Tombstone),
+            3 => Some(RecordKind::ColdTag),
             _ => None,
         }
+    }
+}
+
+/// Where a cold key's value lies: the body of a cold tag record.
+///
+/// ```text
+/// segment u32, epoch u32, offset u32, record bytes u32, flags u8   (LE, 17 bytes)
+/// ```
+/// `epoch` names the cold segment's incarnation: a segment freed and taken again by
+/// the cold log gets a new one, so a stale tag never names a new record. Flag bit 0
+/// (`relocated`): a cold GC copied the value here and the index may still point at
+/// the old copy; the group's next GC points it here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ColdTag {
+    pub segment: u32,
+    pub epoch: u32,
+    pub offset: u32,
+    pub record_bytes: u32,
+    pub relocated: bool,
+}
+
+pub const COLD_TAG_BYTES: usize = 17;
+const COLD_TAG_RELOCATED: u8 = 1;
+
+impl ColdTag {
+    pub fn encode(&self) -> [u8; COLD_TAG_BYTES] {
+        let mut out = [0u8; COLD_TAG_BYTES];
+        out[0..4].copy_from_slice(&self.segment.to_le_bytes());
+        out[4..8].copy_from_slice(&self.epoch.to_le_bytes());
+        out[8..12].copy_from_slice(&self.offset.to_le_bytes());
+        out[12..16].copy_from_slice(&self.record_bytes.to_le_bytes());
+        out[16] = if self.relocated {
+            COLD_TAG_RELOCATED
+        } else {
+            0
+        };
+        out
+    }
+
+    /// The tag a record carries; `None` unless it is a well-formed cold tag (decode
+    /// checks the size).
+    pub fn of(rec: &RecordRef<'_>) -> Option<ColdTag> {
+        if rec.kind != RecordKind::ColdTag || rec.value.len() != COLD_TAG_BYTES {
+            return None;
+        }
+        let u32_at =
+            |i: usize| u32::from_le_bytes(rec.value[i..i + 4].try_into().expect("4 bytes"));
+        Some(ColdTag {
+            segment: u32_at(0),
+            epoch: u32_at(4),
+            offset: u32_at(8),
+            record_bytes: u32_at(12),
+            relocated: rec.value[16] & COLD_TAG_RELOCATED != 0,
+        })
     }
 }
 
@@ -68,6 +127,7 @@ pub fn encoded_len(key_len: usize, value_len: usize) -> usize {
 }
 
 /// Appends one record to `out`.
+#[cfg(test)]
 pub fn encode(out: &mut Vec<u8>, kind: RecordKind, seq: u64, key: &[u8], value: &[u8]) {
     let start = out.len();
     out.resize(start + encoded_len(key.len(), value.len()), 0);
@@ -79,7 +139,8 @@ pub fn encode(out: &mut Vec<u8>, kind: RecordKind, seq: u64, key: &[u8], value: 
 pub fn encode_into(out: &mut [u8], kind: RecordKind, seq: u64, key: &[u8], value: &[u8]) -> usize {
     debug_assert!(!key.is_empty() && key.len() <= u16::MAX as usize);
     debug_assert!(value.len() <= u32::MAX as usize);
-    debug_assert!(kind == RecordKind::Value || value.is_empty());
+    debug_assert!(kind != RecordKind::Tombstone || value.is_empty());
+    debug_assert!(kind != RecordKind::ColdTag || value.len() == COLD_TAG_BYTES);
     let len = encoded_len(key.len(), value.len());
     let rec = &mut out[..len];
     rec[0] = TAG_HIGH | RECORD_FORMAT_VERSION;
@@ -115,43 +176,45 @@ pub fn decode(buf: &[u8]) -> Result<Slot<'_>> {
         Some(_) => {}
     }
     if buf.len() < RECORD_HEADER_BYTES {
-        return Err(corrupt(format!(
-            "record header truncated: {} of {RECORD_HEADER_BYTES} bytes",
-            buf.len()
-        )));
+        return Err(corrupt(
+            format!("a {RECORD_HEADER_BYTES}-byte header"),
+            format!("{} bytes", buf.len()),
+        ));
     }
     let header = &buf[..RECORD_HEADER_BYTES];
     if header[0] & 0xF0 != TAG_HIGH {
-        return Err(corrupt(format!(
-            "record tag {:#04x} is not a record",
-            header[0]
-        )));
+        return Err(corrupt(
+            format!("tag {:#04x}", TAG_HIGH | RECORD_FORMAT_VERSION),
+            format!("{:#04x}", header[0]),
+        ));
     }
     let version = header[0] & 0x0F;
     if version != RECORD_FORMAT_VERSION {
-        return Err(corrupt(format!(
-            "record format version {version}, expected {RECORD_FORMAT_VERSION}"
-        )));
+        return Err(corrupt(
+            format!("format version {RECORD_FORMAT_VERSION}"),
+            format!("version {version}"),
+        ));
     }
-    let kind = RecordKind::from_code(header[1])
-        .ok_or_else(|| corrupt(format!("record kind {} unknown", header[1])))?;
+    let kind = RecordKind::from_code(header[1]).ok_or_else(|| {
+        corrupt(
+            "kind 1 (value), 2 (tombstone) or 3 (cold tag)".into(),
+            format!("kind {}", header[1]),
+        )
+    })?;
     let key_len = u16::from_le_bytes([header[2], header[3]]) as usize;
-    let value_len = u32::from_le_bytes(header[4..8].try_into().unwrap()) as usize;
-    let seq = u64::from_le_bytes(header[8..16].try_into().unwrap());
+    let value_len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+    let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
     if key_len == 0 {
-        return Err(corrupt("record with an empty key".into()));
+        return Err(corrupt("a non-empty key".into(), "key length 0".into()));
     }
-    let total = RECORD_HEADER_BYTES
-        .checked_add(key_len)
-        .and_then(|n| n.checked_add(value_len))
-        .ok_or_else(|| corrupt("record length overflows".into()))?;
+    let total = RECORD_HEADER_BYTES + key_len + value_len;
     if total > buf.len() {
-        return Err(corrupt(format!(
-            "record of {total} bytes runs past the {} bytes available",
-            buf.len()
-        )));
+        return Err(corrupt(
+            format!("at most {} bytes", buf.len()),
+            format!("a record of {total} bytes"),
+        ));
     }
-    let stored = u32::from_le_bytes(header[CRC_AT..CRC_AT + 4].try_into().unwrap());
+    let stored = u32::from_le_bytes(header[CRC_AT..CRC_AT + 4].try_into().expect("4 bytes"));
     let computed = record_crc(&buf[..total]);
     if stored != computed {
         return Err(Error::ChecksumMismatch {
@@ -163,7 +226,16 @@ pub fn decode(buf: &[u8]) -> Result<Slot<'_>> {
     let key = &buf[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + key_len];
     let value = &buf[RECORD_HEADER_BYTES + key_len..total];
     if kind == RecordKind::Tombstone && !value.is_empty() {
-        return Err(corrupt("tombstone record carries a value".into()));
+        return Err(corrupt(
+            "a tombstone without a value".into(),
+            format!("a tombstone with {} value bytes", value.len()),
+        ));
+    }
+    if kind == RecordKind::ColdTag && value.len() != COLD_TAG_BYTES {
+        return Err(corrupt(
+            format!("a cold tag of {COLD_TAG_BYTES} bytes"),
+            format!("a cold tag of {} bytes", value.len()),
+        ));
     }
     Ok(Slot::Record(RecordRef {
         kind,
@@ -173,8 +245,8 @@ pub fn decode(buf: &[u8]) -> Result<Slot<'_>> {
     }))
 }
 
-fn corrupt(what: String) -> Error {
-    Error::Corruption { what }
+fn corrupt(expected: String, found: String) -> Error {
+    Error::corrupt("value record", expected, found)
 }
 
 /// Walks the records of a segment's used part, skipping block padding.
@@ -185,6 +257,7 @@ pub struct SegmentRecords<'a> {
 }
 
 impl<'a> SegmentRecords<'a> {
+    #[cfg(test)]
     pub fn new(used: &'a [u8], block_bytes: usize) -> SegmentRecords<'a> {
         SegmentRecords {
             buf: used,
@@ -225,9 +298,7 @@ impl<'a> Iterator for SegmentRecords<'a> {
                 Err(e) => {
                     let at = self.pos;
                     self.pos = self.buf.len();
-                    return Some(Err(Error::Corruption {
-                        what: format!("at offset {at}: {e}"),
-                    }));
+                    return Some(Err(e.at(format!("offset {at}"))));
                 }
             }
         }

@@ -6,6 +6,7 @@ use crate::db::Inner;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::location::{self, Location, Pointer};
+use crate::read::decode_value;
 use crate::readers::OwnedReadGuard;
 use crate::write_cache::CachedValue;
 use std::collections::VecDeque;
@@ -61,7 +62,10 @@ impl<'a> ScanIter<'a> {
             for (k, v) in cache.active.iter().filter(|(k, _)| in_range(k)) {
                 merged.insert(k.clone(), v.clone());
             }
-            (merged.into_iter().collect::<Vec<_>>(), inner.lsm.snapshot())
+            (
+                merged.into_iter().collect::<Vec<_>>(),
+                inner.index.snapshot(),
+            )
         };
         let map_bound = |b: Bound<&[u8]>| match b {
             Bound::Included(k) => Bound::Included(keys::user_key(k)),
@@ -76,12 +80,9 @@ impl<'a> ScanIter<'a> {
             Bound::Unbounded => Bound::Excluded(vec![keys::USER + 1]),
             b => b,
         };
-        let index = inner.lsm.range(
-            bound_slice(&lo),
-            bound_slice(&hi),
-            hashkv_lsm::Direction::Forward,
-            Some(&snapshot),
-        )?;
+        let index = inner
+            .index
+            .range(bound_slice(&lo), bound_slice(&hi), Some(&snapshot))?;
         Ok(ScanIter {
             inner,
             _reading: reading,
@@ -151,8 +152,8 @@ impl<'a> ScanIter<'a> {
             match item {
                 Item::Value(k, v) => self.ready.push_back((k, v)),
                 Item::Read(k, p) => {
-                    let ((_, len, skip), buf) = &reads[next_read];
-                    let value = Inner::decode_value(&buf[*skip..*len], &p, &k)?;
+                    let (span, buf) = &reads[next_read];
+                    let value = decode_value(span.payload(buf), &p, &k)?;
                     next_read += 1;
                     self.ready.push_back((k, value));
                 }

@@ -35,7 +35,10 @@ use crate::options::Mode;
 use hashkv_blockdev::{AlignedBuf, BlockDevice};
 
 pub const SUPERBLOCK_MAGIC: &[u8; 8] = b"HASHKVSB";
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: value-log pointers carry their own tag (FORMAT.md, "Index entries").
+/// Version-1 stores of the hashkv and lsm modes are the same bytes and open as they
+/// are; a version-1 vlog store does not (its pointers would read as segment pointers).
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of a copy that carry fields; the rest of its block is zero.
 pub const SUPERBLOCK_ENCODED_BYTES: usize = 96;
 /// A copy occupies one block of this size (or the device's logical block, if larger):
@@ -103,12 +106,18 @@ impl Superblock {
             });
         }
         if format_version == 0 {
-            return Err(Error::Corruption {
-                what: "superblock format version 0".into(),
-            });
+            return Err(Error::corrupt(
+                "superblock",
+                "format version 1 or later",
+                "version 0",
+            ));
         }
-        let mode = Mode::from_code(b[12]).ok_or_else(|| Error::Corruption {
-            what: format!("superblock names unknown mode {}", b[12]),
+        let mode = Mode::from_code(b[12]).ok_or_else(|| {
+            Error::corrupt(
+                "superblock",
+                "mode 1 (hashkv), 2 (vlog) or 3 (lsm)",
+                format!("mode {}", b[12]),
+            )
         })?;
         let layout = Layout {
             block_bytes: u32_at(36),
@@ -121,9 +130,9 @@ impl Superblock {
             log_segment_count: u32_at(88),
         };
         let device_bytes = u64_at(40);
-        layout.check(device_bytes).map_err(|e| Error::Corruption {
-            what: format!("superblock layout: {e}"),
-        })?;
+        layout
+            .check(device_bytes)
+            .map_err(|e| Error::corrupt("superblock", "a consistent layout", e))?;
         Ok(Some(Superblock {
             format_version,
             mode,
@@ -199,10 +208,6 @@ impl CopyState {
             CopyState::Valid(s) => Some(s),
             _ => None,
         }
-    }
-
-    fn is_newer_format(&self) -> bool {
-        matches!(self, CopyState::Damaged(Error::NewerFormat { .. }))
     }
 }
 
@@ -318,12 +323,14 @@ impl Copies {
             }
         }
         match (self.first, self.twin) {
-            (CopyState::Valid(a), CopyState::Valid(b)) if a != b => Err(Error::Corruption {
-                what: format!(
-                    "the two superblock copies disagree (at offset 0 and at {})",
+            (CopyState::Valid(a), CopyState::Valid(b)) if a != b => Err(Error::corrupt(
+                "superblock",
+                "two equal copies",
+                format!(
+                    "copies that disagree, at offset 0 and at {}: {a:?} and {b:?}",
                     self.twin_offset
                 ),
-            }),
+            )),
             (CopyState::Valid(a), _) | (_, CopyState::Valid(a)) => Ok(a),
             (CopyState::Damaged(e), _) | (_, CopyState::Damaged(e)) => Err(e),
             (CopyState::Absent, CopyState::Absent) => Err(Error::NotOurs {
@@ -332,27 +339,27 @@ impl Copies {
         }
     }
 
-    /// True when both copies are valid (and so, being read together, usable).
-    pub fn both_valid(&self) -> bool {
-        self.first.valid().is_some() && self.twin.valid().is_some()
-    }
-
     /// Rewrites a copy that is missing or damaged from its valid twin and flushes the
     /// device. Returns the offsets rewritten (none if both copies are valid). Refuses
     /// when no copy is valid, when the valid ones disagree, and when a copy names a
     /// newer format (a newer hashkv owns the store).
     pub(crate) fn repair(&self, device: &dyn BlockDevice) -> Result<Vec<u64>> {
-        if self.first.is_newer_format() || self.twin.is_newer_format() {
-            return Err(Error::Corruption {
-                what: "a superblock copy names a newer format version; not repairing".into(),
-            });
+        for copy in [&self.first, &self.twin] {
+            if let CopyState::Damaged(Error::NewerFormat { found, supported }) = copy {
+                // A newer hashkv owns the store: not repairing.
+                return Err(Error::NewerFormat {
+                    found: *found,
+                    supported: *supported,
+                });
+            }
         }
         let good = match (&self.first, &self.twin) {
             (CopyState::Valid(a), CopyState::Valid(b)) if a != b => {
-                return Err(Error::Corruption {
-                    what: "the two superblock copies are both valid but disagree; not repairing"
-                        .into(),
-                })
+                return Err(Error::corrupt(
+                    "superblock",
+                    "two equal copies (to repair one from the other)",
+                    "two valid copies that disagree",
+                ))
             }
             (CopyState::Valid(_), CopyState::Valid(_)) => return Ok(Vec::new()),
             (CopyState::Valid(a), _) | (_, CopyState::Valid(a)) => *a,

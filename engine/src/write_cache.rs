@@ -19,9 +19,13 @@ pub struct WriteCache {
     pub frozen: Option<Arc<CacheMap>>,
 }
 
-/// Bytes an entry counts for against the cache size (with a per-entry overhead).
+/// What an entry costs the cache beyond its key and value: the map node and the
+/// vectors' headers, roughly, so that many tiny entries still fill the cache.
+const ENTRY_OVERHEAD_BYTES: usize = 32;
+
+/// Bytes an entry counts for against the cache size.
 fn entry_bytes(key: &[u8], value: &CachedValue) -> u64 {
-    (key.len() + value.as_ref().map_or(0, |v| v.len()) + 32) as u64
+    (key.len() + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD_BYTES) as u64
 }
 
 /// What a write replaced, per key, so that it can be taken back if the store refuses

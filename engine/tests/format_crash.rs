@@ -6,11 +6,11 @@
 mod common;
 
 use common::{disk_dir, key, small_options, value, verify, Model, KIB, MIB};
-use hashkv::superblock::FormatStep;
+use hashkv::FormatStep;
 use hashkv::{Db, Error, Options};
 use hashkv_blockdev::sim::{FaultRule, OpKind, SimConfig, SimDevice};
 use hashkv_blockdev::{AlignedBuf, BlockDevice, IoOp};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 fn sim(size: u64, seed: u64) -> Arc<SimDevice> {
@@ -50,7 +50,6 @@ fn check_after_stop(
     step: FormatStep,
     open: &dyn Fn() -> Result<Db, Error>,
     format: &dyn Fn() -> Result<Db, Error>,
-    meta: &Path,
 ) {
     if committed(step) {
         let db = open().unwrap_or_else(|e| panic!("{step:?}: a committed format opens: {e}"));
@@ -88,12 +87,9 @@ fn a_format_stopped_after_any_step_is_redone_or_opens() {
         Db::format_device_interrupted_for_test(dev.clone(), &meta, &o, step).unwrap();
         // A power cut right after the step: only what was flushed is left.
         let dev: Arc<SimDevice> = Arc::new(dev.crash());
-        check_after_stop(
-            step,
-            &|| Db::open_device(dev.clone(), &meta, &o),
-            &|| Db::format_device(dev.clone(), &meta, &o),
-            &meta,
-        );
+        check_after_stop(step, &|| Db::open_device(dev.clone(), &meta, &o), &|| {
+            Db::format_device(dev.clone(), &meta, &o)
+        });
     }
 }
 
@@ -111,12 +107,9 @@ fn a_striped_format_stopped_after_any_step_is_redone_or_opens() {
         }
         let meta = dir.path().join("meta");
         Db::format_interrupted_for_test(&members, &meta, &o, step).unwrap();
-        check_after_stop(
-            step,
-            &|| Db::open(&members, &meta, &o),
-            &|| Db::format(&members, &meta, &o),
-            &meta,
-        );
+        check_after_stop(step, &|| Db::open(&members, &meta, &o), &|| {
+            Db::format(&members, &meta, &o)
+        });
     }
 }
 

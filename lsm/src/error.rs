@@ -54,6 +54,69 @@ pub enum LsmError {
     InvalidOptions { what: String },
 }
 
+/// Errors are cloned where one must be kept and also returned (a poisoned store keeps
+/// its first error). I/O errors keep their OS error number, or kind and message.
+impl Clone for LsmError {
+    fn clone(&self) -> Self {
+        use LsmError::*;
+        match self {
+            KeyTooLarge { len, max } => KeyTooLarge {
+                len: *len,
+                max: *max,
+            },
+            ValueTooLarge { len, max } => ValueTooLarge {
+                len: *len,
+                max: *max,
+            },
+            KeyEmpty => KeyEmpty,
+            Locked { dir } => Locked { dir: dir.clone() },
+            NotAnLsmDirectory { dir, found } => NotAnLsmDirectory {
+                dir: dir.clone(),
+                found: found.clone(),
+            },
+            NotFound { dir } => NotFound { dir: dir.clone() },
+            AlreadyExists { dir } => AlreadyExists { dir: dir.clone() },
+            NewerFormat {
+                file,
+                found,
+                supported,
+            } => NewerFormat {
+                file: file.clone(),
+                found: *found,
+                supported: *supported,
+            },
+            Corruption { file, offset, what } => Corruption {
+                file: file.clone(),
+                offset: *offset,
+                what: what.clone(),
+            },
+            ChecksumMismatch {
+                file,
+                offset,
+                expected,
+                found,
+            } => ChecksumMismatch {
+                file: file.clone(),
+                offset: *offset,
+                expected: *expected,
+                found: *found,
+            },
+            Io { context, source } => Io {
+                context: context.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            Poisoned { cause } => Poisoned {
+                cause: cause.clone(),
+            },
+            Closed => Closed,
+            InvalidOptions { what } => InvalidOptions { what: what.clone() },
+        }
+    }
+}
+
 impl LsmError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> LsmError {
         LsmError::Io {

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::layout::Layout;
 use crate::options::Options;
-use crate::store::ValueStore;
+use crate::store;
 use crate::superblock::{self, FormatStep, Superblock, FORMAT_VERSION};
 use hashkv_blockdev::identity;
 use hashkv_blockdev::BlockDevice;
@@ -199,7 +199,8 @@ fn write_first_batch(lsm: &hashkv_lsm::Db, superblock: &Superblock) -> Result<()
     batch.put(&marker_key(), &superblock.stripe_uuid);
     batch.put(&keys::uuid_key(), &superblock.stripe_uuid);
     batch.put(&keys::seq_key(), &0u64.to_le_bytes());
-    for (k, v) in ValueStore::format_entries(superblock.mode, &superblock.layout) {
+    let fresh = store::open(superblock.mode, &superblock.layout, store::Source::Fresh)?;
+    for (k, v) in fresh.format_entries() {
         batch.put(&k, &v);
     }
     lsm.write(&batch, &hashkv_lsm::WriteOptions { sync: true })?;

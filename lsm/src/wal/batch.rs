@@ -7,6 +7,10 @@ use crate::error::{LsmError, Result};
 use crate::ikey::Kind;
 use crate::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
+/// Bytes of a payload before its entries: first sequence (u64) and count (u32).
+pub(crate) const PAYLOAD_HEADER_BYTES: usize = 12;
+const _: () = assert!(PAYLOAD_HEADER_BYTES == size_of::<u64>() + size_of::<u32>());
+
 /// A group of puts and deletes applied atomically by `Db::write`: after a crash either
 /// all of them are there or none.
 #[derive(Clone, Debug, Default)]

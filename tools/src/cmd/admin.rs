@@ -3,7 +3,7 @@
 use super::explain::{check_distinct_devices, Doing};
 use super::kv::StoreArgs;
 use super::store::{dir_disk_bytes, human_bytes, StoreCmdError, StoreResult};
-use hashkv::layout::MAIN_SEGMENT_BYTES_MIN;
+use hashkv::MAIN_SEGMENT_BYTES_MIN;
 use hashkv::{Db, Mode, Options};
 
 const MIB: u64 = 1 << 20;

@@ -23,7 +23,6 @@ use super::store::{
     human_bytes, io_error, read_process_io, supports_o_direct, StoreCmdError, StoreResult,
 };
 use crate::workload::{ScrambledZipf, KEY_BYTES};
-use hashkv::layout::Layout;
 use hashkv::{Db, Mode, Options};
 use indicatif::{ProgressBar, ProgressStyle};
 use phase::{run_phase, PhaseKind, Sample, Workload};
@@ -417,8 +416,7 @@ impl Plan {
             .with_reserved_share(args.reserve)
             .with_write_cache_bytes(write_cache_bytes)
             .with_force_format(true);
-        let record_bytes =
-            (hashkv::record::RECORD_HEADER_BYTES + KEY_BYTES + args.value_size) as u64;
+        let record_bytes = (hashkv::RECORD_HEADER_BYTES + KEY_BYTES + args.value_size) as u64;
         let device_bytes = device_bytes_for(items * record_bytes, &options, &modes)?;
         Ok(Plan {
             modes,
@@ -462,9 +460,8 @@ fn device_bytes_for(live_bytes: u64, options: &Options, modes: &[Mode]) -> Store
 /// Whether a device of `device_bytes` can be formatted in each of `modes`: the layout
 /// every mode shares, and the vlog mode's value log over it.
 fn modes_accept(device_bytes: u64, options: &Options, modes: &[Mode]) -> hashkv::Result<()> {
-    let layout = Layout::compute(device_bytes, 4096, options)?;
-    if modes.contains(&Mode::VLog) {
-        hashkv::vlog::log::ValueLog::new(&layout, 0, 0)?;
+    for &mode in modes {
+        hashkv::check_device_size(device_bytes, 4096, &options.clone().with_mode(mode))?;
     }
     Ok(())
 }
@@ -775,7 +772,7 @@ mod tests {
         for live_bytes in [20 << 20, 1 << 30, 10 << 30] {
             let bytes = device_bytes_for(live_bytes, &options, &[Mode::HashKv]).unwrap();
             assert_eq!(bytes % unit, 0);
-            let layout = Layout::compute(bytes, 4096, &options).unwrap();
+            let layout = hashkv::check_device_size(bytes, 4096, &options).unwrap();
             // Room for the records with headroom, excluding the reserved share...
             let needed = (live_bytes as f64 * DEVICE_HEADROOM / (1.0 - options.reserved_share))
                 * (1.0 - options.reserved_share);

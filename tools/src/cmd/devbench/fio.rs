@@ -38,6 +38,9 @@ impl FioResult {
     }
 }
 
+/// Mode bits that make a file executable by its owner, its group or anyone.
+const EXECUTE_BITS: u32 = 0o111;
+
 /// The fio executable on PATH, if any.
 pub fn find_fio() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -45,7 +48,7 @@ pub fn find_fio() -> Option<PathBuf> {
         .map(|dir| dir.join("fio"))
         .find(|candidate| {
             std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & EXECUTE_BITS != 0)
         })
 }
 

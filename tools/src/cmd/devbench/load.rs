@@ -9,7 +9,7 @@
 
 use super::shape::Pattern;
 use crate::error::{CliError, CliResult};
-use hashkv_blockdev::{BlockDevice, IoOp};
+use hashkv_blockdev::{BlockDevice, DeviceError, IoOp};
 use hdrhistogram::Histogram;
 use std::ops::DerefMut;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 const LATENCY_NS_MAX: u64 = 60_000_000_000;
 /// hdrhistogram precision: 3 significant digits is what fio reports.
 const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
+/// A mixed shape's read share is given in percent.
+const PERCENT: u64 = 100;
 
 /// When a load ends.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +63,15 @@ impl DirectionStats {
             latency_ns: Histogram::new_with_max(LATENCY_NS_MAX, LATENCY_SIGNIFICANT_DIGITS)
                 .expect("valid histogram bounds"),
         }
+    }
+
+    /// One request of `bytes` that took `latency_ns` (clamped to the histogram's range).
+    fn record(&mut self, bytes: u64, latency_ns: u64) {
+        self.ops += 1;
+        self.bytes += bytes;
+        self.latency_ns
+            .record(latency_ns.clamp(1, LATENCY_NS_MAX))
+            .expect("clamped to the histogram's range");
     }
 
     fn merge(&mut self, other: &DirectionStats) {
@@ -119,6 +130,32 @@ impl FastRng {
     }
 }
 
+/// What a load's submitters share.
+struct Shared {
+    /// Next block of a sequential pattern, shared so that all submitters together write
+    /// one sequential stream, as fio's single job does.
+    next_block: AtomicU64,
+    /// Set on the first failed request: every submitter stops.
+    failed: AtomicBool,
+    first_error: Mutex<Option<DeviceError>>,
+    /// Releases the submitters and the timer together.
+    start_barrier: Barrier,
+    results: Mutex<Vec<SubmitterResult>>,
+}
+
+/// One submitter's requests, and when it stopped.
+struct SubmitterResult {
+    finished_at: Instant,
+    read: DirectionStats,
+    write: DirectionStats,
+}
+
+/// The next request of a submitter's batch.
+struct NextRequest {
+    block: u64,
+    is_read: bool,
+}
+
 /// Runs `spec` on `device`, with buffers from `alloc` (so the io_uring device can hand
 /// out registered buffers). Returns the first device error if any request fails.
 pub fn run_load<D, B, A>(device: &D, alloc: A, spec: &LoadSpec) -> CliResult<LoadResult>
@@ -137,117 +174,166 @@ where
             "one pass is for sequential writes"
         );
     }
-    let region_blocks = spec.region_bytes / spec.block_bytes as u64;
-    // Next block of a sequential pattern, shared so that all submitters together write
-    // one sequential stream, as fio's single job does.
-    let next_block = AtomicU64::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error = Mutex::new(None);
-    let start_barrier = Barrier::new(spec.submitters + 1);
-    let results = Mutex::new(Vec::with_capacity(spec.submitters));
+    let shared = Shared {
+        next_block: AtomicU64::new(0),
+        failed: AtomicBool::new(false),
+        first_error: Mutex::new(None),
+        start_barrier: Barrier::new(spec.submitters + 1),
+        results: Mutex::new(Vec::with_capacity(spec.submitters)),
+    };
 
     let start = std::thread::scope(|scope| {
         for submitter in 0..spec.submitters {
-            let (next_block, failed, first_error) = (&next_block, &failed, &first_error);
-            let (start_barrier, results, alloc) = (&start_barrier, &results, &alloc);
+            let (shared, alloc) = (&shared, &alloc);
             scope.spawn(move || {
-                let mut rng = FastRng::new(spec.seed ^ (submitter as u64 + 1) << 32);
-                let mut bufs: Vec<B> = (0..spec.batch_ops)
-                    .map(|_| alloc(spec.block_bytes))
-                    .collect();
-                // Incompressible data, so that no layer below gets a cheap write.
-                for buf in bufs.iter_mut() {
-                    for word in buf.chunks_exact_mut(8) {
-                        word.copy_from_slice(&rng.next_u64().to_le_bytes());
-                    }
-                }
-                let mut read = DirectionStats::new();
-                let mut write = DirectionStats::new();
-                let mut is_read = vec![false; spec.batch_ops];
-                start_barrier.wait();
-                let deadline = match spec.stop {
-                    Stop::After(d) => Some(Instant::now() + d),
-                    Stop::OnePass => None,
-                };
-                loop {
-                    if failed.load(Ordering::Relaxed)
-                        || deadline.is_some_and(|d| Instant::now() >= d)
-                    {
-                        break;
-                    }
-                    let mut ops: Vec<IoOp<'_>> = Vec::with_capacity(spec.batch_ops);
-                    for (i, buf) in bufs.iter_mut().enumerate() {
-                        let (block, read_op) = match spec.pattern {
-                            Pattern::SeqWrite => {
-                                let block = next_block.fetch_add(1, Ordering::Relaxed);
-                                if deadline.is_none() && block >= region_blocks {
-                                    break;
-                                }
-                                (block % region_blocks, false)
-                            }
-                            Pattern::RandWrite => (rng.below(region_blocks), false),
-                            Pattern::RandRead => (rng.below(region_blocks), true),
-                            Pattern::RandMixed { read_percent } => (
-                                rng.below(region_blocks),
-                                rng.below(100) < u64::from(read_percent),
-                            ),
-                        };
-                        let offset = block * spec.block_bytes as u64;
-                        let buf = &mut buf[..spec.block_bytes];
-                        is_read[i] = read_op;
-                        ops.push(if read_op {
-                            IoOp::Read { offset, buf }
-                        } else {
-                            IoOp::Write {
-                                offset,
-                                buf,
-                                fua: false,
-                            }
-                        });
-                    }
-                    if ops.is_empty() {
-                        break;
-                    }
-                    let submitted_at = Instant::now();
-                    let result = device.submit(&mut ops);
-                    let latency_ns = (submitted_at.elapsed().as_nanos() as u64).min(LATENCY_NS_MAX);
-                    if let Err(e) = result {
-                        failed.store(true, Ordering::Relaxed);
-                        first_error.lock().unwrap().get_or_insert(e);
-                        break;
-                    }
-                    for &read_op in &is_read[..ops.len()] {
-                        let stats = if read_op { &mut read } else { &mut write };
-                        stats.ops += 1;
-                        stats.bytes += spec.block_bytes as u64;
-                        stats
-                            .latency_ns
-                            .record(latency_ns.max(1))
-                            .expect("clamped to the histogram's range");
-                    }
-                }
-                results.lock().unwrap().push((Instant::now(), read, write));
+                let result = submit_until_stopped(device, alloc, spec, submitter, shared);
+                shared.results.lock().unwrap().push(result);
             });
         }
-        start_barrier.wait();
+        shared.start_barrier.wait();
         Instant::now()
     });
 
-    if let Some(e) = first_error.into_inner().unwrap() {
+    if let Some(e) = shared.first_error.into_inner().unwrap() {
         return Err(CliError::Device(e));
     }
     let mut read = DirectionStats::new();
     let mut write = DirectionStats::new();
     let mut end = start;
-    for (finished_at, r, w) in results.into_inner().unwrap() {
-        end = end.max(finished_at);
-        read.merge(&r);
-        write.merge(&w);
+    for result in shared.results.into_inner().unwrap() {
+        end = end.max(result.finished_at);
+        read.merge(&result.read);
+        write.merge(&result.write);
     }
     Ok(LoadResult {
         elapsed: end - start,
         read,
         write,
+    })
+}
+
+/// One submitter: fills its buffers, waits for the start, then keeps a batch of
+/// `spec.batch_ops` requests in flight until the load stops or a request fails.
+fn submit_until_stopped<D, B, A>(
+    device: &D,
+    alloc: &A,
+    spec: &LoadSpec,
+    submitter: usize,
+    shared: &Shared,
+) -> SubmitterResult
+where
+    D: BlockDevice + ?Sized,
+    B: DerefMut<Target = [u8]> + Send,
+    A: Fn(usize) -> B + Sync,
+{
+    let region_blocks = spec.region_bytes / spec.block_bytes as u64;
+    // The submitter's number in the seed's high half: every submitter draws its own
+    // offsets and data.
+    let mut rng = FastRng::new(spec.seed ^ ((submitter as u64 + 1) << 32));
+    let mut bufs = random_buffers(alloc, spec, &mut rng);
+    let mut read = DirectionStats::new();
+    let mut write = DirectionStats::new();
+    let mut is_read = vec![false; spec.batch_ops];
+    shared.start_barrier.wait();
+    let deadline = match spec.stop {
+        Stop::After(d) => Some(Instant::now() + d),
+        Stop::OnePass => None,
+    };
+    loop {
+        if shared.failed.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let mut ops: Vec<IoOp<'_>> = Vec::with_capacity(spec.batch_ops);
+        for (i, buf) in bufs.iter_mut().enumerate() {
+            let Some(next) = next_request(spec, &mut rng, &shared.next_block, region_blocks) else {
+                break;
+            };
+            let offset = next.block * spec.block_bytes as u64;
+            let buf = &mut buf[..spec.block_bytes];
+            is_read[i] = next.is_read;
+            ops.push(if next.is_read {
+                IoOp::Read { offset, buf }
+            } else {
+                IoOp::Write {
+                    offset,
+                    buf,
+                    fua: false,
+                }
+            });
+        }
+        if ops.is_empty() {
+            break;
+        }
+        let submitted_at = Instant::now();
+        let result = device.submit(&mut ops);
+        let latency_ns = (submitted_at.elapsed().as_nanos() as u64).min(LATENCY_NS_MAX);
+        if let Err(e) = result {
+            shared.failed.store(true, Ordering::Relaxed);
+            shared.first_error.lock().unwrap().get_or_insert(e);
+            break;
+        }
+        for &read_op in &is_read[..ops.len()] {
+            let stats = if read_op { &mut read } else { &mut write };
+            stats.record(spec.block_bytes as u64, latency_ns);
+        }
+    }
+    SubmitterResult {
+        finished_at: Instant::now(),
+        read,
+        write,
+    }
+}
+
+/// A submitter's `spec.batch_ops` buffers of `spec.block_bytes`, filled with
+/// incompressible data, so that no layer below gets a cheap write.
+fn random_buffers<B, A>(alloc: &A, spec: &LoadSpec, rng: &mut FastRng) -> Vec<B>
+where
+    B: DerefMut<Target = [u8]>,
+    A: Fn(usize) -> B,
+{
+    let mut bufs: Vec<B> = (0..spec.batch_ops)
+        .map(|_| alloc(spec.block_bytes))
+        .collect();
+    for buf in bufs.iter_mut() {
+        for word in buf.chunks_exact_mut(size_of::<u64>()) {
+            word.copy_from_slice(&rng.next_u64().to_le_bytes());
+        }
+    }
+    bufs
+}
+
+/// The block and direction of a submitter's next request; `None` once a one-pass load
+/// has handed out the whole region.
+fn next_request(
+    spec: &LoadSpec,
+    rng: &mut FastRng,
+    next_block: &AtomicU64,
+    region_blocks: u64,
+) -> Option<NextRequest> {
+    Some(match spec.pattern {
+        Pattern::SeqWrite => {
+            let block = next_block.fetch_add(1, Ordering::Relaxed);
+            if matches!(spec.stop, Stop::OnePass) && block >= region_blocks {
+                return None;
+            }
+            NextRequest {
+                block: block % region_blocks,
+                is_read: false,
+            }
+        }
+        Pattern::RandWrite => NextRequest {
+            block: rng.below(region_blocks),
+            is_read: false,
+        },
+        Pattern::RandRead => NextRequest {
+            block: rng.below(region_blocks),
+            is_read: true,
+        },
+        // Block first, then direction: the order the draws are made in.
+        Pattern::RandMixed { read_percent } => NextRequest {
+            block: rng.below(region_blocks),
+            is_read: rng.below(PERCENT) < u64::from(read_percent),
+        },
     })
 }
 

@@ -5,7 +5,10 @@ use super::load::LoadResult;
 use super::shape::Shape;
 use std::fmt::Write as _;
 
-const MIB: f64 = (1u64 << 20) as f64;
+/// Latencies are measured in ns and shown in us.
+const NS_PER_US: f64 = 1000.0;
+/// Bytes in a MiB, for the MiB/s columns.
+pub const MIB: f64 = (1u64 << 20) as f64;
 
 /// One measurement of a shape, ours or fio's, in the units the table shows.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -25,8 +28,9 @@ impl Figures {
         } else {
             &r.write
         };
-        let quantile_us =
-            |q: f64| (main.ops > 0).then(|| main.latency_ns.value_at_quantile(q) as f64 / 1000.0);
+        let quantile_us = |q: f64| {
+            (main.ops > 0).then(|| main.latency_ns.value_at_quantile(q) as f64 / NS_PER_US)
+        };
         Figures {
             mib_per_s: r.bytes_per_s() / MIB,
             iops: r.ops_per_s(),
@@ -42,7 +46,7 @@ impl Figures {
         } else {
             &r.write
         };
-        let us = |ns: Option<f64>| ns.map(|v| v / 1000.0);
+        let us = |ns: Option<f64>| ns.map(|v| v / NS_PER_US);
         Figures {
             mib_per_s: r.bytes_per_s() / MIB,
             iops: r.ops_per_s(),
@@ -107,9 +111,10 @@ impl Machine {
     }
 }
 
+/// The column titles, and a rule under them as wide as a row.
 pub fn table_header() -> String {
-    format!(
-        "{:<20} {:>10} {:>10} {:>9} {:>10} {:>10} {:>9} {:>8}\n{}",
+    let titles = format!(
+        "{:<20} {:>10} {:>10} {:>9} {:>10} {:>10} {:>9} {:>8}",
         "shape",
         "ours MiB/s",
         "ours IOPS",
@@ -118,8 +123,9 @@ pub fn table_header() -> String {
         "fio IOPS",
         "fio p99",
         "ours/fio",
-        "-".repeat(20 + 10 * 4 + 9 * 2 + 8 + 7)
-    )
+    );
+    let rule = "-".repeat(titles.len());
+    format!("{titles}\n{rule}")
 }
 
 pub fn table_row(r: &ShapeReport) -> String {

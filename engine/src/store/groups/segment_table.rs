@@ -9,11 +9,24 @@
 //! Free lists are not stored: at open they are derived as "every segment no chain
 //! names".
 
+use super::cold_log::{ColdLog, ColdPlace};
+use crate::entry_codec;
 use crate::error::{Error, Result};
 use crate::layout::{Layout, SegmentId};
-use std::collections::HashSet;
+use crate::partial_block::PartialBlock;
+use crate::readers::Deferred;
 
 const GROUP_ENTRY_VERSION: u8 = 1;
+/// Body of a group entry before its chain: write volume u64, segment count u32.
+const GROUP_ENTRY_HEAD_BYTES: usize = 8 + 4;
+/// Per chain segment: id u32, used bytes u64.
+const CHAIN_SEGMENT_BYTES: usize = 4 + 8;
+/// The GC reserve is at most this share of the log segments, so that flushes keep most
+/// of the reserved space.
+const GC_RESERVE_SHARE_DIVISOR: usize = 4;
+/// The tombstone reserve is this share of the log segments (at least one): enough for
+/// the deletes that make room in a full store.
+const TOMBSTONE_RESERVE_SHARE_DIVISOR: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainSegment {
@@ -22,22 +35,11 @@ pub struct ChainSegment {
     pub used_bytes: u64,
 }
 
-/// The written bytes of a group's last, partly written block: a flush that continues
-/// in that block rewrites them unchanged ahead of its records (FORMAT.md, "Commit").
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TailBlock {
-    pub segment: SegmentId,
-    /// Bytes from the block's start up to the segment's `used_bytes`.
-    pub bytes: Vec<u8>,
-}
-
 /// A GC of this group is running: the first `collected_len` segments of the chain are
-/// being collected; appends go to fresh segments after them, and the keys they carry
-/// are noted so GC does not point the index back at older versions.
+/// being collected; appends go to fresh segments after them.
 #[derive(Debug, Default)]
 pub struct GcMark {
     pub collected_len: usize,
-    pub keys_written_since: HashSet<Vec<u8>>,
 }
 
 #[derive(Debug, Default)]
@@ -45,8 +47,9 @@ pub struct Group {
     pub chain: Vec<ChainSegment>,
     pub write_volume_bytes: u64,
     pub gc: Option<GcMark>,
+    /// The partly written last block of the chain, which the next append continues.
     /// In memory only: read from the device at open, kept by flushes and GC.
-    pub tail: Option<TailBlock>,
+    pub last_block: PartialBlock,
 }
 
 /// Where one record goes.
@@ -62,9 +65,8 @@ pub struct SegmentTable {
     pub groups: Vec<Group>,
     free_log: Vec<SegmentId>,
     spare_main: Vec<SegmentId>,
-    /// Segments released by GC, reusable once no reader that started before generation
-    /// `.0` is still running.
-    pending_free: Vec<(u64, SegmentId)>,
+    /// Segments released by GC, reusable once older readers are gone.
+    pending_free: Deferred<SegmentId>,
     /// Log segments only GC may take, so that a GC can always finish. Also the most
     /// log segments a group's chain may hold for value-carrying appends: then its live
     /// data always fits in a spare main segment plus this reserve, so any group can be
@@ -76,6 +78,8 @@ pub struct SegmentTable {
     tombstone_reserve_segments: usize,
     /// Segments a running GC took (its spare and overflow log segments).
     gc_held: Vec<SegmentId>,
+    /// The cold data log, whose segments come from the same free pool.
+    pub cold: ColdLog,
 }
 
 /// Not enough free log segments for a flush: run GC, then retry.
@@ -110,33 +114,62 @@ impl SegmentTable {
 
     /// Rebuilds the table from the groups' committed chains, deriving the free lists.
     pub fn from_groups(layout: Layout, groups: Vec<Group>) -> Result<SegmentTable> {
+        SegmentTable::with_cold_log(layout, groups, ColdLog::default())
+    }
+
+    /// Rebuilds the table from the groups' chains and the cold log's segments.
+    pub fn with_cold_log(
+        layout: Layout,
+        groups: Vec<Group>,
+        cold: ColdLog,
+    ) -> Result<SegmentTable> {
         let mut owner: Vec<Option<u32>> = vec![None; layout.segment_count() as usize];
+        for s in &cold.segments {
+            if s.id >= layout.segment_count() || layout.is_main(s.id) {
+                return Err(Error::corrupt(
+                    "cold log",
+                    "log segments only",
+                    format!("segment {}", s.id),
+                ));
+            }
+            if s.used_bytes > layout.log_segment_bytes || owner[s.id as usize].is_some() {
+                return Err(Error::corrupt(
+                    "cold log",
+                    "segments within size, each named once",
+                    format!("segment {} ({} used bytes)", s.id, s.used_bytes),
+                ));
+            }
+            owner[s.id as usize] = Some(u32::MAX);
+        }
         for (g, group) in groups.iter().enumerate() {
-            let first = group
-                .chain
-                .first()
-                .ok_or_else(|| corrupt(g, "empty chain"))?;
+            let first = group.chain.first().ok_or_else(|| {
+                corrupt(
+                    g,
+                    "a chain of at least one segment",
+                    "an empty chain".into(),
+                )
+            })?;
             if !layout.is_main(first.id) {
-                return Err(corrupt(g, "chain does not start with a main segment"));
+                let found = format!("chain starting with log segment {}", first.id);
+                return Err(corrupt(g, "a chain starting with a main segment", found));
             }
             for (i, seg) in group.chain.iter().enumerate() {
                 if seg.id >= layout.segment_count() {
-                    return Err(corrupt(g, &format!("segment {} out of range", seg.id)));
+                    let expected = format!("segment ids below {}", layout.segment_count());
+                    return Err(corrupt(g, &expected, format!("segment {}", seg.id)));
                 }
                 if i > 0 && layout.is_main(seg.id) {
-                    return Err(corrupt(g, "main segment in the middle of a chain"));
+                    let found = format!("main segment {} at chain position {i}", seg.id);
+                    return Err(corrupt(g, "only log segments after the first", found));
                 }
                 if seg.used_bytes > layout.segment_bytes(seg.id) {
-                    return Err(corrupt(
-                        g,
-                        &format!("used bytes {} invalid", seg.used_bytes),
-                    ));
+                    let expected = format!("at most {} used bytes", layout.segment_bytes(seg.id));
+                    let found = format!("segment {} with {} used bytes", seg.id, seg.used_bytes);
+                    return Err(corrupt(g, &expected, found));
                 }
                 if let Some(other) = owner[seg.id as usize].replace(g as u32) {
-                    return Err(corrupt(
-                        g,
-                        &format!("segment {} also belongs to group {other}", seg.id),
-                    ));
+                    let found = format!("segment {} also in group {other}'s chain", seg.id);
+                    return Err(corrupt(g, "each segment in one chain", found));
                 }
             }
         }
@@ -152,27 +185,32 @@ impl SegmentTable {
             }
         }
         if spare_main.is_empty() {
-            return Err(Error::Corruption {
-                what: "segment table leaves no spare main segment".into(),
-            });
+            return Err(Error::corrupt(
+                "segment table",
+                "a spare main segment no chain names",
+                "every main segment in a chain",
+            ));
         }
         let per_main = (layout.main_segment_bytes / layout.log_segment_bytes) as usize;
-        let gc_reserve_segments = per_main.min(layout.log_segment_count as usize / 4);
-        let tombstone_reserve_segments = (layout.log_segment_count as usize / 16).max(1);
+        let log_segments = layout.log_segment_count as usize;
+        let gc_reserve_segments = per_main.min(log_segments / GC_RESERVE_SHARE_DIVISOR);
+        let tombstone_reserve_segments = (log_segments / TOMBSTONE_RESERVE_SHARE_DIVISOR).max(1);
         Ok(SegmentTable {
             layout,
             groups,
             free_log,
             spare_main,
-            pending_free: Vec::new(),
+            pending_free: Deferred::default(),
             gc_reserve_segments,
             tombstone_reserve_segments,
             gc_held: Vec::new(),
+            cold,
         })
     }
 
     /// Asserts that every segment is in exactly one place: one group's chain, the free
     /// list, the spare list or the pending list (or taken by a running GC).
+    #[cfg(any(test, debug_assertions))]
     pub fn assert_consistent(&self) {
         let mut seen = vec![0u8; self.layout.segment_count() as usize];
         let mut mark = |id: SegmentId, what: &str| {
@@ -193,11 +231,14 @@ impl SegmentTable {
         for &id in &self.spare_main {
             mark(id, "spare list");
         }
-        for &(_, id) in &self.pending_free {
+        for &id in self.pending_free.items() {
             mark(id, "pending list");
         }
         for &id in &self.gc_held {
             mark(id, "running GC");
+        }
+        for s in &self.cold.segments {
+            mark(s.id, "cold log");
         }
     }
 
@@ -209,22 +250,21 @@ impl SegmentTable {
         self.pending_free.len()
     }
 
-    /// Moves segments whose readers are gone to the free lists. `oldest_reader` is the
+    /// Moves segments whose readers are gone to the free lists; returns how many.
+    /// `oldest_reader` is the
     /// generation of the oldest running reader, if any.
-    pub fn reclaim(&mut self, oldest_reader: Option<u64>) {
+    pub fn reclaim(&mut self, oldest_reader: Option<u64>) -> usize {
         let layout = self.layout;
-        let (free, keep): (Vec<_>, Vec<_>) = self
-            .pending_free
-            .drain(..)
-            .partition(|(gen, _)| oldest_reader.is_none_or(|r| r >= *gen));
-        self.pending_free = keep;
-        for (_, id) in free {
+        let ready = self.pending_free.ready(oldest_reader);
+        let freed = ready.len();
+        for id in ready {
             if layout.is_main(id) {
                 self.spare_main.push(id);
             } else {
                 self.free_log.push(id);
             }
         }
+        freed
     }
 
     /// A free log segment, leaving the reserves the taker may not use.
@@ -270,11 +310,11 @@ impl SegmentTable {
             });
         }
         let mut cursor = {
-            let tail = self.groups[g as usize]
+            let last_segment = self.groups[g as usize]
                 .chain
                 .last()
                 .expect("chain never empty");
-            (tail.id, tail.used_bytes)
+            (last_segment.id, last_segment.used_bytes)
         };
         for &len in record_lens {
             let len = len as u64;
@@ -310,9 +350,9 @@ impl SegmentTable {
                 offset: cursor.1,
             });
             cursor.1 += len;
-            let tail = self.groups[g as usize].chain.last_mut().unwrap();
-            debug_assert_eq!(tail.id, cursor.0);
-            tail.used_bytes = cursor.1;
+            let last_segment = self.groups[g as usize].chain.last_mut().unwrap();
+            debug_assert_eq!(last_segment.id, cursor.0);
+            last_segment.used_bytes = cursor.1;
         }
         let group = &mut self.groups[g as usize];
         group.write_volume_bytes += record_lens.iter().map(|&l| l as u64).sum::<u64>();
@@ -377,7 +417,6 @@ impl SegmentTable {
         let collected = group.chain.clone();
         group.gc = Some(GcMark {
             collected_len: collected.len(),
-            keys_written_since: HashSet::new(),
         });
         Some((collected, spare))
     }
@@ -388,6 +427,25 @@ impl SegmentTable {
         self.groups[g as usize].chain.len() > self.gc_reserve_segments
     }
 
+    /// Places cold records (a GC's demotions or a cold GC's copies) at the cold log's
+    /// head. New segments come from the free pool above the floor flushes of values
+    /// keep: moving a value to the cold log is optional, and must never take the
+    /// reserves that let GC and deletes make progress. `None` (nothing changed) when
+    /// the pool has none to spare.
+    pub fn place_cold(&mut self, lens: &[usize]) -> Option<Vec<ColdPlace>> {
+        let segment_bytes = self.layout.log_segment_bytes;
+        let floor = self.gc_reserve_segments + self.tombstone_reserve_segments;
+        let free_log = &mut self.free_log;
+        let take = || (free_log.len() > floor).then(|| free_log.pop()).flatten();
+        match self.cold.place(lens, segment_bytes, take) {
+            Ok((places, _opened)) => Some(places),
+            Err(taken) => {
+                self.free_log.extend(taken.into_iter().rev());
+                None
+            }
+        }
+    }
+
     /// Log segment for GC survivors that overflow the spare main segment.
     pub fn take_log_for_gc(&mut self) -> Option<SegmentId> {
         let id = self.take_log(None)?;
@@ -395,31 +453,21 @@ impl SegmentTable {
         Some(id)
     }
 
-    /// Keys written to `g` since its GC began; GC must not point the index back at
-    /// older versions of them. Call with the commit lock held, so no flush adds more.
-    pub fn gc_keys_written(&self, g: u32) -> &HashSet<Vec<u8>> {
-        &self.groups[g as usize]
-            .gc
-            .as_ref()
-            .expect("group under GC")
-            .keys_written_since
-    }
-
     /// Ends a GC: the group's chain becomes `survivors` followed by whatever was
     /// appended during the GC. Returns the collected segments, which the caller
     /// releases with `release` once the new chain is committed.
-    /// `survivors_tail` is the partly written last block of the survivors' last segment.
+    /// `survivors_last_block` is the partly written last block of the survivors' last segment.
     pub fn finish_gc(
         &mut self,
         g: u32,
         survivors: Vec<ChainSegment>,
-        survivors_tail: Option<TailBlock>,
+        survivors_last_block: PartialBlock,
     ) -> Vec<SegmentId> {
         let group = &mut self.groups[g as usize];
         let mark = group.gc.take().expect("group under GC");
         let appended: Vec<ChainSegment> = group.chain.split_off(mark.collected_len);
         if appended.is_empty() {
-            group.tail = survivors_tail;
+            group.last_block = survivors_last_block;
         }
         let held: Vec<SegmentId> = survivors.iter().map(|s| s.id).collect();
         let collected = std::mem::replace(&mut group.chain, survivors);
@@ -432,8 +480,9 @@ impl SegmentTable {
     /// Segments no chain names any more become reusable once readers older than
     /// `release_gen` are gone.
     pub fn release(&mut self, segments: Vec<SegmentId>, release_gen: u64) {
-        self.pending_free
-            .extend(segments.into_iter().map(|id| (release_gen, id)));
+        for id in segments {
+            self.pending_free.defer(release_gen, id);
+        }
         #[cfg(debug_assertions)]
         self.assert_consistent();
     }
@@ -450,12 +499,6 @@ impl SegmentTable {
         self.assert_consistent();
     }
 
-    pub fn note_key_written(&mut self, g: u32, key: &[u8]) {
-        if let Some(mark) = self.groups[g as usize].gc.as_mut() {
-            mark.keys_written_since.insert(key.to_vec());
-        }
-    }
-
     pub fn used_bytes(&self) -> u64 {
         self.groups
             .iter()
@@ -466,66 +509,60 @@ impl SegmentTable {
 
     pub fn encode_group(&self, g: u32) -> Vec<u8> {
         let group = &self.groups[g as usize];
-        let mut out = Vec::with_capacity(1 + 8 + 4 + group.chain.len() * 12 + 4);
-        out.push(GROUP_ENTRY_VERSION);
-        out.extend_from_slice(&group.write_volume_bytes.to_le_bytes());
-        out.extend_from_slice(&(group.chain.len() as u32).to_le_bytes());
+        let mut body =
+            Vec::with_capacity(GROUP_ENTRY_HEAD_BYTES + group.chain.len() * CHAIN_SEGMENT_BYTES);
+        body.extend_from_slice(&group.write_volume_bytes.to_le_bytes());
+        body.extend_from_slice(&(group.chain.len() as u32).to_le_bytes());
         for s in &group.chain {
-            out.extend_from_slice(&s.id.to_le_bytes());
-            out.extend_from_slice(&s.used_bytes.to_le_bytes());
+            body.extend_from_slice(&s.id.to_le_bytes());
+            body.extend_from_slice(&s.used_bytes.to_le_bytes());
         }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+        entry_codec::seal(GROUP_ENTRY_VERSION, &body)
     }
 }
 
 /// Decodes a group entry as stored in the index. Never panics on garbage.
 pub fn decode_group(bytes: &[u8]) -> Result<Group> {
-    let bad = |what: &str| Error::Corruption {
-        what: format!("segment table entry: {what}"),
-    };
-    if bytes.len() < 1 + 8 + 4 + 4 {
-        return Err(bad("truncated"));
+    const WHAT: &str = "segment table entry";
+    let body = entry_codec::open(bytes, WHAT, GROUP_ENTRY_VERSION)?;
+    if body.len() < GROUP_ENTRY_HEAD_BYTES {
+        return Err(Error::corrupt(
+            WHAT,
+            format!("at least {GROUP_ENTRY_HEAD_BYTES} body bytes"),
+            format!("{} body bytes", body.len()),
+        ));
     }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    let stored = u32::from_le_bytes(crc.try_into().unwrap());
-    let computed = crc32c::crc32c(body);
-    if stored != computed {
-        return Err(Error::ChecksumMismatch {
-            what: "segment table entry",
-            stored,
-            computed,
-        });
-    }
-    if body[0] != GROUP_ENTRY_VERSION {
-        return Err(bad(&format!("version {} unknown", body[0])));
-    }
-    let write_volume_bytes = u64::from_le_bytes(body[1..9].try_into().unwrap());
-    let n = u32::from_le_bytes(body[9..13].try_into().unwrap()) as usize;
-    let rest = &body[13..];
-    if rest.len() != n.checked_mul(12).ok_or_else(|| bad("length overflow"))? {
-        return Err(bad("chain length does not match the entry size"));
+    let write_volume_bytes = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+    let n = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")) as usize;
+    let rest = &body[GROUP_ENTRY_HEAD_BYTES..];
+    if n.checked_mul(CHAIN_SEGMENT_BYTES) != Some(rest.len()) {
+        return Err(Error::corrupt(
+            WHAT,
+            format!("{n} chain segments of {CHAIN_SEGMENT_BYTES} bytes"),
+            format!("{} bytes of chain", rest.len()),
+        ));
     }
     let chain = rest
-        .chunks_exact(12)
+        .chunks_exact(CHAIN_SEGMENT_BYTES)
         .map(|c| ChainSegment {
-            id: u32::from_le_bytes(c[0..4].try_into().unwrap()),
-            used_bytes: u64::from_le_bytes(c[4..12].try_into().unwrap()),
+            id: u32::from_le_bytes(c[0..4].try_into().expect("4 bytes")),
+            used_bytes: u64::from_le_bytes(c[4..12].try_into().expect("8 bytes")),
         })
         .collect();
     Ok(Group {
         chain,
         write_volume_bytes,
         gc: None,
-        tail: None,
+        last_block: PartialBlock::default(),
     })
 }
 
-fn corrupt(g: usize, what: &str) -> Error {
-    Error::Corruption {
-        what: format!("segment table, group {g}: {what}"),
-    }
+fn corrupt(g: usize, expected: &str, found: String) -> Error {
+    Error::corrupt(
+        "segment table",
+        expected.to_string(),
+        format!("group {g}: {found}"),
+    )
 }
 
 #[cfg(test)]
@@ -668,15 +705,13 @@ mod tests {
         // An append during GC goes to a fresh log segment.
         let p = t.place(0, &[100], Appends::Values).unwrap();
         assert!(!collected.iter().any(|s| s.id == p[0].segment));
-        t.note_key_written(0, b"k");
-        assert!(t.gc_keys_written(0).contains(&b"k".to_vec()));
         let freed = t.finish_gc(
             0,
             vec![ChainSegment {
                 id: spare,
                 used_bytes: 8192,
             }],
-            None,
+            PartialBlock::default(),
         );
         assert_eq!(freed.len(), collected.len());
         t.release(freed, 7);

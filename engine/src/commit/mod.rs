@@ -1,0 +1,209 @@
+//! The committer: the only code that writes the index, and so the only way any change
+//! to the store becomes real. A flush and every GC hand it a [`Plan`]: device writes,
+//! one index batch, and whether the batch must be durable. Under the commit lock it
+//!
+//! 1. writes the plan's records to the device (all submitted at once),
+//! 2. flushes the device, so that the records are durable,
+//! 3. writes the plan's index batch (synced if the plan asks),
+//! 4. starts a new reader generation: space the commit released is reused only once
+//!    readers that began before it are gone ([`crate::readers::Deferred`]).
+//!
+//! # Why a crash at any instant is safe (FORMAT.md, "Commit" and "GC")
+//! Records are only ever written where no committed index entry points: past a
+//! segment's or a log's committed end, or into a segment no committed chain names. So
+//! until step 3 reaches the index's log, the committed state is untouched and the plan
+//! is wholly absent after a crash. Step 2 precedes step 3 even when the batch is not
+//! synced, because the index's log may reach its disk at any moment once written:
+//! every pointer a durable batch carries names a durable record, and the plan is
+//! wholly present. Plans are committed one at a time, so their batches reach the
+//! index's log in commit order, and a GC's batch can never point a key back at a
+//! version that a flush committed before it (see `gc::written_keys`).
+//!
+//! A GC may write its survivors before taking the lock ([`Committer::stage`]) when they
+//! go into space that no committed state and no concurrent flush can name (a spare
+//! segment): the order of writes, device flush and batch is the same.
+//!
+//! Any fatal error on this path poisons the store ([`poison`]).
+
+pub(crate) mod poison;
+
+use crate::buffers::BufferPool;
+use crate::error::{Error, Result};
+use crate::gc::written_keys::WrittenKeys;
+use crate::readers::Readers;
+use crate::stats::Counters;
+use hashkv_blockdev::{AlignedBuf, BlockDevice, IoOp};
+use parking_lot::{Mutex, MutexGuard};
+use poison::Poison;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+/// One aligned write: `len` bytes of `buf` at device `offset`.
+pub(crate) struct DeviceWrite {
+    pub offset: u64,
+    pub buf: AlignedBuf,
+    pub len: usize,
+}
+
+/// Whose bytes a plan writes, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    Flush,
+    Gc,
+}
+
+/// What a flush or a GC asks the committer to make true.
+pub(crate) struct Plan {
+    pub purpose: Purpose,
+    pub writes: Vec<DeviceWrite>,
+    pub batch: hashkv_lsm::WriteBatch,
+    /// The batch is synced to the index's disk before `commit` returns.
+    pub durable: bool,
+}
+
+/// State guarded by the commit lock: one flush or GC commit runs at a time, which
+/// orders their index batches.
+#[derive(Debug, Default)]
+pub(crate) struct CommitState {
+    /// Flushes numbered below this are committed to the value store and the index.
+    pub committed_flushes: u64,
+    /// Flushes numbered below this are durable.
+    pub durable_flushes: u64,
+    /// Keys flushes committed since the running GC began.
+    pub written_during_gc: WrittenKeys,
+}
+
+pub(crate) struct Committer {
+    index: Arc<hashkv_lsm::Db>,
+    device: Arc<dyn BlockDevice>,
+    readers: Arc<Readers>,
+    counters: Arc<Counters>,
+    buffers: Arc<BufferPool>,
+    /// Writes are cut into requests of at most this many bytes (block-aligned), so
+    /// one large write is several requests in flight.
+    write_piece_bytes: usize,
+    state: Mutex<CommitState>,
+    poison: Poison,
+}
+
+/// The commit lock, held: the only way to commit a plan.
+pub(crate) struct CommitGuard<'a> {
+    committer: &'a Committer,
+    state: MutexGuard<'a, CommitState>,
+}
+
+impl Committer {
+    pub fn new(
+        index: Arc<hashkv_lsm::Db>,
+        device: Arc<dyn BlockDevice>,
+        readers: Arc<Readers>,
+        counters: Arc<Counters>,
+        buffers: Arc<BufferPool>,
+        write_piece_bytes: usize,
+    ) -> Committer {
+        Committer {
+            index,
+            device,
+            readers,
+            counters,
+            buffers,
+            write_piece_bytes,
+            state: Mutex::new(CommitState::default()),
+            poison: Poison::default(),
+        }
+    }
+
+    pub fn lock(&self) -> CommitGuard<'_> {
+        CommitGuard {
+            committer: self,
+            state: self.state.lock(),
+        }
+    }
+
+    /// `Error::Poisoned` once a fatal error happened.
+    pub fn check_writable(&self) -> Result<()> {
+        self.poison.check()
+    }
+
+    pub fn first_error(&self) -> Option<Arc<Error>> {
+        self.poison.first_error()
+    }
+
+    /// Passes `r` through, poisoning the store if it is a fatal error: the one wrapper
+    /// every write path, flush and GC error goes through.
+    pub fn poisoning<T>(&self, r: Result<T>) -> Result<T> {
+        self.poison.poisoning(r)
+    }
+
+    /// Writes records into space no committed state and no concurrent flush can name,
+    /// and flushes the device, without the commit lock (a GC's survivors). Their plan
+    /// then commits without writes.
+    pub fn stage(&self, writes: Vec<DeviceWrite>, purpose: Purpose) -> Result<()> {
+        self.poisoning(self.write_durably(&writes, purpose))?;
+        self.buffers.give(writes.into_iter().map(|w| w.buf));
+        Ok(())
+    }
+
+    fn write_durably(&self, writes: &[DeviceWrite], purpose: Purpose) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut ops: Vec<IoOp<'_>> = Vec::new();
+        for w in writes {
+            let mut done = 0;
+            while done < w.len {
+                let n = self.write_piece_bytes.min(w.len - done);
+                ops.push(IoOp::Write {
+                    offset: w.offset + done as u64,
+                    buf: &w.buf[done..done + n],
+                    fua: false,
+                });
+                done += n;
+            }
+        }
+        self.device.submit(&mut ops)?;
+        let bytes: u64 = writes.iter().map(|w| w.len as u64).sum();
+        let counter = match purpose {
+            Purpose::Flush => &self.counters.flush_device_bytes_written,
+            Purpose::Gc => &self.counters.gc_device_bytes_written,
+        };
+        Counters::add(counter, bytes);
+        // Records must be durable before the index can point at them.
+        self.device.flush()?;
+        Ok(())
+    }
+}
+
+impl CommitGuard<'_> {
+    /// Commits `plan` (steps 1-4 of the module docs) and returns the reader generation
+    /// after which space this commit released may be reused.
+    pub fn commit(&mut self, plan: Plan) -> Result<u64> {
+        let c = self.committer;
+        c.check_writable()?;
+        c.poisoning(c.write_durably(&plan.writes, plan.purpose))?;
+        c.buffers.give(plan.writes.into_iter().map(|w| w.buf));
+        let options = hashkv_lsm::WriteOptions { sync: plan.durable };
+        c.poisoning(c.index.write(&plan.batch, &options).map_err(Error::from))?;
+        Ok(c.readers.advance())
+    }
+
+    /// Makes every batch committed so far durable.
+    pub fn sync_index(&mut self) -> Result<()> {
+        let c = self.committer;
+        c.poisoning(c.index.sync_wal().map_err(Error::from))
+    }
+}
+
+impl Deref for CommitGuard<'_> {
+    type Target = CommitState;
+
+    fn deref(&self) -> &CommitState {
+        &self.state
+    }
+}
+
+impl DerefMut for CommitGuard<'_> {
+    fn deref_mut(&mut self) -> &mut CommitState {
+        &mut self.state
+    }
+}

@@ -1,0 +1,130 @@
+//! When garbage collection runs, and on what. The work of a GC belongs to each mode's
+//! value store (`store/groups/gc.rs`, `store/vlog/gc.rs`); this module decides when:
+//! a background thread collects while free space is below the low-water mark, and a
+//! flush that finds no room collects inline (`flush.rs`). One GC runs at a time.
+
+pub(crate) mod written_keys;
+
+use crate::db::Inner;
+use crate::error::Result;
+use crate::layout::Layout;
+use crate::options::Options;
+use crate::stats::Counters;
+use crate::store::GcOutcome;
+use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The background GC looks at free space this often even when no flush wakes it.
+const GC_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Default low-water mark: GC starts when fewer than this share of the log segments
+/// are free (1/20 = 5%)...
+const LOW_WATER_SHARE_DIVISOR: usize = 20;
+/// ...but never fewer than this many segments, so small stores collect before a
+/// flush must wait.
+const LOW_WATER_SEGMENTS_MIN: usize = 4;
+
+pub(crate) struct GcDriver {
+    /// Held for a whole GC: one at a time. Lock order: this, then the commit lock.
+    lock: Mutex<()>,
+    wake: Condvar,
+    wake_lock: Mutex<()>,
+    shutdown: AtomicBool,
+    /// GC starts when fewer free log segments' worth than this remain.
+    low_water_segments: usize,
+}
+
+impl GcDriver {
+    pub fn new(options: &Options, layout: &Layout) -> GcDriver {
+        let low_water_segments = if options.gc_low_water_segments > 0 {
+            options.gc_low_water_segments as usize
+        } else {
+            (layout.log_segment_count as usize / LOW_WATER_SHARE_DIVISOR)
+                .max(LOW_WATER_SEGMENTS_MIN)
+        };
+        GcDriver {
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+            wake_lock: Mutex::new(()),
+            shutdown: AtomicBool::new(false),
+            low_water_segments,
+        }
+    }
+
+    /// Stops the background GC (after its current GC).
+    pub fn stop(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        let _l = self.wake_lock.lock();
+        self.wake.notify_all();
+    }
+
+    fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Held while a GC runs; the check holds it to keep everything still.
+    pub fn exclusive(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.lock.lock()
+    }
+}
+
+impl Inner {
+    /// Runs one GC, of `group` if given (hashkv mode) and it can be collected. `None`
+    /// when there is nothing to collect.
+    pub(crate) fn collect_garbage_once(&self, group: Option<u32>) -> Result<Option<GcOutcome>> {
+        let _one_gc = self.gc.exclusive();
+        let outcome = self.store.collect(&self.gc_ctx(), group)?;
+        if let Some(o) = &outcome {
+            let c = &self.counters;
+            Counters::add(&c.gc_runs, 1);
+            Counters::add(&c.gc_records_kept, o.records_kept);
+            Counters::add(
+                &c.gc_bytes_reclaimed,
+                o.bytes_read.saturating_sub(o.bytes_written),
+            );
+        }
+        Ok(outcome)
+    }
+
+    fn gc_wanted(&self) -> bool {
+        self.store.gc_wanted(self.gc.low_water_segments)
+    }
+
+    /// Wakes the GC thread if free space ran low.
+    pub(crate) fn maybe_wake_gc(&self) {
+        if self.gc_wanted() {
+            let _l = self.gc.wake_lock.lock();
+            self.gc.wake.notify_one();
+        }
+    }
+
+    pub(crate) fn gc_loop(&self) {
+        loop {
+            {
+                let mut l = self.gc.wake_lock.lock();
+                if self.gc.stopping() {
+                    return;
+                }
+                self.gc.wake.wait_for(&mut l, GC_POLL_INTERVAL);
+            }
+            if self.gc.stopping() {
+                return;
+            }
+            if self.committer.first_error().is_some() {
+                continue;
+            }
+            while self.gc_wanted() && !self.gc.stopping() {
+                match self.collect_garbage_once(None) {
+                    Ok(Some(o)) if self.store.keep_collecting(&o) => {}
+                    Ok(_) => break,
+                    Err(e) => {
+                        if e.is_fatal() {
+                            eprintln!("hashkv: background GC failed: {e}");
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

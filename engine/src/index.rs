@@ -1,0 +1,52 @@
+//! Read access to the index (the LSM tree in the metadata directory). Reads go through
+//! this handle; writes go only through the committer (`commit/`), which is what makes
+//! the index a journal: every change to it is one batch ordered by the commit lock.
+
+use crate::error::Result;
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub(crate) struct IndexReader(Arc<hashkv_lsm::Db>);
+
+impl IndexReader {
+    pub fn new(db: Arc<hashkv_lsm::Db>) -> IndexReader {
+        IndexReader(db)
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.0.get(key)?)
+    }
+
+    pub fn snapshot(&self) -> hashkv_lsm::Snapshot {
+        self.0.snapshot()
+    }
+
+    /// Entries in `[lower, upper)` order, at `snapshot` if given.
+    pub fn range(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        snapshot: Option<&hashkv_lsm::Snapshot>,
+    ) -> Result<hashkv_lsm::RangeIter> {
+        Ok(self
+            .0
+            .range(lower, upper, hashkv_lsm::Direction::Forward, snapshot)?)
+    }
+
+    /// Entries whose key starts with `prefix`, in order.
+    pub fn prefix(&self, prefix: &[u8]) -> Result<hashkv_lsm::RangeIter> {
+        let mut upper = prefix.to_vec();
+        *upper.last_mut().expect("non-empty prefix") += 1;
+        self.range(Bound::Included(prefix), Bound::Excluded(&upper), None)
+    }
+
+    pub fn stats(&self) -> hashkv_lsm::Stats {
+        self.0.stats()
+    }
+
+    pub fn wal_durable_point_for_test(&self) -> (PathBuf, u64) {
+        self.0.wal_durable_point_for_test()
+    }
+}

@@ -1,0 +1,84 @@
+//! Reading stretches of the value store: whole blocks are read (O_DIRECT), then the
+//! records in the meaningful part are parsed. GC (both modes), the check and batched
+//! value reads all go through here, so there is one read-then-parse loop.
+
+use crate::error::Result;
+use crate::record::SegmentRecords;
+use hashkv_blockdev::{AlignedBuf, BlockDevice, IoOp};
+
+/// A stretch of the device to read: the aligned range that covers it, and where in
+/// that range the records to parse begin and end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    /// Device offset of the first block read.
+    pub offset: u64,
+    /// Bytes read: whole blocks.
+    pub len: usize,
+    /// The records lie in `[from, to)` of what was read; `from` is a record boundary.
+    pub from: usize,
+    pub to: usize,
+}
+
+impl Span {
+    /// The span of `bytes` bytes of records starting at device offset `start`.
+    pub fn covering(start: u64, bytes: u64, block_bytes: u64) -> Span {
+        let offset = start - start % block_bytes;
+        let end = (start + bytes).next_multiple_of(block_bytes);
+        Span {
+            offset,
+            len: (end - offset).max(block_bytes) as usize,
+            from: (start - offset) as usize,
+            to: (start + bytes - offset) as usize,
+        }
+    }
+
+    /// The records of this span, read into `buf`; offsets are from the span's start.
+    pub fn records<'a>(&self, buf: &'a [u8], block_bytes: usize) -> SegmentRecords<'a> {
+        SegmentRecords::new_at(&buf[..self.to], self.from, block_bytes)
+    }
+
+    /// The bytes of this span's records (a single record's span: the record).
+    pub fn payload<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.from..self.to]
+    }
+}
+
+/// Reads every span with one submission. Returns a buffer per span and the bytes read.
+pub(crate) fn read(device: &dyn BlockDevice, spans: &[Span]) -> Result<(Vec<AlignedBuf>, u64)> {
+    let mut bufs: Vec<AlignedBuf> = spans.iter().map(|s| AlignedBuf::new(s.len)).collect();
+    if let ([span], [buf]) = (spans, &mut bufs[..]) {
+        // One read (a get): no batch to set up.
+        device.read_at(span.offset, &mut buf[..span.len])?;
+        return Ok((bufs, span.len as u64));
+    }
+    let mut ops: Vec<IoOp<'_>> = bufs
+        .iter_mut()
+        .zip(spans)
+        .map(|(buf, s)| IoOp::Read {
+            offset: s.offset,
+            buf: &mut buf[..s.len],
+        })
+        .collect();
+    if !ops.is_empty() {
+        device.submit(&mut ops)?;
+    }
+    let bytes = spans.iter().map(|s| s.len as u64).sum();
+    Ok((bufs, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covering_aligns_outward() {
+        let s = Span::covering(5000, 100, 4096);
+        assert_eq!((s.offset, s.len, s.from, s.to), (4096, 4096, 904, 1004));
+        let s = Span::covering(8192, 8192, 4096);
+        assert_eq!((s.offset, s.len, s.from, s.to), (8192, 8192, 0, 8192));
+        let s = Span::covering(8192, 0, 4096);
+        assert_eq!((s.len, s.from, s.to), (4096, 0, 0));
+        let s = Span::covering(4000, 200, 4096);
+        assert_eq!((s.offset, s.len, s.from, s.to), (0, 8192, 4000, 4200));
+    }
+}

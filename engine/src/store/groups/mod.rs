@@ -1,0 +1,203 @@
+//! The hashkv mode's value store: segment groups chosen by hashing the key, each a main
+//! segment extended by log segments from reserved space ([`segment_table`]); a flush
+//! appends each key's record to its group ([`place`]); GC collects one group at a
+//! time, copy-on-write, without index lookups ([`gc`]).
+
+mod cold_log;
+mod gc;
+mod place;
+pub(crate) mod segment_table;
+
+use super::{
+    CheckSpan, FlushRecord, GcCtx, GcOutcome, IoCtx, PlaceError, Placed, Reclaimed, Source, Space,
+    ValueStore,
+};
+use crate::error::{Error, Result};
+use crate::index::IndexReader;
+use crate::keys;
+use crate::layout::Layout;
+use crate::location::{Pointer, Region};
+use crate::partial_block::PartialBlock;
+use crate::spans::Span;
+use hashkv_blockdev::BlockDevice;
+use parking_lot::Mutex;
+use segment_table::SegmentTable;
+
+/// GCs that may fail to make room beyond one per group before the store counts as
+/// full: the background GC may hold the group a flush needs, and a collected group's
+/// segments may still wait for readers.
+const GC_ATTEMPTS_SLACK: u32 = 2;
+
+pub(crate) struct Groups {
+    layout: Layout,
+    table: Mutex<SegmentTable>,
+}
+
+/// Group of a key: the paper's hash partitioning.
+pub(crate) fn group_of(key: &[u8], group_count: u32) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(key) % u64::from(group_count)) as u32
+}
+
+impl Groups {
+    pub fn open(layout: Layout, from: Source<'_>) -> Result<Groups> {
+        let table = match from {
+            Source::Fresh => SegmentTable::new_formatted(layout),
+            Source::Index(index, device) => {
+                let mut table = load_table(index, layout)?;
+                load_last_blocks(&mut table, device)?;
+                table
+            }
+        };
+        Ok(Groups {
+            layout,
+            table: Mutex::new(table),
+        })
+    }
+}
+
+/// Rebuilds the segment table from the group entries committed in the index.
+fn load_table(index: &IndexReader, layout: Layout) -> Result<SegmentTable> {
+    let mut groups = Vec::with_capacity(layout.group_count as usize);
+    for item in index.prefix(&keys::group_key_prefix())? {
+        let (k, v) = item?;
+        let expect = keys::group_key(groups.len() as u32);
+        if k != expect {
+            return Err(Error::corrupt(
+                "segment table",
+                format!("the entry of group {}", groups.len()),
+                format!("index key {k:02x?}"),
+            ));
+        }
+        groups.push(segment_table::decode_group(&v)?);
+    }
+    if groups.len() != layout.group_count as usize {
+        return Err(Error::corrupt(
+            "segment table",
+            format!(
+                "{} group entries (the superblock's groups)",
+                layout.group_count
+            ),
+            format!("{} entries", groups.len()),
+        ));
+    }
+    SegmentTable::from_groups(layout, groups)
+}
+
+/// Reads the partly written last block of every group's chain, which the next flush to
+/// the group continues: one block read per such group at open.
+fn load_last_blocks(table: &mut SegmentTable, device: &dyn BlockDevice) -> Result<()> {
+    let layout = table.layout;
+    for group in table.groups.iter_mut() {
+        let last = *group.chain.last().expect("chain never empty");
+        let end = layout.segment_offset(last.id) + last.used_bytes;
+        group.last_block = PartialBlock::read(device, end, u64::from(layout.block_bytes))?;
+    }
+    Ok(())
+}
+
+impl ValueStore for Groups {
+    fn describe(&self) -> String {
+        let mib = |b: u64| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64);
+        let l = &self.layout;
+        format!(
+            "hashkv: {} groups of {} main segments, {} log segments of {} reserved",
+            l.group_count,
+            mib(l.main_segment_bytes),
+            l.log_segment_count,
+            mib(l.log_segment_bytes)
+        )
+    }
+
+    fn format_entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let table = self.table.lock();
+        (0..self.layout.group_count)
+            .map(|g| (keys::group_key(g), table.encode_group(g)))
+            .collect()
+    }
+
+    fn place(&self, io: &IoCtx<'_>, records: &[FlushRecord<'_>]) -> Result<Placed, PlaceError> {
+        place::place(self, io, records)
+    }
+
+    fn collect(&self, ctx: &GcCtx<'_>, group: Option<u32>) -> Result<Option<GcOutcome>> {
+        gc::collect(self, ctx, group)
+    }
+
+    fn gc_wanted(&self, low_water_segments: usize) -> bool {
+        self.table.lock().free_log_segments() < low_water_segments
+    }
+
+    fn keep_collecting(&self, _outcome: &GcOutcome) -> bool {
+        true
+    }
+
+    fn gc_attempts_max(&self) -> u32 {
+        self.layout.group_count + GC_ATTEMPTS_SLACK
+    }
+
+    fn at_chain_limit(&self, group: u32) -> bool {
+        self.table.lock().at_chain_limit(group)
+    }
+
+    fn reclaim(&self, oldest_reader: Option<u64>) -> Reclaimed {
+        let mut t = self.table.lock();
+        let freed = t.reclaim(oldest_reader) > 0;
+        Reclaimed {
+            freed,
+            waiting: t.pending_free_segments() > 0,
+        }
+    }
+
+    fn space(&self) -> Space {
+        let t = self.table.lock();
+        Space {
+            free_units: t.free_log_segments() as u64,
+            units: u64::from(self.layout.log_segment_count),
+            used_bytes: t.used_bytes(),
+            capacity_bytes: self.layout.value_capacity_bytes(),
+        }
+    }
+
+    fn record_offset(&self, p: &Pointer) -> Option<u64> {
+        let l = &self.layout;
+        let fits = p.region == Region::Segments
+            && p.unit < l.segment_count()
+            && u64::from(p.offset) + u64::from(p.record_bytes) <= l.segment_bytes(p.unit);
+        fits.then(|| l.segment_offset(p.unit) + u64::from(p.offset))
+    }
+
+    fn check_spans(&self) -> Vec<CheckSpan> {
+        let t = self.table.lock();
+        let block = u64::from(self.layout.block_bytes);
+        let mut spans = Vec::new();
+        for (g, group) in t.groups.iter().enumerate() {
+            for seg in group.chain.iter().filter(|s| s.used_bytes > 0) {
+                let at = self.layout.segment_offset(seg.id);
+                spans.push(CheckSpan {
+                    place: format!("group {g} segment {}", seg.id),
+                    span: Span::covering(at, seg.used_bytes, block),
+                    group: Some(g as u32),
+                });
+            }
+        }
+        spans
+    }
+
+    fn pointer_problem(&self, key: &[u8], p: &Pointer) -> Option<String> {
+        if self.record_offset(p).is_none() {
+            return Some(format!("points outside the value store: {p:?}"));
+        }
+        let g = group_of(key, self.layout.group_count);
+        let t = self.table.lock();
+        match t.groups[g as usize].chain.iter().find(|s| s.id == p.unit) {
+            None => Some(format!(
+                "points into segment {} outside its group {g}'s chain",
+                p.unit
+            )),
+            Some(s) if u64::from(p.offset) + u64::from(p.record_bytes) > s.used_bytes => Some(
+                format!("points past the written part of segment {}", p.unit),
+            ),
+            Some(_) => None,
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Where a flush's records go in the hashkv mode: each key's group, one aligned write
+//! per (group, segment) run; a run continues its group's partly written last block.
+//! Every key gets a record in its group: a value, or a tombstone for a delete or an
+//! inline (small) value, so that GC never revives an older separated value.
+
+use super::segment_table::{Appends, Placement};
+use super::{group_of, Groups};
+use crate::commit::DeviceWrite;
+use crate::error::Result;
+use crate::keys;
+use crate::layout::Layout;
+use crate::location::{Pointer, Region};
+use crate::partial_block::PartialBlock;
+use crate::record::{self, RecordKind};
+use crate::store::{FlushRecord, IoCtx, PlaceError, Placed};
+use std::collections::BTreeMap;
+
+/// Record indices per group, in order within each group.
+type ByGroup = BTreeMap<u32, Vec<usize>>;
+
+/// One record to append to its key's group.
+pub(super) struct AppendRecord<'a> {
+    pub key: &'a [u8],
+    pub kind: RecordKind,
+    /// The value of a value record, the tag of a cold tag, empty for a tombstone.
+    pub body: &'a [u8],
+    pub seq: u64,
+}
+
+impl AppendRecord<'_> {
+    fn encoded_len(&self) -> usize {
+        record::encoded_len(self.key.len(), self.body.len())
+    }
+}
+
+/// What an append produced: the writes, where each record went, and the changed
+/// segment-table entries.
+pub(super) struct Appended {
+    pub writes: Vec<DeviceWrite>,
+    pub places: Vec<Placement>,
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Places a flush's records (each key's value, or a tombstone for a delete or an
+/// inline value) and returns the writes, the pointers of separated values and the
+/// changed segment-table entries. On `NeedSpace` nothing changed.
+pub(super) fn place(
+    store: &Groups,
+    io: &IoCtx<'_>,
+    records: &[FlushRecord<'_>],
+) -> Result<Placed, PlaceError> {
+    let appends: Vec<AppendRecord<'_>> = records
+        .iter()
+        .map(|r| AppendRecord {
+            key: r.key,
+            kind: match r.value {
+                Some(_) => RecordKind::Value,
+                None => RecordKind::Tombstone,
+            },
+            body: r.value.unwrap_or(&[]),
+            seq: r.seq,
+        })
+        .collect();
+    let has_values = records.iter().any(|r| r.value.is_some());
+    let appended = append(store, io, &appends, has_values)?;
+    let pointers = records
+        .iter()
+        .zip(&appended.places)
+        .map(|(r, at)| {
+            r.value.map(|v| Pointer {
+                region: Region::Segments,
+                unit: at.segment,
+                offset: at.offset as u32,
+                record_bytes: record::encoded_len(r.key.len(), v.len()) as u32,
+                seq: r.seq,
+            })
+        })
+        .collect();
+    Ok(Placed {
+        writes: appended.writes,
+        pointers,
+        entries: appended.entries,
+    })
+}
+
+/// Appends records to their keys' groups (call under the commit lock: flushes and
+/// cold GC's relocation tags). `has_values` says whether any record carries a value
+/// (they count against a group's chain limit). On `NeedSpace` nothing changed.
+pub(super) fn append(
+    store: &Groups,
+    io: &IoCtx<'_>,
+    records: &[AppendRecord<'_>],
+    has_values: bool,
+) -> Result<Appended, PlaceError> {
+    let layout = store.layout;
+    let mut by_group = ByGroup::new();
+    for (i, r) in records.iter().enumerate() {
+        by_group
+            .entry(group_of(r.key, layout.group_count))
+            .or_default()
+            .push(i);
+    }
+    let appends = if has_values {
+        Appends::Values
+    } else {
+        Appends::TombstonesOnly
+    };
+    let (placements, entries, last_blocks) = reserve(store, io, records, &by_group, appends)?;
+    let mut writes = Vec::new();
+    let mut record_at = vec![None; records.len()];
+    let mut new_last_blocks = Vec::with_capacity(by_group.len());
+    for (((&g, idx), places), last_block) in by_group.iter().zip(&placements).zip(&last_blocks) {
+        let group = GroupRun {
+            layout: &layout,
+            records,
+            idx,
+            places,
+        };
+        let new_last_block = group.encode(io, last_block, &mut writes)?;
+        for (&i, &at) in idx.iter().zip(places) {
+            record_at[i] = Some(at);
+        }
+        new_last_blocks.push((g, new_last_block));
+    }
+    {
+        let mut table = store.table.lock();
+        for (g, last_block) in new_last_blocks {
+            table.groups[g as usize].last_block = last_block;
+        }
+    }
+    Ok(Appended {
+        writes,
+        places: record_at
+            .into_iter()
+            .map(|at| at.expect("every record placed"))
+            .collect(),
+        entries,
+    })
+}
+
+/// Under the table's lock: places every group's records (all or nothing) and returns
+/// their placements, the changed segment-table entries and each group's partly
+/// written block before this append.
+#[allow(clippy::type_complexity)]
+fn reserve(
+    store: &Groups,
+    io: &IoCtx<'_>,
+    records: &[AppendRecord<'_>],
+    by_group: &ByGroup,
+    appends: Appends,
+) -> Result<
+    (
+        Vec<Vec<Placement>>,
+        Vec<(Vec<u8>, Vec<u8>)>,
+        Vec<PartialBlock>,
+    ),
+    PlaceError,
+> {
+    let per_group: Vec<(u32, Vec<usize>)> = by_group
+        .iter()
+        .map(|(g, idx)| (*g, idx.iter().map(|&i| records[i].encoded_len()).collect()))
+        .collect();
+    let mut table = store.table.lock();
+    table.reclaim(io.readers.oldest_active());
+    let placements =
+        table
+            .place_all(&per_group, appends)
+            .map_err(|need| PlaceError::NeedSpace {
+                group: need.group_at_limit,
+            })?;
+    let entries = by_group
+        .keys()
+        .map(|&g| (keys::group_key(g), table.encode_group(g)))
+        .collect();
+    let last_blocks = by_group
+        .keys()
+        .map(|&g| table.groups[g as usize].last_block.clone())
+        .collect();
+    Ok((placements, entries, last_blocks))
+}
+
+/// One group's records of a flush and where they were placed.
+struct GroupRun<'a> {
+    layout: &'a Layout,
+    records: &'a [AppendRecord<'a>],
+    idx: &'a [usize],
+    places: &'a [Placement],
+}
+
+impl GroupRun<'_> {
+    /// Encodes the group's records as one write per segment they landed in; the first
+    /// continues the group's partly written block `last_block`. Returns the new partly
+    /// written block.
+    fn encode(
+        &self,
+        io: &IoCtx<'_>,
+        last_block: &PartialBlock,
+        writes: &mut Vec<DeviceWrite>,
+    ) -> Result<PartialBlock, PlaceError> {
+        let mut new_last_block = last_block.clone();
+        let mut run_start = 0;
+        while run_start < self.idx.len() {
+            let seg = self.places[run_start].segment;
+            let run_end = (run_start..self.idx.len())
+                .find(|&j| self.places[j].segment != seg)
+                .unwrap_or(self.idx.len());
+            let (write, last_block) = self.encode_segment(io, last_block, run_start..run_end)?;
+            new_last_block = last_block;
+            writes.push(write);
+            run_start = run_end;
+        }
+        Ok(new_last_block)
+    }
+
+    /// The aligned write of the records `run`, which all lie in one segment.
+    fn encode_segment(
+        &self,
+        io: &IoCtx<'_>,
+        last_block: &PartialBlock,
+        run: std::ops::Range<usize>,
+    ) -> Result<(DeviceWrite, PartialBlock), PlaceError> {
+        let block = self.layout.block_bytes as usize;
+        let seg = self.places[run.start].segment;
+        let start = self.places[run.start].offset as usize;
+        let prefix_len = start % block;
+        let body: usize = run
+            .clone()
+            .map(|j| self.records[self.idx[j]].encoded_len())
+            .sum();
+        let used = prefix_len + body;
+        let len = used.div_ceil(block) * block;
+        let offset = self.layout.segment_offset(seg) + (start - prefix_len) as u64;
+        // A reused buffer: every byte up to `len` is written below. Values are copied
+        // once, here, straight into the device buffer.
+        let mut buf = io.buffers.take(len);
+        last_block.copy_prefix(&mut buf, offset, prefix_len)?;
+        let mut at = prefix_len;
+        for j in run {
+            let r = &self.records[self.idx[j]];
+            debug_assert_eq!(self.places[j].offset as usize, start + at - prefix_len);
+            at += record::encode_into(&mut buf[at..], r.kind, r.seq, r.key, r.body);
+        }
+        debug_assert_eq!(at, used);
+        buf[used..len].fill(0);
+        let new_last_block = PartialBlock::after_write(&buf, offset, used, block);
+        Ok((DeviceWrite { offset, buf, len }, new_last_block))
+    }
+}

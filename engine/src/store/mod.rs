@@ -1,0 +1,200 @@
+//! The value store behind each mode. Each mode's store owns its state and implements
+//! [`ValueStore`]: placing a flush's records, collecting garbage, space accounting,
+//! where a pointer's record lies, its part of the check, and its index entries at
+//! format and open. It sees a narrow context ([`IoCtx`], [`GcCtx`]), never the whole
+//! engine, and changes the index only through plans handed to the committer.
+//!
+//! - hashkv ([`groups`]): segment groups chosen by hashing the key, collected group by
+//!   group without index lookups;
+//! - vlog ([`vlog`]): one circular log, collected from its tail with an index lookup
+//!   per record (WiscKey);
+//! - lsm ([`inline`]): every value inline in the index; the device holds only the
+//!   superblock.
+//!
+//! The mode is matched here, in [`open`], and nowhere else. A new value region (a cold
+//! data log, say) is a new module beside these, built on [`crate::circular_log`].
+
+pub(crate) mod groups;
+pub(crate) mod inline;
+pub(crate) mod vlog;
+
+use crate::buffers::BufferPool;
+use crate::commit::{Committer, DeviceWrite};
+use crate::error::{Error, Result};
+use crate::index::IndexReader;
+use crate::layout::Layout;
+use crate::location::Pointer;
+use crate::options::Mode;
+use crate::readers::Readers;
+use crate::spans::Span;
+use crate::stats::Counters;
+use hashkv_blockdev::BlockDevice;
+
+/// What a store's I/O needs: never the whole engine.
+pub(crate) struct IoCtx<'a> {
+    pub device: &'a dyn BlockDevice,
+    pub buffers: &'a BufferPool,
+    pub readers: &'a Readers,
+    pub counters: &'a Counters,
+}
+
+/// What a GC needs besides I/O: the committer to commit through, and read access to
+/// the index (only the vlog mode's GC looks keys up).
+pub(crate) struct GcCtx<'a> {
+    pub io: IoCtx<'a>,
+    pub committer: &'a Committer,
+    pub index: &'a IndexReader,
+}
+
+/// One entry of a flush.
+pub(crate) struct FlushRecord<'a> {
+    pub key: &'a [u8],
+    /// The value, if the value store holds it (separated); `None` for a delete or an
+    /// inline value, which live in the index only.
+    pub value: Option<&'a [u8]>,
+    pub seq: u64,
+}
+
+/// A flush's records, placed: the writes to submit, a pointer per record whose value
+/// went to the value store, and the store's own index entries to commit with them.
+pub(crate) struct Placed {
+    pub writes: Vec<DeviceWrite>,
+    pub pointers: Vec<Option<Pointer>>,
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Why a flush could not be placed; on either, the store's state is unchanged.
+pub(crate) enum PlaceError {
+    /// Not enough free space: GC must make room first. `group` names a group whose
+    /// chain is at its limit: collecting it is what makes room.
+    NeedSpace {
+        group: Option<u32>,
+    },
+    Fatal(Error),
+}
+
+impl From<Error> for PlaceError {
+    fn from(e: Error) -> PlaceError {
+        PlaceError::Fatal(e)
+    }
+}
+
+/// What one GC did.
+#[derive(Debug, Clone)]
+pub struct GcOutcome {
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub records_kept: u64,
+    /// The GC freed more space than it took, so a waiting flush may fit now (once
+    /// older readers are gone).
+    pub made_room: bool,
+}
+
+/// Free and total value space, in the store's own units (log segments or log chunks).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Space {
+    pub free_units: u64,
+    pub units: u64,
+    pub used_bytes: u64,
+    pub capacity_bytes: u64,
+}
+
+/// What `ValueStore::reclaim` found.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Reclaimed {
+    /// Space a GC released became free just now.
+    pub freed: bool,
+    /// Released space still waits for older readers.
+    pub waiting: bool,
+}
+
+/// A stretch of the value store the check reads, and the group its records belong to
+/// (hashkv mode).
+pub(crate) struct CheckSpan {
+    pub place: String,
+    pub span: Span,
+    pub group: Option<u32>,
+}
+
+pub(crate) trait ValueStore: Send + Sync {
+    /// One line on how the value space is organised, for tools' headers.
+    fn describe(&self) -> String;
+
+    /// The index entries that describe this store's state (a fresh store's are what
+    /// format writes).
+    fn format_entries(&self) -> Vec<(Vec<u8>, Vec<u8>)>;
+
+    /// Places a flush's records (in key order, sequence numbers assigned).
+    fn place(&self, io: &IoCtx<'_>, records: &[FlushRecord<'_>]) -> Result<Placed, PlaceError>;
+
+    /// Runs one GC, of `group` if given and it can be collected (hashkv mode). `None`
+    /// when there is nothing to collect.
+    fn collect(&self, ctx: &GcCtx<'_>, group: Option<u32>) -> Result<Option<GcOutcome>>;
+
+    /// Free space is below the low-water mark (in log segments' worth).
+    fn gc_wanted(&self, low_water_segments: usize) -> bool;
+
+    /// Whether the background GC should go on after `outcome`: a log whose tail is all
+    /// live would be copied round and round.
+    fn keep_collecting(&self, outcome: &GcOutcome) -> bool;
+
+    /// GCs that may fail to make room in a row before the store counts as full: enough
+    /// to visit every group, or the whole log.
+    fn gc_attempts_max(&self) -> u32;
+
+    /// Whether `group` still holds as many log segments as value appends may use.
+    fn at_chain_limit(&self, group: u32) -> bool;
+
+    /// Hands space whose readers are gone back to the free lists.
+    fn reclaim(&self, oldest_reader: Option<u64>) -> Reclaimed;
+
+    fn space(&self) -> Space;
+
+    /// Device offset of the record `p` names, if `p` lies inside this store.
+    fn record_offset(&self, p: &Pointer) -> Option<u64>;
+
+    /// What the check reads: every byte the store counts as written.
+    fn check_spans(&self) -> Vec<CheckSpan>;
+
+    /// Why `p` cannot be where `key`'s live record lies, if it cannot.
+    fn pointer_problem(&self, key: &[u8], p: &Pointer) -> Option<String>;
+}
+
+/// Where a fresh store's state comes from.
+pub(crate) enum Source<'a> {
+    /// Just formatted.
+    Fresh,
+    /// Committed in the index; the device holds the partly written blocks.
+    Index(&'a IndexReader, &'a dyn BlockDevice),
+}
+
+/// The value store of `mode`: the one place the mode is matched. Opening reads the
+/// index entries and the partly written blocks the next appends continue; no replay.
+pub(crate) fn open(mode: Mode, layout: &Layout, from: Source<'_>) -> Result<Box<dyn ValueStore>> {
+    Ok(match mode {
+        Mode::HashKv => Box::new(groups::Groups::open(*layout, from)?),
+        Mode::VLog => Box::new(vlog::ValueLog::open(layout, from)?),
+        Mode::Lsm => Box::new(inline::Inline),
+    })
+}
+
+/// `StoreFull`, with the store's space.
+pub(crate) fn store_full(space: Space) -> Error {
+    Error::StoreFull {
+        used_bytes: space.used_bytes,
+        capacity_bytes: space.capacity_bytes,
+    }
+}
+
+/// The layout `options` give a device of `device_bytes` with blocks of `block_bytes`,
+/// if the mode's value store fits on it; touches no device. Tools size their devices
+/// with it.
+pub fn check_device_size(
+    device_bytes: u64,
+    block_bytes: u32,
+    options: &crate::Options,
+) -> Result<Layout> {
+    let layout = Layout::compute(device_bytes, block_bytes, options)?;
+    open(options.mode, &layout, Source::Fresh)?;
+    Ok(layout)
+}

@@ -1,0 +1,165 @@
+//! Garbage collection of the value log, as WiscKey does it.
+//!
+//! 1. Under the commit lock (no flush half-way), take the range to collect: from the
+//!    tail up to `gc_chunk_bytes` on, and start noting keys that flushes change.
+//! 2. Read the range (one read per chunk, all submitted at once).
+//! 3. For every record, look its key up in the index: the record is live only if the
+//!    index still points exactly at it. These lookups are the vLog's inherent cost.
+//! 4. Under the commit lock: drop keys that flushes changed since step 1, append the
+//!    live records at the head (GC may use the reserve flushes leave free) and commit
+//!    their pointers with the new head and tail through the committer, synced.
+//! 5. The collected range becomes writable again once readers that may still hold
+//!    pointers into it are gone.
+//!
+//! The collected range is never written before step 5, and everything appended lies
+//! beyond the committed head, so a crash at any step leaves the committed state intact.
+
+use super::ValueLog;
+use crate::circular_log::{self, RunRecord};
+use crate::commit::{Plan, Purpose};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::location::{self, Location};
+use crate::record::{self, RecordKind};
+use crate::spans::{self, Span};
+use crate::stats::Counters;
+use crate::store::{GcCtx, GcOutcome};
+use hashkv_blockdev::AlignedBuf;
+
+pub(super) fn collect(store: &ValueLog, ctx: &GcCtx<'_>) -> Result<Option<GcOutcome>> {
+    ctx.committer.check_writable()?;
+    let Some((start, end)) = begin(store, ctx) else {
+        return Ok(None);
+    };
+    let outcome = run(store, ctx, start, end);
+    if outcome.is_err() {
+        // Stop noting keys: no commit follows.
+        ctx.committer.lock().written_during_gc.finish();
+    }
+    ctx.committer.poisoning(outcome).map(Some)
+}
+
+/// Step 1.
+fn begin(store: &ValueLog, ctx: &GcCtx<'_>) -> Option<(u64, u64)> {
+    let mut commit = ctx.committer.lock();
+    let mut log = store.log.lock();
+    log.reclaim(ctx.io.readers.oldest_active());
+    let range = store.gc_range(&log)?;
+    commit.written_during_gc.begin(|_| true);
+    Some(range)
+}
+
+/// A live record found in the collected range.
+struct Live<'a> {
+    key: &'a [u8],
+    value: &'a [u8],
+    seq: u64,
+}
+
+fn run(store: &ValueLog, ctx: &GcCtx<'_>, start: u64, end: u64) -> Result<GcOutcome> {
+    let spans = store.geometry.spans(start, end);
+    let only_spans: Vec<Span> = spans.iter().map(|(_, s)| *s).collect();
+    let (bufs, _) = spans::read(ctx.io.device, &only_spans)?;
+    let bytes_read = end - start;
+    Counters::add(&ctx.io.counters.gc_device_bytes_read, bytes_read);
+    let live = live_records(store, ctx, &spans, &bufs)?;
+    let (records_kept, bytes_written) = commit_moves(store, ctx, live, end)?;
+    Ok(GcOutcome {
+        bytes_read,
+        bytes_written,
+        records_kept,
+        made_room: bytes_written < bytes_read,
+    })
+}
+
+/// Step 3: one index lookup per record.
+fn live_records<'b>(
+    store: &ValueLog,
+    ctx: &GcCtx<'_>,
+    spans: &[(u64, Span)],
+    bufs: &'b [AlignedBuf],
+) -> Result<Vec<Live<'b>>> {
+    let block = store.geometry.block_bytes as usize;
+    let mut live = Vec::new();
+    let mut lookups = 0u64;
+    for ((first, span), buf) in spans.iter().zip(bufs) {
+        for item in span.records(buf, block) {
+            let (off, rec) = item.map_err(|e| e.at(format!("value log GC at position {first}")))?;
+            if rec.kind != RecordKind::Value {
+                continue;
+            }
+            let here = store.pointer(first + off as u64, rec.encoded_len(), rec.seq);
+            lookups += 1;
+            let entry = ctx.index.get(&keys::user_key(rec.key))?;
+            let is_live = match entry.as_deref().map(location::decode).transpose()? {
+                Some(Location::Pointer(p)) => p == here,
+                _ => false,
+            };
+            if is_live {
+                live.push(Live {
+                    key: rec.key,
+                    value: rec.value,
+                    seq: rec.seq,
+                });
+            }
+        }
+    }
+    Counters::add(&ctx.io.counters.gc_index_lookups, lookups);
+    Ok(live)
+}
+
+/// Step 4: re-append the live records and commit, with no flush in between. Returns
+/// the records kept and the bytes written.
+fn commit_moves(
+    store: &ValueLog,
+    ctx: &GcCtx<'_>,
+    mut live: Vec<Live<'_>>,
+    end: u64,
+) -> Result<(u64, u64)> {
+    let mut commit = ctx.committer.lock();
+    let changed = commit.written_during_gc.finish();
+    live.retain(|l| !changed.contains(l.key));
+    let lens: Vec<usize> = live
+        .iter()
+        .map(|l| record::encoded_len(l.key.len(), l.value.len()))
+        .collect();
+    let mut log = store.log.lock();
+    let Ok(placed) = log.place(&lens, 0) else {
+        drop(log);
+        return Err(store_full(store));
+    };
+    let run: Vec<RunRecord<'_>> = live
+        .iter()
+        .zip(&placed.positions)
+        .map(|(l, &position)| RunRecord {
+            position,
+            key: l.key,
+            value: l.value,
+            seq: l.seq,
+        })
+        .collect();
+    let writes = log.encode_run(&run, &placed, ctx.io.buffers)?;
+    let mut batch = hashkv_lsm::WriteBatch::new();
+    for (l, (&position, &len)) in live.iter().zip(placed.positions.iter().zip(&lens)) {
+        let p = store.pointer(position, len, l.seq);
+        batch.put(&keys::user_key(l.key), &p.encode());
+    }
+    batch.put(
+        &keys::vlog_key(),
+        &circular_log::encode_entry(log.head(), end),
+    );
+    drop(log);
+    let release_gen = commit.commit(Plan {
+        purpose: Purpose::Gc,
+        writes,
+        batch,
+        durable: true,
+    })?;
+    // Step 5: readers that started before the commit may hold pointers into the range.
+    store.log.lock().advance_tail(end, release_gen);
+    Ok((live.len() as u64, placed.end - placed.start))
+}
+
+fn store_full(store: &ValueLog) -> Error {
+    crate::store::store_full(crate::store::ValueStore::space(store))
+}

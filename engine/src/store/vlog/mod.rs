@@ -1,0 +1,208 @@
+//! The vlog mode's value store (WiscKey, the paper's vLog baseline): one circular log
+//! ([`crate::circular_log`]) over the same space the hashkv mode splits into groups; a
+//! flush appends its separated values at the head as one sequential write
+//! ([`place`]); GC reads a chunk from the tail, asks the index whether each record is
+//! still the live version, re-appends the live ones at the head and advances the tail
+//! ([`gc`]). Deletes and inline values change only the index: GC learns from the
+//! index that older records are dead, so no tombstone is needed.
+
+mod gc;
+mod place;
+
+use super::{
+    CheckSpan, FlushRecord, GcCtx, GcOutcome, IoCtx, PlaceError, Placed, Reclaimed, Source, Space,
+    ValueStore,
+};
+use crate::circular_log::{self, CircularLog, LogGeometry};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::layout::Layout;
+use crate::location::{Pointer, Region};
+use parking_lot::Mutex;
+
+/// At most this share of the log is read by one GC, so that on small devices the GC
+/// reserve (twice a GC's read, below) leaves room for data.
+const GC_CHUNK_SHARE_DIVISOR: u64 = 8;
+
+pub(crate) struct ValueLog {
+    log: Mutex<CircularLog>,
+    geometry: LogGeometry,
+    /// Bytes one GC reads from the tail.
+    gc_chunk_bytes: u64,
+    /// Space flushes leave free so that a GC can always re-append what it keeps.
+    gc_reserve_bytes: u64,
+}
+
+/// Everything past the superblock unit that the hashkv mode would use for main and log
+/// segments, in chunks of `log_segment_bytes`: both modes get the same space.
+pub(crate) fn geometry(layout: &Layout) -> LogGeometry {
+    LogGeometry {
+        region_offset: layout.main_region_offset,
+        region_bytes: layout.end_offset() - layout.main_region_offset,
+        chunk_bytes: layout.log_segment_bytes,
+        block_bytes: u64::from(layout.block_bytes),
+    }
+}
+
+impl ValueLog {
+    pub fn open(layout: &Layout, from: Source<'_>) -> Result<ValueLog> {
+        let geometry = geometry(layout);
+        // The paper's vLog collects a fixed-size chunk from the tail; we use the main
+        // segment size, the amount a hashkv GC of one full main segment reads.
+        let gc_chunk_bytes = layout
+            .main_segment_bytes
+            .min(geometry.region_bytes / GC_CHUNK_SHARE_DIVISOR);
+        let gc_chunk_bytes = (gc_chunk_bytes / geometry.chunk_bytes).max(1) * geometry.chunk_bytes;
+        // GC re-appends at most gc_chunk_bytes of records; packing them into chunks
+        // wastes less than one record (<= one chunk) per chunk boundary crossed.
+        let gc_reserve_bytes = 2 * gc_chunk_bytes + geometry.chunk_bytes;
+        if geometry.region_bytes % geometry.chunk_bytes != 0
+            || gc_reserve_bytes * 2 > geometry.region_bytes
+        {
+            return Err(Error::DeviceTooSmall {
+                reason: format!(
+                    "a value log of {} bytes cannot hold a GC reserve of {gc_reserve_bytes} bytes twice",
+                    geometry.region_bytes
+                ),
+            });
+        }
+        let log = match from {
+            Source::Fresh => CircularLog::new(geometry, 0, 0)?,
+            Source::Index(index, device) => {
+                let entry = index.get(&keys::vlog_key())?.ok_or_else(|| {
+                    Error::corrupt("index", "the value log's head and tail", "no entry")
+                })?;
+                let (head, tail) = circular_log::decode_entry(&entry)?;
+                let mut log = CircularLog::new(geometry, head, tail)?;
+                log.load_head_block(device)?;
+                log
+            }
+        };
+        Ok(ValueLog {
+            log: Mutex::new(log),
+            geometry,
+            gc_chunk_bytes,
+            gc_reserve_bytes,
+        })
+    }
+
+    /// The pointer to a record of `record_bytes` at logical `position`.
+    fn pointer(&self, position: u64, record_bytes: usize, seq: u64) -> Pointer {
+        let (unit, offset) = self.geometry.locate(position);
+        Pointer {
+            region: Region::Log,
+            unit,
+            offset,
+            record_bytes: record_bytes as u32,
+            seq,
+        }
+    }
+
+    /// The range one GC collects: from the tail to the end of the chunk
+    /// `gc_chunk_bytes` further on, or the head if that comes first. Records never
+    /// cross its end, which is a chunk boundary or the head.
+    fn gc_range(&self, log: &CircularLog) -> Option<(u64, u64)> {
+        if log.head() == log.tail() {
+            return None;
+        }
+        let chunk = self.geometry.chunk_bytes;
+        let chunk_start = log.tail() / chunk * chunk;
+        let end = (chunk_start + self.gc_chunk_bytes).min(log.head());
+        Some((log.tail(), end))
+    }
+}
+
+impl ValueStore for ValueLog {
+    fn describe(&self) -> String {
+        let mib = |b: u64| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64);
+        format!(
+            "vlog: one circular log of {} in {} chunks, GC of {} from the tail",
+            mib(self.geometry.region_bytes),
+            mib(self.geometry.chunk_bytes),
+            mib(self.gc_chunk_bytes)
+        )
+    }
+
+    fn format_entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        vec![(keys::vlog_key().to_vec(), self.log.lock().encode_entry())]
+    }
+
+    fn place(&self, io: &IoCtx<'_>, records: &[FlushRecord<'_>]) -> Result<Placed, PlaceError> {
+        place::place(self, io, records)
+    }
+
+    fn collect(&self, ctx: &GcCtx<'_>, _group: Option<u32>) -> Result<Option<GcOutcome>> {
+        gc::collect(self, ctx)
+    }
+
+    fn gc_wanted(&self, low_water_segments: usize) -> bool {
+        let log = self.log.lock();
+        let low = (low_water_segments as u64) * self.geometry.chunk_bytes;
+        log.free_bytes() < self.gc_reserve_bytes + low.max(self.gc_chunk_bytes)
+    }
+
+    fn keep_collecting(&self, outcome: &GcOutcome) -> bool {
+        outcome.made_room
+    }
+
+    fn gc_attempts_max(&self) -> u32 {
+        (self.geometry.region_bytes / self.gc_chunk_bytes) as u32 + 2
+    }
+
+    fn at_chain_limit(&self, _group: u32) -> bool {
+        false
+    }
+
+    fn reclaim(&self, oldest_reader: Option<u64>) -> Reclaimed {
+        let mut log = self.log.lock();
+        let freed = log.reclaim(oldest_reader);
+        Reclaimed {
+            freed,
+            waiting: log.pending_release(),
+        }
+    }
+
+    fn space(&self) -> Space {
+        let log = self.log.lock();
+        Space {
+            free_units: log.free_bytes() / self.geometry.chunk_bytes,
+            units: u64::from(self.geometry.chunk_count()),
+            used_bytes: log.used_bytes(),
+            capacity_bytes: self.geometry.region_bytes,
+        }
+    }
+
+    fn record_offset(&self, p: &Pointer) -> Option<u64> {
+        // No lock: the geometry is fixed.
+        (p.region == Region::Log)
+            .then(|| {
+                self.geometry
+                    .record_offset(p.unit, p.offset, p.record_bytes)
+            })
+            .flatten()
+    }
+
+    fn check_spans(&self) -> Vec<CheckSpan> {
+        let log = self.log.lock();
+        self.geometry
+            .spans(log.tail(), log.head())
+            .into_iter()
+            .map(|(position, span)| CheckSpan {
+                place: format!("value log at position {}", position + span.from as u64),
+                span,
+                group: None,
+            })
+            .collect()
+    }
+
+    fn pointer_problem(&self, _key: &[u8], p: &Pointer) -> Option<String> {
+        let Some(at) = self.record_offset(p) else {
+            return Some(format!("points outside the value log: {p:?}"));
+        };
+        let log = self.log.lock();
+        let live = self
+            .geometry
+            .holds(at, p.record_bytes, log.tail(), log.head());
+        (!live).then(|| "points outside the value log's live part".to_string())
+    }
+}

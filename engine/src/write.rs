@@ -1,0 +1,120 @@
+//! A write enters the store: its key and value are checked, it goes into the write
+//! cache, and the writer that fills the cache (or asks for durability) flushes it
+//! (`flush.rs`). A write the store refuses for lack of space is taken back out of the
+//! cache, so that it is neither read back nor committed later.
+
+use crate::db::{Inner, KEY_BYTES_MAX};
+use crate::error::{Error, Result};
+use crate::record;
+use crate::stats::Counters;
+use crate::write_cache::{CachedValue, Undo};
+use std::sync::atomic::Ordering;
+
+impl Inner {
+    /// The same limit in every mode, so that modes take the same workloads: a record
+    /// fits in one log segment, and an inline value (with its location tag) in the
+    /// index.
+    pub(crate) fn value_bytes_max(&self, key_len: usize) -> usize {
+        let record_max =
+            self.layout.log_segment_bytes as usize - record::RECORD_HEADER_BYTES - key_len;
+        record_max.min(hashkv_lsm::VALUE_BYTES_MAX - 1)
+    }
+
+    pub(crate) fn check_entry(&self, key: &[u8], value: Option<&Vec<u8>>) -> Result<()> {
+        if key.is_empty() || key.len() > KEY_BYTES_MAX {
+            return Err(Error::KeyTooLarge {
+                len: key.len(),
+                max: KEY_BYTES_MAX,
+            });
+        }
+        if let Some(v) = value {
+            let max = self.value_bytes_max(key.len());
+            if v.len() > max {
+                return Err(Error::ValueTooLarge { len: v.len(), max });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn write(&self, entries: Vec<(Vec<u8>, CachedValue)>, sync: bool) -> Result<()> {
+        self.committer.check_writable()?;
+        for (k, v) in &entries {
+            self.check_entry(k, v.as_ref())?;
+        }
+        let user_bytes: u64 = entries
+            .iter()
+            .map(|(k, v)| (k.len() + v.as_ref().map_or(0, |v| v.len())) as u64)
+            .sum();
+        let ops = entries.len() as u64;
+        let sync = sync || self.options.sync_writes;
+        let (flush_no, full, undo) = {
+            let mut cache = self.cache.write();
+            // Only a write that flushes can be refused, so only it pays for the record
+            // of what it replaces.
+            let undo = (sync || cache.may_fill(&entries, self.options.write_cache_bytes))
+                .then(|| cache.undo_for(&entries));
+            for (k, v) in entries {
+                cache.insert(&k, v);
+            }
+            (
+                cache.active_flush,
+                cache.active_bytes >= self.options.write_cache_bytes,
+                undo,
+            )
+        };
+        Counters::add(&self.counters.user_bytes_written, user_bytes);
+        Counters::add(&self.counters.user_ops, ops);
+        if !(sync || full) {
+            return Ok(());
+        }
+        match self.flush_through(flush_no, sync) {
+            Err(e @ Error::StoreFull { .. }) => {
+                let undo = undo.expect("a write that flushes records its undo");
+                self.take_back(flush_no, sync, undo, user_bytes, ops, e)
+            }
+            other => other,
+        }
+    }
+
+    /// A write of flush `flush_no` was refused with `StoreFull`. Decided under the
+    /// commit lock, so no flush holds this write frozen: either another writer's flush
+    /// committed it meanwhile (then it took effect), or it is taken back. Writes
+    /// acknowledged before it stay cached.
+    fn take_back(
+        &self,
+        flush_no: u64,
+        sync: bool,
+        undo: Undo,
+        user_bytes: u64,
+        ops: u64,
+        refusal: Error,
+    ) -> Result<()> {
+        let commit = self.committer.lock();
+        if commit.committed_flushes > flush_no {
+            drop(commit);
+            return if sync {
+                self.flush_through(flush_no, true)
+            } else {
+                Ok(())
+            };
+        }
+        let mut cache = self.cache.write();
+        debug_assert!(
+            cache.frozen.is_none(),
+            "no flush runs under the commit lock"
+        );
+        cache.take_back(undo);
+        drop(cache);
+        drop(commit);
+        self.counters
+            .user_bytes_written
+            .fetch_sub(user_bytes, Ordering::Relaxed);
+        self.counters.user_ops.fetch_sub(ops, Ordering::Relaxed);
+        Err(refusal)
+    }
+
+    pub(crate) fn flush_all(&self, durable: bool) -> Result<()> {
+        let n = self.cache.read().active_flush;
+        self.flush_through(n, durable)
+    }
+}
