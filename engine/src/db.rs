@@ -291,6 +291,7 @@ impl Inner {
             io: self.io(),
             committer: &self.committer,
             index: &self.index,
+            now_seq: self.next_seq.load(std::sync::atomic::Ordering::SeqCst),
         }
     }
 
@@ -309,6 +310,11 @@ impl Inner {
             gc_records_kept: stats::load(&c.gc_records_kept),
             gc_bytes_reclaimed: stats::load(&c.gc_bytes_reclaimed),
             gc_index_lookups: stats::load(&c.gc_index_lookups),
+            demotions: stats::load(&c.demotions),
+            promotions: stats::load(&c.promotions),
+            cold_gc_runs: stats::load(&c.cold_gc_runs),
+            cold_log_bytes: space.cold_bytes,
+            cold_live_bytes: space.cold_live_bytes,
             write_cache_hits: stats::load(&c.write_cache_hits),
             flushes: stats::load(&c.flushes),
             lsm_bytes_written: lsm.total_bytes_written(),

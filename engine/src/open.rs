@@ -94,7 +94,7 @@ impl Db {
         let mut batch = hashkv_lsm::WriteBatch::new();
         batch.put(&keys::uuid_key(), &superblock.stripe_uuid);
         batch.put(&keys::seq_key(), &0u64.to_le_bytes());
-        for (k, v) in store::open(options.mode, &layout, Source::Fresh)?.format_entries() {
+        for (k, v) in store::open(options, &layout, Source::Fresh)?.format_entries() {
             batch.put(&k, &v);
         }
         lsm.write(&batch, &hashkv_lsm::WriteOptions { sync: true })?;
@@ -149,11 +149,7 @@ impl Db {
         };
         let lsm = Arc::new(lsm);
         let index = IndexReader::new(lsm.clone());
-        let store = store::open(
-            superblock.mode,
-            &layout,
-            Source::Index(&index, device.as_ref()),
-        )?;
+        let store = store::open(options, &layout, Source::Index(&index, device.as_ref()))?;
         let opened = Opened {
             device,
             superblock,

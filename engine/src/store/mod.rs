@@ -44,6 +44,8 @@ pub(crate) struct GcCtx<'a> {
     pub io: IoCtx<'a>,
     pub committer: &'a Committer,
     pub index: &'a IndexReader,
+    /// The next sequence number: a record's age is `now_seq - seq`.
+    pub now_seq: u64,
 }
 
 /// One entry of a flush.
@@ -97,6 +99,9 @@ pub struct Space {
     pub units: u64,
     pub used_bytes: u64,
     pub capacity_bytes: u64,
+    /// Of `used_bytes`, the cold data log's, and its live records' (hashkv mode).
+    pub cold_bytes: u64,
+    pub cold_live_bytes: u64,
 }
 
 /// What `ValueStore::reclaim` found.
@@ -170,9 +175,13 @@ pub(crate) enum Source<'a> {
 
 /// The value store of `mode`: the one place the mode is matched. Opening reads the
 /// index entries and the partly written blocks the next appends continue; no replay.
-pub(crate) fn open(mode: Mode, layout: &Layout, from: Source<'_>) -> Result<Box<dyn ValueStore>> {
-    Ok(match mode {
-        Mode::HashKv => Box::new(groups::Groups::open(*layout, from)?),
+pub(crate) fn open(
+    options: &crate::Options,
+    layout: &Layout,
+    from: Source<'_>,
+) -> Result<Box<dyn ValueStore>> {
+    Ok(match options.mode {
+        Mode::HashKv => Box::new(groups::Groups::open(*layout, options.hotness, from)?),
         Mode::VLog => Box::new(vlog::ValueLog::open(layout, from)?),
         Mode::Lsm => Box::new(inline::Inline),
     })
@@ -195,6 +204,6 @@ pub fn check_device_size(
     options: &crate::Options,
 ) -> Result<Layout> {
     let layout = Layout::compute(device_bytes, block_bytes, options)?;
-    open(options.mode, &layout, Source::Fresh)?;
+    open(options, &layout, Source::Fresh)?;
     Ok(layout)
 }

@@ -54,11 +54,19 @@ impl ColdSegment {
 }
 
 /// Where a value demoted or relocated into the cold log goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ColdPlace {
     pub segment: SegmentId,
     pub epoch: u32,
     pub offset: u64,
+}
+
+/// The cold log as it was before a GC placed records in it.
+#[derive(Debug)]
+pub struct ColdCheckpoint {
+    len: usize,
+    head: Option<ColdSegment>,
+    head_block: PartialBlock,
 }
 
 #[derive(Debug, Default)]
@@ -171,6 +179,30 @@ impl ColdLog {
         Ok((places, opened))
     }
 
+    /// What `rollback` restores: the log before a GC placed records in it.
+    pub fn checkpoint(&self) -> ColdCheckpoint {
+        ColdCheckpoint {
+            len: self.segments.len(),
+            head: self.segments.last().cloned(),
+            head_block: self.head_block.clone(),
+        }
+    }
+
+    /// Undoes the placements since `cp` (a GC that failed before its commit) and
+    /// returns the segments it opened, for the free list.
+    pub fn rollback(&mut self, cp: ColdCheckpoint) -> Vec<SegmentId> {
+        let opened: Vec<SegmentId> = self.segments[cp.len.min(self.segments.len())..]
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        self.segments.truncate(cp.len);
+        if let (Some(head), Some(old)) = (self.segments.last_mut(), cp.head) {
+            *head = old;
+        }
+        self.head_block = cp.head_block;
+        opened
+    }
+
     /// The segment a cold GC should collect: not the head, not already evacuated, the
     /// most dead bytes. With its dead bytes.
     pub fn victim(&self) -> Option<(SegmentId, u64)> {
@@ -190,7 +222,9 @@ impl ColdLog {
 
     /// Groups some evacuated segment waits for.
     pub fn waited_groups(&self) -> impl Iterator<Item = u32> + '_ {
-        self.segments.iter().flat_map(|s| s.waiting_for.iter().copied())
+        self.segments
+            .iter()
+            .flat_map(|s| s.waiting_for.iter().copied())
     }
 
     /// A cold GC copied `id`'s live records away; the index moves to the copies as
@@ -271,7 +305,8 @@ impl ColdLog {
 }
 
 pub fn encode_segment(s: &ColdSegment) -> Vec<u8> {
-    let mut body = Vec::with_capacity(4 + 8 + 8 + 4 + 4 * s.dead.len() + 4 + 4 * s.waiting_for.len());
+    let mut body =
+        Vec::with_capacity(4 + 8 + 8 + 4 + 4 * s.dead.len() + 4 + 4 * s.waiting_for.len());
     body.extend_from_slice(&s.epoch.to_le_bytes());
     body.extend_from_slice(&s.used_bytes.to_le_bytes());
     body.extend_from_slice(&s.live_bytes.to_le_bytes());
@@ -332,11 +367,15 @@ impl Reader<'_> {
     }
 
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn list(&mut self) -> Result<Vec<u32>> {

@@ -9,12 +9,12 @@
 //! Free lists are not stored: at open they are derived as "every segment no chain
 //! names".
 
+use super::cold_log::{ColdCheckpoint, ColdLog, ColdPlace};
 use crate::entry_codec;
 use crate::error::{Error, Result};
 use crate::layout::{Layout, SegmentId};
 use crate::partial_block::PartialBlock;
 use crate::readers::Deferred;
-use super::cold_log::{ColdLog, ColdPlace};
 
 const GROUP_ENTRY_VERSION: u8 = 1;
 /// Body of a group entry before its chain: write volume u64, segment count u32.
@@ -118,7 +118,11 @@ impl SegmentTable {
     }
 
     /// Rebuilds the table from the groups' chains and the cold log's segments.
-    pub fn with_cold_log(layout: Layout, groups: Vec<Group>, cold: ColdLog) -> Result<SegmentTable> {
+    pub fn with_cold_log(
+        layout: Layout,
+        groups: Vec<Group>,
+        cold: ColdLog,
+    ) -> Result<SegmentTable> {
         let mut owner: Vec<Option<u32>> = vec![None; layout.segment_count() as usize];
         for s in &cold.segments {
             if s.id >= layout.segment_count() || layout.is_main(s.id) {
@@ -428,18 +432,24 @@ impl SegmentTable {
     /// keep: moving a value to the cold log is optional, and must never take the
     /// reserves that let GC and deletes make progress. `None` (nothing changed) when
     /// the pool has none to spare.
-    pub fn place_cold(&mut self, lens: &[usize]) -> Option<Vec<ColdPlace>> {
+    pub fn place_cold(&mut self, lens: &[usize]) -> Option<(Vec<ColdPlace>, usize)> {
         let segment_bytes = self.layout.log_segment_bytes;
         let floor = self.gc_reserve_segments + self.tombstone_reserve_segments;
         let free_log = &mut self.free_log;
         let take = || (free_log.len() > floor).then(|| free_log.pop()).flatten();
         match self.cold.place(lens, segment_bytes, take) {
-            Ok((places, _opened)) => Some(places),
+            Ok((places, opened)) => Some((places, opened.len())),
             Err(taken) => {
                 self.free_log.extend(taken.into_iter().rev());
                 None
             }
         }
+    }
+
+    /// Undoes a GC's cold placements (it failed before its commit).
+    pub fn rollback_cold(&mut self, cp: ColdCheckpoint) {
+        let opened = self.cold.rollback(cp);
+        self.free_log.extend(opened.into_iter().rev());
     }
 
     /// Log segment for GC survivors that overflow the spare main segment.
