@@ -1,7 +1,10 @@
 //! Tuning knobs of the tree. Defaults follow LevelDB/RocksDB practice scaled to the
 //! engine's use: many small entries (keys -> value locations of 13-16 bytes).
 
+use std::sync::Arc;
+
 use crate::error::{LsmError, Result};
+use crate::fs::{Fs, RealFs};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -31,6 +34,9 @@ pub struct Options {
     pub table_files_open_max: usize,
     /// Background threads running compactions (flushes have their own thread).
     pub compaction_threads: usize,
+    /// The file system the tree's files live on: [`RealFs`] by default; tests put a
+    /// `fault::FaultFs` here (feature `fault-injection`) to crash it and inject errors.
+    pub fs: Arc<dyn Fs>,
 }
 
 impl Default for Options {
@@ -50,6 +56,7 @@ impl Default for Options {
             error_if_exists: false,
             table_files_open_max: 512,
             compaction_threads: 1,
+            fs: Arc::new(RealFs),
         }
     }
 }

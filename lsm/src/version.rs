@@ -93,7 +93,7 @@ impl Drop for FileMeta {
     fn drop(&mut self) {
         if self.obsolete.load(AtomicOrdering::Acquire) {
             // Failure only leaks a file that the next open deletes as an orphan.
-            let _ = std::fs::remove_file(&self.path);
+            let _ = self.cache.fs.remove_file(&self.path);
             self.cache.blocks.evict_table(self.number);
             self.cache.files.remove(self.number);
         }
@@ -279,11 +279,15 @@ impl VersionSet {
     fn rewrite_manifest(&mut self, v: &Version) -> Result<()> {
         let number = self.next_file.fetch_add(1, AtomicOrdering::SeqCst);
         let snap = Self::snapshot_edit(v, self.log_number, self.last_sequence, number + 1);
-        let m = ManifestWriter::create(&self.dir, number, &snap)?;
+        let fs = self.manifest.fs.clone();
+        let m = ManifestWriter::create(&fs, &self.dir, number, &snap)?;
         add(&self.counters.manifest_bytes_written, m.file_bytes);
-        set_current(&self.dir, number)?;
+        // The new manifest's name must be durable before CURRENT names it.
+        crate::files::sync_dir(&*fs, &self.dir)?;
+        set_current(&*fs, &self.dir, number)?;
         let old = std::mem::replace(&mut self.manifest, m);
-        let _ = std::fs::remove_file(&old.path);
+        // Left behind, it is deleted by the next open (CURRENT names the new one).
+        let _ = fs.remove_file(&old.path);
         Ok(())
     }
 }

@@ -35,9 +35,10 @@ impl Db {
     pub fn open(dir: &Path, options: Options) -> Result<Db> {
         options.validate()?;
         let found = inspect_dir(dir, &options)?;
-        let lock = lock_dir(dir)?;
+        let lock = lock_dir(&*options.fs, dir)?;
         let counters = Arc::new(Counters::default());
         let cache = Arc::new(TableCaches {
+            fs: options.fs.clone(),
             blocks: crate::table::cache::BlockCache::new(options.block_cache_bytes),
             files: crate::table::open_files::OpenFiles::new(options.table_files_open_max),
         });

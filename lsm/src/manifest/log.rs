@@ -1,12 +1,12 @@
 //! Reading and writing manifest files.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::edit::VersionEdit;
 use crate::coding::{masked_crc, Reader};
 use crate::error::{LsmError, Result};
+use crate::fs::{Fs, FsFile, IfExists};
 use crate::wal::record::{decode_record, encode_record, RECORD_HEADER_BYTES};
 
 pub(crate) const MANIFEST_MAGIC: u64 = u64::from_le_bytes(*b"hkvlMAN\x01");
@@ -23,9 +23,10 @@ fn encode_header() -> [u8; HEADER_BYTES] {
 }
 
 /// Reads all edits of a manifest. Refuses a newer format before looking further.
-pub(crate) fn read_manifest(path: &Path) -> Result<Vec<VersionEdit>> {
-    let data =
-        std::fs::read(path).map_err(|e| LsmError::io(format!("reading {}", path.display()), e))?;
+pub(crate) fn read_manifest(fs: &dyn Fs, path: &Path) -> Result<Vec<VersionEdit>> {
+    let data = fs
+        .read_file(path)
+        .map_err(|e| LsmError::io(format!("reading {}", path.display()), e))?;
     decode_manifest(&data).map_err(|e| match e {
         LsmError::NewerFormat {
             found, supported, ..
@@ -111,21 +112,27 @@ pub(crate) fn decode_manifest(data: &[u8]) -> Result<Vec<VersionEdit>> {
 }
 
 pub(crate) struct ManifestWriter {
+    /// The file system it writes on, for the manifest that replaces this one.
+    pub fs: Arc<dyn Fs>,
     pub path: PathBuf,
-    file: File,
+    file: Arc<dyn FsFile>,
     pub file_bytes: u64,
 }
 
 impl ManifestWriter {
     /// Creates a manifest holding `snapshot` (synced), without switching CURRENT.
-    pub fn create(dir: &Path, number: u64, snapshot: &VersionEdit) -> Result<ManifestWriter> {
+    pub fn create(
+        fs: &Arc<dyn Fs>,
+        dir: &Path,
+        number: u64,
+        snapshot: &VersionEdit,
+    ) -> Result<ManifestWriter> {
         let path = dir.join(crate::files::manifest_name(number));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = fs
+            .create(&path, IfExists::Fail)
             .map_err(|e| LsmError::io(format!("creating {}", path.display()), e))?;
         let mut w = ManifestWriter {
+            fs: fs.clone(),
             path,
             file,
             file_bytes: 0,
@@ -138,7 +145,7 @@ impl ManifestWriter {
 
     fn write(&mut self, data: &[u8]) -> Result<()> {
         self.file
-            .write_all(data)
+            .append(data)
             .map_err(|e| LsmError::io(format!("writing {}", self.path.display()), e))?;
         self.file_bytes += data.len() as u64;
         Ok(())
@@ -157,9 +164,10 @@ impl ManifestWriter {
 }
 
 /// Points CURRENT at manifest `number` atomically.
-pub(crate) fn set_current(dir: &Path, number: u64) -> Result<()> {
+pub(crate) fn set_current(fs: &dyn Fs, dir: &Path, number: u64) -> Result<()> {
     let content = format!("{}\n", crate::files::manifest_name(number));
     crate::files::atomic_replace(
+        fs,
         dir,
         crate::files::CURRENT,
         crate::files::CURRENT_TMP,
@@ -168,10 +176,11 @@ pub(crate) fn set_current(dir: &Path, number: u64) -> Result<()> {
 }
 
 /// The manifest number named by CURRENT.
-pub(crate) fn read_current(dir: &Path) -> Result<u64> {
+pub(crate) fn read_current(fs: &dyn Fs, dir: &Path) -> Result<u64> {
     let path = dir.join(crate::files::CURRENT);
-    let s =
-        std::fs::read(&path).map_err(|e| LsmError::io(format!("reading {}", path.display()), e))?;
+    let s = fs
+        .read_file(&path)
+        .map_err(|e| LsmError::io(format!("reading {}", path.display()), e))?;
     let name = std::str::from_utf8(&s)
         .ok()
         .and_then(|s| s.strip_suffix('\n'));
