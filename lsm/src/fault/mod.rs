@@ -26,6 +26,8 @@
 
 mod image;
 mod rng;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -269,6 +271,16 @@ impl FaultFs {
     /// [`FaultFs::crash`] does, before it takes effect, and fails.
     pub fn crash_after_calls(&self, n: u64) {
         self.state.lock().crash_countdown = Some(n);
+    }
+
+    /// Appends `data` to the file at `path` without counting the call or letting a
+    /// fault fail it: a test's own damage (a torn record written by no one).
+    pub fn append_raw(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let mut s = self.state.lock();
+        let inode = s.inode(path)?;
+        let mut c = inode.content.lock();
+        inode.change(&mut c, |d| d.extend_from_slice(data));
+        Ok(())
     }
 
     /// Whether a crash happened and no restart yet.
