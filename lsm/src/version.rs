@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-use crate::error::Result;
+use crate::error::{LsmError, Result};
 use crate::ikey::{self, Kind};
 use crate::manifest::edit::AddedTable;
 use crate::manifest::log::{set_current, ManifestWriter};
@@ -183,6 +183,8 @@ pub(crate) struct VersionSet {
     pub last_sequence: u64,
     pub next_file: Arc<AtomicU64>,
     counters: Arc<Counters>,
+    /// The error of the first edit that failed; no edit is made after it.
+    failed: Option<String>,
 }
 
 impl VersionSet {
@@ -203,6 +205,7 @@ impl VersionSet {
             last_sequence,
             next_file,
             counters,
+            failed: None,
         }
     }
 
@@ -222,23 +225,64 @@ impl VersionSet {
     }
 
     /// Makes `edit` durable and installs the resulting version. `added` holds the opened
-    /// tables named by `edit.added` (same order).
-    pub fn apply(
+    /// tables named by `edit.added` (same order). After a failure every later call
+    /// fails too: the manifest may end in a damaged record (or, after a failed sync,
+    /// one the disk lost) that nothing may follow, and an edit computed without the
+    /// failed one could contradict it.
+    pub fn apply(&mut self, edit: VersionEdit, added: Vec<Arc<FileMeta>>) -> Result<Arc<Version>> {
+        if let Some(cause) = &self.failed {
+            return Err(LsmError::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        let r = self.apply_durably(edit, added);
+        if let Err(e) = &r {
+            self.failed = Some(e.to_string());
+        }
+        r
+    }
+
+    fn apply_durably(
         &mut self,
         mut edit: VersionEdit,
         added: Vec<Arc<FileMeta>>,
     ) -> Result<Arc<Version>> {
         debug_assert_eq!(edit.added.len(), added.len());
-        if let Some(l) = edit.log_number {
-            self.log_number = self.log_number.max(l);
-        }
-        if let Some(s) = edit.last_sequence {
-            self.last_sequence = self.last_sequence.max(s);
-        }
-        edit.log_number = Some(self.log_number);
-        edit.last_sequence = Some(self.last_sequence);
+        // Taken over only once the edit is durable: an edit that failed must not lend
+        // its log number to a later one (that would retire a WAL whose table it lost).
+        let log_number = edit
+            .log_number
+            .map_or(self.log_number, |l| self.log_number.max(l));
+        let last_sequence = edit
+            .last_sequence
+            .map_or(self.last_sequence, |s| self.last_sequence.max(s));
+        edit.log_number = Some(log_number);
+        edit.last_sequence = Some(last_sequence);
         edit.next_file_number = Some(self.next_file.load(AtomicOrdering::SeqCst));
+        let (v, removed) = self.next_version(&edit, &added);
 
+        let n = self.manifest.append(&edit)?;
+        add(&self.counters.manifest_bytes_written, n);
+        self.log_number = log_number;
+        self.last_sequence = last_sequence;
+        if self.manifest.file_bytes > MANIFEST_BYTES_MAX {
+            self.rewrite_manifest(&v)?;
+        }
+        for f in removed {
+            if !added.iter().any(|a| a.number == f.number) {
+                f.obsolete.store(true, AtomicOrdering::Release);
+            }
+        }
+        self.current = Arc::new(v);
+        Ok(self.current.clone())
+    }
+
+    /// The current version changed by `edit`, and the tables it removes.
+    fn next_version(
+        &self,
+        edit: &VersionEdit,
+        added: &[Arc<FileMeta>],
+    ) -> (Version, Vec<Arc<FileMeta>>) {
         let mut v = (*self.current).clone();
         let mut removed = Vec::new();
         for &(level, number) in &edit.deleted {
@@ -246,7 +290,7 @@ impl VersionSet {
             let f = v.levels[level].remove(pos.expect("deleted table is in the current version"));
             removed.push(f);
         }
-        for (a, f) in edit.added.iter().zip(&added) {
+        for (a, f) in edit.added.iter().zip(added) {
             v.levels[a.level].push(f.clone());
         }
         v.levels[0].sort_by_key(|f| std::cmp::Reverse(f.number));
@@ -261,19 +305,7 @@ impl VersionSet {
                 );
             }
         }
-
-        let n = self.manifest.append(&edit)?;
-        add(&self.counters.manifest_bytes_written, n);
-        if self.manifest.file_bytes > MANIFEST_BYTES_MAX {
-            self.rewrite_manifest(&v)?;
-        }
-        for f in removed {
-            if !added.iter().any(|a| a.number == f.number) {
-                f.obsolete.store(true, AtomicOrdering::Release);
-            }
-        }
-        self.current = Arc::new(v);
-        Ok(self.current.clone())
+        (v, removed)
     }
 
     fn rewrite_manifest(&mut self, v: &Version) -> Result<()> {

@@ -247,7 +247,8 @@ impl Db {
     }
 
     /// Syncs the WAL and stops background work. Dropping the Db does the same,
-    /// ignoring errors.
+    /// ignoring errors. Fails if the WAL cannot be synced or the tree is poisoned: then
+    /// writes since the last sync may be lost.
     pub fn close(self) -> Result<()> {
         self.shutdown(true)
     }
@@ -279,11 +280,18 @@ impl Db {
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
-        if clean && !self.inner.poisoned.load(Ordering::Acquire) {
-            let mut w = self.inner.writer.lock();
-            w.wal.sync()?;
+        if !clean {
+            return Ok(());
         }
-        Ok(())
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            // Writes since the last sync are not durable, and cannot be made so: a
+            // close that returned Ok would claim they are.
+            return Err(LsmError::Poisoned {
+                cause: self.inner.poison_cause.lock().clone(),
+            });
+        }
+        let mut w = self.inner.writer.lock();
+        self.inner.poisoning(w.wal.sync())
     }
 }
 

@@ -20,6 +20,10 @@ pub(super) struct Content {
     /// `durable` is no longer a prefix of `data` (a truncation below it since the last
     /// sync): a crash leaves one or the other whole, never a mix.
     pub diverged: bool,
+    /// Bytes a failed sync should have written: the next sync that succeeds leaves
+    /// them zero on disk (Linux marks pages clean after a failed writeback, so a later
+    /// fsync succeeds without writing them), while reads still see them until a crash.
+    pub lost: Option<std::ops::Range<usize>>,
 }
 
 /// A file, shared by the names that link it (live and durable) and its open handles;
@@ -37,6 +41,7 @@ impl Inode {
                 durable: data.clone(),
                 data,
                 diverged: false,
+                lost: None,
             }),
             used_bytes: used_bytes.clone(),
         })
@@ -55,6 +60,13 @@ impl Inode {
         }
         if c.data.len() < c.durable.len() {
             c.diverged = true;
+        }
+        // Cut bytes are gone from the page cache too: a failed sync cannot lose them.
+        if let Some(lost) = &mut c.lost {
+            lost.end = lost.end.min(c.data.len());
+            if lost.start >= lost.end {
+                c.lost = None;
+            }
         }
     }
 }
@@ -79,6 +91,22 @@ pub(super) fn sync_content(c: &mut Content) {
         let from = c.durable.len();
         c.durable.extend_from_slice(&c.data[from..]);
     }
+    if let Some(lost) = c.lost.take() {
+        let end = lost.end.min(c.durable.len());
+        if lost.start < end {
+            c.durable[lost.start..end].fill(0);
+        }
+    }
+}
+
+/// A sync failed: what it should have written is lost (see `Content::lost`).
+pub(super) fn fail_sync(c: &mut Content) {
+    if c.diverged {
+        return;
+    }
+    let from = c.durable.len();
+    let start = c.lost.as_ref().map_or(from, |l| l.start.min(from));
+    c.lost = Some(start..c.data.len());
 }
 
 /// A change to a directory's entries not yet made durable by a directory sync.
@@ -205,14 +233,23 @@ fn crashed_data(c: &Content, rng: &mut SplitMix64, path: &Path, report: &mut Str
             c.durable.clone()
         };
     }
-    let synced = c.durable.len().min(c.data.len());
+    // Not diverged: the durable data is no longer than the data, and differs from its
+    // prefix only where a failed sync lost bytes.
+    let synced = c.durable.len();
     let unsynced = c.data.len() - synced;
-    let mut out = c.data[..synced].to_vec();
+    let mut out = c.durable.clone();
     if unsynced == 0 {
         return out;
     }
     let kept = rng.below(unsynced as u64 + 1) as usize;
     out.extend_from_slice(&c.data[synced..synced + kept]);
+    if let Some(lost) = &c.lost {
+        // A failed sync's bytes never reach the disk, even if later appends do.
+        let end = lost.end.min(out.len());
+        if lost.start < end {
+            out[lost.start..end].fill(0);
+        }
+    }
     // One crash in four leaves the last part of what it kept as zeros: the file's size
     // reached the disk, its data did not.
     let mut zeroed = 0;

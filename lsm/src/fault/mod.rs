@@ -18,7 +18,10 @@
 //!   creates, renames and removes made since (in order, as a metadata journal would);
 //! - per file, its data as of the last `sync_data`/`sync_all` plus a random prefix of
 //!   what was appended since, whose last part is zeros one crash in four; a file cut
-//!   by `set_len` since its last sync comes back whole in its synced or its new form.
+//!   by `set_len` since its last sync comes back whole in its synced or its new form;
+//! - what a failed sync should have written is lost even if a later sync succeeds
+//!   (reads still see it until the crash), as on Linux, which marks the pages clean
+//!   after a failed writeback.
 //!
 //! Directories themselves (`create_dir_all`) are durable at once, and `remove_dir_all`
 //! is durable at once: the tree's directory is made before the tree and removed only by
@@ -29,7 +32,7 @@ mod rng;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -40,7 +43,7 @@ use parking_lot::Mutex;
 
 use crate::files::{parse_name, FileKind};
 use crate::fs::{EntryKind, Fs, FsFile, FsLock, IfExists};
-use image::{sync_content, Dir, Image, Inode};
+use image::{fail_sync, sync_content, Dir, Image, Inode};
 use rng::SplitMix64;
 
 /// The kinds of call a fault can be aimed at.
@@ -146,7 +149,12 @@ struct State {
     /// Held locks: path -> id of the guard holding it.
     locks: HashMap<PathBuf, u64>,
     lock_ids: u64,
+    /// The last calls made, when tracing is on (`trace_calls`).
+    trace: Option<VecDeque<String>>,
 }
+
+/// Calls kept by the trace: enough to see the operations before a failure.
+const TRACE_CALLS_MAX: usize = 4096;
 
 /// The simulated file system. Share it through `Arc`: the tree gets it as its
 /// `Options::fs`, the test keeps a clone to arm faults and crash.
@@ -203,6 +211,7 @@ impl FaultFs {
                 crash_reports: Vec::new(),
                 locks: HashMap::new(),
                 lock_ids: 0,
+                trace: None,
             })),
         }
     }
@@ -283,6 +292,18 @@ impl FaultFs {
         Ok(())
     }
 
+    /// Starts (or stops) keeping the last calls made, for a failure message.
+    pub fn trace_calls(&self, on: bool) {
+        self.state.lock().trace = on.then(VecDeque::new);
+    }
+
+    /// The last calls made (at most 4096), oldest first: generation, site, path and
+    /// the outcome.
+    pub fn traced_calls(&self) -> Vec<String> {
+        let s = self.state.lock();
+        s.trace.iter().flatten().cloned().collect()
+    }
+
     /// Whether a crash happened and no restart yet.
     pub fn is_down(&self) -> bool {
         self.state.lock().down
@@ -307,6 +328,25 @@ impl FaultFs {
     /// Checks whether the call may proceed: counts it, fails it if the machine is
     /// down, a crash is due, or an armed fault matches.
     fn enter(s: &mut State, op: Op, class: FileClass, path: &Path) -> io::Result<()> {
+        let r = Self::admit(s, op, class, path);
+        if let Some(t) = &mut s.trace {
+            if t.len() == TRACE_CALLS_MAX {
+                t.pop_front();
+            }
+            let outcome = match &r {
+                Ok(()) => "ok".to_string(),
+                Err(e) => e.to_string(),
+            };
+            t.push_back(format!(
+                "gen {} {op:?} {} -> {outcome}",
+                s.generation,
+                path.display()
+            ));
+        }
+        r
+    }
+
+    fn admit(s: &mut State, op: Op, class: FileClass, path: &Path) -> io::Result<()> {
         if s.down {
             return Err(err(libc::EIO));
         }
@@ -620,9 +660,16 @@ impl FsFile for FaultFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let _s = self.enter(Op::Sync)?;
-        sync_content(&mut self.inode.content.lock());
-        Ok(())
+        match self.enter(Op::Sync) {
+            Ok(_s) => {
+                sync_content(&mut self.inode.content.lock());
+                Ok(())
+            }
+            Err(e) => {
+                fail_sync(&mut self.inode.content.lock());
+                Err(e)
+            }
+        }
     }
 
     fn sync_all(&self) -> io::Result<()> {

@@ -242,3 +242,26 @@ fn a_truncation_comes_back_whole_or_not_at_all() {
     }
     assert_eq!(seen, (true, true));
 }
+
+#[test]
+fn a_failed_sync_loses_its_bytes_even_after_a_later_sync_succeeds() {
+    let fs = fs_with_dir(1);
+    let f = fs.create(&path("a"), IfExists::Fail).unwrap();
+    fs.sync_dir(Path::new(DIR)).unwrap();
+    f.append(b"one").unwrap();
+    fs.fail_after(Op::Sync, 0, libc::EIO);
+    assert!(f.sync_data().is_err());
+    f.append(b"two").unwrap();
+    f.sync_data().unwrap();
+    assert_eq!(
+        fs.read_file(&path("a")).unwrap(),
+        b"onetwo",
+        "reads see the bytes"
+    );
+    crash_and_restart(&fs);
+    assert_eq!(
+        fs.read_file(&path("a")).unwrap(),
+        b"\0\0\0two",
+        "the disk does not"
+    );
+}

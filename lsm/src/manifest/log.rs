@@ -76,17 +76,10 @@ pub(crate) fn decode_manifest(data: &[u8]) -> Result<Vec<VersionEdit>> {
                 pos += n;
             }
             Err(e) => {
-                // A record reaching the end of the file is the torn tail of an append
-                // that was never synced, so never acted on. Anything else is damage.
-                let rest = &data[pos..];
-                let claimed = rest
-                    .get(4..8)
-                    .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
-                let reaches_end = claimed.is_none_or(|len| RECORD_HEADER_BYTES + len >= rest.len());
-                // A damaged length field also seems to reach the end: only if no valid
-                // record starts anywhere after it is this a torn tail.
+                // A damaged length field also looks torn: only if no valid record
+                // starts anywhere after it is this a torn tail.
                 let valid_later = (pos + 1..data.len()).any(|p| decode_record(&data[p..]).is_ok());
-                if reaches_end && !valid_later {
+                if is_torn_tail(&data[pos..]) && !valid_later {
                     break;
                 }
                 return Err(match e {
@@ -109,6 +102,20 @@ pub(crate) fn decode_manifest(data: &[u8]) -> Result<Vec<VersionEdit>> {
         return Err(LsmError::corrupt("manifest holds no complete edit"));
     }
     Ok(edits)
+}
+
+/// Whether `rest`, which holds no valid record, is the torn tail of an append that was
+/// never synced (so never acted on): the start of one record cut by the end of the
+/// file, whose last bytes may read as zeros (the file's size reached the disk, its
+/// data did not). Anything else is damage.
+fn is_torn_tail(rest: &[u8]) -> bool {
+    let written = rest.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    if written < RECORD_HEADER_BYTES {
+        // Not even the header made it: nothing claims a length to check.
+        return true;
+    }
+    let claimed = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize;
+    RECORD_HEADER_BYTES + claimed >= rest.len()
 }
 
 pub(crate) struct ManifestWriter {
@@ -194,5 +201,53 @@ pub(crate) fn read_current(fs: &dyn Fs, dir: &Path) -> Result<u64> {
                 String::from_utf8_lossy(&s[..s.len().min(64)])
             ),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest_of(edits: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut data = encode_header().to_vec();
+        let mut ends = Vec::new();
+        for i in 0..edits {
+            let edit = VersionEdit {
+                log_number: Some(i as u64 + 1),
+                last_sequence: Some(100 * i as u64),
+                ..Default::default()
+            };
+            encode_record(&edit.encode(), &mut data);
+            ends.push(data.len());
+        }
+        (data, ends)
+    }
+
+    #[test]
+    fn a_torn_last_append_with_a_zeroed_tail_is_ignored() {
+        let (data, ends) = manifest_of(3);
+        let last_start = ends[1];
+        // Every cut inside the last record, with every length of zeroed tail.
+        for cut in last_start..data.len() {
+            for zeros in 0..=cut - last_start {
+                let mut torn = data[..cut].to_vec();
+                torn[cut - zeros..].fill(0);
+                let edits = decode_manifest(&torn)
+                    .unwrap_or_else(|e| panic!("cut {cut}, {zeros} zeros: {e}"));
+                assert_eq!(edits.len(), 2, "cut {cut}, {zeros} zeros");
+            }
+        }
+        // Zeros past a whole last record (a size that grew, data that never came).
+        let mut padded = data.clone();
+        padded.extend_from_slice(&[0u8; 100]);
+        assert_eq!(decode_manifest(&padded).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_damaged_record_before_a_valid_one_is_still_refused() {
+        let (data, ends) = manifest_of(3);
+        let mut zeroed = data.clone();
+        zeroed[ends[0]..ends[1]].fill(0);
+        assert!(decode_manifest(&zeroed).is_err());
     }
 }
