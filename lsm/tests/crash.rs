@@ -138,6 +138,10 @@ fn options(rng: &mut StdRng, fs: &Arc<FaultFs>) -> Options {
     }
 }
 
+/// Opens in a row that may fail before the test gives up: each failure must come from
+/// a crash or a fault of ours, and after a few the faults are disarmed.
+const FAILED_OPENS_MAX: u32 = 8;
+
 /// The I/O failures a crash or an injected fault may surface as.
 fn is_io_failure(e: &LsmError) -> bool {
     match e {
@@ -163,6 +167,8 @@ struct Run {
     flushes: u64,
     compactions: u64,
     keys_max: usize,
+    /// Faults fired before the last successful open.
+    fired_at_open: usize,
 }
 
 impl Run {
@@ -186,6 +192,7 @@ impl Run {
             flushes: 0,
             compactions: 0,
             keys_max: 0,
+            fired_at_open: 0,
         }
     }
 
@@ -339,11 +346,21 @@ impl Run {
         }
     }
 
+    /// Whether the file system failed a call since `fired_before` faults had fired, or
+    /// crashed: an I/O error without one of these is a bug of the tree (a lost file).
+    /// Writes check from the last open on, as a background job's failure reaches the
+    /// writer as a poisoned tree later.
+    fn we_caused_it(&self, fired_before: usize) -> bool {
+        self.fs.is_down() || self.fs.fired().len() > fired_before
+    }
+
     /// After an I/O failure: the process dies, and the machine too if it crashed or, at
     /// random, now; then the tree is reopened on healthy storage and checked.
-    fn die_and_recover(&mut self, e: &LsmError) {
-        if !is_io_failure(e) {
-            self.fail(&format!("expected an I/O failure, got: {e}"));
+    fn die_and_recover(&mut self, e: &LsmError, fired_before: usize) {
+        if !is_io_failure(e) || !self.we_caused_it(fired_before) {
+            self.fail(&format!(
+                "expected an I/O failure caused by a crash or an injected fault, got: {e}"
+            ));
         }
         let was_down = self.fs.is_down();
         let crashed = was_down || self.rng.gen_bool(0.5);
@@ -379,26 +396,35 @@ impl Run {
     /// against the model; the state found becomes the model's new base.
     fn reopen_and_check(&mut self) -> Result<(), LsmError> {
         let mut crashed_opens = 0;
+        let mut failed_opens = 0;
         let db = loop {
             let arm = crashed_opens < CRASHED_OPENS_MAX && self.rng.gen_bool(0.2);
             if arm {
                 let n = self.rng.gen_range(0..60);
                 self.fs.crash_after_calls(n);
             }
+            let fired_before = self.fs.fired().len();
             match Db::open(Path::new(DIR), self.options.clone()) {
                 Ok(db) if !self.fs.is_down() => {
                     self.fs.clear_faults();
+                    // Counted from before the open: its background jobs may have met
+                    // a fault before it was disarmed.
+                    self.fired_at_open = fired_before;
                     break db;
                 }
                 Ok(db) => {
                     // The crash hit a background thread right after the open.
                     db.crash_for_test();
                 }
-                Err(e) if is_io_failure(&e) => {}
+                Err(e) if is_io_failure(&e) && self.we_caused_it(fired_before) => {}
                 Err(e) => self.fail(&format!("open failed: {e}")),
             }
-            crashed_opens += 1;
+            failed_opens += 1;
+            if failed_opens > FAILED_OPENS_MAX {
+                self.fail("the tree does not open on healthy storage");
+            }
             if self.fs.is_down() {
+                crashed_opens += 1;
                 self.crashes += 1;
                 self.event(format!("recovery crashed ({crashed_opens} in a row)"));
                 self.fs.restart();
@@ -451,7 +477,8 @@ fn run_seed(seed: u64, ops: usize) -> Tally {
     for _ in 0..ops {
         run.maybe_arm_trouble();
         if let Err(e) = run.step() {
-            run.die_and_recover(&e);
+            let fired_before = run.fired_at_open;
+            run.die_and_recover(&e, fired_before);
         }
     }
     // The end is a crash too, so every seed checks at least one.
@@ -460,7 +487,7 @@ fn run_seed(seed: u64, ops: usize) -> Tally {
         context: "the final crash".into(),
         source: std::io::Error::from_raw_os_error(libc::EIO),
     };
-    run.die_and_recover(&e);
+    run.die_and_recover(&e, 0);
     Tally {
         crashes: run.crashes,
         faults: run.faults,

@@ -241,7 +241,7 @@ impl FaultFs {
         s.crash_countdown = None;
     }
 
-    /// The faults that fired so far, in order.
+    /// The faults that fired so far, in order (ENOSPC from the capacity limit too).
     pub fn fired(&self) -> Vec<Fired> {
         self.state.lock().fired.clone()
     }
@@ -608,7 +608,7 @@ impl FaultFile {
 
 impl FsFile for FaultFile {
     fn append(&self, data: &[u8]) -> io::Result<()> {
-        let s = self.enter(Op::Write)?;
+        let mut s = self.enter(Op::Write)?;
         let used = s.image.used_bytes.load(Ordering::Relaxed);
         let room = s.capacity_bytes.map(|c| c.saturating_sub(used) as usize);
         let fits = room.map_or(data.len(), |r| r.min(data.len()));
@@ -616,6 +616,14 @@ impl FsFile for FaultFile {
         self.inode
             .change(&mut c, |d| d.extend_from_slice(&data[..fits]));
         if fits < data.len() {
+            s.fired.push(Fired {
+                site: Site {
+                    op: Op::Write,
+                    class: FileClass::of_file(&self.path),
+                },
+                path: self.path.clone(),
+                errno: libc::ENOSPC,
+            });
             return Err(err(libc::ENOSPC));
         }
         Ok(())
