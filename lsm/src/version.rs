@@ -323,3 +323,54 @@ impl VersionSet {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::{Fault, FaultFs, FileClass, Op};
+    use crate::fs::Fs;
+    use crate::manifest::log::read_manifest;
+
+    /// A version set on a FaultFs whose manifest holds one snapshot edit.
+    fn version_set(fs: &Arc<FaultFs>) -> VersionSet {
+        let dir = PathBuf::from("/v");
+        fs.create_dir_all(&dir).unwrap();
+        let dyn_fs: Arc<dyn Fs> = fs.clone();
+        let snap = VersionSet::snapshot_edit(&Version::empty(), 1, 10, 3);
+        let m = ManifestWriter::create(&dyn_fs, &dir, 2, &snap).unwrap();
+        dyn_fs.sync_dir(&dir).unwrap();
+        let next_file = Arc::new(AtomicU64::new(3));
+        VersionSet::new(dir, Version::empty(), m, 1, 10, next_file, Default::default())
+    }
+
+    fn log_edit(log_number: u64) -> VersionEdit {
+        VersionEdit {
+            log_number: Some(log_number),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn after_a_failed_edit_no_edit_is_made_and_its_log_number_is_not_taken() {
+        let fs = Arc::new(FaultFs::new(7));
+        let mut vs = version_set(&fs);
+        vs.apply(log_edit(4), Vec::new()).unwrap();
+        fs.inject(Fault {
+            op: Op::Sync,
+            class: Some(FileClass::Manifest),
+            skip: 0,
+            errno: libc::EIO,
+            times: 1,
+        });
+        assert!(vs.apply(log_edit(9), Vec::new()).is_err());
+        assert_eq!(vs.log_number, 4, "the failed edit's log number was taken");
+        let e = vs.apply(log_edit(5), Vec::new()).err().expect("refused");
+        assert!(matches!(e, LsmError::Poisoned { .. }), "{e}");
+        // The failed sync's record is lost on disk, and nothing follows it: the
+        // manifest still reads, up to the last good edit.
+        fs.crash();
+        fs.restart();
+        let edits = read_manifest(&*fs, Path::new("/v/MANIFEST-000002")).unwrap();
+        assert_eq!(edits.last().unwrap().log_number, Some(4));
+    }
+}
