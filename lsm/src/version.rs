@@ -340,7 +340,15 @@ mod tests {
         let m = ManifestWriter::create(&dyn_fs, &dir, 2, &snap).unwrap();
         dyn_fs.sync_dir(&dir).unwrap();
         let next_file = Arc::new(AtomicU64::new(3));
-        VersionSet::new(dir, Version::empty(), m, 1, 10, next_file, Default::default())
+        VersionSet::new(
+            dir,
+            Version::empty(),
+            m,
+            1,
+            10,
+            next_file,
+            Default::default(),
+        )
     }
 
     fn log_edit(log_number: u64) -> VersionEdit {

@@ -440,7 +440,13 @@ impl Fs for FaultFs {
     }
 
     fn entry_kind(&self, path: &Path) -> io::Result<EntryKind> {
-        let mut s = self.enter_file(Op::Stat, path)?;
+        let mut s = self.state.lock();
+        let class = if s.image.dirs.contains_key(path) {
+            FileClass::Dir
+        } else {
+            FileClass::of_file(path)
+        };
+        Self::enter(&mut s, Op::Stat, class, path)?;
         if s.image.dirs.contains_key(path) {
             return Ok(EntryKind::Dir);
         }
