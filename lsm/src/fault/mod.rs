@@ -2,16 +2,37 @@
 //! simulated crash and returns errors where a test asks for them. Built with the cargo
 //! feature `fault-injection`.
 //!
-//! ```ignore
-//! let fs = Arc::new(FaultFs::new(seed));
-//! let db = Db::open(Path::new("/db"), Options { fs: fs.clone(), ..Options::default() })?;
-//! fs.fail_after(Op::Sync, 3, libc::EIO);   // the 4th sync from now fails, once
-//! fs.set_capacity_bytes(Some(1 << 20));     // writes past 1 MiB get ENOSPC
-//! fs.crash();             // now: keep only what was synced (plus seeded torn tails);
-//! db.crash_for_test();    //      every call fails until the restart
-//! fs.restart();           // a new "boot": healthy, faults cleared, the crashed image
-//! let db = Db::open(Path::new("/db"), Options { fs: fs.clone(), ..Options::default() })?;
 //! ```
+//! use std::path::Path;
+//! use std::sync::Arc;
+//! use hashkv_lsm::fault::{FaultFs, Op};
+//! use hashkv_lsm::{Db, Options, WriteOptions};
+//!
+//! let fs = Arc::new(FaultFs::new(42)); // the seed decides what crashes keep
+//! let options = Options { fs: fs.clone(), ..Options::default() };
+//! let db = Db::open(Path::new("/db"), options.clone())?; // paths are virtual
+//! db.put(b"k", b"durable", &WriteOptions { sync: true })?;
+//! db.put(b"k", b"not yet", &WriteOptions::default())?;
+//! fs.fail_after(Op::Sync, 0, libc::EIO); // the next sync fails, once
+//! assert!(db.sync_wal().is_err()); // ... and poisons the tree
+//! fs.crash(); // keep what was synced (plus seeded torn tails); calls fail from now
+//! db.crash_for_test(); // the process dies too
+//! fs.restart(); // a new boot: calls work again on what the crash kept
+//! let db = Db::open(Path::new("/db"), options)?;
+//! assert_eq!(db.get(b"k")?.as_deref(), Some(&b"durable"[..]));
+//! # Ok::<(), hashkv_lsm::LsmError>(())
+//! ```
+//!
+//! Another crate's tests (the engine's) use it by enabling the feature in their
+//! dev-dependencies, `hashkv-lsm = { workspace = true, features = ["fault-injection"] }`,
+//! and putting the FaultFs in the tree's `Options::fs`. Everything the tree does goes
+//! through it; files the caller touches with `std::fs` do not. To crash the index
+//! together with something else (a simulated value device), crash both between the
+//! same two calls, then drop the tree with `Db::crash_for_test` before `restart`.
+//! [`FaultFs::set_capacity_bytes`] fills the file system; [`FaultFs::inject`] aims a
+//! fault at one kind of call on one kind of file ([`Site`]); [`FaultFs::calls`]
+//! counts the calls per site, so a sweep can fail each of them in turn
+//! (lsm/tests/faults.rs does).
 //!
 //! What a crash keeps (seeded, see [`FaultFs::crash`]):
 //! - per directory, its entries as of the last `sync_dir` plus a random prefix of the
@@ -395,11 +416,12 @@ impl FaultFs {
         Ok(s)
     }
 
-    fn handle(&self, s: &State, path: &Path, inode: Arc<Inode>) -> Arc<dyn FsFile> {
+    fn handle(&self, s: &State, path: &Path, inode: Arc<Inode>, writable: bool) -> Arc<dyn FsFile> {
         Arc::new(FaultFile {
             state: self.state.clone(),
             path: path.to_path_buf(),
             generation: s.generation,
+            writable,
             inode,
         })
     }
@@ -484,13 +506,13 @@ impl Fs for FaultFs {
                 ino
             }
         };
-        Ok(self.handle(&s, path, inode))
+        Ok(self.handle(&s, path, inode, true))
     }
 
-    fn open(&self, path: &Path, _writable: bool) -> io::Result<Arc<dyn FsFile>> {
+    fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn FsFile>> {
         let mut s = self.enter_file(Op::Open, path)?;
         let inode = s.inode(path)?;
-        Ok(self.handle(&s, path, inode))
+        Ok(self.handle(&s, path, inode, writable))
     }
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -591,6 +613,8 @@ struct FaultFile {
     state: Arc<Mutex<State>>,
     path: PathBuf,
     generation: u64,
+    /// Opened for writing (created, or opened writable), as the OS would check.
+    writable: bool,
     inode: Arc<Inode>,
 }
 
@@ -602,6 +626,9 @@ impl fmt::Debug for FaultFile {
 
 impl FaultFile {
     fn enter(&self, op: Op) -> io::Result<parking_lot::MutexGuard<'_, State>> {
+        if matches!(op, Op::Write | Op::SetLen) && !self.writable {
+            return Err(err(libc::EBADF));
+        }
         let mut s = self.state.lock();
         if s.generation != self.generation {
             // Opened before a crash, by a process that is dead now.
