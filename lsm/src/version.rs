@@ -20,9 +20,6 @@ use crate::table::reader::TableReader;
 /// non-overlapping). With a size ratio of 10 and 256 MiB at L1, L6 holds ~25 TiB.
 pub const LEVELS: usize = 7;
 
-/// A manifest that grows past this within one run is rewritten as one snapshot edit.
-const MANIFEST_BYTES_MAX: u64 = 64 << 20;
-
 pub(crate) struct FileMeta {
     pub number: u64,
     pub file_bytes: u64,
@@ -185,6 +182,8 @@ pub(crate) struct VersionSet {
     counters: Arc<Counters>,
     /// The error of the first edit that failed; no edit is made after it.
     failed: Option<String>,
+    /// `Options::manifest_bytes_max`.
+    manifest_bytes_max: u64,
 }
 
 impl VersionSet {
@@ -206,7 +205,14 @@ impl VersionSet {
             next_file,
             counters,
             failed: None,
+            manifest_bytes_max: crate::options::MANIFEST_BYTES_MAX_DEFAULT,
         }
+    }
+
+    /// Rewrites the manifest as one snapshot edit once it grows past `bytes`.
+    pub fn with_manifest_bytes_max(mut self, bytes: u64) -> VersionSet {
+        self.manifest_bytes_max = bytes;
+        self
     }
 
     pub fn snapshot_edit(
@@ -265,7 +271,7 @@ impl VersionSet {
         add(&self.counters.manifest_bytes_written, n);
         self.log_number = log_number;
         self.last_sequence = last_sequence;
-        if self.manifest.file_bytes > MANIFEST_BYTES_MAX {
+        if self.manifest.file_bytes > self.manifest_bytes_max {
             self.rewrite_manifest(&v)?;
         }
         for f in removed {

@@ -133,6 +133,7 @@ fn options(rng: &mut StdRng, fs: &Arc<FaultFs>) -> Options {
         block_cache_bytes: [0, 64 << 10][rng.gen_range(0..2)],
         table_files_open_max: [2, 512][rng.gen_range(0..2)],
         compaction_threads: rng.gen_range(1..3),
+        manifest_bytes_max: [1 << 10, 4 << 10, 1 << 20][rng.gen_range(0..3)],
         fs: fs.clone(),
         ..Options::default()
     }

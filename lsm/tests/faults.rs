@@ -20,7 +20,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
-use hashkv_lsm::fault::{Fault, FaultFs, Op, Site};
+use hashkv_lsm::fault::{Fault, FaultFs, FileClass, Op, Site};
 use hashkv_lsm::{Db, Direction, LsmError, Options, WriteBatch, WriteOptions};
 
 const DIR: &str = "/lsm";
@@ -29,6 +29,8 @@ const SEED: u64 = 14;
 const CAPACITY_STEPS: u64 = 60;
 
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
+/// A batch as the test wrote it: keys with their new value, or None for a delete.
+type Batch = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 /// Where the workload is when a call fails: decides what must hold after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +113,8 @@ fn options(fs: &Arc<FaultFs>) -> Options {
         // Every read goes to the file, and table files are reopened.
         block_cache_bytes: 0,
         table_files_open_max: 2,
+        // Small enough that flushes and the compaction rewrite the manifest.
+        manifest_bytes_max: 200,
         fs: fs.clone(),
         ..Options::default()
     }
@@ -129,7 +133,7 @@ struct Run {
     fs: Arc<FaultFs>,
     db: Option<Db>,
     /// Batches written, in order (the one that failed included: it may be there).
-    writes: Vec<Vec<(Vec<u8>, Option<Vec<u8>>)>>,
+    writes: Vec<Batch>,
     /// Writes known durable: a prefix of `writes`.
     durable: usize,
     /// Peak bytes held by the file system, sampled after each step.
@@ -367,7 +371,17 @@ fn record() -> (BTreeMap<Site, u64>, u64) {
     run.run()
         .unwrap_or_else(|(stage, e)| panic!("healthy run failed at {stage:?}: {e}"));
     check_recovered("healthy run", &run, true);
-    (fs.calls(), run.peak_bytes)
+    let calls = fs.calls();
+    let opens = 1 + WORKLOAD.iter().filter(|s| matches!(s, Step::Open)).count() as u64;
+    let manifests = calls[&Site {
+        op: Op::Create,
+        class: FileClass::Manifest,
+    }];
+    assert!(
+        manifests > opens,
+        "{manifests} manifests for {opens} opens: the workload must rewrite the manifest"
+    );
+    (calls, run.peak_bytes)
 }
 
 /// Fails every call of every site in turn with `errno`; returns the sites failed and

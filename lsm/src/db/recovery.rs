@@ -223,7 +223,8 @@ pub(super) fn recover(
         last_seq,
         next_file.clone(),
         counters.clone(),
-    );
+    )
+    .with_manifest_bytes_max(options.manifest_bytes_max);
     Ok(Recovered {
         versions,
         wal: fresh.wal,
