@@ -168,7 +168,7 @@ struct Run {
     flushes: u64,
     compactions: u64,
     keys_max: usize,
-    /// Faults fired before the last successful open.
+    /// Faults fired before the last successful open began.
     fired_at_open: usize,
 }
 
