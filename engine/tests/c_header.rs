@@ -42,8 +42,8 @@ fn first_difference(checked_in: &str, fresh: &str) -> String {
 
 /// Compares the header at `path` with a fresh generation; Err says how they differ.
 fn check_header(path: &Path, fresh: &str) -> Result<(), String> {
-    let checked_in = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let checked_in =
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if checked_in == fresh {
         return Ok(());
     }
@@ -81,7 +81,10 @@ fn a_stale_header_is_refused() {
         .filter(|l| !l.contains("hashkv_put_sync"))
         .collect();
     let renamed = fresh.replacen("size_t buf_cap", "size_t buf_capacity", 1);
-    assert_ne!(renamed, fresh, "the header declares hashkv_get_into's buf_cap");
+    assert_ne!(
+        renamed, fresh,
+        "the header declares hashkv_get_into's buf_cap"
+    );
     for text in [without_put_sync, renamed] {
         std::fs::write(&stale, text).unwrap();
         let e = check_header(&stale, &fresh).expect_err("a stale header passes the check");

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 /// Largest span of memory a C caller can hand over: Rust slices may not exceed
 /// `isize::MAX` bytes, nor wrap around the end of the address space.
 fn check_span(p: *const u8, len: usize, elem_bytes: usize, what: &str) -> Result<(), Failure> {
-    let bytes = len.checked_mul(elem_bytes).filter(|&b| b <= isize::MAX as usize);
+    let bytes = len
+        .checked_mul(elem_bytes)
+        .filter(|&b| b <= isize::MAX as usize);
     match bytes {
         Some(b) if (p as usize).checked_add(b).is_some() => Ok(()),
         _ => Err(Failure::invalid(format!(
@@ -28,7 +30,9 @@ pub(crate) unsafe fn bytes<'a>(p: *const u8, len: usize, what: &str) -> Result<&
     if p.is_null() {
         return match len {
             0 => Ok(&[]),
-            _ => Err(Failure::invalid(format!("{what} is NULL with length {len}"))),
+            _ => Err(Failure::invalid(format!(
+                "{what} is NULL with length {len}"
+            ))),
         };
     }
     check_span(p, len, 1, what)?;
@@ -49,7 +53,9 @@ pub(crate) unsafe fn bytes_mut<'a>(
     if p.is_null() {
         return match cap {
             0 => Ok(&mut []),
-            _ => Err(Failure::invalid(format!("{what} is NULL with capacity {cap}"))),
+            _ => Err(Failure::invalid(format!(
+                "{what} is NULL with capacity {cap}"
+            ))),
         };
     }
     check_span(p, cap, 1, what)?;
@@ -95,7 +101,11 @@ pub(crate) unsafe fn device_paths(
     if devices.is_null() || count == 0 {
         return Err(Failure::invalid(format!(
             "no device given (devices {}, device_count {count})",
-            if devices.is_null() { "NULL" } else { "non-NULL" }
+            if devices.is_null() {
+                "NULL"
+            } else {
+                "non-NULL"
+            }
         )));
     }
     check_span(devices.cast(), count, size_of::<*const c_char>(), "devices")?;

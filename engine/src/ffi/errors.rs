@@ -274,7 +274,10 @@ mod tests {
     fn engine_errors_map_to_the_documented_codes() {
         let io = |kind| std::io::Error::new(kind, "x");
         let cases: Vec<(Error, c_int)> = vec![
-            (Error::KeyTooLarge { len: 9, max: 8 }, HASHKV_E_INVALID_ARGUMENT),
+            (
+                Error::KeyTooLarge { len: 9, max: 8 },
+                HASHKV_E_INVALID_ARGUMENT,
+            ),
             (
                 Error::StoreFull {
                     used_bytes: 1,
@@ -290,15 +293,11 @@ mod tests {
                 HASHKV_E_POISONED,
             ),
             (
-                Error::Device(DeviceError::InUse {
-                    path: "d".into(),
-                }),
+                Error::Device(DeviceError::InUse { path: "d".into() }),
                 HASHKV_E_BUSY,
             ),
             (
-                Error::Device(DeviceError::NotFound {
-                    path: "d".into(),
-                }),
+                Error::Device(DeviceError::NotFound { path: "d".into() }),
                 HASHKV_E_NOT_FOUND,
             ),
             (
@@ -348,14 +347,18 @@ mod tests {
         assert_eq!(rc, HASHKV_E_PANIC);
         assert_eq!(hashkv_last_errcode(), HASHKV_E_PANIC);
         // SAFETY: guard left a NUL-terminated malloc'd message.
-        let msg = unsafe { std::ffi::CStr::from_ptr(err) }.to_string_lossy().into_owned();
+        let msg = unsafe { std::ffi::CStr::from_ptr(err) }
+            .to_string_lossy()
+            .into_owned();
         assert!(msg.contains("boom at the boundary"), "{msg}");
         // A second failure frees the first message and replaces it.
         // SAFETY: err holds a hashkv message, as set_error allows.
         let rc = unsafe { guard(&mut err, || Err(Failure::invalid("second"))) };
         assert_eq!(rc, HASHKV_E_INVALID_ARGUMENT);
         // SAFETY: as above.
-        let msg = unsafe { std::ffi::CStr::from_ptr(err) }.to_string_lossy().into_owned();
+        let msg = unsafe { std::ffi::CStr::from_ptr(err) }
+            .to_string_lossy()
+            .into_owned();
         assert_eq!(msg, "second");
         // SAFETY: malloc'd by set_error, freed once.
         unsafe { libc::free(err.cast()) };

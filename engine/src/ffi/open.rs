@@ -10,7 +10,8 @@ use std::ffi::{c_char, c_int};
 use std::path::PathBuf;
 
 /// An open store.
-pub struct HashkvDb(pub(crate) Db);
+// The field is public for Rust code that mixes the C API with the Rust one (tests).
+pub struct HashkvDb(pub Db);
 
 /// The store behind a handle from `hashkv_format`/`hashkv_open`.
 ///

@@ -149,7 +149,10 @@ pub unsafe extern "C" fn hashkv_options_set_main_segment_bytes(
 /// # Safety
 /// `opts` is NULL (ignored) or a live pointer from `hashkv_options_new`.
 #[no_mangle]
-pub unsafe extern "C" fn hashkv_options_set_log_segment_bytes(opts: *mut HashkvOptions, bytes: u64) {
+pub unsafe extern "C" fn hashkv_options_set_log_segment_bytes(
+    opts: *mut HashkvOptions,
+    bytes: u64,
+) {
     // SAFETY: opts as this function's caller promised.
     unsafe {
         set(opts, |o| {
@@ -175,7 +178,10 @@ pub unsafe extern "C" fn hashkv_options_set_reserved_share(opts: *mut HashkvOpti
 /// # Safety
 /// `opts` is NULL (ignored) or a live pointer from `hashkv_options_new`.
 #[no_mangle]
-pub unsafe extern "C" fn hashkv_options_set_write_cache_bytes(opts: *mut HashkvOptions, bytes: u64) {
+pub unsafe extern "C" fn hashkv_options_set_write_cache_bytes(
+    opts: *mut HashkvOptions,
+    bytes: u64,
+) {
     // SAFETY: opts as this function's caller promised.
     unsafe { set(opts, |o| o.options.write_cache_bytes = bytes) }
 }

@@ -89,7 +89,8 @@ pub unsafe extern "C" fn hashkv_iter_next(
         // SAFETY: the pointers as this function's caller promised.
         let (it, key, key_len, value, value_len) = unsafe {
             (
-                it.as_mut().ok_or_else(|| Failure::invalid("iterator is NULL"))?,
+                it.as_mut()
+                    .ok_or_else(|| Failure::invalid("iterator is NULL"))?,
                 args::out(key, "key")?,
                 args::out(key_len, "key_len")?,
                 args::out(value, "value")?,
