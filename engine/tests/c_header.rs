@@ -94,3 +94,96 @@ fn a_stale_header_is_refused() {
     std::fs::write(&stale, &fresh).unwrap();
     assert_eq!(check_header(&stale, &fresh), Ok(()));
 }
+
+/// The header compiles as C and as C++ with warnings as errors, and declares what a
+/// program calls with the types it passes.
+#[test]
+fn header_compiles_as_c_and_cxx() {
+    let has_cc = std::process::Command::new("cc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_cc {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs cc: install it in .ci/run"
+        );
+        println!("skipped: cc is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let prog = dir.path().join("use.c");
+    std::fs::write(&prog, USES_EVERY_DECLARATION).unwrap();
+    let include = crate_dir().join("include");
+    for (lang, std) in [("c", "-std=c99"), ("c++", "-std=c++11")] {
+        let out = std::process::Command::new("cc")
+            .args([
+                "-fsyntax-only",
+                "-Wall",
+                "-Wextra",
+                "-Wpedantic",
+                "-Werror",
+                std,
+            ])
+            .args(["-x", lang, "-I"])
+            .arg(&include)
+            .arg(&prog)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cc -x {lang} use.c: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+const USES_EVERY_DECLARATION: &str = r#"#include "hashkv.h"
+int use(void);
+int use(void) {
+    char *err = NULL;
+    const char *v = hashkv_version();
+    hashkv_options *o = hashkv_options_new();
+    hashkv_options_set_mode(o, "vlog");
+    hashkv_options_set_main_segment_bytes(o, 1 << 20);
+    hashkv_options_set_log_segment_bytes(o, 1 << 16);
+    hashkv_options_set_reserved_share(o, 0.3);
+    hashkv_options_set_write_cache_bytes(o, 0);
+    hashkv_options_set_separation_threshold_bytes(o, 128);
+    hashkv_options_set_sync_writes(o, 1);
+    hashkv_options_set_force_format(o, 0);
+    hashkv_options_set_create_device_bytes(o, 1 << 24);
+    const char *devs[1] = {"dev.img"};
+    hashkv_db *db = hashkv_format(devs, 1, "meta", o, &err);
+    if (!db) db = hashkv_open(devs, 1, "meta", NULL, &err);
+    uint8_t *val; size_t vl; uint8_t *k; size_t kl; uint8_t buf[16];
+    int rc = hashkv_put(db, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1, &err);
+    rc |= hashkv_put_sync(db, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1, &err);
+    rc |= hashkv_get(db, (const uint8_t *)"k", 1, &val, &vl, &err);
+    hashkv_free(val);
+    rc |= hashkv_get_into(db, (const uint8_t *)"k", 1, buf, sizeof buf, &vl, &err);
+    rc |= hashkv_delete(db, (const uint8_t *)"k", 1, &err);
+    hashkv_writebatch *b = hashkv_writebatch_create();
+    hashkv_writebatch_put(b, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1);
+    hashkv_writebatch_delete(b, (const uint8_t *)"k", 1);
+    size_t n = hashkv_writebatch_count(b);
+    rc |= hashkv_write(db, b, 1, &err);
+    hashkv_writebatch_clear(b);
+    hashkv_writebatch_destroy(b);
+    rc |= hashkv_flush(db, &err);
+    hashkv_iter *it = hashkv_scan(db, NULL, 0, NULL, 0, &err);
+    while (hashkv_iter_next(it, &k, &kl, &val, &vl, &err) == 1) { hashkv_free(k); hashkv_free(val); }
+    hashkv_iter_free(it);
+    rc |= hashkv_check(db, &err);
+    hashkv_stats stats;
+    rc |= hashkv_get_stats(db, &stats, sizeof stats, &err);
+    rc |= hashkv_close(db, &err);
+    hashkv_free(err);
+    hashkv_options_free(o);
+    int codes[] = {HASHKV_E_INVALID_ARGUMENT, HASHKV_E_NOT_FOUND, HASHKV_E_STORE_FULL,
+                   HASHKV_E_BUSY, HASHKV_E_IO, HASHKV_E_CORRUPTION, HASHKV_E_POISONED,
+                   HASHKV_E_BUFFER_TOO_SMALL, HASHKV_E_PANIC};
+    return rc + codes[0] + hashkv_last_errcode() + (int)n + (int)stats.user_ops
+           + (v != NULL) + HASHKV_KEY_BYTES_MAX;
+}
+"#;
