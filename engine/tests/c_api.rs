@@ -261,46 +261,44 @@ fn every_mode_formats_and_reopens_without_naming_it() {
     }
 }
 
+/// Asserts an invalid-argument failure whose message contains `needle`.
+fn invalid(rc: i32, err: &mut *mut c_char, needle: &str) {
+    let Failed(code, msg) = failed(rc, err);
+    assert_eq!(code, HASHKV_E_INVALID_ARGUMENT, "{msg}");
+    assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+}
+
 #[test]
-fn errors_are_codes_and_messages_and_null_is_safe() {
+fn null_handles_and_paths_are_refused() {
     let store = Store::new();
     let opts = new_options(true);
     let mut err = null_mut();
     let k = b"k";
-    let (mut v, mut vl) = (null_mut(), 0usize);
-    let invalid = |rc: i32, err: &mut *mut c_char, needle: &str| {
-        let Failed(code, msg) = failed(rc, err);
-        assert_eq!(code, HASHKV_E_INVALID_ARGUMENT, "{msg}");
-        assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
-    };
+    let (mut v, mut vl, mut kp, mut kl) = (null_mut(), 0usize, null_mut(), 0usize);
+    let devs = [store.dev.as_ptr()];
+    let with_null = [store.dev.as_ptr(), null()];
+    let meta = store.meta.as_ptr();
     // SAFETY: every pointer is NULL or valid for the call; NULL handles are refused.
     unsafe {
+        let e = &mut err;
         invalid(
-            hashkv_put(null_mut(), k.as_ptr(), 1, k.as_ptr(), 1, &mut err),
-            &mut err,
+            hashkv_put(null_mut(), k.as_ptr(), 1, k.as_ptr(), 1, e),
+            e,
             "db is NULL",
         );
         invalid(
-            hashkv_get(null_mut(), k.as_ptr(), 1, &mut v, &mut vl, &mut err),
-            &mut err,
+            hashkv_get(null_mut(), k.as_ptr(), 1, &mut v, &mut vl, e),
+            e,
             "db is NULL",
         );
-        invalid(
-            hashkv_delete(null_mut(), k.as_ptr(), 1, &mut err),
-            &mut err,
-            "db is NULL",
-        );
-        invalid(hashkv_flush(null_mut(), &mut err), &mut err, "db is NULL");
-        invalid(hashkv_close(null_mut(), &mut err), &mut err, "db is NULL");
-        invalid(hashkv_check(null_mut(), &mut err), &mut err, "db is NULL");
-        assert!(hashkv_scan(null_mut(), null(), 0, null(), 0, &mut err).is_null());
-        invalid(hashkv_last_errcode(), &mut err, "db is NULL");
-        let (mut kp, mut kl) = (null_mut(), 0usize);
-        invalid(
-            hashkv_iter_next(null_mut(), &mut kp, &mut kl, &mut v, &mut vl, &mut err),
-            &mut err,
-            "iterator is NULL",
-        );
+        invalid(hashkv_delete(null_mut(), k.as_ptr(), 1, e), e, "db is NULL");
+        invalid(hashkv_flush(null_mut(), e), e, "db is NULL");
+        invalid(hashkv_close(null_mut(), e), e, "db is NULL");
+        invalid(hashkv_check(null_mut(), e), e, "db is NULL");
+        assert!(hashkv_scan(null_mut(), null(), 0, null(), 0, e).is_null());
+        invalid(hashkv_last_errcode(), e, "db is NULL");
+        let rc = hashkv_iter_next(null_mut(), &mut kp, &mut kl, &mut v, &mut vl, e);
+        invalid(rc, e, "iterator is NULL");
         hashkv_iter_free(null_mut());
         hashkv_free(null_mut());
         // A NULL errptr is allowed: the code alone says it failed.
@@ -308,24 +306,25 @@ fn errors_are_codes_and_messages_and_null_is_safe() {
             hashkv_flush(null_mut(), null_mut()),
             HASHKV_E_INVALID_ARGUMENT
         );
-    }
-    // Bad paths and arguments to format/open.
-    let devs = [store.dev.as_ptr()];
-    // SAFETY: as above.
-    unsafe {
-        assert!(hashkv_format(null(), 0, store.meta.as_ptr(), opts, &mut err).is_null());
-        invalid(hashkv_last_errcode(), &mut err, "no device");
-        assert!(hashkv_format(devs.as_ptr(), 1, null(), opts, &mut err).is_null());
-        invalid(hashkv_last_errcode(), &mut err, "metadata_dir is NULL");
-        let with_null = [store.dev.as_ptr(), null()];
-        assert!(
-            hashkv_format(with_null.as_ptr(), 2, store.meta.as_ptr(), opts, &mut err).is_null()
-        );
-        invalid(hashkv_last_errcode(), &mut err, "devices[1] is NULL");
+        // Bad paths to format/open.
+        assert!(hashkv_format(null(), 0, meta, opts, e).is_null());
+        invalid(hashkv_last_errcode(), e, "no device");
+        assert!(hashkv_format(devs.as_ptr(), 1, null(), opts, e).is_null());
+        invalid(hashkv_last_errcode(), e, "metadata_dir is NULL");
+        assert!(hashkv_format(with_null.as_ptr(), 2, meta, opts, e).is_null());
+        invalid(hashkv_last_errcode(), e, "devices[1] is NULL");
     }
     let Failed(code, msg) = store.open(opts).unwrap_err();
     assert_eq!(code, HASHKV_E_NOT_FOUND, "{msg}");
     assert!(msg.contains("dev.img"), "{msg}");
+    // SAFETY: live, freed once.
+    unsafe { hashkv_options_free(opts) };
+}
+
+#[test]
+fn bad_keys_values_and_buffers_are_refused_and_change_nothing() {
+    let store = Store::new();
+    let opts = new_options(true);
     let db = store.format(opts).unwrap();
     put(db, b"keep", b"me").unwrap();
     let long = vec![b'x'; HASHKV_KEY_BYTES_MAX + 1];
@@ -338,27 +337,31 @@ fn errors_are_codes_and_messages_and_null_is_safe() {
     let Failed(code, msg) = put(db, b"big", &vec![0u8; 64 << 10]).unwrap_err();
     assert_eq!(code, HASHKV_E_INVALID_ARGUMENT);
     assert!(msg.contains("value of"), "{msg}");
+    let (mut err, mut vl) = (null_mut(), 0usize);
     // SAFETY: db is live; NULL buffers come with the lengths under test.
     unsafe {
-        invalid(
-            hashkv_put(db, null(), 3, b"v".as_ptr(), 1, &mut err),
-            &mut err,
-            "key is NULL with length 3",
-        );
-        invalid(
-            hashkv_put(db, b"k".as_ptr(), usize::MAX, b"v".as_ptr(), 1, &mut err),
-            &mut err,
-            "impossible",
-        );
-        assert_eq!(hashkv_put(db, b"nv".as_ptr(), 2, null(), 0, &mut err), 0);
-        invalid(
-            hashkv_get(db, b"keep".as_ptr(), 4, null_mut(), &mut vl, &mut err),
-            &mut err,
-            "value is NULL",
-        );
+        let e = &mut err;
+        let rc = hashkv_put(db, null(), 3, b"v".as_ptr(), 1, e);
+        invalid(rc, e, "key is NULL with length 3");
+        let rc = hashkv_put(db, b"k".as_ptr(), usize::MAX, b"v".as_ptr(), 1, e);
+        invalid(rc, e, "impossible");
+        assert_eq!(hashkv_put(db, b"nv".as_ptr(), 2, null(), 0, e), 0);
+        let rc = hashkv_get(db, b"keep".as_ptr(), 4, null_mut(), &mut vl, e);
+        invalid(rc, e, "value is NULL");
     }
     assert_eq!(get(db, b"nv"), Ok(Some(Vec::new())));
     assert_eq!(get(db, b"keep"), Ok(Some(b"me".to_vec())));
+    close(db);
+    // SAFETY: live, freed once.
+    unsafe { hashkv_options_free(opts) };
+}
+
+#[test]
+fn second_opener_contradicting_options_and_reformat_are_refused() {
+    let store = Store::new();
+    let opts = new_options(true);
+    let db = store.format(opts).unwrap();
+    put(db, b"keep", b"me").unwrap();
     // A second opener of the same device is busy; the first keeps working.
     let Failed(code, msg) = store.open(opts).unwrap_err();
     assert_eq!(code, HASHKV_E_BUSY, "{msg}");
@@ -457,59 +460,49 @@ fn a_batch_applies_whole_or_not_at_all() {
     unsafe { hashkv_options_free(opts) };
 }
 
+/// `hashkv_get_into` of `k` into `buf[..cap]` (`buf` NULL when None): (code, length).
+fn get_into(db: *mut HashkvDb, k: &[u8], buf: Option<&mut [u8]>, cap: usize) -> (i32, usize) {
+    let mut err = null_mut();
+    let mut len = 12345usize;
+    let p = buf.map_or(null_mut(), |b| {
+        assert!(cap <= b.len());
+        b.as_mut_ptr()
+    });
+    // SAFETY: db is live; p is NULL or holds cap writable bytes; len is writable.
+    let rc = unsafe { hashkv_get_into(db, k.as_ptr(), k.len(), p, cap, &mut len, &mut err) };
+    if rc < 0 {
+        failed(rc, &mut err);
+    }
+    (rc, len)
+}
+
 #[test]
-fn get_into_check_stats_and_version() {
+fn get_into_copies_only_what_fits() {
     let store = Store::new();
     let opts = new_options(true);
     let db = store.format(opts).unwrap();
     let v = value(7, 1, 1000);
     put(db, b"seven", &v).unwrap();
-    let mut err = null_mut();
     let mut buf = vec![0xAAu8; 2000];
-    let mut len = 12345usize;
-    // SAFETY: db is live; buf holds the capacities passed; len is writable.
-    unsafe {
-        // Too small: nothing copied, the size needed reported.
-        let rc = hashkv_get_into(
-            db,
-            b"seven".as_ptr(),
-            5,
-            buf.as_mut_ptr(),
-            999,
-            &mut len,
-            &mut err,
-        );
-        assert_eq!(failed(rc, &mut err).0, HASHKV_E_BUFFER_TOO_SMALL);
-        assert_eq!(len, 1000);
-        assert!(buf.iter().all(|&b| b == 0xAA), "nothing is copied");
-        let rc = hashkv_get_into(db, b"seven".as_ptr(), 5, null_mut(), 0, &mut len, &mut err);
-        assert_eq!(failed(rc, &mut err).0, HASHKV_E_BUFFER_TOO_SMALL);
-        assert_eq!(len, 1000);
-        // Exactly large enough.
-        let rc = hashkv_get_into(
-            db,
-            b"seven".as_ptr(),
-            5,
-            buf.as_mut_ptr(),
-            1000,
-            &mut len,
-            &mut err,
-        );
-        assert_eq!(rc, 1);
-        assert_eq!((&buf[..1000], len), (&v[..], 1000));
-        let rc = hashkv_get_into(
-            db,
-            b"eight".as_ptr(),
-            5,
-            buf.as_mut_ptr(),
-            2000,
-            &mut len,
-            &mut err,
-        );
-        assert_eq!((rc, len), (0, 0));
-        let rc = hashkv_get_into(db, b"seven".as_ptr(), 5, null_mut(), 10, &mut len, &mut err);
-        assert_eq!(failed(rc, &mut err).0, HASHKV_E_INVALID_ARGUMENT);
-        let rc = hashkv_get_into(
+    // Too small: nothing copied, the size needed reported.
+    let rc = get_into(db, b"seven", Some(&mut buf), 999);
+    assert_eq!(rc, (HASHKV_E_BUFFER_TOO_SMALL, 1000));
+    assert!(buf.iter().all(|&b| b == 0xAA), "nothing is copied");
+    let rc = get_into(db, b"seven", None, 0);
+    assert_eq!(rc, (HASHKV_E_BUFFER_TOO_SMALL, 1000));
+    // Exactly large enough.
+    assert_eq!(get_into(db, b"seven", Some(&mut buf), 1000), (1, 1000));
+    assert_eq!(&buf[..1000], &v[..]);
+    assert_eq!(buf[1000], 0xAA);
+    assert_eq!(get_into(db, b"eight", Some(&mut buf), 2000), (0, 0));
+    assert_eq!(
+        get_into(db, b"seven", None, 10).0,
+        HASHKV_E_INVALID_ARGUMENT
+    );
+    let mut err = null_mut();
+    // SAFETY: db is live; buf holds 2000 bytes; value_len NULL is refused.
+    let rc = unsafe {
+        hashkv_get_into(
             db,
             b"seven".as_ptr(),
             5,
@@ -517,16 +510,29 @@ fn get_into_check_stats_and_version() {
             2000,
             null_mut(),
             &mut err,
-        );
-        assert_eq!(failed(rc, &mut err).0, HASHKV_E_INVALID_ARGUMENT);
+        )
+    };
+    invalid(rc, &mut err, "value_len is NULL");
+    close(db);
+    // SAFETY: live, freed once.
+    unsafe { hashkv_options_free(opts) };
+}
 
+#[test]
+fn check_stats_and_version() {
+    let store = Store::new();
+    let opts = new_options(true);
+    let db = store.format(opts).unwrap();
+    put(db, b"seven", &value(7, 1, 1000)).unwrap();
+    let mut err = null_mut();
+    // SAFETY: db is live; the stats outputs hold the sizes passed.
+    unsafe {
         assert_eq!(hashkv_flush(db, &mut err), 0);
         assert_eq!(hashkv_check(db, &mut err), 0, "{:?}", take_err(&mut err));
         let mut stats = HashkvStats::default();
         let rc = hashkv_get_stats(db, &mut stats, size_of::<HashkvStats>(), &mut err);
         assert_eq!(rc, 0);
-        assert_eq!(stats.user_ops, 1);
-        assert_eq!(stats.user_bytes_written, 5 + 1000);
+        assert_eq!((stats.user_ops, stats.user_bytes_written), (1, 5 + 1000));
         assert!(
             stats.flushes >= 1 && stats.device_bytes_written >= 1000,
             "{stats:?}"
@@ -538,8 +544,7 @@ fn get_into_check_stats_and_version() {
         assert_eq!(rc, 0);
         assert_eq!(short, [1005, 1, u64::MAX]);
         let rc = hashkv_get_stats(db, null_mut(), 16, &mut err);
-        assert_eq!(failed(rc, &mut err).0, HASHKV_E_INVALID_ARGUMENT);
-
+        invalid(rc, &mut err, "stats is NULL");
         let version = CStr::from_ptr(hashkv_version()).to_str().unwrap();
         assert_eq!(version, env!("CARGO_PKG_VERSION"));
     }
