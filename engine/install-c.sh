@@ -48,6 +48,10 @@ if [ -z "$version" ]; then
   echo "install-c.sh: no version found in $workspace/Cargo.toml" >&2
   exit 1
 fi
+if ! command -v readelf >/dev/null; then
+  echo "install-c.sh: readelf (binutils) is needed to read the library's SONAME" >&2
+  exit 1
+fi
 soname="$(readelf -d "$so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')"
 if [ -z "$soname" ]; then
   echo "install-c.sh: $so has no SONAME (was it built without engine/build.rs?)" >&2

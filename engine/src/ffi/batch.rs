@@ -5,7 +5,7 @@
 use super::args;
 use super::errors::{guard, guard_void, Failure};
 use super::open::{db_ref, HashkvDb};
-use crate::db::WriteBatch;
+use crate::WriteBatch;
 use std::ffi::{c_char, c_int};
 
 /// A write batch.
@@ -174,3 +174,10 @@ pub unsafe extern "C" fn hashkv_write(
     // SAFETY: errptr as this function's caller promised.
     unsafe { guard(errptr, body) }
 }
+
+// The header lets several threads write one unchanging batch at once, and a batch
+// move between threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<HashkvWriteBatch>();
+};

@@ -3,7 +3,7 @@
 //! the calling thread's last code and a message; a panic becomes `HASHKV_E_PANIC`
 //! instead of unwinding into C.
 
-use crate::error::Error;
+use crate::Error;
 use hashkv_blockdev::DeviceError;
 use hashkv_lsm::LsmError;
 use std::cell::Cell;

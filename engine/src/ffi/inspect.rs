@@ -2,7 +2,7 @@
 
 use super::errors::{guard, Failure, HASHKV_E_CORRUPTION};
 use super::open::{db_ref, HashkvDb};
-use crate::check::CheckReport;
+use crate::CheckReport;
 use std::ffi::{c_char, c_int};
 
 /// Checks the whole store, as `hashkv fsck` does: every record's checksum, that each
@@ -94,8 +94,8 @@ pub struct HashkvStats {
     pub value_bytes_used: u64,
 }
 
-impl From<&crate::stats::Stats> for HashkvStats {
-    fn from(s: &crate::stats::Stats) -> HashkvStats {
+impl From<&crate::Stats> for HashkvStats {
+    fn from(s: &crate::Stats) -> HashkvStats {
         HashkvStats {
             user_bytes_written: s.user_bytes_written,
             user_ops: s.user_ops,

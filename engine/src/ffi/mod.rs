@@ -43,7 +43,7 @@ use std::ffi::{c_char, c_void};
 
 /// Longest key accepted, in bytes (keys are 1 to this many bytes long).
 pub const HASHKV_KEY_BYTES_MAX: usize = 1023;
-const _: () = assert!(HASHKV_KEY_BYTES_MAX == crate::db::KEY_BYTES_MAX);
+const _: () = assert!(HASHKV_KEY_BYTES_MAX == crate::KEY_BYTES_MAX);
 
 /// The library's version ("major.minor.patch"), a static string: do not free it.
 ///

@@ -4,8 +4,8 @@
 use super::args;
 use super::errors::{guard, guard_ptr, Failure};
 use super::options::HashkvOptions;
-use crate::db::Db;
-use crate::options::Options;
+use crate::Db;
+use crate::Options;
 use std::ffi::{c_char, c_int};
 use std::path::PathBuf;
 
@@ -160,3 +160,9 @@ pub unsafe extern "C" fn hashkv_close(db: *mut HashkvDb, errptr: *mut *mut c_cha
     // SAFETY: errptr as this function's caller promised.
     unsafe { guard(errptr, body) }
 }
+
+// The header lets C use one handle from many threads at once.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<HashkvDb>();
+};

@@ -3,7 +3,7 @@
 use super::args;
 use super::errors::{guard, Failure, HASHKV_E_BUFFER_TOO_SMALL};
 use super::open::{db_ref, HashkvDb};
-use crate::db::WriteBatch;
+use crate::WriteBatch;
 use std::ffi::{c_char, c_int};
 
 /// Stores `value` under `key`. Durable after the next flush (or at once with

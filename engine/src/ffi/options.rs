@@ -3,7 +3,7 @@
 //! remembered and reported by the format or open that uses the options.
 
 use super::errors::{guard_void, Failure};
-use crate::options::{Mode, Options};
+use crate::{Mode, Options};
 use std::ffi::{c_char, c_int, CStr};
 
 /// Options for `hashkv_format` and `hashkv_open`.

@@ -3,8 +3,8 @@
 use super::args;
 use super::errors::{guard, guard_ptr, Failure};
 use super::open::{db_ref, HashkvDb};
-use crate::db::Db;
-use crate::scan::ScanIter;
+use crate::Db;
+use crate::ScanIter;
 use std::ffi::{c_char, c_int};
 use std::ops::Bound;
 
@@ -127,3 +127,10 @@ pub unsafe extern "C" fn hashkv_iter_free(it: *mut HashkvIter) {
         drop(unsafe { Box::from_raw(it) });
     }
 }
+
+// A C program may move an iterator between threads (one at a time), as the header
+// allows: the scan must be Send.
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<HashkvIter>();
+};
