@@ -73,11 +73,12 @@ pub(crate) fn error_code(e: &Error) -> c_int {
         | Error::DeviceNotEmpty { .. }
         | Error::NotOurs { .. }
         | Error::Mismatch { .. }
-        | Error::NewerFormat { .. }
-        | Error::Closed => HASHKV_E_INVALID_ARGUMENT,
+        | Error::NewerFormat { .. } => HASHKV_E_INVALID_ARGUMENT,
         Error::StoreFull { .. } => HASHKV_E_STORE_FULL,
         Error::Corruption { .. } | Error::ChecksumMismatch { .. } => HASHKV_E_CORRUPTION,
         Error::Poisoned { .. } => HASHKV_E_POISONED,
+        // A place named for the message: the cause decides the code.
+        Error::At { source, .. } => error_code(source),
         Error::Device(d) => device_code(d),
         Error::Lsm(l) => lsm_code(l),
         Error::MetadataDir { source, .. } => io_code(source),
@@ -270,6 +271,14 @@ mod tests {
         assert!(codes.iter().all(|&c| c < 0), "{codes:?}");
     }
 
+    fn corruption() -> Error {
+        Error::Corruption {
+            what: "record",
+            expected: "a checksum".into(),
+            found: "another".into(),
+        }
+    }
+
     #[test]
     fn engine_errors_map_to_the_documented_codes() {
         let io = |kind| std::io::Error::new(kind, "x");
@@ -285,12 +294,22 @@ mod tests {
                 },
                 HASHKV_E_STORE_FULL,
             ),
-            (Error::Corruption { what: "x".into() }, HASHKV_E_CORRUPTION),
+            (corruption(), HASHKV_E_CORRUPTION),
             (
                 Error::Poisoned {
-                    first_error: "x".into(),
+                    first_error: std::sync::Arc::new(corruption()),
                 },
                 HASHKV_E_POISONED,
+            ),
+            (
+                Error::At {
+                    place: "group 3 segment 7".into(),
+                    source: Box::new(Error::StoreFull {
+                        used_bytes: 1,
+                        capacity_bytes: 1,
+                    }),
+                },
+                HASHKV_E_STORE_FULL,
             ),
             (
                 Error::Device(DeviceError::InUse { path: "d".into() }),

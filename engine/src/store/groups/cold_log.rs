@@ -190,7 +190,9 @@ impl ColdLog {
 
     /// Groups some evacuated segment waits for.
     pub fn waited_groups(&self) -> impl Iterator<Item = u32> + '_ {
-        self.segments.iter().flat_map(|s| s.waiting_for.iter().copied())
+        self.segments
+            .iter()
+            .flat_map(|s| s.waiting_for.iter().copied())
     }
 
     /// A cold GC copied `id`'s live records away; the index moves to the copies as
@@ -271,7 +273,8 @@ impl ColdLog {
 }
 
 pub fn encode_segment(s: &ColdSegment) -> Vec<u8> {
-    let mut body = Vec::with_capacity(4 + 8 + 8 + 4 + 4 * s.dead.len() + 4 + 4 * s.waiting_for.len());
+    let mut body =
+        Vec::with_capacity(4 + 8 + 8 + 4 + 4 * s.dead.len() + 4 + 4 * s.waiting_for.len());
     body.extend_from_slice(&s.epoch.to_le_bytes());
     body.extend_from_slice(&s.used_bytes.to_le_bytes());
     body.extend_from_slice(&s.live_bytes.to_le_bytes());
@@ -332,11 +335,15 @@ impl Reader<'_> {
     }
 
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn list(&mut self) -> Result<Vec<u32>> {

@@ -9,12 +9,12 @@
 //! Free lists are not stored: at open they are derived as "every segment no chain
 //! names".
 
+use super::cold_log::{ColdLog, ColdPlace};
 use crate::entry_codec;
 use crate::error::{Error, Result};
 use crate::layout::{Layout, SegmentId};
 use crate::partial_block::PartialBlock;
 use crate::readers::Deferred;
-use super::cold_log::{ColdLog, ColdPlace};
 
 const GROUP_ENTRY_VERSION: u8 = 1;
 /// Body of a group entry before its chain: write volume u64, segment count u32.
@@ -118,7 +118,11 @@ impl SegmentTable {
     }
 
     /// Rebuilds the table from the groups' chains and the cold log's segments.
-    pub fn with_cold_log(layout: Layout, groups: Vec<Group>, cold: ColdLog) -> Result<SegmentTable> {
+    pub fn with_cold_log(
+        layout: Layout,
+        groups: Vec<Group>,
+        cold: ColdLog,
+    ) -> Result<SegmentTable> {
         let mut owner: Vec<Option<u32>> = vec![None; layout.segment_count() as usize];
         for s in &cold.segments {
             if s.id >= layout.segment_count() || layout.is_main(s.id) {
