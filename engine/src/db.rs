@@ -206,6 +206,43 @@ impl Db {
             .is_some_and(|o| o.bytes_written < o.bytes_read))
     }
 
+    /// Runs one GC of the cold data log's fullest-of-garbage segment now (hashkv mode),
+    /// whatever its cost-benefit; false when there was none to collect.
+    #[doc(hidden)]
+    pub fn collect_cold_garbage(&self, segment: Option<u32>) -> Result<bool> {
+        let _one_gc = self.inner.gc.exclusive();
+        let ctx = self.inner.gc_ctx();
+        Ok(self.inner.store.collect_cold(&ctx, segment)?.is_some())
+    }
+
+    /// The region and unit (segment or chunk) `key`'s value lies in, per the index.
+    #[doc(hidden)]
+    pub fn value_unit(&self, key: &[u8]) -> Result<Option<(&'static str, u32)>> {
+        let Some(entry) = self.inner.index.get(&crate::keys::user_key(key))? else {
+            return Ok(None);
+        };
+        Ok(match crate::location::decode(&entry)? {
+            crate::location::Location::Inline(_) => None,
+            crate::location::Location::Pointer(p) => {
+                Some((self.inner.store.region_name(&p), p.unit))
+            }
+        })
+    }
+
+    /// Where `key`'s value lies: "inline" (in the index), "group", "cold log" or
+    /// "value log"; `None` for a key with no value. Reads the index, not the write
+    /// cache: flush first to see a recent write.
+    #[doc(hidden)]
+    pub fn value_region(&self, key: &[u8]) -> Result<Option<&'static str>> {
+        let Some(entry) = self.inner.index.get(&crate::keys::user_key(key))? else {
+            return Ok(None);
+        };
+        Ok(Some(match crate::location::decode(&entry)? {
+            crate::location::Location::Inline(_) => "inline",
+            crate::location::Location::Pointer(p) => self.inner.store.region_name(&p),
+        }))
+    }
+
     /// Checks the whole store (what `hashkv fsck` runs): every record's checksum, that
     /// each record lies in its key's group, and that every index location names a
     /// record that reads back with its key and sequence number. Damage is reported in

@@ -136,6 +136,21 @@ pub(crate) trait ValueStore: Send + Sync {
     /// when there is nothing to collect.
     fn collect(&self, ctx: &GcCtx<'_>, group: Option<u32>) -> Result<Option<GcOutcome>>;
 
+    /// Runs one GC of cold data log segment `segment`, or of the best one, whatever
+    /// its cost-benefit (tests and tools); `None` when there is none to collect.
+    fn collect_cold(&self, _ctx: &GcCtx<'_>, _segment: Option<u32>) -> Result<Option<GcOutcome>> {
+        Ok(None)
+    }
+
+    /// The region `p` points into, for tests and tools.
+    fn region_name(&self, p: &Pointer) -> &'static str {
+        match p.region {
+            crate::location::Region::Segments => "group",
+            crate::location::Region::Log => "value log",
+            crate::location::Region::Cold => "cold log",
+        }
+    }
+
     /// Free space is below the low-water mark (in log segments' worth).
     fn gc_wanted(&self, low_water_segments: usize) -> bool;
 

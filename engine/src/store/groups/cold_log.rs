@@ -203,8 +203,18 @@ impl ColdLog {
         opened
     }
 
+    /// Segments a cold GC may collect: not the head, not already evacuated.
+    pub fn victims(&self) -> impl Iterator<Item = SegmentId> + '_ {
+        let n = self.segments.len();
+        self.segments
+            .iter()
+            .take(n.saturating_sub(1))
+            .filter(|s| !s.evacuated())
+            .map(|s| s.id)
+    }
+
     /// The segment a cold GC should collect: not the head, not already evacuated, the
-    /// most dead bytes. With its dead bytes.
+    /// most dead bytes (the oldest among equals). With its dead bytes.
     pub fn victim(&self) -> Option<(SegmentId, u64)> {
         let n = self.segments.len();
         self.segments
@@ -213,18 +223,6 @@ impl ColdLog {
             .filter(|s| !s.evacuated())
             .map(|s| (s.id, s.used_bytes - s.live_bytes.min(s.used_bytes)))
             .max_by_key(|&(_, dead)| dead)
-    }
-
-    /// Whether some segment still waits for group GCs.
-    pub fn evacuating(&self) -> bool {
-        self.segments.iter().any(|s| s.evacuated())
-    }
-
-    /// Groups some evacuated segment waits for.
-    pub fn waited_groups(&self) -> impl Iterator<Item = u32> + '_ {
-        self.segments
-            .iter()
-            .flat_map(|s| s.waiting_for.iter().copied())
     }
 
     /// A cold GC copied `id`'s live records away; the index moves to the copies as

@@ -123,8 +123,8 @@ fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<
     Counters::add(&ctx.io.counters.gc_device_bytes_read, bytes_read);
 
     // 3. and 4.
-    let mut survey = Survey::of(store, job, &spans, &bufs)?;
-    store.hotness.lock().observe(&mut survey.lifetimes);
+    let survey = Survey::of(store, job, &spans, &bufs)?;
+    store.hotness.lock().observe(&survey.lifetimes);
     let mut outs = survey.classify(store, ctx.now_seq);
     let cold_writes = demote(store, ctx, &mut outs, taken)?;
     let copy = Copy::pack(store, &outs, job.spare, &mut taken.log)?;

@@ -27,8 +27,11 @@
 const DEMOTE_LIFETIMES: u64 = 4;
 /// A value that replaced a cold one waits twice as long.
 const REDEMOTE_LIFETIMES: u64 = 2 * DEMOTE_LIFETIMES;
-/// A GC with fewer lifetime samples than this leaves the estimate alone.
+/// Lifetime samples gathered (over one GC or several) before they move the estimate:
+/// a median of fewer says little.
 const SAMPLES_MIN: usize = 16;
+/// Samples kept while gathering; more are not needed for a median.
+const SAMPLES_MAX: usize = 4096;
 /// Weight of one GC's median in the running estimate.
 const EWMA_WEIGHT: f64 = 0.25;
 
@@ -51,17 +54,23 @@ pub enum Class {
 pub struct Hotness {
     /// The typical lifetime in writes; `None` until measured.
     typical_lifetime: Option<f64>,
+    /// Samples gathered since the estimate last moved.
+    samples: Vec<u64>,
 }
 
 impl Hotness {
-    /// Feeds one GC's observed lifetimes (in any order; they are sorted here).
-    pub fn observe(&mut self, lifetimes: &mut [u64]) {
-        if lifetimes.len() < SAMPLES_MIN {
+    /// Feeds one GC's observed lifetimes. Once `SAMPLES_MIN` have gathered, their
+    /// median moves the estimate.
+    pub fn observe(&mut self, lifetimes: &[u64]) {
+        let room = SAMPLES_MAX - self.samples.len();
+        self.samples.extend(lifetimes.iter().take(room));
+        if self.samples.len() < SAMPLES_MIN {
             return;
         }
-        let mid = lifetimes.len() / 2;
-        let (_, median, _) = lifetimes.select_nth_unstable(mid);
+        let mid = self.samples.len() / 2;
+        let (_, median, _) = self.samples.select_nth_unstable(mid);
         let median = *median as f64;
+        self.samples.clear();
         self.typical_lifetime = Some(match self.typical_lifetime {
             None => median,
             Some(l) => l + EWMA_WEIGHT * (median - l),
@@ -107,9 +116,12 @@ mod tests {
             Class::Hot,
             "nothing measured yet"
         );
-        h.observe(&mut [5; 10]);
+        h.observe(&[5; 10]);
         assert_eq!(h.typical_lifetime(), None, "too few samples");
-        h.observe(&mut (1..=101).map(|i| i * 10).collect::<Vec<_>>());
+        h.observe(&[5; 10]);
+        assert_eq!(h.typical_lifetime(), Some(5), "gathered over two GCs");
+        let mut h = Hotness::default();
+        h.observe(&(1..=101).map(|i| i * 10).collect::<Vec<_>>());
         assert_eq!(h.typical_lifetime(), Some(510));
         let l = 510;
         let at = |age: u64, predecessor| {
@@ -129,7 +141,7 @@ mod tests {
         assert_eq!(at(4 * l + 1, Some((10_000 - 2 * l, true))), Class::Hot);
         assert_eq!(at(8 * l + 1, Some((10_000 - 2 * l, true))), Class::Cold);
         // The estimate moves a quarter of the way to a new median.
-        h.observe(&mut [1510; 20]);
+        h.observe(&[1510; 20]);
         assert_eq!(h.typical_lifetime(), Some(760));
     }
 }

@@ -3,6 +3,7 @@
 //! appends each key's record to its group ([`place`]); GC collects one group at a
 //! time, copy-on-write, without index lookups ([`gc`]).
 
+mod cold_gc;
 mod cold_log;
 mod cold_write;
 mod gc;
@@ -24,7 +25,7 @@ use crate::spans::Span;
 use cold_log::ColdLog;
 use hashkv_blockdev::BlockDevice;
 use parking_lot::Mutex;
-use segment_table::SegmentTable;
+use segment_table::{SegmentTable, Victim};
 
 /// GCs that may fail to make room beyond one per group before the store counts as
 /// full: the background GC may hold the group a flush needs, and a collected group's
@@ -157,7 +158,34 @@ impl ValueStore for Groups {
     }
 
     fn collect(&self, ctx: &GcCtx<'_>, group: Option<u32>) -> Result<Option<GcOutcome>> {
-        gc::collect(self, ctx, group)
+        if group.is_some() {
+            return gc::collect(self, ctx, group);
+        }
+        let victim = self.table.lock().pick_victim_cost_benefit();
+        match victim {
+            Some(Victim::Cold(id)) => match cold_gc::collect(self, ctx, id)? {
+                Some(outcome) => Ok(Some(outcome)),
+                // No room to copy its live records to: collect a group instead.
+                None => gc::collect(self, ctx, None),
+            },
+            Some(Victim::Group(g)) => gc::collect(self, ctx, Some(g)),
+            None => Ok(None),
+        }
+    }
+
+    fn collect_cold(&self, ctx: &GcCtx<'_>, segment: Option<u32>) -> Result<Option<GcOutcome>> {
+        let victim = {
+            let t = self.table.lock();
+            match segment {
+                // Not the head (it takes appends) and not one waiting already.
+                Some(id) => t.cold.victims().find(|&s| s == id),
+                None => t.cold.victim().map(|(id, _)| id),
+            }
+        };
+        match victim {
+            Some(id) => cold_gc::collect(self, ctx, id),
+            None => Ok(None),
+        }
     }
 
     fn gc_wanted(&self, low_water_segments: usize) -> bool {

@@ -82,6 +82,28 @@ pub struct SegmentTable {
     pub cold: ColdLog,
 }
 
+/// What a GC collects next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Victim {
+    Group(u32),
+    Cold(SegmentId),
+}
+
+/// Cold segments that may wait for group GCs at once: each holds its space until the
+/// groups holding its copies' tags are collected, so few are in flight.
+const COLD_EVACUATIONS_MAX: usize = 2;
+
+/// Bytes freed per byte read and rewritten, when collecting `used` bytes of which
+/// `garbage` are dead.
+fn benefit_per_cost(garbage: u64, used: u64) -> f64 {
+    let cost = used + used.saturating_sub(garbage);
+    if cost == 0 {
+        0.0
+    } else {
+        garbage as f64 / cost as f64
+    }
+}
+
 /// Not enough free log segments for a flush: run GC, then retry.
 #[derive(Debug)]
 pub struct NeedSpace {
@@ -392,6 +414,39 @@ impl SegmentTable {
         #[cfg(debug_assertions)]
         self.assert_consistent();
         Ok(out)
+    }
+
+    /// Chooses between the best group and the best cold segment by cost-benefit: bytes
+    /// freed per byte read and written. A group's garbage is estimated by its write
+    /// volume since its last GC (an upper bound: every append may have replaced a
+    /// record); a cold segment's is known exactly. While cold segments wait for group
+    /// GCs (at most `COLD_EVACUATIONS_MAX`), no further one is collected.
+    pub fn pick_victim_cost_benefit(&self) -> Option<Victim> {
+        let group = self.pick_victim().map(|g| {
+            let group = &self.groups[g as usize];
+            let used: u64 = group.chain.iter().map(|s| s.used_bytes).sum();
+            (
+                g,
+                benefit_per_cost(group.write_volume_bytes.min(used), used),
+            )
+        });
+        let evacuating = self.cold.segments.iter().filter(|s| s.evacuated()).count();
+        let cold = (evacuating < COLD_EVACUATIONS_MAX)
+            .then(|| self.cold.victim())
+            .flatten()
+            .filter(|&(_, dead)| dead > 0)
+            .map(|(id, dead)| {
+                let used = self.cold.find(id).map_or(0, |s| s.used_bytes);
+                (id, benefit_per_cost(dead, used))
+            });
+        match (group, cold) {
+            (Some((_, g_ratio)), Some((id, c_ratio))) if c_ratio > g_ratio => {
+                Some(Victim::Cold(id))
+            }
+            (Some((g, _)), _) => Some(Victim::Group(g)),
+            (None, Some((id, _))) => Some(Victim::Cold(id)),
+            (None, None) => None,
+        }
     }
 
     /// Chooses the GC victim: the group with the largest write volume since its last
