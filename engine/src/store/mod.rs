@@ -176,6 +176,13 @@ pub(crate) trait ValueStore: Send + Sync {
     /// What the check reads: every byte the store counts as written.
     fn check_spans(&self) -> Vec<CheckSpan>;
 
+    /// Checks beyond every record's own integrity (the hashkv mode's cold tags against
+    /// the cold log); returns the damage found. The store must be still (the check
+    /// holds the GC and commit locks).
+    fn check_cross(&self, _io: &IoCtx<'_>) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Why `p` cannot be where `key`'s live record lies, if it cannot.
     fn pointer_problem(&self, key: &[u8], p: &Pointer) -> Option<String>;
 }

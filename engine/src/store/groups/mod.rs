@@ -3,6 +3,7 @@
 //! appends each key's record to its group ([`place`]); GC collects one group at a
 //! time, copy-on-write, without index lookups ([`gc`]).
 
+mod check_tags;
 mod cold_gc;
 mod cold_log;
 mod cold_write;
@@ -262,6 +263,10 @@ impl ValueStore for Groups {
             }
         }
         spans
+    }
+
+    fn check_cross(&self, io: &IoCtx<'_>) -> Result<Vec<String>> {
+        check_tags::check(self, io)
     }
 
     fn pointer_problem(&self, key: &[u8], p: &Pointer) -> Option<String> {
