@@ -256,6 +256,12 @@ impl Db {
         self.inner.stats()
     }
 
+    /// Per group (hashkv mode; empty otherwise): bytes in its chain and bytes of its
+    /// cold values in the cold data log.
+    pub fn group_usage(&self) -> Vec<crate::GroupUsage> {
+        self.inner.store.group_usage()
+    }
+
     /// One line on how this mode organises the value space.
     pub fn describe_value_store(&self) -> String {
         self.inner.store.describe()

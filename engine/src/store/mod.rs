@@ -104,6 +104,15 @@ pub struct Space {
     pub cold_live_bytes: u64,
 }
 
+/// One group's space (hashkv mode), for `hashkv stat`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GroupUsage {
+    /// Bytes written in the group's chain: hot values, tags and garbage.
+    pub chain_bytes: u64,
+    /// Bytes of the group's cold values in the cold data log, as of its last GC.
+    pub cold_bytes: u64,
+}
+
 /// What `ValueStore::reclaim` found.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Reclaimed {
@@ -181,6 +190,12 @@ pub(crate) trait ValueStore: Send + Sync {
     /// holds the GC and commit locks).
     fn check_cross(&self, _io: &IoCtx<'_>) -> Result<Vec<String>> {
         Ok(Vec::new())
+    }
+
+    /// Per group (hashkv mode): bytes in its chain, and bytes of the cold records its
+    /// tags named at its last GC.
+    fn group_usage(&self) -> Vec<GroupUsage> {
+        Vec::new()
     }
 
     /// Why `p` cannot be where `key`'s live record lies, if it cannot.

@@ -519,6 +519,14 @@ fn commit(
         let mut table = store.table.lock();
         let freed = table.finish_gc(job.group, copy.chain.clone(), last_block);
         taken.swapped = true;
+        table.groups[job.group as usize].cold_bytes = outs
+            .iter()
+            .map(|o| match &o.what {
+                What::Tag(t) => u64::from(t.record_bytes),
+                What::Demoted(_) => o.rec.encoded_len() as u64,
+                What::Hot => 0,
+            })
+            .sum();
         batch.put(&keys::group_key(job.group), &table.encode_group(job.group));
         let mut freed_cold = table.cold.group_collected(job.group);
         for tag in &survey.superseded_tags {

@@ -13,8 +13,8 @@ mod place;
 pub(crate) mod segment_table;
 
 use super::{
-    CheckSpan, FlushRecord, GcCtx, GcOutcome, IoCtx, PlaceError, Placed, Reclaimed, Source, Space,
-    ValueStore,
+    CheckSpan, FlushRecord, GcCtx, GcOutcome, GroupUsage, IoCtx, PlaceError, Placed, Reclaimed,
+    Source, Space, ValueStore,
 };
 use crate::error::{Error, Result};
 use crate::index::IndexReader;
@@ -263,6 +263,17 @@ impl ValueStore for Groups {
             }
         }
         spans
+    }
+
+    fn group_usage(&self) -> Vec<GroupUsage> {
+        let t = self.table.lock();
+        t.groups
+            .iter()
+            .map(|g| GroupUsage {
+                chain_bytes: g.chain.iter().map(|s| s.used_bytes).sum(),
+                cold_bytes: g.cold_bytes,
+            })
+            .collect()
     }
 
     fn check_cross(&self, io: &IoCtx<'_>) -> Result<Vec<String>> {

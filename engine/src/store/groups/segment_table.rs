@@ -16,7 +16,9 @@ use crate::layout::{Layout, SegmentId};
 use crate::partial_block::PartialBlock;
 use crate::readers::Deferred;
 
-const GROUP_ENTRY_VERSION: u8 = 1;
+/// Version 2 added the cold bytes after the chain.
+const GROUP_ENTRY_VERSION: u8 = 2;
+const GROUP_ENTRY_COLD_BYTES: usize = 8;
 /// Body of a group entry before its chain: write volume u64, segment count u32.
 const GROUP_ENTRY_HEAD_BYTES: usize = 8 + 4;
 /// Per chain segment: id u32, used bytes u64.
@@ -46,6 +48,8 @@ pub struct GcMark {
 pub struct Group {
     pub chain: Vec<ChainSegment>,
     pub write_volume_bytes: u64,
+    /// Bytes of the cold records the group's tags named at its last GC.
+    pub cold_bytes: u64,
     pub gc: Option<GcMark>,
     /// The partly written last block of the chain, which the next append continues.
     /// In memory only: read from the device at open, kept by flushes and GC.
@@ -578,6 +582,7 @@ impl SegmentTable {
             body.extend_from_slice(&s.id.to_le_bytes());
             body.extend_from_slice(&s.used_bytes.to_le_bytes());
         }
+        body.extend_from_slice(&group.cold_bytes.to_le_bytes());
         entry_codec::seal(GROUP_ENTRY_VERSION, &body)
     }
 }
@@ -585,7 +590,7 @@ impl SegmentTable {
 /// Decodes a group entry as stored in the index. Never panics on garbage.
 pub fn decode_group(bytes: &[u8]) -> Result<Group> {
     const WHAT: &str = "segment table entry";
-    let body = entry_codec::open(bytes, WHAT, GROUP_ENTRY_VERSION)?;
+    let (version, body) = entry_codec::open_versions(bytes, WHAT, 1..=GROUP_ENTRY_VERSION)?;
     if body.len() < GROUP_ENTRY_HEAD_BYTES {
         return Err(Error::corrupt(
             WHAT,
@@ -596,7 +601,13 @@ pub fn decode_group(bytes: &[u8]) -> Result<Group> {
     let write_volume_bytes = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
     let n = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")) as usize;
     let rest = &body[GROUP_ENTRY_HEAD_BYTES..];
-    if n.checked_mul(CHAIN_SEGMENT_BYTES) != Some(rest.len()) {
+    let trailer = if version >= 2 {
+        GROUP_ENTRY_COLD_BYTES
+    } else {
+        0
+    };
+    let (rest, cold) = rest.split_at(rest.len().saturating_sub(trailer));
+    if n.checked_mul(CHAIN_SEGMENT_BYTES) != Some(rest.len()) || cold.len() != trailer {
         return Err(Error::corrupt(
             WHAT,
             format!("{n} chain segments of {CHAIN_SEGMENT_BYTES} bytes"),
@@ -610,9 +621,14 @@ pub fn decode_group(bytes: &[u8]) -> Result<Group> {
             used_bytes: u64::from_le_bytes(c[4..12].try_into().expect("8 bytes")),
         })
         .collect();
+    let cold_bytes = match cold.try_into() {
+        Ok(b) => u64::from_le_bytes(b),
+        Err(_) => 0, // version 1: nothing was cold
+    };
     Ok(Group {
         chain,
         write_volume_bytes,
+        cold_bytes,
         gc: None,
         last_block: PartialBlock::default(),
     })
