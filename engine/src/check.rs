@@ -55,6 +55,9 @@ impl Inner {
         let _no_flush = self.committer.lock();
         let mut report = CheckReport::default();
         self.check_value_store(&mut report)?;
+        for damage in self.store.check_cross(&self.io())? {
+            report.damaged(damage);
+        }
         self.check_index(&mut report)?;
         Ok(report)
     }

@@ -252,6 +252,43 @@ impl Db {
             .is_some_and(|o| o.bytes_written < o.bytes_read))
     }
 
+    /// Runs one GC of the cold data log's fullest-of-garbage segment now (hashkv mode),
+    /// whatever its cost-benefit; false when there was none to collect.
+    #[doc(hidden)]
+    pub fn collect_cold_garbage(&self, segment: Option<u32>) -> Result<bool> {
+        let _one_gc = self.inner.gc.exclusive();
+        let ctx = self.inner.gc_ctx();
+        Ok(self.inner.store.collect_cold(&ctx, segment)?.is_some())
+    }
+
+    /// The region and unit (segment or chunk) `key`'s value lies in, per the index.
+    #[doc(hidden)]
+    pub fn value_unit(&self, key: &[u8]) -> Result<Option<(&'static str, u32)>> {
+        let Some(entry) = self.inner.index.get(&crate::keys::user_key(key))? else {
+            return Ok(None);
+        };
+        Ok(match crate::location::decode(&entry)? {
+            crate::location::Location::Inline(_) => None,
+            crate::location::Location::Pointer(p) => {
+                Some((self.inner.store.region_name(&p), p.unit))
+            }
+        })
+    }
+
+    /// Where `key`'s value lies: "inline" (in the index), "group", "cold log" or
+    /// "value log"; `None` for a key with no value. Reads the index, not the write
+    /// cache: flush first to see a recent write.
+    #[doc(hidden)]
+    pub fn value_region(&self, key: &[u8]) -> Result<Option<&'static str>> {
+        let Some(entry) = self.inner.index.get(&crate::keys::user_key(key))? else {
+            return Ok(None);
+        };
+        Ok(Some(match crate::location::decode(&entry)? {
+            crate::location::Location::Inline(_) => "inline",
+            crate::location::Location::Pointer(p) => self.inner.store.region_name(&p),
+        }))
+    }
+
     /// Checks the whole store (what `hashkv fsck` runs): every record's checksum, that
     /// each record lies in its key's group, and that every index location names a
     /// record that reads back with its key and sequence number. Damage is reported in
@@ -263,6 +300,12 @@ impl Db {
 
     pub fn stats(&self) -> Stats {
         self.inner.stats()
+    }
+
+    /// Per group (hashkv mode; empty otherwise): bytes in its chain and bytes of its
+    /// cold values in the cold data log.
+    pub fn group_usage(&self) -> Vec<crate::GroupUsage> {
+        self.inner.store.group_usage()
     }
 
     /// One line on how this mode organises the value space.
@@ -337,6 +380,7 @@ impl Inner {
             io: self.io(),
             committer: &self.committer,
             index: &self.index,
+            now_seq: self.next_seq.load(std::sync::atomic::Ordering::SeqCst),
         }
     }
 
@@ -355,6 +399,11 @@ impl Inner {
             gc_records_kept: stats::load(&c.gc_records_kept),
             gc_bytes_reclaimed: stats::load(&c.gc_bytes_reclaimed),
             gc_index_lookups: stats::load(&c.gc_index_lookups),
+            demotions: stats::load(&c.demotions),
+            promotions: stats::load(&c.promotions),
+            cold_gc_runs: stats::load(&c.cold_gc_runs),
+            cold_log_bytes: space.cold_bytes,
+            cold_live_bytes: space.cold_live_bytes,
             write_cache_hits: stats::load(&c.write_cache_hits),
             flushes: stats::load(&c.flushes),
             lsm_bytes_written: lsm.total_bytes_written(),

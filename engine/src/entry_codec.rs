@@ -23,6 +23,15 @@ pub(crate) fn seal(version: u8, body: &[u8]) -> Vec<u8> {
 
 /// Checks an entry named `what` and returns its body. Never panics on garbage.
 pub(crate) fn open<'a>(bytes: &'a [u8], what: &'static str, version: u8) -> Result<&'a [u8]> {
+    open_versions(bytes, what, version..=version).map(|(_, body)| body)
+}
+
+/// `open` for an entry that may be in any of `versions`: returns the version too.
+pub(crate) fn open_versions<'a>(
+    bytes: &'a [u8],
+    what: &'static str,
+    versions: std::ops::RangeInclusive<u8>,
+) -> Result<(u8, &'a [u8])> {
     if bytes.len() < VERSION_BYTES + CRC_BYTES {
         return Err(Error::corrupt(
             what,
@@ -40,14 +49,14 @@ pub(crate) fn open<'a>(bytes: &'a [u8], what: &'static str, version: u8) -> Resu
             computed,
         });
     }
-    if sealed[0] != version {
+    if !versions.contains(&sealed[0]) {
         return Err(Error::corrupt(
             what,
-            format!("version {version}"),
+            format!("version {versions:?}"),
             format!("version {}", sealed[0]),
         ));
     }
-    Ok(&sealed[VERSION_BYTES..])
+    Ok((sealed[0], &sealed[VERSION_BYTES..]))
 }
 
 #[cfg(test)]

@@ -64,18 +64,17 @@ impl Inner {
     /// Runs GC until a flush may find room; `StoreFull` when nothing can be reclaimed.
     /// `group_at_limit` names a group whose chain is full: it is collected first.
     fn make_space(&self, attempt: u32, group_at_limit: Option<u32>) -> Result<()> {
-        let made_room = self
-            .collect_garbage_once(group_at_limit)?
-            .is_some_and(|outcome| outcome.made_room);
-        if made_room {
+        let outcome = self.collect_garbage_once(group_at_limit)?;
+        if outcome.as_ref().is_some_and(|o| o.made_room) {
             return Ok(());
         }
         // Space (or the spare main segment GC copies into) that GC released waits for
-        // older readers (long scans) to finish. Space that became free just now is
-        // tried at once: it is no sign of a full store (counting it as a failed
-        // attempt made a busy store report itself full now and then).
+        // older readers (long scans) to finish. When GC could not even start, space
+        // that became free just now is tried at once: it is no sign of a full store
+        // (counting it as a failed attempt made a busy store report itself full now
+        // and then).
         let reclaimed = self.store.reclaim(self.readers.oldest_active());
-        if reclaimed.freed {
+        if outcome.is_none() && reclaimed.freed {
             return Ok(());
         }
         if reclaimed.waiting && attempt < READER_WAIT_STEPS_MAX {

@@ -58,5 +58,5 @@ pub use options::{Mode, Options};
 pub use record::RECORD_HEADER_BYTES;
 pub use scan::ScanIter;
 pub use stats::Stats;
-pub use store::{check_device_size, GcOutcome, Space};
+pub use store::{check_device_size, GcOutcome, GroupUsage, Space};
 pub use superblock::{FormatStep, HeaderReport, Superblock, FORMAT_VERSION};

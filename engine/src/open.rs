@@ -170,11 +170,7 @@ impl Db {
         };
         let lsm = Arc::new(lsm);
         let index = IndexReader::new(lsm.clone());
-        let store = store::open(
-            superblock.mode,
-            &layout,
-            Source::Index(&index, device.as_ref()),
-        )?;
+        let store = store::open(options, &layout, Source::Index(&index, device.as_ref()))?;
         let opened = Opened {
             device,
             superblock,

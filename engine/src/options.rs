@@ -92,6 +92,11 @@ pub struct Options {
     pub gc_workers: u32,
     /// Values read per batch by a range scan (all submitted to io_uring at once).
     pub scan_readahead_max: usize,
+    /// Hot/cold separation (hashkv mode): group GCs move values that have outlived
+    /// many typical lifetimes to the cold data log and keep a tag in the group.
+    /// Chosen at open: a store opened with it off still reads, collects and frees what
+    /// is cold, and moves nothing new there. Default on.
+    pub hotness: bool,
     /// Every put/delete/write is durable when it returns (group-committed).
     pub sync_writes: bool,
     /// Formatting overwrites a device that holds data.
@@ -116,6 +121,7 @@ impl Default for Options {
             gc_low_water_segments: 0,
             gc_workers: 1,
             scan_readahead_max: 64,
+            hotness: true,
             sync_writes: false,
             force_format: false,
             create_device_bytes: None,
@@ -153,6 +159,7 @@ impl Options {
     setter!(with_gc_workers, gc_workers, u32);
     setter!(with_scan_readahead_max, scan_readahead_max, usize);
     setter!(with_sync_writes, sync_writes, bool);
+    setter!(with_hotness, hotness, bool);
     setter!(with_force_format, force_format, bool);
     setter!(with_create_device_bytes, create_device_bytes, Option<u64>);
     setter!(with_lsm, lsm, hashkv_lsm::Options);

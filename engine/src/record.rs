@@ -81,7 +81,11 @@ impl ColdTag {
         out[4..8].copy_from_slice(&self.epoch.to_le_bytes());
         out[8..12].copy_from_slice(&self.offset.to_le_bytes());
         out[12..16].copy_from_slice(&self.record_bytes.to_le_bytes());
-        out[16] = if self.relocated { COLD_TAG_RELOCATED } else { 0 };
+        out[16] = if self.relocated {
+            COLD_TAG_RELOCATED
+        } else {
+            0
+        };
         out
     }
 
@@ -91,7 +95,8 @@ impl ColdTag {
         if rec.kind != RecordKind::ColdTag || rec.value.len() != COLD_TAG_BYTES {
             return None;
         }
-        let u32_at = |i: usize| u32::from_le_bytes(rec.value[i..i + 4].try_into().expect("4 bytes"));
+        let u32_at =
+            |i: usize| u32::from_le_bytes(rec.value[i..i + 4].try_into().expect("4 bytes"));
         Some(ColdTag {
             segment: u32_at(0),
             epoch: u32_at(4),

@@ -14,6 +14,9 @@ pub struct Counters {
     pub gc_records_kept: AtomicU64,
     pub gc_bytes_reclaimed: AtomicU64,
     pub gc_index_lookups: AtomicU64,
+    pub demotions: AtomicU64,
+    pub promotions: AtomicU64,
+    pub cold_gc_runs: AtomicU64,
     pub write_cache_hits: AtomicU64,
     pub flushes: AtomicU64,
 }
@@ -45,6 +48,15 @@ pub struct Stats {
     /// Index lookups GC made to learn whether a record is live (vlog mode only: the
     /// hashkv mode's GC makes none).
     pub gc_index_lookups: u64,
+    /// Values group GCs moved to the cold data log (hashkv mode, hotness on).
+    pub demotions: u64,
+    /// Cold keys an update brought back to their group, as their groups' GCs found.
+    pub promotions: u64,
+    /// GCs of a cold data log segment.
+    pub cold_gc_runs: u64,
+    /// Bytes of the cold data log's segments in use, and of its live records.
+    pub cold_log_bytes: u64,
+    pub cold_live_bytes: u64,
     pub write_cache_hits: u64,
     pub flushes: u64,
     /// Bytes the LSM tree wrote (WAL, flushes, compactions).

@@ -88,7 +88,17 @@ fn read_all(db: &Db) -> Result<State, String> {
 
 /// Runs one seed; returns a description of the failure, or the recovered store's GC
 /// counters (runs, records kept) so the caller can check that GC really ran.
-fn run_seed(mode: Mode, seed: u64) -> Result<(u64, u64), String> {
+/// What a seed's run did: GCs and the records they kept (after recovery), and the
+/// demotions and cold GCs before the crash.
+#[derive(Default)]
+struct Ran {
+    gc_runs: u64,
+    gc_kept: u64,
+    demotions: u64,
+    cold_gcs: u64,
+}
+
+fn run_seed(mode: Mode, seed: u64) -> Result<Ran, String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let size_bytes = [6u64 << 20, 8 << 20][rng.gen_range(0..2)];
     let dev =
@@ -185,7 +195,9 @@ fn run_seed(mode: Mode, seed: u64) -> Result<(u64, u64), String> {
                 }
             }
             89..=94 => db.flush().map(|()| durable_len = history.len()),
-            _ => db.collect_garbage().map(|_| ()),
+            95..=97 => db.collect_garbage().map(|_| ()),
+            // A GC of the cold data log (hashkv mode; nothing elsewhere).
+            _ => db.collect_cold_garbage(None).map(|_| ()),
         };
         if let Err(e) = result {
             if !dev.is_frozen() {
@@ -194,6 +206,7 @@ fn run_seed(mode: Mode, seed: u64) -> Result<(u64, u64), String> {
             break;
         }
     }
+    let before_crash = db.stats();
     // Power cut: the engine stops, the index loses its unsynced log tail (a random part
     // of it may have reached the disk), the device loses or tears unflushed writes.
     let (wal, durable_bytes) = db.crash_for_test();
@@ -259,7 +272,12 @@ fn run_seed(mode: Mode, seed: u64) -> Result<(u64, u64), String> {
         return Err("after recovery, writes and a clean reopen, the state differs".into());
     }
     db.close().map_err(|e| format!("close: {e}"))?;
-    Ok((stats.gc_runs, stats.gc_records_kept))
+    Ok(Ran {
+        gc_runs: stats.gc_runs,
+        gc_kept: stats.gc_records_kept,
+        demotions: before_crash.demotions,
+        cold_gcs: before_crash.cold_gc_runs,
+    })
 }
 
 fn crash_at_random_points_recovers_a_prefix(mode: Mode) {
@@ -274,13 +292,15 @@ fn crash_at_random_points_recovers_a_prefix(mode: Mode) {
         }
     };
     let mut failures = Vec::new();
-    let (mut gc_runs, mut gc_kept) = (0, 0);
+    let mut total = Ran::default();
     let several = seeds.len() > 4;
     for seed in seeds {
         match run_seed(mode, seed) {
-            Ok((runs, kept)) => {
-                gc_runs += runs;
-                gc_kept += kept;
+            Ok(ran) => {
+                total.gc_runs += ran.gc_runs;
+                total.gc_kept += ran.gc_kept;
+                total.demotions += ran.demotions;
+                total.cold_gcs += ran.cold_gcs;
             }
             Err(e) => {
                 eprintln!("mode {} seed {seed} FAILED: {e}", mode.name());
@@ -290,9 +310,24 @@ fn crash_at_random_points_recovers_a_prefix(mode: Mode) {
     }
     if several && mode != Mode::Lsm {
         assert!(
-            gc_runs > 0 && gc_kept > 0,
-            "mode {}: GC never ran or never kept a record ({gc_runs} runs, {gc_kept} kept)",
-            mode.name()
+            total.gc_runs > 0 && total.gc_kept > 0,
+            "mode {}: GC never ran or never kept a record ({} runs, {} kept)",
+            mode.name(),
+            total.gc_runs,
+            total.gc_kept
+        );
+    }
+    if several && mode == Mode::HashKv {
+        // The crashes must land among cold moves too.
+        assert!(
+            total.demotions > 0 && total.cold_gcs > 0,
+            "hashkv mode: {} demotions, {} cold GCs before the crashes",
+            total.demotions,
+            total.cold_gcs
+        );
+        eprintln!(
+            "hashkv mode: {} demotions and {} cold GCs before the crashes",
+            total.demotions, total.cold_gcs
         );
     }
     assert!(

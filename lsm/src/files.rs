@@ -1,10 +1,10 @@
 //! File names in the tree's directory and the careful file operations done once here:
 //! atomic replace (write temp, sync, rename, sync directory) and directory sync.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{LsmError, Result};
+use crate::fs::{Fs, IfExists};
 
 pub(crate) const CURRENT: &str = "CURRENT";
 pub(crate) const CURRENT_TMP: &str = "CURRENT.tmp";
@@ -61,27 +61,33 @@ pub(crate) fn parse_name(name: &str) -> Option<FileKind> {
     None
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    let f = std::fs::File::open(dir)
-        .map_err(|e| LsmError::io(format!("opening directory {}", dir.display()), e))?;
-    f.sync_all()
+pub(crate) fn sync_dir(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir)
         .map_err(|e| LsmError::io(format!("syncing directory {}", dir.display()), e))
 }
 
 /// Replaces `dir/name` with `data` so that after a crash it holds either the old or the
 /// new content, never a mix.
-pub(crate) fn atomic_replace(dir: &Path, name: &str, tmp_name: &str, data: &[u8]) -> Result<()> {
+pub(crate) fn atomic_replace(
+    fs: &dyn Fs,
+    dir: &Path,
+    name: &str,
+    tmp_name: &str,
+    data: &[u8],
+) -> Result<()> {
     let tmp = dir.join(tmp_name);
     let target = dir.join(name);
     let ctx = |what: &str| format!("{what} {}", tmp.display());
-    let mut f = std::fs::File::create(&tmp).map_err(|e| LsmError::io(ctx("creating"), e))?;
-    f.write_all(data)
+    let f = fs
+        .create(&tmp, IfExists::Truncate)
+        .map_err(|e| LsmError::io(ctx("creating"), e))?;
+    f.append(data)
         .map_err(|e| LsmError::io(ctx("writing"), e))?;
     f.sync_all().map_err(|e| LsmError::io(ctx("syncing"), e))?;
     drop(f);
-    std::fs::rename(&tmp, &target)
+    fs.rename(&tmp, &target)
         .map_err(|e| LsmError::io(format!("renaming {} to {}", tmp.display(), name), e))?;
-    sync_dir(dir)
+    sync_dir(fs, dir)
 }
 
 #[cfg(test)]

@@ -13,7 +13,10 @@ mod coding;
 mod compaction;
 mod db;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod files;
+pub mod fs;
 mod ikey;
 mod iter;
 mod manifest;
@@ -28,8 +31,9 @@ mod wal;
 #[doc(hidden)]
 pub mod decoders;
 
-pub use db::{destroy, Db};
+pub use db::{destroy, destroy_on, Db};
 pub use error::LsmError;
+pub use fs::{Fs, RealFs};
 pub use iter::{Direction, RangeIter};
 pub use options::{Options, WriteOptions};
 pub use snapshot::Snapshot;

@@ -1,7 +1,15 @@
 //! Tuning knobs of the tree. Defaults follow LevelDB/RocksDB practice scaled to the
 //! engine's use: many small entries (keys -> value locations of 13-16 bytes).
 
+use std::sync::Arc;
+
 use crate::error::{LsmError, Result};
+use crate::fs::{Fs, RealFs};
+
+/// A manifest holds the edits of one run; rewriting it as one snapshot edit past 64 MiB
+/// bounds its size (and the time to read it at open) in a long run, at the cost of
+/// one rewrite per 64 MiB of edits.
+pub(crate) const MANIFEST_BYTES_MAX_DEFAULT: u64 = 64 << 20;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -31,6 +39,12 @@ pub struct Options {
     pub table_files_open_max: usize,
     /// Background threads running compactions (flushes have their own thread).
     pub compaction_threads: usize,
+    /// A manifest that grows past this within one run is rewritten as one snapshot
+    /// edit (a new manifest, then CURRENT switched to it).
+    pub manifest_bytes_max: u64,
+    /// The file system the tree's files live on: [`RealFs`] by default; tests put a
+    /// `fault::FaultFs` here (feature `fault-injection`) to crash it and inject errors.
+    pub fs: Arc<dyn Fs>,
 }
 
 impl Default for Options {
@@ -50,6 +64,8 @@ impl Default for Options {
             error_if_exists: false,
             table_files_open_max: 512,
             compaction_threads: 1,
+            manifest_bytes_max: MANIFEST_BYTES_MAX_DEFAULT,
+            fs: Arc::new(RealFs),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-use crate::error::Result;
+use crate::error::{LsmError, Result};
 use crate::ikey::{self, Kind};
 use crate::manifest::edit::AddedTable;
 use crate::manifest::log::{set_current, ManifestWriter};
@@ -19,9 +19,6 @@ use crate::table::reader::TableReader;
 /// Levels of the tree: L0 (overlapping flushed tables) and L1..L6 (each sorted and
 /// non-overlapping). With a size ratio of 10 and 256 MiB at L1, L6 holds ~25 TiB.
 pub const LEVELS: usize = 7;
-
-/// A manifest that grows past this within one run is rewritten as one snapshot edit.
-const MANIFEST_BYTES_MAX: u64 = 64 << 20;
 
 pub(crate) struct FileMeta {
     pub number: u64,
@@ -93,7 +90,7 @@ impl Drop for FileMeta {
     fn drop(&mut self) {
         if self.obsolete.load(AtomicOrdering::Acquire) {
             // Failure only leaks a file that the next open deletes as an orphan.
-            let _ = std::fs::remove_file(&self.path);
+            let _ = self.cache.fs.remove_file(&self.path);
             self.cache.blocks.evict_table(self.number);
             self.cache.files.remove(self.number);
         }
@@ -183,6 +180,10 @@ pub(crate) struct VersionSet {
     pub last_sequence: u64,
     pub next_file: Arc<AtomicU64>,
     counters: Arc<Counters>,
+    /// The error of the first edit that failed; no edit is made after it.
+    failed: Option<String>,
+    /// `Options::manifest_bytes_max`.
+    manifest_bytes_max: u64,
 }
 
 impl VersionSet {
@@ -203,7 +204,15 @@ impl VersionSet {
             last_sequence,
             next_file,
             counters,
+            failed: None,
+            manifest_bytes_max: crate::options::MANIFEST_BYTES_MAX_DEFAULT,
         }
+    }
+
+    /// Rewrites the manifest as one snapshot edit once it grows past `bytes`.
+    pub fn with_manifest_bytes_max(mut self, bytes: u64) -> VersionSet {
+        self.manifest_bytes_max = bytes;
+        self
     }
 
     pub fn snapshot_edit(
@@ -222,23 +231,64 @@ impl VersionSet {
     }
 
     /// Makes `edit` durable and installs the resulting version. `added` holds the opened
-    /// tables named by `edit.added` (same order).
-    pub fn apply(
+    /// tables named by `edit.added` (same order). After a failure every later call
+    /// fails too: the manifest may end in a damaged record (or, after a failed sync,
+    /// one the disk lost) that nothing may follow, and an edit computed without the
+    /// failed one could contradict it.
+    pub fn apply(&mut self, edit: VersionEdit, added: Vec<Arc<FileMeta>>) -> Result<Arc<Version>> {
+        if let Some(cause) = &self.failed {
+            return Err(LsmError::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        let r = self.apply_durably(edit, added);
+        if let Err(e) = &r {
+            self.failed = Some(e.to_string());
+        }
+        r
+    }
+
+    fn apply_durably(
         &mut self,
         mut edit: VersionEdit,
         added: Vec<Arc<FileMeta>>,
     ) -> Result<Arc<Version>> {
         debug_assert_eq!(edit.added.len(), added.len());
-        if let Some(l) = edit.log_number {
-            self.log_number = self.log_number.max(l);
-        }
-        if let Some(s) = edit.last_sequence {
-            self.last_sequence = self.last_sequence.max(s);
-        }
-        edit.log_number = Some(self.log_number);
-        edit.last_sequence = Some(self.last_sequence);
+        // Taken over only once the edit is durable: an edit that failed must not lend
+        // its log number to a later one (that would retire a WAL whose table it lost).
+        let log_number = edit
+            .log_number
+            .map_or(self.log_number, |l| self.log_number.max(l));
+        let last_sequence = edit
+            .last_sequence
+            .map_or(self.last_sequence, |s| self.last_sequence.max(s));
+        edit.log_number = Some(log_number);
+        edit.last_sequence = Some(last_sequence);
         edit.next_file_number = Some(self.next_file.load(AtomicOrdering::SeqCst));
+        let (v, removed) = self.next_version(&edit, &added);
 
+        let n = self.manifest.append(&edit)?;
+        add(&self.counters.manifest_bytes_written, n);
+        self.log_number = log_number;
+        self.last_sequence = last_sequence;
+        if self.manifest.file_bytes > self.manifest_bytes_max {
+            self.rewrite_manifest(&v)?;
+        }
+        for f in removed {
+            if !added.iter().any(|a| a.number == f.number) {
+                f.obsolete.store(true, AtomicOrdering::Release);
+            }
+        }
+        self.current = Arc::new(v);
+        Ok(self.current.clone())
+    }
+
+    /// The current version changed by `edit`, and the tables it removes.
+    fn next_version(
+        &self,
+        edit: &VersionEdit,
+        added: &[Arc<FileMeta>],
+    ) -> (Version, Vec<Arc<FileMeta>>) {
         let mut v = (*self.current).clone();
         let mut removed = Vec::new();
         for &(level, number) in &edit.deleted {
@@ -246,7 +296,7 @@ impl VersionSet {
             let f = v.levels[level].remove(pos.expect("deleted table is in the current version"));
             removed.push(f);
         }
-        for (a, f) in edit.added.iter().zip(&added) {
+        for (a, f) in edit.added.iter().zip(added) {
             v.levels[a.level].push(f.clone());
         }
         v.levels[0].sort_by_key(|f| std::cmp::Reverse(f.number));
@@ -261,29 +311,80 @@ impl VersionSet {
                 );
             }
         }
-
-        let n = self.manifest.append(&edit)?;
-        add(&self.counters.manifest_bytes_written, n);
-        if self.manifest.file_bytes > MANIFEST_BYTES_MAX {
-            self.rewrite_manifest(&v)?;
-        }
-        for f in removed {
-            if !added.iter().any(|a| a.number == f.number) {
-                f.obsolete.store(true, AtomicOrdering::Release);
-            }
-        }
-        self.current = Arc::new(v);
-        Ok(self.current.clone())
+        (v, removed)
     }
 
     fn rewrite_manifest(&mut self, v: &Version) -> Result<()> {
         let number = self.next_file.fetch_add(1, AtomicOrdering::SeqCst);
         let snap = Self::snapshot_edit(v, self.log_number, self.last_sequence, number + 1);
-        let m = ManifestWriter::create(&self.dir, number, &snap)?;
+        let fs = self.manifest.fs.clone();
+        let m = ManifestWriter::create(&fs, &self.dir, number, &snap)?;
         add(&self.counters.manifest_bytes_written, m.file_bytes);
-        set_current(&self.dir, number)?;
+        // The new manifest's name must be durable before CURRENT names it.
+        crate::files::sync_dir(&*fs, &self.dir)?;
+        set_current(&*fs, &self.dir, number)?;
         let old = std::mem::replace(&mut self.manifest, m);
-        let _ = std::fs::remove_file(&old.path);
+        // Left behind, it is deleted by the next open (CURRENT names the new one).
+        let _ = fs.remove_file(&old.path);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::{Fault, FaultFs, FileClass, Op};
+    use crate::fs::Fs;
+    use crate::manifest::log::read_manifest;
+
+    /// A version set on a FaultFs whose manifest holds one snapshot edit.
+    fn version_set(fs: &Arc<FaultFs>) -> VersionSet {
+        let dir = PathBuf::from("/v");
+        fs.create_dir_all(&dir).unwrap();
+        let dyn_fs: Arc<dyn Fs> = fs.clone();
+        let snap = VersionSet::snapshot_edit(&Version::empty(), 1, 10, 3);
+        let m = ManifestWriter::create(&dyn_fs, &dir, 2, &snap).unwrap();
+        dyn_fs.sync_dir(&dir).unwrap();
+        let next_file = Arc::new(AtomicU64::new(3));
+        VersionSet::new(
+            dir,
+            Version::empty(),
+            m,
+            1,
+            10,
+            next_file,
+            Default::default(),
+        )
+    }
+
+    fn log_edit(log_number: u64) -> VersionEdit {
+        VersionEdit {
+            log_number: Some(log_number),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn after_a_failed_edit_no_edit_is_made_and_its_log_number_is_not_taken() {
+        let fs = Arc::new(FaultFs::new(7));
+        let mut vs = version_set(&fs);
+        vs.apply(log_edit(4), Vec::new()).unwrap();
+        fs.inject(Fault {
+            op: Op::Sync,
+            class: Some(FileClass::Manifest),
+            skip: 0,
+            errno: libc::EIO,
+            times: 1,
+        });
+        assert!(vs.apply(log_edit(9), Vec::new()).is_err());
+        assert_eq!(vs.log_number, 4, "the failed edit's log number was taken");
+        let e = vs.apply(log_edit(5), Vec::new()).err().expect("refused");
+        assert!(matches!(e, LsmError::Poisoned { .. }), "{e}");
+        // The failed sync's record is lost on disk, and nothing follows it: the
+        // manifest still reads, up to the last good edit.
+        fs.crash();
+        fs.restart();
+        let edits = read_manifest(&*fs, Path::new("/v/MANIFEST-000002")).unwrap();
+        assert_eq!(edits.last().unwrap().log_number, Some(4));
     }
 }

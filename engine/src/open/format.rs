@@ -159,7 +159,7 @@ pub(crate) fn write_store(
         let _ = lsm.close();
         return Ok(None);
     }
-    write_first_batch(&lsm, &superblock)?;
+    write_first_batch(&lsm, options, &superblock)?;
     if stop(FormatStep::IndexWritten) {
         let _ = lsm.close();
         return Ok(None);
@@ -194,12 +194,16 @@ pub(crate) fn write_store(
 
 /// The index's first entries, synced: the marker, the stripe uuid that ties the index
 /// to the devices, the sequence number, and the value store's own entries.
-fn write_first_batch(lsm: &hashkv_lsm::Db, superblock: &Superblock) -> Result<()> {
+fn write_first_batch(
+    lsm: &hashkv_lsm::Db,
+    options: &Options,
+    superblock: &Superblock,
+) -> Result<()> {
     let mut batch = hashkv_lsm::WriteBatch::new();
     batch.put(&marker_key(), &superblock.stripe_uuid);
     batch.put(&keys::uuid_key(), &superblock.stripe_uuid);
     batch.put(&keys::seq_key(), &0u64.to_le_bytes());
-    let fresh = store::open(superblock.mode, &superblock.layout, store::Source::Fresh)?;
+    let fresh = store::open(options, &superblock.layout, store::Source::Fresh)?;
     for (k, v) in fresh.format_entries() {
         batch.put(&k, &v);
     }

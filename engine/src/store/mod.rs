@@ -44,6 +44,8 @@ pub(crate) struct GcCtx<'a> {
     pub io: IoCtx<'a>,
     pub committer: &'a Committer,
     pub index: &'a IndexReader,
+    /// The next sequence number: a record's age is `now_seq - seq`.
+    pub now_seq: u64,
 }
 
 /// One entry of a flush.
@@ -97,6 +99,22 @@ pub struct Space {
     pub units: u64,
     pub used_bytes: u64,
     pub capacity_bytes: u64,
+    /// Of `used_bytes`, the cold data log's, and its live records' (hashkv mode).
+    pub cold_bytes: u64,
+    pub cold_live_bytes: u64,
+}
+
+/// One group's space (hashkv mode), for `hashkv stat`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GroupUsage {
+    /// Bytes written in the group's chain: hot values, tags and garbage.
+    pub chain_bytes: u64,
+    /// Bytes of the group's cold values in the cold data log, as of its last GC.
+    pub cold_bytes: u64,
+    /// Values its GCs moved to the cold log, and cold keys updates brought back, since
+    /// format (as its GCs found them).
+    pub demotions: u64,
+    pub promotions: u64,
 }
 
 /// What `ValueStore::reclaim` found.
@@ -131,6 +149,21 @@ pub(crate) trait ValueStore: Send + Sync {
     /// when there is nothing to collect.
     fn collect(&self, ctx: &GcCtx<'_>, group: Option<u32>) -> Result<Option<GcOutcome>>;
 
+    /// Runs one GC of cold data log segment `segment`, or of the best one, whatever
+    /// its cost-benefit (tests and tools); `None` when there is none to collect.
+    fn collect_cold(&self, _ctx: &GcCtx<'_>, _segment: Option<u32>) -> Result<Option<GcOutcome>> {
+        Ok(None)
+    }
+
+    /// The region `p` points into, for tests and tools.
+    fn region_name(&self, p: &Pointer) -> &'static str {
+        match p.region {
+            crate::location::Region::Segments => "group",
+            crate::location::Region::Log => "value log",
+            crate::location::Region::Cold => "cold log",
+        }
+    }
+
     /// Free space is below the low-water mark (in log segments' worth).
     fn gc_wanted(&self, low_water_segments: usize) -> bool;
 
@@ -156,6 +189,19 @@ pub(crate) trait ValueStore: Send + Sync {
     /// What the check reads: every byte the store counts as written.
     fn check_spans(&self) -> Vec<CheckSpan>;
 
+    /// Checks beyond every record's own integrity (the hashkv mode's cold tags against
+    /// the cold log); returns the damage found. The store must be still (the check
+    /// holds the GC and commit locks).
+    fn check_cross(&self, _io: &IoCtx<'_>) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// Per group (hashkv mode): bytes in its chain, and bytes of the cold records its
+    /// tags named at its last GC.
+    fn group_usage(&self) -> Vec<GroupUsage> {
+        Vec::new()
+    }
+
     /// Why `p` cannot be where `key`'s live record lies, if it cannot.
     fn pointer_problem(&self, key: &[u8], p: &Pointer) -> Option<String>;
 }
@@ -170,9 +216,13 @@ pub(crate) enum Source<'a> {
 
 /// The value store of `mode`: the one place the mode is matched. Opening reads the
 /// index entries and the partly written blocks the next appends continue; no replay.
-pub(crate) fn open(mode: Mode, layout: &Layout, from: Source<'_>) -> Result<Box<dyn ValueStore>> {
-    Ok(match mode {
-        Mode::HashKv => Box::new(groups::Groups::open(*layout, from)?),
+pub(crate) fn open(
+    options: &crate::Options,
+    layout: &Layout,
+    from: Source<'_>,
+) -> Result<Box<dyn ValueStore>> {
+    Ok(match options.mode {
+        Mode::HashKv => Box::new(groups::Groups::open(*layout, options.hotness, from)?),
         Mode::VLog => Box::new(vlog::ValueLog::open(layout, from)?),
         Mode::Lsm => Box::new(inline::Inline),
     })
@@ -195,6 +245,6 @@ pub fn check_device_size(
     options: &crate::Options,
 ) -> Result<Layout> {
     let layout = Layout::compute(device_bytes, block_bytes, options)?;
-    open(options.mode, &layout, Source::Fresh)?;
+    open(options, &layout, Source::Fresh)?;
     Ok(layout)
 }

@@ -109,6 +109,7 @@ pub(crate) fn run(
             if builder.is_none() {
                 let number = env.next_file.fetch_add(1, Ordering::SeqCst);
                 builder = Some(TableBuilder::create(
+                    &env.cache.fs,
                     env.dir,
                     number,
                     env.options.block_bytes,
@@ -127,11 +128,14 @@ pub(crate) fn run(
             b.abandon();
         }
         for o in &outputs {
-            let _ = std::fs::remove_file(env.dir.join(crate::files::table_name(o.number)));
+            let _ = env
+                .cache
+                .fs
+                .remove_file(&env.dir.join(crate::files::table_name(o.number)));
         }
         return Err(e);
     }
-    crate::files::sync_dir(env.dir)?;
+    crate::files::sync_dir(&*env.cache.fs, env.dir)?;
     let mut metas = Vec::with_capacity(outputs.len());
     for o in outputs {
         crate::stats::add(

@@ -35,9 +35,10 @@ impl Db {
     pub fn open(dir: &Path, options: Options) -> Result<Db> {
         options.validate()?;
         let found = inspect_dir(dir, &options)?;
-        let lock = lock_dir(dir)?;
+        let lock = lock_dir(&*options.fs, dir)?;
         let counters = Arc::new(Counters::default());
         let cache = Arc::new(TableCaches {
+            fs: options.fs.clone(),
             blocks: crate::table::cache::BlockCache::new(options.block_cache_bytes),
             files: crate::table::open_files::OpenFiles::new(options.table_files_open_max),
         });
@@ -246,7 +247,8 @@ impl Db {
     }
 
     /// Syncs the WAL and stops background work. Dropping the Db does the same,
-    /// ignoring errors.
+    /// ignoring errors. Fails if the WAL cannot be synced or the tree is poisoned: then
+    /// writes since the last sync may be lost.
     pub fn close(self) -> Result<()> {
         self.shutdown(true)
     }
@@ -278,11 +280,18 @@ impl Db {
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
-        if clean && !self.inner.poisoned.load(Ordering::Acquire) {
-            let mut w = self.inner.writer.lock();
-            w.wal.sync()?;
+        if !clean {
+            return Ok(());
         }
-        Ok(())
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            // Writes since the last sync are not durable, and cannot be made so: a
+            // close that returned Ok would claim they are.
+            return Err(LsmError::Poisoned {
+                cause: self.inner.poison_cause.lock().clone(),
+            });
+        }
+        let mut w = self.inner.writer.lock();
+        self.inner.poisoning(w.wal.sync())
     }
 }
 

@@ -50,7 +50,7 @@ impl Inner {
         if !imm.is_empty() {
             let number = self.next_file.fetch_add(1, Ordering::SeqCst);
             let info = write_memtable(&self.dir, &self.options, number, &imm)?;
-            files::sync_dir(&self.dir)?;
+            files::sync_dir(&*self.options.fs, &self.dir)?;
             add(&self.counters.flush_bytes_written, info.file_bytes);
             added.push(FileMeta::open(
                 &self.dir,
@@ -97,7 +97,11 @@ impl Inner {
             });
         }
         add(&self.counters.flushes, 1);
-        let _ = std::fs::remove_file(self.dir.join(files::wal_name(imm.wal_number)));
+        // A WAL left behind is deleted by the next open, which finds it retired.
+        let _ = self
+            .options
+            .fs
+            .remove_file(&self.dir.join(files::wal_name(imm.wal_number)));
         Ok(())
     }
 
@@ -202,7 +206,13 @@ pub(super) fn write_memtable(
     number: u64,
     mem: &Memtable,
 ) -> Result<crate::table::builder::TableInfo> {
-    let mut b = TableBuilder::create(dir, number, options.block_bytes, options.bloom_bits_per_key)?;
+    let mut b = TableBuilder::create(
+        &options.fs,
+        dir,
+        number,
+        options.block_bytes,
+        options.bloom_bits_per_key,
+    )?;
     let mut err = None;
     mem.for_each(|k, v| {
         if err.is_none() {

@@ -18,9 +18,8 @@ mod recovery;
 mod write;
 
 pub use api::Db;
-pub use recovery::destroy;
+pub use recovery::{destroy, destroy_on};
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,6 +28,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{LsmError, Result};
+use crate::fs::FsLock;
 use crate::iter::SuperVersion;
 use crate::options::Options;
 use crate::snapshot::SnapshotList;
@@ -87,7 +87,7 @@ struct Inner {
     poison_cause: Mutex<String>,
     shutdown: AtomicBool,
     /// Dropped last: the directory stays locked while anything may still write.
-    _lock: File,
+    _lock: Box<dyn FsLock>,
 }
 
 impl Inner {

@@ -8,16 +8,14 @@
 //! Crash points).
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fs2::FileExt;
-
 use super::background::write_memtable;
 use crate::error::{LsmError, Result};
 use crate::files::{self, FileKind};
+use crate::fs::{EntryKind, Fs, FsLock, RealFs};
 use crate::ikey;
 use crate::manifest::edit::AddedTable;
 use crate::manifest::log::{read_current, read_manifest, set_current, ManifestWriter};
@@ -41,27 +39,30 @@ pub(super) struct Found {
 
 /// Decides, before touching anything, whether `dir` may be opened.
 pub(super) fn inspect_dir(dir: &Path, options: &Options) -> Result<Found> {
-    match std::fs::metadata(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let fs = &*options.fs;
+    let kind = fs
+        .entry_kind(dir)
+        .map_err(|e| LsmError::io(format!("inspecting {}", dir.display()), e))?;
+    match kind {
+        EntryKind::Missing => {
             if !options.create_if_missing {
                 return Err(LsmError::NotFound {
                     dir: dir.to_path_buf(),
                 });
             }
-            std::fs::create_dir_all(dir)
+            fs.create_dir_all(dir)
                 .map_err(|e| LsmError::io(format!("creating directory {}", dir.display()), e))?;
             return Ok(Found { exists: false });
         }
-        Err(e) => return Err(LsmError::io(format!("inspecting {}", dir.display()), e)),
-        Ok(m) if !m.is_dir() => {
+        EntryKind::File => {
             return Err(LsmError::NotAnLsmDirectory {
                 dir: dir.to_path_buf(),
                 found: "a file, not a directory".into(),
             })
         }
-        Ok(_) => {}
+        EntryKind::Dir => {}
     }
-    let names = list_dir(dir)?;
+    let names = list_dir(fs, dir)?;
     let exists = names.iter().any(|n| n == files::CURRENT);
     if !exists {
         // Only our own files may be here: those of a create that crashed before CURRENT.
@@ -86,14 +87,10 @@ pub(super) fn inspect_dir(dir: &Path, options: &Options) -> Result<Found> {
     Ok(Found { exists })
 }
 
-fn list_dir(dir: &Path) -> Result<Vec<String>> {
-    let rd = std::fs::read_dir(dir)
+fn list_dir(fs: &dyn Fs, dir: &Path) -> Result<Vec<String>> {
+    let mut names = fs
+        .list(dir)
         .map_err(|e| LsmError::io(format!("listing {}", dir.display()), e))?;
-    let mut names = Vec::new();
-    for e in rd {
-        let e = e.map_err(|e| LsmError::io(format!("listing {}", dir.display()), e))?;
-        names.push(e.file_name().to_string_lossy().into_owned());
-    }
     names.sort();
     Ok(names)
 }
@@ -102,35 +99,34 @@ fn list_dir(dir: &Path) -> Result<Vec<String>> {
 /// `LsmError::Locked` (and removes nothing) while a `Db` in this or another process
 /// holds it open. A directory that does not exist is fine.
 pub fn destroy(dir: &Path) -> Result<()> {
-    if !dir.exists() {
+    destroy_on(&RealFs, dir)
+}
+
+/// [`destroy`] on the file system `fs` (the one given as `Options::fs` to the tree).
+pub fn destroy_on(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    let kind = fs
+        .entry_kind(dir)
+        .map_err(|e| LsmError::io(format!("inspecting {}", dir.display()), e))?;
+    if kind == EntryKind::Missing {
         return Ok(());
     }
     // Held until everything is gone, so no opener can slip in between.
-    let _lock = lock_dir(dir)?;
-    std::fs::remove_dir_all(dir).map_err(|e| LsmError::io(format!("removing {}", dir.display()), e))
+    let _lock = lock_dir(fs, dir)?;
+    fs.remove_dir_all(dir)
+        .map_err(|e| LsmError::io(format!("removing {}", dir.display()), e))
 }
 
-pub(super) fn lock_dir(dir: &Path) -> Result<File> {
+pub(super) fn lock_dir(fs: &dyn Fs, dir: &Path) -> Result<Box<dyn FsLock>> {
     let path = dir.join(files::LOCK);
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| LsmError::io(format!("opening {}", path.display()), e))?;
-    match f.try_lock_exclusive() {
-        Ok(()) => Ok(f),
-        Err(e)
-            if e.kind() == std::io::ErrorKind::WouldBlock
-                || e.raw_os_error() == Some(libc::EWOULDBLOCK) =>
-        {
-            Err(LsmError::Locked {
+    fs.lock(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            LsmError::Locked {
                 dir: dir.to_path_buf(),
-            })
+            }
+        } else {
+            LsmError::io(format!("locking {}", path.display()), e)
         }
-        Err(e) => Err(LsmError::io(format!("locking {}", path.display()), e)),
-    }
+    })
 }
 
 /// The tree as recovery hands it to `Db::open`.
@@ -202,22 +198,23 @@ pub(super) fn recover(
     } else {
         ManifestState::empty()
     };
-    let names = list_dir(dir)?;
+    let fs = &options.fs;
+    let names = list_dir(&**fs, dir)?;
     state.next_file = next_file_past(&names, state.next_file);
-    let replayed = replay_wals(dir, &names, found.exists, state.log_number)?;
+    let replayed = replay_wals(&**fs, dir, &names, found.exists, state.log_number)?;
     let last_seq = state.last_seq.max(replayed.seq_max);
 
     // From here on the directory changes.
     if let Some(torn) = &replayed.torn {
-        cut_torn_tail(torn)?;
+        cut_torn_tail(&**fs, torn)?;
     }
     let next_file = Arc::new(AtomicU64::new(state.next_file));
     let mut version = state.version;
     if let Some(f) = table_from_replay(dir, options, &replayed.mem, &next_file, cache, counters)? {
         version.levels[0].insert(0, f);
     }
-    let fresh = write_fresh_manifest(dir, &version, last_seq, &next_file, counters)?;
-    remove_obsolete(dir, &names, &version, &fresh)?;
+    let fresh = write_fresh_manifest(fs, dir, &version, last_seq, &next_file, counters)?;
+    remove_obsolete(&**fs, dir, &names, &version, &fresh)?;
     let versions = VersionSet::new(
         dir.to_path_buf(),
         version,
@@ -226,7 +223,8 @@ pub(super) fn recover(
         last_seq,
         next_file.clone(),
         counters.clone(),
-    );
+    )
+    .with_manifest_bytes_max(options.manifest_bytes_max);
     Ok(Recovered {
         versions,
         wal: fresh.wal,
@@ -244,8 +242,9 @@ fn read_manifest_state(
     cache: &Arc<TableCaches>,
     counters: &Arc<Counters>,
 ) -> Result<ManifestState> {
-    let m = read_current(dir)?;
-    let edits = read_manifest(&dir.join(files::manifest_name(m)))?;
+    let fs = &*cache.fs;
+    let m = read_current(fs, dir)?;
+    let edits = read_manifest(fs, &dir.join(files::manifest_name(m)))?;
     let mut state = ManifestState::empty();
     // Live tables by number: the last edit that adds or deletes one decides.
     let mut tables: BTreeMap<u64, AddedTable> = BTreeMap::new();
@@ -298,6 +297,7 @@ fn next_file_past(names: &[String], next_file: u64) -> u64 {
 /// a prefix of the writes; only the last WAL with records may have a torn tail, which is
 /// returned to be cut; damage followed by records in a later WAL is `Corruption`.
 fn replay_wals(
+    fs: &dyn Fs,
     dir: &Path,
     names: &[String],
     tree_exists: bool,
@@ -316,7 +316,7 @@ fn replay_wals(
     let mut torn: Option<TornWal> = None;
     for &w in &wals {
         let path = dir.join(files::wal_name(w));
-        let r = crate::wal::reader::replay(&path, |first_seq, _count, each| {
+        let r = crate::wal::reader::replay(fs, &path, |first_seq, _count, each| {
             let mut seq = first_seq;
             each(&mut |e| {
                 mem.insert(ikey::encode(e.key, seq, e.kind), e.value);
@@ -348,11 +348,10 @@ fn replay_wals(
 
 /// Cuts a torn WAL back to its valid records and syncs it. Guarantees: even if this
 /// open fails later, the next one replays the same records.
-fn cut_torn_tail(torn: &TornWal) -> Result<()> {
+fn cut_torn_tail(fs: &dyn Fs, torn: &TornWal) -> Result<()> {
     let path = &torn.path;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
+    let f = fs
+        .open(path, true)
         .map_err(|e| LsmError::io(format!("opening {}", path.display()), e))?;
     f.set_len(torn.valid_bytes)
         .and_then(|_| f.sync_all())
@@ -384,6 +383,7 @@ fn table_from_replay(
 /// directory and points CURRENT at the manifest. Guarantees: once this returns, the
 /// recovered state is durable without any of the old WALs or manifests.
 fn write_fresh_manifest(
+    fs: &Arc<dyn Fs>,
     dir: &Path,
     version: &Version,
     last_seq: u64,
@@ -391,7 +391,7 @@ fn write_fresh_manifest(
     counters: &Arc<Counters>,
 ) -> Result<FreshState> {
     let wal_number = next_file.fetch_add(1, Ordering::SeqCst);
-    let wal = WalWriter::create(dir, wal_number)?;
+    let wal = WalWriter::create(&**fs, dir, wal_number)?;
     let manifest_number = next_file.fetch_add(1, Ordering::SeqCst);
     let snap = VersionSet::snapshot_edit(
         version,
@@ -399,10 +399,10 @@ fn write_fresh_manifest(
         last_seq,
         next_file.load(Ordering::SeqCst),
     );
-    let manifest = ManifestWriter::create(dir, manifest_number, &snap)?;
+    let manifest = ManifestWriter::create(fs, dir, manifest_number, &snap)?;
     add(&counters.manifest_bytes_written, manifest.file_bytes);
-    files::sync_dir(dir)?;
-    set_current(dir, manifest_number)?;
+    files::sync_dir(&**fs, dir)?;
+    set_current(&**fs, dir, manifest_number)?;
     Ok(FreshState {
         wal,
         wal_number,
@@ -416,6 +416,7 @@ fn write_fresh_manifest(
 /// temporary files; then syncs the directory. A file whose removal fails is left for
 /// the next open, which finds it obsolete too.
 fn remove_obsolete(
+    fs: &dyn Fs,
     dir: &Path,
     names: &[String],
     version: &Version,
@@ -431,8 +432,8 @@ fn remove_obsolete(
             _ => false,
         };
         if obsolete {
-            let _ = std::fs::remove_file(dir.join(n));
+            let _ = fs.remove_file(&dir.join(n));
         }
     }
-    files::sync_dir(dir)
+    files::sync_dir(fs, dir)
 }

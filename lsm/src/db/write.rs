@@ -99,8 +99,8 @@ impl Inner {
     /// served, and flushes never depend on an unsynced WAL.
     pub(super) fn rotate_memtable(&self, w: &mut Writer) -> Result<()> {
         let number = self.next_file.fetch_add(1, Ordering::SeqCst);
-        let new_wal = self.poisoning(WalWriter::create(&self.dir, number))?;
-        self.poisoning(files::sync_dir(&self.dir))?;
+        let new_wal = self.poisoning(WalWriter::create(&*self.options.fs, &self.dir, number))?;
+        self.poisoning(files::sync_dir(&*self.options.fs, &self.dir))?;
         self.poisoning(w.wal.sync())?;
         add(
             &self.counters.wal_bytes_written,

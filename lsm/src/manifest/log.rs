@@ -1,12 +1,12 @@
 //! Reading and writing manifest files.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::edit::VersionEdit;
 use crate::coding::{masked_crc, Reader};
 use crate::error::{LsmError, Result};
+use crate::fs::{Fs, FsFile, IfExists};
 use crate::wal::record::{decode_record, encode_record, RECORD_HEADER_BYTES};
 
 pub(crate) const MANIFEST_MAGIC: u64 = u64::from_le_bytes(*b"hkvlMAN\x01");
@@ -23,9 +23,10 @@ fn encode_header() -> [u8; HEADER_BYTES] {
 }
 
 /// Reads all edits of a manifest. Refuses a newer format before looking further.
-pub(crate) fn read_manifest(path: &Path) -> Result<Vec<VersionEdit>> {
-    let data =
-        std::fs::read(path).map_err(|e| LsmError::io(format!("reading {}", path.display()), e))?;
+pub(crate) fn read_manifest(fs: &dyn Fs, path: &Path) -> Result<Vec<VersionEdit>> {
+    let data = fs
+        .read_file(path)
+        .map_err(|e| LsmError::io(format!("reading {}", path.display()), e))?;
     decode_manifest(&data).map_err(|e| match e {
         LsmError::NewerFormat {
             found, supported, ..
@@ -75,17 +76,10 @@ pub(crate) fn decode_manifest(data: &[u8]) -> Result<Vec<VersionEdit>> {
                 pos += n;
             }
             Err(e) => {
-                // A record reaching the end of the file is the torn tail of an append
-                // that was never synced, so never acted on. Anything else is damage.
-                let rest = &data[pos..];
-                let claimed = rest
-                    .get(4..8)
-                    .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
-                let reaches_end = claimed.is_none_or(|len| RECORD_HEADER_BYTES + len >= rest.len());
-                // A damaged length field also seems to reach the end: only if no valid
-                // record starts anywhere after it is this a torn tail.
+                // A damaged length field also looks torn: only if no valid record
+                // starts anywhere after it is this a torn tail.
                 let valid_later = (pos + 1..data.len()).any(|p| decode_record(&data[p..]).is_ok());
-                if reaches_end && !valid_later {
+                if is_torn_tail(&data[pos..]) && !valid_later {
                     break;
                 }
                 return Err(match e {
@@ -110,22 +104,42 @@ pub(crate) fn decode_manifest(data: &[u8]) -> Result<Vec<VersionEdit>> {
     Ok(edits)
 }
 
+/// Whether `rest`, which holds no valid record, is the torn tail of an append that was
+/// never synced (so never acted on): the start of one record cut by the end of the
+/// file, whose last bytes may read as zeros (the file's size reached the disk, its
+/// data did not). Anything else is damage.
+fn is_torn_tail(rest: &[u8]) -> bool {
+    let written = rest.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    if written < RECORD_HEADER_BYTES {
+        // Not even the header made it: nothing claims a length to check.
+        return true;
+    }
+    let claimed = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes")) as usize;
+    RECORD_HEADER_BYTES + claimed >= rest.len()
+}
+
 pub(crate) struct ManifestWriter {
+    /// The file system it writes on, for the manifest that replaces this one.
+    pub fs: Arc<dyn Fs>,
     pub path: PathBuf,
-    file: File,
+    file: Arc<dyn FsFile>,
     pub file_bytes: u64,
 }
 
 impl ManifestWriter {
     /// Creates a manifest holding `snapshot` (synced), without switching CURRENT.
-    pub fn create(dir: &Path, number: u64, snapshot: &VersionEdit) -> Result<ManifestWriter> {
+    pub fn create(
+        fs: &Arc<dyn Fs>,
+        dir: &Path,
+        number: u64,
+        snapshot: &VersionEdit,
+    ) -> Result<ManifestWriter> {
         let path = dir.join(crate::files::manifest_name(number));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = fs
+            .create(&path, IfExists::Fail)
             .map_err(|e| LsmError::io(format!("creating {}", path.display()), e))?;
         let mut w = ManifestWriter {
+            fs: fs.clone(),
             path,
             file,
             file_bytes: 0,
@@ -138,7 +152,7 @@ impl ManifestWriter {
 
     fn write(&mut self, data: &[u8]) -> Result<()> {
         self.file
-            .write_all(data)
+            .append(data)
             .map_err(|e| LsmError::io(format!("writing {}", self.path.display()), e))?;
         self.file_bytes += data.len() as u64;
         Ok(())
@@ -157,9 +171,10 @@ impl ManifestWriter {
 }
 
 /// Points CURRENT at manifest `number` atomically.
-pub(crate) fn set_current(dir: &Path, number: u64) -> Result<()> {
+pub(crate) fn set_current(fs: &dyn Fs, dir: &Path, number: u64) -> Result<()> {
     let content = format!("{}\n", crate::files::manifest_name(number));
     crate::files::atomic_replace(
+        fs,
         dir,
         crate::files::CURRENT,
         crate::files::CURRENT_TMP,
@@ -168,10 +183,11 @@ pub(crate) fn set_current(dir: &Path, number: u64) -> Result<()> {
 }
 
 /// The manifest number named by CURRENT.
-pub(crate) fn read_current(dir: &Path) -> Result<u64> {
+pub(crate) fn read_current(fs: &dyn Fs, dir: &Path) -> Result<u64> {
     let path = dir.join(crate::files::CURRENT);
-    let s =
-        std::fs::read(&path).map_err(|e| LsmError::io(format!("reading {}", path.display()), e))?;
+    let s = fs
+        .read_file(&path)
+        .map_err(|e| LsmError::io(format!("reading {}", path.display()), e))?;
     let name = std::str::from_utf8(&s)
         .ok()
         .and_then(|s| s.strip_suffix('\n'));
@@ -185,5 +201,53 @@ pub(crate) fn read_current(dir: &Path) -> Result<u64> {
                 String::from_utf8_lossy(&s[..s.len().min(64)])
             ),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest_of(edits: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut data = encode_header().to_vec();
+        let mut ends = Vec::new();
+        for i in 0..edits {
+            let edit = VersionEdit {
+                log_number: Some(i as u64 + 1),
+                last_sequence: Some(100 * i as u64),
+                ..Default::default()
+            };
+            encode_record(&edit.encode(), &mut data);
+            ends.push(data.len());
+        }
+        (data, ends)
+    }
+
+    #[test]
+    fn a_torn_last_append_with_a_zeroed_tail_is_ignored() {
+        let (data, ends) = manifest_of(3);
+        let last_start = ends[1];
+        // Every cut inside the last record, with every length of zeroed tail.
+        for cut in last_start..data.len() {
+            for zeros in 0..=cut - last_start {
+                let mut torn = data[..cut].to_vec();
+                torn[cut - zeros..].fill(0);
+                let edits = decode_manifest(&torn)
+                    .unwrap_or_else(|e| panic!("cut {cut}, {zeros} zeros: {e}"));
+                assert_eq!(edits.len(), 2, "cut {cut}, {zeros} zeros");
+            }
+        }
+        // Zeros past a whole last record (a size that grew, data that never came).
+        let mut padded = data.clone();
+        padded.extend_from_slice(&[0u8; 100]);
+        assert_eq!(decode_manifest(&padded).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_damaged_record_before_a_valid_one_is_still_refused() {
+        let (data, ends) = manifest_of(3);
+        let mut zeroed = data.clone();
+        zeroed[ends[0]..ends[1]].fill(0);
+        assert!(decode_manifest(&zeroed).is_err());
     }
 }

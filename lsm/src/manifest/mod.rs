@@ -5,7 +5,7 @@
 //! payload). `CURRENT` names the live manifest and is replaced atomically (write temp,
 //! sync, rename, sync directory). Each open writes a fresh manifest holding one edit
 //! with the whole state, so a manifest never grows past one run's edits (and is
-//! rewritten in a run once it exceeds `MANIFEST_BYTES_MAX`).
+//! rewritten in a run once it exceeds `Options::manifest_bytes_max`).
 //!
 //! Crash points: an edit is appended and synced before any file it deletes is removed
 //! and before the WAL it retires is deleted; a torn last record was never acknowledged

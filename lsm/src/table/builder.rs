@@ -1,14 +1,15 @@
 //! Writes one table file from internal keys added in increasing order.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::block::{seal, BlockBuilder};
 use super::filter;
 use super::footer::{BlockHandle, Footer, TABLE_FORMAT_VERSION};
 use super::index::encode_handle;
 use crate::error::{LsmError, Result};
+use crate::fs::{AppendWriter, Fs, IfExists};
 use crate::ikey;
 
 pub(crate) struct TableInfo {
@@ -18,10 +19,15 @@ pub(crate) struct TableInfo {
     pub largest: Vec<u8>,
 }
 
+/// Appends are gathered into writes of this size: few calls per table, and a bounded
+/// buffer per table being built.
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
 pub(crate) struct TableBuilder {
     number: u64,
+    fs: Arc<dyn Fs>,
     path: PathBuf,
-    file: BufWriter<File>,
+    file: BufWriter<AppendWriter>,
     offset: u64,
     block: BlockBuilder,
     index: BlockBuilder,
@@ -35,21 +41,21 @@ pub(crate) struct TableBuilder {
 
 impl TableBuilder {
     pub fn create(
+        fs: &Arc<dyn Fs>,
         dir: &Path,
         number: u64,
         block_bytes: usize,
         bloom_bits_per_key: u32,
     ) -> Result<Self> {
         let path = dir.join(crate::files::table_name(number));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = fs
+            .create(&path, IfExists::Fail)
             .map_err(|e| LsmError::io(format!("creating {}", path.display()), e))?;
         Ok(TableBuilder {
             number,
+            fs: fs.clone(),
             path,
-            file: BufWriter::with_capacity(1 << 20, file),
+            file: BufWriter::with_capacity(WRITE_BUFFER_BYTES, AppendWriter(file)),
             offset: 0,
             block: BlockBuilder::new(),
             index: BlockBuilder::new(),
@@ -146,7 +152,8 @@ impl TableBuilder {
             .file
             .into_inner()
             .map_err(|e| LsmError::io(ctx("writing", &self.path), e.into_error()))?;
-        file.sync_data()
+        file.0
+            .sync_data()
             .map_err(|e| LsmError::io(ctx("syncing", &self.path), e))?;
         Ok(TableInfo {
             number: self.number,
@@ -163,7 +170,8 @@ impl TableBuilder {
     /// Deletes the partial file (compaction aborted or failed).
     pub fn abandon(self) {
         let path = self.path.clone();
+        let fs = self.fs.clone();
         drop(self);
-        let _ = std::fs::remove_file(path);
+        let _ = fs.remove_file(&path);
     }
 }

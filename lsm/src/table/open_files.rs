@@ -4,7 +4,6 @@
 //! bound is reached and reopened on its next use.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,9 +11,13 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::error::{LsmError, Result};
+use crate::fs::{Fs, FsFile};
+
+/// An open table file and the tick of its last use.
+type OpenFile = (Arc<dyn FsFile>, u64);
 
 pub(crate) struct OpenFiles {
-    files: Mutex<HashMap<u64, (Arc<File>, u64)>>,
+    files: Mutex<HashMap<u64, OpenFile>>,
     tick: AtomicU64,
     files_max: usize,
 }
@@ -29,20 +32,20 @@ impl OpenFiles {
     }
 
     /// The open file of table `number`, opening `path` if it is not open.
-    pub fn get(&self, number: u64, path: &Path) -> Result<Arc<File>> {
+    pub fn get(&self, fs: &dyn Fs, number: u64, path: &Path) -> Result<Arc<dyn FsFile>> {
         let tick = self.tick.fetch_add(1, Ordering::Relaxed);
         if let Some((f, t)) = self.files.lock().get_mut(&number) {
             *t = tick;
             return Ok(f.clone());
         }
-        let f = Arc::new(
-            File::open(path).map_err(|e| LsmError::io(format!("opening {}", path.display()), e))?,
-        );
+        let f = fs
+            .open(path, false)
+            .map_err(|e| LsmError::io(format!("opening {}", path.display()), e))?;
         self.insert(number, f.clone(), tick);
         Ok(f)
     }
 
-    pub fn insert(&self, number: u64, file: Arc<File>, tick: u64) {
+    pub fn insert(&self, number: u64, file: Arc<dyn FsFile>, tick: u64) {
         let mut files = self.files.lock();
         files.insert(number, (file, tick));
         if files.len() > self.files_max {
@@ -65,8 +68,9 @@ impl OpenFiles {
     }
 }
 
-/// What table readers share: the block cache and the open files.
+/// What table readers share: the file system, the block cache and the open files.
 pub(crate) struct TableCaches {
+    pub fs: Arc<dyn Fs>,
     pub blocks: super::cache::BlockCache,
     pub files: OpenFiles,
 }

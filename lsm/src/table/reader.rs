@@ -1,8 +1,6 @@
 //! Reads a table by pread: footer, index and filter are loaded at open and kept in
 //! memory; data blocks go through the block cache.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,6 +11,7 @@ use super::index::Index;
 use super::open_files::TableCaches;
 use super::BLOCK_TRAILER_BYTES;
 use crate::error::{LsmError, Result};
+use crate::fs::FsFile;
 use crate::ikey;
 use crate::stats::{add, Counters};
 
@@ -41,12 +40,13 @@ impl TableReader {
         cache: Arc<TableCaches>,
         counters: Arc<Counters>,
     ) -> Result<TableReader> {
-        let file =
-            File::open(path).map_err(|e| LsmError::io(format!("opening {}", path.display()), e))?;
+        let file = cache
+            .fs
+            .open(path, false)
+            .map_err(|e| LsmError::io(format!("opening {}", path.display()), e))?;
         let file_bytes = file
-            .metadata()
-            .map_err(|e| LsmError::io(format!("reading metadata of {}", path.display()), e))?
-            .len();
+            .len_bytes()
+            .map_err(|e| LsmError::io(format!("reading the length of {}", path.display()), e))?;
         if file_bytes < FOOTER_BYTES as u64 {
             return Err(LsmError::Corruption {
                 file: path.to_path_buf(),
@@ -56,7 +56,7 @@ impl TableReader {
         }
         let footer_offset = file_bytes - FOOTER_BYTES as u64;
         let mut buf = vec![0u8; FOOTER_BYTES];
-        read_exact_at(&file, path, &mut buf, footer_offset)?;
+        read_exact_at(&*file, path, &mut buf, footer_offset)?;
         let footer =
             Footer::decode(&buf, file_bytes).map_err(|e| e.in_file(path, footer_offset))?;
         if footer.version > TABLE_FORMAT_VERSION {
@@ -66,15 +66,13 @@ impl TableReader {
                 supported: TABLE_FORMAT_VERSION,
             });
         }
-        let filter_payload = read_payload(&file, path, footer.filter)?;
+        let filter_payload = read_payload(&*file, path, footer.filter)?;
         let filter =
             Filter::decode(&filter_payload).map_err(|e| e.in_file(path, footer.filter.offset))?;
-        let index_payload = read_payload(&file, path, footer.index)?;
+        let index_payload = read_payload(&*file, path, footer.index)?;
         let index = Index::decode(index_payload, footer.filter.offset)
             .map_err(|e| e.in_file(path, footer.index.offset))?;
-        cache
-            .files
-            .insert(number, Arc::new(file), cache.files.next_tick());
+        cache.files.insert(number, file, cache.files.next_tick());
         Ok(TableReader {
             number,
             path: path.to_path_buf(),
@@ -88,8 +86,11 @@ impl TableReader {
 
     fn read_block_payload(&self, i: usize) -> Result<Vec<u8>> {
         let h = self.index.handle(i);
-        let file = self.cache.files.get(self.number, &self.path)?;
-        read_payload(&file, &self.path, h)
+        let file = self
+            .cache
+            .files
+            .get(&*self.cache.fs, self.number, &self.path)?;
+        read_payload(&*file, &self.path, h)
     }
 
     /// Block i as read, through the block cache (point lookups).
@@ -157,7 +158,7 @@ impl TableReader {
     }
 }
 
-fn read_exact_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
+fn read_exact_at(file: &dyn FsFile, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
     file.read_exact_at(buf, offset).map_err(|e| {
         LsmError::io(
             format!(
@@ -170,7 +171,7 @@ fn read_exact_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Resul
     })
 }
 
-fn read_payload(file: &File, path: &Path, h: BlockHandle) -> Result<Vec<u8>> {
+fn read_payload(file: &dyn FsFile, path: &Path, h: BlockHandle) -> Result<Vec<u8>> {
     let mut raw = vec![0u8; h.size as usize + BLOCK_TRAILER_BYTES];
     read_exact_at(file, path, &mut raw, h.offset)?;
     unseal(&raw).map_err(|e| e.in_file(path, h.offset))?;

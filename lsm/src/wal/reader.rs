@@ -5,6 +5,7 @@ use std::path::Path;
 use super::batch::{decode_payload, for_each_entry, BatchEntry};
 use super::record::{decode_header, decode_record, WAL_FORMAT_VERSION, WAL_HEADER_BYTES};
 use crate::error::{LsmError, Result};
+use crate::fs::Fs;
 
 pub(crate) struct Replayed {
     /// Offset just past the last valid record.
@@ -17,11 +18,13 @@ pub(crate) struct Replayed {
 /// first invalid or truncated record. A file whose header is missing or torn (a crash
 /// right after creating it) holds no records. A header of a newer format is an error.
 pub(crate) fn replay(
+    fs: &dyn Fs,
     path: &Path,
     mut apply: impl FnMut(u64, usize, &dyn Fn(&mut dyn FnMut(BatchEntry))),
 ) -> Result<Replayed> {
-    let data =
-        std::fs::read(path).map_err(|e| LsmError::io(format!("reading {}", path.display()), e))?;
+    let data = fs
+        .read_file(path)
+        .map_err(|e| LsmError::io(format!("reading {}", path.display()), e))?;
     let mut out = Replayed {
         valid_bytes: 0,
         file_bytes: data.len() as u64,

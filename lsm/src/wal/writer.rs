@@ -4,13 +4,12 @@
 //! operating-system crash can lose it before a later sync write, `sync_wal` or `flush`
 //! makes it durable. The cost is one write(2) per batch.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::record::{encode_header, encode_record};
 use crate::error::{LsmError, Result};
+use crate::fs::{Fs, FsFile, IfExists};
 
 /// Capacity the encoding buffer starts with: one record of a typical batch encodes
 /// without growing it.
@@ -18,7 +17,7 @@ const ENCODE_BUFFER_BYTES_INITIAL: usize = 64 << 10;
 
 pub(crate) struct WalWriter {
     pub path: PathBuf,
-    file: Arc<File>,
+    file: Arc<dyn FsFile>,
     buf: Vec<u8>,
     /// Bytes handed to the kernel (file length, header included).
     pub written_bytes: u64,
@@ -27,19 +26,17 @@ pub(crate) struct WalWriter {
 impl WalWriter {
     /// Creates a new WAL file and writes its header (not yet synced: the caller syncs
     /// the directory and the file before relying on it).
-    pub fn create(dir: &Path, number: u64) -> Result<WalWriter> {
+    pub fn create(fs: &dyn Fs, dir: &Path, number: u64) -> Result<WalWriter> {
         let path = dir.join(crate::files::wal_name(number));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = fs
+            .create(&path, IfExists::Fail)
             .map_err(|e| LsmError::io(format!("creating {}", path.display()), e))?;
         let header = encode_header();
-        file.write_all(&header)
+        file.append(&header)
             .map_err(|e| LsmError::io(format!("writing {}", path.display()), e))?;
         Ok(WalWriter {
             path,
-            file: Arc::new(file),
+            file,
             buf: Vec::with_capacity(ENCODE_BUFFER_BYTES_INITIAL),
             written_bytes: header.len() as u64,
         })
@@ -59,8 +56,8 @@ impl WalWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        (&*self.file)
-            .write_all(&self.buf)
+        self.file
+            .append(&self.buf)
             .map_err(|e| LsmError::io(format!("writing {}", self.path.display()), e))?;
         self.written_bytes += self.buf.len() as u64;
         self.buf.clear();
@@ -68,7 +65,7 @@ impl WalWriter {
     }
 
     /// The file, for a sync done outside the writer's lock (group commit).
-    pub fn file(&self) -> Arc<File> {
+    pub fn file(&self) -> Arc<dyn FsFile> {
         self.file.clone()
     }
 

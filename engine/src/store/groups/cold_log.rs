@@ -54,11 +54,19 @@ impl ColdSegment {
 }
 
 /// Where a value demoted or relocated into the cold log goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ColdPlace {
     pub segment: SegmentId,
     pub epoch: u32,
     pub offset: u64,
+}
+
+/// The cold log as it was before a GC placed records in it.
+#[derive(Debug)]
+pub struct ColdCheckpoint {
+    len: usize,
+    head: Option<ColdSegment>,
+    head_block: PartialBlock,
 }
 
 #[derive(Debug, Default)]
@@ -171,8 +179,42 @@ impl ColdLog {
         Ok((places, opened))
     }
 
+    /// What `rollback` restores: the log before a GC placed records in it.
+    pub fn checkpoint(&self) -> ColdCheckpoint {
+        ColdCheckpoint {
+            len: self.segments.len(),
+            head: self.segments.last().cloned(),
+            head_block: self.head_block.clone(),
+        }
+    }
+
+    /// Undoes the placements since `cp` (a GC that failed before its commit) and
+    /// returns the segments it opened, for the free list.
+    pub fn rollback(&mut self, cp: ColdCheckpoint) -> Vec<SegmentId> {
+        let opened: Vec<SegmentId> = self.segments[cp.len.min(self.segments.len())..]
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        self.segments.truncate(cp.len);
+        if let (Some(head), Some(old)) = (self.segments.last_mut(), cp.head) {
+            *head = old;
+        }
+        self.head_block = cp.head_block;
+        opened
+    }
+
+    /// Segments a cold GC may collect: not the head, not already evacuated.
+    pub fn victims(&self) -> impl Iterator<Item = SegmentId> + '_ {
+        let n = self.segments.len();
+        self.segments
+            .iter()
+            .take(n.saturating_sub(1))
+            .filter(|s| !s.evacuated())
+            .map(|s| s.id)
+    }
+
     /// The segment a cold GC should collect: not the head, not already evacuated, the
-    /// most dead bytes. With its dead bytes.
+    /// most dead bytes (the oldest among equals). With its dead bytes.
     pub fn victim(&self) -> Option<(SegmentId, u64)> {
         let n = self.segments.len();
         self.segments
@@ -181,16 +223,6 @@ impl ColdLog {
             .filter(|s| !s.evacuated())
             .map(|s| (s.id, s.used_bytes - s.live_bytes.min(s.used_bytes)))
             .max_by_key(|&(_, dead)| dead)
-    }
-
-    /// Whether some segment still waits for group GCs.
-    pub fn evacuating(&self) -> bool {
-        self.segments.iter().any(|s| s.evacuated())
-    }
-
-    /// Groups some evacuated segment waits for.
-    pub fn waited_groups(&self) -> impl Iterator<Item = u32> + '_ {
-        self.segments.iter().flat_map(|s| s.waiting_for.iter().copied())
     }
 
     /// A cold GC copied `id`'s live records away; the index moves to the copies as
@@ -271,7 +303,8 @@ impl ColdLog {
 }
 
 pub fn encode_segment(s: &ColdSegment) -> Vec<u8> {
-    let mut body = Vec::with_capacity(4 + 8 + 8 + 4 + 4 * s.dead.len() + 4 + 4 * s.waiting_for.len());
+    let mut body =
+        Vec::with_capacity(4 + 8 + 8 + 4 + 4 * s.dead.len() + 4 + 4 * s.waiting_for.len());
     body.extend_from_slice(&s.epoch.to_le_bytes());
     body.extend_from_slice(&s.used_bytes.to_le_bytes());
     body.extend_from_slice(&s.live_bytes.to_le_bytes());
@@ -332,11 +365,15 @@ impl Reader<'_> {
     }
 
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn list(&mut self) -> Result<Vec<u32>> {
@@ -346,5 +383,83 @@ impl Reader<'_> {
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn segment(id: SegmentId, epoch: u32) -> ColdSegment {
+        ColdSegment {
+            id,
+            epoch,
+            used_bytes: 9000,
+            live_bytes: 7000,
+            dead: vec![0, 1000],
+            waiting_for: vec![3, 9],
+        }
+    }
+
+    #[test]
+    fn entry_round_trip_and_garbage() {
+        let s = segment(42, 7);
+        let e = encode_segment(&s);
+        assert_eq!(decode_segment(42, &e).unwrap(), s);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        for _ in 0..5000 {
+            let mut bad = e.clone();
+            match rng.gen_range(0..3) {
+                0 => bad.truncate(rng.gen_range(0..bad.len())),
+                1 => {
+                    let i = rng.gen_range(0..bad.len());
+                    bad[i] ^= 1 << rng.gen_range(0..8);
+                }
+                _ => bad = (0..rng.gen_range(0..64)).map(|_| rng.gen()).collect(),
+            }
+            assert!(decode_segment(42, &bad).is_err());
+        }
+        // Well sealed but inconsistent: live above used, dead offsets out of order.
+        let mut s2 = segment(1, 1);
+        s2.live_bytes = s2.used_bytes + 1;
+        assert!(decode_segment(1, &encode_segment(&s2)).is_err());
+        let mut s3 = segment(1, 1);
+        s3.dead = vec![5, 5];
+        assert!(decode_segment(1, &encode_segment(&s3)).is_err());
+    }
+
+    #[test]
+    fn dead_marks_placement_and_evacuation() {
+        let mut log = ColdLog::default();
+        let mut free = vec![30, 31, 32];
+        let (places, opened) = log.place(&[600, 600], 1000, || free.pop()).unwrap();
+        assert_eq!(opened, vec![32, 31]);
+        assert_eq!(places[1].segment, 31);
+        assert_eq!(log.live_bytes(), 1200);
+        // A tag of the first record dies; a stale epoch changes nothing.
+        let tag = |p: &ColdPlace, epoch| ColdTag {
+            segment: p.segment,
+            epoch,
+            offset: p.offset as u32,
+            record_bytes: 600,
+            relocated: false,
+        };
+        log.mark_dead(&tag(&places[0], places[0].epoch + 5));
+        assert_eq!(log.live_bytes(), 1200);
+        log.mark_dead(&tag(&places[0], places[0].epoch));
+        log.mark_dead(&tag(&places[0], places[0].epoch));
+        assert_eq!(log.live_bytes(), 600, "marked once");
+        assert_eq!(log.take_dead(), vec![32], "fully dead, not the head");
+        // Evacuating a segment waits for its groups.
+        let (_, _) = log.place(&[900], 1000, || free.pop()).unwrap();
+        assert!(log.evacuate(31, vec![4, 2, 4]).is_empty());
+        assert!(log.group_collected(4).is_empty());
+        assert_eq!(log.group_collected(2), vec![31]);
+        // No room: nothing changes and the taken segments come back.
+        let before = log.segments.clone();
+        let taken = log.place(&[900, 900], 1000, || None).unwrap_err();
+        assert!(taken.is_empty());
+        assert_eq!(log.segments, before);
     }
 }

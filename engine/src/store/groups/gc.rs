@@ -1,26 +1,33 @@
-//! Garbage collection of one segment group, copy-on-write.
+//! Garbage collection of one segment group, copy-on-write, with hot/cold separation.
 //!
-//! 1. Under the commit lock (so no flush is half-way), pick the group with the largest
-//!    write volume since its last GC, mark it, and take a spare main segment. From now
-//!    on appends to the group go to fresh log segments after the marked chain, and the
-//!    committer notes the keys they carry.
+//! 1. Under the commit lock (so no flush is half-way), pick the group, mark it, and
+//!    take a spare main segment. From now on appends to the group go to fresh log
+//!    segments after the marked chain, and the committer notes the keys they carry.
 //! 2. Read every segment of the marked chain at once (parallel reads through io_uring).
-//! 3. Walk the records in append order; the last record of each key is its newest
-//!    version. No index lookup is needed: every version of a key lives in its group.
-//!    Values survive; tombstones are dropped, since every older version of their key
-//!    lies in the same segments and is dropped with them.
-//! 4. Write the survivors into the spare main segment (and GC-reserved log segments if
-//!    they overflow it), then flush the device (`Committer::stage`: no committed state
-//!    names these segments).
-//! 5. Through the committer: point the index at the survivors' new places, except for
-//!    keys written to the group during the GC (those have newer versions), and replace
-//!    the group's segment-table entry, in one synced index batch.
-//! 6. The old segments become free once readers that may still hold pointers into them
-//!    are gone.
+//! 3. For each key, its newest version: the highest sequence number, the later append
+//!    among equal ones (a cold GC's relocation tag repeats its value's number). No
+//!    index lookup is needed: every version of a key lives in its group. Tombstones
+//!    are dropped, since every older version of their key lies in the same segments
+//!    (or, for a cold value, is named by a tag there, and dies with it).
+//! 4. Classify each surviving value hot or cold from record lifetimes (`hotness.rs`).
+//!    Hot values and cold tags are written into the spare main segment (and
+//!    GC-reserved log segments if they overflow it); cold values go to the cold data
+//!    log, leaving a tag behind. Then flush the device (`Committer::stage`: no
+//!    committed state names this space).
+//! 5. Through the committer, in one synced index batch: the survivors' new pointers
+//!    (except keys written during the GC, whose newer versions the index already
+//!    names), the pointers of relocated cold values, the group's new chain, and the
+//!    cold log's changes: new records, records whose tags were superseded (dead), and
+//!    evacuated segments no longer waiting for this group.
+//! 6. The old segments, and cold segments nothing needs, become free once readers that
+//!    may still hold pointers into them are gone.
 //!
 //! Nothing is overwritten in place, so a crash at any step leaves the committed state
-//! intact (FORMAT.md, "GC").
+//! intact (FORMAT.md, "GC" and "Hot and cold").
 
+use super::cold_log::{ColdCheckpoint, ColdPlace};
+use super::cold_write::{self, ColdRecord};
+use super::hotness::{Class, Survivor};
 use super::segment_table::ChainSegment;
 use super::{group_of, Groups};
 use crate::commit::{DeviceWrite, Plan, Purpose};
@@ -29,7 +36,7 @@ use crate::keys;
 use crate::layout::SegmentId;
 use crate::location::{Pointer, Region};
 use crate::partial_block::PartialBlock;
-use crate::record::{self, RecordKind, RecordRef};
+use crate::record::{self, ColdTag, RecordKind, RecordRef};
 use crate::spans::{self, Span};
 use crate::stats::Counters;
 use crate::store::{store_full, GcCtx, GcOutcome, ValueStore};
@@ -45,9 +52,19 @@ struct Job {
     spare: SegmentId,
 }
 
-/// Collects the group with the most writes since its last GC, or `preferred` if it is
-/// not under GC already. `None` when no group has anything to collect or no spare main
-/// segment is free yet.
+/// What the GC took that a failure gives back.
+#[derive(Default)]
+struct Taken {
+    log: Vec<SegmentId>,
+    cold: Option<ColdCheckpoint>,
+    /// Cold log segments its demotions opened.
+    cold_opened: usize,
+    /// The table holds the new chain: past this, a failure has poisoned the store.
+    swapped: bool,
+}
+
+/// Collects `preferred` if it is not under GC already, else the group `pick` names.
+/// `None` when no group has anything to collect or no spare main segment is free yet.
 pub(super) fn collect(
     store: &Groups,
     ctx: &GcCtx<'_>,
@@ -57,15 +74,17 @@ pub(super) fn collect(
     let Some(job) = begin(store, ctx, preferred) else {
         return Ok(None);
     };
-    let mut taken_log = Vec::new();
-    let mut swapped = false;
-    let outcome = run(store, ctx, &job, &mut taken_log, &mut swapped);
+    let mut taken = Taken::default();
+    let outcome = run(store, ctx, &job, &mut taken);
     if outcome.is_err() {
         ctx.committer.lock().written_during_gc.finish();
-        if !swapped {
+        if !taken.swapped {
             // The table still holds the old chain: give back what the GC took.
             let mut table = store.table.lock();
-            table.abort_gc(job.group, job.spare, &taken_log);
+            if let Some(cp) = taken.cold {
+                table.rollback_cold(cp);
+            }
+            table.abort_gc(job.group, job.spare, &taken.log);
         }
     }
     ctx.committer.poisoning(outcome).map(Some)
@@ -90,13 +109,7 @@ fn begin(store: &Groups, ctx: &GcCtx<'_>, preferred: Option<u32>) -> Option<Job>
     })
 }
 
-fn run(
-    store: &Groups,
-    ctx: &GcCtx<'_>,
-    job: &Job,
-    taken_log: &mut Vec<SegmentId>,
-    swapped: &mut bool,
-) -> Result<GcOutcome> {
+fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<GcOutcome> {
     // 2. Read the whole group at once.
     let block = u64::from(store.layout.block_bytes);
     let spans: Vec<Span> = job
@@ -109,64 +122,306 @@ fn run(
     let bytes_read: u64 = job.collected.iter().map(|s| s.used_bytes).sum();
     Counters::add(&ctx.io.counters.gc_device_bytes_read, bytes_read);
 
-    let survivors = newest_values(store, job, &spans, &bufs)?;
-    let copy = Copy::pack(store, &survivors, job.spare, taken_log)?;
-    let (writes, last_block) = copy.encode(store, ctx, &survivors);
+    // 3. and 4.
+    let survey = Survey::of(store, job, &spans, &bufs)?;
+    store.hotness.lock().observe(&survey.lifetimes);
+    let mut outs = survey.classify(store, ctx.now_seq);
+    let cold_writes = demote(store, ctx, &mut outs, taken)?;
+    let copy = Copy::pack(store, &outs, job.spare, &mut taken.log)?;
+    let (mut writes, last_block) = copy.encode(store, ctx, &outs);
+    writes.extend(cold_writes);
     let bytes_written: u64 = writes.iter().map(|w| w.len as u64).sum();
     ctx.committer.stage(writes, Purpose::Gc)?;
-    let segments_freed = commit(store, ctx, job, &copy, last_block, &survivors, swapped)?;
+    let segments_freed = commit(store, ctx, job, &copy, last_block, &outs, &survey, taken)?;
+    let c = &ctx.io.counters;
+    let demoted = outs
+        .iter()
+        .filter(|o| matches!(o.what, What::Demoted(..)))
+        .count();
+    Counters::add(&c.demotions, demoted as u64);
+    Counters::add(&c.promotions, survey.promotions);
     Ok(GcOutcome {
         bytes_read,
         bytes_written,
-        records_kept: survivors.len() as u64,
-        made_room: segments_freed > taken_log.len(),
+        records_kept: outs.len() as u64,
+        made_room: segments_freed > taken.log.len() + taken.cold_opened,
     })
 }
 
-/// Step 3: the newest version of each key that is a value, in append order.
-fn newest_values<'b>(
-    store: &Groups,
-    job: &Job,
-    spans: &[Span],
-    bufs: &'b [AlignedBuf],
-) -> Result<Vec<RecordRef<'b>>> {
-    let block = store.layout.block_bytes as usize;
-    let segments = job.collected.iter().filter(|s| s.used_bytes > 0);
-    let mut newest: HashMap<&[u8], (usize, RecordRef<'_>), BuildHasherDefault<Xxh3>> =
-        HashMap::default();
-    let mut order = 0usize;
-    for ((seg, span), buf) in segments.zip(spans).zip(bufs) {
-        for item in span.records(buf, block) {
-            let (_, rec) = item.map_err(|e| {
-                e.at(format!(
-                    "GC of group {}, segment {} ({} bytes used)",
-                    job.group, seg.id, seg.used_bytes
-                ))
-            })?;
-            newest.insert(rec.key, (order, rec));
-            order += 1;
-        }
-    }
-    let mut survivors: Vec<(usize, RecordRef<'_>)> = newest
-        .into_values()
-        .filter(|(_, r)| r.kind == RecordKind::Value)
-        .collect();
-    survivors.sort_unstable_by_key(|(o, _)| *o);
-    Ok(survivors.into_iter().map(|(_, r)| r).collect())
+/// What step 3 learnt from the collected records.
+struct Survey<'b> {
+    /// The newest version of each key, with what it replaced, in append order.
+    newest: Vec<(RecordRef<'b>, Option<(u64, bool)>)>,
+    /// Tags of older versions: the cold records they name are dead.
+    superseded_tags: Vec<ColdTag>,
+    /// Lifetimes of the versions replaced (in writes).
+    lifetimes: Vec<u64>,
+    /// Cold keys an update brought back.
+    promotions: u64,
 }
 
-/// Step 4: where the survivors go, in order: the spare main segment, then log segments
-/// from the GC reserve.
+/// One key's versions as the survey walks them.
+struct Versions<'b> {
+    newest: RecordRef<'b>,
+    order: usize,
+    predecessor: Option<(u64, bool)>,
+}
+
+impl<'b> Survey<'b> {
+    fn of(store: &Groups, job: &Job, spans: &[Span], bufs: &'b [AlignedBuf]) -> Result<Survey<'b>> {
+        let block = store.layout.block_bytes as usize;
+        let segments = job.collected.iter().filter(|s| s.used_bytes > 0);
+        let mut keys: HashMap<&[u8], Versions<'b>, BuildHasherDefault<Xxh3>> = HashMap::default();
+        let mut tags: Vec<(RecordRef<'b>, usize)> = Vec::new();
+        let mut order = 0usize;
+        for ((seg, span), buf) in segments.zip(spans).zip(bufs) {
+            for item in span.records(buf, block) {
+                let (_, rec) = item.map_err(|e| {
+                    e.at(format!(
+                        "GC of group {}, segment {} ({} bytes used)",
+                        job.group, seg.id, seg.used_bytes
+                    ))
+                })?;
+                if rec.kind == RecordKind::ColdTag {
+                    tags.push((rec, order));
+                }
+                note_version(&mut keys, rec, order);
+                order += 1;
+            }
+        }
+        let mut survey = Survey {
+            newest: Vec::with_capacity(keys.len()),
+            superseded_tags: Vec::new(),
+            lifetimes: Vec::new(),
+            promotions: 0,
+        };
+        for (rec, at) in tags {
+            let v = &keys[rec.key];
+            if v.order != at {
+                survey.superseded_tags.extend(ColdTag::of(&rec));
+                if v.newest.kind == RecordKind::Value && rec.seq < v.newest.seq {
+                    survey.promotions += 1;
+                }
+            }
+        }
+        let mut newest: Vec<Versions<'b>> = keys.into_values().collect();
+        newest.sort_unstable_by_key(|v| v.order);
+        for v in newest {
+            if let Some((p, _)) = v.predecessor {
+                survey.lifetimes.push(v.newest.seq - p);
+            }
+            survey.newest.push((v.newest, v.predecessor));
+        }
+        Ok(survey)
+    }
+
+    /// Step 4: what each surviving key becomes.
+    fn classify(&self, store: &Groups, now_seq: u64) -> Vec<Out<'b>> {
+        let hotness = store.hotness.lock();
+        let mut outs = Vec::with_capacity(self.newest.len());
+        for &(rec, predecessor) in &self.newest {
+            let what = match rec.kind {
+                RecordKind::Tombstone => continue,
+                RecordKind::ColdTag => match ColdTag::of(&rec) {
+                    Some(tag) => What::Tag(tag),
+                    None => continue, // decode checked the size
+                },
+                RecordKind::Value => {
+                    let v = Survivor {
+                        seq: rec.seq,
+                        predecessor,
+                    };
+                    match store.hotness_enabled && hotness.classify(&v, now_seq) == Class::Cold {
+                        true => What::Demoted(ColdPlace::default()),
+                        false => What::Hot,
+                    }
+                }
+            };
+            outs.push(Out { rec, what });
+        }
+        outs
+    }
+}
+
+/// Notes `rec` as a version of its key: the newest is the highest sequence number,
+/// the later append among equals.
+fn note_version<'b>(
+    keys: &mut HashMap<&'b [u8], Versions<'b>, BuildHasherDefault<Xxh3>>,
+    rec: RecordRef<'b>,
+    order: usize,
+) {
+    let is_tag = |r: &RecordRef<'_>| r.kind == RecordKind::ColdTag;
+    match keys.get_mut(rec.key) {
+        None => {
+            keys.insert(
+                rec.key,
+                Versions {
+                    newest: rec,
+                    order,
+                    predecessor: None,
+                },
+            );
+        }
+        Some(v) if rec.seq >= v.newest.seq => {
+            if rec.seq > v.newest.seq {
+                v.predecessor = Some((v.newest.seq, is_tag(&v.newest)));
+            }
+            v.newest = rec;
+            v.order = order;
+        }
+        Some(v) => {
+            // An older version appended later (a relocation tag after an update).
+            if v.predecessor.is_none_or(|(p, _)| rec.seq > p) {
+                v.predecessor = Some((rec.seq, is_tag(&rec)));
+            }
+        }
+    }
+}
+
+/// What a surviving key becomes.
+enum What {
+    /// Its value stays in the group.
+    Hot,
+    /// Its tag stays in the group (re-pointing the index if a cold GC relocated it).
+    Tag(ColdTag),
+    /// Its value moves to the cold log, at this place; a tag stays in the group.
+    Demoted(ColdPlace),
+}
+
+struct Out<'b> {
+    rec: RecordRef<'b>,
+    what: What,
+}
+
+impl Out<'_> {
+    /// The record that stays in the group: kind and body.
+    fn group_record(&self) -> (RecordKind, GroupBody<'_>) {
+        match &self.what {
+            What::Hot => (RecordKind::Value, GroupBody::Value(self.rec.value)),
+            What::Tag(t) => (
+                RecordKind::ColdTag,
+                GroupBody::Tag(ColdTag {
+                    relocated: false,
+                    ..*t
+                }),
+            ),
+            What::Demoted(place) => (RecordKind::ColdTag, GroupBody::Tag(self.cold_tag(place))),
+        }
+    }
+
+    fn cold_tag(&self, place: &ColdPlace) -> ColdTag {
+        ColdTag {
+            segment: place.segment,
+            epoch: place.epoch,
+            offset: place.offset as u32,
+            record_bytes: self.rec.encoded_len() as u32,
+            relocated: false,
+        }
+    }
+
+    fn group_len(&self) -> usize {
+        let body = match self.what {
+            What::Hot => self.rec.value.len(),
+            _ => record::COLD_TAG_BYTES,
+        };
+        record::encoded_len(self.rec.key.len(), body)
+    }
+
+    /// The index entry this GC writes for the key, if any.
+    fn pointer(&self, copy: &Copy, i: usize) -> Option<Pointer> {
+        let (region, unit, offset, record_bytes) = match &self.what {
+            What::Hot => {
+                let (seg, offset) = copy.places[i];
+                (
+                    Region::Segments,
+                    copy.chain[seg].id,
+                    offset as u32,
+                    self.group_len(),
+                )
+            }
+            What::Tag(t) if t.relocated => {
+                (Region::Cold, t.segment, t.offset, t.record_bytes as usize)
+            }
+            What::Tag(_) => return None,
+            What::Demoted(p) => (
+                Region::Cold,
+                p.segment,
+                p.offset as u32,
+                self.rec.encoded_len(),
+            ),
+        };
+        Some(Pointer {
+            region,
+            unit,
+            offset,
+            record_bytes: record_bytes as u32,
+            seq: self.rec.seq,
+        })
+    }
+}
+
+enum GroupBody<'a> {
+    Value(&'a [u8]),
+    Tag(ColdTag),
+}
+
+/// Places the demoted values at the cold log's head and encodes them. With no cold
+/// space to spare they stay hot.
+fn demote(
+    store: &Groups,
+    ctx: &GcCtx<'_>,
+    outs: &mut [Out<'_>],
+    taken: &mut Taken,
+) -> Result<Vec<DeviceWrite>> {
+    let idx: Vec<usize> = (0..outs.len())
+        .filter(|&i| matches!(outs[i].what, What::Demoted(_)))
+        .collect();
+    if idx.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lens: Vec<usize> = idx.iter().map(|&i| outs[i].rec.encoded_len()).collect();
+    let mut table = store.table.lock();
+    let checkpoint = table.cold.checkpoint();
+    let Some((places, opened)) = table.place_cold(&lens) else {
+        for &i in &idx {
+            outs[i].what = What::Hot;
+        }
+        return Ok(Vec::new());
+    };
+    taken.cold = Some(checkpoint);
+    taken.cold_opened = opened;
+    let records: Vec<ColdRecord<'_>> = idx
+        .iter()
+        .zip(&places)
+        .map(|(&i, &place)| ColdRecord {
+            place,
+            key: outs[i].rec.key,
+            value: outs[i].rec.value,
+            seq: outs[i].rec.seq,
+        })
+        .collect();
+    let mut head_block = table.cold.head_block.clone();
+    let writes = cold_write::encode(&store.layout, &ctx.io, &mut head_block, &records)?;
+    table.cold.head_block = head_block;
+    drop(table);
+    for (&i, place) in idx.iter().zip(places) {
+        outs[i].what = What::Demoted(place);
+    }
+    Ok(writes)
+}
+
+/// Where the records that stay in the group go, in order: the spare main segment,
+/// then log segments from the GC reserve.
 struct Copy {
     chain: Vec<ChainSegment>,
-    /// Per survivor: its segment's index in `chain` and its offset there.
+    /// Per output: its segment's index in `chain` and its offset there.
     places: Vec<(usize, u64)>,
 }
 
 impl Copy {
     fn pack(
         store: &Groups,
-        survivors: &[RecordRef<'_>],
+        outs: &[Out<'_>],
         spare: SegmentId,
         taken_log: &mut Vec<SegmentId>,
     ) -> Result<Copy> {
@@ -175,9 +430,9 @@ impl Copy {
             id: spare,
             used_bytes: 0,
         }];
-        let mut places = Vec::with_capacity(survivors.len());
-        for rec in survivors {
-            let len = rec.encoded_len() as u64;
+        let mut places = Vec::with_capacity(outs.len());
+        for out in outs {
+            let len = out.group_len() as u64;
             let last = chain.last().expect("never empty");
             if last.used_bytes + len > layout.segment_bytes(last.id) {
                 let Some(id) = store.table.lock().take_log_for_gc() else {
@@ -194,13 +449,13 @@ impl Copy {
         Ok(Copy { chain, places })
     }
 
-    /// Encodes the survivors straight into one aligned buffer per segment. Returns the
-    /// writes and the partly written last block.
+    /// Encodes the group's records straight into one aligned buffer per segment.
+    /// Returns the writes and the partly written last block.
     fn encode(
         &self,
         store: &Groups,
         ctx: &GcCtx<'_>,
-        survivors: &[RecordRef<'_>],
+        outs: &[Out<'_>],
     ) -> (Vec<DeviceWrite>, PartialBlock) {
         let layout = store.layout;
         let block = layout.block_bytes as usize;
@@ -216,15 +471,14 @@ impl Copy {
                 }
             })
             .collect();
-        for (rec, &(i, at)) in survivors.iter().zip(&self.places) {
-            let at = at as usize;
-            record::encode_into(
-                &mut writes[i].buf[at..],
-                rec.kind,
-                rec.seq,
-                rec.key,
-                rec.value,
-            );
+        for (out, &(i, at)) in outs.iter().zip(&self.places) {
+            let buf = &mut writes[i].buf[at as usize..];
+            let (kind, body) = out.group_record();
+            let (key, seq) = (out.rec.key, out.rec.seq);
+            match body {
+                GroupBody::Value(v) => record::encode_into(buf, kind, seq, key, v),
+                GroupBody::Tag(t) => record::encode_into(buf, kind, seq, key, &t.encode()),
+            };
         }
         let mut last_block = PartialBlock::default();
         for (w, s) in writes.iter_mut().zip(&self.chain) {
@@ -236,44 +490,57 @@ impl Copy {
         writes.retain(|w| w.len > 0);
         (writes, last_block)
     }
-
-    fn pointer(&self, i: usize, rec: &RecordRef<'_>) -> Pointer {
-        let (seg, offset) = self.places[i];
-        Pointer {
-            region: Region::Segments,
-            unit: self.chain[seg].id,
-            offset: offset as u32,
-            record_bytes: rec.encoded_len() as u32,
-            seq: rec.seq,
-        }
-    }
 }
 
-/// Steps 5 and 6. Returns how many log segments the GC freed. Sets `swapped` once the
-/// table holds the new chain (a failure after that has poisoned the store).
+/// Steps 5 and 6. Returns how many log segments the GC freed.
+#[allow(clippy::too_many_arguments)]
 fn commit(
     store: &Groups,
     ctx: &GcCtx<'_>,
     job: &Job,
     copy: &Copy,
     last_block: PartialBlock,
-    survivors: &[RecordRef<'_>],
-    swapped: &mut bool,
+    outs: &[Out<'_>],
+    survey: &Survey<'_>,
+    taken: &mut Taken,
 ) -> Result<usize> {
     let mut commit = ctx.committer.lock();
     let written_since = commit.written_during_gc.finish();
     let mut batch = hashkv_lsm::WriteBatch::new();
-    for (i, rec) in survivors.iter().enumerate() {
-        if !written_since.contains(rec.key) {
-            batch.put(&keys::user_key(rec.key), &copy.pointer(i, rec).encode());
+    for (i, out) in outs.iter().enumerate() {
+        if written_since.contains(out.rec.key) {
+            continue;
+        }
+        if let Some(p) = out.pointer(copy, i) {
+            batch.put(&keys::user_key(out.rec.key), &p.encode());
         }
     }
-    let freed = {
+    let mut freed = {
         let mut table = store.table.lock();
         let freed = table.finish_gc(job.group, copy.chain.clone(), last_block);
-        *swapped = true;
+        taken.swapped = true;
+        let group = &mut table.groups[job.group as usize];
+        group.demotions += outs
+            .iter()
+            .filter(|o| matches!(o.what, What::Demoted(_)))
+            .count() as u64;
+        group.promotions += survey.promotions;
+        group.cold_bytes = outs
+            .iter()
+            .map(|o| match &o.what {
+                What::Tag(t) => u64::from(t.record_bytes),
+                What::Demoted(_) => o.rec.encoded_len() as u64,
+                What::Hot => 0,
+            })
+            .sum();
         batch.put(&keys::group_key(job.group), &table.encode_group(job.group));
-        freed
+        let mut freed_cold = table.cold.group_collected(job.group);
+        for tag in &survey.superseded_tags {
+            table.cold.mark_dead(tag);
+        }
+        freed_cold.extend(table.cold.take_dead());
+        table.cold.take_changes(&mut batch);
+        (freed, freed_cold)
     };
     // The table already holds the new chain: a failure here has poisoned the store.
     let release_gen = commit.commit(Plan {
@@ -284,7 +551,8 @@ fn commit(
     })?;
     drop(commit);
     let layout = store.layout;
-    let segments_freed = freed.iter().filter(|&&id| !layout.is_main(id)).count();
-    store.table.lock().release(freed, release_gen);
+    let segments_freed = freed.0.iter().filter(|&&id| !layout.is_main(id)).count() + freed.1.len();
+    freed.0.append(&mut freed.1);
+    store.table.lock().release(freed.0, release_gen);
     Ok(segments_freed)
 }

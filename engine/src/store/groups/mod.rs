@@ -3,14 +3,18 @@
 //! appends each key's record to its group ([`place`]); GC collects one group at a
 //! time, copy-on-write, without index lookups ([`gc`]).
 
+mod check_tags;
+mod cold_gc;
 mod cold_log;
+mod cold_write;
 mod gc;
+mod hotness;
 mod place;
 pub(crate) mod segment_table;
 
 use super::{
-    CheckSpan, FlushRecord, GcCtx, GcOutcome, IoCtx, PlaceError, Placed, Reclaimed, Source, Space,
-    ValueStore,
+    CheckSpan, FlushRecord, GcCtx, GcOutcome, GroupUsage, IoCtx, PlaceError, Placed, Reclaimed,
+    Source, Space, ValueStore,
 };
 use crate::error::{Error, Result};
 use crate::index::IndexReader;
@@ -19,9 +23,10 @@ use crate::layout::Layout;
 use crate::location::{Pointer, Region};
 use crate::partial_block::PartialBlock;
 use crate::spans::Span;
+use cold_log::ColdLog;
 use hashkv_blockdev::BlockDevice;
 use parking_lot::Mutex;
-use segment_table::SegmentTable;
+use segment_table::{SegmentTable, Victim};
 
 /// GCs that may fail to make room beyond one per group before the store counts as
 /// full: the background GC may hold the group a flush needs, and a collected group's
@@ -31,6 +36,10 @@ const GC_ATTEMPTS_SLACK: u32 = 2;
 pub(crate) struct Groups {
     layout: Layout,
     table: Mutex<SegmentTable>,
+    /// Group GCs move cold values to the cold data log (`Options::hotness`).
+    hotness_enabled: bool,
+    /// The lifetime estimate GC classifies by.
+    hotness: Mutex<hotness::Hotness>,
 }
 
 /// Group of a key: the paper's hash partitioning.
@@ -39,11 +48,12 @@ pub(crate) fn group_of(key: &[u8], group_count: u32) -> u32 {
 }
 
 impl Groups {
-    pub fn open(layout: Layout, from: Source<'_>) -> Result<Groups> {
+    pub fn open(layout: Layout, hotness_enabled: bool, from: Source<'_>) -> Result<Groups> {
         let table = match from {
             Source::Fresh => SegmentTable::new_formatted(layout),
             Source::Index(index, device) => {
-                let mut table = load_table(index, layout)?;
+                let cold = load_cold_log(index, layout, device)?;
+                let mut table = load_table(index, layout, cold)?;
                 load_last_blocks(&mut table, device)?;
                 table
             }
@@ -51,12 +61,41 @@ impl Groups {
         Ok(Groups {
             layout,
             table: Mutex::new(table),
+            hotness_enabled,
+            hotness: Mutex::new(hotness::Hotness::default()),
         })
     }
 }
 
+/// Rebuilds the cold data log from its segments' entries in the index, and reads its
+/// head's partly written block.
+fn load_cold_log(index: &IndexReader, layout: Layout, device: &dyn BlockDevice) -> Result<ColdLog> {
+    let mut segments = Vec::new();
+    for item in index.prefix(&keys::cold_key_prefix())? {
+        let (k, v) = item?;
+        let id = k
+            .get(2..6)
+            .filter(|_| k.len() == 6)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+            .ok_or_else(|| {
+                Error::corrupt(
+                    "cold log",
+                    "keys of a segment id",
+                    format!("index key {k:02x?}"),
+                )
+            })?;
+        segments.push(cold_log::decode_segment(id, &v)?);
+    }
+    let mut cold = ColdLog::from_segments(segments);
+    if let Some(head) = cold.segments.last() {
+        let end = layout.segment_offset(head.id) + head.used_bytes;
+        cold.head_block = PartialBlock::read(device, end, u64::from(layout.block_bytes))?;
+    }
+    Ok(cold)
+}
+
 /// Rebuilds the segment table from the group entries committed in the index.
-fn load_table(index: &IndexReader, layout: Layout) -> Result<SegmentTable> {
+fn load_table(index: &IndexReader, layout: Layout, cold: ColdLog) -> Result<SegmentTable> {
     let mut groups = Vec::with_capacity(layout.group_count as usize);
     for item in index.prefix(&keys::group_key_prefix())? {
         let (k, v) = item?;
@@ -80,7 +119,7 @@ fn load_table(index: &IndexReader, layout: Layout) -> Result<SegmentTable> {
             format!("{} entries", groups.len()),
         ));
     }
-    SegmentTable::from_groups(layout, groups)
+    SegmentTable::with_cold_log(layout, groups, cold)
 }
 
 /// Reads the partly written last block of every group's chain, which the next flush to
@@ -120,7 +159,34 @@ impl ValueStore for Groups {
     }
 
     fn collect(&self, ctx: &GcCtx<'_>, group: Option<u32>) -> Result<Option<GcOutcome>> {
-        gc::collect(self, ctx, group)
+        if group.is_some() {
+            return gc::collect(self, ctx, group);
+        }
+        let victim = self.table.lock().pick_victim_cost_benefit();
+        match victim {
+            Some(Victim::Cold(id)) => match cold_gc::collect(self, ctx, id)? {
+                Some(outcome) => Ok(Some(outcome)),
+                // No room to copy its live records to: collect a group instead.
+                None => gc::collect(self, ctx, None),
+            },
+            Some(Victim::Group(g)) => gc::collect(self, ctx, Some(g)),
+            None => Ok(None),
+        }
+    }
+
+    fn collect_cold(&self, ctx: &GcCtx<'_>, segment: Option<u32>) -> Result<Option<GcOutcome>> {
+        let victim = {
+            let t = self.table.lock();
+            match segment {
+                // Not the head (it takes appends) and not one waiting already.
+                Some(id) => t.cold.victims().find(|&s| s == id),
+                None => t.cold.victim().map(|(id, _)| id),
+            }
+        };
+        match victim {
+            Some(id) => cold_gc::collect(self, ctx, id),
+            None => Ok(None),
+        }
     }
 
     fn gc_wanted(&self, low_water_segments: usize) -> bool {
@@ -153,14 +219,22 @@ impl ValueStore for Groups {
         Space {
             free_units: t.free_log_segments() as u64,
             units: u64::from(self.layout.log_segment_count),
-            used_bytes: t.used_bytes(),
+            used_bytes: t.used_bytes() + t.cold.used_bytes(),
             capacity_bytes: self.layout.value_capacity_bytes(),
+            cold_bytes: t.cold.used_bytes(),
+            cold_live_bytes: t.cold.live_bytes(),
         }
     }
 
     fn record_offset(&self, p: &Pointer) -> Option<u64> {
         let l = &self.layout;
-        let fits = p.region == Region::Segments
+        // Cold records lie in log segments; both regions address by segment id.
+        let region_ok = match p.region {
+            Region::Segments => true,
+            Region::Cold => p.unit < l.segment_count() && !l.is_main(p.unit),
+            Region::Log => false,
+        };
+        let fits = region_ok
             && p.unit < l.segment_count()
             && u64::from(p.offset) + u64::from(p.record_bytes) <= l.segment_bytes(p.unit);
         fits.then(|| l.segment_offset(p.unit) + u64::from(p.offset))
@@ -170,6 +244,14 @@ impl ValueStore for Groups {
         let t = self.table.lock();
         let block = u64::from(self.layout.block_bytes);
         let mut spans = Vec::new();
+        for s in t.cold.segments.iter().filter(|s| s.used_bytes > 0) {
+            let at = self.layout.segment_offset(s.id);
+            spans.push(CheckSpan {
+                place: format!("cold segment {} (epoch {})", s.id, s.epoch),
+                span: Span::covering(at, s.used_bytes, block),
+                group: None,
+            });
+        }
         for (g, group) in t.groups.iter().enumerate() {
             for seg in group.chain.iter().filter(|s| s.used_bytes > 0) {
                 let at = self.layout.segment_offset(seg.id);
@@ -183,12 +265,45 @@ impl ValueStore for Groups {
         spans
     }
 
+    fn group_usage(&self) -> Vec<GroupUsage> {
+        let t = self.table.lock();
+        t.groups
+            .iter()
+            .map(|g| GroupUsage {
+                chain_bytes: g.chain.iter().map(|s| s.used_bytes).sum(),
+                cold_bytes: g.cold_bytes,
+                demotions: g.demotions,
+                promotions: g.promotions,
+            })
+            .collect()
+    }
+
+    fn check_cross(&self, io: &IoCtx<'_>) -> Result<Vec<String>> {
+        check_tags::check(self, io)
+    }
+
     fn pointer_problem(&self, key: &[u8], p: &Pointer) -> Option<String> {
         if self.record_offset(p).is_none() {
             return Some(format!("points outside the value store: {p:?}"));
         }
-        let g = group_of(key, self.layout.group_count);
         let t = self.table.lock();
+        if p.region == Region::Cold {
+            return match t.cold.find(p.unit) {
+                None => Some(format!(
+                    "points into segment {} outside the cold log",
+                    p.unit
+                )),
+                Some(s) if u64::from(p.offset) + u64::from(p.record_bytes) > s.used_bytes => Some(
+                    format!("points past the written part of cold segment {}", p.unit),
+                ),
+                Some(s) if s.is_dead(p.offset) => Some(format!(
+                    "points at a dead record of cold segment {}",
+                    p.unit
+                )),
+                Some(_) => None,
+            };
+        }
+        let g = group_of(key, self.layout.group_count);
         match t.groups[g as usize].chain.iter().find(|s| s.id == p.unit) {
             None => Some(format!(
                 "points into segment {} outside its group {g}'s chain",

@@ -5,8 +5,8 @@
 
 use super::segment_table::{Appends, Placement};
 use super::{group_of, Groups};
-use crate::error::Result;
 use crate::commit::DeviceWrite;
+use crate::error::Result;
 use crate::keys;
 use crate::layout::Layout;
 use crate::location::{Pointer, Region};
@@ -148,18 +148,26 @@ fn reserve(
     records: &[AppendRecord<'_>],
     by_group: &ByGroup,
     appends: Appends,
-) -> Result<(Vec<Vec<Placement>>, Vec<(Vec<u8>, Vec<u8>)>, Vec<PartialBlock>), PlaceError> {
+) -> Result<
+    (
+        Vec<Vec<Placement>>,
+        Vec<(Vec<u8>, Vec<u8>)>,
+        Vec<PartialBlock>,
+    ),
+    PlaceError,
+> {
     let per_group: Vec<(u32, Vec<usize>)> = by_group
         .iter()
         .map(|(g, idx)| (*g, idx.iter().map(|&i| records[i].encoded_len()).collect()))
         .collect();
     let mut table = store.table.lock();
     table.reclaim(io.readers.oldest_active());
-    let placements = table
-        .place_all(&per_group, appends)
-        .map_err(|need| PlaceError::NeedSpace {
-            group: need.group_at_limit,
-        })?;
+    let placements =
+        table
+            .place_all(&per_group, appends)
+            .map_err(|need| PlaceError::NeedSpace {
+                group: need.group_at_limit,
+            })?;
     let entries = by_group
         .keys()
         .map(|&g| (keys::group_key(g), table.encode_group(g)))

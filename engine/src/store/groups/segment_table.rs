@@ -9,14 +9,16 @@
 //! Free lists are not stored: at open they are derived as "every segment no chain
 //! names".
 
+use super::cold_log::{ColdCheckpoint, ColdLog, ColdPlace};
 use crate::entry_codec;
 use crate::error::{Error, Result};
 use crate::layout::{Layout, SegmentId};
 use crate::partial_block::PartialBlock;
 use crate::readers::Deferred;
-use super::cold_log::{ColdLog, ColdPlace};
 
-const GROUP_ENTRY_VERSION: u8 = 1;
+/// Version 2 added, after the chain: cold bytes, demotions, promotions (u64 each).
+const GROUP_ENTRY_VERSION: u8 = 2;
+const GROUP_ENTRY_COLD_BYTES: usize = 3 * 8;
 /// Body of a group entry before its chain: write volume u64, segment count u32.
 const GROUP_ENTRY_HEAD_BYTES: usize = 8 + 4;
 /// Per chain segment: id u32, used bytes u64.
@@ -46,6 +48,12 @@ pub struct GcMark {
 pub struct Group {
     pub chain: Vec<ChainSegment>,
     pub write_volume_bytes: u64,
+    /// Bytes of the cold records the group's tags named at its last GC.
+    pub cold_bytes: u64,
+    /// Values its GCs moved to the cold log, and cold keys updates brought back, since
+    /// format.
+    pub demotions: u64,
+    pub promotions: u64,
     pub gc: Option<GcMark>,
     /// The partly written last block of the chain, which the next append continues.
     /// In memory only: read from the device at open, kept by flushes and GC.
@@ -80,6 +88,28 @@ pub struct SegmentTable {
     gc_held: Vec<SegmentId>,
     /// The cold data log, whose segments come from the same free pool.
     pub cold: ColdLog,
+}
+
+/// What a GC collects next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Victim {
+    Group(u32),
+    Cold(SegmentId),
+}
+
+/// Cold segments that may wait for group GCs at once: each holds its space until the
+/// groups holding its copies' tags are collected, so few are in flight.
+const COLD_EVACUATIONS_MAX: usize = 2;
+
+/// Bytes freed per byte read and rewritten, when collecting `used` bytes of which
+/// `garbage` are dead.
+fn benefit_per_cost(garbage: u64, used: u64) -> f64 {
+    let cost = used + used.saturating_sub(garbage);
+    if cost == 0 {
+        0.0
+    } else {
+        garbage as f64 / cost as f64
+    }
 }
 
 /// Not enough free log segments for a flush: run GC, then retry.
@@ -118,7 +148,11 @@ impl SegmentTable {
     }
 
     /// Rebuilds the table from the groups' chains and the cold log's segments.
-    pub fn with_cold_log(layout: Layout, groups: Vec<Group>, cold: ColdLog) -> Result<SegmentTable> {
+    pub fn with_cold_log(
+        layout: Layout,
+        groups: Vec<Group>,
+        cold: ColdLog,
+    ) -> Result<SegmentTable> {
         let mut owner: Vec<Option<u32>> = vec![None; layout.segment_count() as usize];
         for s in &cold.segments {
             if s.id >= layout.segment_count() || layout.is_main(s.id) {
@@ -390,6 +424,39 @@ impl SegmentTable {
         Ok(out)
     }
 
+    /// Chooses between the best group and the best cold segment by cost-benefit: bytes
+    /// freed per byte read and written. A group's garbage is estimated by its write
+    /// volume since its last GC (an upper bound: every append may have replaced a
+    /// record); a cold segment's is known exactly. While cold segments wait for group
+    /// GCs (at most `COLD_EVACUATIONS_MAX`), no further one is collected.
+    pub fn pick_victim_cost_benefit(&self) -> Option<Victim> {
+        let group = self.pick_victim().map(|g| {
+            let group = &self.groups[g as usize];
+            let used: u64 = group.chain.iter().map(|s| s.used_bytes).sum();
+            (
+                g,
+                benefit_per_cost(group.write_volume_bytes.min(used), used),
+            )
+        });
+        let evacuating = self.cold.segments.iter().filter(|s| s.evacuated()).count();
+        let cold = (evacuating < COLD_EVACUATIONS_MAX)
+            .then(|| self.cold.victim())
+            .flatten()
+            .filter(|&(_, dead)| dead > 0)
+            .map(|(id, dead)| {
+                let used = self.cold.find(id).map_or(0, |s| s.used_bytes);
+                (id, benefit_per_cost(dead, used))
+            });
+        match (group, cold) {
+            (Some((_, g_ratio)), Some((id, c_ratio))) if c_ratio > g_ratio => {
+                Some(Victim::Cold(id))
+            }
+            (Some((g, _)), _) => Some(Victim::Group(g)),
+            (None, Some((id, _))) => Some(Victim::Cold(id)),
+            (None, None) => None,
+        }
+    }
+
     /// Chooses the GC victim: the group with the largest write volume since its last
     /// GC (greedy, as in the paper), skipping groups under GC and groups with nothing
     /// written since their last GC. A linear pass: groups number in the thousands at
@@ -428,18 +495,24 @@ impl SegmentTable {
     /// keep: moving a value to the cold log is optional, and must never take the
     /// reserves that let GC and deletes make progress. `None` (nothing changed) when
     /// the pool has none to spare.
-    pub fn place_cold(&mut self, lens: &[usize]) -> Option<Vec<ColdPlace>> {
+    pub fn place_cold(&mut self, lens: &[usize]) -> Option<(Vec<ColdPlace>, usize)> {
         let segment_bytes = self.layout.log_segment_bytes;
         let floor = self.gc_reserve_segments + self.tombstone_reserve_segments;
         let free_log = &mut self.free_log;
         let take = || (free_log.len() > floor).then(|| free_log.pop()).flatten();
         match self.cold.place(lens, segment_bytes, take) {
-            Ok((places, _opened)) => Some(places),
+            Ok((places, opened)) => Some((places, opened.len())),
             Err(taken) => {
                 self.free_log.extend(taken.into_iter().rev());
                 None
             }
         }
+    }
+
+    /// Undoes a GC's cold placements (it failed before its commit).
+    pub fn rollback_cold(&mut self, cp: ColdCheckpoint) {
+        let opened = self.cold.rollback(cp);
+        self.free_log.extend(opened.into_iter().rev());
     }
 
     /// Log segment for GC survivors that overflow the spare main segment.
@@ -513,6 +586,9 @@ impl SegmentTable {
             body.extend_from_slice(&s.id.to_le_bytes());
             body.extend_from_slice(&s.used_bytes.to_le_bytes());
         }
+        for n in [group.cold_bytes, group.demotions, group.promotions] {
+            body.extend_from_slice(&n.to_le_bytes());
+        }
         entry_codec::seal(GROUP_ENTRY_VERSION, &body)
     }
 }
@@ -520,7 +596,7 @@ impl SegmentTable {
 /// Decodes a group entry as stored in the index. Never panics on garbage.
 pub fn decode_group(bytes: &[u8]) -> Result<Group> {
     const WHAT: &str = "segment table entry";
-    let body = entry_codec::open(bytes, WHAT, GROUP_ENTRY_VERSION)?;
+    let (version, body) = entry_codec::open_versions(bytes, WHAT, 1..=GROUP_ENTRY_VERSION)?;
     if body.len() < GROUP_ENTRY_HEAD_BYTES {
         return Err(Error::corrupt(
             WHAT,
@@ -531,7 +607,13 @@ pub fn decode_group(bytes: &[u8]) -> Result<Group> {
     let write_volume_bytes = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
     let n = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")) as usize;
     let rest = &body[GROUP_ENTRY_HEAD_BYTES..];
-    if n.checked_mul(CHAIN_SEGMENT_BYTES) != Some(rest.len()) {
+    let trailer = if version >= 2 {
+        GROUP_ENTRY_COLD_BYTES
+    } else {
+        0
+    };
+    let (rest, cold) = rest.split_at(rest.len().saturating_sub(trailer));
+    if n.checked_mul(CHAIN_SEGMENT_BYTES) != Some(rest.len()) || cold.len() != trailer {
         return Err(Error::corrupt(
             WHAT,
             format!("{n} chain segments of {CHAIN_SEGMENT_BYTES} bytes"),
@@ -545,9 +627,17 @@ pub fn decode_group(bytes: &[u8]) -> Result<Group> {
             used_bytes: u64::from_le_bytes(c[4..12].try_into().expect("8 bytes")),
         })
         .collect();
+    // Version 1 has no trailer: nothing was cold.
+    let trailer_u64 = |i: usize| {
+        cold.get(8 * i..8 * i + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
     Ok(Group {
         chain,
         write_volume_bytes,
+        cold_bytes: trailer_u64(0),
+        demotions: trailer_u64(1),
+        promotions: trailer_u64(2),
         gc: None,
         last_block: PartialBlock::default(),
     })

@@ -169,6 +169,7 @@ impl ValueStore for ValueLog {
             units: u64::from(self.geometry.chunk_count()),
             used_bytes: log.used_bytes(),
             capacity_bytes: self.geometry.region_bytes,
+            ..Space::default()
         }
     }
 

@@ -1,0 +1,165 @@
+//! Looking at a store: the consistency check (`hashkv fsck`) and the counters.
+
+use super::errors::{guard, Failure, HASHKV_E_CORRUPTION};
+use super::open::{db_ref, HashkvDb};
+use crate::CheckReport;
+use std::ffi::{c_char, c_int};
+
+/// Checks the whole store, as `hashkv fsck` does: every record's checksum, that each
+/// record lies in its key's group, and that every index entry names a record that
+/// reads back with its key.
+///
+/// Returns 0 when the store is clean, `HASHKV_E_CORRUPTION` with a report of the
+/// damage (up to 100 descriptions) in `*errptr` when it is not, or another negative
+/// code when the check itself could not read the store. Threads: any; writers that
+/// need a flush wait while it runs.
+///
+/// # Safety
+/// `db` is NULL (refused) or a live handle; `errptr` as for `hashkv_format`.
+#[no_mangle]
+pub unsafe extern "C" fn hashkv_check(db: *mut HashkvDb, errptr: *mut *mut c_char) -> c_int {
+    let body = || {
+        // SAFETY: db as this function's caller promised.
+        let report = unsafe { db_ref(db) }?.check()?;
+        if report.is_clean() {
+            return Ok(0);
+        }
+        Err(Failure {
+            code: HASHKV_E_CORRUPTION,
+            message: damage_report(&report),
+        })
+    };
+    // SAFETY: errptr as this function's caller promised.
+    unsafe { guard(errptr, body) }
+}
+
+fn damage_report(r: &CheckReport) -> String {
+    let mut s = format!(
+        "check found {} damaged items ({} keys, {} records scanned):",
+        r.damage_count, r.keys, r.records_scanned
+    );
+    for d in &r.damage {
+        s.push_str("\n  ");
+        s.push_str(d);
+    }
+    if r.damage_count > r.damage.len() as u64 {
+        s.push_str(&format!(
+            "\n  ... and {} more",
+            r.damage_count - r.damage.len() as u64
+        ));
+    }
+    s
+}
+
+/// Counters of an open store, since it was opened (the space figures are current).
+/// Fields are only ever appended, so a program built against an older header keeps
+/// working: it passes its own `sizeof(hashkv_stats)`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HashkvStats {
+    /// Key and value bytes of puts, key bytes of deletes, as written by the user.
+    pub user_bytes_written: u64,
+    /// Puts and deletes (a batch counts each entry).
+    pub user_ops: u64,
+    /// Value-store bytes written by flushes (records and block padding).
+    pub flush_device_bytes_written: u64,
+    /// Value-store bytes written by garbage collection (survivors copied).
+    pub gc_device_bytes_written: u64,
+    /// Value-store bytes read by garbage collection.
+    pub gc_device_bytes_read: u64,
+    /// Value-store bytes read by gets and scans.
+    pub read_device_bytes: u64,
+    /// Garbage collections run.
+    pub gc_runs: u64,
+    /// Records garbage collection kept (copied forward).
+    pub gc_records_kept: u64,
+    /// Bytes of segments garbage collection freed, minus the bytes it wrote.
+    pub gc_bytes_reclaimed: u64,
+    /// Index lookups garbage collection made to learn whether a record is live (the
+    /// vlog mode's cost; the hashkv mode makes none).
+    pub gc_index_lookups: u64,
+    /// Gets answered by the write cache.
+    pub write_cache_hits: u64,
+    /// Flushes of the write cache.
+    pub flushes: u64,
+    /// Bytes the index (LSM tree) wrote: log, flushes, compactions.
+    pub lsm_bytes_written: u64,
+    /// Bytes written to and read from the devices, all members together.
+    pub device_bytes_written: u64,
+    pub device_bytes_read: u64,
+    /// Free and total log segments (the reserved space the mode manages).
+    pub free_log_segments: u64,
+    pub log_segments: u64,
+    /// Bytes of the value space in use.
+    pub value_bytes_used: u64,
+}
+
+impl From<&crate::Stats> for HashkvStats {
+    fn from(s: &crate::Stats) -> HashkvStats {
+        HashkvStats {
+            user_bytes_written: s.user_bytes_written,
+            user_ops: s.user_ops,
+            flush_device_bytes_written: s.flush_device_bytes_written,
+            gc_device_bytes_written: s.gc_device_bytes_written,
+            gc_device_bytes_read: s.gc_device_bytes_read,
+            read_device_bytes: s.read_device_bytes,
+            gc_runs: s.gc_runs,
+            gc_records_kept: s.gc_records_kept,
+            gc_bytes_reclaimed: s.gc_bytes_reclaimed,
+            gc_index_lookups: s.gc_index_lookups,
+            write_cache_hits: s.write_cache_hits,
+            flushes: s.flushes,
+            lsm_bytes_written: s.lsm_bytes_written,
+            device_bytes_written: s.device_bytes_written(),
+            device_bytes_read: s.device_bytes_read(),
+            free_log_segments: s.free_log_segments,
+            log_segments: s.log_segments,
+            value_bytes_used: s.value_bytes_used,
+        }
+    }
+}
+
+/// Fills `*stats` with the store's counters. `stats_bytes` is `sizeof(hashkv_stats)`
+/// as the caller was compiled: hashkv writes that many bytes at most, and zeroes any
+/// the caller knows of that this library does not.
+///
+/// Returns 0 or a negative code. Threads: any, concurrently with other calls.
+///
+/// # Safety
+/// `db` is NULL (refused) or a live handle; `stats` is NULL (refused) or points to
+/// `stats_bytes` writable bytes; `errptr` as for `hashkv_format`.
+#[no_mangle]
+pub unsafe extern "C" fn hashkv_get_stats(
+    db: *mut HashkvDb,
+    stats: *mut HashkvStats,
+    stats_bytes: usize,
+    errptr: *mut *mut c_char,
+) -> c_int {
+    let body = || {
+        // SAFETY: db and stats as this function's caller promised.
+        let (db, out) = unsafe {
+            (
+                db_ref(db)?,
+                super::args::bytes_mut(stats.cast(), stats_bytes, "stats")?,
+            )
+        };
+        if stats.is_null() {
+            return Err(Failure::invalid("stats is NULL"));
+        }
+        let s = HashkvStats::from(&db.stats());
+        // SAFETY: HashkvStats is repr(C) with u64 fields only, so it has no padding
+        // and all of its bytes are initialised.
+        let mine = unsafe {
+            std::slice::from_raw_parts(
+                (&s as *const HashkvStats).cast::<u8>(),
+                size_of::<HashkvStats>(),
+            )
+        };
+        let n = mine.len().min(out.len());
+        out[..n].copy_from_slice(&mine[..n]);
+        out[n..].fill(0);
+        Ok(0)
+    };
+    // SAFETY: errptr as this function's caller promised.
+    unsafe { guard(errptr, body) }
+}
