@@ -111,6 +111,10 @@ pub struct GroupUsage {
     pub chain_bytes: u64,
     /// Bytes of the group's cold values in the cold data log, as of its last GC.
     pub cold_bytes: u64,
+    /// Values its GCs moved to the cold log, and cold keys updates brought back, since
+    /// format (as its GCs found them).
+    pub demotions: u64,
+    pub promotions: u64,
 }
 
 /// What `ValueStore::reclaim` found.

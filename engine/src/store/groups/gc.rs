@@ -519,7 +519,13 @@ fn commit(
         let mut table = store.table.lock();
         let freed = table.finish_gc(job.group, copy.chain.clone(), last_block);
         taken.swapped = true;
-        table.groups[job.group as usize].cold_bytes = outs
+        let group = &mut table.groups[job.group as usize];
+        group.demotions += outs
+            .iter()
+            .filter(|o| matches!(o.what, What::Demoted(_)))
+            .count() as u64;
+        group.promotions += survey.promotions;
+        group.cold_bytes = outs
             .iter()
             .map(|o| match &o.what {
                 What::Tag(t) => u64::from(t.record_bytes),

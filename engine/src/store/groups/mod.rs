@@ -272,6 +272,8 @@ impl ValueStore for Groups {
             .map(|g| GroupUsage {
                 chain_bytes: g.chain.iter().map(|s| s.used_bytes).sum(),
                 cold_bytes: g.cold_bytes,
+                demotions: g.demotions,
+                promotions: g.promotions,
             })
             .collect()
     }

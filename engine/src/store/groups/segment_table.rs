@@ -16,9 +16,9 @@ use crate::layout::{Layout, SegmentId};
 use crate::partial_block::PartialBlock;
 use crate::readers::Deferred;
 
-/// Version 2 added the cold bytes after the chain.
+/// Version 2 added, after the chain: cold bytes, demotions, promotions (u64 each).
 const GROUP_ENTRY_VERSION: u8 = 2;
-const GROUP_ENTRY_COLD_BYTES: usize = 8;
+const GROUP_ENTRY_COLD_BYTES: usize = 3 * 8;
 /// Body of a group entry before its chain: write volume u64, segment count u32.
 const GROUP_ENTRY_HEAD_BYTES: usize = 8 + 4;
 /// Per chain segment: id u32, used bytes u64.
@@ -50,6 +50,10 @@ pub struct Group {
     pub write_volume_bytes: u64,
     /// Bytes of the cold records the group's tags named at its last GC.
     pub cold_bytes: u64,
+    /// Values its GCs moved to the cold log, and cold keys updates brought back, since
+    /// format.
+    pub demotions: u64,
+    pub promotions: u64,
     pub gc: Option<GcMark>,
     /// The partly written last block of the chain, which the next append continues.
     /// In memory only: read from the device at open, kept by flushes and GC.
@@ -582,7 +586,9 @@ impl SegmentTable {
             body.extend_from_slice(&s.id.to_le_bytes());
             body.extend_from_slice(&s.used_bytes.to_le_bytes());
         }
-        body.extend_from_slice(&group.cold_bytes.to_le_bytes());
+        for n in [group.cold_bytes, group.demotions, group.promotions] {
+            body.extend_from_slice(&n.to_le_bytes());
+        }
         entry_codec::seal(GROUP_ENTRY_VERSION, &body)
     }
 }
@@ -621,14 +627,17 @@ pub fn decode_group(bytes: &[u8]) -> Result<Group> {
             used_bytes: u64::from_le_bytes(c[4..12].try_into().expect("8 bytes")),
         })
         .collect();
-    let cold_bytes = match cold.try_into() {
-        Ok(b) => u64::from_le_bytes(b),
-        Err(_) => 0, // version 1: nothing was cold
+    // Version 1 has no trailer: nothing was cold.
+    let trailer_u64 = |i: usize| {
+        cold.get(8 * i..8 * i + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
     };
     Ok(Group {
         chain,
         write_volume_bytes,
-        cold_bytes,
+        cold_bytes: trailer_u64(0),
+        demotions: trailer_u64(1),
+        promotions: trailer_u64(2),
         gc: None,
         last_block: PartialBlock::default(),
     })
