@@ -276,6 +276,12 @@ impl SegmentTable {
         self.free_log.len()
     }
 
+    /// Free log segments a flush of values leaves untouched (the GC and tombstone
+    /// reserves).
+    pub fn flush_floor_segments(&self) -> usize {
+        self.gc_reserve_segments + self.tombstone_reserve_segments
+    }
+
     pub fn pending_free_segments(&self) -> usize {
         self.pending_free.len()
     }
@@ -491,13 +497,14 @@ impl SegmentTable {
     }
 
     /// Places cold records (a GC's demotions or a cold GC's copies) at the cold log's
-    /// head. New segments come from the free pool above the floor flushes of values
-    /// keep: moving a value to the cold log is optional, and must never take the
-    /// reserves that let GC and deletes make progress. `None` (nothing changed) when
-    /// the pool has none to spare.
+    /// head. New segments come from the free pool above the GC reserve: moving a value
+    /// to the cold log is optional and must never take the segments that let a GC
+    /// finish; it may take the tombstone reserve's share, as GC's own work, since every
+    /// value it moves leaves its group's main segment room for appends. `None`
+    /// (nothing changed) when the pool has none to spare.
     pub fn place_cold(&mut self, lens: &[usize]) -> Option<(Vec<ColdPlace>, usize)> {
         let segment_bytes = self.layout.log_segment_bytes;
-        let floor = self.gc_reserve_segments + self.tombstone_reserve_segments;
+        let floor = self.gc_reserve_segments;
         let free_log = &mut self.free_log;
         let take = || (free_log.len() > floor).then(|| free_log.pop()).flatten();
         match self.cold.place(lens, segment_bytes, take) {
