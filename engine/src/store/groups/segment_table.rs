@@ -154,23 +154,7 @@ impl SegmentTable {
         cold: ColdLog,
     ) -> Result<SegmentTable> {
         let mut owner: Vec<Option<u32>> = vec![None; layout.segment_count() as usize];
-        for s in &cold.segments {
-            if s.id >= layout.segment_count() || layout.is_main(s.id) {
-                return Err(Error::corrupt(
-                    "cold log",
-                    "log segments only",
-                    format!("segment {}", s.id),
-                ));
-            }
-            if s.used_bytes > layout.log_segment_bytes || owner[s.id as usize].is_some() {
-                return Err(Error::corrupt(
-                    "cold log",
-                    "segments within size, each named once",
-                    format!("segment {} ({} used bytes)", s.id, s.used_bytes),
-                ));
-            }
-            owner[s.id as usize] = Some(u32::MAX);
-        }
+        claim_cold_segments(&layout, &cold, &mut owner)?;
         for (g, group) in groups.iter().enumerate() {
             let first = group.chain.first().ok_or_else(|| {
                 corrupt(
@@ -648,6 +632,29 @@ pub fn decode_group(bytes: &[u8]) -> Result<Group> {
         gc: None,
         last_block: PartialBlock::default(),
     })
+}
+
+/// Marks the cold log's segments as owned; each must be a log segment, within its
+/// size, named once.
+fn claim_cold_segments(layout: &Layout, cold: &ColdLog, owner: &mut [Option<u32>]) -> Result<()> {
+    for s in &cold.segments {
+        if s.id >= layout.segment_count() || layout.is_main(s.id) {
+            return Err(Error::corrupt(
+                "cold log",
+                "log segments only",
+                format!("segment {}", s.id),
+            ));
+        }
+        if s.used_bytes > layout.log_segment_bytes || owner[s.id as usize].is_some() {
+            return Err(Error::corrupt(
+                "cold log",
+                "segments within size, each named once",
+                format!("segment {} ({} used bytes)", s.id, s.used_bytes),
+            ));
+        }
+        owner[s.id as usize] = Some(u32::MAX);
+    }
+    Ok(())
 }
 
 fn corrupt(g: usize, expected: &str, found: String) -> Error {
