@@ -59,10 +59,29 @@ pub(crate) fn open_versions<'a>(
     Ok((sealed[0], &sealed[VERSION_BYTES..]))
 }
 
+/// Garbage for decoder tests: `good` truncated, with a bit flipped, or random bytes.
+#[cfg(test)]
+pub(crate) fn garbled(rng: &mut impl rand::Rng, good: &[u8], random_len_max: usize) -> Vec<u8> {
+    let mut bad = good.to_vec();
+    match rng.gen_range(0..3) {
+        0 => bad.truncate(rng.gen_range(0..bad.len())),
+        1 => {
+            let i = rng.gen_range(0..bad.len());
+            bad[i] ^= 1 << rng.gen_range(0..8);
+        }
+        _ => {
+            bad = (0..rng.gen_range(0..random_len_max))
+                .map(|_| rng.gen())
+                .collect()
+        }
+    }
+    bad
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
 
     #[test]
     fn round_trip_and_garbage() {
@@ -74,15 +93,7 @@ mod tests {
         ));
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         for _ in 0..5000 {
-            let mut bad = e.clone();
-            match rng.gen_range(0..3) {
-                0 => bad.truncate(rng.gen_range(0..bad.len())),
-                1 => {
-                    let i = rng.gen_range(0..bad.len());
-                    bad[i] ^= 1 << rng.gen_range(0..8);
-                }
-                _ => bad = (0..rng.gen_range(0..40)).map(|_| rng.gen()).collect(),
-            }
+            let bad = crate::entry_codec::garbled(&mut rng, &e, 40);
             assert!(open(&bad, "test entry", 3).is_err());
         }
     }

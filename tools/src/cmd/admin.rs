@@ -147,6 +147,43 @@ fn print_superblock(db: &Db) {
     }
 }
 
+/// Groups listed one per line by `stat`; beyond this only a summary.
+const STAT_GROUPS_LISTED_MAX: usize = 64;
+
+/// The cold data log and each group's hot and cold bytes (hashkv mode).
+fn print_hot_and_cold(db: &hashkv::Db, s: &hashkv::Stats) {
+    let live_share = if s.cold_log_bytes == 0 {
+        0.0
+    } else {
+        100.0 * s.cold_live_bytes as f64 / s.cold_log_bytes as f64
+    };
+    println!(
+        "cold log         {} in use, {live_share:.1}% live",
+        human_bytes(s.cold_log_bytes)
+    );
+    let groups = db.group_usage();
+    let demotions: u64 = groups.iter().map(|g| g.demotions).sum();
+    let promotions: u64 = groups.iter().map(|g| g.promotions).sum();
+    println!("demotions        {demotions} (values moved to the cold log since format)");
+    println!("promotions       {promotions} (cold keys updates brought back)");
+    let hot: u64 = groups.iter().map(|g| g.chain_bytes).sum();
+    let cold: u64 = groups.iter().map(|g| g.cold_bytes).sum();
+    println!(
+        "groups           {} hot (in chains), {} cold (as of each group's last GC)",
+        human_bytes(hot),
+        human_bytes(cold)
+    );
+    if groups.len() <= STAT_GROUPS_LISTED_MAX {
+        for (g, u) in groups.iter().enumerate() {
+            println!(
+                "  group {g:<5}    hot {:>10}  cold {:>10}",
+                human_bytes(u.chain_bytes),
+                human_bytes(u.cold_bytes)
+            );
+        }
+    }
+}
+
 pub fn stat(args: &StoreArgs) -> StoreResult<()> {
     let db = args.open()?;
     print_superblock(&db);
@@ -166,6 +203,9 @@ pub fn stat(args: &StoreArgs) -> StoreResult<()> {
             s.free_log_segments, s.log_segments
         ),
         hashkv::Mode::Lsm => {}
+    }
+    if db.superblock().mode == hashkv::Mode::HashKv {
+        print_hot_and_cold(&db, &s);
     }
     let meta_bytes = dir_disk_bytes(&args.metadata);
     println!(

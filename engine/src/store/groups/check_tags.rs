@@ -83,6 +83,20 @@ pub(super) fn check(store: &Groups, io: &IoCtx<'_>) -> Result<Vec<String>> {
         }
     }
     drop(t);
+    check_records(store, io, &reads, &mut damage)?;
+    Ok(damage)
+}
+
+/// Reads the records the tags name, a batch at a time, and checks that each holds the
+/// tag's key and sequence number.
+fn check_records(
+    store: &Groups,
+    io: &IoCtx<'_>,
+    reads: &[(Vec<u8>, Pointer)],
+    damage: &mut Vec<String>,
+) -> Result<()> {
+    let layout = store.layout;
+    let block = u64::from(layout.block_bytes);
     for batch in reads.chunks(TAG_READ_BATCH_MAX) {
         let spans: Vec<Span> = batch
             .iter()
@@ -101,5 +115,5 @@ pub(super) fn check(store: &Groups, io: &IoCtx<'_>) -> Result<Vec<String>> {
             }
         }
     }
-    Ok(damage)
+    Ok(())
 }

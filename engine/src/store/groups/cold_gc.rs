@@ -72,6 +72,24 @@ pub(super) fn collect(
     })
 }
 
+/// The tag each copy leaves in its key's group: the new place, marked relocated so
+/// that the group's next GC points the index at it.
+fn relocation_tags(records: &[ColdRecord<'_>]) -> Vec<[u8; COLD_TAG_BYTES]> {
+    records
+        .iter()
+        .map(|r| {
+            ColdTag {
+                segment: r.place.segment,
+                epoch: r.place.epoch,
+                offset: r.place.offset as u32,
+                record_bytes: r.encoded_len() as u32,
+                relocated: true,
+            }
+            .encode()
+        })
+        .collect()
+}
+
 /// Step 2. Returns the bytes written, or `None` when there was no room (nothing
 /// changed).
 fn move_live(
@@ -101,19 +119,7 @@ fn move_live(
         })
         .collect();
     let mut writes = cold_write::encode(&store.layout, &ctx.io, &mut head_block, &records)?;
-    let tags: Vec<[u8; COLD_TAG_BYTES]> = records
-        .iter()
-        .map(|r| {
-            ColdTag {
-                segment: r.place.segment,
-                epoch: r.place.epoch,
-                offset: r.place.offset as u32,
-                record_bytes: r.encoded_len() as u32,
-                relocated: true,
-            }
-            .encode()
-        })
-        .collect();
+    let tags = relocation_tags(&records);
     let appends: Vec<AppendRecord<'_>> = records
         .iter()
         .zip(&tags)

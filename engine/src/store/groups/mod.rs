@@ -190,7 +190,10 @@ impl ValueStore for Groups {
     }
 
     fn gc_wanted(&self, low_water_segments: usize) -> bool {
-        self.table.lock().free_log_segments() < low_water_segments
+        // Flushes of values stop at the reserves; the low-water mark counts above them,
+        // so the background GC runs before a flush has to.
+        let t = self.table.lock();
+        t.free_log_segments() < t.flush_floor_segments() + low_water_segments
     }
 
     fn keep_collecting(&self, _outcome: &GcOutcome) -> bool {

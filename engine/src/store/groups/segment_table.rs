@@ -154,23 +154,7 @@ impl SegmentTable {
         cold: ColdLog,
     ) -> Result<SegmentTable> {
         let mut owner: Vec<Option<u32>> = vec![None; layout.segment_count() as usize];
-        for s in &cold.segments {
-            if s.id >= layout.segment_count() || layout.is_main(s.id) {
-                return Err(Error::corrupt(
-                    "cold log",
-                    "log segments only",
-                    format!("segment {}", s.id),
-                ));
-            }
-            if s.used_bytes > layout.log_segment_bytes || owner[s.id as usize].is_some() {
-                return Err(Error::corrupt(
-                    "cold log",
-                    "segments within size, each named once",
-                    format!("segment {} ({} used bytes)", s.id, s.used_bytes),
-                ));
-            }
-            owner[s.id as usize] = Some(u32::MAX);
-        }
+        claim_cold_segments(&layout, &cold, &mut owner)?;
         for (g, group) in groups.iter().enumerate() {
             let first = group.chain.first().ok_or_else(|| {
                 corrupt(
@@ -274,6 +258,12 @@ impl SegmentTable {
 
     pub fn free_log_segments(&self) -> usize {
         self.free_log.len()
+    }
+
+    /// Free log segments a flush of values leaves untouched (the GC and tombstone
+    /// reserves).
+    pub fn flush_floor_segments(&self) -> usize {
+        self.gc_reserve_segments + self.tombstone_reserve_segments
     }
 
     pub fn pending_free_segments(&self) -> usize {
@@ -491,13 +481,14 @@ impl SegmentTable {
     }
 
     /// Places cold records (a GC's demotions or a cold GC's copies) at the cold log's
-    /// head. New segments come from the free pool above the floor flushes of values
-    /// keep: moving a value to the cold log is optional, and must never take the
-    /// reserves that let GC and deletes make progress. `None` (nothing changed) when
-    /// the pool has none to spare.
+    /// head. New segments come from the free pool above the GC reserve: moving a value
+    /// to the cold log is optional and must never take the segments that let a GC
+    /// finish; it may take the tombstone reserve's share, as GC's own work, since every
+    /// value it moves leaves its group's main segment room for appends. `None`
+    /// (nothing changed) when the pool has none to spare.
     pub fn place_cold(&mut self, lens: &[usize]) -> Option<(Vec<ColdPlace>, usize)> {
         let segment_bytes = self.layout.log_segment_bytes;
-        let floor = self.gc_reserve_segments + self.tombstone_reserve_segments;
+        let floor = self.gc_reserve_segments;
         let free_log = &mut self.free_log;
         let take = || (free_log.len() > floor).then(|| free_log.pop()).flatten();
         match self.cold.place(lens, segment_bytes, take) {
@@ -641,6 +632,29 @@ pub fn decode_group(bytes: &[u8]) -> Result<Group> {
         gc: None,
         last_block: PartialBlock::default(),
     })
+}
+
+/// Marks the cold log's segments as owned; each must be a log segment, within its
+/// size, named once.
+fn claim_cold_segments(layout: &Layout, cold: &ColdLog, owner: &mut [Option<u32>]) -> Result<()> {
+    for s in &cold.segments {
+        if s.id >= layout.segment_count() || layout.is_main(s.id) {
+            return Err(Error::corrupt(
+                "cold log",
+                "log segments only",
+                format!("segment {}", s.id),
+            ));
+        }
+        if s.used_bytes > layout.log_segment_bytes || owner[s.id as usize].is_some() {
+            return Err(Error::corrupt(
+                "cold log",
+                "segments within size, each named once",
+                format!("segment {} ({} used bytes)", s.id, s.used_bytes),
+            ));
+        }
+        owner[s.id as usize] = Some(u32::MAX);
+    }
+    Ok(())
 }
 
 fn corrupt(g: usize, expected: &str, found: String) -> Error {

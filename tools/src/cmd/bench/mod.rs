@@ -118,8 +118,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "MIB", default_value_t = 16)]
     pub write_cache: u64,
 
-    /// Hot/cold separation during GC (the cold data log).
-    #[arg(long, value_name = "on|off", default_value = "off", value_parser = ["on", "off"])]
+    /// Hot/cold separation during GC (the hashkv mode's cold data log).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
     pub hotness: String,
 
     /// Random gets after the updates, keys uniform over the loaded keys (0: no read
@@ -344,13 +344,6 @@ pub(crate) struct Plan {
 impl Plan {
     fn from_args(args: &BenchArgs) -> StoreResult<Plan> {
         let usage = |m: String| Err(StoreCmdError::Usage(m));
-        if args.hotness == "on" {
-            return usage(
-                "--hotness on: hot/cold separation (the cold data log) is not built in this \
-                 version; run with --hotness off"
-                    .into(),
-            );
-        }
         if args.value_size == 0 {
             return usage("--value-size must be at least 1 byte".into());
         }
@@ -414,6 +407,7 @@ impl Plan {
         };
         let options = Options::default()
             .with_reserved_share(args.reserve)
+            .with_hotness(args.hotness == "on")
             .with_write_cache_bytes(write_cache_bytes)
             .with_force_format(true);
         let record_bytes = (hashkv::RECORD_HEADER_BYTES + KEY_BYTES + args.value_size) as u64;
