@@ -38,6 +38,9 @@ fn options(rng: &mut StdRng, mode: Mode) -> Options {
         .with_log_segment_bytes(16 << 10)
         .with_write_cache_bytes([0, 8 << 10, 64 << 10][rng.gen_range(0..3)])
         .with_separation_threshold_bytes(48)
+        // Hot/cold separation in three seeds of four, so crashes land among cold
+        // moves too (it is off by default).
+        .with_hotness(rng.gen_range(0..4) != 0)
         .with_lsm(lsm)
 }
 

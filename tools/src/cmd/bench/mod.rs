@@ -119,7 +119,7 @@ pub struct BenchArgs {
     pub write_cache: u64,
 
     /// Hot/cold separation during GC (the hashkv mode's cold data log).
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+    #[arg(long, value_name = "on|off", default_value = "off", value_parser = ["on", "off"])]
     pub hotness: String,
 
     /// Random gets after the updates, keys uniform over the loaded keys (0: no read
