@@ -233,7 +233,9 @@ fn concurrent_puts_refused_with_store_full_do_not_take_effect(mode: Mode) {
 }
 
 test_in_modes!(full_store_takes_deletes: hashkv, vlog);
-/// A full store still takes deletes, and once everything is deleted, new puts fit.
+/// A full store still takes deletes (the vlog mode's write nothing to the log, the
+/// hashkv mode's a tombstone into the key's group), and once everything is deleted, new
+/// puts fit.
 fn full_store_takes_deletes(mode: Mode) {
     let o = small_options().with_mode(mode).with_write_cache_bytes(0);
     let (_dev, _dir, db) = format_sim(2 * MIB, 18, &o);
