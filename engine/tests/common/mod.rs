@@ -1,12 +1,16 @@
 //! Helpers shared by the engine's integration tests: small-store options, self-checking
-//! values, a model to verify against, disk-backed test directories and loop devices.
+//! values, a model to verify against, stores on simulated devices, one test per mode,
+//! disk-backed test directories and loop devices.
 #![allow(dead_code)]
 
-use hashkv::{Db, Options};
+use hashkv::{Db, Error, Layout, Options};
 use hashkv_blockdev::loop_devices::{attach_all, LoopDevice};
+use hashkv_blockdev::sim::{SimConfig, SimDevice};
+use hashkv_blockdev::{AlignedBuf, BlockDevice, IoOp};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub const KIB: u64 = 1 << 10;
 pub const MIB: u64 = 1 << 20;
@@ -19,11 +23,22 @@ pub fn small_options() -> Options {
     lsm.table_target_bytes = 256 << 10;
     lsm.level1_bytes_max = 1 << 20;
     Options::default()
-        .with_main_segment_bytes(256 * KIB)
-        .with_log_segment_bytes(16 * KIB)
+        .with_main_segment_bytes(SMALL_MAIN_SEGMENT_BYTES)
+        .with_log_segment_bytes(SMALL_LOG_SEGMENT_BYTES)
         .with_write_cache_bytes(64 * KIB)
         .with_separation_threshold_bytes(64)
         .with_lsm(lsm)
+}
+
+/// The main segment size of `small_options`.
+pub const SMALL_MAIN_SEGMENT_BYTES: u64 = 256 * KIB;
+/// The log segment size of `small_options`: also the largest record.
+pub const SMALL_LOG_SEGMENT_BYTES: u64 = 16 * KIB;
+
+/// Device offsets of the two superblock copies of a store formatted with
+/// `small_options` (the one place tests learn where the copies lie).
+pub fn small_superblock_offsets() -> [u64; 2] {
+    Layout::superblock_offsets(SMALL_MAIN_SEGMENT_BYTES)
 }
 
 pub fn key(i: u32) -> Vec<u8> {
@@ -92,6 +107,121 @@ pub fn verify(db: &Db, model: &Model) {
         assert_eq!(k, mk, "scan key order");
         assert!(v == mv, "scan value of {:?}", String::from_utf8_lossy(k));
     }
+}
+
+/// Every model key reads back; a full scan holds the model and at most the `maybe`
+/// keys besides (writes that were refused, whose fate the caller does not judge).
+pub fn verify_allowing(db: &Db, model: &Model, maybe: &Model) {
+    for (k, v) in model {
+        let got = db.get(k).unwrap();
+        assert!(
+            got.as_deref() == Some(&v[..]),
+            "acknowledged key {:?} reads back {:?}",
+            String::from_utf8_lossy(k),
+            got.map(|g| g.len())
+        );
+    }
+    let mut seen = 0;
+    for item in db.scan(Bound::Unbounded, Bound::Unbounded).unwrap() {
+        let (k, v) = item.unwrap();
+        if let Some(mv) = model.get(&k) {
+            assert!(v == *mv, "scan value of {:?}", String::from_utf8_lossy(&k));
+            seen += 1;
+        } else {
+            assert!(
+                maybe.get(&k) == Some(&v),
+                "scan returned unexpected key {:?}",
+                String::from_utf8_lossy(&k)
+            );
+        }
+    }
+    assert_eq!(seen, model.len(), "scan missed acknowledged keys");
+}
+
+/// `verify` against the model with `extra` entries added.
+pub fn verify_plus(db: &Db, model: &Model, extra: &[(&[u8], &[u8])]) {
+    let mut m = model.clone();
+    for (k, v) in extra {
+        m.insert(k.to_vec(), v.to_vec());
+    }
+    verify(db, &m);
+}
+
+/// Puts `n` keys of mixed sizes (every fourth inline under `small_options`), returning
+/// the model.
+pub fn load(db: &Db, n: u32) -> Model {
+    let mut model = Model::new();
+    for i in 0..n {
+        let len = [10, 100, 1000, 3000][(i % 4) as usize];
+        let v = value(i, 1, len);
+        db.put(&key(i), &v).unwrap();
+        model.insert(key(i), v);
+    }
+    model
+}
+
+/// Data that was read back damaged: a checksum that does not match, or a structure
+/// the format does not allow. The one place the tests name the engine's integrity
+/// errors.
+pub fn is_corruption(e: &Error) -> bool {
+    matches!(e, Error::ChecksumMismatch { .. } | Error::Corruption { .. })
+}
+
+/// The error's message, printed so that a test's output shows what users would read.
+pub fn msg(e: &Error) -> String {
+    let s = e.to_string();
+    println!("error: {s}");
+    s
+}
+
+/// A simulated device of `size` bytes whose random decisions follow `seed`.
+pub fn sim(size: u64, seed: u64) -> Arc<SimDevice> {
+    Arc::new(SimDevice::new(SimConfig::new(size, seed)).unwrap())
+}
+
+/// A store formatted with `o` on a fresh simulated device of `size` bytes; the device
+/// and directory are returned for faults, crashes and reopening.
+pub fn format_sim(size: u64, seed: u64, o: &Options) -> (Arc<SimDevice>, tempfile::TempDir, Db) {
+    let dev = sim(size, seed);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::format_device(dev.clone(), dir.path(), o).unwrap();
+    (dev, dir, db)
+}
+
+/// Writes `data` at `offset` behind the store's back (padded with zeros to whole
+/// blocks) and makes it durable.
+pub fn write_raw(dev: &SimDevice, offset: u64, data: &[u8]) {
+    let mut buf = AlignedBuf::new(data.len().div_ceil(4096) * 4096);
+    buf[..data.len()].copy_from_slice(data);
+    dev.submit(&mut [IoOp::Write {
+        offset,
+        buf: &buf,
+        fua: false,
+    }])
+    .unwrap();
+    dev.flush().unwrap();
+}
+
+/// One test per listed mode, as crash.rs has: `test_in_modes!(body)` runs
+/// `fn body(mode: Mode)` in every mode, `test_in_modes!(body: hashkv, vlog)` in the
+/// modes named (the caller says why the others are left out). The tests are
+/// `body::hashkv`, `body::vlog` and `body::lsm`, so a failure names its mode and
+/// `cargo test body` runs them all.
+#[macro_export]
+macro_rules! test_in_modes {
+    ($body:ident) => {
+        $crate::test_in_modes!($body: hashkv, vlog, lsm);
+    };
+    ($body:ident: $($mode:ident),+) => {
+        mod $body {
+            $(
+                #[test]
+                fn $mode() {
+                    super::$body(hashkv::Mode::from_name(stringify!($mode)).unwrap());
+                }
+            )+
+        }
+    };
 }
 
 /// A fresh directory on a disk-backed filesystem (O_DIRECT fails on tmpfs): under the
