@@ -38,7 +38,7 @@ pub const SMALL_LOG_SEGMENT_BYTES: u64 = 16 * KIB;
 /// Device offsets of the two superblock copies of a store formatted with
 /// `small_options` (the one place tests learn where the copies lie).
 pub fn small_superblock_offsets() -> [u64; 2] {
-    Layout::superblock_offsets(SMALL_MAIN_SEGMENT_BYTES)
+    Layout::superblock_offsets()
 }
 
 pub fn key(i: u32) -> Vec<u8> {
