@@ -5,29 +5,12 @@
 
 mod common;
 
-use common::{disk_dir, key, small_options, value, verify, Model, KIB, MIB};
+use common::{disk_dir, key, sim, small_options, value, verify, write_raw, Model, KIB, MIB};
 use hashkv::FormatStep;
 use hashkv::{Db, Error, Options};
-use hashkv_blockdev::sim::{FaultRule, OpKind, SimConfig, SimDevice};
-use hashkv_blockdev::{AlignedBuf, BlockDevice, IoOp};
+use hashkv_blockdev::sim::{FaultRule, OpKind, SimDevice};
 use std::path::PathBuf;
 use std::sync::Arc;
-
-fn sim(size: u64, seed: u64) -> Arc<SimDevice> {
-    Arc::new(SimDevice::new(SimConfig::new(size, seed)).unwrap())
-}
-
-fn write_raw(dev: &dyn BlockDevice, offset: u64, data: &[u8]) {
-    let mut buf = AlignedBuf::new(data.len().div_ceil(4096) * 4096);
-    buf[..data.len()].copy_from_slice(data);
-    dev.submit(&mut [IoOp::Write {
-        offset,
-        buf: &buf,
-        fua: false,
-    }])
-    .unwrap();
-    dev.flush().unwrap();
-}
 
 fn load(db: &Db, n: u32) -> Model {
     let mut model = Model::new();

@@ -127,17 +127,21 @@ impl Store {
     }
 
     fn reopen(&mut self) {
-        let db = std::mem::replace(
-            &mut self.db,
-            Db::format_device(
-                Arc::new(SimDevice::new(SimConfig::new(DEVICE_BYTES, 0)).unwrap()),
-                tempfile::tempdir().unwrap().path(),
-                &options(),
-            )
-            .unwrap(),
-        );
-        db.close().unwrap();
-        self.db = Db::open_device(self.dev.clone(), self.dir.path(), &options()).unwrap();
+        self.reopen_with(&options());
+    }
+
+    /// Closes the store and opens it again with `o`.
+    fn reopen_with(&mut self, o: &Options) {
+        let placeholder = Db::format_device(
+            Arc::new(SimDevice::new(SimConfig::new(DEVICE_BYTES, 0)).unwrap()),
+            tempfile::tempdir().unwrap().path(),
+            &options(),
+        )
+        .unwrap();
+        std::mem::replace(&mut self.db, placeholder)
+            .close()
+            .unwrap();
+        self.db = Db::open_device(self.dev.clone(), self.dir.path(), o).unwrap();
     }
 }
 
@@ -242,17 +246,7 @@ fn cold_gc_moves_live_records_and_frees_segments() {
     s.check_all();
     assert!(s.db.check().unwrap().is_clean());
     // Hotness off at open: cold values stay readable and collectable.
-    let db = std::mem::replace(
-        &mut s.db,
-        Db::format_device(
-            Arc::new(SimDevice::new(SimConfig::new(DEVICE_BYTES, 0)).unwrap()),
-            tempfile::tempdir().unwrap().path(),
-            &options(),
-        )
-        .unwrap(),
-    );
-    db.close().unwrap();
-    s.db = Db::open_device(s.dev.clone(), s.dir.path(), &options().with_hotness(false)).unwrap();
+    s.reopen_with(&options().with_hotness(false));
     let demotions_before = s.db.stats().demotions;
     for _ in 0..20 {
         for h in 0..HOT_KEYS {

@@ -3,30 +3,11 @@
 
 mod common;
 
-use common::{key, small_options, value, verify, Model, KIB, MIB};
+use common::{key, sim, small_options, value, verify, write_raw, Model, KIB, MIB};
 use hashkv::{Db, Error};
-use hashkv_blockdev::sim::{SimConfig, SimDevice};
-use hashkv_blockdev::{AlignedBuf, BlockDevice, IoOp};
-use std::sync::Arc;
 
 /// Offset of the superblock's twin copy: FORMAT.md, "Where things live".
 const TWIN_AT: u64 = 128 * KIB;
-
-fn sim(size: u64, seed: u64) -> Arc<SimDevice> {
-    Arc::new(SimDevice::new(SimConfig::new(size, seed)).unwrap())
-}
-
-fn write_raw(dev: &SimDevice, offset: u64, data: &[u8]) {
-    let mut buf = AlignedBuf::new(data.len().div_ceil(4096) * 4096);
-    buf[..data.len()].copy_from_slice(data);
-    dev.submit(&mut [IoOp::Write {
-        offset,
-        buf: &buf,
-        fua: false,
-    }])
-    .unwrap();
-    dev.flush().unwrap();
-}
 
 fn load(db: &Db, n: u32) -> Model {
     let mut model = Model::new();
