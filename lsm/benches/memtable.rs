@@ -1,0 +1,206 @@
+//! The memtable under the engine's load: ns per insert (one at a time, and in write
+//! batches of 4096 as the write path applies them), ns per point get (hit and miss), and
+//! a full ordered scan, both as range iterators walk it (`step`) and as a flush does
+//! (`for_each`).
+//!
+//! Keys are the engine's index keys: a 1-byte namespace + a 24-byte YCSB key ("user" +
+//! 20 digits of a hashed index), 25 bytes; values are 21 bytes, the size of a value
+//! pointer. A memtable is filled to `FILL_ENTRIES`, about the size at which the default
+//! 64 MiB memtable rotates, then replaced.
+//!
+//! cargo bench -p hashkv-lsm --bench memtable
+//!
+//! The memtable and internal-key modules are compiled into this benchmark from the
+//! crate's sources (they are private to the crate), so it measures exactly their code.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+// cfg(test) is on for benches, so ikey's test module compiles here, without its tests.
+#[allow(dead_code, unused_imports)]
+#[path = "../src/ikey.rs"]
+mod ikey;
+#[allow(dead_code)]
+#[path = "../src/memtable.rs"]
+mod memtable;
+
+use ikey::Kind;
+use memtable::Memtable;
+
+/// Entries per memtable: at ~150 accounted bytes per entry this is about where the
+/// default 64 MiB memtable rotates, so inserts see the depths the engine sees.
+const FILL_ENTRIES: usize = 400_000;
+/// Entries in one write batch: an engine flush commits thousands of locations at once.
+const BATCH_ENTRIES: usize = 4096;
+const VALUE_BYTES: usize = 21;
+const KEY_BYTES: usize = 25;
+/// The engine's namespace byte for value locations.
+const NAMESPACE: u8 = 1;
+
+/// FNV-1a 64, as YCSB (and tools/src/workload.rs) hashes key numbers.
+fn fnv64(mut x: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for _ in 0..8 {
+        h ^= x & 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        x >>= 8;
+    }
+    h
+}
+
+fn key(index: u64) -> [u8; KEY_BYTES] {
+    let mut k = [0u8; KEY_BYTES];
+    k[0] = NAMESPACE;
+    k[1..5].copy_from_slice(b"user");
+    k[5..].copy_from_slice(format!("{:020}", fnv64(index)).as_bytes());
+    k
+}
+
+fn keys(range: std::ops::Range<u64>) -> Vec<[u8; KEY_BYTES]> {
+    range.map(key).collect()
+}
+
+fn value(i: usize) -> [u8; VALUE_BYTES] {
+    let mut v = [0u8; VALUE_BYTES];
+    v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    v
+}
+
+// The memtable's interface, as the write path, gets, iterators and flushes call it.
+
+fn insert_one(mem: &Memtable, key: &[u8], seq: u64, value: &[u8]) {
+    mem.insert(ikey::encode(key, seq, Kind::Put), value);
+}
+
+/// One write batch, as db/write.rs applies it: consecutive sequences from `first_seq`.
+fn insert_batch(mem: &Memtable, keys: &[[u8; KEY_BYTES]], first_seq: u64) {
+    for (i, k) in keys.iter().enumerate() {
+        mem.insert(ikey::encode(k, first_seq + i as u64, Kind::Put), &value(i));
+    }
+}
+
+fn get(mem: &Memtable, key: &[u8]) -> bool {
+    mem.get(key, ikey::SEQ_MAX).is_some()
+}
+
+/// A full scan as iter.rs's MemIter walks the memtable: entries are copied out.
+fn scan_step(mem: &Memtable) -> usize {
+    let mut n = 0;
+    let mut last = match mem.step(std::ops::Bound::Unbounded, true) {
+        Some((k, v)) => {
+            black_box(&v);
+            k
+        }
+        None => return 0,
+    };
+    n += 1;
+    while let Some((k, v)) = mem.step(std::ops::Bound::Excluded(&last), true) {
+        black_box(&v);
+        last = k;
+        n += 1;
+    }
+    n
+}
+
+/// A full scan as a flush walks the memtable: entries are borrowed.
+fn scan_for_each(mem: &Memtable) -> usize {
+    let mut n = 0;
+    mem.for_each(|k, v| {
+        black_box((k, v));
+        n += 1;
+    });
+    n
+}
+
+fn filled(keys: &[[u8; KEY_BYTES]]) -> Memtable {
+    let mem = Memtable::new(1);
+    for (i, k) in keys.iter().enumerate() {
+        insert_one(&mem, k, i as u64 + 1, &value(i));
+    }
+    mem
+}
+
+/// Times `chunk`-entry steps of filling memtables with `all` in order; each memtable is
+/// dropped (untimed) once it holds every key.
+fn time_fill(
+    iters: u64,
+    all: &[[u8; KEY_BYTES]],
+    chunk: usize,
+    mut step: impl FnMut(&Memtable, &[[u8; KEY_BYTES]], u64),
+) -> Duration {
+    let mut elapsed = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let mem = Memtable::new(1);
+        let mut seq = 1;
+        for ks in all.chunks_exact(chunk) {
+            if left == 0 {
+                break;
+            }
+            let t = Instant::now();
+            step(&mem, ks, seq);
+            elapsed += t.elapsed();
+            seq += ks.len() as u64;
+            left -= 1;
+        }
+        drop(mem);
+    }
+    elapsed
+}
+
+fn bench_insert(c: &mut Criterion) {
+    let all = keys(0..FILL_ENTRIES as u64);
+    let mut g = c.benchmark_group("insert");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("single", |b| {
+        b.iter_custom(|iters| {
+            time_fill(iters, &all, 1, |mem, ks, seq| {
+                insert_one(mem, &ks[0], seq, &value(seq as usize))
+            })
+        })
+    });
+    g.throughput(Throughput::Elements(BATCH_ENTRIES as u64));
+    g.bench_function("batch4096", |b| {
+        b.iter_custom(|iters| time_fill(iters, &all, BATCH_ENTRIES, insert_batch))
+    });
+    g.finish();
+}
+
+fn bench_get(c: &mut Criterion) {
+    let present = keys(0..FILL_ENTRIES as u64);
+    let absent = keys(FILL_ENTRIES as u64..2 * FILL_ENTRIES as u64);
+    let mem = filled(&present);
+    let mut g = c.benchmark_group("get");
+    g.throughput(Throughput::Elements(1));
+    for (name, probes, expect) in [("hit", &present, true), ("miss", &absent, false)] {
+        let mut i = 0usize;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                // A stride coprime with the count visits keys in an order unlike insertion.
+                i = (i + 7919) % probes.len();
+                assert_eq!(get(&mem, black_box(&probes[i])), expect);
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_scan(c: &mut Criterion) {
+    let present = keys(0..FILL_ENTRIES as u64);
+    let mem = filled(&present);
+    let mut g = c.benchmark_group("scan");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(FILL_ENTRIES as u64));
+    g.bench_function("step", |b| {
+        b.iter(|| assert_eq!(scan_step(&mem), FILL_ENTRIES))
+    });
+    g.bench_function("for_each", |b| {
+        b.iter(|| assert_eq!(scan_for_each(&mem), FILL_ENTRIES))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_insert, bench_get, bench_scan);
+criterion_main!(benches);
