@@ -160,44 +160,69 @@ fn filled(keys: &[[u8; KEY_BYTES]]) -> Memtable {
     mem
 }
 
-/// Times `iters` steps of `chunk` entries each, filling memtables with `all` in order;
-/// each memtable is dropped (untimed) once it holds every key.
-fn time_fill(
-    iters: u64,
-    all: &[[u8; KEY_BYTES]],
-    chunk: usize,
-    mut step: impl FnMut(&Memtable, &[[u8; KEY_BYTES]], u64),
-) -> Duration {
-    let mut elapsed = Duration::ZERO;
-    let mut left = iters as usize;
-    while left > 0 {
-        let mem = Memtable::new(1);
-        let steps = left.min(all.len() / chunk);
-        let start = ThreadCpu.start();
-        for (i, ks) in all.chunks_exact(chunk).take(steps).enumerate() {
-            step(&mem, ks, (i * chunk) as u64 + 1);
+/// Memtables filled with `keys` in order across criterion's samples, so that inserts
+/// meet every size from empty to full, as the engine's memtable does, whatever the
+/// sample sizes. A full memtable is dropped, untimed, and a new one begun.
+struct Filler<'k> {
+    keys: &'k [[u8; KEY_BYTES]],
+    mem: Memtable,
+    next: usize,
+}
+
+impl<'k> Filler<'k> {
+    fn new(keys: &'k [[u8; KEY_BYTES]]) -> Self {
+        Filler {
+            keys,
+            mem: Memtable::new(1),
+            next: 0,
         }
-        elapsed += ThreadCpu.end(start);
-        left -= steps;
-        drop(mem);
     }
-    elapsed
+
+    /// Times `iters` steps of `chunk` keys each; `step` gets the keys and the sequence
+    /// of the first.
+    fn run(
+        &mut self,
+        iters: u64,
+        chunk: usize,
+        mut step: impl FnMut(&Memtable, &[[u8; KEY_BYTES]], u64),
+    ) -> Duration {
+        let mut elapsed = Duration::ZERO;
+        let mut left = iters as usize;
+        while left > 0 {
+            if self.next + chunk > self.keys.len() {
+                self.mem = Memtable::new(1);
+                self.next = 0;
+            }
+            let steps = left.min((self.keys.len() - self.next) / chunk);
+            let start = ThreadCpu.start();
+            for s in 0..steps {
+                let at = self.next + s * chunk;
+                step(&self.mem, &self.keys[at..at + chunk], at as u64 + 1);
+            }
+            elapsed += ThreadCpu.end(start);
+            self.next += steps * chunk;
+            left -= steps;
+        }
+        elapsed
+    }
 }
 
 fn bench_insert(c: &mut Criterion<ThreadCpu>) {
     let all = keys(0..FILL_ENTRIES as u64);
     let mut g = c.benchmark_group("insert");
     g.throughput(Throughput::Elements(1));
+    let mut filler = Filler::new(&all);
     g.bench_function("single", |b| {
         b.iter_custom(|iters| {
-            time_fill(iters, &all, 1, |mem, ks, seq| {
+            filler.run(iters, 1, |mem, ks, seq| {
                 insert_one(mem, &ks[0], seq, &value(seq as usize))
             })
         })
     });
     g.throughput(Throughput::Elements(BATCH_ENTRIES as u64));
+    let mut filler = Filler::new(&all);
     g.bench_function("batch4096", |b| {
-        b.iter_custom(|iters| time_fill(iters, &all, BATCH_ENTRIES, insert_batch))
+        b.iter_custom(|iters| filler.run(iters, BATCH_ENTRIES, insert_batch))
     });
     g.finish();
 }
