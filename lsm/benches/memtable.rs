@@ -16,22 +16,26 @@
 //! crate's sources (they are private to the crate), so it measures exactly their code.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nix::time::{clock_gettime, ClockId};
 
-// cfg(test) is on for benches, so ikey's test module compiles here, without its tests.
+// Test modules compile here too when cargo builds benches in test mode (cargo test
+// --benches, clippy --tests), without their #[test] functions: hence unused_imports.
 #[allow(dead_code, unused_imports)]
 #[path = "../src/ikey.rs"]
 mod ikey;
-#[allow(dead_code)]
-#[path = "../src/memtable.rs"]
+#[allow(dead_code, unused_imports)]
+#[path = "../src/memtable/mod.rs"]
 mod memtable;
+// What those modules take from the crate root.
+use hashkv_lsm::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 use ikey::Kind;
-use memtable::Memtable;
+use memtable::{MemIter, Memtable};
 
 /// Entries per memtable: at ~150 accounted bytes per entry this is about where the
 /// default 64 MiB memtable rotates, so inserts see the depths the engine sees.
@@ -109,13 +113,15 @@ impl Measurement for ThreadCpu {
 // The memtable's interface, as the write path, gets, iterators and flushes call it.
 
 fn insert_one(mem: &Memtable, key: &[u8], seq: u64, value: &[u8]) {
-    mem.insert(ikey::encode(key, seq, Kind::Put), value);
+    mem.insert(key, seq, Kind::Put, value);
 }
 
-/// One write batch, as db/write.rs applies it: consecutive sequences from `first_seq`.
+/// One write batch, as db/write.rs applies it: consecutive sequences from `first_seq`,
+/// under one hold of the memtable's write lock.
 fn insert_batch(mem: &Memtable, keys: &[[u8; KEY_BYTES]], first_seq: u64) {
+    let mut writer = mem.writer();
     for (i, k) in keys.iter().enumerate() {
-        mem.insert(ikey::encode(k, first_seq + i as u64, Kind::Put), &value(i));
+        writer.insert(k, first_seq + i as u64, Kind::Put, &value(i));
     }
 }
 
@@ -124,19 +130,11 @@ fn get(mem: &Memtable, key: &[u8]) -> bool {
 }
 
 /// A full scan as iter.rs's MemIter walks the memtable: entries are copied out.
-fn scan_step(mem: &Memtable) -> usize {
+fn scan_step(mem: &Arc<Memtable>) -> usize {
     let mut n = 0;
-    let mut last = match mem.step(std::ops::Bound::Unbounded, true) {
-        Some((k, v)) => {
-            black_box(&v);
-            k
-        }
-        None => return 0,
-    };
-    n += 1;
-    while let Some((k, v)) = mem.step(std::ops::Bound::Excluded(&last), true) {
-        black_box(&v);
-        last = k;
+    let mut it = MemIter::new(mem.clone(), true, None);
+    while let Some(entry) = it.step() {
+        black_box(&entry);
         n += 1;
     }
     n
@@ -152,8 +150,8 @@ fn scan_for_each(mem: &Memtable) -> usize {
     n
 }
 
-fn filled(keys: &[[u8; KEY_BYTES]]) -> Memtable {
-    let mem = Memtable::new(1);
+fn filled(keys: &[[u8; KEY_BYTES]]) -> Arc<Memtable> {
+    let mem = Arc::new(Memtable::new(1));
     for (i, k) in keys.iter().enumerate() {
         insert_one(&mem, k, i as u64 + 1, &value(i));
     }

@@ -319,7 +319,7 @@ fn replay_wals(
         let r = crate::wal::reader::replay(&path, |first_seq, _count, each| {
             let mut seq = first_seq;
             each(&mut |e| {
-                mem.insert(ikey::encode(e.key, seq, e.kind), e.value);
+                mem.insert(e.key, seq, e.kind, e.value);
                 seq += 1;
             });
         })?;
