@@ -9,7 +9,7 @@ use crate::error::{LsmError, Result};
 use crate::files;
 use crate::ikey;
 use crate::iter::SuperVersion;
-use crate::memtable::Memtable;
+use crate::memtable::{MemEntry, Memtable};
 use crate::stats::add;
 use crate::wal::batch::{for_each_entry, PAYLOAD_HEADER_BYTES};
 use crate::wal::writer::WalWriter;
@@ -71,13 +71,19 @@ impl Inner {
             add(&self.counters.user_bytes_written, batch.rep.len() as u64);
             let mem = self.sv.read().mem.clone();
             let mut seq = first_seq;
-            let mut mem_writer = mem.writer();
+            let mut entries = Vec::with_capacity(batch.len());
             for_each_entry(&batch.rep, batch.len(), |e| {
-                mem_writer.insert(e.key, seq, e.kind, e.value);
+                let (user_key, kind, value) = (e.key, e.kind, e.value);
+                entries.push(MemEntry {
+                    user_key,
+                    seq,
+                    kind,
+                    value,
+                });
                 seq += 1;
             })
             .expect("a batch built by WriteBatch decodes");
-            drop(mem_writer);
+            mem.writer().insert_batch(&mut entries);
             w.last_seq = seq - 1;
             self.visible_seq.store(w.last_seq, Ordering::Release);
             let end = w.wal_base_bytes + w.wal.logical_bytes();

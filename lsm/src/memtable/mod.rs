@@ -19,20 +19,18 @@ mod cursor;
 mod node;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 use std::cmp::Ordering;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 
 use crate::ikey::{self, Kind};
 use arena::{Addr, Arena, Bump, WORD_BYTES};
 pub(crate) use cursor::MemIter;
 use node::{Node, SearchKey, HEIGHT_MAX};
-
-/// Each node gets one more level with probability 1/4 (a mean of 1.33 links per node;
-/// searches visit about 4 nodes per level, as many as with 1/2 but in fewer levels).
-const LEVEL_UP_BITS: u32 = 2;
+pub(crate) use writer::{MemEntry, MemWriter};
 
 pub(crate) struct Memtable {
     arena: Arena,
@@ -49,17 +47,11 @@ pub(crate) struct Memtable {
     pub wal_number: u64,
 }
 
+/// What the writer keeps between inserts (see `writer`).
 struct WriterState {
     bump: Bump,
     /// xorshift64 state for node heights.
     rng: u64,
-}
-
-/// The memtable's one writer: holds the write lock for as many inserts as the caller
-/// makes (a write batch takes it once).
-pub(crate) struct MemWriter<'a> {
-    mem: &'a Memtable,
-    state: MutexGuard<'a, WriterState>,
 }
 
 impl Memtable {
@@ -93,10 +85,7 @@ impl Memtable {
 
     /// Takes the write lock for a run of inserts.
     pub fn writer(&self) -> MemWriter<'_> {
-        MemWriter {
-            mem: self,
-            state: self.writer.lock(),
-        }
+        MemWriter::new(self, self.writer.lock())
     }
 
     /// Inserts one entry (taking the write lock for it alone).
@@ -190,50 +179,4 @@ impl Memtable {
 /// The kind in a trailer (unknown kinds cannot be inserted: they come from `Kind`).
 fn kind_of(trailer: u64) -> Kind {
     Kind::from_u8(trailer as u8).unwrap_or(Kind::Delete)
-}
-
-impl MemWriter<'_> {
-    /// Inserts version `seq` of `user_key`. Sequences are unique in a tree; an entry
-    /// equal to one present goes before it, so reads find the later insert.
-    pub fn insert(&mut self, user_key: &[u8], seq: u64, kind: Kind, value: &[u8]) {
-        let mem = self.mem;
-        let key = SearchKey {
-            user: user_key,
-            trailer: ikey::pack_trailer(seq, kind),
-        };
-        let height = self.random_height();
-        let mut preds = [mem.head; HEIGHT_MAX];
-        mem.find(&key, false, Some(&mut preds));
-        let words = node::words_for(height, user_key.len(), value.len());
-        let (at, words) = mem.arena.alloc(&mut self.state.bump, words);
-        node::init(words, height, key, value);
-        let node = mem.node(at);
-        for (level, &p) in preds.iter().enumerate().take(height) {
-            node.link(level, mem.node(p).next_for_writer(level));
-        }
-        // Bottom up: a reader that finds the node at a level finds it below as well.
-        for (level, &p) in preds.iter().enumerate().take(height) {
-            mem.node(p).link(level, Some(at));
-        }
-        // Plain stores, not read-modify-writes: this writer is the only one.
-        if height > mem.height.load(AtomicOrdering::Relaxed) {
-            mem.height.store(height, AtomicOrdering::Release);
-        }
-        if seq > mem.seq_max.load(AtomicOrdering::Relaxed) {
-            mem.seq_max.store(seq, AtomicOrdering::Relaxed);
-        }
-        let bytes = self.state.bump.total_words * WORD_BYTES;
-        mem.arena_bytes.store(bytes, AtomicOrdering::Relaxed);
-    }
-
-    /// 1 + the number of level-ups, each with probability 1/4, at most HEIGHT_MAX.
-    fn random_height(&mut self) -> usize {
-        let mut x = self.state.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.state.rng = x;
-        let ups = x.trailing_zeros() / LEVEL_UP_BITS;
-        (1 + ups as usize).min(HEIGHT_MAX)
-    }
 }

@@ -10,7 +10,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::arena::{CHUNK_WORDS_FLAT, WORD_BYTES};
-use super::{MemIter, Memtable};
+use super::node::HEIGHT_MAX;
+use super::{MemEntry, MemIter, Memtable};
 use crate::ikey::{self, Kind};
 
 type Entry = (Vec<u8>, Vec<u8>);
@@ -33,25 +34,79 @@ fn random_value(rng: &mut StdRng) -> Vec<u8> {
     (0..len).map(|_| rng.gen()).collect()
 }
 
-/// Fills a memtable and the model (entries sorted by internal key) from `seed`.
+/// Fills a memtable and the model (entries sorted by internal key) from `seed`: in
+/// write batches of 1 to 300 entries, half of them inserted one by one.
 fn filled(seed: u64, entries: usize) -> (Memtable, Vec<Entry>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mem = Memtable::new(7);
     let mut model = Vec::new();
-    let mut writer = mem.writer();
-    for seq in 1..=entries as u64 {
-        let user = random_user_key(&mut rng);
-        let (kind, value) = if rng.gen_range(0..5) == 0 {
-            (Kind::Delete, Vec::new())
+    let mut seq = 1;
+    while model.len() < entries {
+        let n = rng.gen_range(1..=300).min(entries - model.len());
+        let batch: Vec<(Vec<u8>, u64, Kind, Vec<u8>)> = (seq..seq + n as u64)
+            .map(|seq| match rng.gen_range(0..5) {
+                0 => (random_user_key(&mut rng), seq, Kind::Delete, Vec::new()),
+                _ => (
+                    random_user_key(&mut rng),
+                    seq,
+                    Kind::Put,
+                    random_value(&mut rng),
+                ),
+            })
+            .collect();
+        let mut writer = mem.writer();
+        if rng.gen() {
+            let mut entries: Vec<MemEntry> = batch
+                .iter()
+                .map(|(user_key, seq, kind, value)| MemEntry {
+                    user_key,
+                    seq: *seq,
+                    kind: *kind,
+                    value,
+                })
+                .collect();
+            writer.insert_batch(&mut entries);
         } else {
-            (Kind::Put, random_value(&mut rng))
-        };
-        writer.insert(&user, seq, kind, &value);
-        model.push((ikey::encode(&user, seq, kind), value));
+            for (user_key, seq, kind, value) in &batch {
+                writer.insert(user_key, *seq, *kind, value);
+            }
+        }
+        for (user_key, seq, kind, value) in batch {
+            model.push((ikey::encode(&user_key, seq, kind), value));
+        }
+        seq += n as u64;
     }
-    drop(writer);
     model.sort_by(|a, b| ikey::compare(&a.0, &b.0));
     (mem, model)
+}
+
+/// Every level of the list is in order and holds only nodes that tall. Searches find
+/// the right entries even on a level out of order (they step right only to nodes before
+/// the key, and level 0 decides), so only this catches a misplaced upper link.
+fn check_levels(mem: &Memtable) {
+    let mut key = Vec::new();
+    for level in 0..HEIGHT_MAX {
+        let mut at = mem.node(mem.head).next(level);
+        let mut prev: Option<Vec<u8>> = None;
+        while let Some(a) = at {
+            let node = mem.node(a);
+            assert!(
+                node.height() > level,
+                "a node of height {} on level {level}",
+                node.height()
+            );
+            key.clear();
+            node.internal_key_into(&mut key);
+            if let Some(p) = &prev {
+                assert!(
+                    ikey::compare(p, &key).is_lt(),
+                    "level {level} out of order at {key:?}"
+                );
+            }
+            prev = Some(key.clone());
+            at = node.next(level);
+        }
+    }
 }
 
 fn collect(mut it: MemIter) -> Vec<Entry> {
@@ -62,6 +117,7 @@ fn collect(mut it: MemIter) -> Vec<Entry> {
 fn entries_come_back_in_internal_key_order() {
     for seed in 0..8 {
         let (mem, model) = filled(seed, 3000);
+        check_levels(&mem);
         let mut all = Vec::new();
         mem.for_each(|k, v| all.push((k.to_vec(), v.to_vec())));
         assert!(all == model, "seed {seed}: for_each differs from the model");
@@ -165,6 +221,13 @@ fn readers_see_consistent_entries_while_a_writer_inserts() {
         for r in 0..READERS {
             let (mem, published, done) = (mem.clone(), &published, &done);
             s.spawn(move || {
+                // Also while the writer goes on: levels stay ordered at every instant.
+                if r == 0 {
+                    while !done.load(AtomicOrdering::Acquire) {
+                        check_levels(&mem);
+                    }
+                    return;
+                }
                 let mut rng = StdRng::seed_from_u64(r as u64);
                 let mut checks = 0u64;
                 while !done.load(AtomicOrdering::Acquire) || checks < 100 {
@@ -180,13 +243,27 @@ fn readers_see_consistent_entries_while_a_writer_inserts() {
                 }
             });
         }
-        let mut writer = mem.writer();
-        for seq in 1..=KEYS * ROUNDS {
-            let (round, k) = ((seq - 1) / KEYS, (seq - 1) % KEYS);
-            writer.insert(&user_key(k), seq, Kind::Put, &round.to_le_bytes());
-            published.store(seq, AtomicOrdering::Release);
+        // Batches of random size, each published once inserted, as the tree does.
+        let mut rng = StdRng::seed_from_u64(99);
+        let mut seq = 1;
+        while seq <= KEYS * ROUNDS {
+            let n = rng.gen_range(1..=500).min(KEYS * ROUNDS + 1 - seq);
+            let rounds: Vec<[u8; 8]> = (seq..seq + n)
+                .map(|s| ((s - 1) / KEYS).to_le_bytes())
+                .collect();
+            let keys: Vec<Vec<u8>> = (seq..seq + n).map(|s| user_key((s - 1) % KEYS)).collect();
+            let mut entries: Vec<MemEntry> = (0..n as usize)
+                .map(|i| MemEntry {
+                    user_key: &keys[i],
+                    seq: seq + i as u64,
+                    kind: Kind::Put,
+                    value: &rounds[i],
+                })
+                .collect();
+            mem.writer().insert_batch(&mut entries);
+            seq += n;
+            published.store(seq - 1, AtomicOrdering::Release);
         }
-        drop(writer);
         done.store(true, AtomicOrdering::Release);
     });
 }
