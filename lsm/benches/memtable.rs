@@ -35,7 +35,7 @@ mod memtable;
 use hashkv_lsm::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 use ikey::Kind;
-use memtable::{MemEntry, MemIter, Memtable};
+use memtable::{MemIter, Memtable};
 
 /// Entries per memtable: at ~150 accounted bytes per entry this is about where the
 /// default 64 MiB memtable rotates, so inserts see the depths the engine sees.
@@ -112,25 +112,17 @@ impl Measurement for ThreadCpu {
 
 // The memtable's interface, as the write path, gets, iterators and flushes call it.
 
+/// One entry as a write batch of its own, as a single put applies it.
 fn insert_one(mem: &Memtable, key: &[u8], seq: u64, value: &[u8]) {
-    mem.insert(key, seq, Kind::Put, value);
+    mem.writer().insert(key, seq, Kind::Put, value);
 }
 
 /// One write batch, as db/write.rs applies it: consecutive sequences from `first_seq`.
 fn insert_batch(mem: &Memtable, keys: &[[u8; KEY_BYTES]], first_seq: u64) {
-    let values: Vec<[u8; VALUE_BYTES]> = (0..keys.len()).map(value).collect();
-    let mut entries: Vec<MemEntry> = keys
-        .iter()
-        .zip(&values)
-        .enumerate()
-        .map(|(i, (k, v))| MemEntry {
-            user_key: k,
-            seq: first_seq + i as u64,
-            kind: Kind::Put,
-            value: v,
-        })
-        .collect();
-    mem.writer().insert_batch(&mut entries);
+    let mut writer = mem.writer();
+    for (i, k) in keys.iter().enumerate() {
+        writer.insert(k, first_seq + i as u64, Kind::Put, &value(i));
+    }
 }
 
 fn get(mem: &Memtable, key: &[u8]) -> bool {

@@ -60,7 +60,9 @@ impl Runs {
     fn get(&self, key: &Key) -> Option<Vec<u8>> {
         self.runs.iter().rev().find_map(|run| {
             let i = run.partition_point(|r| r.key < *key);
-            run.get(i).filter(|r| r.key == *key).map(|r| r.value.to_vec())
+            run.get(i)
+                .filter(|r| r.key == *key)
+                .map(|r| r.value.to_vec())
         })
     }
 

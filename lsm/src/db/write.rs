@@ -9,7 +9,7 @@ use crate::error::{LsmError, Result};
 use crate::files;
 use crate::ikey;
 use crate::iter::SuperVersion;
-use crate::memtable::{MemEntry, Memtable};
+use crate::memtable::Memtable;
 use crate::stats::add;
 use crate::wal::batch::{for_each_entry, PAYLOAD_HEADER_BYTES};
 use crate::wal::writer::WalWriter;
@@ -71,19 +71,14 @@ impl Inner {
             add(&self.counters.user_bytes_written, batch.rep.len() as u64);
             let mem = self.sv.read().mem.clone();
             let mut seq = first_seq;
-            let mut entries = Vec::with_capacity(batch.len());
+            let mut mem_writer = mem.writer();
             for_each_entry(&batch.rep, batch.len(), |e| {
-                let (user_key, kind, value) = (e.key, e.kind, e.value);
-                entries.push(MemEntry {
-                    user_key,
-                    seq,
-                    kind,
-                    value,
-                });
+                mem_writer.insert(e.key, seq, e.kind, e.value);
                 seq += 1;
             })
             .expect("a batch built by WriteBatch decodes");
-            mem.writer().insert_batch(&mut entries);
+            // The batch becomes visible in the memtable here, as one run.
+            drop(mem_writer);
             w.last_seq = seq - 1;
             self.visible_seq.store(w.last_seq, Ordering::Release);
             let end = w.wal_base_bytes + w.wal.logical_bytes();

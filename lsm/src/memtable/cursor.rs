@@ -1,94 +1,79 @@
-//! Ordered iteration over a memtable that owns an `Arc` of it. Nodes are never removed
-//! or moved while the memtable lives, so the cursor keeps the address of the entry it
-//! returned last: a forward step follows that node's level-0 link, a backward step
-//! searches for the last node before it (the list has no backward links).
+//! Ordered iteration: the runs' entries merged, in either direction, from any start.
 
-use std::sync::Arc;
+use super::run::{Entry, Run, SearchKey};
+use super::{Memtable, Runs};
 
-use super::arena::Addr;
-use super::node::SearchKey;
-use super::Memtable;
-
-pub(crate) struct MemIter {
-    mem: Arc<Memtable>,
+/// Positions in each run of a list. Forward, a run's next entry is at its position;
+/// backward, just before it.
+pub(super) struct Merge {
     forward: bool,
-    state: State,
-    /// The current node's user key, for a backward step's search.
-    user_key: Vec<u8>,
+    positions: Vec<usize>,
 }
 
-enum State {
-    /// Not started: the internal key to start at (forward: the first entry >= it,
-    /// backward: the last entry <= it), or from the first or last entry.
-    Start(Option<Vec<u8>>),
-    /// At the entry returned last.
-    At(Addr),
-    Done,
+impl Merge {
+    /// Starts at the first entry >= `start` (forward) or the last entry <= `start`
+    /// (backward), an internal key; without one, at the first or last entry.
+    pub fn new(runs: &[std::sync::Arc<Run>], forward: bool, start: Option<&[u8]>) -> Merge {
+        let positions = runs
+            .iter()
+            .map(|run| match start {
+                None if forward => 0,
+                None => run.len(),
+                Some(k) => run.rank(&SearchKey::internal(k), !forward),
+            })
+            .collect();
+        Merge { forward, positions }
+    }
+
+    /// The next entry in the merge's direction. `runs` is the list it was made for.
+    pub fn next_entry<'r>(&mut self, runs: &'r [std::sync::Arc<Run>]) -> Option<Entry<'r>> {
+        let mut best: Option<(usize, Entry<'r>)> = None;
+        for (r, run) in runs.iter().enumerate() {
+            let at = self.positions[r];
+            let e = if self.forward {
+                run.get(at)
+            } else {
+                at.checked_sub(1).and_then(|i| run.get(i))
+            };
+            let Some(e) = e else { continue };
+            let better = best.as_ref().is_none_or(|(_, b)| {
+                let order = e.cmp_entry(b);
+                if self.forward {
+                    order.is_lt()
+                } else {
+                    order.is_gt()
+                }
+            });
+            if better {
+                best = Some((r, e));
+            }
+        }
+        let (r, e) = best?;
+        if self.forward {
+            self.positions[r] += 1;
+        } else {
+            self.positions[r] -= 1;
+        }
+        Some(e)
+    }
+}
+
+/// A range iterator's cursor over a memtable: it keeps the list of runs it started with
+/// (entries published later carry sequences above the read's, so it would skip them).
+pub(crate) struct MemIter {
+    runs: Runs,
+    merge: Merge,
 }
 
 impl MemIter {
-    pub fn new(mem: Arc<Memtable>, forward: bool, start: Option<Vec<u8>>) -> MemIter {
-        MemIter {
-            mem,
-            forward,
-            state: State::Start(start),
-            user_key: Vec::new(),
-        }
+    pub fn new(mem: std::sync::Arc<Memtable>, forward: bool, start: Option<Vec<u8>>) -> MemIter {
+        let runs = mem.runs();
+        let merge = Merge::new(&runs, forward, start.as_deref());
+        MemIter { runs, merge }
     }
 
     /// The next entry in the cursor's direction: (internal key, value).
     pub fn step(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
-        let next = match std::mem::replace(&mut self.state, State::Done) {
-            State::Start(start) => self.first(start.as_deref()),
-            State::At(at) if self.forward => self.mem.node(at).next(0),
-            State::At(at) => self.before(at),
-            State::Done => None,
-        };
-        let at = next?;
-        self.state = State::At(at);
-        let node = self.mem.node(at);
-        let (mut key, mut value) = (Vec::new(), Vec::new());
-        node.internal_key_into(&mut key);
-        node.value_into(&mut value);
-        Some((key, value))
-    }
-
-    fn first(&self, start: Option<&[u8]>) -> Option<Addr> {
-        let mem = &self.mem;
-        match (start, self.forward) {
-            (None, true) => mem.node(mem.head).next(0),
-            (None, false) => mem.last(),
-            (Some(k), true) => mem.find(&SearchKey::internal(k), false, None).1,
-            (Some(k), false) => mem.not_head(mem.find(&SearchKey::internal(k), true, None).0),
-        }
-    }
-
-    /// The last node before `at`.
-    fn before(&mut self, at: Addr) -> Option<Addr> {
-        let node = self.mem.node(at);
-        self.user_key.clear();
-        node.user_key_into(&mut self.user_key);
-        let key = SearchKey {
-            user: &self.user_key,
-            trailer: node.trailer(),
-        };
-        self.mem.not_head(self.mem.find(&key, false, None).0)
-    }
-}
-
-impl Memtable {
-    /// The last node, searching from the top level.
-    fn last(&self) -> Option<Addr> {
-        let mut at = self.head;
-        for level in (0..self.height.load(std::sync::atomic::Ordering::Acquire)).rev() {
-            while let Some(n) = self.node(at).next(level) {
-                at = n;
-            }
-        }
-        self.not_head(at)
-    }
-
-    fn not_head(&self, at: Addr) -> Option<Addr> {
-        (at != self.head).then_some(at)
+        Some(self.merge.next_entry(&self.runs)?.to_owned_pair())
     }
 }

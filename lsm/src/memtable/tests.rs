@@ -1,6 +1,7 @@
 //! The memtable against a sorted-vector model (order, snapshots, deletes, iteration both
-//! ways from any start, values across chunk boundaries), its memory accounting, and
-//! readers running against a writer on many threads.
+//! ways from any start, small and large values, batches of one entry and of hundreds),
+//! its memory accounting and merging, and readers running against a writer on many
+//! threads.
 
 use std::cmp::Ordering;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
@@ -9,9 +10,7 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::arena::{CHUNK_WORDS_FLAT, WORD_BYTES};
-use super::node::HEIGHT_MAX;
-use super::{MemEntry, MemIter, Memtable};
+use super::{MemIter, Memtable};
 use crate::ikey::{self, Kind};
 
 type Entry = (Vec<u8>, Vec<u8>);
@@ -35,78 +34,32 @@ fn random_value(rng: &mut StdRng) -> Vec<u8> {
 }
 
 /// Fills a memtable and the model (entries sorted by internal key) from `seed`: in
-/// write batches of 1 to 300 entries, half of them inserted one by one.
+/// write batches of 1 to 300 entries, some of them single entries.
 fn filled(seed: u64, entries: usize) -> (Memtable, Vec<Entry>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mem = Memtable::new(7);
     let mut model = Vec::new();
     let mut seq = 1;
     while model.len() < entries {
-        let n = rng.gen_range(1..=300).min(entries - model.len());
-        let batch: Vec<(Vec<u8>, u64, Kind, Vec<u8>)> = (seq..seq + n as u64)
-            .map(|seq| match rng.gen_range(0..5) {
-                0 => (random_user_key(&mut rng), seq, Kind::Delete, Vec::new()),
-                _ => (
-                    random_user_key(&mut rng),
-                    seq,
-                    Kind::Put,
-                    random_value(&mut rng),
-                ),
-            })
-            .collect();
+        let n = match rng.gen_range(0..4) {
+            0 => 1,
+            _ => rng.gen_range(1..=300),
+        };
         let mut writer = mem.writer();
-        if rng.gen() {
-            let mut entries: Vec<MemEntry> = batch
-                .iter()
-                .map(|(user_key, seq, kind, value)| MemEntry {
-                    user_key,
-                    seq: *seq,
-                    kind: *kind,
-                    value,
-                })
-                .collect();
-            writer.insert_batch(&mut entries);
-        } else {
-            for (user_key, seq, kind, value) in &batch {
-                writer.insert(user_key, *seq, *kind, value);
-            }
+        for _ in 0..n.min(entries - model.len()) {
+            let user = random_user_key(&mut rng);
+            let (kind, value) = if rng.gen_range(0..5) == 0 {
+                (Kind::Delete, Vec::new())
+            } else {
+                (Kind::Put, random_value(&mut rng))
+            };
+            writer.insert(&user, seq, kind, &value);
+            model.push((ikey::encode(&user, seq, kind), value));
+            seq += 1;
         }
-        for (user_key, seq, kind, value) in batch {
-            model.push((ikey::encode(&user_key, seq, kind), value));
-        }
-        seq += n as u64;
     }
     model.sort_by(|a, b| ikey::compare(&a.0, &b.0));
     (mem, model)
-}
-
-/// Every level of the list is in order and holds only nodes that tall. Searches find
-/// the right entries even on a level out of order (they step right only to nodes before
-/// the key, and level 0 decides), so only this catches a misplaced upper link.
-fn check_levels(mem: &Memtable) {
-    let mut key = Vec::new();
-    for level in 0..HEIGHT_MAX {
-        let mut at = mem.node(mem.head).next(level);
-        let mut prev: Option<Vec<u8>> = None;
-        while let Some(a) = at {
-            let node = mem.node(a);
-            assert!(
-                node.height() > level,
-                "a node of height {} on level {level}",
-                node.height()
-            );
-            key.clear();
-            node.internal_key_into(&mut key);
-            if let Some(p) = &prev {
-                assert!(
-                    ikey::compare(p, &key).is_lt(),
-                    "level {level} out of order at {key:?}"
-                );
-            }
-            prev = Some(key.clone());
-            at = node.next(level);
-        }
-    }
 }
 
 fn collect(mut it: MemIter) -> Vec<Entry> {
@@ -117,7 +70,6 @@ fn collect(mut it: MemIter) -> Vec<Entry> {
 fn entries_come_back_in_internal_key_order() {
     for seed in 0..8 {
         let (mem, model) = filled(seed, 3000);
-        check_levels(&mem);
         let mut all = Vec::new();
         mem.for_each(|k, v| all.push((k.to_vec(), v.to_vec())));
         assert!(all == model, "seed {seed}: for_each differs from the model");
@@ -176,36 +128,68 @@ fn get_finds_the_newest_version_at_a_snapshot() {
 }
 
 #[test]
-fn memory_counts_every_chunk_and_grows_with_entries() {
+fn memory_counts_the_runs_and_runs_stay_few() {
+    const BATCHES: u64 = 100;
+    const BATCH_ENTRIES: u64 = 1000;
     let mem = Memtable::new(1);
-    assert!(mem.is_empty());
-    let empty = mem.approx_bytes();
-    let (key, value) = ([7u8; 25], [9u8; 21]);
+    assert!(mem.is_empty() && mem.approx_bytes() == 0);
+    let mut rng = StdRng::seed_from_u64(5);
     let mut entry_bytes = 0;
-    for seq in 1..=100_000u64 {
-        mem.insert(&key, seq, Kind::Put, &value);
-        entry_bytes += key.len() + value.len() + ikey::TRAILER_BYTES;
+    let mut encoded_bytes = 0;
+    for b in 0..BATCHES {
+        let mut writer = mem.writer();
+        for i in 0..BATCH_ENTRIES {
+            let key: [u8; 25] = rng.gen();
+            let value = [9u8; 21];
+            writer.insert(&key, b * BATCH_ENTRIES + i + 1, Kind::Put, &value);
+            entry_bytes += key.len() + value.len() + ikey::TRAILER_BYTES;
+            // The entry's header (prefix, trailer, two lengths) and its offset.
+            encoded_bytes += key.len() + value.len() + 24 + 8;
+        }
     }
     let held = mem.approx_bytes();
-    assert!(!mem.is_empty());
-    // At least the entries themselves; at most their links and padding (less than as
-    // much again) and the newest chunk's unused rest.
-    assert!(empty <= 1024, "an empty memtable holds {empty} bytes");
     assert!(
         held >= entry_bytes,
         "{held} bytes held for {entry_bytes} of entries"
     );
-    let chunk_bytes_max = CHUNK_WORDS_FLAT * WORD_BYTES;
+    // Buffers grown by doubling are at most half empty.
     assert!(
-        held <= 2 * entry_bytes + chunk_bytes_max,
-        "{held} bytes held for {entry_bytes}"
+        held <= 2 * encoded_bytes,
+        "{held} bytes held for {encoded_bytes} encoded"
     );
+    // Runs of similar size are merged: O(log n) of them.
+    let runs = mem.runs().len();
+    assert!(
+        (1..=2 * 7).contains(&runs),
+        "{runs} runs after {BATCHES} batches"
+    );
+    assert_eq!(mem.seq_max(), BATCHES * BATCH_ENTRIES);
 }
 
-/// Writer: rounds of versions of keys 0..KEYS, value = round, sequence published after
-/// each insert as the tree publishes a batch. Readers check that a get at the published
-/// sequence finds exactly the newest version at or below it, and that scans in both
-/// directions see entries in order with the values their sequences imply.
+/// Recovery may replay records again (a WAL copied with the next number) before it
+/// finds the damage that makes it give up: the memtable stays right, without duplicates.
+#[test]
+fn batches_below_earlier_sequences_are_merged_in() {
+    let mem = Memtable::new(1);
+    mem.writer().insert(b"a", 9, Kind::Put, b"new");
+    mem.writer().insert(b"b", 8, Kind::Put, b"x");
+    let mut writer = mem.writer();
+    writer.insert(b"a", 5, Kind::Put, b"old");
+    writer.insert(b"b", 8, Kind::Put, b"x");
+    drop(writer);
+    assert_eq!(mem.get(b"a", 100), Some((Kind::Put, b"new".to_vec())));
+    assert_eq!(mem.get(b"a", 6), Some((Kind::Put, b"old".to_vec())));
+    let mut all = Vec::new();
+    mem.for_each(|k, v| all.push((k.to_vec(), v.to_vec())));
+    let want = vec![
+        (ikey::encode(b"a", 9, Kind::Put), b"new".to_vec()),
+        (ikey::encode(b"a", 5, Kind::Put), b"old".to_vec()),
+        (ikey::encode(b"b", 8, Kind::Put), b"x".to_vec()),
+    ];
+    assert_eq!(all, want);
+    assert_eq!(mem.seq_max(), 9);
+}
+
 const KEYS: u64 = 2000;
 const ROUNDS: u64 = 12;
 /// More threads than the machine's 2 cores, so that readers are preempted mid-search.
@@ -223,9 +207,7 @@ fn readers_see_consistent_entries_while_a_writer_inserts() {
             s.spawn(move || {
                 // Also while the writer goes on: levels stay ordered at every instant.
                 if r == 0 {
-                    while !done.load(AtomicOrdering::Acquire) {
-                        check_levels(&mem);
-                    }
+                    while !done.load(AtomicOrdering::Acquire) {}
                     return;
                 }
                 let mut rng = StdRng::seed_from_u64(r as u64);
@@ -248,19 +230,12 @@ fn readers_see_consistent_entries_while_a_writer_inserts() {
         let mut seq = 1;
         while seq <= KEYS * ROUNDS {
             let n = rng.gen_range(1..=500).min(KEYS * ROUNDS + 1 - seq);
-            let rounds: Vec<[u8; 8]> = (seq..seq + n)
-                .map(|s| ((s - 1) / KEYS).to_le_bytes())
-                .collect();
-            let keys: Vec<Vec<u8>> = (seq..seq + n).map(|s| user_key((s - 1) % KEYS)).collect();
-            let mut entries: Vec<MemEntry> = (0..n as usize)
-                .map(|i| MemEntry {
-                    user_key: &keys[i],
-                    seq: seq + i as u64,
-                    kind: Kind::Put,
-                    value: &rounds[i],
-                })
-                .collect();
-            mem.writer().insert_batch(&mut entries);
+            let mut writer = mem.writer();
+            for s in seq..seq + n {
+                let (round, k) = ((s - 1) / KEYS, (s - 1) % KEYS);
+                writer.insert(&user_key(k), s, Kind::Put, &round.to_le_bytes());
+            }
+            drop(writer);
             seq += n;
             published.store(seq - 1, AtomicOrdering::Release);
         }
