@@ -150,7 +150,17 @@ fn scan_for_each(mem: &Memtable) -> usize {
     n
 }
 
+/// A memtable holding `keys`, written as the engine writes: in batches.
 fn filled(keys: &[[u8; KEY_BYTES]]) -> Arc<Memtable> {
+    let mem = Arc::new(Memtable::new(1));
+    for (b, batch) in keys.chunks(BATCH_ENTRIES).enumerate() {
+        insert_batch(&mem, batch, (b * BATCH_ENTRIES) as u64 + 1);
+    }
+    mem
+}
+
+/// A memtable holding `keys`, each written as a single put.
+fn filled_by_single_puts(keys: &[[u8; KEY_BYTES]]) -> Arc<Memtable> {
     let mem = Arc::new(Memtable::new(1));
     for (i, k) in keys.iter().enumerate() {
         insert_one(&mem, k, i as u64 + 1, &value(i));
@@ -228,16 +238,22 @@ fn bench_insert(c: &mut Criterion<ThreadCpu>) {
 fn bench_get(c: &mut Criterion<ThreadCpu>) {
     let present = keys(0..FILL_ENTRIES as u64);
     let absent = keys(FILL_ENTRIES as u64..2 * FILL_ENTRIES as u64);
-    let mem = filled(&present);
     let mut g = c.benchmark_group("get");
     g.throughput(Throughput::Elements(1));
-    for (name, probes, expect) in [("hit", &present, true), ("miss", &absent, false)] {
+    let by_batches = filled(&present);
+    let by_single_puts = filled_by_single_puts(&present);
+    let cases = [
+        ("hit", &by_batches, &present, true),
+        ("miss", &by_batches, &absent, false),
+        ("hit_after_single_puts", &by_single_puts, &present, true),
+    ];
+    for (name, mem, probes, expect) in cases {
         let mut i = 0usize;
         g.bench_function(name, |b| {
             b.iter(|| {
                 // A stride coprime with the count visits keys in an order unlike insertion.
                 i = (i + 7919) % probes.len();
-                assert_eq!(get(&mem, black_box(&probes[i])), expect);
+                assert_eq!(get(mem, black_box(&probes[i])), expect);
             })
         });
     }

@@ -45,6 +45,10 @@ impl<'a> SearchKey<'a> {
     }
 }
 
+fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 fn prefix_of(user: &[u8]) -> u64 {
     let mut p = [0u8; PREFIX_BYTES];
     let n = user.len().min(PREFIX_BYTES);
@@ -151,6 +155,14 @@ pub(super) struct Run {
     data: Vec<u8>,
     /// Where each entry starts in `data`, in internal key order.
     starts: Vec<usize>,
+    /// Bytes at the start of every user key in the run that all of them share.
+    common_len: usize,
+    /// Per entry: the 8 bytes of its user key after the shared part, as a big-endian
+    /// integer, zero-padded. In key order, so a binary search runs on this dense
+    /// array and reads an entry only where prefixes tie: the engine's keys share their
+    /// first 5 bytes ("user" after the namespace), and their first 8 bytes alone would
+    /// tie for thousands of keys.
+    prefixes: Vec<u64>,
 }
 
 impl Run {
@@ -160,7 +172,23 @@ impl Run {
 
     /// Heap bytes held.
     pub fn bytes(&self) -> usize {
-        self.data.capacity() + self.starts.capacity() * size_of::<usize>()
+        self.data.capacity()
+            + self.starts.capacity() * size_of::<usize>()
+            + self.prefixes.capacity() * size_of::<u64>()
+    }
+
+    /// Fills `common_len` and `prefixes` once the entries are in order.
+    fn index(mut self) -> Run {
+        let ends = (self.get(0), self.get(self.len().wrapping_sub(1)));
+        self.common_len = match ends {
+            (Some(first), Some(last)) => common_prefix_len(first.user_key, last.user_key),
+            _ => 0,
+        };
+        let common = self.common_len;
+        self.prefixes = (0..self.len())
+            .map(|i| prefix_of(&entry_at(&self.data, self.starts[i]).user_key[common..]))
+            .collect();
+        self
     }
 
     pub fn get(&self, i: usize) -> Option<Entry<'_>> {
@@ -170,12 +198,36 @@ impl Run {
     /// The number of entries before `key` (with `past_equal`, at or before it): the
     /// index of the first entry >= key (> key).
     pub fn rank(&self, key: &SearchKey, past_equal: bool) -> usize {
-        self.starts
-            .partition_point(|&s| match entry_at(&self.data, s).cmp_key(key) {
-                Ordering::Less => true,
-                Ordering::Equal => past_equal,
-                Ordering::Greater => false,
-            })
+        let Some(first) = self.get(0) else { return 0 };
+        let common = &first.user_key[..self.common_len];
+        let n = key.user.len().min(common.len());
+        match key.user[..n].cmp(&common[..n]) {
+            Ordering::Less => return 0,
+            Ordering::Greater => return self.len(),
+            // A proper prefix of every user key here: before them all.
+            Ordering::Equal if n < common.len() => return 0,
+            Ordering::Equal => {}
+        }
+        let prefix = prefix_of(&key.user[n..]);
+        let lo = self.prefixes.partition_point(|&p| p < prefix);
+        let hi = lo + self.tie_len(lo, prefix);
+        lo + self.starts[lo..hi].partition_point(|&s| match entry_at(&self.data, s).cmp_key(key) {
+            Ordering::Less => true,
+            Ordering::Equal => past_equal,
+            Ordering::Greater => false,
+        })
+    }
+
+    /// How many prefixes from `lo` on equal `prefix` (none below it from there): by
+    /// doubling steps, since it is usually 0 or 1 and they are at hand.
+    fn tie_len(&self, lo: usize, prefix: u64) -> usize {
+        let rest = &self.prefixes[lo..];
+        let mut step = 1;
+        while step <= rest.len() && rest[step - 1] == prefix {
+            step *= 2;
+        }
+        let window = &rest[step / 2..rest.len().min(step)];
+        step / 2 + window.partition_point(|&p| p == prefix)
     }
 
     /// The run of two runs' entries. Of two equal entries (the same write, replayed
@@ -184,6 +236,7 @@ impl Run {
         let mut out = Run {
             data: Vec::with_capacity(older.data.len() + newer.data.len()),
             starts: Vec::with_capacity(older.len() + newer.len()),
+            ..Run::default()
         };
         let (mut i, mut j) = (0, 0);
         loop {
@@ -210,7 +263,7 @@ impl Run {
                     j += 1;
                     b
                 }
-                (None, None) => return out,
+                (None, None) => return out.index(),
             };
             out.starts.push(out.data.len());
             out.data.extend_from_slice(next.encoded);
@@ -234,13 +287,14 @@ impl RunBuilder {
         self.run.starts.is_empty()
     }
 
-    /// The run, sorted (its entries stay where they were written; only `starts` move).
+    /// The run, sorted (its entries stay where they were written; only `starts` move)
+    /// and indexed.
     pub fn finish(self) -> Run {
         let mut run = self.run;
         let data = &run.data;
         run.starts
             .sort_unstable_by(|&a, &b| entry_at(data, a).cmp_entry(&entry_at(data, b)));
-        run
+        run.index()
     }
 }
 

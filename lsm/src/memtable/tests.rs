@@ -16,13 +16,26 @@ use crate::ikey::{self, Kind};
 type Entry = (Vec<u8>, Vec<u8>);
 
 /// Short keys over a tiny alphabet with zero bytes, so that keys share prefixes, end
-/// inside a word, and differ only in trailing zeros (what word padding must get right).
-fn random_user_key(rng: &mut StdRng) -> Vec<u8> {
+/// inside 8 bytes, and differ only in trailing zeros (what zero-padded prefixes must get
+/// right); after `shared` if given (so that a run's keys share it).
+fn random_user_key(rng: &mut StdRng, shared: &[u8]) -> Vec<u8> {
     let len = rng.gen_range(0..20);
-    (0..len)
-        .map(|_| [0u8, 1, b'a', 0xff][rng.gen_range(0..4)])
-        .collect()
+    let tail = (0..len).map(|_| [0u8, 1, b'a', 0xff][rng.gen_range(0..4)]);
+    shared.iter().copied().chain(tail).collect()
 }
+
+/// A key to search for among keys after `shared`: most after it, some a part of it or
+/// departing from it.
+fn probe_user_key(rng: &mut StdRng, shared: &[u8]) -> Vec<u8> {
+    match rng.gen_range(0..8) {
+        0 => shared[..rng.gen_range(0..=shared.len())].to_vec(),
+        1 => random_user_key(rng, &[]),
+        _ => random_user_key(rng, shared),
+    }
+}
+
+/// Run both ways: keys sharing nothing, and keys sharing a prefix longer than 8 bytes.
+const SHARED: [&[u8]; 2] = [b"", b"\x01user0000\x00"];
 
 fn random_value(rng: &mut StdRng) -> Vec<u8> {
     let len = match rng.gen_range(0..100) {
@@ -35,7 +48,7 @@ fn random_value(rng: &mut StdRng) -> Vec<u8> {
 
 /// Fills a memtable and the model (entries sorted by internal key) from `seed`: in
 /// write batches of 1 to 300 entries, some of them single entries.
-fn filled(seed: u64, entries: usize) -> (Memtable, Vec<Entry>) {
+fn filled(seed: u64, entries: usize, shared: &[u8]) -> (Memtable, Vec<Entry>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mem = Memtable::new(7);
     let mut model = Vec::new();
@@ -47,7 +60,7 @@ fn filled(seed: u64, entries: usize) -> (Memtable, Vec<Entry>) {
         };
         let mut writer = mem.writer();
         for _ in 0..n.min(entries - model.len()) {
-            let user = random_user_key(&mut rng);
+            let user = random_user_key(&mut rng, shared);
             let (kind, value) = if rng.gen_range(0..5) == 0 {
                 (Kind::Delete, Vec::new())
             } else {
@@ -68,8 +81,8 @@ fn collect(mut it: MemIter) -> Vec<Entry> {
 
 #[test]
 fn entries_come_back_in_internal_key_order() {
-    for seed in 0..8 {
-        let (mem, model) = filled(seed, 3000);
+    for (seed, shared) in (0..8).zip(SHARED.iter().cycle()) {
+        let (mem, model) = filled(seed, 3000, shared);
         let mut all = Vec::new();
         mem.for_each(|k, v| all.push((k.to_vec(), v.to_vec())));
         assert!(all == model, "seed {seed}: for_each differs from the model");
@@ -83,14 +96,20 @@ fn entries_come_back_in_internal_key_order() {
 
 #[test]
 fn iterators_start_where_asked() {
-    let (mem, model) = filled(11, 2000);
+    for shared in SHARED {
+        iterators_start_where_asked_with(shared);
+    }
+}
+
+fn iterators_start_where_asked_with(shared: &[u8]) {
+    let (mem, model) = filled(11, 2000, shared);
     let mem = Arc::new(mem);
     let mut rng = StdRng::seed_from_u64(12);
     for _ in 0..200 {
         let start = match rng.gen_range(0..3) {
             0 => model[rng.gen_range(0..model.len())].0.clone(),
-            1 => ikey::seek_key(&random_user_key(&mut rng), rng.gen_range(0..2500)),
-            _ => ikey::last_key(&random_user_key(&mut rng)),
+            1 => ikey::seek_key(&probe_user_key(&mut rng, shared), rng.gen_range(0..2500)),
+            _ => ikey::last_key(&probe_user_key(&mut rng, shared)),
         };
         let at = |e: &Entry| ikey::compare(&e.0, &start);
         let forward: Vec<Entry> = model
@@ -111,12 +130,18 @@ fn iterators_start_where_asked() {
 
 #[test]
 fn get_finds_the_newest_version_at_a_snapshot() {
-    let (mem, model) = filled(21, 3000);
+    for shared in SHARED {
+        get_finds_the_newest_version_with(shared);
+    }
+}
+
+fn get_finds_the_newest_version_with(shared: &[u8]) {
+    let (mem, model) = filled(21, 3000, shared);
     let mut rng = StdRng::seed_from_u64(22);
     for _ in 0..3000 {
         let user = match rng.gen_range(0..2) {
             0 => ikey::user_key(&model[rng.gen_range(0..model.len())].0).to_vec(),
-            _ => random_user_key(&mut rng),
+            _ => probe_user_key(&mut rng, shared),
         };
         let seq = rng.gen_range(0..3100);
         let want = model
