@@ -3,11 +3,10 @@
 //! - A write batch's entries are sorted into a run (`run`): one buffer of entries
 //!   encoded back to back and one of their start offsets, so inserting a batch costs a
 //!   sort of the batch and no per-entry allocation.
-//! - While the newest run is at least half the size of the one before, the two are
-//!   merged (`writer`): O(log n) runs remain, each entry is copied O(log n) times, and
-//!   every copy and comparison streams through memory in order. Runs above
-//!   `RUN_BYTES_MERGE_MAX` stay as they are, which bounds the pause a merge adds to a
-//!   write.
+//! - The newest runs are merged while they are of similar size (`merge`), by the writer
+//!   after its batch: O(log n) runs remain, each entry is copied O(log n) times, and
+//!   every copy and comparison streams through memory in order. Runs stop growing at
+//!   `merge::RUN_BYTES_MERGE_MAX`, which bounds the pause a merge adds to a write.
 //! - Runs are immutable and shared (`Arc`). The writer publishes a new list of runs
 //!   under a short lock; readers take the current list and search it without a lock:
 //!   a get binary-searches the runs newest first, an iterator merges them (`cursor`).
@@ -19,6 +18,7 @@
 //! lsm/DESIGN.md has the numbers.
 
 mod cursor;
+mod merge;
 mod run;
 #[cfg(test)]
 mod tests;
@@ -42,7 +42,7 @@ pub(crate) struct Memtable {
     runs: RwLock<Runs>,
     /// Held by the one writer (see `writer`).
     writer: Mutex<()>,
-    /// Heap bytes of the current runs, published by the writer.
+    /// Heap bytes of the current runs, set with each new list.
     bytes: AtomicUsize,
     /// Largest sequence inserted: what a flush of this memtable makes durable.
     seq_max: AtomicU64,
@@ -61,15 +61,22 @@ impl Memtable {
         }
     }
 
+    /// Publishes `runs` as the list of runs (only the writer calls this).
+    fn set_runs(&self, runs: Vec<Arc<Run>>) {
+        let bytes = runs.iter().map(|r| r.bytes()).sum();
+        *self.runs.write() = Arc::new(runs);
+        self.bytes.store(bytes, Ordering::Relaxed);
+    }
+
     /// The writer for one write batch: its inserts become visible together when it is
     /// dropped. Writers take turns (the tree serialises them anyway).
     pub fn writer(&self) -> MemWriter<'_> {
         MemWriter::new(self, self.writer.lock())
     }
 
-    /// Heap bytes held by the runs: entries, their headers and offsets, and the unused
-    /// capacity of the buffers. Runs merged away but still held by a reader are not
-    /// counted (they are freed when it finishes).
+    /// Heap bytes held by the runs: entries, their headers, offsets and prefixes, and
+    /// the unused capacity of the buffers. Not counted: runs merged away but still held
+    /// by a reader, freed when it is done.
     pub fn approx_bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }

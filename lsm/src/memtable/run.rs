@@ -233,41 +233,67 @@ impl Run {
     /// The run of two runs' entries. Of two equal entries (the same write, replayed
     /// twice) only `newer`'s is kept, as a map keyed by internal key would.
     pub fn merge(older: &Run, newer: &Run) -> Run {
+        let common_len = merged_common_len(older, newer);
+        // Where the shared part stays the same, the prefixes compare entries (in order,
+        // in dense arrays) and carry over to the output.
+        let by_prefix = common_len == older.common_len && common_len == newer.common_len;
         let mut out = Run {
             data: Vec::with_capacity(older.data.len() + newer.data.len()),
             starts: Vec::with_capacity(older.len() + newer.len()),
-            ..Run::default()
+            common_len,
+            prefixes: Vec::with_capacity(if by_prefix {
+                older.len() + newer.len()
+            } else {
+                0
+            }),
         };
         let (mut i, mut j) = (0, 0);
         loop {
-            let next = match (older.get(i), newer.get(j)) {
-                (Some(a), Some(b)) => match a.cmp_entry(&b) {
-                    Ordering::Less => {
-                        i += 1;
-                        a
-                    }
-                    Ordering::Equal => {
-                        (i, j) = (i + 1, j + 1);
-                        b
-                    }
-                    Ordering::Greater => {
-                        j += 1;
-                        b
-                    }
-                },
-                (Some(a), None) => {
-                    i += 1;
-                    a
+            let order = match (older.get(i), newer.get(j)) {
+                (Some(a), Some(b)) if by_prefix => {
+                    (older.prefixes[i].cmp(&newer.prefixes[j])).then_with(|| a.cmp_entry(&b))
                 }
-                (None, Some(b)) => {
-                    j += 1;
-                    b
-                }
-                (None, None) => return out.index(),
+                (Some(a), Some(b)) => a.cmp_entry(&b),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => break,
             };
+            let (from, k) = match order {
+                Ordering::Less => (older, i),
+                Ordering::Equal => (newer, j),
+                Ordering::Greater => (newer, j),
+            };
+            i += usize::from(order != Ordering::Greater);
+            j += usize::from(order != Ordering::Less);
             out.starts.push(out.data.len());
-            out.data.extend_from_slice(next.encoded);
+            out.data
+                .extend_from_slice(from.get(k).expect("in range").encoded);
+            if by_prefix {
+                out.prefixes.push(from.prefixes[k]);
+            }
         }
+        if by_prefix {
+            out
+        } else {
+            out.index()
+        }
+    }
+}
+
+/// The length of the part all user keys of two runs share.
+fn merged_common_len(a: &Run, b: &Run) -> usize {
+    fn ends(r: &Run) -> Option<(Entry<'_>, Entry<'_>)> {
+        Some((r.get(0)?, r.get(r.len().checked_sub(1)?)?))
+    }
+    match (ends(a), ends(b)) {
+        (Some((a0, a1)), Some((b0, b1))) => {
+            let first = if a0.cmp_entry(&b0).is_le() { a0 } else { b0 };
+            let last = if a1.cmp_entry(&b1).is_ge() { a1 } else { b1 };
+            common_prefix_len(first.user_key, last.user_key)
+        }
+        (Some(_), None) => a.common_len,
+        (None, Some(_)) => b.common_len,
+        (None, None) => 0,
     }
 }
 

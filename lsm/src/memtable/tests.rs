@@ -188,6 +188,8 @@ fn memory_counts_the_runs_and_runs_stay_few() {
         (1..=2 * 7).contains(&runs),
         "{runs} runs after {BATCHES} batches"
     );
+    let bytes: usize = mem.runs().iter().map(|r| r.bytes()).sum();
+    assert_eq!(mem.approx_bytes(), bytes);
     assert_eq!(mem.seq_max(), BATCHES * BATCH_ENTRIES);
 }
 

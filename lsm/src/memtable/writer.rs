@@ -1,5 +1,5 @@
 //! The memtable's one writer: collects a write batch into a run, and when dropped
-//! publishes it, merging the newest runs while they are of similar size.
+//! publishes it, merged with the newest runs while they are of similar size.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -7,18 +7,8 @@ use std::sync::Arc;
 use parking_lot::MutexGuard;
 
 use super::run::{Run, RunBuilder, SearchKey};
-use super::Memtable;
+use super::{merge, Memtable};
 use crate::ikey::{self, Kind};
-
-/// The last two runs are merged while the older holds at most this many times the bytes
-/// of the newer: with batches of similar size the runs then behave like a binary
-/// counter, O(log n) runs and O(log n) copies of each entry.
-const MERGE_SIZE_RATIO: usize = 2;
-/// Runs are not merged into one above this size. A merge runs on the writer's path
-/// (under the tree's writer lock), so this bounds the pause it adds to a write (16 MiB
-/// is copied in a few ms), at the cost of more runs for a get to search: the default
-/// 64 MiB memtable ends with about 4 such runs and as many smaller ones.
-const RUN_BYTES_MERGE_MAX: usize = 16 << 20;
 
 pub(crate) struct MemWriter<'a> {
     mem: &'a Memtable,
@@ -56,34 +46,17 @@ impl<'a> MemWriter<'a> {
         let mut runs: Vec<Arc<Run>> = mem.runs().iter().cloned().collect();
         if self.seq_min > prior || runs.is_empty() {
             runs.push(run);
-            merge_similar(&mut runs);
+            merge::merge_similar(&mut runs);
         } else {
             // Sequences at or below earlier ones (recovery replaying a WAL that repeats
             // records, before it finds the damage): one run for all, since a get takes
             // the newest run holding a version as the one with the newest.
-            let all = runs
-                .iter()
-                .fold(Run::default(), |acc, r| Run::merge(&acc, r));
-            runs = vec![Arc::new(Run::merge(&all, &run))];
+            runs.push(run);
+            runs = vec![Arc::new(merge::merge_all(&runs))];
         }
-        let bytes = runs.iter().map(|r| r.bytes()).sum();
-        *mem.runs.write() = Arc::new(runs);
-        mem.bytes.store(bytes, Ordering::Relaxed);
+        mem.set_runs(runs);
         mem.seq_max
             .store(prior.max(self.seq_max), Ordering::Relaxed);
-    }
-}
-
-/// Merges the last two runs while they are of similar size.
-fn merge_similar(runs: &mut Vec<Arc<Run>>) {
-    while let [.., older, newer] = &runs[..] {
-        let (a, b) = (older.bytes(), newer.bytes());
-        if a > MERGE_SIZE_RATIO * b || a + b > RUN_BYTES_MERGE_MAX {
-            break;
-        }
-        let merged = Run::merge(older, newer);
-        runs.truncate(runs.len() - 2);
-        runs.push(Arc::new(merged));
     }
 }
 
