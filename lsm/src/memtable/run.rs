@@ -15,6 +15,7 @@
 
 use std::cmp::Ordering;
 
+use super::filter::{self, Filter};
 use crate::ikey::{self, Kind};
 
 const PREFIX_BYTES: usize = 8;
@@ -163,6 +164,8 @@ pub(super) struct Run {
     /// first 5 bytes ("user" after the namespace), and their first 8 bytes alone would
     /// tie for thousands of keys.
     prefixes: Vec<u64>,
+    /// Over the user keys, for gets.
+    pub filter: Filter,
 }
 
 impl Run {
@@ -175,9 +178,10 @@ impl Run {
         self.data.capacity()
             + self.starts.capacity() * size_of::<usize>()
             + self.prefixes.capacity() * size_of::<u64>()
+            + self.filter.bytes()
     }
 
-    /// Fills `common_len` and `prefixes` once the entries are in order.
+    /// Fills `common_len`, `prefixes` and `filter` once the entries are in order.
     fn index(mut self) -> Run {
         let ends = (self.get(0), self.get(self.len().wrapping_sub(1)));
         self.common_len = match ends {
@@ -188,6 +192,16 @@ impl Run {
         self.prefixes = (0..self.len())
             .map(|i| prefix_of(&entry_at(&self.data, self.starts[i]).user_key[common..]))
             .collect();
+        self.with_filter()
+    }
+
+    fn with_filter(mut self) -> Run {
+        let data = &self.data;
+        let hashes = self
+            .starts
+            .iter()
+            .map(|&s| filter::hash(entry_at(data, s).user_key));
+        self.filter = Filter::build(hashes);
         self
     }
 
@@ -246,6 +260,7 @@ impl Run {
             } else {
                 0
             }),
+            filter: Filter::default(),
         };
         let (mut i, mut j) = (0, 0);
         loop {
@@ -273,7 +288,7 @@ impl Run {
             }
         }
         if by_prefix {
-            out
+            out.with_filter()
         } else {
             out.index()
         }
