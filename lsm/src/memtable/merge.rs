@@ -10,10 +10,10 @@ use super::run::Run;
 /// runs, and O(log n) copies of each entry.
 const MERGE_SIZE_RATIO: usize = 2;
 /// Runs are not merged into one above this size. A merge runs on the writer's path
-/// (under the tree's writer lock), so this bounds the pause it adds to a write (about
-/// 5 ms for two 4 MiB runs here, on a loaded machine), at the cost of more runs for a
-/// get to search: a default 64 MiB memtable ends with about 8 such runs and as many
-/// smaller ones.
+/// (under the tree's writer lock), so this bounds the pause it adds to a write: the
+/// slowest batch of a 64 MiB fill took 9-10 ms of CPU here (lsm/DESIGN.md), at the cost
+/// of more runs for a get to search (14 in such a memtable, most ruled out by their
+/// filters).
 pub(super) const RUN_BYTES_MERGE_MAX: usize = 8 << 20;
 
 /// Merges the newest runs while they are of similar size.

@@ -15,9 +15,8 @@
 //!   after its keys' shared part in a dense array for binary searches, and a Bloom
 //!   filter (`filter`) that lets a get skip it.
 //!
-//! Chosen over a skiplist (the crossbeam SkipMap it replaces, and an arena skiplist with
-//! inline keys and finger search) by benches/memtable.rs and benches/memtable_runs.rs;
-//! lsm/DESIGN.md has the numbers.
+//! Chosen over skiplists (the crossbeam SkipMap it replaces, and an arena skiplist with
+//! inline keys and finger search) by benches/memtable.rs; lsm/DESIGN.md has the numbers.
 
 mod cursor;
 mod filter;
