@@ -26,10 +26,20 @@ impl Kind {
     }
 }
 
+/// The trailer of version `seq` of kind `kind`.
+pub(crate) fn pack_trailer(seq: u64, kind: Kind) -> u64 {
+    (seq << 8) | kind as u64
+}
+
+/// Appends a trailer in its encoded form: after the user key, it makes an internal key.
+pub(crate) fn push_trailer(out: &mut Vec<u8>, trailer: u64) {
+    out.extend_from_slice(&trailer.to_le_bytes());
+}
+
 pub(crate) fn encode(user_key: &[u8], seq: u64, kind: Kind) -> Vec<u8> {
     let mut out = Vec::with_capacity(user_key.len() + TRAILER_BYTES);
     out.extend_from_slice(user_key);
-    out.extend_from_slice(&((seq << 8) | kind as u64).to_le_bytes());
+    push_trailer(&mut out, pack_trailer(seq, kind));
     out
 }
 
@@ -38,8 +48,13 @@ pub(crate) fn encode(user_key: &[u8], seq: u64, kind: Kind) -> Vec<u8> {
 pub(crate) fn seek_key(user_key: &[u8], seq: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(user_key.len() + TRAILER_BYTES);
     out.extend_from_slice(user_key);
-    out.extend_from_slice(&((seq << 8) | 0xff).to_le_bytes());
+    push_trailer(&mut out, seek_trailer(seq));
     out
+}
+
+/// The trailer of `seek_key`: above every kind's trailer at `seq`, so it sorts first.
+pub(crate) fn seek_trailer(seq: u64) -> u64 {
+    (seq << 8) | 0xff
 }
 
 /// The largest internal key of `user_key` (its oldest possible version).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::error::{LsmError, Result};
 use crate::ikey::{self, Kind};
-use crate::memtable::Memtable;
+use crate::memtable::{MemIter, Memtable};
 use crate::snapshot::Snapshot;
 use crate::table::iter::TableIter;
 use crate::table::reader::ReadFor;
@@ -30,47 +30,9 @@ pub(crate) trait InternalIter: Send {
 
 type Entry = (Vec<u8>, Vec<u8>);
 
-/// Walks a memtable by re-seeking from the last key at each step, so it owns only an
-/// `Arc` of the memtable (entries are never removed, so the walk is consistent).
-pub(crate) struct MemIter {
-    mem: Arc<Memtable>,
-    forward: bool,
-    from: Bound<Vec<u8>>,
-    done: bool,
-}
-
-impl MemIter {
-    pub fn new(mem: Arc<Memtable>, forward: bool, start: Option<Vec<u8>>) -> Self {
-        let from = start.map_or(Bound::Unbounded, Bound::Included);
-        MemIter {
-            mem,
-            forward,
-            from,
-            done: false,
-        }
-    }
-}
-
 impl InternalIter for MemIter {
     fn next_entry(&mut self) -> Option<Result<Entry>> {
-        if self.done {
-            return None;
-        }
-        let from = match &self.from {
-            Bound::Included(k) => Bound::Included(k.as_slice()),
-            Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        match self.mem.step(from, self.forward) {
-            Some((k, v)) => {
-                self.from = Bound::Excluded(k.clone());
-                Some(Ok((k, v)))
-            }
-            None => {
-                self.done = true;
-                None
-            }
-        }
+        self.step().map(Ok)
     }
 }
 

@@ -1,7 +1,7 @@
 //! hashkv-lsm: the LSM tree holding hashkv's index (keys -> value locations, and small
 //! values inline).
 //!
-//! Writes go to a write-ahead log (`wal`) and a concurrent skiplist memtable
+//! Writes go to a write-ahead log (`wal`) and a memtable of sorted runs
 //! (`memtable`); full memtables are frozen and flushed by a background thread to
 //! immutable table files (`table`) in L0; background threads compact levels
 //! (`compaction`) whose set of tables is recorded in an append-only manifest

@@ -318,8 +318,9 @@ fn replay_wals(
         let path = dir.join(files::wal_name(w));
         let r = crate::wal::reader::replay(fs, &path, |first_seq, _count, each| {
             let mut seq = first_seq;
+            let mut mem_writer = mem.writer();
             each(&mut |e| {
-                mem.insert(ikey::encode(e.key, seq, e.kind), e.value);
+                mem_writer.insert(e.key, seq, e.kind, e.value);
                 seq += 1;
             });
         })?;

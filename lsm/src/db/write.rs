@@ -71,11 +71,14 @@ impl Inner {
             add(&self.counters.user_bytes_written, batch.rep.len() as u64);
             let mem = self.sv.read().mem.clone();
             let mut seq = first_seq;
+            let mut mem_writer = mem.writer();
             for_each_entry(&batch.rep, batch.len(), |e| {
-                mem.insert(ikey::encode(e.key, seq, e.kind), e.value);
+                mem_writer.insert(e.key, seq, e.kind, e.value);
                 seq += 1;
             })
             .expect("a batch built by WriteBatch decodes");
+            // The batch becomes visible in the memtable here, as one run.
+            drop(mem_writer);
             w.last_seq = seq - 1;
             self.visible_seq.store(w.last_seq, Ordering::Release);
             let end = w.wal_base_bytes + w.wal.logical_bytes();
