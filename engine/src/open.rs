@@ -189,13 +189,43 @@ fn format_paths(
     options: &Options,
     stop_after: Option<FormatStep>,
 ) -> Result<Option<Arc<dyn BlockDevice>>> {
+    format_undoing(paths, metadata_dir, options, stop_after, |unfinished| {
+        devices::format_members(paths, options, unfinished)
+    })
+}
+
+fn format_device(
+    device: Arc<dyn BlockDevice>,
+    metadata_dir: &Path,
+    options: &Options,
+    stop_after: Option<FormatStep>,
+) -> Result<Option<Arc<dyn BlockDevice>>> {
+    format_undoing(&[], metadata_dir, options, stop_after, |_| {
+        Ok(devices::NewMembers {
+            device,
+            headers: Vec::new(),
+            stripe_uuid: rand::random(),
+        })
+    })
+}
+
+/// The one format path: recognises an unfinished format (unless forced), gets the
+/// devices from `members`, writes the store, and on failure removes what it created
+/// (`paths` are the files it may have created).
+fn format_undoing(
+    paths: &[PathBuf],
+    metadata_dir: &Path,
+    options: &Options,
+    stop_after: Option<FormatStep>,
+    members: impl FnOnce(Option<&format::UnfinishedFormat>) -> Result<devices::NewMembers>,
+) -> Result<Option<Arc<dyn BlockDevice>>> {
     let undo = Undo::note(paths, metadata_dir, options);
     // With force, nothing needs recognising (and a large index need not be replayed).
     let unfinished = (!options.force_format)
         .then(|| format::unfinished(metadata_dir, options))
         .flatten();
     let mut progress = Progress::default();
-    let result = devices::format_members(paths, options, unfinished.as_ref()).and_then(|new| {
+    let result = members(unfinished.as_ref()).and_then(|new| {
         format::write_store(
             new,
             metadata_dir,
@@ -205,37 +235,6 @@ fn format_paths(
             &mut progress,
         )
     });
-    if let Err(e) = &result {
-        undo.run(e, &progress);
-    }
-    result
-}
-
-fn format_device(
-    device: Arc<dyn BlockDevice>,
-    metadata_dir: &Path,
-    options: &Options,
-    stop_after: Option<FormatStep>,
-) -> Result<Option<Arc<dyn BlockDevice>>> {
-    let undo = Undo::note(&[], metadata_dir, options);
-    // With force, nothing needs recognising (and a large index need not be replayed).
-    let unfinished = (!options.force_format)
-        .then(|| format::unfinished(metadata_dir, options))
-        .flatten();
-    let new = devices::NewMembers {
-        device,
-        headers: Vec::new(),
-        stripe_uuid: rand::random(),
-    };
-    let mut progress = Progress::default();
-    let result = format::write_store(
-        new,
-        metadata_dir,
-        options,
-        unfinished,
-        stop_after,
-        &mut progress,
-    );
     if let Err(e) = &result {
         undo.run(e, &progress);
     }

@@ -3,7 +3,6 @@
 use super::args;
 use super::errors::{guard, Failure, HASHKV_E_BUFFER_TOO_SMALL};
 use super::open::{db_ref, HashkvDb};
-use crate::WriteBatch;
 use std::ffi::{c_char, c_int};
 
 /// Stores `value` under `key`. Durable after the next flush (or at once with
@@ -67,9 +66,7 @@ pub unsafe extern "C" fn hashkv_put_sync(
                 args::bytes(value, value_len, "value")?,
             )
         };
-        let mut batch = WriteBatch::new();
-        batch.put(key, value);
-        db.write_sync(batch)?;
+        db.put_sync(key, value)?;
         Ok(0)
     };
     // SAFETY: errptr as this function's caller promised.
