@@ -65,6 +65,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const CHILD_POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// Write cache of the parent's own open (it only reads, and closes).
 const PARENT_WRITE_CACHE_BYTES: u64 = 1 << 20;
+/// The running program's executable, as the kernel keeps it.
+const PROC_SELF_EXE: &str = "/proc/self/exe";
 /// Lines of the child's stderr quoted when it fails.
 const STDERR_LINES_QUOTED: usize = 20;
 
@@ -355,8 +357,13 @@ fn fake_fault(fault: &str, log: &mut CycleLog, seen: &[Seen]) {
 
 impl Run<'_> {
     fn spawn_child(&self, cycle: u32) -> StressResult<Child> {
-        let exe = std::env::current_exe()
-            .map_err(io_error(Path::new("hashkv"), "finding this program"))?;
+        // This very program even when its file was replaced since it started (a
+        // rebuild during a long run): the kernel's link to its executable.
+        let exe = match Path::new(PROC_SELF_EXE) {
+            p if p.exists() => p.to_path_buf(),
+            _ => std::env::current_exe()
+                .map_err(io_error(Path::new("hashkv"), "finding this program"))?,
+        };
         let stderr = std::fs::File::create(&self.paths.child_stderr)
             .map_err(io_error(&self.paths.child_stderr, "creating"))?;
         let store = &self.args.store;
@@ -395,25 +402,10 @@ impl Run<'_> {
         };
         let started = Instant::now();
         let mut child = self.spawn_child(cycle)?;
-        let stdout = child.stdout.take().expect("piped");
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let gc_runs = Arc::new(AtomicU64::new(0));
-        let gc_seen = gc_runs.clone();
-        let reader = std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if line == "ready" {
-                    let _ = ready_tx.send(());
-                } else if let Some(n) = line.strip_prefix("gc ").and_then(|n| n.parse().ok()) {
-                    gc_seen.store(n, Ordering::Relaxed);
-                }
-            }
-        });
+        let watch = StdoutWatch::start(child.stdout.take().expect("piped"));
         let mut ready = false;
         if !early {
-            match ready_rx.recv_timeout(READY_TIMEOUT) {
+            match watch.ready.recv_timeout(READY_TIMEOUT) {
                 Ok(()) => ready = true,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -433,15 +425,9 @@ impl Run<'_> {
         let exited = wait_or_kill(&mut child, Duration::from_millis(delay_ms)).map_err(
             io_error(&self.paths.child_stderr, "waiting for the crashtest child"),
         )?;
-        let _ = reader.join();
-        ready |= ready_rx.try_recv().is_ok();
-        self.judge_exit(
-            cycle,
-            exited,
-            ready,
-            started.elapsed(),
-            gc_runs.load(Ordering::Relaxed),
-        )
+        let (said_ready, gc_runs) = watch.finish();
+        ready |= said_ready;
+        self.judge_exit(cycle, exited, ready, started.elapsed(), gc_runs)
     }
 
     fn judge_exit(
@@ -495,6 +481,49 @@ impl Run<'_> {
                 format!("the operation log is inconsistent: {why}"),
             )
         })
+    }
+}
+
+/// Reads the child's standard output: "ready" once the store is open, "gc N" as its
+/// GC count grows.
+struct StdoutWatch {
+    ready: mpsc::Receiver<()>,
+    gc_runs: Arc<AtomicU64>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl StdoutWatch {
+    fn start(stdout: std::process::ChildStdout) -> StdoutWatch {
+        let (ready_tx, ready) = mpsc::channel();
+        let gc_runs = Arc::new(AtomicU64::new(0));
+        let gc_seen = gc_runs.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line == "ready" {
+                    let _ = ready_tx.send(());
+                } else if let Some(n) = line.strip_prefix("gc ").and_then(|n| n.parse().ok()) {
+                    gc_seen.store(n, Ordering::Relaxed);
+                }
+            }
+        });
+        StdoutWatch {
+            ready,
+            gc_runs,
+            reader,
+        }
+    }
+
+    /// After the child ended: whether it said "ready", and its last GC count.
+    fn finish(self) -> (bool, u64) {
+        // The reader ends at the end of the child's output, which its death closes.
+        let _ = self.reader.join();
+        (
+            self.ready.try_recv().is_ok(),
+            self.gc_runs.load(Ordering::Relaxed),
+        )
     }
 }
 
