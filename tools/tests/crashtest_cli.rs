@@ -103,6 +103,7 @@ fn lsm_mode_on_a_file() {
     on_a_file("lsm", &[]);
 }
 
+/// Also: the log lies beside the metadata directory even when its path ends in "/".
 #[test]
 fn a_stripe_of_files() {
     let dir = scratch_dir();
@@ -111,13 +112,15 @@ fn a_stripe_of_files() {
         .collect();
     let out = crashtest(
         &devices,
-        &dir.path().join("meta"),
+        &dir.path().join("meta/"),
         &["--cycles", "3", "--seed", "12"],
     );
     assert_passed(&out, 3);
     for d in &devices {
         assert!(d.exists(), "{} was created", d.display());
     }
+    assert!(dir.path().join("meta.oplog").exists());
+    assert!(!dir.path().join("meta/.oplog").exists());
 }
 
 /// Loop devices over files in a scratch directory, detached on drop (also when the

@@ -53,11 +53,14 @@ const KILL_DELAY_MS_MIN: u64 = 10;
 /// minutes.
 const KILL_DELAY_MS_MAX_DEFAULT: u64 = 1500;
 /// Share of cycles (after the first) whose kill is timed from the child's start, not
-/// from its "ready": it often lands while the store is still opening, i.e. during the
+/// from its "ready", to land while the store is still opening, i.e. during the
 /// recovery from the previous kill.
 const EARLY_KILL_PERCENT: u32 = 10;
-/// The window, from the child's start, in which an early kill lands.
-const EARLY_KILL_WINDOW_MS: u64 = 400;
+/// An early kill lands within this multiple of the last cycle's open time from the
+/// child's start: two in three during the open, the rest just after it.
+const EARLY_KILL_SPAN_OF_OPEN: f64 = 1.5;
+/// The open time assumed before one was measured.
+const OPEN_TIME_GUESS: Duration = Duration::from_millis(100);
 /// How long a child may take to open (or format) the store: recovery of a small
 /// store takes well under a second; far more means it hangs.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -119,10 +122,12 @@ struct Paths {
 
 impl Paths {
     fn new(args: &CrashtestArgs) -> Paths {
+        // Beside the metadata directory, not in it ("meta/" names "meta" too).
+        let metadata = args.metadata.components().as_path();
         let log = args
             .log
             .clone()
-            .unwrap_or_else(|| with_suffix(&args.metadata, ".oplog"));
+            .unwrap_or_else(|| with_suffix(metadata, ".oplog"));
         Paths {
             state: with_suffix(&log, ".state"),
             child_stderr: with_suffix(&log, ".child-stderr"),
@@ -156,9 +161,10 @@ struct Totals {
 /// How a cycle's child ended.
 struct Ended {
     killed: bool,
-    ready: bool,
     /// From the child's start to the kill.
     ran: Duration,
+    /// From the child's start to its "ready": how long opening (recovery) took.
+    opened_after: Option<Duration>,
     /// The child's last GC count ("gc N" on its standard output).
     gc_runs: u64,
 }
@@ -197,6 +203,8 @@ struct Run<'a> {
     /// What every key holds, as verified after the last cycle.
     base: KeyStates,
     next_op: u64,
+    /// How long the last cycle's child took to open the store.
+    open_time: Duration,
     totals: Totals,
 }
 
@@ -224,6 +232,7 @@ impl<'a> Run<'a> {
             kill_delays: StdRng::seed_from_u64(crate::cmd::stress::values::mix(!args.seed)),
             base: vec![None; KEY_COUNT as usize],
             next_op: 0,
+            open_time: OPEN_TIME_GUESS,
             totals: Totals::default(),
         })
     }
@@ -276,7 +285,7 @@ impl<'a> Run<'a> {
         let t = &mut self.totals;
         t.cycles += 1;
         t.kills += u32::from(ended.killed);
-        t.kills_before_ready += u32::from(ended.killed && !ended.ready);
+        t.kills_before_ready += u32::from(ended.killed && ended.opened_after.is_none());
         t.clean_exits += u32::from(!ended.killed);
         t.ops_acked += log.acked_count();
         t.ops_durable += log.durable_count();
@@ -285,10 +294,10 @@ impl<'a> Run<'a> {
         t.torn_log_tails += u32::from(log.torn_tail_bytes > 0);
         t.checks_clean += 1;
         t.child_gc_runs += ended.gc_runs;
-        let how = match (ended.killed, ended.ready) {
-            (true, true) => "killed",
-            (true, false) => "killed while opening",
-            (false, _) => "exited by itself",
+        let how = match (ended.killed, ended.opened_after) {
+            (true, Some(open)) => format!("opened in {} ms, killed", open.as_millis()),
+            (true, None) => "killed while opening".into(),
+            (false, _) => "exited by itself".into(),
         };
         let present = verified.state.iter().filter(|s| s.is_some()).count();
         let cache_kib = workload::Workload::new(self.args.seed, cycle).write_cache_bytes() >> 10;
@@ -390,23 +399,31 @@ impl Run<'_> {
             .map_err(io_error(&exe, "starting the crashtest child"))
     }
 
+    /// Whether this cycle's kill is early (timed from the child's start), and its
+    /// delay.
+    fn kill_plan(&mut self, cycle: u32) -> (bool, Duration) {
+        let early = cycle > 1 && self.kill_delays.gen_range(0..100) < EARLY_KILL_PERCENT;
+        if early {
+            let share = self.kill_delays.gen_range(0.0..EARLY_KILL_SPAN_OF_OPEN);
+            (true, self.open_time.mul_f64(share))
+        } else {
+            let ms = self
+                .kill_delays
+                .gen_range(KILL_DELAY_MS_MIN..=self.args.kill_delay_ms_max);
+            (false, Duration::from_millis(ms))
+        }
+    }
+
     /// Runs the cycle's child and kills it: `delay` after it said "ready", or for an
     /// early kill `delay` after it started.
     fn run_child(&mut self, cycle: u32) -> StressResult<Ended> {
-        let early = cycle > 1 && self.kill_delays.gen_range(0..100) < EARLY_KILL_PERCENT;
-        let delay_ms = if early {
-            self.kill_delays.gen_range(0..=EARLY_KILL_WINDOW_MS)
-        } else {
-            self.kill_delays
-                .gen_range(KILL_DELAY_MS_MIN..=self.args.kill_delay_ms_max)
-        };
+        let (early, delay) = self.kill_plan(cycle);
         let started = Instant::now();
         let mut child = self.spawn_child(cycle)?;
-        let watch = StdoutWatch::start(child.stdout.take().expect("piped"));
-        let mut ready = false;
+        let mut watch = StdoutWatch::start(child.stdout.take().expect("piped"));
         if !early {
             match watch.ready.recv_timeout(READY_TIMEOUT) {
-                Ok(()) => ready = true,
+                Ok(at) => watch.opened_at = Some(at),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
@@ -422,40 +439,36 @@ impl Run<'_> {
                 }
             }
         }
-        let exited = wait_or_kill(&mut child, Duration::from_millis(delay_ms)).map_err(
-            io_error(&self.paths.child_stderr, "waiting for the crashtest child"),
-        )?;
-        let (said_ready, gc_runs) = watch.finish();
-        ready |= said_ready;
-        self.judge_exit(cycle, exited, ready, started.elapsed(), gc_runs)
+        let exited = wait_or_kill(&mut child, delay).map_err(io_error(
+            &self.paths.child_stderr,
+            "waiting for the crashtest child",
+        ))?;
+        let ran = started.elapsed();
+        let (opened_at, gc_runs) = watch.finish();
+        let opened_after = opened_at.map(|at| at.saturating_duration_since(started));
+        if let Some(open) = opened_after.filter(|_| cycle > 1) {
+            self.open_time = open;
+        }
+        let ended = Ended {
+            killed: exited.signal() == Some(libc::SIGKILL),
+            ran,
+            opened_after,
+            gc_runs,
+        };
+        self.judge_exit(cycle, exited, ended)
     }
 
-    fn judge_exit(
-        &self,
-        cycle: u32,
-        status: ExitStatus,
-        ready: bool,
-        ran: Duration,
-        gc_runs: u64,
-    ) -> StressResult<Ended> {
-        let killed = status.signal() == Some(libc::SIGKILL);
-        let clean_exit = status.success() && ready;
-        if !killed && !clean_exit {
+    fn judge_exit(&self, cycle: u32, status: ExitStatus, ended: Ended) -> StressResult<Ended> {
+        let clean_exit = status.success() && ended.opened_after.is_some();
+        if !ended.killed && !clean_exit {
+            let stderr = tail(&self.paths.child_stderr);
             return Err(self.failed(
                 cycle,
                 None,
-                format!(
-                "the child ended by itself ({status}) before it was killed; its stderr ends:\n{}",
-                tail(&self.paths.child_stderr)
-            ),
+                format!("the child ended by itself ({status}) before it was killed; its stderr ends:\n{stderr}"),
             ));
         }
-        Ok(Ended {
-            killed,
-            ready,
-            ran,
-            gc_runs,
-        })
+        Ok(ended)
     }
 
     fn read_log(&self, cycle: u32) -> StressResult<CycleLog> {
@@ -487,7 +500,9 @@ impl Run<'_> {
 /// Reads the child's standard output: "ready" once the store is open, "gc N" as its
 /// GC count grows.
 struct StdoutWatch {
-    ready: mpsc::Receiver<()>,
+    ready: mpsc::Receiver<Instant>,
+    /// When "ready" came, once the parent has received it.
+    opened_at: Option<Instant>,
     gc_runs: Arc<AtomicU64>,
     reader: std::thread::JoinHandle<()>,
 }
@@ -503,7 +518,7 @@ impl StdoutWatch {
                 .map_while(Result::ok)
             {
                 if line == "ready" {
-                    let _ = ready_tx.send(());
+                    let _ = ready_tx.send(Instant::now());
                 } else if let Some(n) = line.strip_prefix("gc ").and_then(|n| n.parse().ok()) {
                     gc_seen.store(n, Ordering::Relaxed);
                 }
@@ -511,19 +526,18 @@ impl StdoutWatch {
         });
         StdoutWatch {
             ready,
+            opened_at: None,
             gc_runs,
             reader,
         }
     }
 
-    /// After the child ended: whether it said "ready", and its last GC count.
-    fn finish(self) -> (bool, u64) {
+    /// After the child ended: when it said "ready" (if it did), and its last GC count.
+    fn finish(self) -> (Option<Instant>, u64) {
         // The reader ends at the end of the child's output, which its death closes.
         let _ = self.reader.join();
-        (
-            self.ready.try_recv().is_ok(),
-            self.gc_runs.load(Ordering::Relaxed),
-        )
+        let opened_at = self.opened_at.or_else(|| self.ready.try_recv().ok());
+        (opened_at, self.gc_runs.load(Ordering::Relaxed))
     }
 }
 
