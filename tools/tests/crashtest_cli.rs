@@ -172,7 +172,7 @@ fn assert_fault_reported(fault: &str, expected: &str) {
     let device = dir.path().join("device");
     let meta = dir.path().join("meta");
     let out = crashtest(
-        &[device.clone()],
+        std::slice::from_ref(&device),
         &meta,
         &["--cycles", "2", "--seed", "5", "--fake-log-fault", fault],
     );
