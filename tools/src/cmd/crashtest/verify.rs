@@ -73,6 +73,17 @@ fn show_state(state: Option<u64>) -> String {
     }
 }
 
+/// The state a cycle starts from, in words.
+fn before_cycle(cycle: u32) -> String {
+    match cycle {
+        0 | 1 => "the store as formatted (empty)".into(),
+        _ => format!(
+            "the state verified after cycle {} (closed cleanly)",
+            cycle - 1
+        ),
+    }
+}
+
 fn describe_op(op: &LoggedOp) -> String {
     let status = if op.acked {
         "acknowledged"
@@ -183,9 +194,9 @@ fn check_key(key: u32, h: &History, seen: &Seen, log: &CycleLog) -> Result<bool,
         Seen::Version(v) if h.base != Some(*v) && !h.writes.contains(&(*v, Some(*v))) => {
             return fail(if *v < log.first_op {
                 format!(
-                    "holds version {v}, written before this cycle, but the state verified after \
-                     cycle {} was {}: an overwritten or deleted value came back",
-                    cycle - 1,
+                    "holds version {v}, written before this cycle, but in {} it held {}: an \
+                     overwritten or deleted value came back",
+                    before_cycle(cycle),
                     show_state(h.base)
                 )
             } else {
@@ -199,17 +210,14 @@ fn check_key(key: u32, h: &History, seen: &Seen, log: &CycleLog) -> Result<bool,
     let newest_durable = h.state_at(durable_cut);
     let state = seen.state().expect("foreign values were refused");
     // The states from the newest durable one on.
-    let allowed =
+    let mut allowed =
         std::iter::once(newest_durable).chain(h.writes[durable_writes..].iter().map(|w| w.1));
-    if allowed.clone().any(|s| s == state) {
+    if allowed.any(|s| s == state) {
         return Ok(durable_writes > 0);
     }
     let by = match durable_writes.checked_sub(1) {
         Some(i) => describe_op(log.op(h.writes[i].0).expect("logged")),
-        None => format!(
-            "the state verified after cycle {} (closed cleanly)",
-            cycle - 1
-        ),
+        None => before_cycle(cycle),
     };
     fail(match (newest_durable, state) {
         (None, Some(v)) => {
