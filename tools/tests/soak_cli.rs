@@ -98,3 +98,25 @@ fn bad_arguments_are_refused() {
         "nothing is created"
     );
 }
+
+/// A store of an earlier run is formatted over only with --force.
+#[test]
+fn a_store_that_holds_data_needs_force() {
+    let dir = scratch_dir();
+    let store = ["--device", "device", "--metadata", "meta"];
+    let run = |extra: &[&str]| {
+        let mut args = vec!["soak", "--seconds", "1", "--threads", "2"];
+        args.extend_from_slice(&store);
+        args.extend_from_slice(extra);
+        hashkv_in(dir.path(), &args, None)
+    };
+    let first = run(&[]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let again = run(&[]);
+    let stderr = text(&again.stderr);
+    assert!(!again.status.success());
+    assert!(stderr.contains("pass --force to overwrite"), "{stderr}");
+    let forced = run(&["--force"]);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    assert!(text(&forced.stdout).contains("soak passed"));
+}

@@ -53,8 +53,7 @@ pub fn run(args: &ChildArgs) -> StressResult<()> {
         .options(workload.write_cache_bytes())
         .map_err(StressError::Usage)?;
     let db = if args.format {
-        small_store::format(&args.devices, &args.metadata, &options)
-            .map_err(engine_error("formatting the store"))?
+        small_store::format(&args.devices, &args.metadata, &options)?
     } else {
         small_store::open(&args.devices, &args.metadata, &options)
             .map_err(engine_error("opening the store"))?

@@ -4,6 +4,9 @@
 //! index flushes and compacts all the time too. Block devices are used at their size.
 
 use super::values::{SEPARATION_THRESHOLD_BYTES, VALUE_BYTES_MAX};
+use super::{StressError, StressResult};
+use crate::cmd::explain::{explain, Doing};
+use crate::cmd::store::StoreCmdError;
 use hashkv::{Db, Mode, Options};
 use hashkv_blockdev::DeviceError;
 use std::path::{Path, PathBuf};
@@ -125,8 +128,18 @@ pub fn create_missing_files(
 }
 
 /// Formats the store (creating missing device files first is the caller's part).
-pub fn format(devices: &[PathBuf], metadata: &Path, options: &Options) -> hashkv::Result<Db> {
-    Db::format(devices, metadata, options)
+/// Refusals are worded for the command line (a device that holds data needs --force).
+pub fn format(devices: &[PathBuf], metadata: &Path, options: &Options) -> StressResult<Db> {
+    Db::format(devices, metadata, options).map_err(|e| {
+        match explain(e, Doing::Format, devices, metadata) {
+            StoreCmdError::Usage(message) => StressError::Usage(message),
+            StoreCmdError::Engine(source) => StressError::Engine {
+                doing: "formatting the store".into(),
+                source,
+            },
+            other => StressError::Usage(other.to_string()),
+        }
+    })
 }
 
 /// Opens the store with the mode and segment sizes its superblock names and the other
