@@ -492,7 +492,7 @@ fn modes_accept(device_bytes: u64, options: &Options, modes: &[Mode]) -> hashkv:
 
 /// $TMPDIR (/tmp when unset) if O_DIRECT works there, else the current directory if
 /// it does (tmpfs refuses O_DIRECT).
-fn scratch_base() -> StoreResult<PathBuf> {
+pub(crate) fn scratch_base() -> StoreResult<PathBuf> {
     let mut tried = Vec::new();
     let candidates = [
         std::env::temp_dir(),
