@@ -236,7 +236,7 @@ fn format_undoing(
         )
     });
     if let Err(e) = &result {
-        undo.run(e, &progress);
+        undo.run(e, &progress, options);
     }
     result
 }
