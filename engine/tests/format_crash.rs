@@ -8,7 +8,7 @@ mod common;
 use common::{disk_dir, key, sim, small_options, value, verify, write_raw, Model, KIB, MIB};
 use hashkv::FormatStep;
 use hashkv::{Db, Error, Options};
-use hashkv_blockdev::sim::{FaultRule, OpKind, SimDevice};
+use hashkv_blockdev::sim::{CrashWeights, FaultRule, OpKind, SimConfig, SimDevice};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -196,6 +196,45 @@ fn a_failed_format_removes_what_it_created() {
         } else {
             assert!(!meta.exists(), "the directory format created is removed");
         }
+    }
+}
+
+/// A write that fails with EIO may still reach the media. A format whose superblock
+/// write failed therefore does not know whether it committed: whether the failed copy
+/// landed or not, the store afterwards (on healthy storage) either opens or formats
+/// again without force, and then works.
+#[test]
+fn a_format_whose_superblock_write_failed_opens_or_formats_again() {
+    let o = small_options();
+    for landed in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join("meta");
+        let mut config = SimConfig::new(8 * MIB, 16);
+        // What a power cycle does with the failed write: it lands whole, or not at all.
+        config.crash_weights = CrashWeights {
+            applied: u32::from(landed),
+            lost: u32::from(!landed),
+            torn: 0,
+        };
+        let dev = Arc::new(SimDevice::new(config).unwrap());
+        dev.inject(FaultRule::eio().on(OpKind::Write).in_range(0..4 * KIB))
+            .unwrap();
+        let e = Db::format_device(dev.clone(), &meta, &o).err().unwrap();
+        assert!(matches!(e, Error::Device(_)), "{e:?}");
+        let dev = Arc::new(dev.crash());
+        let db = Db::open_device(dev.clone(), &meta, &o).unwrap_or_else(|open_error| {
+            Db::format_device(dev.clone(), &meta, &o).unwrap_or_else(|e| {
+                panic!(
+                    "landed {landed}: the store neither opens ({open_error}) nor formats \
+                     again without force: {e}"
+                )
+            })
+        });
+        let model = load(&db, 30);
+        db.close().unwrap();
+        let db = Db::open_device(dev, &meta, &o).unwrap();
+        verify(&db, &model);
+        db.close().unwrap();
     }
 }
 
