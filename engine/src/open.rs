@@ -28,8 +28,9 @@ impl Db {
     /// Formats `devices` (one, or several to stripe over) and `metadata_dir`, then
     /// opens the new store. Refuses devices and a directory that hold data unless
     /// `options.force_format`, or unless they hold what an interrupted format left
-    /// (which is redone). A format that fails removes what it created. Crash-safe: see
-    /// FORMAT.md, "Format".
+    /// (which is redone). A format that fails before its superblock write removes what
+    /// it created; one that fails in it leaves a store that opens or is redone.
+    /// Crash-safe: see FORMAT.md, "Format".
     pub fn format(devices: &[PathBuf], metadata_dir: &Path, options: &Options) -> Result<Db> {
         match format_paths(devices, metadata_dir, options, None)? {
             Some(device) => Db::open_device(device, metadata_dir, options),
@@ -210,8 +211,8 @@ fn format_device(
 }
 
 /// The one format path: recognises an unfinished format (unless forced), gets the
-/// devices from `members`, writes the store, and on failure removes what it created
-/// (`paths` are the files it may have created).
+/// devices from `members`, writes the store, and on a failure before its commit
+/// removes what it created (`paths` are the files it may have created; `Undo::run`).
 fn format_undoing(
     paths: &[PathBuf],
     metadata_dir: &Path,

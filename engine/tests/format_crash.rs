@@ -9,7 +9,9 @@ use common::{disk_dir, key, sim, small_options, value, verify, write_raw, Model,
 use hashkv::FormatStep;
 use hashkv::{Db, Error, Options};
 use hashkv_blockdev::sim::{CrashWeights, FaultRule, OpKind, SimConfig, SimDevice};
-use std::path::PathBuf;
+use hashkv_lsm::fault::{Fault, FaultFs, FileClass, Op};
+use hashkv_lsm::fs::{EntryKind, Fs};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 fn load(db: &Db, n: u32) -> Model {
@@ -172,29 +174,32 @@ fn a_marker_does_not_make_format_take_another_stripes_member() {
     Db::open(&theirs, &their_meta, &o).unwrap().close().unwrap();
 }
 
-/// A format that fails (here: the superblock write fails with EIO) removes the
-/// metadata directory it created, and empties one that was empty before.
+/// A format that fails before its commit (here: the index's first batch fails to sync)
+/// removes the metadata directory it created, and empties one that was empty before.
 #[test]
 fn a_failed_format_removes_what_it_created() {
-    let o = small_options();
-    let dir = tempfile::tempdir().unwrap();
     for pre_existing in [false, true] {
-        let meta = dir.path().join(format!("meta-{pre_existing}"));
+        let fs = Arc::new(FaultFs::new(15));
+        let mut o = small_options();
+        o.lsm.fs = fs.clone();
+        let meta = Path::new("/failed-format/meta");
         if pre_existing {
-            std::fs::create_dir(&meta).unwrap();
+            fs.create_dir_all(meta).unwrap();
         }
-        let dev = sim(8 * MIB, 15);
-        dev.inject(FaultRule::eio().on(OpKind::Write).in_range(0..4 * KIB))
-            .unwrap();
-        let e = Db::format_device(dev, &meta, &o).err().unwrap();
-        assert!(matches!(e, Error::Device(_)), "{e:?}");
+        fs.inject(Fault {
+            op: Op::Sync,
+            class: Some(FileClass::Wal),
+            skip: 0,
+            errno: libc::EIO,
+            times: 1,
+        });
+        let e = Db::format_device(sim(8 * MIB, 15), meta, &o).err().unwrap();
+        assert!(matches!(e, Error::Lsm(_)), "{e:?}");
+        assert_eq!(fs.fired().len(), 1, "the first batch's sync failed");
         if pre_existing {
-            assert!(
-                meta.read_dir().unwrap().next().is_none(),
-                "an empty directory is left empty"
-            );
+            assert_eq!(fs.list(meta).unwrap(), Vec::<String>::new(), "left empty");
         } else {
-            assert!(!meta.exists(), "the directory format created is removed");
+            assert_eq!(fs.entry_kind(meta).unwrap(), EntryKind::Missing, "removed");
         }
     }
 }

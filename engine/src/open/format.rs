@@ -172,6 +172,9 @@ pub(crate) fn open_lsm(dir: &Path, options: &Options, create: bool) -> Result<ha
 pub(crate) struct Progress {
     /// Stripe members whose identity header was written.
     pub headers_written: Vec<Arc<dyn BlockDevice>>,
+    /// The superblock's write began: the format may have committed, even if the
+    /// write failed (a failed write can still reach the media).
+    pub commit_attempted: bool,
 }
 
 /// Writes a new store on `new`'s devices and `dir`, step by step (see the module
@@ -224,6 +227,7 @@ pub(crate) fn write_store(
         let _ = lsm.close();
         return Ok(None);
     }
+    progress.commit_attempted = true;
     superblock::write_copies(
         new.device.as_ref(),
         &superblock,
@@ -233,11 +237,13 @@ pub(crate) fn write_store(
         let _ = lsm.close();
         return Ok(None);
     }
-    // Committed. A marker left behind (the deletion failing) is deleted by the next
-    // open, and lets no format without force overwrite the store: its devices hold a
-    // valid superblock, so they are refused.
+    // Committed: the index was synced before the superblock, so nothing below can
+    // fail the format. A marker left behind (the deletion failing) is deleted by the
+    // next open, and lets no format without force overwrite the store: its devices
+    // hold a valid superblock, so they are refused. An index that fails here fails
+    // the open that follows, on a whole store.
     let _ = remove_marker(&lsm);
-    lsm.close()?;
+    let _ = lsm.close();
     if stop(FormatStep::MarkerRemoved) {
         return Ok(None);
     }
@@ -291,15 +297,22 @@ impl Undo {
     /// Takes back what the failed format created. Errors that mean another process
     /// holds the device or the directory leave everything alone: it is theirs.
     ///
+    /// A format that failed in or after its superblock write keeps everything: the
+    /// write may have reached the media although it failed, and then the store is
+    /// committed and its index must stay. If it did not, the index with its marker is
+    /// an unfinished format's, which the next format redoes without force.
+    ///
     /// Nothing here is synced: if a crash brings back what was removed, it is an
-    /// unfinished format's, which the next format recognises and redoes.
+    /// unfinished format's too.
     pub fn run(&self, error: &Error, progress: &Progress, options: &Options) {
         use hashkv_blockdev::DeviceError;
-        if matches!(
-            error,
-            Error::Device(DeviceError::InUse { .. })
-                | Error::Lsm(hashkv_lsm::LsmError::Locked { .. })
-        ) {
+        if progress.commit_attempted
+            || matches!(
+                error,
+                Error::Device(DeviceError::InUse { .. })
+                    | Error::Lsm(hashkv_lsm::LsmError::Locked { .. })
+            )
+        {
             return;
         }
         if let Some(path) = &self.created_device {
