@@ -220,11 +220,13 @@ fn format_undoing(
     stop_after: Option<FormatStep>,
     members: impl FnOnce(Option<&format::UnfinishedFormat>) -> Result<devices::NewMembers>,
 ) -> Result<Option<Arc<dyn BlockDevice>>> {
-    let undo = Undo::note(paths, metadata_dir, options);
+    let undo = Undo::note(paths, metadata_dir, options)?;
     // With force, nothing needs recognising (and a large index need not be replayed).
-    let unfinished = (!options.force_format)
-        .then(|| format::unfinished(metadata_dir, options))
-        .flatten();
+    let unfinished = if options.force_format {
+        None
+    } else {
+        format::unfinished(metadata_dir, options)?
+    };
     let mut progress = Progress::default();
     let result = members(unfinished.as_ref()).and_then(|new| {
         format::write_store(
@@ -276,7 +278,7 @@ fn explain_unfinished_format(e: Error, metadata_dir: &Path, options: &Options) -
             | Error::Corruption { .. }
             | Error::Device(hashkv_blockdev::DeviceError::Identity { .. })
     );
-    if no_superblock && format::unfinished(metadata_dir, options).is_some() {
+    if no_superblock && matches!(format::unfinished(metadata_dir, options), Ok(Some(_))) {
         return Error::NotOurs {
             reason: format!(
                 "its format was interrupted before it finished (metadata directory {} holds \

@@ -44,17 +44,20 @@ pub struct UnfinishedFormat {
 /// index cut short while it was created (the index's own files, no CURRENT), an empty
 /// index, or an index with the marker entry. `None` for a missing or empty directory
 /// (nothing to redo) and for anything else (a finished store's index, other files).
-pub(crate) fn unfinished(dir: &Path, options: &Options) -> Option<UnfinishedFormat> {
-    let names = index_fs(options).list(dir).ok()?;
-    if names.is_empty() {
-        return None;
+/// An I/O error is returned: what cannot be read is not guessed at.
+pub(crate) fn unfinished(dir: &Path, options: &Options) -> Result<Option<UnfinishedFormat>> {
+    if list_metadata_dir(dir, options)?.is_none_or(|names| names.is_empty()) {
+        return Ok(None);
     }
     let lsm = match open_lsm(dir, options, false) {
         Ok(lsm) => lsm,
         Err(Error::Lsm(hashkv_lsm::LsmError::NotFound { .. })) => {
-            return Some(UnfinishedFormat { stripe_uuid: None })
+            return Ok(Some(UnfinishedFormat { stripe_uuid: None }))
         }
-        Err(_) => return None,
+        Err(e) if is_io_error(&e) => return Err(e),
+        // Not an index format left (another's, locked, damaged): format refuses the
+        // directory unless forced.
+        Err(_) => return Ok(None),
     };
     let found = (|| -> Result<Option<UnfinishedFormat>> {
         if let Some(uuid) = lsm.get(&marker_key())? {
@@ -74,7 +77,31 @@ pub(crate) fn unfinished(dir: &Path, options: &Options) -> Option<UnfinishedForm
         Ok(empty.then_some(UnfinishedFormat { stripe_uuid: None }))
     })();
     let _ = lsm.close();
-    found.ok().flatten()
+    match found {
+        Err(e) if is_io_error(&e) => Err(e),
+        Err(_) => Ok(None),
+        Ok(found) => Ok(found),
+    }
+}
+
+/// The index or the metadata directory could not be read or written.
+fn is_io_error(e: &Error) -> bool {
+    use hashkv_lsm::LsmError;
+    matches!(
+        e,
+        Error::Lsm(LsmError::Io { .. } | LsmError::Poisoned { .. }) | Error::MetadataDir { .. }
+    )
+}
+
+/// The names in the metadata directory, or `None` if it does not exist. Any other
+/// error is returned: format must not take a directory it failed to list for a
+/// missing or an empty one (and remove it, or write into it).
+fn list_metadata_dir(dir: &Path, options: &Options) -> Result<Option<Vec<String>>> {
+    match index_fs(options).list(dir) {
+        Ok(names) => Ok(Some(names)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(dir_error(dir)(e)),
+    }
 }
 
 /// Deletes the marker entry of a format that finished (at the end of format, or at the
@@ -280,18 +307,20 @@ pub(crate) struct Undo {
 }
 
 impl Undo {
-    pub fn note(devices: &[PathBuf], dir: &Path, options: &Options) -> Undo {
+    /// Fails if the metadata directory cannot be listed: not knowing what was there,
+    /// a failed format could remove what was not its own.
+    pub fn note(devices: &[PathBuf], dir: &Path, options: &Options) -> Result<Undo> {
         let created_device = match devices {
             [one] if options.create_device_bytes.is_some() && !one.exists() => Some(one.clone()),
             _ => None,
         };
-        let names = index_fs(options).list(dir).ok();
-        Undo {
+        let names = list_metadata_dir(dir, options)?;
+        Ok(Undo {
             created_device,
             dir: dir.to_path_buf(),
             dir_existed: names.is_some(),
             dir_was_empty: names.is_none_or(|n| n.is_empty()),
-        }
+        })
     }
 
     /// Takes back what the failed format created. Errors that mean another process
