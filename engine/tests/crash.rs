@@ -50,11 +50,13 @@ const CRASH_AFTER_OPS: std::ops::Range<u64> = 20..4000;
 const CRASH_AFTER_FS_CALLS: std::ops::Range<u64> = 20..3000;
 
 fn options(rng: &mut StdRng, mode: Mode) -> Options {
-    let mut lsm = hashkv_lsm::Options::default();
-    lsm.memtable_bytes_max = [16 << 10, 64 << 10, 1 << 20][rng.gen_range(0..3)];
-    lsm.l0_compaction_trigger = 2;
-    lsm.table_target_bytes = 64 << 10;
-    lsm.level1_bytes_max = 256 << 10;
+    let lsm = hashkv_lsm::Options {
+        memtable_bytes_max: [16 << 10, 64 << 10, 1 << 20][rng.gen_range(0..3)],
+        l0_compaction_trigger: 2,
+        table_target_bytes: 64 << 10,
+        level1_bytes_max: 256 << 10,
+        ..hashkv_lsm::Options::default()
+    };
     Options::default()
         .with_mode(mode)
         .with_main_segment_bytes(256 << 10)

@@ -28,6 +28,9 @@ const LOAD_SYNC_EVERY: u32 = 50;
 const VALUE_BYTES: usize = 1000;
 /// Below the separation threshold (64 bytes): kept inline in the index.
 const INLINE_VALUE_BYTES: usize = 10;
+/// Every this many keys has an inline value, so tombstones for inline values reach the
+/// groups too.
+const INLINE_EVERY: u32 = 4;
 /// Loaded keys updated after the churn: in the hashkv mode they are cold by then, so
 /// the update promotes them and leaves garbage in the cold log.
 const PROMOTED_KEYS: std::ops::Range<u32> = 0..24;
@@ -69,17 +72,19 @@ pub const WORKLOAD: &[Step] = &[
 
 /// The options of the sweep's store, its index on `fs`.
 pub fn options(mode: Mode, fs: Arc<dyn hashkv_lsm::fs::Fs>) -> Options {
-    let mut lsm = hashkv_lsm::Options::default();
-    // Small enough that the index flushes, compacts and rewrites its manifest during
-    // the workload; no cache, so reads go to the table files.
-    lsm.memtable_bytes_max = 32 << 10;
-    lsm.l0_compaction_trigger = 2;
-    lsm.table_target_bytes = 64 << 10;
-    lsm.level1_bytes_max = 256 << 10;
-    lsm.manifest_bytes_max = 4 << 10;
-    lsm.block_cache_bytes = 0;
-    lsm.table_files_open_max = 2;
-    lsm.fs = fs;
+    let lsm = hashkv_lsm::Options {
+        // Small enough that the index flushes, compacts and rewrites its manifest
+        // during the workload; no cache, so reads go to the table files.
+        memtable_bytes_max: 32 << 10,
+        l0_compaction_trigger: 2,
+        table_target_bytes: 64 << 10,
+        level1_bytes_max: 256 << 10,
+        manifest_bytes_max: 4 << 10,
+        block_cache_bytes: 0,
+        table_files_open_max: 2,
+        fs,
+        ..hashkv_lsm::Options::default()
+    };
     crate::common::small_options()
         .with_mode(mode)
         .with_write_cache_bytes(16 * KIB)
@@ -163,7 +168,7 @@ impl Run {
         match step {
             Step::Format => self.format(),
             Step::Load => (0..LOAD_KEYS).try_for_each(|k| {
-                let sync = (k + 1) % LOAD_SYNC_EVERY == 0;
+                let sync = (k + 1).is_multiple_of(LOAD_SYNC_EVERY);
                 self.put(k, sync)
             }),
             Step::Churn { rounds } => (0..rounds).try_for_each(|_| self.churn_round()),
@@ -221,7 +226,7 @@ impl Run {
 
     fn next_value(&mut self, k: u32) -> Vec<u8> {
         self.version += 1;
-        let len = if k % 4 == 0 {
+        let len = if k.is_multiple_of(INLINE_EVERY) {
             INLINE_VALUE_BYTES
         } else {
             VALUE_BYTES
