@@ -44,10 +44,10 @@ const FS_SEED_STREAM: u64 = 0x6d65_7461_6673_0001;
 /// The crash instant, among the device's operations or the index's file calls. A run's
 /// workload (up to 3000 operations) makes up to about 8000 device operations and
 /// 3000 file calls of the index in the hashkv and vlog modes (10000 file calls in the
-/// lsm mode), fewer in most runs: these bounds let most runs crash in mid-workload,
-/// the others after it.
+/// lsm mode), fewer in most runs: with these bounds about two runs in three crash in
+/// mid-workload, the others after it (the test prints how many of each).
 const CRASH_AFTER_OPS: std::ops::Range<u64> = 20..4000;
-const CRASH_AFTER_FS_CALLS: std::ops::Range<u64> = 20..3000;
+const CRASH_AFTER_FS_CALLS: std::ops::Range<u64> = 20..1500;
 
 fn options(rng: &mut StdRng, mode: Mode) -> Options {
     let lsm = hashkv_lsm::Options {
@@ -95,20 +95,41 @@ struct Ran {
     gc_kept: u64,
     demotions: u64,
     cold_gcs: u64,
+    /// Seeds whose power failed in mid-workload at a device operation, at a file call
+    /// of the index; and after the workload.
+    cut_at_device_op: u64,
+    cut_at_index_call: u64,
+    cut_after_workload: u64,
+}
+
+impl Ran {
+    fn add(&mut self, r: &Ran) {
+        self.gc_runs += r.gc_runs;
+        self.gc_kept += r.gc_kept;
+        self.demotions += r.demotions;
+        self.cold_gcs += r.cold_gcs;
+        self.cut_at_device_op += r.cut_at_device_op;
+        self.cut_at_index_call += r.cut_at_index_call;
+        self.cut_after_workload += r.cut_after_workload;
+    }
 }
 
 /// Arms the crash: at a random device operation in half the seeds, at a random file
 /// call of the index in the other half (in every seed in the lsm mode, which writes no
-/// values to the device). Returns where, for a failure message.
-fn arm_crash(rng: &mut StdRng, mode: Mode, dev: &SimDevice, power: &Power) -> String {
+/// values to the device). Returns where, for a failure message, and whether on the
+/// device.
+fn arm_crash(rng: &mut StdRng, mode: Mode, dev: &SimDevice, power: &Power) -> (String, bool) {
     if rng.gen_bool(0.5) && mode != Mode::Lsm {
         let ops = rng.gen_range(CRASH_AFTER_OPS);
         dev.arm_crash_after_ops(ops);
-        format!("crash after {ops} device operations")
+        (format!("crash after {ops} device operations"), true)
     } else {
         let calls = rng.gen_range(CRASH_AFTER_FS_CALLS);
         power.arm_after_fs_calls(calls);
-        format!("crash after {calls} file calls of the index")
+        (
+            format!("crash after {calls} file calls of the index"),
+            false,
+        )
     }
 }
 
@@ -284,9 +305,10 @@ fn run_seed(mode: Mode, seed: u64) -> Result<Ran, String> {
     o.lsm.fs = power.fs();
     let db = Db::format_device(dev.clone(), Path::new(METADATA_DIR), &o)
         .map_err(|e| format!("format: {e}"))?;
-    let crash_at = arm_crash(&mut rng, mode, &dev, &power);
+    let (crash_at, on_device) = arm_crash(&mut rng, mode, &dev, &power);
     let mut history = History::default();
     run_workload(&db, &mut rng, &mut history, &power)?;
+    let mid_workload = power.is_cut();
     let before_crash = db.stats();
     // Power cut: the device loses or tears its unflushed writes, the index's file
     // system its unsynced data and directory changes, at the same instant.
@@ -305,6 +327,9 @@ fn run_seed(mode: Mode, seed: u64) -> Result<Ran, String> {
     Ok(Ran {
         demotions: before_crash.demotions,
         cold_gcs: before_crash.cold_gc_runs,
+        cut_at_device_op: u64::from(mid_workload && on_device),
+        cut_at_index_call: u64::from(mid_workload && !on_device),
+        cut_after_workload: u64::from(!mid_workload),
         ..ran
     })
 }
@@ -325,17 +350,29 @@ fn crash_at_random_points_recovers_a_prefix(mode: Mode) {
     let several = seeds.len() > 4;
     for seed in seeds {
         match run_seed(mode, seed) {
-            Ok(ran) => {
-                total.gc_runs += ran.gc_runs;
-                total.gc_kept += ran.gc_kept;
-                total.demotions += ran.demotions;
-                total.cold_gcs += ran.cold_gcs;
-            }
+            Ok(ran) => total.add(&ran),
             Err(e) => {
                 eprintln!("mode {} seed {seed} FAILED: {e}", mode.name());
                 failures.push(seed);
             }
         }
+    }
+    eprintln!(
+        "mode {}: power cut in mid-workload at a device operation in {} seeds, at a file \
+         call of the index in {}, after the workload in {}; {} GCs after recovery",
+        mode.name(),
+        total.cut_at_device_op,
+        total.cut_at_index_call,
+        total.cut_after_workload,
+        total.gc_runs
+    );
+    if several {
+        assert!(
+            total.cut_at_index_call > 0 && (mode == Mode::Lsm || total.cut_at_device_op > 0),
+            "mode {}: the crashes must land among the index's file calls and the device's \
+             operations alike",
+            mode.name()
+        );
     }
     if several && mode != Mode::Lsm {
         assert!(
