@@ -31,6 +31,7 @@ mod entry_codec;
 mod error;
 pub mod ffi;
 mod flush;
+mod flusher;
 mod gc;
 mod index;
 mod keys;

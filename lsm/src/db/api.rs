@@ -63,7 +63,6 @@ impl Db {
             snapshots: Arc::new(SnapshotList::default()),
             bg: Mutex::new(BgState {
                 busy_levels: [false; LEVELS],
-                cursor: Default::default(),
             }),
             bg_cv: Condvar::new(),
             cache,
