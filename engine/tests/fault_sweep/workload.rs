@@ -173,9 +173,12 @@ impl Run {
             }),
             Step::Churn { rounds } => (0..rounds).try_for_each(|_| self.churn_round()),
             Step::Promote => PROMOTED_KEYS.clone().try_for_each(|k| self.put(k, false)),
-            Step::ColdGc => self.at(Stage::ColdGc, |db| {
-                db.collect_cold_garbage(None).map(|_| ())
-            }),
+            Step::ColdGc => {
+                self.settle()?;
+                self.at(Stage::ColdGc, |db| {
+                    db.collect_cold_garbage(None).map(|_| ())
+                })
+            }
             Step::Mixed => self.mixed(),
             Step::Flush => self.durable(Stage::Flush, |db| db.flush()),
             Step::Reads => self.reads(),
@@ -248,7 +251,15 @@ impl Run {
         for k in LOAD_KEYS - HOT_KEYS..LOAD_KEYS {
             self.put(k, false)?;
         }
+        self.settle()?;
         self.at(Stage::Gc, |db| db.collect_garbage().map(|_| ()))
+    }
+
+    /// Flushes what the write cache holds, so that a GC after it finds the same store
+    /// in every run: the background flusher's progress would decide otherwise what the
+    /// GC sees (and so which group it collects, and what goes cold).
+    fn settle(&mut self) -> Result<(), Failure> {
+        self.durable(Stage::Flush, |db| db.flush())
     }
 
     /// Deletes some keys, writes a batch, and a sync batch.
