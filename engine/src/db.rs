@@ -240,8 +240,20 @@ impl Db {
         self.inner.get(key)
     }
 
+    /// The values of `keys`, in the order of `keys` (`None` where a key has no value;
+    /// a key given twice gets its value twice). All keys are looked up in the index
+    /// first, then all their values are read with one device submission, so the reads
+    /// proceed in parallel. Longer lists are done [`crate::MULTI_GET_CHUNK_KEYS`] keys
+    /// at a time, to bound the memory one call holds. Each value is what `get` would return at some
+    /// instant during the call. A bad key fails the call before anything is read.
+    pub fn multi_get(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.inner.multi_get(keys)
+    }
+
     /// Keys in `range` in ascending order with their values. Values are read in
-    /// batches of `scan_readahead_max`, each batch submitted to the device at once.
+    /// batches of `scan_readahead_max`, each batch submitted to the device at once,
+    /// and the next batch's reads are submitted before the caller receives the values
+    /// of the current one, so the device reads while the caller consumes.
     pub fn scan<'a>(&'a self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Result<ScanIter<'a>> {
         ScanIter::new(&self.inner, lower, upper)
     }

@@ -56,6 +56,7 @@ pub use db::{Db, WriteBatch, KEY_BYTES_MAX};
 pub use error::{Error, Result};
 pub use layout::{Layout, MAIN_SEGMENT_BYTES_MIN};
 pub use options::{Mode, Options};
+pub use read::MULTI_GET_CHUNK_KEYS;
 pub use record::RECORD_HEADER_BYTES;
 pub use scan::ScanIter;
 pub use stats::Stats;
