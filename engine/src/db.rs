@@ -384,7 +384,12 @@ impl Db {
         if let Some(t) = self.gc_thread.take() {
             let _ = t.join();
         }
-        flushed
+        if !flush {
+            return flushed;
+        }
+        // The index's failures in its own background work (a flush or compaction that
+        // was running) show only here.
+        flushed.and(self.inner.index.close())
     }
 }
 

@@ -252,6 +252,13 @@ impl Db {
         self.shutdown(true)
     }
 
+    /// `close` through a shared handle (an owner that keeps the tree in an `Arc`):
+    /// writes fail with `Closed` afterwards, and dropping the last handle does
+    /// nothing more.
+    pub fn close_shared(&self) -> Result<()> {
+        self.shutdown(true)
+    }
+
     /// Test hook: stops background threads and drops everything without syncing or
     /// handing buffered WAL records to the kernel, as a crash would.
     #[doc(hidden)]
