@@ -122,9 +122,12 @@ pub(crate) struct Inner {
 ///   what survives a crash is always a prefix of the acknowledged writes: no write is
 ///   there without every write acknowledged before it.
 /// - After a flush fails (a device or index error), the call that ran it returns the
-///   error, and the store refuses every later write with `Error::Poisoned`: what was
+///   error (for a flush in the background thread, the next write returns it as the
+///   first error of `Error::Poisoned`), and the store refuses every later write with
+///   `Error::Poisoned`: what was
 ///   durable before stays durable; writes acknowledged since the last durability call
-///   returned may be lost. Reopen the store to see what survived.
+///   returned may be lost, and `close()` returns `Error::Poisoned` too. Reopen the
+///   store to see what survived.
 pub struct Db {
     inner: Arc<Inner>,
     flusher_thread: Option<JoinHandle<()>>,
@@ -375,10 +378,14 @@ impl Db {
         if let Some(t) = self.flusher_thread.take() {
             let _ = t.join();
         }
-        let flushed = if flush && self.inner.committer.first_error().is_none() {
+        let flushed = if !flush {
+            Ok(())
+        } else if self.inner.committer.first_error().is_none() {
             self.inner.flush_all(true)
         } else {
-            Ok(())
+            // A poisoned store cannot flush: what its write cache holds is lost, and
+            // close says so rather than return Ok.
+            self.inner.committer.check_writable()
         };
         self.inner.gc.stop();
         if let Some(t) = self.gc_thread.take() {
