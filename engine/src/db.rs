@@ -33,9 +33,19 @@ use std::thread::JoinHandle;
 /// and in every value record's u16 length field.
 pub const KEY_BYTES_MAX: usize = hashkv_lsm::KEY_BYTES_MAX - 1;
 
-/// Aligned buffers kept for reuse at least this large (and at least twice the write
-/// cache): a flush of a full cache, and a GC's survivors, take their buffers from it.
+/// Aligned buffers kept for flushes at least this large (and at least twice the write
+/// cache): a flush of a full cache takes its buffers from the pool.
 const BUFFER_POOL_BYTES_MIN: usize = 16 << 20;
+/// Main segments' worth of buffers the pool keeps for GC besides the flushes' share
+/// (one GC runs at a time). A group GC reads its chain (a main segment and its log
+/// segments) and writes its survivors (into the spare main segment, and log segments
+/// if they overflow it); a vlog GC reads and rewrites at most a main segment's worth.
+/// Three hold both main-segment buffers and a main segment's worth of log-segment
+/// buffers, so a GC of a chain with up to a main segment's worth of log segments
+/// faults no fresh pages; a longer chain's extra buffers are allocated and dropped.
+/// The cost: up to three main segments (192 MiB by default) stay allocated between
+/// GCs.
+const GC_POOL_MAIN_SEGMENTS: usize = 3;
 
 /// An atomic group of writes.
 #[derive(Debug, Default, Clone)]
@@ -149,7 +159,8 @@ impl Db {
         let lsm = opened.lsm;
         let readers = Arc::new(Readers::default());
         let counters = Arc::new(Counters::default());
-        let pool_bytes = (2 * options.write_cache_bytes as usize).max(BUFFER_POOL_BYTES_MIN);
+        let pool_bytes = (2 * options.write_cache_bytes as usize).max(BUFFER_POOL_BYTES_MIN)
+            + GC_POOL_MAIN_SEGMENTS * layout.main_segment_bytes as usize;
         let buffers = Arc::new(BufferPool::new(pool_bytes));
         let block = layout.block_bytes as usize;
         let write_piece_bytes =
@@ -432,6 +443,7 @@ impl Inner {
             free_log_segments: space.free_units,
             log_segments: space.units,
             value_bytes_used: space.used_bytes,
+            buffer_pool_allocations: self.buffers.allocations(),
         }
     }
 }

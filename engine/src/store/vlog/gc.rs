@@ -59,7 +59,7 @@ struct Live<'a> {
 fn run(store: &ValueLog, ctx: &GcCtx<'_>, start: u64, end: u64) -> Result<GcOutcome> {
     let spans = store.geometry.spans(start, end);
     let only_spans: Vec<Span> = spans.iter().map(|(_, s)| *s).collect();
-    let (bufs, _) = spans::read(ctx.io.device, &only_spans)?;
+    let (bufs, _) = spans::read_pooled(ctx.io.device, &only_spans, ctx.io.buffers)?;
     let bytes_read = end - start;
     Counters::add(&ctx.io.counters.gc_device_bytes_read, bytes_read);
     let live = live_records(store, ctx, &spans, &bufs)?;
