@@ -507,12 +507,13 @@ fn commit(
     let mut commit = ctx.committer.lock();
     let written_since = commit.written_during_gc.finish();
     let mut batch = hashkv_lsm::WriteBatch::new();
+    let mut key_buf = Vec::new();
     for (i, out) in outs.iter().enumerate() {
         if written_since.contains(out.rec.key) {
             continue;
         }
         if let Some(p) = out.pointer(copy, i) {
-            batch.put(&keys::user_key(out.rec.key), &p.encode());
+            batch.put(keys::user_key_into(&mut key_buf, out.rec.key), &p.encode());
         }
     }
     let mut freed = {
