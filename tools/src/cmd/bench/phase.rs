@@ -141,46 +141,8 @@ pub fn run_phase(
                 scope.spawn(move || ctx.run(worker, start, end))
             })
             .collect();
-        let mut last_sample = (Instant::now(), 0u64);
-        // (time, ops done) at the ticks of the last second: the bar shows the rate over
-        // that window, updated every tick.
-        let mut window: std::collections::VecDeque<(Instant, u64)> =
-            std::collections::VecDeque::from([(Instant::now(), 0)]);
-        while !handles.iter().all(|h| h.is_finished()) {
-            std::thread::sleep(SAMPLER_TICK);
-            let done = ops_done.load(Ordering::Relaxed);
-            let now = Instant::now();
-            bar.set_position(done);
-            window.push_back((now, done));
-            while window.len() > 2 && now.duration_since(window[0].0) > SAMPLE_INTERVAL {
-                window.pop_front();
-            }
-            let (t0, done0) = window[0];
-            let window_secs = now.duration_since(t0).as_secs_f64();
-            if window_secs > 0.0 {
-                let rate = (done - done0) as f64 / window_secs;
-                bar.set_message(format!("{:.1} kops/s", rate / 1000.0));
-            }
-            let since = last_sample.0.elapsed();
-            if since >= SAMPLE_INTERVAL {
-                let ops_per_sec = (done - last_sample.1) as f64 / since.as_secs_f64();
-                samples.push(Sample {
-                    at_seconds: mode_start.elapsed().as_secs_f64(),
-                    ops_per_sec,
-                });
-                last_sample = (Instant::now(), done);
-            }
-        }
-        // The phase's last, partial interval, so that phases shorter than a second
-        // still show in the plot.
-        let since = last_sample.0.elapsed();
-        if since >= SAMPLER_TICK {
-            let done = ops_done.load(Ordering::Relaxed);
-            samples.push(Sample {
-                at_seconds: mode_start.elapsed().as_secs_f64(),
-                ops_per_sec: (done - last_sample.1) as f64 / since.as_secs_f64(),
-            });
-        }
+        let all_done = || handles.iter().all(|h| h.is_finished());
+        sample_until(all_done, &ops_done, bar, mode_start, samples);
         handles
             .into_iter()
             .map(|h| h.join().expect("benchmark worker panicked"))
@@ -193,34 +155,71 @@ pub fn run_phase(
         target.flush()?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let mut latency_ns = new_histogram();
-    let mut ops_per_window: Vec<u64> = Vec::new();
-    let mut last_op_done = Duration::ZERO;
-    for tally in &tallies {
-        latency_ns
-            .add(&tally.latency_ns)
-            .expect("histograms of one shape add up");
-        if ops_per_window.len() < tally.ops_per_window.len() {
-            ops_per_window.resize(tally.ops_per_window.len(), 0);
-        }
-        for (sum, n) in ops_per_window.iter_mut().zip(&tally.ops_per_window) {
-            *sum += n;
-        }
-        last_op_done = last_op_done.max(tally.last_op_done);
-    }
+    let merged = WorkerTally::merge(&tallies);
     let ops = ops_done.load(Ordering::Relaxed);
     bar.set_position(ops);
     Ok(PhaseOutcome {
         ops,
         seconds,
         began_at_seconds: started.duration_since(mode_start).as_secs_f64(),
-        ops_per_window,
-        full_windows: (last_op_done.as_secs_f64() / WINDOW.as_secs_f64()) as usize,
+        full_windows: (merged.last_op_done.as_secs_f64() / WINDOW.as_secs_f64()) as usize,
+        ops_per_window: merged.ops_per_window,
         user_write_bytes: user_write_bytes.load(Ordering::Relaxed),
         user_read_bytes: user_read_bytes.load(Ordering::Relaxed),
-        latency_ns,
+        latency_ns: merged.latency_ns,
         interrupted: stop.load(Ordering::Relaxed) && ops < ops_total,
     })
+}
+
+/// Until `all_done`, every `SAMPLER_TICK`: moves the progress bar, shows the rate over
+/// the last second, and keeps a throughput sample every `SAMPLE_INTERVAL` for the plot.
+fn sample_until(
+    all_done: impl Fn() -> bool,
+    ops_done: &AtomicU64,
+    bar: &ProgressBar,
+    mode_start: Instant,
+    samples: &mut Vec<Sample>,
+) {
+    let mut last_sample = (Instant::now(), 0u64);
+    // (time, ops done) at the ticks of the last second: the bar shows the rate over
+    // that window, updated every tick.
+    let mut window: std::collections::VecDeque<(Instant, u64)> =
+        std::collections::VecDeque::from([(Instant::now(), 0)]);
+    while !all_done() {
+        std::thread::sleep(SAMPLER_TICK);
+        let done = ops_done.load(Ordering::Relaxed);
+        let now = Instant::now();
+        bar.set_position(done);
+        window.push_back((now, done));
+        while window.len() > 2 && now.duration_since(window[0].0) > SAMPLE_INTERVAL {
+            window.pop_front();
+        }
+        let (t0, done0) = window[0];
+        let window_secs = now.duration_since(t0).as_secs_f64();
+        if window_secs > 0.0 {
+            let rate = (done - done0) as f64 / window_secs;
+            bar.set_message(format!("{:.1} kops/s", rate / 1000.0));
+        }
+        let since = last_sample.0.elapsed();
+        if since >= SAMPLE_INTERVAL {
+            let ops_per_sec = (done - last_sample.1) as f64 / since.as_secs_f64();
+            samples.push(Sample {
+                at_seconds: mode_start.elapsed().as_secs_f64(),
+                ops_per_sec,
+            });
+            last_sample = (Instant::now(), done);
+        }
+    }
+    // The phase's last, partial interval, so that phases shorter than a second
+    // still show in the plot.
+    let since = last_sample.0.elapsed();
+    if since >= SAMPLER_TICK {
+        let done = ops_done.load(Ordering::Relaxed);
+        samples.push(Sample {
+            at_seconds: mode_start.elapsed().as_secs_f64(),
+            ops_per_sec: (done - last_sample.1) as f64 / since.as_secs_f64(),
+        });
+    }
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -253,11 +252,7 @@ struct WorkerCtx<'a> {
 
 impl WorkerCtx<'_> {
     fn run(&self, worker: u64, start: u64, end: u64) -> WorkerTally {
-        let mut tally = WorkerTally {
-            latency_ns: new_histogram(),
-            ops_per_window: Vec::new(),
-            last_op_done: Duration::ZERO,
-        };
+        let mut tally = WorkerTally::empty();
         let mut rng =
             StdRng::seed_from_u64(self.workload.seed ^ self.kind.seed_salt() ^ (worker << 48));
         // Incompressible value bytes; the first 8 change with every op so that no two
@@ -329,6 +324,33 @@ impl WorkerCtx<'_> {
 }
 
 impl WorkerTally {
+    fn empty() -> WorkerTally {
+        WorkerTally {
+            latency_ns: new_histogram(),
+            ops_per_window: Vec::new(),
+            last_op_done: Duration::ZERO,
+        }
+    }
+
+    /// The workers' tallies as one: latencies and per-window counts summed, the last
+    /// operation the latest of theirs.
+    fn merge(tallies: &[WorkerTally]) -> WorkerTally {
+        let mut all = WorkerTally::empty();
+        for tally in tallies {
+            all.latency_ns
+                .add(&tally.latency_ns)
+                .expect("histograms of one shape add up");
+            if all.ops_per_window.len() < tally.ops_per_window.len() {
+                all.ops_per_window.resize(tally.ops_per_window.len(), 0);
+            }
+            for (sum, n) in all.ops_per_window.iter_mut().zip(&tally.ops_per_window) {
+                *sum += n;
+            }
+            all.last_op_done = all.last_op_done.max(tally.last_op_done);
+        }
+        all
+    }
+
     /// Counts one operation that completed `since_start` after the phase began.
     fn count(&mut self, since_start: Duration) {
         let window = (since_start.as_nanos() / WINDOW.as_nanos()) as usize;

@@ -177,43 +177,8 @@ pub fn table(rows: &[PhaseReport]) -> String {
         header.extend(["kern_wr", "kern_rd"]);
     }
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    let too_short = format!("<{MIN_FULL_WINDOWS}s");
-    let kernel_mib = |b: Option<u64>| b.map_or("-".to_string(), |b| format!("{:.0}", mib(b)));
     for r in rows {
-        let mut phase = r.phase.clone();
-        if r.interrupted {
-            phase.push('*');
-        }
-        cells.push(vec![
-            r.mode.clone(),
-            phase,
-            r.ops.to_string(),
-            format!("{:.1}", r.seconds),
-            format!("{:.1}", r.ops_per_sec / 1000.0),
-            format!("{:.1}", r.user_mib_per_sec),
-            format!("{:.0}", mib(r.device_write_bytes)),
-            format!("{:.0}", mib(r.device_read_bytes)),
-            format!("{:.0}", mib(r.lsm_write_bytes)),
-            r.write_amp.map_or("-".into(), |w| format!("{w:.2}")),
-            format!("{:.0}", mib(r.gc_write_bytes)),
-            format!("{:.0}", mib(r.space_bytes)),
-            format!("{:.1}", r.p50_us),
-            format!("{:.1}", r.p99_us),
-            format!("{:.1}", r.p999_us),
-            format!("{:.1}", r.max_us),
-            r.slowest_window_share
-                .map_or(too_short.clone(), |s| format!("{s:.2}")),
-        ]);
-        let row = cells.last_mut().expect("a row was just pushed");
-        if io {
-            row.push(kernel_mib(r.io_write_bytes));
-            row.push(kernel_mib(r.io_read_bytes));
-            row.push(r.io_write_amp.map_or("-".into(), |w| format!("{w:.2}")));
-        }
-        if kernel {
-            row.push(kernel_mib(r.kernel_write_bytes));
-            row.push(kernel_mib(r.kernel_read_bytes));
-        }
+        cells.push(row_cells(r, io, kernel));
     }
     let widths: Vec<usize> = (0..header.len())
         .map(|c| cells.iter().map(|row| row[c].len()).max().unwrap_or(0))
@@ -241,8 +206,9 @@ pub fn table(rows: &[PhaseReport]) -> String {
     );
     out.push_str(&format!(
         "maxus: slowest operation; slow1s: ops in the phase's slowest whole 1-second \
-         window / mean ops per whole window ({too_short}: fewer than {MIN_FULL_WINDOWS} \
-         whole windows)\n"
+         window / mean ops per whole window ({}: fewer than {MIN_FULL_WINDOWS} whole \
+         windows)\n",
+        too_short()
     ));
     if io {
         out.push_str(
@@ -255,6 +221,50 @@ pub fn table(rows: &[PhaseReport]) -> String {
         out.push_str("kern_wr, kern_rd: /sys/class/block counters of the block-device members\n");
     }
     out
+}
+
+/// What the slow1s column shows for a phase with too few whole windows.
+fn too_short() -> String {
+    format!("<{MIN_FULL_WINDOWS}s")
+}
+
+/// One table row; the io and kernel columns only where the table has them.
+fn row_cells(r: &PhaseReport, io: bool, kernel: bool) -> Vec<String> {
+    let mut phase = r.phase.clone();
+    if r.interrupted {
+        phase.push('*');
+    }
+    let opt_mib = |b: Option<u64>| b.map_or("-".to_string(), |b| format!("{:.0}", mib(b)));
+    let mut row = vec![
+        r.mode.clone(),
+        phase,
+        r.ops.to_string(),
+        format!("{:.1}", r.seconds),
+        format!("{:.1}", r.ops_per_sec / 1000.0),
+        format!("{:.1}", r.user_mib_per_sec),
+        format!("{:.0}", mib(r.device_write_bytes)),
+        format!("{:.0}", mib(r.device_read_bytes)),
+        format!("{:.0}", mib(r.lsm_write_bytes)),
+        r.write_amp.map_or("-".into(), |w| format!("{w:.2}")),
+        format!("{:.0}", mib(r.gc_write_bytes)),
+        format!("{:.0}", mib(r.space_bytes)),
+        format!("{:.1}", r.p50_us),
+        format!("{:.1}", r.p99_us),
+        format!("{:.1}", r.p999_us),
+        format!("{:.1}", r.max_us),
+        r.slowest_window_share
+            .map_or_else(too_short, |s| format!("{s:.2}")),
+    ];
+    if io {
+        row.push(opt_mib(r.io_write_bytes));
+        row.push(opt_mib(r.io_read_bytes));
+        row.push(r.io_write_amp.map_or("-".into(), |w| format!("{w:.2}")));
+    }
+    if kernel {
+        row.push(opt_mib(r.kernel_write_bytes));
+        row.push(opt_mib(r.kernel_read_bytes));
+    }
+    row
 }
 
 #[cfg(test)]
