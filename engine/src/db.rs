@@ -33,9 +33,19 @@ use std::thread::JoinHandle;
 /// and in every value record's u16 length field.
 pub const KEY_BYTES_MAX: usize = hashkv_lsm::KEY_BYTES_MAX - 1;
 
-/// Aligned buffers kept for reuse at least this large (and at least twice the write
-/// cache): a flush of a full cache, and a GC's survivors, take their buffers from it.
+/// Aligned buffers kept for flushes at least this large (and at least twice the write
+/// cache): a flush of a full cache takes its buffers from the pool.
 const BUFFER_POOL_BYTES_MIN: usize = 16 << 20;
+/// Main segments' worth of buffers the pool keeps for GC besides the flushes' share
+/// (one GC runs at a time). A group GC reads its chain (a main segment and its log
+/// segments) and writes its survivors (into the spare main segment, and log segments
+/// if they overflow it); a vlog GC reads and rewrites at most a main segment's worth.
+/// Three hold both main-segment buffers and a main segment's worth of log-segment
+/// buffers, so a GC of a chain with up to a main segment's worth of log segments
+/// faults no fresh pages; a longer chain's extra buffers are allocated and dropped.
+/// The cost: up to three main segments (192 MiB by default) stay allocated between
+/// GCs.
+const GC_POOL_MAIN_SEGMENTS: usize = 3;
 
 /// An atomic group of writes.
 #[derive(Debug, Default, Clone)]
@@ -49,7 +59,13 @@ impl WriteBatch {
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> &mut WriteBatch {
-        self.entries.push((key.to_vec(), Some(value.to_vec())));
+        self.put_owned(key, value.to_vec())
+    }
+
+    /// Like `put`, taking the value's buffer: the batch keeps it as it is, and the
+    /// write cache after it (see `Db::put_owned`).
+    pub fn put_owned(&mut self, key: &[u8], value: Vec<u8>) -> &mut WriteBatch {
+        self.entries.push((key.to_vec(), Some(value)));
         self
     }
 
@@ -152,7 +168,8 @@ impl Db {
         let lsm = opened.lsm;
         let readers = Arc::new(Readers::default());
         let counters = Arc::new(Counters::default());
-        let pool_bytes = (2 * options.write_cache_bytes as usize).max(BUFFER_POOL_BYTES_MIN);
+        let pool_bytes = (2 * options.write_cache_bytes as usize).max(BUFFER_POOL_BYTES_MIN)
+            + GC_POOL_MAIN_SEGMENTS * layout.main_segment_bytes as usize;
         let buffers = Arc::new(BufferPool::new(pool_bytes));
         let block = layout.block_bytes as usize;
         let write_piece_bytes =
@@ -207,8 +224,15 @@ impl Db {
     }
 
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.inner
-            .write(vec![(key.to_vec(), Some(value.to_vec()))], false)
+        self.put_owned(key, value.to_vec())
+    }
+
+    /// Like `put`, taking the value's buffer: the write cache keeps it as it is, so the
+    /// value is copied once on its way to the device (into the aligned write buffer at
+    /// flush), where `put` copies it into the cache first. Small values that stay
+    /// inline in the index are copied into the index's batch as with `put`.
+    pub fn put_owned(&self, key: &[u8], value: Vec<u8>) -> Result<()> {
+        self.inner.write(vec![(key.to_vec(), Some(value))], false)
     }
 
     pub fn delete(&self, key: &[u8]) -> Result<()> {
@@ -456,6 +480,47 @@ impl Inner {
             free_log_segments: space.free_units,
             log_segments: space.units,
             value_bytes_used: space.used_bytes,
+            buffer_pool_allocations: self.buffers.allocations(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Db, WriteBatch};
+    use crate::Options;
+    use hashkv_blockdev::sim::{SimConfig, SimDevice};
+    use std::sync::Arc;
+
+    /// An owned value lands in the write cache as the very buffer the caller gave.
+    #[test]
+    fn put_owned_moves_the_callers_buffer_into_the_write_cache() {
+        let dev = Arc::new(SimDevice::new(SimConfig::new(8 << 20, 1)).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options::default()
+            .with_main_segment_bytes(256 << 10)
+            .with_log_segment_bytes(16 << 10)
+            .with_write_cache_bytes(1 << 20);
+        let db = Db::format_device(dev, dir.path(), &options).unwrap();
+        let cached_at = |key: &[u8]| {
+            let cache = db.inner.cache.read();
+            let value = cache.active.get(key).unwrap().as_ref().unwrap();
+            value.as_ptr()
+        };
+        let value = vec![5u8; 1000];
+        let at = value.as_ptr();
+        db.put_owned(b"k", value).unwrap();
+        assert_eq!(cached_at(b"k"), at);
+        let (one, two) = (vec![1u8; 300], vec![2u8; 300]);
+        let (one_at, two_at) = (one.as_ptr(), two.as_ptr());
+        let mut batch = WriteBatch::new();
+        batch.put_owned(b"one", one).put_owned(b"two", two);
+        db.write(batch).unwrap();
+        assert_eq!((cached_at(b"one"), cached_at(b"two")), (one_at, two_at));
+        // A borrowed value is copied, as it must be.
+        let borrowed = vec![3u8; 1000];
+        db.put(b"b", &borrowed).unwrap();
+        assert_ne!(cached_at(b"b"), borrowed.as_ptr());
+        db.close().unwrap();
     }
 }

@@ -129,7 +129,7 @@ impl Inner {
         let map = Arc::try_unwrap(map).unwrap_or_else(|m| (*m).clone());
         for (k, v) in map {
             if !cache.active.contains_key(&k) {
-                cache.insert(&k, v);
+                cache.insert(k, v);
             }
         }
     }
@@ -165,12 +165,17 @@ impl Inner {
             commit.written_during_gc.note(key);
         }
         let mut batch = hashkv_lsm::WriteBatch::new();
+        // Reused for every entry: no allocation per record.
+        let (mut key_buf, mut inline_buf) = (Vec::new(), Vec::new());
         for ((k, v), pointer) in map.iter().zip(&pointers) {
-            let user_key = keys::user_key(k);
+            let user_key = keys::user_key_into(&mut key_buf, k);
             match (v, pointer) {
-                (None, _) => batch.delete(&user_key),
-                (Some(small), None) => batch.put(&user_key, &location::encode_inline(small)),
-                (Some(_), Some(ptr)) => batch.put(&user_key, &ptr.encode()),
+                (None, _) => batch.delete(user_key),
+                (Some(small), None) => batch.put(
+                    user_key,
+                    location::encode_inline_into(&mut inline_buf, small),
+                ),
+                (Some(_), Some(ptr)) => batch.put(user_key, &ptr.encode()),
             }
         }
         for (k, v) in &entries {

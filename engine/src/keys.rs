@@ -46,7 +46,15 @@ pub fn uuid_key() -> [u8; 2] {
 
 pub fn user_key(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(USER);
-    k.extend_from_slice(key);
+    user_key_into(&mut k, key);
     k
+}
+
+/// `user_key` into `out`, replacing what it held: one buffer serves every key of a
+/// flush or GC commit, instead of an allocation per key.
+pub fn user_key_into<'o>(out: &'o mut Vec<u8>, key: &[u8]) -> &'o [u8] {
+    out.clear();
+    out.push(USER);
+    out.extend_from_slice(key);
+    out
 }

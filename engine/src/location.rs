@@ -47,8 +47,10 @@ pub enum Location {
     Pointer(Pointer),
 }
 
-pub fn encode_inline(value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + value.len());
+/// The index entry of an inline value, into `out`, replacing what it held: one buffer
+/// serves every inline value of a flush, instead of an allocation per value.
+pub fn encode_inline_into<'o>(out: &'o mut Vec<u8>, value: &[u8]) -> &'o [u8] {
+    out.clear();
     out.push(TAG_INLINE);
     out.extend_from_slice(value);
     out
@@ -119,7 +121,7 @@ mod tests {
             assert_eq!(decode(&p.encode()).unwrap(), Location::Pointer(p));
         }
         assert_eq!(
-            decode(&encode_inline(b"abc")).unwrap(),
+            decode(encode_inline_into(&mut Vec::new(), b"abc")).unwrap(),
             Location::Inline(b"abc".to_vec())
         );
         assert!(decode(&[]).is_err());

@@ -1,7 +1,9 @@
 //! Reading stretches of the value store: whole blocks are read (O_DIRECT), then the
 //! records in the meaningful part are parsed. GC (both modes), the check and batched
-//! value reads all go through here, so there is one read-then-parse loop.
+//! value reads all go through here, so there is one read-then-parse loop; GC reads into
+//! buffers from the engine's pool, the others into fresh buffers of their spans' size.
 
+use crate::buffers::{BufferPool, Lent};
 use crate::error::Result;
 use crate::record::SegmentRecords;
 use hashkv_blockdev::{AlignedBuf, BlockDevice, IoOp};
@@ -43,13 +45,32 @@ impl Span {
     }
 }
 
-/// Reads every span with one submission. Returns a buffer per span and the bytes read.
+/// Reads every span with one submission into fresh buffers of the spans' sizes: for
+/// one-off reads (gets, scans, the check). Returns a buffer per span and the bytes read.
 pub(crate) fn read(device: &dyn BlockDevice, spans: &[Span]) -> Result<(Vec<AlignedBuf>, u64)> {
     let mut bufs: Vec<AlignedBuf> = spans.iter().map(|s| AlignedBuf::new(s.len)).collect();
+    let bytes = read_into(device, spans, &mut bufs)?;
+    Ok((bufs, bytes))
+}
+
+/// `read` into buffers lent by `pool`, which get them back when the result drops: for
+/// GC, which reads whole segments again and again.
+pub(crate) fn read_pooled<'p>(
+    device: &dyn BlockDevice,
+    spans: &[Span],
+    pool: &'p BufferPool,
+) -> Result<(Lent<'p>, u64)> {
+    let mut bufs = pool.lend(spans.iter().map(|s| s.len));
+    let bytes = read_into(device, spans, &mut bufs)?;
+    Ok((bufs, bytes))
+}
+
+/// Reads span i into `bufs[i]` (at least as long), all with one submission.
+fn read_into(device: &dyn BlockDevice, spans: &[Span], bufs: &mut [AlignedBuf]) -> Result<u64> {
     if let ([span], [buf]) = (spans, &mut bufs[..]) {
         // One read (a get): no batch to set up.
         device.read_at(span.offset, &mut buf[..span.len])?;
-        return Ok((bufs, span.len as u64));
+        return Ok(span.len as u64);
     }
     let mut ops: Vec<IoOp<'_>> = bufs
         .iter_mut()
@@ -62,8 +83,7 @@ pub(crate) fn read(device: &dyn BlockDevice, spans: &[Span]) -> Result<(Vec<Alig
     if !ops.is_empty() {
         device.submit(&mut ops)?;
     }
-    let bytes = spans.iter().map(|s| s.len as u64).sum();
-    Ok((bufs, bytes))
+    Ok(spans.iter().map(|s| s.len as u64).sum())
 }
 
 #[cfg(test)]

@@ -66,6 +66,10 @@ pub struct Stats {
     pub free_log_segments: u64,
     pub log_segments: u64,
     pub value_bytes_used: u64,
+    /// Aligned I/O buffers allocated because the engine's buffer pool had none of the
+    /// size free (flush writes, GC reads and writes): flat once the pool holds what the
+    /// work needs, instead of growing with every flush and GC.
+    pub buffer_pool_allocations: u64,
 }
 
 impl Stats {

@@ -56,7 +56,7 @@ impl Inner {
             let undo = (sync || cache.may_fill(&entries, limit.saturating_mul(2)))
                 .then(|| cache.undo_for(&entries));
             for (k, v) in entries {
-                cache.insert(&k, v);
+                cache.insert(k, v);
             }
             (
                 cache.active_flush,

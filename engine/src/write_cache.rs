@@ -25,9 +25,9 @@ pub struct WriteCache {
 /// vectors' headers, roughly, so that many tiny entries still fill the cache.
 const ENTRY_OVERHEAD_BYTES: usize = 32;
 
-/// Bytes an entry counts for against the cache size.
-fn entry_bytes(key: &[u8], value: &CachedValue) -> u64 {
-    (key.len() + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD_BYTES) as u64
+/// Bytes an entry of a `key_len`-byte key counts for against the cache size.
+fn entry_bytes(key_len: usize, value: &CachedValue) -> u64 {
+    (key_len + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD_BYTES) as u64
 }
 
 /// What a write replaced, per key, so that it can be taken back if the store refuses
@@ -35,10 +35,12 @@ fn entry_bytes(key: &[u8], value: &CachedValue) -> u64 {
 pub type Undo = Vec<(Vec<u8>, CachedValue, Option<CachedValue>)>;
 
 impl WriteCache {
-    pub fn insert(&mut self, key: &[u8], value: CachedValue) {
-        let add = entry_bytes(key, &value);
-        match self.active.insert(key.to_vec(), value) {
-            Some(old) => self.active_bytes = self.active_bytes + add - entry_bytes(key, &old),
+    /// Takes the writer's key and value as they are: a write is copied no further.
+    pub fn insert(&mut self, key: Vec<u8>, value: CachedValue) {
+        let key_len = key.len();
+        let add = entry_bytes(key_len, &value);
+        match self.active.insert(key, value) {
+            Some(old) => self.active_bytes = self.active_bytes + add - entry_bytes(key_len, &old),
             None => self.active_bytes += add,
         }
     }
@@ -46,7 +48,7 @@ impl WriteCache {
     /// Whether inserting `entries` may bring both maps to `limit_bytes` (an upper
     /// bound: replaced entries give bytes back).
     pub fn may_fill(&self, entries: &[(Vec<u8>, CachedValue)], limit_bytes: u64) -> bool {
-        let growth: u64 = entries.iter().map(|(k, v)| entry_bytes(k, v)).sum();
+        let growth: u64 = entries.iter().map(|(k, v)| entry_bytes(k.len(), v)).sum();
         self.held_bytes() + growth >= limit_bytes
     }
 
@@ -73,10 +75,10 @@ impl WriteCache {
                 continue;
             }
             match previous {
-                Some(v) => self.insert(&key, v),
+                Some(v) => self.insert(key, v),
                 None => {
                     self.active.remove(&key);
-                    self.active_bytes -= entry_bytes(&key, &written);
+                    self.active_bytes -= entry_bytes(key.len(), &written);
                 }
             }
         }

@@ -56,6 +56,8 @@ fn zipf_updates(mode: Mode, keys: u32, cache: u64, multiple: u64, seed: u64) {
     let target = multiple * capacity;
     let mut written = 0u64;
     let mut version = 1u32;
+    // (GC runs, buffers allocated) once GC is under way; see the buffer check below.
+    let mut warm: Option<(u64, u64)> = None;
     while written < target {
         let k = zipf.sample(uniform(&mut rng));
         version += 1;
@@ -80,6 +82,10 @@ fn zipf_updates(mode: Mode, keys: u32, cache: u64, multiple: u64, seed: u64) {
         }
         // Spot checks while GC runs: a hot key and a random one.
         if version % 997 == 0 {
+            let stats = db.stats();
+            if warm.is_none() && stats.gc_runs >= GC_RUNS_WARM {
+                warm = Some((stats.gc_runs, stats.buffer_pool_allocations));
+            }
             for k in [
                 zipf.sample(0.0),
                 (mix(u64::from(version)) % u64::from(keys)) as u32,
@@ -120,7 +126,8 @@ fn zipf_updates(mode: Mode, keys: u32, cache: u64, multiple: u64, seed: u64) {
     let stats = db.stats();
     println!(
         "{}: cache {cache}: {written} bytes of updates on {capacity} bytes of value capacity: \
-         gc_runs {} reclaimed {} gc read {} gc written {} free log {}/{} WA {:.2}",
+         gc_runs {} reclaimed {} gc read {} gc written {} free log {}/{} WA {:.2} \
+         buffers allocated {}",
         mode.name(),
         stats.gc_runs,
         stats.gc_bytes_reclaimed,
@@ -128,7 +135,8 @@ fn zipf_updates(mode: Mode, keys: u32, cache: u64, multiple: u64, seed: u64) {
         stats.gc_device_bytes_written,
         stats.free_log_segments,
         stats.log_segments,
-        stats.write_amplification()
+        stats.write_amplification(),
+        stats.buffer_pool_allocations
     );
     if mode != Mode::Lsm {
         assert!(stats.gc_runs > 0, "GC never ran: {stats:?}");
@@ -136,6 +144,9 @@ fn zipf_updates(mode: Mode, keys: u32, cache: u64, multiple: u64, seed: u64) {
             stats.gc_bytes_reclaimed > 0,
             "GC reclaimed nothing: {stats:?}"
         );
+    }
+    if mode != Mode::Lsm {
+        check_buffers_reused(warm, &stats);
     }
     if mode == Mode::VLog {
         assert!(stats.gc_index_lookups > 0, "vlog GC made no lookups");
@@ -150,6 +161,29 @@ fn zipf_updates(mode: Mode, keys: u32, cache: u64, multiple: u64, seed: u64) {
     let db = Db::open_device(dev, dir.path(), &o).unwrap();
     check(&db);
     db.close().unwrap();
+}
+
+/// GC runs after which the buffer pool holds what a GC needs (the first GCs and the
+/// load's flushes fill it).
+const GC_RUNS_WARM: u64 = 10;
+
+/// Every GC reads at least one segment into a buffer from the engine's pool and writes
+/// its survivors from others: once GC is under way, those buffers come back and are
+/// taken again, so fewer than one buffer per `GCS_PER_ALLOCATION_MIN` later GCs is new.
+fn check_buffers_reused(warm: Option<(u64, u64)>, stats: &hashkv::Stats) {
+    const GCS_PER_ALLOCATION_MIN: u64 = 10;
+    let (gc_runs, allocations) = warm.expect("GC ran fewer than GC_RUNS_WARM times");
+    let later_gcs = stats.gc_runs - gc_runs;
+    let later_allocations = stats.buffer_pool_allocations - allocations;
+    assert!(
+        later_gcs >= 5 * GC_RUNS_WARM,
+        "too few GCs after warming up to judge reuse: {stats:?}"
+    );
+    assert!(
+        later_allocations * GCS_PER_ALLOCATION_MIN <= later_gcs,
+        "{later_allocations} buffers allocated over {later_gcs} GCs after the first \
+         {gc_runs}: GC buffers are not reused"
+    );
 }
 
 #[test]

@@ -7,9 +7,10 @@ mod common;
 use common::{assert_argument_errors, hashkv_in, leftovers, scratch_dir, spawn_in, text};
 use std::io::{BufRead, BufReader};
 
-const FIELDS: [&str; 15] = [
+const FIELDS: [&str; 20] = [
     "mode",
     "phase",
+    "began_at_seconds",
     "ops",
     "seconds",
     "ops_per_sec",
@@ -23,6 +24,10 @@ const FIELDS: [&str; 15] = [
     "p50_us",
     "p99_us",
     "p999_us",
+    "max_us",
+    "full_windows",
+    "slowest_window_ops_per_sec",
+    "slowest_window_share",
 ];
 
 #[test]
@@ -103,6 +108,8 @@ fn small_bench_writes_one_consistent_json_object_per_mode_and_phase() {
         let p99 = r["p99_us"].as_f64().unwrap();
         let p999 = r["p999_us"].as_f64().unwrap();
         assert!(p50 > 0.0 && p50 <= p99 && p99 <= p999, "{r}");
+        assert!(r["max_us"].as_f64().unwrap() >= p999, "{r}");
+        check_slowest_window(r);
         assert!(r["space_bytes"].as_u64().unwrap() > 0, "{r}");
         if phase == "read" || phase == "scan" {
             assert_eq!(user, 0, "{r}");
@@ -128,6 +135,17 @@ fn small_bench_writes_one_consistent_json_object_per_mode_and_phase() {
     );
     for mode in &modes {
         assert!(plot.contains(mode.as_str()), "{mode} not named in the plot");
+        check_phase_starts(&rows, mode);
+    }
+    // Each phase's start is marked with its name, once per mode.
+    let texts: Vec<&str> = plot
+        .split("<text")
+        .skip(1)
+        .filter_map(|t| Some(t.split_once('>')?.1.split_once("</text>")?.0.trim()))
+        .collect();
+    for phase in phases {
+        let marks = texts.iter().filter(|t| **t == phase).count();
+        assert_eq!(marks, modes.len(), "{phase} marks in the plot: {texts:?}");
     }
     for phase in phases {
         let row = stdout
@@ -139,6 +157,39 @@ fn small_bench_writes_one_consistent_json_object_per_mode_and_phase() {
             .unwrap_or_else(|| panic!("no table row for {phase} in:\n{stdout}"));
         let ops: u64 = row.split_whitespace().nth(2).unwrap().parse().unwrap();
         assert!(ops > 0, "{row}");
+    }
+}
+
+/// The slowest whole 1-second window: a share in [0, 1] and a rate no more than the
+/// mean per whole window, when the phase had at least two whole windows; null otherwise.
+fn check_slowest_window(r: &serde_json::Value) {
+    let full_windows = r["full_windows"].as_u64().unwrap();
+    let seconds = r["seconds"].as_f64().unwrap();
+    // Whole windows end by the phase's last operation, inside the phase.
+    assert!(full_windows as f64 <= seconds, "{r}");
+    let share = &r["slowest_window_share"];
+    let slowest = &r["slowest_window_ops_per_sec"];
+    if full_windows < 2 {
+        assert!(share.is_null() && slowest.is_null(), "{r}");
+        return;
+    }
+    let share = share.as_f64().unwrap();
+    let slowest = slowest.as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&share), "{r}");
+    let ops = r["ops"].as_u64().unwrap() as f64;
+    assert!(
+        slowest >= 0.0 && slowest <= ops / full_windows as f64,
+        "{r}"
+    );
+}
+
+/// A mode's phases begin one after another, each after the previous one's end.
+fn check_phase_starts(rows: &[serde_json::Value], mode: &str) {
+    let mut previous_end = 0.0;
+    for r in rows.iter().filter(|r| r["mode"] == mode) {
+        let began = r["began_at_seconds"].as_f64().unwrap();
+        assert!(began >= previous_end, "{r} begins before {previous_end}");
+        previous_end = began + r["seconds"].as_f64().unwrap();
     }
 }
 

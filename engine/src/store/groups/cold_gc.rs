@@ -45,9 +45,9 @@ pub(super) fn collect(
     // 1. Read it; keep what no group found dead.
     let block = u64::from(store.layout.block_bytes);
     let span = Span::covering(store.layout.segment_offset(seg.id), seg.used_bytes, block);
-    let (bufs, _) = ctx
-        .committer
-        .poisoning(spans::read(ctx.io.device, &[span]))?;
+    let (bufs, _) =
+        ctx.committer
+            .poisoning(spans::read_pooled(ctx.io.device, &[span], ctx.io.buffers))?;
     Counters::add(&ctx.io.counters.gc_device_bytes_read, seg.used_bytes);
     let mut live: Vec<RecordRef<'_>> = Vec::new();
     for item in span.records(&bufs[0], block as usize) {

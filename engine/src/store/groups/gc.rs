@@ -118,7 +118,7 @@ fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<
         .filter(|s| s.used_bytes > 0)
         .map(|s| Span::covering(store.layout.segment_offset(s.id), s.used_bytes, block))
         .collect();
-    let (bufs, _) = spans::read(ctx.io.device, &spans)?;
+    let (bufs, _) = spans::read_pooled(ctx.io.device, &spans, ctx.io.buffers)?;
     let bytes_read: u64 = job.collected.iter().map(|s| s.used_bytes).sum();
     Counters::add(&ctx.io.counters.gc_device_bytes_read, bytes_read);
 
@@ -507,12 +507,13 @@ fn commit(
     let mut commit = ctx.committer.lock();
     let written_since = commit.written_during_gc.finish();
     let mut batch = hashkv_lsm::WriteBatch::new();
+    let mut key_buf = Vec::new();
     for (i, out) in outs.iter().enumerate() {
         if written_since.contains(out.rec.key) {
             continue;
         }
         if let Some(p) = out.pointer(copy, i) {
-            batch.put(&keys::user_key(out.rec.key), &p.encode());
+            batch.put(keys::user_key_into(&mut key_buf, out.rec.key), &p.encode());
         }
     }
     let mut freed = {

@@ -59,7 +59,7 @@ struct Live<'a> {
 fn run(store: &ValueLog, ctx: &GcCtx<'_>, start: u64, end: u64) -> Result<GcOutcome> {
     let spans = store.geometry.spans(start, end);
     let only_spans: Vec<Span> = spans.iter().map(|(_, s)| *s).collect();
-    let (bufs, _) = spans::read(ctx.io.device, &only_spans)?;
+    let (bufs, _) = spans::read_pooled(ctx.io.device, &only_spans, ctx.io.buffers)?;
     let bytes_read = end - start;
     Counters::add(&ctx.io.counters.gc_device_bytes_read, bytes_read);
     let live = live_records(store, ctx, &spans, &bufs)?;
@@ -82,6 +82,7 @@ fn live_records<'b>(
     let block = store.geometry.block_bytes as usize;
     let mut live = Vec::new();
     let mut lookups = 0u64;
+    let mut key_buf = Vec::new();
     for ((first, span), buf) in spans.iter().zip(bufs) {
         for item in span.records(buf, block) {
             let (off, rec) = item.map_err(|e| e.at(format!("value log GC at position {first}")))?;
@@ -90,7 +91,7 @@ fn live_records<'b>(
             }
             let here = store.pointer(first + off as u64, rec.encoded_len(), rec.seq);
             lookups += 1;
-            let entry = ctx.index.get(&keys::user_key(rec.key))?;
+            let entry = ctx.index.get(keys::user_key_into(&mut key_buf, rec.key))?;
             let is_live = match entry.as_deref().map(location::decode).transpose()? {
                 Some(Location::Pointer(p)) => p == here,
                 _ => false,
@@ -140,9 +141,10 @@ fn commit_moves(
         .collect();
     let writes = log.encode_run(&run, &placed, ctx.io.buffers)?;
     let mut batch = hashkv_lsm::WriteBatch::new();
+    let mut key_buf = Vec::new();
     for (l, (&position, &len)) in live.iter().zip(placed.positions.iter().zip(&lens)) {
         let p = store.pointer(position, len, l.seq);
-        batch.put(&keys::user_key(l.key), &p.encode());
+        batch.put(keys::user_key_into(&mut key_buf, l.key), &p.encode());
     }
     batch.put(
         &keys::vlog_key(),

@@ -2,7 +2,8 @@
 //! (same device size, a fresh format each): load N GiB of values under 24-byte keys,
 //! then update phases with keys from a scrambled Zipf, then optional random reads and
 //! 100-key scans. One row per (mode, phase) with throughput, device and LSM bytes,
-//! write amplification (see `report.rs` for its definition), space and latency.
+//! write amplification (see `report.rs` for its definition), space, latency
+//! (percentiles and maximum) and the slowest 1-second window's share of the mean.
 //!
 //! Without --device the store is a file in a temporary directory on a filesystem where
 //! O_DIRECT works: under $TMPDIR (/tmp when unset), or under the current directory when
@@ -146,7 +147,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
-    /// Write an SVG: throughput over time per mode, write amplification per mode.
+    /// Write an SVG: throughput over time per mode with each phase's start marked,
+    /// write amplification per mode.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
 
@@ -730,45 +732,7 @@ pub(crate) fn run_target(
         let outcome = outcome?;
         let io = read_process_io().zip(io_before).map(|(a, b)| a.since(b));
         let delta = target.counters().since(&before);
-        let user_bytes = outcome.user_write_bytes;
-        let user_moved = if kind.writes() {
-            user_bytes
-        } else {
-            outcome.user_read_bytes
-        };
-        let us = |q: f64| outcome.latency_ns.value_at_quantile(q) as f64 / 1000.0;
-        let io_write_bytes = io.map(|io| io.write_bytes);
-        let row = PhaseReport {
-            mode: name.clone(),
-            phase: kind.name(),
-            ops: outcome.ops,
-            seconds: outcome.seconds,
-            ops_per_sec: per_sec(outcome.ops as f64, outcome.seconds),
-            user_bytes,
-            user_read_bytes: outcome.user_read_bytes,
-            user_mib_per_sec: per_sec(report::mib(user_moved), outcome.seconds),
-            device_write_bytes: delta.device_write_bytes,
-            device_read_bytes: delta.device_read_bytes,
-            kernel_write_bytes: delta.kernel.map(|k| k.write_bytes),
-            kernel_read_bytes: delta.kernel.map(|k| k.read_bytes),
-            lsm_write_bytes: delta.lsm_write_bytes,
-            write_amp: report::write_amp(
-                delta.device_write_bytes,
-                delta.lsm_write_bytes,
-                user_bytes,
-            ),
-            gc_write_bytes: delta.gc_write_bytes,
-            gc_read_bytes: delta.gc_read_bytes,
-            gc_runs: delta.gc_runs,
-            space_bytes: target.space_bytes(),
-            p50_us: us(0.50),
-            p99_us: us(0.99),
-            p999_us: us(0.999),
-            io_write_bytes,
-            io_read_bytes: io.map(|io| io.read_bytes),
-            io_write_amp: report::io_write_amp(io_write_bytes, user_bytes),
-            interrupted: outcome.interrupted,
-        };
+        let row = phase_row(&name, kind, &outcome, &delta, io, target.space_bytes());
         println!(
             "{:>16}: {} ops in {:.1} s, {:.1} kops/s, {:.1} MiB/s, WA {}, p99 {:.0} us{}",
             format!("{} {}", row.mode, row.phase),
@@ -787,6 +751,59 @@ pub(crate) fn run_target(
         rows.push(row);
     }
     Ok(())
+}
+
+/// The report of one phase: its outcome, the store's counters (`delta`) and this
+/// process's I/O (`io`) over it, and the store's size after it.
+fn phase_row(
+    name: &str,
+    kind: PhaseKind,
+    outcome: &phase::PhaseOutcome,
+    delta: &target::StoreCounters,
+    io: Option<super::store::ProcessIoBytes>,
+    space_bytes: u64,
+) -> PhaseReport {
+    let user_bytes = outcome.user_write_bytes;
+    let user_moved = if kind.writes() {
+        user_bytes
+    } else {
+        outcome.user_read_bytes
+    };
+    let us = |q: f64| outcome.latency_ns.value_at_quantile(q) as f64 / 1000.0;
+    let io_write_bytes = io.map(|io| io.write_bytes);
+    let slowest = report::slowest_window(&outcome.ops_per_window, outcome.full_windows);
+    PhaseReport {
+        mode: name.to_string(),
+        phase: kind.name(),
+        began_at_seconds: outcome.began_at_seconds,
+        ops: outcome.ops,
+        seconds: outcome.seconds,
+        ops_per_sec: per_sec(outcome.ops as f64, outcome.seconds),
+        user_bytes,
+        user_read_bytes: outcome.user_read_bytes,
+        user_mib_per_sec: per_sec(report::mib(user_moved), outcome.seconds),
+        device_write_bytes: delta.device_write_bytes,
+        device_read_bytes: delta.device_read_bytes,
+        kernel_write_bytes: delta.kernel.map(|k| k.write_bytes),
+        kernel_read_bytes: delta.kernel.map(|k| k.read_bytes),
+        lsm_write_bytes: delta.lsm_write_bytes,
+        write_amp: report::write_amp(delta.device_write_bytes, delta.lsm_write_bytes, user_bytes),
+        gc_write_bytes: delta.gc_write_bytes,
+        gc_read_bytes: delta.gc_read_bytes,
+        gc_runs: delta.gc_runs,
+        space_bytes,
+        p50_us: us(0.50),
+        p99_us: us(0.99),
+        p999_us: us(0.999),
+        max_us: outcome.latency_ns.max() as f64 / 1000.0,
+        full_windows: outcome.full_windows as u64,
+        slowest_window_ops_per_sec: slowest.map(|w| w.ops_per_sec),
+        slowest_window_share: slowest.map(|w| w.share),
+        io_write_bytes,
+        io_read_bytes: io.map(|io| io.read_bytes),
+        io_write_amp: report::io_write_amp(io_write_bytes, user_bytes),
+        interrupted: outcome.interrupted,
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! One phase of the benchmark: its operations split over worker threads that share one
-//! store, per-operation latencies in a histogram, and a sampler on the calling thread
-//! that drives the progress bar and records ops/s once per second for the plot.
+//! store, per-operation latencies in a histogram, operations counted per 1-second window
+//! of the phase (for its slowest window, see `report::slowest_window`), and a sampler on
+//! the calling thread that drives the progress bar and records ops/s once per second for
+//! the plot.
 
 use super::super::store::{StoreCmdError, StoreResult};
 use super::target::BenchTarget;
@@ -19,6 +21,9 @@ pub const SCAN_KEYS: usize = 100;
 const SAMPLER_TICK: Duration = Duration::from_millis(100);
 /// How often a throughput sample is kept for the plot.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// Length of the windows a phase's operations are counted in for its slowest window:
+/// the span the "no stalls" goal is stated over.
+pub const WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PhaseKind {
@@ -76,6 +81,15 @@ pub struct Sample {
 pub struct PhaseOutcome {
     pub ops: u64,
     pub seconds: f64,
+    /// Seconds from the mode's first phase start to this phase's start.
+    pub began_at_seconds: f64,
+    /// Operations completed in each 1-second window from the phase's start: entry k
+    /// counts those that completed in [k s, k+1 s).
+    pub ops_per_window: Vec<u64>,
+    /// Whole 1-second windows that ended before the phase's last operation completed:
+    /// `ops_per_window[..full_windows]` covers whole seconds of operations; the entry
+    /// after them (if any) counts a partial window.
+    pub full_windows: usize,
     /// Key + value bytes the phase wrote (load, updates) as the user sees them.
     pub user_write_bytes: u64,
     /// Key + value bytes returned to the user (read, scan).
@@ -108,7 +122,7 @@ pub fn run_phase(
     let first_error = FirstError::default();
     let started = Instant::now();
     let threads = threads.max(1) as u64;
-    let histograms: Vec<Histogram<u64>> = std::thread::scope(|scope| {
+    let tallies: Vec<WorkerTally> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|worker| {
                 // Worker w does ops [start, end) of the phase: contiguous shares, so
@@ -118,6 +132,7 @@ pub fn run_phase(
                 let ctx = WorkerCtx {
                     target,
                     kind,
+                    phase_started: started,
                     workload,
                     stop,
                     first_error: &first_error,
@@ -128,46 +143,8 @@ pub fn run_phase(
                 scope.spawn(move || ctx.run(worker, start, end))
             })
             .collect();
-        let mut last_sample = (Instant::now(), 0u64);
-        // (time, ops done) at the ticks of the last second: the bar shows the rate over
-        // that window, updated every tick.
-        let mut window: std::collections::VecDeque<(Instant, u64)> =
-            std::collections::VecDeque::from([(Instant::now(), 0)]);
-        while !handles.iter().all(|h| h.is_finished()) {
-            std::thread::sleep(SAMPLER_TICK);
-            let done = ops_done.load(Ordering::Relaxed);
-            let now = Instant::now();
-            bar.set_position(done);
-            window.push_back((now, done));
-            while window.len() > 2 && now.duration_since(window[0].0) > SAMPLE_INTERVAL {
-                window.pop_front();
-            }
-            let (t0, done0) = window[0];
-            let window_secs = now.duration_since(t0).as_secs_f64();
-            if window_secs > 0.0 {
-                let rate = (done - done0) as f64 / window_secs;
-                bar.set_message(format!("{:.1} kops/s", rate / 1000.0));
-            }
-            let since = last_sample.0.elapsed();
-            if since >= SAMPLE_INTERVAL {
-                let ops_per_sec = (done - last_sample.1) as f64 / since.as_secs_f64();
-                samples.push(Sample {
-                    at_seconds: mode_start.elapsed().as_secs_f64(),
-                    ops_per_sec,
-                });
-                last_sample = (Instant::now(), done);
-            }
-        }
-        // The phase's last, partial interval, so that phases shorter than a second
-        // still show in the plot.
-        let since = last_sample.0.elapsed();
-        if since >= SAMPLER_TICK {
-            let done = ops_done.load(Ordering::Relaxed);
-            samples.push(Sample {
-                at_seconds: mode_start.elapsed().as_secs_f64(),
-                ops_per_sec: (done - last_sample.1) as f64 / since.as_secs_f64(),
-            });
-        }
+        let all_done = || handles.iter().all(|h| h.is_finished());
+        sample_until(all_done, &ops_done, bar, mode_start, samples);
         handles
             .into_iter()
             .map(|h| h.join().expect("benchmark worker panicked"))
@@ -180,20 +157,71 @@ pub fn run_phase(
         target.flush()?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let mut latency_ns = new_histogram();
-    for h in &histograms {
-        latency_ns.add(h).expect("histograms of one shape add up");
-    }
+    let merged = WorkerTally::merge(&tallies);
     let ops = ops_done.load(Ordering::Relaxed);
     bar.set_position(ops);
     Ok(PhaseOutcome {
         ops,
         seconds,
+        began_at_seconds: started.duration_since(mode_start).as_secs_f64(),
+        full_windows: (merged.last_op_done.as_secs_f64() / WINDOW.as_secs_f64()) as usize,
+        ops_per_window: merged.ops_per_window,
         user_write_bytes: user_write_bytes.load(Ordering::Relaxed),
         user_read_bytes: user_read_bytes.load(Ordering::Relaxed),
-        latency_ns,
+        latency_ns: merged.latency_ns,
         interrupted: stop.load(Ordering::Relaxed) && ops < ops_total,
     })
+}
+
+/// Until `all_done`, every `SAMPLER_TICK`: moves the progress bar, shows the rate over
+/// the last second, and keeps a throughput sample every `SAMPLE_INTERVAL` for the plot.
+fn sample_until(
+    all_done: impl Fn() -> bool,
+    ops_done: &AtomicU64,
+    bar: &ProgressBar,
+    mode_start: Instant,
+    samples: &mut Vec<Sample>,
+) {
+    let mut last_sample = (Instant::now(), 0u64);
+    // (time, ops done) at the ticks of the last second: the bar shows the rate over
+    // that window, updated every tick.
+    let mut window: std::collections::VecDeque<(Instant, u64)> =
+        std::collections::VecDeque::from([(Instant::now(), 0)]);
+    while !all_done() {
+        std::thread::sleep(SAMPLER_TICK);
+        let done = ops_done.load(Ordering::Relaxed);
+        let now = Instant::now();
+        bar.set_position(done);
+        window.push_back((now, done));
+        while window.len() > 2 && now.duration_since(window[0].0) > SAMPLE_INTERVAL {
+            window.pop_front();
+        }
+        let (t0, done0) = window[0];
+        let window_secs = now.duration_since(t0).as_secs_f64();
+        if window_secs > 0.0 {
+            let rate = (done - done0) as f64 / window_secs;
+            bar.set_message(format!("{:.1} kops/s", rate / 1000.0));
+        }
+        let since = last_sample.0.elapsed();
+        if since >= SAMPLE_INTERVAL {
+            let ops_per_sec = (done - last_sample.1) as f64 / since.as_secs_f64();
+            samples.push(Sample {
+                at_seconds: mode_start.elapsed().as_secs_f64(),
+                ops_per_sec,
+            });
+            last_sample = (Instant::now(), done);
+        }
+    }
+    // The phase's last, partial interval, so that phases shorter than a second
+    // still show in the plot.
+    let since = last_sample.0.elapsed();
+    if since >= SAMPLER_TICK {
+        let done = ops_done.load(Ordering::Relaxed);
+        samples.push(Sample {
+            at_seconds: mode_start.elapsed().as_secs_f64(),
+            ops_per_sec: (done - last_sample.1) as f64 / since.as_secs_f64(),
+        });
+    }
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -201,9 +229,21 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant figures is a valid histogram precision")
 }
 
+/// What one worker measured.
+struct WorkerTally {
+    /// Latency of each operation, in nanoseconds.
+    latency_ns: Histogram<u64>,
+    /// Operations that completed in each `WINDOW` from the phase's start.
+    ops_per_window: Vec<u64>,
+    /// When its last operation completed, from the phase's start.
+    last_op_done: Duration,
+}
+
 struct WorkerCtx<'a> {
     target: &'a dyn BenchTarget,
     kind: PhaseKind,
+    /// Where the phase's windows are counted from.
+    phase_started: Instant,
     workload: &'a Workload,
     stop: &'a AtomicBool,
     first_error: &'a FirstError,
@@ -213,8 +253,8 @@ struct WorkerCtx<'a> {
 }
 
 impl WorkerCtx<'_> {
-    fn run(&self, worker: u64, start: u64, end: u64) -> Histogram<u64> {
-        let mut hist = new_histogram();
+    fn run(&self, worker: u64, start: u64, end: u64) -> WorkerTally {
+        let mut tally = WorkerTally::empty();
         let mut rng =
             StdRng::seed_from_u64(self.workload.seed ^ self.kind.seed_salt() ^ (worker << 48));
         // Incompressible value bytes; the first 8 change with every op so that no two
@@ -248,13 +288,17 @@ impl WorkerCtx<'_> {
                 self.stop.store(true, Ordering::Relaxed);
                 break;
             }
-            let _ = hist.record(began.elapsed().as_nanos() as u64);
+            let done = Instant::now();
+            let _ = tally
+                .latency_ns
+                .record(done.duration_since(began).as_nanos() as u64);
+            tally.count(done.duration_since(self.phase_started), keys);
             self.ops_done.fetch_add(keys, Ordering::Relaxed);
             op += keys;
         }
         self.user_write_bytes.fetch_add(written, Ordering::Relaxed);
         self.user_read_bytes.fetch_add(read, Ordering::Relaxed);
-        hist
+        tally
     }
 
     fn put(&self, index: u64, value: &mut [u8], written: &mut u64) -> StoreResult<()> {
@@ -305,6 +349,46 @@ impl WorkerCtx<'_> {
         let key = workload::key(index);
         *read += self.target.scan(&key, SCAN_KEYS)?;
         Ok(())
+    }
+}
+
+impl WorkerTally {
+    fn empty() -> WorkerTally {
+        WorkerTally {
+            latency_ns: new_histogram(),
+            ops_per_window: Vec::new(),
+            last_op_done: Duration::ZERO,
+        }
+    }
+
+    /// The workers' tallies as one: latencies and per-window counts summed, the last
+    /// operation the latest of theirs.
+    fn merge(tallies: &[WorkerTally]) -> WorkerTally {
+        let mut all = WorkerTally::empty();
+        for tally in tallies {
+            all.latency_ns
+                .add(&tally.latency_ns)
+                .expect("histograms of one shape add up");
+            if all.ops_per_window.len() < tally.ops_per_window.len() {
+                all.ops_per_window.resize(tally.ops_per_window.len(), 0);
+            }
+            for (sum, n) in all.ops_per_window.iter_mut().zip(&tally.ops_per_window) {
+                *sum += n;
+            }
+            all.last_op_done = all.last_op_done.max(tally.last_op_done);
+        }
+        all
+    }
+
+    /// Counts one operation that completed `since_start` after the phase began.
+    /// `ops` completed `since_start` (a read of a batch counts its keys).
+    fn count(&mut self, since_start: Duration, ops: u64) {
+        let window = (since_start.as_nanos() / WINDOW.as_nanos()) as usize;
+        if self.ops_per_window.len() <= window {
+            self.ops_per_window.resize(window + 1, 0);
+        }
+        self.ops_per_window[window] += ops;
+        self.last_op_done = since_start;
     }
 }
 
@@ -382,6 +466,88 @@ mod tests {
         fn space_bytes(&self) -> u64 {
             self.items
         }
+    }
+
+    /// Sleeps `op_sleep` per put, and `stall` on the put of `stalled_key`.
+    struct SlowTarget {
+        op_sleep: Duration,
+        stalled_key: [u8; crate::workload::KEY_BYTES],
+        stall: Duration,
+    }
+
+    impl BenchTarget for SlowTarget {
+        fn name(&self) -> &str {
+            "slow"
+        }
+        fn put(&self, key: &[u8], _value: &[u8]) -> StoreResult<()> {
+            let pause = if key == self.stalled_key {
+                self.stall
+            } else {
+                self.op_sleep
+            };
+            std::thread::sleep(pause);
+            Ok(())
+        }
+        fn get(&self, _key: &[u8]) -> StoreResult<Option<usize>> {
+            unreachable!("the test runs a load phase only")
+        }
+        fn scan(&self, _from: &[u8], _limit: usize) -> StoreResult<u64> {
+            unreachable!("the test runs a load phase only")
+        }
+        fn flush(&self) -> StoreResult<()> {
+            Ok(())
+        }
+        fn counters(&self) -> StoreCounters {
+            StoreCounters::default()
+        }
+        fn space_bytes(&self) -> u64 {
+            0
+        }
+    }
+
+    /// An operation that blocks for longer than 2 s covers at least one whole window
+    /// in which nothing completes: the slowest window is 0 ops whatever the timing.
+    #[test]
+    fn a_stall_longer_than_a_window_is_a_window_with_no_operations() {
+        const OPS: u64 = 20;
+        let target = SlowTarget {
+            op_sleep: Duration::from_millis(10),
+            stalled_key: workload::key(OPS / 2),
+            stall: Duration::from_millis(2200),
+        };
+        let workload = Workload {
+            items: OPS,
+            value_bytes: 16,
+            zipf: ScrambledZipf::new(OPS, 0.99),
+            seed: 1,
+            read_batch: 1,
+        };
+        let mode_start = Instant::now();
+        let mut samples = Vec::new();
+        let outcome = run_phase(
+            &target,
+            PhaseKind::Load,
+            OPS,
+            1,
+            &workload,
+            &AtomicBool::new(false),
+            &ProgressBar::hidden(),
+            mode_start,
+            &mut samples,
+        )
+        .unwrap();
+        assert_eq!(outcome.ops, OPS);
+        assert_eq!(outcome.ops_per_window.iter().sum::<u64>(), OPS);
+        assert!(outcome.full_windows >= 2, "{:?}", outcome.ops_per_window);
+        assert!(outcome.full_windows <= outcome.seconds as usize);
+        assert!(outcome.ops_per_window.len() <= outcome.full_windows + 1);
+        let slowest =
+            super::super::report::slowest_window(&outcome.ops_per_window, outcome.full_windows)
+                .unwrap();
+        assert_eq!(slowest.ops_per_sec, 0.0, "{:?}", outcome.ops_per_window);
+        assert_eq!(slowest.share, 0.0);
+        assert!(outcome.latency_ns.max() >= 2_200_000_000);
+        assert!(outcome.began_at_seconds >= 0.0 && outcome.began_at_seconds < 1.0);
     }
 
     fn read_phase(

@@ -1,14 +1,21 @@
 //! `--plot FILE`: an SVG with two panels: throughput over time, one line per mode
-//! (sampled once per second during the phases), and write amplification per mode over
+//! (sampled once per second during the phases), with a dashed vertical line and the
+//! phase's name where each phase of each mode began (in the mode's colour; each mode's
+//! time counts from its own load), and write amplification per mode over
 //! all its write phases (load and updates): from the stores' own counters in `bench`,
 //! from /proc/self/io (counted alike for every store) in `compare`.
 
 use super::phase::Sample;
 use super::report::PhaseReport;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::path::Path;
 
 const COLORS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+/// Height of one row of phase labels, as a share of the throughput axis: each mode's
+/// labels get their own row, so that modes whose phases begin at the same time do
+/// not print over each other.
+const PHASE_LABEL_ROW_SHARE: f64 = 0.05;
 
 /// Which bytes written the write-amplification panel counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +41,40 @@ fn mode_write_amp(rows: &[PhaseReport], mode: &str, source: WriteAmpSource) -> f
     } else {
         written as f64 / user as f64
     }
+}
+
+type TimeChart<'a> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws a dashed vertical line where each of `mode`'s phases began, with the phase's
+/// name beside it near the bottom, in the colour of the mode's throughput line.
+fn mark_phase_starts(
+    chart: &mut TimeChart,
+    rows: &[PhaseReport],
+    mode: &str,
+    mode_index: usize,
+    kops_max: f64,
+) -> Result<(), String> {
+    let color = COLORS[mode_index % COLORS.len()];
+    let label_y = kops_max * PHASE_LABEL_ROW_SHARE * (mode_index as f64 + 0.5);
+    for r in rows.iter().filter(|r| r.mode == mode) {
+        let t = r.began_at_seconds;
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(t, 0.0), (t, kops_max)],
+                6,
+                4,
+                color.mix(0.6).stroke_width(1),
+            ))
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                r.phase.clone(),
+                (t, label_y),
+                ("sans-serif", 12).into_font().color(&color),
+            )))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 pub fn write_svg(
@@ -68,6 +109,9 @@ pub fn write_svg(
         .y_desc("kops/s")
         .draw()
         .map_err(|e| e.to_string())?;
+    for (i, (mode, _)) in samples.iter().enumerate() {
+        mark_phase_starts(&mut chart, rows, mode, i, kops_max)?;
+    }
     for (i, (mode, points)) in samples.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart

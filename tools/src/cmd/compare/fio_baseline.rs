@@ -202,6 +202,7 @@ mod tests {
         PhaseReport {
             mode: mode.into(),
             phase: phase.into(),
+            began_at_seconds: 0.0,
             ops: 10,
             seconds,
             ops_per_sec: 1.0,
@@ -221,6 +222,10 @@ mod tests {
             p50_us: 1.0,
             p99_us: 1.0,
             p999_us: 1.0,
+            max_us: 1.0,
+            full_windows: 0,
+            slowest_window_ops_per_sec: None,
+            slowest_window_share: None,
             io_write_bytes,
             io_read_bytes: None,
             io_write_amp: None,
