@@ -82,9 +82,15 @@ impl Inner {
             return Ok(());
         }
         let full = match group_at_limit {
-            // Only collecting the group itself shortens a chain at its limit; another
-            // GC (the background one) may have done it meanwhile.
-            Some(g) => self.store.at_chain_limit(g) && attempt >= GROUP_AT_LIMIT_TRIES,
+            // Only collecting the group itself shortens its chain. Once this thread
+            // collected it and that freed nothing, the flush's records for the group
+            // do not fit under its chain limit (the chain need not be at the limit yet:
+            // the flush may need more segments than remain below it). When the GC could
+            // not start (the background GC holds the group), it is tried again.
+            Some(_) => {
+                attempt >= GROUP_AT_LIMIT_TRIES
+                    && (outcome.is_some() || attempt > self.store.gc_attempts_max())
+            }
             None => attempt > self.store.gc_attempts_max(),
         };
         if full {

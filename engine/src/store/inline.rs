@@ -43,10 +43,6 @@ impl ValueStore for Inline {
         0
     }
 
-    fn at_chain_limit(&self, _: u32) -> bool {
-        false
-    }
-
     fn reclaim(&self, _: Option<u64>) -> Reclaimed {
         Reclaimed::default()
     }

@@ -175,9 +175,6 @@ pub(crate) trait ValueStore: Send + Sync {
     /// to visit every group, or the whole log.
     fn gc_attempts_max(&self) -> u32;
 
-    /// Whether `group` still holds as many log segments as value appends may use.
-    fn at_chain_limit(&self, group: u32) -> bool;
-
     /// Hands space whose readers are gone back to the free lists.
     fn reclaim(&self, oldest_reader: Option<u64>) -> Reclaimed;
 

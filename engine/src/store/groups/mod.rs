@@ -204,10 +204,6 @@ impl ValueStore for Groups {
         self.layout.group_count + GC_ATTEMPTS_SLACK
     }
 
-    fn at_chain_limit(&self, group: u32) -> bool {
-        self.table.lock().at_chain_limit(group)
-    }
-
     fn reclaim(&self, oldest_reader: Option<u64>) -> Reclaimed {
         let mut t = self.table.lock();
         let freed = t.reclaim(oldest_reader) > 0;

@@ -474,12 +474,6 @@ impl SegmentTable {
         Some((collected, spare))
     }
 
-    /// The group's chain holds as many log segments as value appends may use (or more,
-    /// taken by tombstone-only appends).
-    pub fn at_chain_limit(&self, g: u32) -> bool {
-        self.groups[g as usize].chain.len() > self.gc_reserve_segments
-    }
-
     /// Places cold records (a GC's demotions or a cold GC's copies) at the cold log's
     /// head. New segments come from the free pool above the GC reserve: moving a value
     /// to the cold log is optional and must never take the segments that let a GC

@@ -149,10 +149,6 @@ impl ValueStore for ValueLog {
         (self.geometry.region_bytes / self.gc_chunk_bytes) as u32 + 2
     }
 
-    fn at_chain_limit(&self, _group: u32) -> bool {
-        false
-    }
-
     fn reclaim(&self, oldest_reader: Option<u64>) -> Reclaimed {
         let mut log = self.log.lock();
         let freed = log.reclaim(oldest_reader);
