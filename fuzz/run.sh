@@ -5,13 +5,14 @@
 #   fuzz/run.sh all SECONDS        every target, one after the other
 #   FUZZ_JOBS=2 fuzz/run.sh all 30 two targets at a time (one per core)
 #
-# Needs `cargo install cargo-afl` (it builds AFL++ as it installs). Builds the targets
-# with `cargo afl build` (overflow checks and debug assertions on) into target/afl/,
-# so that ordinary builds keep their own artefacts; replays fuzz/regressions/TARGET/
-# through each target; then runs afl-fuzz for SECONDS on fuzz/corpus/TARGET/, with its
-# findings in target/fuzz-out/TARGET/. Prints per target: execs/s, total execs,
-# crashes, hangs. Exits 1 if any target crashed or hung (naming the inputs), 2 on a
-# usage or build error.
+# Needs `cargo install cargo-afl --version 0.18.2 --locked` (the afl crate's version in
+# Cargo.lock), which builds AFL++ as it installs: make and a C compiler, no clang or
+# LLVM. Builds the targets with `cargo afl build` (overflow checks and debug
+# assertions on) into target/afl/, so ordinary builds keep their own artefacts;
+# replays fuzz/regressions/TARGET/ through each target; then runs afl-fuzz for
+# SECONDS on fuzz/corpus/TARGET/, its findings in target/fuzz-out/TARGET/. Prints per
+# target: execs/s, total execs, crashes, hangs. Exits 1 if any target crashed or hung
+# (naming the inputs), 2 on a usage or build error.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -101,8 +102,8 @@ elif [ -d "$fuzz_dir/corpus/$what" ]; then
 else
   usage
 fi
-command -v cargo-afl >/dev/null || {
-  echo "cargo-afl is not installed: cargo install cargo-afl" >&2
+cargo afl --version >/dev/null 2>&1 || {
+  echo "cargo-afl is not installed: cargo install cargo-afl --version 0.18.2 --locked" >&2
   exit 2
 }
 
