@@ -11,8 +11,8 @@
 # assertions on) into target/afl/, so ordinary builds keep their own artefacts;
 # replays fuzz/regressions/TARGET/ through each target; then runs afl-fuzz for
 # SECONDS on fuzz/corpus/TARGET/, its findings in target/fuzz-out/TARGET/. Prints per
-# target: execs/s, total execs, crashes, hangs. Exits 1 if any target crashed or hung
-# (naming the inputs), 2 on a usage or build error.
+# target: execs/s, total execs, crashes, hangs, edges covered. Exits 1 if any target
+# crashed or hung (naming the inputs), 2 on a usage or build error.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -63,8 +63,9 @@ report() {
   fi
   crashes="$(stat_field "$stats" saved_crashes)"
   hangs="$(stat_field "$stats" saved_hangs)"
-  printf '%-16s %10s execs/s %12s execs %4s crashes %4s hangs\n' "$target" \
-    "$(stat_field "$stats" execs_per_sec)" "$(stat_field "$stats" execs_done)" "$crashes" "$hangs"
+  printf '%-16s %10s execs/s %12s execs %4s crashes %4s hangs %6s edges\n' "$target" \
+    "$(stat_field "$stats" execs_per_sec)" "$(stat_field "$stats" execs_done)" "$crashes" \
+    "$hangs" "$(stat_field "$stats" edges_found)"
   if [ "$crashes" != 0 ] || [ "$hangs" != 0 ]; then
     find "$dir/crashes" "$dir/hangs" -type f -name "id:*" 2>/dev/null | sed 's/^/    input: /'
     return 1
