@@ -59,6 +59,16 @@ pub(crate) fn open_versions<'a>(
     Ok((sealed[0], &sealed[VERSION_BYTES..]))
 }
 
+/// Recomputes the checksum of a sealed entry in place (the fuzz targets'
+/// `decoders::reseal`); an entry too short to hold one is left as it is.
+pub(crate) fn reseal(bytes: &mut [u8]) {
+    if bytes.len() < VERSION_BYTES + CRC_BYTES {
+        return;
+    }
+    let (sealed, crc) = bytes.split_at_mut(bytes.len() - CRC_BYTES);
+    crc.copy_from_slice(&crc32c::crc32c(sealed).to_le_bytes());
+}
+
 /// Garbage for decoder tests: `good` truncated, with a bit flipped, or random bytes.
 #[cfg(test)]
 pub(crate) fn garbled(rng: &mut impl rand::Rng, good: &[u8], random_len_max: usize) -> Vec<u8> {

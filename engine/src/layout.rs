@@ -102,16 +102,31 @@ impl Layout {
         if self.group_count == 0 || self.main_slot_count <= self.group_count {
             return Err("no group or no spare main segment".into());
         }
+        // A decoded layout is checked before anything computes with it: checked
+        // arithmetic, so that fields whose products overflow are refused rather than
+        // wrapped into a layout that looks consistent (found by fuzzing the superblock).
+        let log_region_offset = (1 + u64::from(self.main_slot_count))
+            .checked_mul(self.main_segment_bytes)
+            .ok_or("main region beyond 2^64 bytes")?;
         if self.main_region_offset != self.main_segment_bytes
-            || self.log_region_offset
-                != self.main_segment_bytes * (1 + u64::from(self.main_slot_count))
+            || self.log_region_offset != log_region_offset
         {
             return Err("region offsets inconsistent".into());
         }
-        if self.end_offset() > device_bytes {
+        if self
+            .main_slot_count
+            .checked_add(self.log_segment_count)
+            .is_none()
+        {
+            return Err("more segments than 32-bit segment ids name".into());
+        }
+        let end = u64::from(self.log_segment_count)
+            .checked_mul(self.log_segment_bytes)
+            .and_then(|log_bytes| self.log_region_offset.checked_add(log_bytes))
+            .ok_or("log region beyond 2^64 bytes")?;
+        if end > device_bytes {
             return Err(format!(
-                "regions end at {} beyond the device's {device_bytes} bytes",
-                self.end_offset()
+                "regions end at {end} beyond the device's {device_bytes} bytes"
             ));
         }
         Ok(())
@@ -207,6 +222,35 @@ mod tests {
             prev_end = off + l.segment_bytes(id);
         }
         assert!(prev_end <= 64 << 20);
+    }
+
+    #[test]
+    fn check_refuses_fields_whose_arithmetic_overflows() {
+        let o = Options::default()
+            .with_main_segment_bytes(1 << 20)
+            .with_log_segment_bytes(64 << 10);
+        let good = Layout::compute(64 << 20, 4096, &o).unwrap();
+        // Each layout below is consistent in wrapping arithmetic (what a release build
+        // computed before the check used checked arithmetic), and must be refused.
+        // Main segments so large that the log region's offset wraps.
+        let mut l = good;
+        l.main_segment_bytes = 1 << 62;
+        l.log_segment_bytes = 1 << 62;
+        l.main_region_offset = 1 << 62;
+        l.log_region_offset = (1 + u64::from(l.main_slot_count)).wrapping_mul(1 << 62);
+        l.log_segment_count = 4;
+        assert!(l.check(u64::MAX).is_err());
+        // Log segments so many that the end of the log region wraps.
+        let mut l = good;
+        l.log_segment_count = u32::MAX / 2;
+        l.log_segment_bytes = 1 << 40;
+        assert!(l.check(u64::MAX).is_err());
+        // Segment ids past u32 (`segment_count` would wrap).
+        let mut l = good;
+        l.log_segment_count = u32::MAX;
+        l.log_segment_bytes = 4096;
+        assert!(l.check(u64::MAX).is_err());
+        assert!(good.check(64 << 20).is_ok());
     }
 
     #[test]

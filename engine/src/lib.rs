@@ -26,6 +26,8 @@ mod check;
 mod circular_log;
 mod commit;
 mod db;
+#[doc(hidden)]
+pub mod decoders;
 mod devices;
 mod entry_codec;
 mod error;

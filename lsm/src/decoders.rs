@@ -1,8 +1,15 @@
 //! Entry points to every on-disk decoder, for the garbage and truncation tests in
-//! tests/decoders.rs. Each takes raw bytes and returns Ok or an error; none may panic.
-//! Not part of the supported API.
+//! tests/decoders.rs and the fuzz targets (fuzz/ at the workspace root). Each takes
+//! raw bytes and returns Ok or an error; none may panic. Not part of the supported API.
 
 use crate::error::Result;
+
+/// Bytes of a table's footer (at the end of the file).
+pub const FOOTER_BYTES: usize = crate::table::footer::FOOTER_BYTES;
+/// Bytes of a WAL or manifest file's header.
+pub const FILE_HEADER_BYTES: usize = crate::wal::record::WAL_HEADER_BYTES;
+/// Bytes of a WAL record's frame before its payload (checksum, length).
+pub const RECORD_FRAME_BYTES: usize = crate::wal::record::RECORD_HEADER_BYTES;
 
 /// A WAL record frame followed by its batch payload.
 pub fn wal_record(buf: &[u8]) -> Result<usize> {
@@ -47,6 +54,12 @@ pub fn index_block_payload(payload: &[u8], data_end: u64) -> Result<usize> {
 
 pub fn filter_payload(payload: &[u8]) -> Result<()> {
     crate::table::filter::Filter::decode(payload).map(|_| ())
+}
+
+/// A filter payload probed for `user_key`, as a get probes it: false means absent.
+pub fn filter_may_contain(payload: &[u8], user_key: &[u8]) -> Result<bool> {
+    let filter = crate::table::filter::Filter::decode(payload)?;
+    Ok(filter.may_contain(crate::table::filter::hash(user_key)))
 }
 
 pub fn footer(buf: &[u8], file_bytes: u64) -> Result<u64> {

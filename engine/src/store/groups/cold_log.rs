@@ -334,6 +334,16 @@ pub fn decode_segment(id: SegmentId, bytes: &[u8]) -> Result<ColdSegment> {
             format!("{} bytes that do not parse so", body.len()),
         ));
     }
+    // The log numbers its next segment one past its newest (`from_segments`): the
+    // largest epoch leaves no successor and is never written (found by fuzzing: it
+    // overflowed there).
+    if epoch == u32::MAX {
+        return Err(Error::corrupt(
+            WHAT,
+            format!("an epoch below {}", u32::MAX),
+            format!("epoch {epoch}"),
+        ));
+    }
     Ok(ColdSegment {
         id,
         epoch,
@@ -419,6 +429,10 @@ mod tests {
         let mut s3 = segment(1, 1);
         s3.dead = vec![5, 5];
         assert!(decode_segment(1, &encode_segment(&s3)).is_err());
+        // The largest epoch leaves the log no epoch for its next segment.
+        let newest = segment(1, u32::MAX);
+        assert!(decode_segment(1, &encode_segment(&newest)).is_err());
+        assert!(decode_segment(1, &encode_segment(&segment(1, u32::MAX - 1))).is_ok());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 mod check_tags;
 mod cold_gc;
-mod cold_log;
+pub(crate) mod cold_log;
 mod cold_write;
 mod gc;
 mod hotness;

@@ -562,20 +562,24 @@ impl SegmentTable {
     }
 
     pub fn encode_group(&self, g: u32) -> Vec<u8> {
-        let group = &self.groups[g as usize];
-        let mut body =
-            Vec::with_capacity(GROUP_ENTRY_HEAD_BYTES + group.chain.len() * CHAIN_SEGMENT_BYTES);
-        body.extend_from_slice(&group.write_volume_bytes.to_le_bytes());
-        body.extend_from_slice(&(group.chain.len() as u32).to_le_bytes());
-        for s in &group.chain {
-            body.extend_from_slice(&s.id.to_le_bytes());
-            body.extend_from_slice(&s.used_bytes.to_le_bytes());
-        }
-        for n in [group.cold_bytes, group.demotions, group.promotions] {
-            body.extend_from_slice(&n.to_le_bytes());
-        }
-        entry_codec::seal(GROUP_ENTRY_VERSION, &body)
+        encode_group_entry(&self.groups[g as usize])
     }
+}
+
+/// Encodes a group's entry as stored in the index.
+pub fn encode_group_entry(group: &Group) -> Vec<u8> {
+    let mut body =
+        Vec::with_capacity(GROUP_ENTRY_HEAD_BYTES + group.chain.len() * CHAIN_SEGMENT_BYTES);
+    body.extend_from_slice(&group.write_volume_bytes.to_le_bytes());
+    body.extend_from_slice(&(group.chain.len() as u32).to_le_bytes());
+    for s in &group.chain {
+        body.extend_from_slice(&s.id.to_le_bytes());
+        body.extend_from_slice(&s.used_bytes.to_le_bytes());
+    }
+    for n in [group.cold_bytes, group.demotions, group.promotions] {
+        body.extend_from_slice(&n.to_le_bytes());
+    }
+    entry_codec::seal(GROUP_ENTRY_VERSION, &body)
 }
 
 /// Decodes a group entry as stored in the index. Never panics on garbage.
