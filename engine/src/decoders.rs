@@ -145,7 +145,9 @@ pub mod encode {
     }
 
     pub fn inline_value(value: &[u8]) -> Vec<u8> {
-        crate::location::encode_inline(value)
+        let mut out = Vec::new();
+        crate::location::encode_inline_into(&mut out, value);
+        out
     }
 }
 
