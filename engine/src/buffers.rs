@@ -32,6 +32,12 @@ impl BufferPool {
         reused.unwrap_or_else(|| AlignedBuf::new(size))
     }
 
+    /// Bytes of free buffers held.
+    pub fn held_bytes(&self) -> usize {
+        let free = self.free.lock();
+        free.iter().map(|(size, v)| size * v.len()).sum()
+    }
+
     /// Takes buffers back, up to the pool's size limit.
     pub fn give(&self, bufs: impl IntoIterator<Item = AlignedBuf>) {
         let mut free = self.free.lock();

@@ -13,12 +13,14 @@ use crate::error::{Error, Result};
 use crate::gc::GcDriver;
 use crate::index::IndexReader;
 use crate::layout::Layout;
+use crate::memory::MemoryUsage;
 use crate::options::Options;
 use crate::readers::Readers;
 use crate::scan::ScanIter;
 use crate::stats::{self, Counters, Stats};
 use crate::store::{GcCtx, IoCtx, ValueStore};
 use crate::superblock::Superblock;
+use crate::value_cache::ValueCache;
 use crate::write_cache::{CachedValue, WriteCache};
 use hashkv_blockdev::BlockDevice;
 use parking_lot::RwLock;
@@ -31,10 +33,6 @@ use std::thread::JoinHandle;
 /// Longest key accepted. Keys travel in the LSM tree (with a one-byte namespace prefix)
 /// and in every value record's u16 length field.
 pub const KEY_BYTES_MAX: usize = hashkv_lsm::KEY_BYTES_MAX - 1;
-
-/// Aligned buffers kept for reuse at least this large (and at least twice the write
-/// cache): a flush of a full cache, and a GC's survivors, take their buffers from it.
-const BUFFER_POOL_BYTES_MIN: usize = 16 << 20;
 
 /// An atomic group of writes.
 #[derive(Debug, Default, Clone)]
@@ -80,6 +78,8 @@ pub(crate) struct Inner {
     pub(crate) committer: Committer,
     pub(crate) store: Box<dyn ValueStore>,
     pub(crate) cache: RwLock<WriteCache>,
+    /// Values of recent gets (`value_cache.rs`).
+    pub(crate) values: ValueCache,
     pub(crate) readers: Arc<Readers>,
     pub(crate) counters: Arc<Counters>,
     /// Aligned buffers flushes and GC encode into, reused.
@@ -144,8 +144,14 @@ impl Db {
         let lsm = opened.lsm;
         let readers = Arc::new(Readers::default());
         let counters = Arc::new(Counters::default());
-        let pool_bytes = (2 * options.write_cache_bytes as usize).max(BUFFER_POOL_BYTES_MIN);
-        let buffers = Arc::new(BufferPool::new(pool_bytes));
+        // The budget's split (or the individual options without a budget) sizes the
+        // write cache, the buffer pool and the value cache; the index took its share
+        // at open (`open_lsm`).
+        let split = options.memory_split();
+        let options = &options
+            .clone()
+            .with_write_cache_bytes(split.write_cache_bytes);
+        let buffers = Arc::new(BufferPool::new(split.buffer_pool_bytes as usize));
         let block = layout.block_bytes as usize;
         let write_piece_bytes =
             (options.batch_write_threshold_bytes as usize).max(block) / block * block;
@@ -166,6 +172,7 @@ impl Db {
             committer,
             store: opened.store,
             cache: RwLock::new(WriteCache::default()),
+            values: ValueCache::new(split.value_cache_bytes),
             readers,
             counters,
             buffers,
@@ -302,6 +309,18 @@ impl Db {
         self.inner.stats()
     }
 
+    /// What the engine holds in memory by use: what `Options::memory_budget_bytes`
+    /// bounds (README, "Memory").
+    pub fn memory_usage(&self) -> MemoryUsage {
+        let i = &self.inner;
+        MemoryUsage {
+            index: i.index.memory_usage(),
+            write_cache_bytes: i.cache.read().held_bytes(),
+            buffer_pool_bytes: i.buffers.held_bytes() as u64,
+            value_cache_bytes: i.values.held_bytes(),
+        }
+    }
+
     /// Per group (hashkv mode; empty otherwise): bytes in its chain and bytes of its
     /// cold values in the cold data log.
     pub fn group_usage(&self) -> Vec<crate::GroupUsage> {
@@ -405,6 +424,7 @@ impl Inner {
             cold_log_bytes: space.cold_bytes,
             cold_live_bytes: space.cold_live_bytes,
             write_cache_hits: stats::load(&c.write_cache_hits),
+            value_cache_hits: stats::load(&c.value_cache_hits),
             flushes: stats::load(&c.flushes),
             lsm_bytes_written: lsm.total_bytes_written(),
             devices: self.device.counters(),

@@ -46,6 +46,10 @@ impl IndexReader {
         self.0.stats()
     }
 
+    pub fn memory_usage(&self) -> hashkv_lsm::MemoryUsage {
+        self.0.memory_usage()
+    }
+
     pub fn wal_durable_point_for_test(&self) -> (PathBuf, u64) {
         self.0.wal_durable_point_for_test()
     }

@@ -1,6 +1,7 @@
-//! Reads: the write cache first, then the index, then one aligned read of the value's
-//! record (or the inline value). Every record read is checked against what the index
-//! expects before its value is returned.
+//! Reads: the write cache first, then the index, then the value cache
+//! (`value_cache.rs`), then one aligned read of the value's record (or the inline
+//! value). Every record read is checked against what the index expects before its
+//! value is returned (and cached).
 
 use crate::db::Inner;
 use crate::error::{Error, Result};
@@ -72,12 +73,19 @@ impl Inner {
         Ok(spans.into_iter().zip(bufs).collect())
     }
 
+    /// The value `p` points at: from the value cache, else read, checked and cached.
     fn read_value(&self, p: &Pointer, key: &[u8]) -> Result<Vec<u8>> {
+        if let Some(v) = self.values.get(p) {
+            Counters::add(&self.counters.value_cache_hits, 1);
+            return Ok(v);
+        }
         let (span, buf) = self
             .read_records(std::iter::once(p))?
             .pop()
             .expect("one pointer, one read");
-        decode_value(span.payload(&buf), p, key)
+        let value = decode_value(span.payload(&buf), p, key)?;
+        self.values.insert(p, &value);
+        Ok(value)
     }
 }
 

@@ -88,6 +88,17 @@ impl WriteCache {
         self.frozen.as_ref().and_then(|f| f.get(key).cloned())
     }
 
+    /// Bytes held as the cache counts them: the active map and the one being flushed.
+    pub fn held_bytes(&self) -> u64 {
+        let frozen: u64 = self
+            .frozen
+            .iter()
+            .flat_map(|m| m.iter())
+            .map(|(k, v)| entry_bytes(k, v))
+            .sum();
+        self.active_bytes + frozen
+    }
+
     /// Freezes the active map for a flush; returns it with its flush number.
     pub fn freeze(&mut self) -> (Arc<CacheMap>, u64) {
         assert!(self.frozen.is_none(), "one flush at a time");
