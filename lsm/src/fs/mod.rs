@@ -20,10 +20,13 @@
 //!   `O_DIRECT` at open (`EINVAL`: tmpfs, some FUSE and network file systems),
 //!   buffered reads each followed by `posix_fadvise(DONTNEED)` of the range read.
 //! - Files the tree appends to (tables, WALs) drop their pages behind them
-//!   ([`DropBehind`]): every [`DROP_BEHIND_BYTES`] appended, `DONTNEED` over the last
-//!   two steps starts writeback of the newest one and drops the (by then written)
-//!   one before; after each `fdatasync` the whole file is dropped. What a file holds
-//!   in the page cache is so about two steps, written or not.
+//!   ([`DropBehind`]): every [`DROP_BEHIND_BYTES`] appended, `DONTNEED` over all of
+//!   the file written so far starts the writeback of what is dirty and drops what is
+//!   clean (written back since the last call); after each `fdatasync` the whole file
+//!   is dropped. A file being written so holds in the page cache what the disk has
+//!   not yet written of it, about two steps as long as the disk keeps up. (Waiting
+//!   for the writeback with `sync_file_range` would bound it hard, but would also
+//!   consume a writeback error that the next `fdatasync` must report.)
 //! - The manifest and CURRENT are small and read only at open: left to the kernel.
 //!
 //! Advice never changes what a file holds; a failed `DONTNEED` costs only cache space,
@@ -125,9 +128,7 @@ pub trait FsLock: Send + Sync {}
 pub(crate) struct DropBehind {
     /// Bytes appended so far.
     appended: u64,
-    /// Start of the step whose writeback the last advice started.
-    kicked_from: u64,
-    /// End of what the last advice covered.
+    /// Where `appended` stood at the last advice.
     advised_to: u64,
 }
 
@@ -136,12 +137,11 @@ impl DropBehind {
     pub fn appended(&mut self, file: &dyn FsFile, n: u64) {
         self.appended += n;
         if self.appended - self.advised_to >= DROP_BEHIND_BYTES {
-            // The step before (written back since the last call, as a rule) is dropped;
-            // this one's writeback starts and it is dropped by the next call.
-            let from = self.kicked_from;
-            // Advice: a failure costs only cache space (module documentation).
-            let _ = file.drop_cache(from, self.appended - from);
-            self.kicked_from = self.advised_to;
+            // Over everything written so far: pages written back since an earlier call
+            // (whose writeback was then still running) go now, and the newest step's
+            // writeback starts. The walk costs only the pages still cached. Advice: a
+            // failure costs only cache space (module documentation).
+            let _ = file.drop_cache(0, self.appended);
             self.advised_to = self.appended;
         }
     }
@@ -152,7 +152,6 @@ impl DropBehind {
     pub fn synced(&mut self, file: &dyn FsFile) {
         // Advice: a failure costs only cache space (module documentation).
         let _ = file.drop_cache(0, self.appended);
-        self.kicked_from = self.appended;
         self.advised_to = self.appended;
     }
 }

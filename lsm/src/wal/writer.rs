@@ -19,6 +19,10 @@ use crate::fs::{DropBehind, Fs, FsFile, IfExists};
 /// Capacity the encoding buffer starts with: one record of a typical batch encodes
 /// without growing it.
 const ENCODE_BUFFER_BYTES_INITIAL: usize = 64 << 10;
+/// A buffer grown past this by a large batch is given back after it: kept, it would
+/// hold the largest batch's size for the life of the WAL (megabytes, when the engine
+/// commits a full write cache in the lsm mode) for no gain.
+const ENCODE_BUFFER_BYTES_KEPT_MAX: usize = 4 * ENCODE_BUFFER_BYTES_INITIAL;
 
 pub(crate) struct WalWriter {
     pub path: PathBuf,
@@ -71,6 +75,9 @@ impl WalWriter {
         self.written_bytes += self.buf.len() as u64;
         self.behind.appended(&*self.file, self.buf.len() as u64);
         self.buf.clear();
+        if self.buf.capacity() > ENCODE_BUFFER_BYTES_KEPT_MAX {
+            self.buf = Vec::with_capacity(ENCODE_BUFFER_BYTES_INITIAL);
+        }
         Ok(())
     }
 
