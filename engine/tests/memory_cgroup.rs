@@ -39,7 +39,7 @@ const BUDGET_BYTES: u64 = 64 * MIB;
 /// a flush's copies of the batch it commits (in the lsm mode the whole write cache
 /// goes into the index as one batch), and the page cache of files being written that
 /// the disk has not yet written back (hashkv_lsm's `fs` module). Measured here: the
-/// cgroup's peak usage is 102-116 MiB (the lsm mode's, resident 92-101 MiB, page
+/// cgroup's peak usage is 102-116 MiB (the lsm mode's, resident 92-105 MiB, page
 /// cache 11-18 MiB); the constant leaves ~30 MiB over that.
 const OVERHEAD_BYTES: u64 = 80 * MIB;
 /// Main segments of the child's store: a GC reads a whole group at once, so its
@@ -90,7 +90,11 @@ fn own_cgroup() -> PathBuf {
     let text = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
     let path = text
         .lines()
-        .filter_map(|l| l.splitn(3, ':').nth(1).zip(l.splitn(3, ':').nth(2)))
+        .filter_map(|l| {
+            // hierarchy-id:controllers:path
+            let (_, rest) = l.split_once(':')?;
+            rest.split_once(':')
+        })
         .find(|(controllers, _)| controllers.split(',').any(|c| c == "memory"))
         .map(|(_, p)| p.trim_start_matches('/').to_string())
         .expect("a memory line in /proc/self/cgroup");
