@@ -5,6 +5,7 @@
     with hashkv.format(["store.img"], "store.meta", create_device_bytes=64 << 20,
                        main_segment_bytes=1 << 20, log_segment_bytes=64 << 10) as db:
         db.put(b"key", b"value")
+        assert db.multi_get([b"key", b"absent"]) == [b"value", None]
         batch = hashkv.WriteBatch().put(b"a", b"1").delete(b"key")
         db.write(batch, sync=True)
         for key, value in db.scan(b"a", b"z"):
@@ -26,7 +27,7 @@ import ctypes.util
 import os
 import threading
 import weakref
-from typing import Iterable, Iterator, Optional, Tuple, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "DB", "WriteBatch", "Scan", "format", "open", "version", "Error",
@@ -155,6 +156,8 @@ _SIGNATURES = {
     "hashkv_put_sync": (_INT, [_P, _BYTES, _SIZE, _BYTES, _SIZE, _ERR]),
     "hashkv_delete": (_INT, [_P, _BYTES, _SIZE, _ERR]),
     "hashkv_get_into": (_INT, [_P, _BYTES, _SIZE, _P, _SIZE, _SIZE_P, _ERR]),
+    "hashkv_multi_get": (_INT, [_P, ctypes.POINTER(ctypes.c_char_p), _SIZE_P, _SIZE, _OUT,
+                                _SIZE_P, _ERR]),
     "hashkv_flush": (_INT, [_P, _ERR]),
     "hashkv_writebatch_create": (_P, []),
     "hashkv_writebatch_put": (None, [_P, _BYTES, _SIZE, _BYTES, _SIZE]),
@@ -436,6 +439,27 @@ class DB:
             buf = self._buffers.buf = bytearray(e.needed)
             n = self.get_into(key, buf)
         return None if n is None else bytes(memoryview(buf)[:n])
+
+    def multi_get(self, keys: Sequence) -> List[Optional[bytes]]:
+        """The values of `keys` in their order (None for a key with no value), read
+        from the devices all at once."""
+        ks = [_bytes(k, "key") for k in keys]
+        n = len(ks)
+        key_array = (ctypes.c_char_p * n)(*ks)
+        lens = (ctypes.c_size_t * n)(*(len(k) for k in ks))
+        values = (ctypes.c_void_p * n)()
+        value_lens = (ctypes.c_size_t * n)()
+        _call(self._lib.hashkv_multi_get, self._handle(), key_array, lens, n, values,
+              value_lens)
+        out: List[Optional[bytes]] = []
+        try:
+            for p, length in zip(values, value_lens):
+                out.append(None if p is None else ctypes.string_at(p, length))
+        finally:
+            for p in values:
+                if p is not None:
+                    self._lib.hashkv_free(p)
+        return out
 
     def write(self, batch: WriteBatch, sync: bool = False) -> None:
         """Applies the batch atomically; with sync=True durable on return."""

@@ -83,6 +83,11 @@ class RoundTrip(Store):
             for k, v in model.items():
                 self.assertEqual(db.get(k), v, k)
             db.flush()
+            asked = [key(50), b"never", b"empty", key(5), bytearray(key(50))] + list(model)
+            self.assertEqual(db.multi_get(asked), [db.get(k) for k in asked])
+            self.assertEqual(db.multi_get([]), [])
+            with self.assertRaises(hashkv.InvalidArgument):
+                db.multi_get([key(0), b""])
             self.assertEqual(list(db.scan()), sorted(model.items()))
             part = [(k, v) for k, v in sorted(model.items()) if key(50) <= k < key(100)]
             self.assertEqual(list(db.scan(key(50), key(100))), part)
@@ -106,6 +111,8 @@ class RoundTrip(Store):
                 with hashkv.open(self.dev, self.meta) as db:
                     for i in range(50):
                         self.assertEqual(db.get(key(i)), value(i))
+                    self.assertEqual(db.multi_get([key(i) for i in range(49, -2, -1)]),
+                                     [value(i) for i in range(49, -1, -1)] + [None])
                     db.put(b"more", b"x" * 500)
                     self.assertEqual(db.stats()["user_ops"], 1)
 

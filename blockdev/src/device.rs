@@ -4,6 +4,7 @@
 //! simulated device.
 
 use crate::error::{DeviceError, Result};
+use crate::pending::{read_ops, OwnedRead, PendingReads};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Sizes a device reports about itself.
@@ -99,6 +100,19 @@ pub trait BlockDevice: Send + Sync {
 
     /// The first I/O error this device saw, if any.
     fn poisoned(&self) -> Option<String>;
+
+    /// Starts `reads` and returns without waiting for them where the device can leave
+    /// reads in flight while the caller does other work (the io_uring devices, while
+    /// a read-ahead ring is free); [`PendingReads::wait`] collects them. Elsewhere the
+    /// reads are done before this returns (the default) or by `wait`. Each read is
+    /// checked like an op of `submit` before anything is issued.
+    fn start_reads(&self, mut reads: Vec<OwnedRead>) -> Result<PendingReads<'_>> {
+        let mut ops = read_ops(&mut reads);
+        if !ops.is_empty() {
+            self.submit(&mut ops)?;
+        }
+        Ok(PendingReads::done(reads))
+    }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.submit(&mut [IoOp::Read { offset, buf }])

@@ -17,6 +17,7 @@ use crate::device::{check_op, BlockDevice, CounterSnapshot, Geometry, IoOp};
 use crate::error::{DeviceError, Result};
 use crate::file::{open_device, open_direct, OpenOptions};
 use crate::identity::IDENTITY_RESERVED_BYTES;
+use crate::pending::{read_ops, OwnedRead, PendingReads};
 use crate::uring::{
     alloc_device_buffer, arena_bytes_allowed, flush_across, submit_across, BufferArena, DeviceBuf,
     UringDevice,
@@ -338,9 +339,10 @@ impl StripedDevice {
         pieces
     }
 
-    fn submit_pieces(&self, pieces: &mut [Piece<'_>]) -> Result<()> {
-        let n = self.members.len();
-        let mut per_member: Vec<Vec<IoOp<'_>>> = (0..n).map(|_| Vec::new()).collect();
+    /// The pieces as ops, grouped by member (an empty list for an idle member).
+    fn per_member_ops<'p>(&self, pieces: &'p mut [Piece<'_>]) -> Vec<Vec<IoOp<'p>>> {
+        let mut per_member: Vec<Vec<IoOp<'p>>> =
+            (0..self.members.len()).map(|_| Vec::new()).collect();
         for p in pieces.iter_mut() {
             let op = match &mut p.buf {
                 PieceBuf::Read(b) => IoOp::Read {
@@ -360,6 +362,12 @@ impl StripedDevice {
             };
             per_member[p.member].push(op);
         }
+        per_member
+    }
+
+    fn submit_pieces(&self, pieces: &mut [Piece<'_>]) -> Result<()> {
+        let n = self.members.len();
+        let mut per_member = self.per_member_ops(pieces);
         let busy: Vec<usize> = (0..n).filter(|&m| !per_member[m].is_empty()).collect();
         match busy.as_slice() {
             [] => Ok(()),
@@ -433,6 +441,44 @@ impl BlockDevice for StripedDevice {
         }
         let mut pieces = self.split(ops);
         self.submit_pieces(&mut pieces)
+    }
+
+    /// Reads left in flight on every member they touch at once, each member's pieces
+    /// on a read-ahead ring of its own; when some member has none free, no member
+    /// starts and `wait` reads (all members at once, as `submit` does).
+    fn start_reads(&self, reads: Vec<OwnedRead>) -> Result<PendingReads<'_>> {
+        let Some(uring) = &self.uring_members else {
+            let mut reads = reads;
+            let mut ops = read_ops(&mut reads);
+            self.submit(&mut ops)?;
+            return Ok(PendingReads::done(reads));
+        };
+        PendingReads::start_with(self, reads, |ops| {
+            for op in ops.iter() {
+                check_op(&self.geometry, op)?;
+            }
+            let mut pieces = self.split(ops);
+            let mut per_member = self.per_member_ops(&mut pieces);
+            // Every ring first, so that a member without one leaves nothing started.
+            let mut rings = Vec::new();
+            for (m, member_ops) in per_member.iter().enumerate() {
+                if member_ops.is_empty() {
+                    continue;
+                }
+                match uring[m].try_readahead_ring() {
+                    Some(ring) => rings.push((m, ring)),
+                    None => return Ok(None),
+                }
+            }
+            let mut batches = Vec::with_capacity(rings.len());
+            for (m, ring) in rings {
+                // SAFETY: the pieces lie within the buffers of `ops`, which
+                // `start_with` keeps allocated and untouched until the batches are
+                // waited for or dropped.
+                batches.push(unsafe { ring.start(&mut per_member[m]) }?);
+            }
+            Ok(Some(batches))
+        })
     }
 
     fn flush(&self) -> Result<()> {

@@ -481,6 +481,36 @@ int hashkv_get_into(hashkv_db *db,
                     char **errptr);
 
 /**
+ * Reads the values of `count` keys at once: every key is looked up, then all their
+ * values are read from the devices with one submission, so the devices read them in
+ * parallel (`count` calls of `hashkv_get` read one after another). A key may appear
+ * more than once.
+ *
+ * Returns the number of keys found (0 to `count`), with `values[i]` and
+ * `value_lens[i]` set for every i: a value hashkv allocates (non-NULL for an empty
+ * value too), or NULL and 0 for a key not found. Or returns a negative code, with
+ * every `values[i]` NULL and `value_lens[i]` 0: a bad key (empty or longer than
+ * `HASHKV_KEY_BYTES_MAX`) fails the whole call, as does `count` above INT_MAX.
+ * Ownership: the caller frees each non-NULL `values[i]` with `hashkv_free`; the keys
+ * are only read. Threads: as `hashkv_get`; each value is what a `hashkv_get` of its
+ * key during the call would return.
+ *
+ * # Safety
+ * `db` is NULL (refused) or a live handle; `keys` and `key_lens` are NULL (only with
+ * `count` 0) or point to `count` readable elements, and each `keys[i]` is NULL or
+ * points to `key_lens[i]` readable bytes; `values` and `value_lens` are NULL (only
+ * with `count` 0) or point to `count` writable elements; `errptr` as for
+ * `hashkv_format`.
+ */
+int hashkv_multi_get(hashkv_db *db,
+                     const uint8_t *const *keys,
+                     const size_t *key_lens,
+                     size_t count,
+                     uint8_t **values,
+                     size_t *value_lens,
+                     char **errptr);
+
+/**
  * Writes the write cache to the devices and makes every write that returned before
  * this call durable.
  *

@@ -10,6 +10,7 @@
 use crate::buffers::BufferPool;
 use crate::commit::Committer;
 use crate::error::{Error, Result};
+use crate::flusher::Flusher;
 use crate::gc::GcDriver;
 use crate::index::IndexReader;
 use crate::layout::Layout;
@@ -87,6 +88,7 @@ pub(crate) struct Inner {
     /// Next sequence number a flush hands out.
     pub(crate) next_seq: AtomicU64,
     pub(crate) gc: GcDriver,
+    pub(crate) flusher: Flusher,
 }
 
 /// A hashkv store. `Send + Sync`: share it between threads with `Arc`.
@@ -99,11 +101,13 @@ pub(crate) struct Inner {
 ///
 /// - `put`, `delete` and `write` return once the write is in the write cache: every
 ///   reader sees it at once, but it is not durable. Killing the process (kill -9)
-///   loses every write still in the write cache (up to `Options::write_cache_bytes`
-///   of them).
-/// - A flush commits the write cache to the value store and the index. It runs when
-///   the cache fills (the write that fills it returns after it), at every durability
-///   call below, and for every write when `write_cache_bytes` is 0. A committed write
+///   loses every write still in the write cache (up to twice
+///   `Options::write_cache_bytes` of them: the map being flushed and the next).
+/// - A flush commits the write cache to the value store and the index. It runs in a
+///   background thread when the cache fills (the write that fills it returns at once),
+///   in the writer's thread when the cache holds twice its size (the writer waits), at
+///   every durability call below, and for every write when `write_cache_bytes` is 0.
+///   A committed write
 ///   survives kill -9: the index's log hands every commit to the kernel, as RocksDB
 ///   does with `sync = false`. It does not survive a power cut or an operating-system
 ///   crash until it is made durable.
@@ -118,11 +122,15 @@ pub(crate) struct Inner {
 ///   what survives a crash is always a prefix of the acknowledged writes: no write is
 ///   there without every write acknowledged before it.
 /// - After a flush fails (a device or index error), the call that ran it returns the
-///   error, and the store refuses every later write with `Error::Poisoned`: what was
+///   error (for a flush in the background thread, the next write returns it as the
+///   first error of `Error::Poisoned`), and the store refuses every later write with
+///   `Error::Poisoned`: what was
 ///   durable before stays durable; writes acknowledged since the last durability call
-///   returned may be lost. Reopen the store to see what survived.
+///   returned may be lost, and `close()` returns `Error::Poisoned` too. Reopen the
+///   store to see what survived.
 pub struct Db {
     inner: Arc<Inner>,
+    flusher_thread: Option<JoinHandle<()>>,
     gc_thread: Option<JoinHandle<()>>,
     closed: bool,
 }
@@ -178,17 +186,28 @@ impl Db {
             buffers,
             next_seq: AtomicU64::new(opened.next_seq),
             gc: GcDriver::new(options, &layout),
+            flusher: Flusher::default(),
         });
+        let spawn_failed = |e| Error::MetadataDir {
+            path: metadata_dir.to_path_buf(),
+            source: e,
+        };
+        let flusher_inner = inner.clone();
+        let flusher_thread = std::thread::Builder::new()
+            .name("hashkv-flush".into())
+            .spawn(move || flusher_inner.flusher_loop())
+            .map_err(spawn_failed)?;
         let gc_inner = inner.clone();
         let gc_thread = std::thread::Builder::new()
             .name("hashkv-gc".into())
             .spawn(move || gc_inner.gc_loop())
-            .map_err(|e| Error::MetadataDir {
-                path: metadata_dir.to_path_buf(),
-                source: e,
+            .map_err(|e| {
+                inner.flusher.stop();
+                spawn_failed(e)
             })?;
         Ok(Db {
             inner,
+            flusher_thread: Some(flusher_thread),
             gc_thread: Some(gc_thread),
             closed: false,
         })
@@ -231,8 +250,20 @@ impl Db {
         self.inner.get(key)
     }
 
+    /// The values of `keys`, in the order of `keys` (`None` where a key has no value;
+    /// a key given twice gets its value twice). All keys are looked up in the index
+    /// first, then all their values are read with one device submission, so the reads
+    /// proceed in parallel. Longer lists are done [`crate::MULTI_GET_CHUNK_KEYS`] keys
+    /// at a time, to bound the memory one call holds. Each value is what `get` would return at some
+    /// instant during the call. A bad key fails the call before anything is read.
+    pub fn multi_get(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.inner.multi_get(keys)
+    }
+
     /// Keys in `range` in ascending order with their values. Values are read in
-    /// batches of `scan_readahead_max`, each batch submitted to the device at once.
+    /// batches of `scan_readahead_max`, each batch submitted to the device at once,
+    /// and the next batch's reads are submitted before the caller receives the values
+    /// of the current one, so the device reads while the caller consumes.
     pub fn scan<'a>(&'a self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Result<ScanIter<'a>> {
         ScanIter::new(&self.inner, lower, upper)
     }
@@ -361,16 +392,30 @@ impl Db {
             return Ok(());
         }
         self.closed = true;
-        let flushed = if flush && self.inner.committer.first_error().is_none() {
+        // The last flush runs here, in this thread, so that its error is returned.
+        self.inner.flusher.stop();
+        if let Some(t) = self.flusher_thread.take() {
+            let _ = t.join();
+        }
+        let flushed = if !flush {
+            Ok(())
+        } else if self.inner.committer.first_error().is_none() {
             self.inner.flush_all(true)
         } else {
-            Ok(())
+            // A poisoned store cannot flush: what its write cache holds is lost, and
+            // close says so rather than return Ok.
+            self.inner.committer.check_writable()
         };
         self.inner.gc.stop();
         if let Some(t) = self.gc_thread.take() {
             let _ = t.join();
         }
-        flushed
+        if !flush {
+            return flushed;
+        }
+        // The index's failures in its own background work (a flush or compaction that
+        // was running) show only here.
+        flushed.and(self.inner.index.close())
     }
 }
 

@@ -114,7 +114,12 @@ fn is_block_device(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
 }
 
-/// The index directory's lock file (hashkv-lsm's `LOCK`).
+/// The index directory's lock file (hashkv-lsm's `LOCK`). The index takes it through
+/// its file system (`Options::lsm.fs`); the holder is looked up here under the file's
+/// real name in /proc/locks, bypassing that file system on purpose: the lookup only
+/// decides whether to wait and changes nothing, so it has no part in the index's
+/// durability. (On a test's in-memory file system the name is not a real file: the
+/// holder is unknown, and the open retries and then fails, as for any unknown holder.)
 const LSM_LOCK_FILE: &str = "LOCK";
 
 /// Runs `open`, retrying while it fails on a lock whose owner has exited (see

@@ -99,7 +99,7 @@ impl Inner {
         debug_assert_eq!(n, commit.committed_flushes);
         match self.commit_map(commit, &map, durable) {
             Ok(()) => {
-                self.cache.write().frozen = None;
+                self.cache.write().release_frozen();
                 commit.committed_flushes = n + 1;
                 if durable {
                     commit.durable_flushes = n + 1;
@@ -115,7 +115,7 @@ impl Inner {
                 // Never committed, and the store now refuses writes: reads must not
                 // return what a restart would not (the writer of the failing flush got
                 // the error).
-                self.cache.write().frozen = None;
+                self.cache.write().release_frozen();
                 Err(fatal)
             }
         }
@@ -124,7 +124,7 @@ impl Inner {
     /// Nothing was written: puts a frozen map's entries back under any newer ones.
     fn unfreeze(&self, map: Arc<CacheMap>) {
         let mut cache = self.cache.write();
-        cache.frozen = None;
+        cache.release_frozen();
         cache.active_flush -= 1;
         let map = Arc::try_unwrap(map).unwrap_or_else(|m| (*m).clone());
         for (k, v) in map {

@@ -50,6 +50,12 @@ impl IndexReader {
         self.0.memory_usage()
     }
 
+    /// Closes the index (syncs its log and stops its background work), returning
+    /// what failed, also in work still running when the close began.
+    pub fn close(&self) -> Result<()> {
+        Ok(self.0.close_shared()?)
+    }
+
     pub fn wal_durable_point_for_test(&self) -> (PathBuf, u64) {
         self.0.wal_durable_point_for_test()
     }

@@ -31,6 +31,7 @@ mod entry_codec;
 mod error;
 pub mod ffi;
 mod flush;
+mod flusher;
 mod gc;
 mod index;
 mod keys;
@@ -61,6 +62,7 @@ pub use memory::{
     VALUE_CACHE_SHARE, WRITE_CACHE_COPIES, WRITE_SHARE,
 };
 pub use options::{Mode, Options};
+pub use read::MULTI_GET_CHUNK_KEYS;
 pub use record::RECORD_HEADER_BYTES;
 pub use scan::ScanIter;
 pub use stats::Stats;

@@ -28,8 +28,9 @@ impl Db {
     /// Formats `devices` (one, or several to stripe over) and `metadata_dir`, then
     /// opens the new store. Refuses devices and a directory that hold data unless
     /// `options.force_format`, or unless they hold what an interrupted format left
-    /// (which is redone). A format that fails removes what it created. Crash-safe: see
-    /// FORMAT.md, "Format".
+    /// (which is redone). A format that fails before its superblock write removes what
+    /// it created; one that fails in it leaves a store that opens or is redone.
+    /// Crash-safe: see FORMAT.md, "Format".
     pub fn format(devices: &[PathBuf], metadata_dir: &Path, options: &Options) -> Result<Db> {
         match format_paths(devices, metadata_dir, options, None)? {
             Some(device) => Db::open_device(device, metadata_dir, options),
@@ -210,8 +211,8 @@ fn format_device(
 }
 
 /// The one format path: recognises an unfinished format (unless forced), gets the
-/// devices from `members`, writes the store, and on failure removes what it created
-/// (`paths` are the files it may have created).
+/// devices from `members`, writes the store, and on a failure before its commit
+/// removes what it created (`paths` are the files it may have created; `Undo::run`).
 fn format_undoing(
     paths: &[PathBuf],
     metadata_dir: &Path,
@@ -219,11 +220,13 @@ fn format_undoing(
     stop_after: Option<FormatStep>,
     members: impl FnOnce(Option<&format::UnfinishedFormat>) -> Result<devices::NewMembers>,
 ) -> Result<Option<Arc<dyn BlockDevice>>> {
-    let undo = Undo::note(paths, metadata_dir, options);
+    let undo = Undo::note(paths, metadata_dir, options)?;
     // With force, nothing needs recognising (and a large index need not be replayed).
-    let unfinished = (!options.force_format)
-        .then(|| format::unfinished(metadata_dir, options))
-        .flatten();
+    let unfinished = if options.force_format {
+        None
+    } else {
+        format::unfinished(metadata_dir, options)?
+    };
     let mut progress = Progress::default();
     let result = members(unfinished.as_ref()).and_then(|new| {
         format::write_store(
@@ -236,7 +239,7 @@ fn format_undoing(
         )
     });
     if let Err(e) = &result {
-        undo.run(e, &progress);
+        undo.run(e, &progress, options);
     }
     result
 }
@@ -275,7 +278,7 @@ fn explain_unfinished_format(e: Error, metadata_dir: &Path, options: &Options) -
             | Error::Corruption { .. }
             | Error::Device(hashkv_blockdev::DeviceError::Identity { .. })
     );
-    if no_superblock && format::unfinished(metadata_dir, options).is_some() {
+    if no_superblock && matches!(format::unfinished(metadata_dir, options), Ok(Some(_))) {
         return Error::NotOurs {
             reason: format!(
                 "its format was interrupted before it finished (metadata directory {} holds \

@@ -73,8 +73,10 @@ pub struct Options {
     pub log_segment_bytes: u64,
     /// Share of the value space reserved for log segments. Default 0.30 (the paper's).
     pub reserved_share: f64,
-    /// Write cache size; 0 turns the cache off (every write goes to the value store at
-    /// once, batched with concurrent writers). Default 16 MiB.
+    /// Write cache size: a full cache is flushed in the background while writers fill
+    /// a second one, so up to twice this is held (writers wait beyond that). 0 turns
+    /// the cache off (every write goes to the value store at once, batched with
+    /// concurrent writers). Default 16 MiB.
     pub write_cache_bytes: u64,
     /// Largest single write request: a flush's or a GC's aligned writes are cut into
     /// block-aligned requests of at most this many bytes, so that one large write is

@@ -1,7 +1,9 @@
 //! Reads: the write cache first, then the index, then the value cache
 //! (`value_cache.rs`), then one aligned read of the value's record (or the inline
 //! value). Every record read is checked against what the index expects before its
-//! value is returned (and cached).
+//! value is returned (and cached). A multi-get does the same for many keys: all their
+//! index lookups, then all their value reads missing from the value cache in one
+//! device submission.
 
 use crate::db::Inner;
 use crate::error::{Error, Result};
@@ -10,11 +12,19 @@ use crate::location::{self, Location, Pointer};
 use crate::record::{self, RecordKind, Slot};
 use crate::spans::{self, Span};
 use crate::stats::Counters;
-use hashkv_blockdev::AlignedBuf;
+use hashkv_blockdev::{AlignedBuf, OwnedRead, PendingReads};
+use std::collections::HashMap;
 
 /// Reads of a key that race with a GC moving its value: the first may find the record
 /// gone from the old place (stale, not corrupt); the second reads the new pointer.
 const GET_ATTEMPTS: usize = 2;
+
+/// Keys a multi-get looks up and reads at once; a longer list is done in chunks of
+/// this many, one after another. A chunk's reads all fit in flight at once on a ring
+/// of the default size (blockdev's `RING_ENTRIES_DEFAULT`, 256), and the buffers one
+/// call holds stay bounded (one record's blocks per key of a chunk), whatever the
+/// length of the list.
+pub const MULTI_GET_CHUNK_KEYS: usize = 256;
 
 impl Inner {
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -40,6 +50,99 @@ impl Inner {
                 },
             }
         }
+    }
+
+    /// The values of `keys` in their order, each as a get at some instant during the
+    /// call would return it. Every key is checked before anything is read.
+    pub(crate) fn multi_get(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        for key in keys {
+            self.check_entry(key, None)?;
+        }
+        let mut values = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(MULTI_GET_CHUNK_KEYS) {
+            values.extend(self.multi_get_chunk(chunk)?);
+        }
+        Ok(values)
+    }
+
+    /// One chunk of a multi-get: the write cache, then the index and the device for
+    /// the rest, each distinct key once; a duplicate gets its first occurrence's value.
+    fn multi_get_chunk(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut first_at: HashMap<&[u8], usize> = HashMap::with_capacity(keys.len());
+        let mut same_as: Vec<usize> = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            same_as.push(*first_at.entry(key).or_insert(i));
+        }
+        let mut values: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+        let mut todo = Vec::new();
+        {
+            let cache = self.cache.read();
+            for (i, key) in keys.iter().enumerate().filter(|(i, _)| same_as[*i] == *i) {
+                match cache.get(key) {
+                    Some(v) => {
+                        Counters::add(&self.counters.write_cache_hits, 1);
+                        values[i] = v;
+                    }
+                    None => todo.push(i),
+                }
+            }
+        }
+        let mut attempt = 0;
+        while !todo.is_empty() {
+            attempt += 1;
+            todo = self.look_up_and_read(keys, &todo, &mut values, attempt < GET_ATTEMPTS)?;
+        }
+        for (i, &first) in same_as.iter().enumerate() {
+            if first != i {
+                values[i] = values[first].clone();
+            }
+        }
+        Ok(values)
+    }
+
+    /// Looks up `keys[i]` for each `i` of `todo` and reads their values with one
+    /// submission, under one reader generation (so GC reuses no segment in between),
+    /// setting `values[i]`. Returns the keys whose record was gone from where the index
+    /// pointed (a GC moved it: to be looked up again) if `may_retry`; otherwise that is
+    /// an error, as for `get`.
+    fn look_up_and_read(
+        &self,
+        keys: &[&[u8]],
+        todo: &[usize],
+        values: &mut [Option<Vec<u8>>],
+        may_retry: bool,
+    ) -> Result<Vec<usize>> {
+        let _reading = self.readers.enter();
+        let mut reads: Vec<(usize, Pointer)> = Vec::new();
+        for &i in todo {
+            values[i] = None;
+            let Some(entry) = self.index.get(&keys::user_key(keys[i]))? else {
+                continue;
+            };
+            match location::decode(&entry)? {
+                Location::Inline(v) => values[i] = Some(v),
+                Location::Pointer(p) => match self.values.get(&p) {
+                    Some(v) => {
+                        Counters::add(&self.counters.value_cache_hits, 1);
+                        values[i] = Some(v);
+                    }
+                    None => reads.push((i, p)),
+                },
+            }
+        }
+        let records = self.read_records(reads.iter().map(|(_, p)| p))?;
+        let mut again = Vec::new();
+        for ((i, p), (span, buf)) in reads.iter().zip(&records) {
+            match decode_value(span.payload(buf), p, keys[*i]) {
+                Ok(v) => {
+                    self.values.insert(p, &v);
+                    values[*i] = Some(v);
+                }
+                Err(e) if e.is_integrity() && may_retry => again.push(*i),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(again)
     }
 
     /// The span of the device holding `p`'s record; a pointer outside the value store
@@ -71,6 +174,27 @@ impl Inner {
         let (bufs, bytes) = spans::read(self.device.as_ref(), &spans)?;
         Counters::add(&self.counters.read_device_bytes, bytes);
         Ok(spans.into_iter().zip(bufs).collect())
+    }
+
+    /// Starts reading the records of many pointers (a scan's next batch) and returns
+    /// without waiting where the device can leave them in flight; returns each
+    /// record's span, in order, and the reads, whose buffers `wait` hands back in the
+    /// same order.
+    pub(crate) fn start_record_reads<'p>(
+        &self,
+        pointers: impl Iterator<Item = &'p Pointer>,
+    ) -> Result<(Vec<Span>, PendingReads<'_>)> {
+        let spans: Vec<Span> = pointers
+            .map(|p| self.record_span(p))
+            .collect::<Result<_>>()?;
+        let reads = spans
+            .iter()
+            .map(|s| OwnedRead::new(s.offset, s.len))
+            .collect();
+        let pending = self.device.start_reads(reads)?;
+        let bytes = spans.iter().map(|s| s.len as u64).sum();
+        Counters::add(&self.counters.read_device_bytes, bytes);
+        Ok((spans, pending))
     }
 
     /// The value `p` points at: from the value cache, else read, checked and cached.

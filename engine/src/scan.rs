@@ -1,6 +1,8 @@
 //! Range scans: keys come in order from the index (merged with the write cache); the
 //! values of up to `scan_readahead_max` keys are read with one submission, so the
 //! device sees them all at once (the paper's readahead, as parallel io_uring reads).
+//! The reads of the next batch are submitted before the caller receives the values of
+//! the current one, so a long scan keeps the device busy while its caller consumes.
 
 use crate::db::Inner;
 use crate::error::{Error, Result};
@@ -8,26 +10,59 @@ use crate::keys;
 use crate::location::{self, Location, Pointer};
 use crate::read::decode_value;
 use crate::readers::OwnedReadGuard;
+use crate::spans::Span;
 use crate::write_cache::CachedValue;
+use hashkv_blockdev::PendingReads;
 use std::collections::VecDeque;
 use std::iter::Peekable;
 use std::ops::Bound;
 
+/// Batches whose reads a scan keeps in flight beyond the one its caller consumes. One
+/// keeps the device reading while the caller consumes a batch and the scan walks the
+/// index for the next. Each batch in flight holds a read-ahead ring of every device it
+/// reads from (a pool shared by all scans, beyond which scans read without read-ahead)
+/// and is read for nothing when the caller stops early, so more would cost rings and
+/// wasted reads for little: one batch is already `scan_readahead_max` reads deep.
+const SCAN_BATCHES_AHEAD_MAX: usize = 1;
+
 /// Streams `(key, value)` pairs in ascending key order.
 pub struct ScanIter<'a> {
     inner: &'a Inner,
+    /// Batches whose reads are in flight, oldest first. Declared before `_reading`, so
+    /// dropped first: no read of this scan is in flight once its reader generation
+    /// ends.
+    ahead: VecDeque<Ahead<'a>>,
     // Keeps segments this scan may point into from being reused by GC.
     _reading: OwnedReadGuard,
     index: Peekable<hashkv_lsm::RangeIter>,
     _snapshot: hashkv_lsm::Snapshot,
     cached: Peekable<std::vec::IntoIter<(Vec<u8>, CachedValue)>>,
+    /// No key is left to put in a batch.
+    exhausted: bool,
     ready: VecDeque<(Vec<u8>, Vec<u8>)>,
+    /// The error the scan ends with, returned once the pairs before it are.
+    error: Option<Error>,
     failed: bool,
 }
 
 enum Item {
     Value(Vec<u8>, Vec<u8>),
     Read(Vec<u8>, Pointer),
+}
+
+/// Up to `scan_readahead_max` keys in order, with the reads of their values.
+struct Batch<'a> {
+    items: Vec<Item>,
+    /// The span of each `Item::Read`, in order.
+    spans: Vec<Span>,
+    reads: PendingReads<'a>,
+}
+
+/// A batch started ahead, or the error met while starting it (returned when the
+/// scan reaches it).
+enum Ahead<'a> {
+    Batch(Batch<'a>),
+    Failed(Error),
 }
 
 impl<'a> ScanIter<'a> {
@@ -85,11 +120,14 @@ impl<'a> ScanIter<'a> {
             .range(bound_slice(&lo), bound_slice(&hi), Some(&snapshot))?;
         Ok(ScanIter {
             inner,
+            ahead: VecDeque::new(),
             _reading: reading,
             index: index.peekable(),
             _snapshot: snapshot,
             cached: cached.into_iter().peekable(),
+            exhausted: false,
             ready: VecDeque::new(),
+            error: None,
             failed: false,
         })
     }
@@ -133,28 +171,76 @@ impl<'a> ScanIter<'a> {
         }
     }
 
-    fn fill(&mut self) -> Result<()> {
+    /// The next keys in order, up to `scan_readahead_max`, with the reads of their
+    /// values started; `None` when no key is left.
+    fn start_batch(&mut self) -> Result<Option<Batch<'a>>> {
         let mut items = Vec::new();
         while items.len() < self.inner.options.scan_readahead_max {
             match self.next_item()? {
                 Some(i) => items.push(i),
-                None => break,
+                None => {
+                    self.exhausted = true;
+                    break;
+                }
             }
         }
-        let reads = self
-            .inner
-            .read_records(items.iter().filter_map(|i| match i {
-                Item::Read(_, p) => Some(p),
-                Item::Value(..) => None,
-            }))?;
-        let mut next_read = 0;
-        for item in items {
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let (spans, reads) =
+            self.inner
+                .start_record_reads(items.iter().filter_map(|i| match i {
+                    Item::Read(_, p) => Some(p),
+                    Item::Value(..) => None,
+                }))?;
+        Ok(Some(Batch {
+            items,
+            spans,
+            reads,
+        }))
+    }
+
+    /// Starts batches until `SCAN_BATCHES_AHEAD_MAX` are in flight or no key is left.
+    fn start_ahead(&mut self) {
+        while self.ahead.len() < SCAN_BATCHES_AHEAD_MAX && !self.exhausted {
+            match self.start_batch() {
+                Ok(Some(batch)) => self.ahead.push_back(Ahead::Batch(batch)),
+                Ok(None) => break,
+                Err(e) => {
+                    self.ahead.push_back(Ahead::Failed(e));
+                    self.exhausted = true;
+                }
+            }
+        }
+    }
+
+    /// Moves the next batch's pairs to `ready`: the oldest batch in flight, or one
+    /// started now. The batches after it are started before it is waited for, so their
+    /// reads proceed while the caller consumes it.
+    fn advance(&mut self) -> Result<()> {
+        let current = match self.ahead.pop_front() {
+            Some(Ahead::Batch(batch)) => Some(batch),
+            Some(Ahead::Failed(e)) => return Err(e),
+            None => self.start_batch()?,
+        };
+        self.start_ahead();
+        match current {
+            Some(batch) => self.finish(batch),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for a batch's reads and puts its pairs in `ready`, in order. A value that
+    /// does not decode ends the scan: the pairs before it are still returned.
+    fn finish(&mut self, batch: Batch<'a>) -> Result<()> {
+        let reads = batch.reads.wait()?;
+        let mut next_read = reads.iter().zip(&batch.spans);
+        for item in batch.items {
             match item {
                 Item::Value(k, v) => self.ready.push_back((k, v)),
                 Item::Read(k, p) => {
-                    let (span, buf) = &reads[next_read];
-                    let value = decode_value(span.payload(buf), &p, &k)?;
-                    next_read += 1;
+                    let (read, span) = next_read.next().expect("one read per Item::Read");
+                    let value = decode_value(span.payload(&read.buf), &p, &k)?;
                     self.ready.push_back((k, value));
                 }
             }
@@ -175,15 +261,25 @@ impl Iterator for ScanIter<'_> {
     type Item = Result<(Vec<u8>, Vec<u8>), Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        if self.ready.is_empty() {
-            if let Err(e) = self.fill() {
+        loop {
+            if let Some(pair) = self.ready.pop_front() {
+                return Some(Ok(pair));
+            }
+            if self.failed {
+                return None;
+            }
+            if let Some(e) = self.error.take() {
                 self.failed = true;
+                // Reads started ahead are of no use now.
+                self.ahead.clear();
                 return Some(Err(e));
             }
+            if self.exhausted && self.ahead.is_empty() {
+                return None;
+            }
+            if let Err(e) = self.advance() {
+                self.error = Some(e);
+            }
         }
-        self.ready.pop_front().map(Ok)
     }
 }

@@ -1,6 +1,7 @@
 //! A write enters the store: its key and value are checked, it goes into the write
-//! cache, and the writer that fills the cache (or asks for durability) flushes it
-//! (`flush.rs`). A write the store refuses for lack of space is taken back out of the
+//! cache, and the writer that fills the cache wakes the background flusher
+//! (`flusher.rs`). A writer that asks for durability, or finds the cache full twice
+//! over (the map being flushed included), flushes in its own thread (`flush.rs`). A write the store refuses for lack of space is taken back out of the
 //! cache, so that it is neither read back nor committed later.
 
 use crate::db::{Inner, KEY_BYTES_MAX};
@@ -47,24 +48,29 @@ impl Inner {
             .sum();
         let ops = entries.len() as u64;
         let sync = sync || self.options.sync_writes;
-        let (flush_no, full, undo) = {
+        let limit = self.options.write_cache_bytes;
+        let (flush_no, full, backpressure, undo) = {
             let mut cache = self.cache.write();
-            // Only a write that flushes can be refused, so only it pays for the record
-            // of what it replaces.
-            let undo = (sync || cache.may_fill(&entries, self.options.write_cache_bytes))
+            // Only a write that flushes in its own thread can be refused, so only it
+            // pays for the record of what it replaces.
+            let undo = (sync || cache.may_fill(&entries, limit.saturating_mul(2)))
                 .then(|| cache.undo_for(&entries));
             for (k, v) in entries {
                 cache.insert(&k, v);
             }
             (
                 cache.active_flush,
-                cache.active_bytes >= self.options.write_cache_bytes,
+                cache.active_bytes >= limit,
+                cache.held_bytes() >= limit.saturating_mul(2),
                 undo,
             )
         };
         Counters::add(&self.counters.user_bytes_written, user_bytes);
         Counters::add(&self.counters.user_ops, ops);
-        if !(sync || full) {
+        if !(sync || backpressure) {
+            if full {
+                self.flusher.request();
+            }
             return Ok(());
         }
         match self.flush_through(flush_no, sync) {

@@ -17,6 +17,8 @@ pub struct WriteCache {
     pub active_flush: u64,
     /// Frozen by a flush in progress; still served to readers until committed.
     pub frozen: Option<Arc<CacheMap>>,
+    /// What `frozen` counted for when it was active.
+    pub frozen_bytes: u64,
 }
 
 /// What an entry costs the cache beyond its key and value: the map node and the
@@ -41,11 +43,11 @@ impl WriteCache {
         }
     }
 
-    /// Whether inserting `entries` may fill the cache (an upper bound: replaced
-    /// entries give bytes back).
+    /// Whether inserting `entries` may bring both maps to `limit_bytes` (an upper
+    /// bound: replaced entries give bytes back).
     pub fn may_fill(&self, entries: &[(Vec<u8>, CachedValue)], limit_bytes: u64) -> bool {
         let growth: u64 = entries.iter().map(|(k, v)| entry_bytes(k, v)).sum();
-        self.active_bytes + growth >= limit_bytes
+        self.held_bytes() + growth >= limit_bytes
     }
 
     /// Records, before `entries` are inserted, what taking them back needs: per key,
@@ -88,22 +90,22 @@ impl WriteCache {
         self.frozen.as_ref().and_then(|f| f.get(key).cloned())
     }
 
-    /// Bytes held as the cache counts them: the active map and the one being flushed.
+    /// Both maps' bytes: what the cache holds in memory.
     pub fn held_bytes(&self) -> u64 {
-        let frozen: u64 = self
-            .frozen
-            .iter()
-            .flat_map(|m| m.iter())
-            .map(|(k, v)| entry_bytes(k, v))
-            .sum();
-        self.active_bytes + frozen
+        self.active_bytes + self.frozen_bytes
+    }
+
+    /// The frozen map is committed (or dropped by a failed flush).
+    pub fn release_frozen(&mut self) -> Option<Arc<CacheMap>> {
+        self.frozen_bytes = 0;
+        self.frozen.take()
     }
 
     /// Freezes the active map for a flush; returns it with its flush number.
     pub fn freeze(&mut self) -> (Arc<CacheMap>, u64) {
         assert!(self.frozen.is_none(), "one flush at a time");
         let map = Arc::new(std::mem::take(&mut self.active));
-        self.active_bytes = 0;
+        self.frozen_bytes = std::mem::take(&mut self.active_bytes);
         let n = self.active_flush;
         self.active_flush += 1;
         self.frozen = Some(map.clone());

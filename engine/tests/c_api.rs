@@ -356,6 +356,103 @@ fn bad_keys_values_and_buffers_are_refused_and_change_nothing() {
     unsafe { hashkv_options_free(opts) };
 }
 
+/// The count of keys found and each key's value.
+type MultiGot = (i32, Vec<Option<Vec<u8>>>);
+
+/// `hashkv_multi_get` of `keys` (the values are freed here).
+fn multi_get(db: *mut HashkvDb, keys: &[&[u8]]) -> Result<MultiGot, Failed> {
+    let ptrs: Vec<*const u8> = keys.iter().map(|k| k.as_ptr()).collect();
+    let lens: Vec<usize> = keys.iter().map(|k| k.len()).collect();
+    // Not NULL, so that the test sees the call set every one.
+    let mut values = vec![std::ptr::dangling_mut::<u8>(); keys.len()];
+    let mut value_lens = vec![7usize; keys.len()];
+    let mut err = null_mut();
+    // SAFETY: db is live; the arrays hold keys.len() valid elements each.
+    let rc = unsafe {
+        hashkv_multi_get(
+            db,
+            ptrs.as_ptr(),
+            lens.as_ptr(),
+            keys.len(),
+            values.as_mut_ptr(),
+            value_lens.as_mut_ptr(),
+            &mut err,
+        )
+    };
+    if rc < 0 {
+        assert!(
+            values.iter().all(|v| v.is_null()),
+            "a failure hands out nothing"
+        );
+        assert!(value_lens.iter().all(|&l| l == 0));
+        return Err(failed(rc, &mut err));
+    }
+    let got = values
+        .into_iter()
+        .zip(value_lens)
+        .map(|(v, len)| {
+            if v.is_null() {
+                assert_eq!(len, 0, "a key not found has length 0");
+                None
+            } else {
+                Some(take_bytes(v, len))
+            }
+        })
+        .collect();
+    Ok((rc, got))
+}
+
+#[test]
+fn multi_get_returns_values_in_key_order_and_refuses_a_bad_key_whole() {
+    let store = Store::new();
+    let opts = new_options(true);
+    let db = store.format(opts).unwrap();
+    for i in 0..100u32 {
+        put(db, &key(i), &value(i, 1, [20, 500, 3000][(i % 3) as usize])).unwrap();
+    }
+    put(db, b"empty", b"").unwrap();
+    let mut err = null_mut();
+    // SAFETY: db is live.
+    assert_eq!(unsafe { hashkv_flush(db, &mut err) }, 0);
+    let (k3, k50, k99) = (key(3), key(50), key(99));
+    let keys: Vec<&[u8]> = vec![&k50, b"never", &k3, b"empty", &k50, &k99];
+    let (found, got) = multi_get(db, &keys).unwrap();
+    assert_eq!(found, 5);
+    let want: Vec<Option<Vec<u8>>> = keys.iter().map(|k| get(db, k).unwrap()).collect();
+    assert_eq!(got, want);
+    assert_eq!(got[3], Some(Vec::new()), "an empty value is found");
+    assert_eq!(multi_get(db, &[]).unwrap(), (0, Vec::new()));
+    let long = vec![b'x'; HASHKV_KEY_BYTES_MAX + 1];
+    let Failed(code, msg) = multi_get(db, &[&k3, &long]).unwrap_err();
+    assert_eq!(code, HASHKV_E_INVALID_ARGUMENT, "{msg}");
+    assert_eq!(
+        multi_get(db, &[&k3, b""]).unwrap_err().0,
+        HASHKV_E_INVALID_ARGUMENT
+    );
+    let (mut v, mut vl) = (null_mut(), 0usize);
+    let kp = k3.as_ptr();
+    let null_key: *const u8 = null();
+    // SAFETY: db is live; the NULL arrays come with the counts under test.
+    unsafe {
+        let e = &mut err;
+        let rc = hashkv_multi_get(db, null(), null(), 1, &mut v, &mut vl, e);
+        invalid(rc, e, "keys is NULL with count 1");
+        let rc = hashkv_multi_get(db, &kp, &3, 1, null_mut(), &mut vl, e);
+        invalid(rc, e, "values is NULL with count 1");
+        let rc = hashkv_multi_get(db, &null_key, &2, 1, &mut v, &mut vl, e);
+        invalid(rc, e, "keys[0] is NULL with length 2");
+        let rc = hashkv_multi_get(null_mut(), &kp, &3, 1, &mut v, &mut vl, e);
+        invalid(rc, e, "db is NULL");
+        let lens = [3usize, 3];
+        let misaligned = lens.as_ptr().cast::<u8>().wrapping_add(1).cast::<usize>();
+        let rc = hashkv_multi_get(db, &kp, misaligned, 1, &mut v, &mut vl, e);
+        invalid(rc, e, "key_lens: address");
+    }
+    close(db);
+    // SAFETY: live, freed once.
+    unsafe { hashkv_options_free(opts) };
+}
+
 #[test]
 fn second_opener_contradicting_options_and_reformat_are_refused() {
     let store = Store::new();

@@ -162,6 +162,11 @@ int use(void) {
     rc |= hashkv_get(db, (const uint8_t *)"k", 1, &val, &vl, &err);
     hashkv_free(val);
     rc |= hashkv_get_into(db, (const uint8_t *)"k", 1, buf, sizeof buf, &vl, &err);
+    const uint8_t *keys[2] = {(const uint8_t *)"k", (const uint8_t *)"j"};
+    size_t key_lens[2] = {1, 1};
+    uint8_t *vals[2]; size_t val_lens[2];
+    rc |= hashkv_multi_get(db, keys, key_lens, 2, vals, val_lens, &err);
+    hashkv_free(vals[0]); hashkv_free(vals[1]);
     rc |= hashkv_delete(db, (const uint8_t *)"k", 1, &err);
     hashkv_writebatch *b = hashkv_writebatch_create();
     hashkv_writebatch_put(b, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1);

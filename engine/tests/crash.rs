@@ -1,37 +1,62 @@
-//! Crash tests on the simulated device: a random workload (puts, overwrites, deletes,
-//! batches, scans, flushes, sync writes, forced GC on a small store) is cut off by a
-//! power failure at a random device operation — in the middle of a flush or a GC as
-//! much as anywhere — and the store is reopened on the image that survived, with the
-//! index's unsynced log tail dropped too. Then:
+//! Crash tests of the value device and the index together: the values on the
+//! simulated device, the index on the fault-injecting file system (`FaultFs`), both
+//! behind one power switch (`common::power`). A random workload (puts, overwrites,
+//! deletes, batches, scans, flushes, sync writes, forced GC and cold-log GC on a small
+//! store, hot/cold separation in three seeds of four) is cut off by a power failure at
+//! a random device operation or a random file call of the index, in the middle of a
+//! flush, a GC or an index compaction as much as anywhere. At that instant the device
+//! loses or tears its unflushed writes, and the file system its unsynced data and
+//! directory changes (seeded, torn tails included). The store is reopened on healthy
+//! storage holding the two images that survived. Then:
 //! - every write acknowledged as durable reads back exactly;
 //! - the state is exactly the state after some prefix of the batches (each batch
 //!   wholly present or wholly absent, none out of order), no shorter than the durable
-//!   prefix: deleted keys never come back, and no wrong value is ever returned.
+//!   prefix: deleted keys never come back, and no stale or wrong value is ever
+//!   returned, cold-tagged keys included;
+//! - the full check (`Db::check`, what fsck runs) finds no damage, after recovery and
+//!   again after more writes, a GC and a clean reopen.
 //!
 //! The same test runs in every mode (hashkv, vlog, lsm).
 //!
 //! A failure prints its mode and seed; HASHKV_CRASH_SEEDS=N runs more seeds,
 //! HASHKV_CRASH_SEED=S runs one.
 
+mod common;
+
+use common::history::{Batch, History, State};
+use common::power::Power;
 use hashkv::{Db, Mode, Options, WriteBatch};
 use hashkv_blockdev::sim::{SimConfig, SimDevice};
+use hashkv_lsm::fault::FaultFs;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::path::Path;
 use std::sync::Arc;
-
-type State = BTreeMap<Vec<u8>, Vec<u8>>;
-type Batch = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 const KEYS: u32 = 150;
 
+/// Where the index lives, on its simulated file system.
+const METADATA_DIR: &str = "/hashkv-crash/metadata";
+/// Mixed into the seed for the file system's crash decisions, so they are not the
+/// device's.
+const FS_SEED_STREAM: u64 = 0x6d65_7461_6673_0001;
+/// The crash instant, among the device's operations or the index's file calls. A run's
+/// workload (up to 3000 operations) makes up to about 8000 device operations and
+/// 3000 file calls of the index in the hashkv and vlog modes (10000 file calls in the
+/// lsm mode), fewer in most runs: with these bounds about two runs in three crash in
+/// mid-workload, the others after it (the test prints how many of each).
+const CRASH_AFTER_OPS: std::ops::Range<u64> = 20..4000;
+const CRASH_AFTER_FS_CALLS: std::ops::Range<u64> = 20..1500;
+
 fn options(rng: &mut StdRng, mode: Mode) -> Options {
-    let mut lsm = hashkv_lsm::Options::default();
-    lsm.memtable_bytes_max = [16 << 10, 64 << 10, 1 << 20][rng.gen_range(0..3)];
-    lsm.l0_compaction_trigger = 2;
-    lsm.table_target_bytes = 64 << 10;
-    lsm.level1_bytes_max = 256 << 10;
+    let lsm = hashkv_lsm::Options {
+        memtable_bytes_max: [16 << 10, 64 << 10, 1 << 20][rng.gen_range(0..3)],
+        l0_compaction_trigger: 2,
+        table_target_bytes: 64 << 10,
+        level1_bytes_max: 256 << 10,
+        ..hashkv_lsm::Options::default()
+    };
     Options::default()
         .with_mode(mode)
         .with_main_segment_bytes(256 << 10)
@@ -62,35 +87,6 @@ fn key(k: u32) -> Vec<u8> {
     format!("key{k:04}").into_bytes()
 }
 
-fn apply(state: &mut State, batch: &Batch) {
-    for (k, v) in batch {
-        match v {
-            Some(v) => state.insert(k.clone(), v.clone()),
-            None => state.remove(k),
-        };
-    }
-}
-
-fn read_all(db: &Db) -> Result<State, String> {
-    let mut got = State::new();
-    for k in 0..KEYS {
-        if let Some(v) = db.get(&key(k)).map_err(|e| format!("get {k}: {e}"))? {
-            got.insert(key(k), v);
-        }
-    }
-    let scanned: State = db
-        .scan(Bound::Unbounded, Bound::Unbounded)
-        .map_err(|e| format!("scan: {e}"))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("scan: {e}"))?;
-    if scanned != got {
-        return Err("scan disagrees with gets".into());
-    }
-    Ok(got)
-}
-
-/// Runs one seed; returns a description of the failure, or the recovered store's GC
-/// counters (runs, records kept) so the caller can check that GC really ran.
 /// What a seed's run did: GCs and the records they kept (after recovery), and the
 /// demotions and cold GCs before the crash.
 #[derive(Default)]
@@ -99,187 +95,242 @@ struct Ran {
     gc_kept: u64,
     demotions: u64,
     cold_gcs: u64,
+    /// Seeds whose power failed in mid-workload at a device operation, at a file call
+    /// of the index; and after the workload.
+    cut_at_device_op: u64,
+    cut_at_index_call: u64,
+    cut_after_workload: u64,
 }
 
-fn run_seed(mode: Mode, seed: u64) -> Result<Ran, String> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let size_bytes = [6u64 << 20, 8 << 20][rng.gen_range(0..2)];
-    let dev =
-        Arc::new(SimDevice::new(SimConfig::new(size_bytes, seed)).map_err(|e| e.to_string())?);
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let o = options(&mut rng, mode);
-    let db = Db::format_device(dev.clone(), dir.path(), &o).map_err(|e| format!("format: {e}"))?;
+impl Ran {
+    fn add(&mut self, r: &Ran) {
+        self.gc_runs += r.gc_runs;
+        self.gc_kept += r.gc_kept;
+        self.demotions += r.demotions;
+        self.cold_gcs += r.cold_gcs;
+        self.cut_at_device_op += r.cut_at_device_op;
+        self.cut_at_index_call += r.cut_at_index_call;
+        self.cut_after_workload += r.cut_after_workload;
+    }
+}
 
-    let mut history: Vec<Batch> = Vec::new();
-    let mut durable_len = 0usize;
-    let mut latest = State::new();
-    let mut version = 0u64;
-    // Power fails after this many more device operations.
-    let crash_after = rng.gen_range(20..4000);
-    dev.arm_crash_after_ops(crash_after);
-    let ops = rng.gen_range(200..3000);
-    for _ in 0..ops {
-        version += 1;
-        let choice = rng.gen_range(0..100);
-        let result = match choice {
-            0..=49 => {
+/// Arms the crash: at a random device operation in half the seeds, at a random file
+/// call of the index in the other half (in every seed in the lsm mode, which writes no
+/// values to the device). Returns where, for a failure message, and whether on the
+/// device.
+fn arm_crash(rng: &mut StdRng, mode: Mode, dev: &SimDevice, power: &Power) -> (String, bool) {
+    if rng.gen_bool(0.5) && mode != Mode::Lsm {
+        let ops = rng.gen_range(CRASH_AFTER_OPS);
+        dev.arm_crash_after_ops(ops);
+        (format!("crash after {ops} device operations"), true)
+    } else {
+        let calls = rng.gen_range(CRASH_AFTER_FS_CALLS);
+        power.arm_after_fs_calls(calls);
+        (
+            format!("crash after {calls} file calls of the index"),
+            false,
+        )
+    }
+}
+
+/// One random operation, recorded in `history` before it is issued. The outer error
+/// is the test's (a read disagreeing with the model), the inner one the store's.
+fn one_op(
+    db: &Db,
+    rng: &mut StdRng,
+    history: &mut History,
+    version: u64,
+) -> Result<hashkv::Result<()>, String> {
+    Ok(match rng.gen_range(0..100) {
+        0..=49 => {
+            let k = rng.gen_range(0..KEYS);
+            let v = value(rng, k, version);
+            history.push(vec![(key(k), Some(v.clone()))]);
+            db.put(&key(k), &v)
+        }
+        50..=61 => {
+            let k = rng.gen_range(0..KEYS);
+            history.push(vec![(key(k), None)]);
+            db.delete(&key(k))
+        }
+        62..=74 => {
+            let mut b = WriteBatch::new();
+            let mut entries = Batch::new();
+            for _ in 0..rng.gen_range(2..8) {
                 let k = rng.gen_range(0..KEYS);
-                let v = value(&mut rng, k, version);
-                let b = vec![(key(k), Some(v.clone()))];
-                apply(&mut latest, &b);
-                history.push(b);
-                db.put(&key(k), &v)
-            }
-            50..=61 => {
-                let k = rng.gen_range(0..KEYS);
-                let b = vec![(key(k), None)];
-                apply(&mut latest, &b);
-                history.push(b);
-                db.delete(&key(k))
-            }
-            62..=74 => {
-                let mut b = WriteBatch::new();
-                let mut entries = Batch::new();
-                for _ in 0..rng.gen_range(2..8) {
-                    let k = rng.gen_range(0..KEYS);
-                    if rng.gen_bool(0.8) {
-                        let v = value(&mut rng, k, version);
-                        b.put(&key(k), &v);
-                        entries.push((key(k), Some(v)));
-                    } else {
-                        b.delete(&key(k));
-                        entries.push((key(k), None));
-                    }
-                }
-                apply(&mut latest, &entries);
-                history.push(entries);
-                if rng.gen_bool(0.3) {
-                    db.write_sync(b).map(|()| durable_len = history.len())
+                if rng.gen_bool(0.8) {
+                    let v = value(rng, k, version);
+                    b.put(&key(k), &v);
+                    entries.push((key(k), Some(v)));
                 } else {
-                    db.write(b)
+                    b.delete(&key(k));
+                    entries.push((key(k), None));
                 }
             }
-            75..=84 => {
-                // Reads before the crash must see the latest writes.
-                let k = rng.gen_range(0..KEYS);
-                match db.get(&key(k)) {
-                    Ok(got) => {
-                        if got.as_ref() != latest.get(&key(k)) {
-                            return Err(format!(
-                                "before the crash, get {k} returned a stale or wrong value"
-                            ));
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
+            history.push(entries);
+            if rng.gen_bool(0.3) {
+                db.write_sync(b).map(|()| history.all_durable())
+            } else {
+                db.write(b)
             }
-            85..=88 => {
-                let lo = key(rng.gen_range(0..KEYS));
-                let hi = key(rng.gen_range(0..KEYS));
-                match db.scan(Bound::Included(&lo), Bound::Excluded(&hi)) {
-                    Ok(it) => match it.collect::<Result<Vec<_>, _>>() {
-                        Ok(got) => {
-                            let want: Vec<_> = latest
-                                .range(lo.clone()..)
-                                .take_while(|(k, _)| **k < hi)
-                                .map(|(k, v)| (k.clone(), v.clone()))
-                                .collect();
-                            if got != want {
-                                return Err(
-                                    "before the crash, a scan disagreed with the model".into()
-                                );
-                            }
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
+        }
+        75..=84 => {
+            // Reads before the crash must see the latest writes.
+            let k = rng.gen_range(0..KEYS);
+            match db.get(&key(k)) {
+                Ok(got) if got.as_ref() != history.latest.get(&key(k)) => {
+                    return Err(format!(
+                        "before the crash, get {k} returned a stale or wrong value"
+                    ))
                 }
+                other => other.map(|_| ()),
             }
-            89..=94 => db.flush().map(|()| durable_len = history.len()),
-            95..=97 => db.collect_garbage().map(|_| ()),
-            // A GC of the cold data log (hashkv mode; nothing elsewhere).
-            _ => db.collect_cold_garbage(None).map(|_| ()),
-        };
-        if let Err(e) = result {
-            if !dev.is_frozen() {
+        }
+        85..=88 => scan_matches(db, rng, &history.latest)?,
+        89..=94 => db.flush().map(|()| history.all_durable()),
+        95..=97 => db.collect_garbage().map(|_| ()),
+        // A GC of the cold data log (hashkv mode; nothing elsewhere).
+        _ => db.collect_cold_garbage(None).map(|_| ()),
+    })
+}
+
+/// A random range scan, checked against the latest state.
+fn scan_matches(db: &Db, rng: &mut StdRng, latest: &State) -> Result<hashkv::Result<()>, String> {
+    let lo = key(rng.gen_range(0..KEYS));
+    let hi = key(rng.gen_range(0..KEYS));
+    let got = match db.scan(Bound::Included(&lo), Bound::Excluded(&hi)) {
+        Ok(it) => match it.collect::<Result<Vec<_>, _>>() {
+            Ok(got) => got,
+            Err(e) => return Ok(Err(e)),
+        },
+        Err(e) => return Ok(Err(e)),
+    };
+    let want: Vec<_> = latest
+        .range(lo.clone()..)
+        .take_while(|(k, _)| **k < hi)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if got != want {
+        return Err("before the crash, a scan disagreed with the model".into());
+    }
+    Ok(Ok(()))
+}
+
+/// Runs random operations until the power fails or the operations run out. An error
+/// of the store is fine only once the power is off.
+fn run_workload(
+    db: &Db,
+    rng: &mut StdRng,
+    history: &mut History,
+    power: &Power,
+) -> Result<(), String> {
+    let ops = rng.gen_range(200..3000);
+    for version in 1..=ops {
+        if let Err(e) = one_op(db, rng, history, version)? {
+            if !power.is_cut() {
                 return Err(format!("error without a crash: {e}"));
             }
             break;
         }
     }
-    let before_crash = db.stats();
-    // Power cut: the engine stops, the index loses its unsynced log tail (a random part
-    // of it may have reached the disk), the device loses or tears unflushed writes.
-    let (wal, durable_bytes) = db.crash_for_test();
-    if let Ok(meta) = std::fs::metadata(&wal) {
-        let len = meta.len();
-        if len > durable_bytes {
-            let keep = durable_bytes + rng.gen_range(0..=len - durable_bytes);
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&wal)
-                .map_err(|e| e.to_string())?;
-            f.set_len(keep).map_err(|e| e.to_string())?;
-        }
-    }
-    let crashed = Arc::new(dev.crash());
-    let db =
-        Db::open_device(crashed.clone(), dir.path(), &o).map_err(|e| format!("reopen: {e}"))?;
-    let got = read_all(&db)?;
+    Ok(())
+}
 
-    let mut state = State::new();
-    for b in &history[..durable_len] {
-        apply(&mut state, b);
-    }
-    let mut matched = state == got;
-    for b in &history[durable_len..] {
-        if matched {
-            break;
-        }
-        apply(&mut state, b);
-        matched = state == got;
-    }
-    if !matched {
-        let mut durable = State::new();
-        for b in &history[..durable_len] {
-            apply(&mut durable, b);
-        }
-        let lost: Vec<_> = durable
-            .iter()
-            .filter(|(k, v)| got.get(*k) != Some(*v))
-            .map(|(k, _)| String::from_utf8_lossy(k).to_string())
-            .take(5)
-            .collect();
+/// The full check finds no damage.
+fn check_clean(db: &Db, when: &str) -> Result<(), String> {
+    let report = db.check().map_err(|e| format!("check {when}: {e}"))?;
+    if !report.is_clean() {
         return Err(format!(
-            "recovered state is no prefix of the history ({} batches, {durable_len} durable, crash after {crash_after} ops); durable keys differing: {lost:?}",
-            history.len()
+            "check {when}: {} damaged: {:?}",
+            report.damage_count, report.damage
         ));
     }
+    Ok(())
+}
+
+/// Reopens the crashed store on healthy storage and checks it: a prefix of the
+/// history holding every durable batch, a clean full check; then more writes, a GC,
+/// a clean close and reopen.
+fn recover_and_check(
+    device: Arc<SimDevice>,
+    o: &Options,
+    rng: &mut StdRng,
+    history: &History,
+) -> Result<Ran, String> {
+    let dir = Path::new(METADATA_DIR);
+    let db = Db::open_device(device.clone(), dir, o).map_err(|e| format!("reopen: {e}"))?;
+    let got = history.read_all(&db)?;
+    history.matching_prefix(&got, history.durable)?;
+    check_clean(&db, "after recovery")?;
     // The recovered store keeps working: more writes, GC, a clean reopen.
-    let mut state = got;
+    let mut after = History {
+        keys: history.keys.clone(),
+        latest: got,
+        ..History::default()
+    };
     for i in 0..300u32 {
         let k = rng.gen_range(0..KEYS);
-        let v = value(&mut rng, k, 1_000_000 + u64::from(i));
+        let v = value(rng, k, 1_000_000 + u64::from(i));
         db.put(&key(k), &v)
             .map_err(|e| format!("after recovery: {e}"))?;
-        state.insert(key(k), v);
+        after.push(vec![(key(k), Some(v))]);
     }
     db.collect_garbage()
         .map_err(|e| format!("GC after recovery: {e}"))?;
     let stats = db.stats();
     db.close().map_err(|e| format!("close: {e}"))?;
-    let db = Db::open_device(crashed, dir.path(), &o).map_err(|e| format!("second reopen: {e}"))?;
-    if read_all(&db)? != state {
+    let db = Db::open_device(device, dir, o).map_err(|e| format!("second reopen: {e}"))?;
+    if after.read_all(&db)? != after.latest {
         return Err("after recovery, writes and a clean reopen, the state differs".into());
     }
+    check_clean(&db, "after the second reopen")?;
     db.close().map_err(|e| format!("close: {e}"))?;
     Ok(Ran {
         gc_runs: stats.gc_runs,
         gc_kept: stats.gc_records_kept,
+        ..Ran::default()
+    })
+}
+
+/// Runs one seed; returns a description of the failure, or what the run did so the
+/// caller can check that GC and cold moves really ran.
+fn run_seed(mode: Mode, seed: u64) -> Result<Ran, String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let size_bytes = [6u64 << 20, 8 << 20][rng.gen_range(0..2)];
+    let dev =
+        Arc::new(SimDevice::new(SimConfig::new(size_bytes, seed)).map_err(|e| e.to_string())?);
+    let fs = Arc::new(FaultFs::new(seed ^ FS_SEED_STREAM));
+    let power = Power::new(fs.clone(), dev.clone());
+    let mut o = options(&mut rng, mode);
+    o.lsm.fs = power.fs();
+    let db = Db::format_device(dev.clone(), Path::new(METADATA_DIR), &o)
+        .map_err(|e| format!("format: {e}"))?;
+    let (crash_at, on_device) = arm_crash(&mut rng, mode, &dev, &power);
+    let mut history = History::default();
+    run_workload(&db, &mut rng, &mut history, &power)?;
+    let mid_workload = power.is_cut();
+    let before_crash = db.stats();
+    // Power cut: the device loses or tears its unflushed writes, the index's file
+    // system its unsynced data and directory changes, at the same instant.
+    power.cut();
+    db.crash_for_test();
+    fs.restart();
+    let crashed = Arc::new(dev.crash());
+    o.lsm.fs = fs.clone();
+    let ran = recover_and_check(crashed, &o, &mut rng, &history).map_err(|e| {
+        format!(
+            "{e} ({crash_at}; {} batches, {} durable)",
+            history.batches.len(),
+            history.durable
+        )
+    })?;
+    Ok(Ran {
         demotions: before_crash.demotions,
         cold_gcs: before_crash.cold_gc_runs,
+        cut_at_device_op: u64::from(mid_workload && on_device),
+        cut_at_index_call: u64::from(mid_workload && !on_device),
+        cut_after_workload: u64::from(!mid_workload),
+        ..ran
     })
 }
 
@@ -299,17 +350,29 @@ fn crash_at_random_points_recovers_a_prefix(mode: Mode) {
     let several = seeds.len() > 4;
     for seed in seeds {
         match run_seed(mode, seed) {
-            Ok(ran) => {
-                total.gc_runs += ran.gc_runs;
-                total.gc_kept += ran.gc_kept;
-                total.demotions += ran.demotions;
-                total.cold_gcs += ran.cold_gcs;
-            }
+            Ok(ran) => total.add(&ran),
             Err(e) => {
                 eprintln!("mode {} seed {seed} FAILED: {e}", mode.name());
                 failures.push(seed);
             }
         }
+    }
+    eprintln!(
+        "mode {}: power cut in mid-workload at a device operation in {} seeds, at a file \
+         call of the index in {}, after the workload in {}; {} GCs after recovery",
+        mode.name(),
+        total.cut_at_device_op,
+        total.cut_at_index_call,
+        total.cut_after_workload,
+        total.gc_runs
+    );
+    if several {
+        assert!(
+            total.cut_at_index_call > 0 && (mode == Mode::Lsm || total.cut_at_device_op > 0),
+            "mode {}: the crashes must land among the index's file calls and the device's \
+             operations alike",
+            mode.name()
+        );
     }
     if several && mode != Mode::Lsm {
         assert!(

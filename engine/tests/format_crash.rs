@@ -8,8 +8,10 @@ mod common;
 use common::{disk_dir, key, sim, small_options, value, verify, write_raw, Model, KIB, MIB};
 use hashkv::FormatStep;
 use hashkv::{Db, Error, Options};
-use hashkv_blockdev::sim::{FaultRule, OpKind, SimDevice};
-use std::path::PathBuf;
+use hashkv_blockdev::sim::{CrashWeights, FaultRule, OpKind, SimConfig, SimDevice};
+use hashkv_lsm::fault::{Fault, FaultFs, FileClass, Op};
+use hashkv_lsm::fs::{EntryKind, Fs};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 fn load(db: &Db, n: u32) -> Model {
@@ -172,30 +174,72 @@ fn a_marker_does_not_make_format_take_another_stripes_member() {
     Db::open(&theirs, &their_meta, &o).unwrap().close().unwrap();
 }
 
-/// A format that fails (here: the superblock write fails with EIO) removes the
-/// metadata directory it created, and empties one that was empty before.
+/// A format that fails before its commit (here: the index's first batch fails to sync)
+/// removes the metadata directory it created, and empties one that was empty before.
 #[test]
 fn a_failed_format_removes_what_it_created() {
-    let o = small_options();
-    let dir = tempfile::tempdir().unwrap();
     for pre_existing in [false, true] {
-        let meta = dir.path().join(format!("meta-{pre_existing}"));
+        let fs = Arc::new(FaultFs::new(15));
+        let mut o = small_options();
+        o.lsm.fs = fs.clone();
+        let meta = Path::new("/failed-format/meta");
         if pre_existing {
-            std::fs::create_dir(&meta).unwrap();
+            fs.create_dir_all(meta).unwrap();
         }
-        let dev = sim(8 * MIB, 15);
+        fs.inject(Fault {
+            op: Op::Sync,
+            class: Some(FileClass::Wal),
+            skip: 0,
+            errno: libc::EIO,
+            times: 1,
+        });
+        let e = Db::format_device(sim(8 * MIB, 15), meta, &o).err().unwrap();
+        assert!(matches!(e, Error::Lsm(_)), "{e:?}");
+        assert_eq!(fs.fired().len(), 1, "the first batch's sync failed");
+        if pre_existing {
+            assert_eq!(fs.list(meta).unwrap(), Vec::<String>::new(), "left empty");
+        } else {
+            assert_eq!(fs.entry_kind(meta).unwrap(), EntryKind::Missing, "removed");
+        }
+    }
+}
+
+/// A write that fails with EIO may still reach the media. A format whose superblock
+/// write failed therefore does not know whether it committed: whether the failed copy
+/// landed or not, the store afterwards (on healthy storage) either opens or formats
+/// again without force, and then works.
+#[test]
+fn a_format_whose_superblock_write_failed_opens_or_formats_again() {
+    let o = small_options();
+    for landed in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join("meta");
+        let mut config = SimConfig::new(8 * MIB, 16);
+        // What a power cycle does with the failed write: it lands whole, or not at all.
+        config.crash_weights = CrashWeights {
+            applied: u32::from(landed),
+            lost: u32::from(!landed),
+            torn: 0,
+        };
+        let dev = Arc::new(SimDevice::new(config).unwrap());
         dev.inject(FaultRule::eio().on(OpKind::Write).in_range(0..4 * KIB))
             .unwrap();
-        let e = Db::format_device(dev, &meta, &o).err().unwrap();
+        let e = Db::format_device(dev.clone(), &meta, &o).err().unwrap();
         assert!(matches!(e, Error::Device(_)), "{e:?}");
-        if pre_existing {
-            assert!(
-                meta.read_dir().unwrap().next().is_none(),
-                "an empty directory is left empty"
-            );
-        } else {
-            assert!(!meta.exists(), "the directory format created is removed");
-        }
+        let dev = Arc::new(dev.crash());
+        let db = Db::open_device(dev.clone(), &meta, &o).unwrap_or_else(|open_error| {
+            Db::format_device(dev.clone(), &meta, &o).unwrap_or_else(|e| {
+                panic!(
+                    "landed {landed}: the store neither opens ({open_error}) nor formats \
+                     again without force: {e}"
+                )
+            })
+        });
+        let model = load(&db, 30);
+        db.close().unwrap();
+        let db = Db::open_device(dev, &meta, &o).unwrap();
+        verify(&db, &model);
+        db.close().unwrap();
     }
 }
 

@@ -49,6 +49,18 @@ enum Command {
     /// Check the superblock copies, member headers, records and index entries (exit
     /// status 1 on damage left); --repair rewrites damaged copies and headers
     Fsck(cmd::admin::FsckArgs),
+    /// kill -9 a process writing to the store at random moments, cycle after cycle;
+    /// after each kill, check the store against the operations' log (durable writes
+    /// kept, batches whole, no value never written, no deleted key back) and run the
+    /// full check. FORMATS the store in the first cycle
+    Crashtest(cmd::crashtest::CrashtestArgs),
+    /// The child process of `hashkv crashtest` (run by it, not by hand)
+    #[command(hide = true)]
+    CrashtestChild(cmd::crashtest::child::ChildArgs),
+    /// Threads running checked puts, gets, deletes, batches and scans on a small store
+    /// while GC runs, for a set time; prints operations, GC runs and peak memory, and
+    /// fails on a wrong result or memory beyond its bound. FORMATS the store
+    Soak(cmd::soak::SoakArgs),
 }
 
 /// Exit status of arguments the parser accepted but the command found missing or
@@ -70,6 +82,12 @@ fn main() -> ExitCode {
         Command::Delete(args) => ("delete", cmd::kv::delete(args).map_err(Into::into)),
         Command::Scan(args) => ("scan", cmd::kv::scan(args).map_err(Into::into)),
         Command::Fsck(args) => ("fsck", cmd::admin::fsck(args).map_err(Into::into)),
+        Command::Crashtest(args) => ("crashtest", cmd::crashtest::run(args).map_err(Into::into)),
+        Command::CrashtestChild(args) => (
+            "crashtest-child",
+            cmd::crashtest::child::run(args).map_err(Into::into),
+        ),
+        Command::Soak(args) => ("soak", cmd::soak::run(args).map_err(Into::into)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -177,11 +177,13 @@ fn requested_modes_this_build_lacks_are_reported_as_skipped() {
 #[test]
 fn bad_bench_arguments_fail_with_a_message_naming_the_problem() {
     let dir = scratch_dir();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["bench", "--load-gib", "lots"], "--load-gib"),
         (&["bench", "--zipf", "1.5"], "--zipf"),
         (&["bench", "--reserve", "0"], "--reserve"),
         (&["bench", "--threads", "0"], "--threads"),
+        (&["bench", "--read-threads", "0"], "--read-threads"),
+        (&["bench", "--batch", "0"], "--batch"),
         (&["bench", "--hotness", "maybe"], "--hotness"),
         (&["bench", "--mode", "leveldb"], "no such mode"),
     ];

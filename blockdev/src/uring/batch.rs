@@ -156,7 +156,14 @@ impl<'d, 'a> RingBatch<'d, 'a> {
         let request = &mut self.requests[index];
         if result < 0 {
             let errno = -result;
-            if (errno == libc::EINTR || errno == libc::EAGAIN) && request.retries < RETRIES_MAX {
+            // A read is cancelled (ECANCELED) when the thread that issued it exits while
+            // it waits in io_uring's workers: a read-ahead may be waited for by another
+            // thread (see `readahead.rs`). Reads can be issued again; writes are not
+            // cancelled that way, since their batch's thread waits for them.
+            let cancelled_read =
+                errno == libc::ECANCELED && matches!(request.kind, RequestKind::Read { .. });
+            let transient = errno == libc::EINTR || errno == libc::EAGAIN || cancelled_read;
+            if transient && request.retries < RETRIES_MAX {
                 request.retries += 1;
                 self.again.push_back(index);
             } else {

@@ -12,6 +12,7 @@ use super::{RINGS_LIMIT, RING_ENTRIES_MAX, RING_ENTRIES_MIN};
 use crate::device::{check_op, BlockDevice, CounterSnapshot, Counters, Geometry, IoOp};
 use crate::error::{DeviceError, Result};
 use crate::file::{open_direct, DeviceKind, DirectFile, OpenOptions};
+use crate::pending::{OwnedRead, PendingReads};
 use io_uring::IoUring;
 use parking_lot::Mutex;
 use std::fs::File;
@@ -29,8 +30,11 @@ pub struct UringDevice {
     geometry: Geometry,
     /// Declared before `arena`: the rings, and their registrations of it, go first.
     pub(super) pool: RingPool,
+    /// Rings for reads left in flight (`readahead.rs`); created on demand, up to
+    /// `rings_max`, without the arena.
+    pub(super) readahead_pool: RingPool,
     /// SQ entries asked for when a ring is created.
-    ring_entries_requested: u32,
+    pub(super) ring_entries_requested: u32,
     /// SQ entries the kernel gave the first ring (the same for every ring).
     ring_entries: u32,
     rings_max: usize,
@@ -107,6 +111,7 @@ impl UringDevice {
             kind: direct.kind,
             geometry: direct.geometry,
             pool: RingPool::new(opts.rings_max, first),
+            readahead_pool: RingPool::empty(opts.rings_max),
             ring_entries_requested: opts.ring_entries,
             ring_entries,
             rings_max: opts.rings_max,
@@ -368,6 +373,17 @@ impl BlockDevice for UringDevice {
     fn flush(&self) -> Result<()> {
         let prepared = self.prepare_flush()?;
         self.run(prepared)
+    }
+
+    fn start_reads(&self, reads: Vec<OwnedRead>) -> Result<PendingReads<'_>> {
+        PendingReads::start_with(self, reads, |ops| {
+            let Some(ring) = self.try_readahead_ring() else {
+                return Ok(None);
+            };
+            // SAFETY: `start_with` keeps the buffers of `ops` allocated and untouched
+            // until the batch is waited for or dropped.
+            Ok(Some(vec![unsafe { ring.start(ops) }?]))
+        })
     }
 
     fn counters(&self) -> Vec<CounterSnapshot> {

@@ -34,6 +34,10 @@
 //! refused (RLIMIT_MEMLOCK for unprivileged users, charged once per ring) that ring
 //! uses plain ops, and where the first ring refuses it everything does.
 //!
+//! Reads may also be left in flight while their caller does other work
+//! ([`crate::BlockDevice::start_reads`]): such a batch takes a ring of the device's
+//! read-ahead pool, which nobody waits for (see `readahead.rs` for why).
+//!
 //! Poisoning belongs to the device, not to a ring: after an I/O error on any ring every
 //! later write and flush of the device is refused.
 
@@ -45,6 +49,7 @@ mod arena;
 mod batch;
 mod device;
 mod pool;
+mod readahead;
 mod request;
 
 pub use across::{flush_across, submit_across};
@@ -53,6 +58,7 @@ pub use arena::{
     ARENA_BYTES_MIN,
 };
 pub use device::UringDevice;
+pub(crate) use readahead::InFlightReads;
 
 use crate::buf::BUFFER_ALIGN_BYTES;
 

@@ -20,7 +20,8 @@ pub(super) struct Ring {
 pub(super) struct RingPool {
     /// Capacity: the configured `rings_max`, so a ring put back always fits.
     pub(super) free: ArrayQueue<Ring>,
-    /// Rings in existence, free or checked out. Never 0 after open.
+    /// Rings in existence, free or checked out. Never 0 after open for a device's
+    /// main pool; its read-ahead pool starts empty.
     pub(super) created: AtomicUsize,
     /// The most rings to create: `OpenOptions::rings_max`, lowered to the number that
     /// exists when creating one more fails (the kernel refused memory, memlock or a
@@ -42,6 +43,19 @@ impl RingPool {
         RingPool {
             free,
             created: AtomicUsize::new(1),
+            growth_max: AtomicUsize::new(rings_max),
+            waiters: AtomicUsize::new(0),
+            waiters_lock: Mutex::new(()),
+            ring_returned: Condvar::new(),
+        }
+    }
+
+    /// A pool with no ring yet, growing to `rings_max` (a device's read-ahead pool,
+    /// whose users never wait for a ring: see `readahead.rs`).
+    pub(super) fn empty(rings_max: usize) -> RingPool {
+        RingPool {
+            free: ArrayQueue::new(rings_max),
+            created: AtomicUsize::new(0),
             growth_max: AtomicUsize::new(rings_max),
             waiters: AtomicUsize::new(0),
             waiters_lock: Mutex::new(()),

@@ -64,6 +64,71 @@ pub(crate) unsafe fn bytes_mut<'a>(
     Ok(unsafe { std::slice::from_raw_parts_mut(p, cap) })
 }
 
+/// The `count` elements of a C array at `p`; NULL is allowed with count 0. A
+/// misaligned array is refused.
+///
+/// # Safety
+/// A non-NULL `p` points to `count` readable elements that stay unchanged while the
+/// returned slice lives.
+pub(crate) unsafe fn elements<'a, T>(
+    p: *const T,
+    count: usize,
+    what: &str,
+) -> Result<&'a [T], Failure> {
+    if p.is_null() {
+        return match count {
+            0 => Ok(&[]),
+            _ => Err(Failure::invalid(format!(
+                "{what} is NULL with count {count}"
+            ))),
+        };
+    }
+    check_array(p.is_aligned(), p.cast(), count, size_of::<T>(), what)?;
+    // SAFETY: non-NULL, aligned, a possible length (checked), readable as promised.
+    Ok(unsafe { std::slice::from_raw_parts(p, count) })
+}
+
+/// The `count` writable elements of a C array at `p`; NULL is allowed with count 0.
+/// A misaligned array is refused.
+///
+/// # Safety
+/// A non-NULL `p` points to `count` writable elements that nothing else accesses while
+/// the returned slice lives.
+pub(crate) unsafe fn elements_mut<'a, T>(
+    p: *mut T,
+    count: usize,
+    what: &str,
+) -> Result<&'a mut [T], Failure> {
+    if p.is_null() {
+        return match count {
+            0 => Ok(&mut []),
+            _ => Err(Failure::invalid(format!(
+                "{what} is NULL with count {count}"
+            ))),
+        };
+    }
+    check_array(p.is_aligned(), p.cast(), count, size_of::<T>(), what)?;
+    // SAFETY: non-NULL, aligned, a possible length (checked), writable and unaliased
+    // as the caller promised.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, count) })
+}
+
+/// `check_span` for an array of elements of `elem_bytes`, refusing a misaligned one.
+fn check_array(
+    aligned: bool,
+    p: *const u8,
+    count: usize,
+    elem_bytes: usize,
+    what: &str,
+) -> Result<(), Failure> {
+    if !aligned {
+        return Err(Failure::invalid(format!(
+            "{what}: address {p:?} is not aligned for its elements"
+        )));
+    }
+    check_span(p, count, elem_bytes, what)
+}
+
 /// An output pointer the function must write through.
 ///
 /// # Safety

@@ -1,4 +1,4 @@
-//! Single-key operations and flush.
+//! Single-key operations, the multi-key get, and flush.
 
 use super::args;
 use super::errors::{guard, Failure, HASHKV_E_BUFFER_TOO_SMALL};
@@ -198,6 +198,99 @@ pub unsafe extern "C" fn hashkv_get_into(
     };
     // SAFETY: errptr as this function's caller promised.
     unsafe { guard(errptr, body) }
+}
+
+/// Reads the values of `count` keys at once: every key is looked up, then all their
+/// values are read from the devices with one submission, so the devices read them in
+/// parallel (`count` calls of `hashkv_get` read one after another). A key may appear
+/// more than once.
+///
+/// Returns the number of keys found (0 to `count`), with `values[i]` and
+/// `value_lens[i]` set for every i: a value hashkv allocates (non-NULL for an empty
+/// value too), or NULL and 0 for a key not found. Or returns a negative code, with
+/// every `values[i]` NULL and `value_lens[i]` 0: a bad key (empty or longer than
+/// `HASHKV_KEY_BYTES_MAX`) fails the whole call, as does `count` above INT_MAX.
+/// Ownership: the caller frees each non-NULL `values[i]` with `hashkv_free`; the keys
+/// are only read. Threads: as `hashkv_get`; each value is what a `hashkv_get` of its
+/// key during the call would return.
+///
+/// # Safety
+/// `db` is NULL (refused) or a live handle; `keys` and `key_lens` are NULL (only with
+/// `count` 0) or point to `count` readable elements, and each `keys[i]` is NULL or
+/// points to `key_lens[i]` readable bytes; `values` and `value_lens` are NULL (only
+/// with `count` 0) or point to `count` writable elements; `errptr` as for
+/// `hashkv_format`.
+#[no_mangle]
+pub unsafe extern "C" fn hashkv_multi_get(
+    db: *mut HashkvDb,
+    keys: *const *const u8,
+    key_lens: *const usize,
+    count: usize,
+    values: *mut *mut u8,
+    value_lens: *mut usize,
+    errptr: *mut *mut c_char,
+) -> c_int {
+    let body = || {
+        // SAFETY: the pointers as this function's caller promised.
+        let (db, key_ptrs, key_lens, values, value_lens) = unsafe {
+            (
+                db_ref(db)?,
+                args::elements(keys, count, "keys")?,
+                args::elements(key_lens, count, "key_lens")?,
+                args::elements_mut(values, count, "values")?,
+                args::elements_mut(value_lens, count, "value_lens")?,
+            )
+        };
+        // Nothing to free for the caller unless every value is handed out.
+        values.fill(std::ptr::null_mut());
+        value_lens.fill(0);
+        // The count found is returned as an int.
+        if c_int::try_from(count).is_err() {
+            return Err(Failure::invalid(format!(
+                "count {count} is above INT_MAX, the most keys one call takes"
+            )));
+        }
+        let keys: Vec<&[u8]> = key_ptrs
+            .iter()
+            .zip(key_lens)
+            .enumerate()
+            // SAFETY: each key as this function's caller promised.
+            .map(|(i, (&p, &len))| unsafe { args::bytes(p, len, &format!("keys[{i}]")) })
+            .collect::<Result<_, _>>()?;
+        let got = db.multi_get(&keys)?;
+        let copies = malloc_copies(&got)?;
+        for (i, (p, v)) in copies.into_iter().zip(&got).enumerate() {
+            values[i] = p;
+            value_lens[i] = v.as_ref().map_or(0, Vec::len);
+        }
+        // At most `count`, which fits (checked above).
+        Ok(got.iter().filter(|v| v.is_some()).count() as c_int)
+    };
+    // SAFETY: errptr as this function's caller promised.
+    unsafe { guard(errptr, body) }
+}
+
+/// A malloc'd copy of every value (NULL for `None`); all or none: when one copy
+/// fails, the others are freed.
+fn malloc_copies(values: &[Option<Vec<u8>>]) -> Result<Vec<*mut u8>, Failure> {
+    let mut copies = Vec::with_capacity(values.len());
+    for v in values {
+        let copy = match v {
+            Some(v) => args::malloc_copy(v),
+            None => Ok(std::ptr::null_mut()),
+        };
+        match copy {
+            Ok(p) => copies.push(p),
+            Err(f) => {
+                for p in copies {
+                    // SAFETY: each p is NULL or from malloc, and not handed out.
+                    unsafe { libc::free(p.cast()) };
+                }
+                return Err(f);
+            }
+        }
+    }
+    Ok(copies)
 }
 
 /// Writes the write cache to the devices and makes every write that returned before

@@ -18,6 +18,7 @@ use crate::store;
 use crate::superblock::{self, FormatStep, Superblock, FORMAT_VERSION};
 use hashkv_blockdev::identity;
 use hashkv_blockdev::BlockDevice;
+use hashkv_lsm::fs::{EntryKind, Fs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -43,15 +44,20 @@ pub struct UnfinishedFormat {
 /// index cut short while it was created (the index's own files, no CURRENT), an empty
 /// index, or an index with the marker entry. `None` for a missing or empty directory
 /// (nothing to redo) and for anything else (a finished store's index, other files).
-pub(crate) fn unfinished(dir: &Path, options: &Options) -> Option<UnfinishedFormat> {
-    let mut entries = std::fs::read_dir(dir).ok()?;
-    entries.next()?.ok()?;
+/// An I/O error is returned: what cannot be read is not guessed at.
+pub(crate) fn unfinished(dir: &Path, options: &Options) -> Result<Option<UnfinishedFormat>> {
+    if list_metadata_dir(dir, options)?.is_none_or(|names| names.is_empty()) {
+        return Ok(None);
+    }
     let lsm = match open_lsm(dir, options, false) {
         Ok(lsm) => lsm,
         Err(Error::Lsm(hashkv_lsm::LsmError::NotFound { .. })) => {
-            return Some(UnfinishedFormat { stripe_uuid: None })
+            return Ok(Some(UnfinishedFormat { stripe_uuid: None }))
         }
-        Err(_) => return None,
+        Err(e) if is_io_error(&e) => return Err(e),
+        // Not an index format left (another's, locked, damaged): format refuses the
+        // directory unless forced.
+        Err(_) => return Ok(None),
     };
     let found = (|| -> Result<Option<UnfinishedFormat>> {
         if let Some(uuid) = lsm.get(&marker_key())? {
@@ -71,7 +77,31 @@ pub(crate) fn unfinished(dir: &Path, options: &Options) -> Option<UnfinishedForm
         Ok(empty.then_some(UnfinishedFormat { stripe_uuid: None }))
     })();
     let _ = lsm.close();
-    found.ok().flatten()
+    match found {
+        Err(e) if is_io_error(&e) => Err(e),
+        Err(_) => Ok(None),
+        Ok(found) => Ok(found),
+    }
+}
+
+/// The index or the metadata directory could not be read or written.
+fn is_io_error(e: &Error) -> bool {
+    use hashkv_lsm::LsmError;
+    matches!(
+        e,
+        Error::Lsm(LsmError::Io { .. } | LsmError::Poisoned { .. }) | Error::MetadataDir { .. }
+    )
+}
+
+/// The names in the metadata directory, or `None` if it does not exist. Any other
+/// error is returned: format must not take a directory it failed to list for a
+/// missing or an empty one (and remove it, or write into it).
+fn list_metadata_dir(dir: &Path, options: &Options) -> Result<Option<Vec<String>>> {
+    match index_fs(options).list(dir) {
+        Ok(names) => Ok(Some(names)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(dir_error(dir)(e)),
+    }
 }
 
 /// Deletes the marker entry of a format that finished (at the end of format, or at the
@@ -85,6 +115,15 @@ pub(crate) fn remove_marker(lsm: &hashkv_lsm::Db) -> Result<()> {
     Ok(())
 }
 
+/// The file system the metadata directory lives on: the index's own (`Options::lsm.fs`).
+/// Everything format does in the directory goes through it, as the index's own I/O
+/// does, so that one seam sees (and a test's fault-injecting file system can fail or
+/// crash) every change made there. Only the device file that format may create is
+/// handled with `std::fs`: it is a device, not part of the index.
+fn index_fs(options: &Options) -> &dyn Fs {
+    &*options.lsm.fs
+}
+
 fn dir_error(dir: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::MetadataDir {
         path: dir.to_path_buf(),
@@ -94,12 +133,9 @@ fn dir_error(dir: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 
 /// Empties (or creates) the metadata directory. A directory that holds data is
 /// refused unless `force`, or unless it is an unfinished format's.
-fn prepare_metadata_dir(dir: &Path, force: bool, unfinished: bool) -> Result<()> {
-    if dir.exists() {
-        let non_empty = std::fs::read_dir(dir)
-            .map_err(dir_error(dir))?
-            .next()
-            .is_some();
+fn prepare_metadata_dir(fs: &dyn Fs, dir: &Path, force: bool, unfinished: bool) -> Result<()> {
+    if fs.entry_kind(dir).map_err(dir_error(dir))? != EntryKind::Missing {
+        let non_empty = !fs.list(dir).map_err(dir_error(dir))?.is_empty();
         if non_empty {
             if !force && !unfinished {
                 return Err(Error::DeviceNotEmpty {
@@ -107,10 +143,48 @@ fn prepare_metadata_dir(dir: &Path, force: bool, unfinished: bool) -> Result<()>
                 });
             }
             // Through the index's own lock: an open store's directory is refused.
-            hashkv_lsm::destroy(dir)?;
+            hashkv_lsm::destroy_on(fs, dir)?;
         }
     }
-    std::fs::create_dir_all(dir).map_err(dir_error(dir))
+    create_dir_durably(fs, dir)
+}
+
+/// Creates `dir` (and missing parents) and syncs the parent of each directory it
+/// created, so that the directory's own entry survives a power cut: the index syncs
+/// its files and its directory, never the directory's parent, and the superblock that
+/// commits the format must not outlive the index it names.
+fn create_dir_durably(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    let missing = |p: &Path| {
+        fs.entry_kind(p)
+            .map(|k| k == EntryKind::Missing)
+            .map_err(dir_error(p))
+    };
+    // The directories to create, deepest first; their parents get the new entries.
+    let mut created = Vec::new();
+    let mut at = Some(dir);
+    // The root, and the working directory ("" above a relative path), exist.
+    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty() && p.parent().is_some()) {
+        if !missing(p)? {
+            break;
+        }
+        created.push(p);
+        at = p.parent();
+    }
+    fs.create_dir_all(dir).map_err(dir_error(dir))?;
+    if created.is_empty() {
+        // A directory made just before format (mkdir, then format) may not be durable
+        // either.
+        created.push(dir);
+    }
+    for p in created {
+        // A relative path's last parent is "", the working directory.
+        let parent = match p.parent() {
+            Some(q) if !q.as_os_str().is_empty() => q,
+            _ => Path::new("."),
+        };
+        fs.sync_dir(parent).map_err(dir_error(parent))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn open_lsm(dir: &Path, options: &Options, create: bool) -> Result<hashkv_lsm::Db> {
@@ -129,6 +203,9 @@ pub(crate) fn open_lsm(dir: &Path, options: &Options, create: bool) -> Result<ha
 pub(crate) struct Progress {
     /// Stripe members whose identity header was written.
     pub headers_written: Vec<Arc<dyn BlockDevice>>,
+    /// The superblock's write began: the format may have committed, even if the
+    /// write failed (a failed write can still reach the media).
+    pub commit_attempted: bool,
 }
 
 /// Writes a new store on `new`'s devices and `dir`, step by step (see the module
@@ -148,7 +225,12 @@ pub(crate) fn write_store(
     if !options.force_format {
         crate::devices::check_empty(new.device.as_ref(), &layout, unfinished.is_some())?;
     }
-    prepare_metadata_dir(dir, options.force_format, unfinished.is_some())?;
+    prepare_metadata_dir(
+        index_fs(options),
+        dir,
+        options.force_format,
+        unfinished.is_some(),
+    )?;
     let superblock = Superblock {
         format_version: FORMAT_VERSION,
         mode: options.mode,
@@ -176,6 +258,7 @@ pub(crate) fn write_store(
         let _ = lsm.close();
         return Ok(None);
     }
+    progress.commit_attempted = true;
     superblock::write_copies(
         new.device.as_ref(),
         &superblock,
@@ -185,11 +268,13 @@ pub(crate) fn write_store(
         let _ = lsm.close();
         return Ok(None);
     }
-    // Committed. A marker left behind (the deletion failing) is deleted by the next
-    // open, and lets no format without force overwrite the store: its devices hold a
-    // valid superblock, so they are refused.
+    // Committed: the index was synced before the superblock, so nothing below can
+    // fail the format. A marker left behind (the deletion failing) is deleted by the
+    // next open, and lets no format without force overwrite the store: its devices
+    // hold a valid superblock, so they are refused. An index that fails here fails
+    // the open that follows, on a whole store.
     let _ = remove_marker(&lsm);
-    lsm.close()?;
+    let _ = lsm.close();
     if stop(FormatStep::MarkerRemoved) {
         return Ok(None);
     }
@@ -226,42 +311,53 @@ pub(crate) struct Undo {
 }
 
 impl Undo {
-    pub fn note(devices: &[PathBuf], dir: &Path, options: &Options) -> Undo {
+    /// Fails if the metadata directory cannot be listed: not knowing what was there,
+    /// a failed format could remove what was not its own.
+    pub fn note(devices: &[PathBuf], dir: &Path, options: &Options) -> Result<Undo> {
         let created_device = match devices {
             [one] if options.create_device_bytes.is_some() && !one.exists() => Some(one.clone()),
             _ => None,
         };
-        let entries = std::fs::read_dir(dir).ok().map(|mut d| d.next().is_none());
-        Undo {
+        let names = list_metadata_dir(dir, options)?;
+        Ok(Undo {
             created_device,
             dir: dir.to_path_buf(),
-            dir_existed: entries.is_some(),
-            dir_was_empty: entries.unwrap_or(true),
-        }
+            dir_existed: names.is_some(),
+            dir_was_empty: names.is_none_or(|n| n.is_empty()),
+        })
     }
 
     /// Takes back what the failed format created. Errors that mean another process
     /// holds the device or the directory leave everything alone: it is theirs.
-    pub fn run(&self, error: &Error, progress: &Progress) {
+    ///
+    /// A format that failed in or after its superblock write keeps everything: the
+    /// write may have reached the media although it failed, and then the store is
+    /// committed and its index must stay. If it did not, the index with its marker is
+    /// an unfinished format's, which the next format redoes without force.
+    ///
+    /// Nothing here is synced: if a crash brings back what was removed, it is an
+    /// unfinished format's too.
+    pub fn run(&self, error: &Error, progress: &Progress, options: &Options) {
         use hashkv_blockdev::DeviceError;
-        if matches!(
-            error,
-            Error::Device(DeviceError::InUse { .. })
-                | Error::Lsm(hashkv_lsm::LsmError::Locked { .. })
-        ) {
+        if progress.commit_attempted
+            || matches!(
+                error,
+                Error::Device(DeviceError::InUse { .. })
+                    | Error::Lsm(hashkv_lsm::LsmError::Locked { .. })
+            )
+        {
             return;
         }
         if let Some(path) = &self.created_device {
             let _ = std::fs::remove_file(path);
         }
+        let fs = index_fs(options);
         if !self.dir_existed {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = fs.remove_dir_all(&self.dir);
         } else if self.dir_was_empty {
-            if let Ok(entries) = std::fs::read_dir(&self.dir) {
-                for entry in entries.flatten() {
-                    let _ = std::fs::remove_dir_all(entry.path())
-                        .or_else(|_| std::fs::remove_file(entry.path()));
-                }
+            for name in fs.list(&self.dir).unwrap_or_default() {
+                let path = self.dir.join(name);
+                let _ = fs.remove_dir_all(&path).or_else(|_| fs.remove_file(&path));
             }
         } else {
             // The directory held data before (an unfinished format's, or data force

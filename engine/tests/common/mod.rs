@@ -3,6 +3,9 @@
 //! disk-backed test directories and loop devices.
 #![allow(dead_code)]
 
+pub mod history;
+pub mod power;
+
 use hashkv::{Db, Error, Layout, Options};
 use hashkv_blockdev::loop_devices::{attach_all, LoopDevice};
 use hashkv_blockdev::sim::{SimConfig, SimDevice};

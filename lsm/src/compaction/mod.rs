@@ -2,8 +2,8 @@
 //!
 //! L0 is compacted into L1 when it holds `l0_compaction_trigger` tables (all L0 tables
 //! at once, since they overlap each other); level i >= 1 is compacted into i+1 when its
-//! bytes exceed `level1_bytes_max * level_size_ratio^(i-1)`, one table at a time in
-//! round-robin key order. A user key never spans two tables of one level, so a table's
+//! bytes exceed `level1_bytes_max * level_size_ratio^(i-1)`, one table at a time: the
+//! one that rewrites the fewest bytes below per byte it moves down. A user key never spans two tables of one level, so a table's
 //! range fully describes where its key's versions are.
 
 pub(crate) mod pick;

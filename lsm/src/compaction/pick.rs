@@ -2,7 +2,9 @@
 
 use super::Compaction;
 use crate::options::Options;
-use crate::version::{Version, LEVELS};
+use std::sync::Arc;
+
+use crate::version::{FileMeta, Version, LEVELS};
 
 /// Bytes level `level` (>= 1) may hold before it is compacted.
 pub(crate) fn level_bytes_max(options: &Options, level: usize) -> u64 {
@@ -24,14 +26,8 @@ pub(crate) fn scores(options: &Options, v: &Version) -> [f64; LEVELS] {
     s
 }
 
-/// The most urgent compaction whose levels are free. `cursor[level]` is the user key
-/// after which the next table of that level is taken (round robin).
-pub(crate) fn pick(
-    options: &Options,
-    v: &Version,
-    busy: &[bool; LEVELS],
-    cursor: &mut [Vec<u8>; LEVELS],
-) -> Option<Compaction> {
+/// The most urgent compaction whose levels are free.
+pub(crate) fn pick(options: &Options, v: &Version, busy: &[bool; LEVELS]) -> Option<Compaction> {
     let s = scores(options, v);
     let mut order: Vec<usize> = (0..LEVELS - 1).filter(|&l| s[l] >= 1.0).collect();
     order.sort_by(|a, b| s[*b].total_cmp(&s[*a]));
@@ -42,13 +38,7 @@ pub(crate) fn pick(
         if level == 0 {
             return Some(for_level0(v));
         }
-        let files = &v.levels[level];
-        let i = files
-            .iter()
-            .position(|f| f.smallest_user() > cursor[level].as_slice())
-            .unwrap_or(0);
-        let f = files[i].clone();
-        cursor[level] = f.largest_user().to_vec();
+        let f = least_overlapping(v, level);
         let next_inputs = v.overlapping(level + 1, Some(f.smallest_user()), Some(f.largest_user()));
         return Some(Compaction {
             level,
@@ -58,6 +48,30 @@ pub(crate) fn pick(
         });
     }
     None
+}
+
+/// The table of `level` (>= 1, not empty) whose compaction rewrites the fewest bytes of
+/// the level below per byte it moves down (RocksDB's `kMinOverlappingRatio`): with
+/// random keys every table overlaps about as much, but after skewed or sequential
+/// writes this moves down the tables that cost least, and it moves a table with
+/// nothing under it without rewriting anything (a trivial move). Round robin, which
+/// this replaced, rewrote whatever lay next in key order.
+fn least_overlapping(v: &Version, level: usize) -> Arc<FileMeta> {
+    let below = &v.levels[level + 1];
+    let overlap_bytes = |f: &FileMeta| -> u64 {
+        let first = below.partition_point(|b| b.largest_user() < f.smallest_user());
+        below[first..]
+            .iter()
+            .take_while(|b| b.smallest_user() <= f.largest_user())
+            .map(|b| b.file_bytes)
+            .sum()
+    };
+    let cost = |f: &FileMeta| overlap_bytes(f) as f64 / f.file_bytes.max(1) as f64;
+    v.levels[level]
+        .iter()
+        .min_by(|a, b| cost(a).total_cmp(&cost(b)))
+        .expect("a level over its limit holds tables")
+        .clone()
 }
 
 /// All of L0 (its tables overlap, and leaving an older one behind would let it shadow

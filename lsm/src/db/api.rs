@@ -67,7 +67,6 @@ impl Db {
             snapshots: Arc::new(SnapshotList::default()),
             bg: Mutex::new(BgState {
                 busy_levels: [false; LEVELS],
-                cursor: Default::default(),
             }),
             bg_cv: Condvar::new(),
             cache,
@@ -271,6 +270,13 @@ impl Db {
     /// ignoring errors. Fails if the WAL cannot be synced or the tree is poisoned: then
     /// writes since the last sync may be lost.
     pub fn close(self) -> Result<()> {
+        self.shutdown(true)
+    }
+
+    /// `close` through a shared handle (an owner that keeps the tree in an `Arc`):
+    /// writes fail with `Closed` afterwards, and dropping the last handle does
+    /// nothing more.
+    pub fn close_shared(&self) -> Result<()> {
         self.shutdown(true)
     }
 

@@ -118,7 +118,7 @@ impl Inner {
                     let v = self.sv.read().version.clone();
                     let picked = {
                         let b = &mut *bg;
-                        let c = pick::pick(&self.options, &v, &b.busy_levels, &mut b.cursor);
+                        let c = pick::pick(&self.options, &v, &b.busy_levels);
                         if let Some(c) = &c {
                             b.busy_levels[c.level] = true;
                             b.busy_levels[c.output_level] = true;

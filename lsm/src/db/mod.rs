@@ -61,7 +61,6 @@ struct SyncState {
 
 struct BgState {
     busy_levels: [bool; LEVELS],
-    cursor: [Vec<u8>; LEVELS],
 }
 
 struct Inner {

@@ -44,9 +44,10 @@
 //!   (reads still see it until the crash), as on Linux, which marks the pages clean
 //!   after a failed writeback.
 //!
-//! Directories themselves (`create_dir_all`) are durable at once, and `remove_dir_all`
-//! is durable at once: the tree's directory is made before the tree and removed only by
-//! `destroy`. Paths are taken as given: use the same spelling for the same directory.
+//! Directories themselves (`create_dir_all`, which makes missing parents too) are
+//! durable at once, and `remove_dir_all` is durable at once: the tree's directory is
+//! made before the tree and removed only by `destroy`. Paths are taken as given: use
+//! the same spelling for the same directory.
 
 mod image;
 mod rng;
@@ -460,7 +461,11 @@ impl State {
 impl Fs for FaultFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.enter_dir(Op::CreateDir, dir)?;
-        s.image.dirs.entry(dir.to_path_buf()).or_default();
+        // Its missing parents too, as `mkdir -p` does, so they can be listed and
+        // synced (a caller that creates a directory syncs its parent).
+        for d in dir.ancestors().filter(|d| !d.as_os_str().is_empty()) {
+            s.image.dirs.entry(d.to_path_buf()).or_default();
+        }
         Ok(())
     }
 

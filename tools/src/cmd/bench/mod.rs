@@ -134,6 +134,16 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub read_ops: u64,
 
+    /// Client threads of the read phase. [default: --threads]
+    #[arg(long, value_name = "N")]
+    pub read_threads: Option<usize>,
+
+    /// Keys each read of the read phase asks for at once: 1 reads with get, more with
+    /// one multi_get of that many random keys (ops count keys; latencies are per
+    /// multi_get). compare's RocksDB peers do a get per key of the batch.
+    #[arg(long, value_name = "M", default_value_t = 1)]
+    pub batch: usize,
+
     /// 100-key range scans after the reads, each from a key uniform over the loaded
     /// keys (0: no scan phase).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -227,6 +237,15 @@ impl<'a> Session<'a> {
                 human_bytes(split.memtable_bytes),
                 human_bytes(split.write_cache_bytes),
                 human_bytes(split.value_cache_bytes),
+            );
+        }
+        if args.read_ops > 0 {
+            println!(
+                "reads: {} keys by {} thread(s), {} key(s) per read ({})",
+                args.read_ops,
+                plan.read_threads,
+                args.batch,
+                if args.batch > 1 { "multi_get" } else { "get" }
             );
         }
         if scratch.is_some() {
@@ -354,6 +373,8 @@ pub(crate) struct Plan {
     pub workload: Arc<Workload>,
     pub update_ops: u64,
     pub threads: usize,
+    /// Client threads of the read phase.
+    pub read_threads: usize,
     pub options: Options,
     /// Device size per mode when this run creates the device.
     pub device_bytes: u64,
@@ -382,6 +403,12 @@ impl Plan {
         }
         if args.threads == Some(0) {
             return usage("--threads must be at least 1".into());
+        }
+        if args.read_threads == Some(0) {
+            return usage("--read-threads must be at least 1".into());
+        }
+        if args.batch == 0 {
+            return usage("--batch must be at least 1 key".into());
         }
         let items = (args.load_gib * GIB / args.value_size as f64) as u64;
         if items < 2 {
@@ -444,6 +471,9 @@ impl Plan {
             .with_force_format(true);
         let record_bytes = (hashkv::RECORD_HEADER_BYTES + KEY_BYTES + args.value_size) as u64;
         let device_bytes = device_bytes_for(items * record_bytes, &options, &modes)?;
+        let threads = args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         Ok(Plan {
             modes,
             workload: Arc::new(Workload {
@@ -451,11 +481,11 @@ impl Plan {
                 value_bytes: args.value_size,
                 zipf: ScrambledZipf::new(items, args.zipf),
                 seed: args.seed,
+                read_batch: args.batch,
             }),
             update_ops,
-            threads: args
-                .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            threads,
+            read_threads: args.read_threads.unwrap_or(threads),
             options,
             device_bytes,
         })
@@ -494,7 +524,7 @@ fn modes_accept(device_bytes: u64, options: &Options, modes: &[Mode]) -> hashkv:
 
 /// $TMPDIR (/tmp when unset) if O_DIRECT works there, else the current directory if
 /// it does (tmpfs refuses O_DIRECT).
-fn scratch_base() -> StoreResult<PathBuf> {
+pub(crate) fn scratch_base() -> StoreResult<PathBuf> {
     let mut tried = Vec::new();
     let candidates = [
         std::env::temp_dir(),
@@ -713,11 +743,15 @@ pub(crate) fn run_target(
         bar.set_prefix(format!("{name} {}", kind.name()));
         let before = target.counters();
         let io_before = read_process_io();
+        let threads = match kind {
+            PhaseKind::Read => plan.read_threads,
+            _ => plan.threads,
+        };
         let outcome = run_phase(
             target,
             kind,
             ops_total,
-            plan.threads,
+            threads,
             &plan.workload,
             &STOP,
             &bar,

@@ -4,7 +4,7 @@
 
 use super::super::store::{StoreCmdError, StoreResult};
 use super::target::BenchTarget;
-use crate::workload::{self, ScrambledZipf};
+use crate::workload::{self, ScrambledZipf, KEY_BYTES};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use rand::rngs::StdRng;
@@ -61,6 +61,8 @@ pub struct Workload {
     pub value_bytes: usize,
     pub zipf: ScrambledZipf,
     pub seed: u64,
+    /// Keys per read of the read phase (1: get; more: one multi_get).
+    pub read_batch: usize,
 }
 
 /// One throughput sample: seconds since the mode's first phase began, and the ops/s
@@ -220,10 +222,16 @@ impl WorkerCtx<'_> {
         let mut value = vec![0u8; self.workload.value_bytes];
         rng.fill_bytes(&mut value);
         let (mut written, mut read) = (0u64, 0u64);
-        for op in start..end {
+        let mut op = start;
+        while op < end {
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
+            // A read of a batch covers that many ops (keys); everything else one.
+            let keys = match self.kind {
+                PhaseKind::Read => (self.workload.read_batch as u64).min(end - op),
+                _ => 1,
+            };
             let began = Instant::now();
             let result = match self.kind {
                 PhaseKind::Load => self.put(op, &mut value, &mut written),
@@ -231,6 +239,7 @@ impl WorkerCtx<'_> {
                     let index = self.workload.zipf.next(&mut rng);
                     self.put(index, &mut value, &mut written)
                 }
+                PhaseKind::Read if keys > 1 => self.multi_get(keys, &mut rng, &mut read),
                 PhaseKind::Read => self.get(rng.gen_range(0..self.workload.items), &mut read),
                 PhaseKind::Scan => self.scan(rng.gen_range(0..self.workload.items), &mut read),
             };
@@ -240,7 +249,8 @@ impl WorkerCtx<'_> {
                 break;
             }
             let _ = hist.record(began.elapsed().as_nanos() as u64);
-            self.ops_done.fetch_add(1, Ordering::Relaxed);
+            self.ops_done.fetch_add(keys, Ordering::Relaxed);
+            op += keys;
         }
         self.user_write_bytes.fetch_add(written, Ordering::Relaxed);
         self.user_read_bytes.fetch_add(read, Ordering::Relaxed);
@@ -272,6 +282,25 @@ impl WorkerCtx<'_> {
         }
     }
 
+    /// One multi_get of `count` keys uniform over the loaded keys.
+    fn multi_get(&self, count: u64, rng: &mut StdRng, read: &mut u64) -> StoreResult<()> {
+        let keys: Vec<[u8; KEY_BYTES]> = (0..count)
+            .map(|_| workload::key(rng.gen_range(0..self.workload.items)))
+            .collect();
+        let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        let lens = self.target.multi_get(&refs)?;
+        for (key, len) in keys.iter().zip(lens) {
+            let Some(value_len) = len else {
+                return Err(StoreCmdError::LostWrite {
+                    store: self.target.name().to_string(),
+                    key: String::from_utf8_lossy(key).into_owned(),
+                });
+            };
+            *read += (key.len() + value_len) as u64;
+        }
+        Ok(())
+    }
+
     fn scan(&self, index: u64, read: &mut u64) -> StoreResult<()> {
         let key = workload::key(index);
         *read += self.target.scan(&key, SCAN_KEYS)?;
@@ -293,5 +322,131 @@ impl FirstError {
 
     fn take(&self) -> Option<StoreCmdError> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::target::StoreCounters;
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A store of `items` loaded keys with 100-byte values, missing `lost` if set,
+    /// that records the reads it serves.
+    struct Recorder {
+        items: u64,
+        lost: Option<[u8; KEY_BYTES]>,
+        gets: AtomicU64,
+        multi_gets: Mutex<Vec<usize>>,
+    }
+
+    impl Recorder {
+        fn new(items: u64, lost: Option<u64>) -> Recorder {
+            Recorder {
+                items,
+                lost: lost.map(workload::key),
+                gets: AtomicU64::new(0),
+                multi_gets: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn value_len(&self, key: &[u8]) -> Option<usize> {
+            (self.lost.as_ref().map(|k| &k[..]) != Some(key)).then_some(100)
+        }
+    }
+
+    impl BenchTarget for Recorder {
+        fn name(&self) -> &str {
+            "recorder"
+        }
+        fn put(&self, _: &[u8], _: &[u8]) -> StoreResult<()> {
+            unreachable!("a read phase writes nothing")
+        }
+        fn get(&self, key: &[u8]) -> StoreResult<Option<usize>> {
+            self.gets.fetch_add(1, Ordering::Relaxed);
+            Ok(self.value_len(key))
+        }
+        fn multi_get(&self, keys: &[&[u8]]) -> StoreResult<Vec<Option<usize>>> {
+            self.multi_gets.lock().unwrap().push(keys.len());
+            Ok(keys.iter().map(|k| self.value_len(k)).collect())
+        }
+        fn scan(&self, _: &[u8], _: usize) -> StoreResult<u64> {
+            unreachable!("a read phase scans nothing")
+        }
+        fn flush(&self) -> StoreResult<()> {
+            Ok(())
+        }
+        fn counters(&self) -> StoreCounters {
+            StoreCounters::default()
+        }
+        fn space_bytes(&self) -> u64 {
+            self.items
+        }
+    }
+
+    fn read_phase(
+        target: &Recorder,
+        ops: u64,
+        threads: usize,
+        batch: usize,
+    ) -> StoreResult<PhaseOutcome> {
+        let workload = Workload {
+            items: target.items,
+            value_bytes: 100,
+            zipf: ScrambledZipf::new(target.items, 0.99),
+            seed: 1,
+            read_batch: batch,
+        };
+        let stop = AtomicBool::new(false);
+        let mut samples = Vec::new();
+        run_phase(
+            target,
+            PhaseKind::Read,
+            ops,
+            threads,
+            &workload,
+            &stop,
+            &ProgressBar::hidden(),
+            Instant::now(),
+            &mut samples,
+        )
+    }
+
+    #[test]
+    fn a_read_phase_with_a_batch_reads_every_key_in_multi_gets_of_at_most_that_many() {
+        let target = Recorder::new(1000, None);
+        let outcome = read_phase(&target, 1003, 3, 32).unwrap();
+        assert_eq!(outcome.ops, 1003, "ops count keys");
+        assert_eq!(outcome.user_read_bytes, 1003 * (KEY_BYTES as u64 + 100));
+        assert_eq!(target.gets.load(Ordering::Relaxed), 0);
+        let calls = target.multi_gets.lock().unwrap().clone();
+        assert_eq!(calls.iter().sum::<usize>(), 1003);
+        assert!(calls.iter().all(|&n| (1..=32).contains(&n)), "{calls:?}");
+        // Each thread's share ends with one short batch at most.
+        assert!(calls.iter().filter(|&&n| n < 32).count() <= 3, "{calls:?}");
+        assert_eq!(
+            outcome.latency_ns.len(),
+            calls.len() as u64,
+            "a latency per call"
+        );
+    }
+
+    #[test]
+    fn a_read_phase_of_batch_one_uses_get() {
+        let target = Recorder::new(1000, None);
+        let outcome = read_phase(&target, 500, 2, 1).unwrap();
+        assert_eq!(outcome.ops, 500);
+        assert_eq!(target.gets.load(Ordering::Relaxed), 500);
+        assert!(target.multi_gets.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_key_missing_from_a_multi_get_is_a_lost_write() {
+        // Two loaded keys, one of them lost: some batch asks for it.
+        let target = Recorder::new(2, Some(1));
+        let e = read_phase(&target, 64, 1, 8)
+            .err()
+            .expect("the lost key is noticed");
+        assert!(matches!(e, StoreCmdError::LostWrite { .. }), "{e}");
     }
 }

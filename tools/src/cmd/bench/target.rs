@@ -52,6 +52,11 @@ pub trait BenchTarget: Sync {
     fn put(&self, key: &[u8], value: &[u8]) -> StoreResult<()>;
     /// The length of the value stored under `key`, if any.
     fn get(&self, key: &[u8]) -> StoreResult<Option<usize>>;
+    /// The lengths of the values of `keys`, in order: one batched read where the store
+    /// has one, else (the default) a get per key.
+    fn multi_get(&self, keys: &[&[u8]]) -> StoreResult<Vec<Option<usize>>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
     /// Reads up to `limit` entries from `from` on; returns their key + value bytes.
     fn scan(&self, from: &[u8], limit: usize) -> StoreResult<u64>;
     /// Makes every earlier write durable; ends every write phase, inside its time.
@@ -103,6 +108,11 @@ impl BenchTarget for EngineTarget {
 
     fn get(&self, key: &[u8]) -> StoreResult<Option<usize>> {
         Ok(self.db.get(key)?.map(|v| v.len()))
+    }
+
+    fn multi_get(&self, keys: &[&[u8]]) -> StoreResult<Vec<Option<usize>>> {
+        let values = self.db.multi_get(keys)?;
+        Ok(values.into_iter().map(|v| v.map(|v| v.len())).collect())
     }
 
     fn scan(&self, from: &[u8], limit: usize) -> StoreResult<u64> {

@@ -1,0 +1,173 @@
+//! The background flusher: the write that fills the write cache returns without
+//! waiting for the flush, a writer waits only once the cache holds twice its size, and
+//! what the flusher commits survives a process crash. A device whose flushes wait at a
+//! gate shows which writer waits for what.
+
+mod common;
+
+use common::{small_options, KIB, MIB};
+use hashkv::{Db, Mode, Options};
+use hashkv_blockdev::sim::{SimConfig, SimDevice};
+use hashkv_blockdev::{BlockDevice, CounterSnapshot, Geometry, IoOp};
+use parking_lot::{Condvar, Mutex};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CACHE_BYTES: u64 = 16 * KIB;
+/// Long enough for any write that does not wait for the device on a loaded machine.
+const NO_WAIT_LIMIT: Duration = Duration::from_secs(20);
+
+fn key(i: u64) -> Vec<u8> {
+    format!("key{i:08}").into_bytes()
+}
+
+fn value(i: u64) -> Vec<u8> {
+    // Large enough to live in the value store in the modes that separate values.
+    format!("value {i} {}", "x".repeat(300 + (i % 5) as usize * 100)).into_bytes()
+}
+
+fn options(mode: Mode) -> Options {
+    small_options()
+        .with_mode(mode)
+        .with_write_cache_bytes(CACHE_BYTES)
+}
+
+/// A simulated device whose flushes wait while the gate is shut.
+struct GatedDevice {
+    inner: Arc<SimDevice>,
+    shut: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl GatedDevice {
+    fn set_shut(&self, shut: bool) {
+        *self.shut.lock() = shut;
+        self.opened.notify_all();
+    }
+}
+
+impl BlockDevice for GatedDevice {
+    fn geometry(&self) -> Geometry {
+        self.inner.geometry()
+    }
+    fn submit(&self, ops: &mut [IoOp<'_>]) -> hashkv_blockdev::Result<()> {
+        self.inner.submit(ops)
+    }
+    fn flush(&self) -> hashkv_blockdev::Result<()> {
+        let mut shut = self.shut.lock();
+        while *shut {
+            self.opened.wait(&mut shut);
+        }
+        drop(shut);
+        self.inner.flush()
+    }
+    fn counters(&self) -> Vec<CounterSnapshot> {
+        self.inner.counters()
+    }
+    fn poisoned(&self) -> Option<String> {
+        self.inner.poisoned()
+    }
+}
+
+/// Writes keys `from..` until `bytes` of keys and values are written, in a thread;
+/// returns the next key once every put returned, or `None` if they did not within
+/// `NO_WAIT_LIMIT`.
+fn put_in_thread(db: &Arc<Db>, from: u64, bytes: u64) -> mpsc::Receiver<u64> {
+    let (tx, rx) = mpsc::channel();
+    let db = db.clone();
+    std::thread::spawn(move || {
+        let (mut i, mut written) = (from, 0);
+        while written < bytes {
+            db.put(&key(i), &value(i)).unwrap();
+            written += (key(i).len() + value(i).len()) as u64;
+            i += 1;
+        }
+        drop(db);
+        let _ = tx.send(i);
+    });
+    rx
+}
+
+fn wait_for_flush(db: &Db, mode: Mode) {
+    let deadline = Instant::now() + NO_WAIT_LIMIT;
+    while db.stats().flushes == 0 {
+        assert!(Instant::now() < deadline, "{mode:?}: no background flush");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// The lsm mode writes no values to the device, so its flushes never reach the gate.
+test_in_modes!(the_write_that_fills_the_cache_does_not_wait_for_its_flush: hashkv, vlog);
+fn the_write_that_fills_the_cache_does_not_wait_for_its_flush(mode: Mode) {
+    let sim = Arc::new(SimDevice::new(SimConfig::new(8 * MIB, 31)).unwrap());
+    let dev = Arc::new(GatedDevice {
+        inner: sim,
+        shut: Mutex::new(false),
+        opened: Condvar::new(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::format_device(dev.clone(), dir.path(), &options(mode)).unwrap());
+    dev.set_shut(true);
+    // One and a half caches: the first fills it (a flush starts and waits at the
+    // gate), the rest go to the second map.
+    let done = put_in_thread(&db, 0, CACHE_BYTES * 3 / 2);
+    let n = done.recv_timeout(NO_WAIT_LIMIT).unwrap_or_else(|_| {
+        panic!("{mode:?}: a write waited for a flush of a cache not yet twice full")
+    });
+    // Twice the cache (both maps full): the next writer waits for the device.
+    let blocked = put_in_thread(&db, n, CACHE_BYTES);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        blocked.try_recv().is_err(),
+        "{mode:?}: writers ran past twice the cache while the device could not flush"
+    );
+    dev.set_shut(false);
+    let end = blocked
+        .recv_timeout(NO_WAIT_LIMIT)
+        .expect("writers resume once the device flushes");
+    wait_for_flush(&db, mode);
+    for i in 0..end {
+        assert_eq!(
+            db.get(&key(i)).unwrap(),
+            Some(value(i)),
+            "{mode:?}: key {i}"
+        );
+    }
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+}
+
+/// The flusher commits a full map with no further call: it survives a process crash
+/// (the index's log is kept whole, the device keeps its flushed writes), and what
+/// survives is a prefix of the writes.
+test_in_modes!(a_full_cache_is_committed_in_the_background);
+fn a_full_cache_is_committed_in_the_background(mode: Mode) {
+    let dev = Arc::new(SimDevice::new(SimConfig::new(8 * MIB, 23)).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let o = options(mode);
+    let db = Arc::new(Db::format_device(dev.clone(), dir.path(), &o).unwrap());
+    let n = put_in_thread(&db, 0, CACHE_BYTES)
+        .recv_timeout(NO_WAIT_LIMIT)
+        .unwrap();
+    wait_for_flush(&db, mode);
+    let _ = Arc::try_unwrap(db).ok().unwrap().crash_for_test();
+    let db = Db::open_device(Arc::new(dev.crash()), dir.path(), &o).unwrap();
+    // At least half the cache's bytes, whatever the cache counts per entry.
+    let (mut kept, mut kept_bytes) = (0, 0);
+    while kept < n && db.get(&key(kept)).unwrap() == Some(value(kept)) {
+        kept_bytes += (key(kept).len() + value(kept).len()) as u64;
+        kept += 1;
+    }
+    for i in kept..n {
+        assert_eq!(
+            db.get(&key(i)).unwrap(),
+            None,
+            "{mode:?}: key {i} after a gap"
+        );
+    }
+    assert!(
+        kept_bytes >= CACHE_BYTES / 2,
+        "{mode:?}: {kept} keys ({kept_bytes} bytes) survived of a full cache"
+    );
+    db.close().unwrap();
+}

@@ -1,0 +1,332 @@
+//! `Db::multi_get` returns what a loop of `get` returns, key for key and in order:
+//! with values in every region (inline, main segments, log segments, the cold data
+//! log, the value log, the write cache), missing and deleted keys, duplicates and
+//! lists longer than one chunk; in every mode, through a reopen, and while writers
+//! make GC move values under it.
+
+mod common;
+
+use common::{check_value, key, mix, small_options, value, Model, Zipf, KIB, MIB};
+use hashkv::{Db, Mode, Options, MULTI_GET_CHUNK_KEYS};
+use hashkv_blockdev::sim::{SimConfig, SimDevice};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The keys of `model` and as many that were never written, each of them twice, in
+/// an order shuffled by `seed`: longer than a chunk for any store of a few hundred
+/// keys.
+fn asked_keys(model_keys: impl Iterator<Item = Vec<u8>>, seed: u64) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = model_keys.collect();
+    let n = keys.len();
+    keys.extend((0..n).map(|i| format!("never{i}").into_bytes()));
+    keys.extend(keys.clone());
+    let mut s = seed;
+    for i in (1..keys.len()).rev() {
+        s = mix(s);
+        keys.swap(i, (s % (i as u64 + 1)) as usize);
+    }
+    keys
+}
+
+/// `multi_get` of `keys` equals `get` of each, and `model` says the same.
+fn check_against_gets(db: &Db, keys: &[Vec<u8>], model: &Model) {
+    assert!(keys.len() > MULTI_GET_CHUNK_KEYS, "the list spans chunks");
+    let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+    let got = db.multi_get(&refs).unwrap();
+    assert_eq!(got.len(), keys.len());
+    for (k, v) in keys.iter().zip(&got) {
+        let one = db.get(k).unwrap();
+        assert!(
+            *v == one,
+            "key {:?}: multi_get {:?}, get {:?}",
+            String::from_utf8_lossy(k),
+            v.as_ref().map(|v| v.len()),
+            one.as_ref().map(|v| v.len())
+        );
+        assert!(
+            v.as_ref() == model.get(k),
+            "key {:?}: multi_get differs from the model",
+            String::from_utf8_lossy(k)
+        );
+    }
+}
+
+/// Where each key's value lies, as "inline", "main segment", "log segment", "cold
+/// log" or "value log" (`None`: no value in the index).
+fn place(db: &Db, k: &[u8]) -> Option<&'static str> {
+    match db.value_region(k).unwrap()? {
+        "group" => {
+            let (_, unit) = db.value_unit(k).unwrap().unwrap();
+            Some(if db.layout().is_main(unit) {
+                "main segment"
+            } else {
+                "log segment"
+            })
+        }
+        other => Some(other),
+    }
+}
+
+fn hot_cold_options() -> Options {
+    small_options()
+        .with_write_cache_bytes(16 * KIB)
+        .with_hotness(true)
+}
+
+/// The hashkv mode with values in main segments, log segments, the cold log and
+/// inline, and writes still in the write cache: multi_get equals the gets, before
+/// and after a reopen.
+#[test]
+fn every_region_reads_the_same_through_multi_get() {
+    const KEYS: u32 = 2000;
+    const HOT_KEYS: u32 = 50;
+    let dev = Arc::new(SimDevice::new(SimConfig::new(16 * MIB, 7)).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let o = hot_cold_options();
+    let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+    let mut model = Model::new();
+    let mut version = 0u32;
+    let mut put = |db: &Db, model: &mut Model, k: u32| {
+        version += 1;
+        // Every tenth key small enough to stay inline.
+        let len = match k % 10 {
+            0 => 20,
+            _ => 1000,
+        };
+        let v = value(k, version, len);
+        db.put(&key(k), &v).unwrap();
+        model.insert(key(k), v);
+    };
+    for k in 0..KEYS {
+        put(&db, &mut model, k);
+    }
+    // Hot updates and GC until values have gone cold.
+    for _ in 0..400 {
+        db.flush().unwrap();
+        if db.stats().cold_log_bytes >= 64 * KIB {
+            break;
+        }
+        for h in 0..HOT_KEYS {
+            put(&db, &mut model, KEYS - 1 - h);
+        }
+        db.collect_garbage().unwrap();
+    }
+    // One group written past its main segment (a flush per version: the write cache
+    // keeps only a key's newest): the newest values land in log segments of its
+    // chain.
+    for _ in 0..400 {
+        put(&db, &mut model, 101);
+        db.flush().unwrap();
+    }
+    for k in (1..KEYS).step_by(97) {
+        db.delete(&key(k)).unwrap();
+        model.remove(&key(k));
+    }
+    db.flush().unwrap();
+    let mut places = std::collections::BTreeMap::new();
+    for k in 0..KEYS {
+        if let Some(p) = place(&db, &key(k)) {
+            *places.entry(p).or_insert(0u32) += 1;
+        }
+    }
+    println!("values by place: {places:?}");
+    for p in ["inline", "main segment", "log segment", "cold log"] {
+        assert!(
+            places.get(p).is_some_and(|&n| n > 0),
+            "no value in the {p}: {places:?}"
+        );
+    }
+    // Writes and a delete that only the write cache holds.
+    for k in (3..KEYS).step_by(211) {
+        put(&db, &mut model, k);
+    }
+    db.delete(&key(4)).unwrap();
+    model.remove(&key(4));
+    let asked = asked_keys((0..KEYS).map(key), 1);
+    let hits_before = db.stats().write_cache_hits;
+    check_against_gets(&db, &asked, &model);
+    assert!(
+        db.stats().write_cache_hits > hits_before,
+        "the write cache answered"
+    );
+    db.close().unwrap();
+    let db = Db::open_device(dev, dir.path(), &o).unwrap();
+    check_against_gets(&db, &asked, &model);
+    db.close().unwrap();
+}
+
+/// Mixed sizes (every fourth inline), updates, deletes and GC in each mode; multi_get
+/// equals the gets, before and after a reopen.
+fn multi_get_equals_gets(mode: Mode) {
+    let dev = Arc::new(SimDevice::new(SimConfig::new(16 * MIB, 11)).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let o = small_options().with_mode(mode);
+    let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+    let mut model = common::load(&db, 600);
+    for round in 2..6u32 {
+        for i in (0..600u32).filter(|i| i % 3 == round % 3) {
+            let v = value(i, round, [10, 100, 1000, 3000][(i % 4) as usize]);
+            db.put(&key(i), &v).unwrap();
+            model.insert(key(i), v);
+        }
+        db.flush().unwrap();
+        while db.collect_garbage().unwrap() {}
+    }
+    for i in (0..600u32).step_by(7) {
+        db.delete(&key(i)).unwrap();
+        model.remove(&key(i));
+    }
+    let asked = asked_keys((0..600u32).map(key), 2);
+    check_against_gets(&db, &asked, &model);
+    db.close().unwrap();
+    let db = Db::open_device(dev, dir.path(), &o).unwrap();
+    check_against_gets(&db, &asked, &model);
+    // A bad key anywhere fails the whole call.
+    let long = vec![b'k'; hashkv::KEY_BYTES_MAX + 1];
+    let e = db.multi_get(&[&key(1)[..], &long[..]]).unwrap_err();
+    assert!(matches!(e, hashkv::Error::KeyTooLarge { .. }), "{e}");
+    assert!(db.multi_get(&[&key(1)[..], b""]).is_err());
+    assert_eq!(db.multi_get(&[]).unwrap(), Vec::<Option<Vec<u8>>>::new());
+    db.close().unwrap();
+}
+
+test_in_modes!(multi_get_equals_gets);
+
+const KEYS: u32 = 2000;
+const VALUE_BYTES: usize = 1024;
+
+fn gc_options(mode: Mode) -> Options {
+    let lsm = hashkv_lsm::Options {
+        memtable_bytes_max: 1 << 20,
+        table_target_bytes: 1 << 20,
+        level1_bytes_max: 4 << 20,
+        ..Default::default()
+    };
+    Options::default()
+        .with_mode(mode)
+        .with_main_segment_bytes(256 * KIB)
+        .with_log_segment_bytes(16 * KIB)
+        .with_write_cache_bytes(64 * KIB)
+        .with_separation_threshold_bytes(128)
+        .with_lsm(lsm)
+}
+
+/// The value a writer stores for `k` at `version`: every eighth version small enough
+/// to be inline, so keys move between the index and the value store.
+fn versioned(k: u32, version: u32) -> Vec<u8> {
+    value(k, version, if version % 8 == 7 { 40 } else { VALUE_BYTES })
+}
+
+/// Writers overwrite three times the value capacity (so GC runs and moves values)
+/// while readers multi_get 40 random keys at a time: every value must be its key's,
+/// undamaged, and no older than the version acknowledged before the call began.
+fn multi_get_while_gc_moves_values(mode: Mode) {
+    const WRITERS: u32 = 3;
+    const BATCH: usize = 40;
+    let dev = Arc::new(SimDevice::new(SimConfig::new(24 * MIB, 13)).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let o = gc_options(mode);
+    let db = Arc::new(Db::format_device(dev.clone(), dir.path(), &o).unwrap());
+    let acked: Arc<Vec<AtomicU32>> = Arc::new((0..KEYS).map(|_| AtomicU32::new(0)).collect());
+    for i in 0..KEYS {
+        db.put(&key(i), &versioned(i, 0)).unwrap();
+    }
+    db.flush().unwrap();
+    let per_writer = 3 * db.layout().value_capacity_bytes() / u64::from(WRITERS);
+    let done = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (db, acked) = (db.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let zipf = Zipf::new(KEYS / WRITERS, 0.99, u64::from(w));
+                let (mut rng, mut written, mut version) = (50 + u64::from(w), 0u64, 0u32);
+                while written < per_writer {
+                    rng = mix(rng);
+                    let u = (rng >> 11) as f64 / (1u64 << 53) as f64;
+                    let k = zipf.sample(u) * WRITERS + w;
+                    version += 1;
+                    let v = versioned(k, version);
+                    written += v.len() as u64;
+                    db.put(&key(k), &v).unwrap();
+                    acked[k as usize].store(version, Ordering::Release);
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..2u64)
+        .map(|r| {
+            let (db, acked, done, calls) = (db.clone(), acked.clone(), done.clone(), calls.clone());
+            std::thread::spawn(move || {
+                let mut rng = 900 + r;
+                while !done.load(Ordering::Acquire) {
+                    let ks: Vec<u32> = (0..BATCH)
+                        .map(|i| {
+                            rng = mix(rng);
+                            // A few repeats within a call.
+                            if i % 10 == 9 {
+                                (rng >> 40) as u32 % 8
+                            } else {
+                                (rng % u64::from(KEYS)) as u32
+                            }
+                        })
+                        .collect();
+                    let floors: Vec<u32> = ks
+                        .iter()
+                        .map(|&k| acked[k as usize].load(Ordering::Acquire))
+                        .collect();
+                    let names: Vec<Vec<u8>> = ks.iter().map(|&k| key(k)).collect();
+                    let refs: Vec<&[u8]> = names.iter().map(|k| &k[..]).collect();
+                    let got = db
+                        .multi_get(&refs)
+                        .unwrap_or_else(|e| panic!("multi_get during GC: {e}"));
+                    for ((&k, floor), v) in ks.iter().zip(floors).zip(got) {
+                        let v = v.unwrap_or_else(|| panic!("key {k} missing during GC"));
+                        let (vk, ver) = check_value(&v).expect("damaged value");
+                        assert_eq!(vk, k, "value of another key");
+                        assert!(
+                            ver >= floor,
+                            "key {k}: version {ver} older than acked {floor}"
+                        );
+                    }
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer panicked");
+    }
+    done.store(true, Ordering::Release);
+    for r in readers {
+        r.join().expect("reader panicked");
+    }
+    let model: Model = (0..KEYS)
+        .map(|k| {
+            (
+                key(k),
+                versioned(k, acked[k as usize].load(Ordering::Acquire)),
+            )
+        })
+        .collect();
+    let asked = asked_keys((0..KEYS).map(key), 3);
+    check_against_gets(&db, &asked, &model);
+    let stats = db.stats();
+    println!(
+        "{} multi_gets; gc_runs {}",
+        calls.load(Ordering::Relaxed),
+        stats.gc_runs
+    );
+    assert!(calls.load(Ordering::Relaxed) > 0);
+    assert!(
+        mode == Mode::Lsm || stats.gc_runs > 0,
+        "GC never ran: {stats:?}"
+    );
+    let db = Arc::try_unwrap(db).ok().expect("threads are done");
+    db.close().unwrap();
+    let db = Db::open_device(dev, dir.path(), &o).unwrap();
+    check_against_gets(&db, &asked, &model);
+    db.close().unwrap();
+}
+
+test_in_modes!(multi_get_while_gc_moves_values);
