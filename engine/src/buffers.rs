@@ -49,6 +49,12 @@ impl BufferPool {
         }
     }
 
+    /// Bytes of free buffers held.
+    pub fn held_bytes(&self) -> usize {
+        let free = self.free.lock();
+        free.iter().map(|(size, v)| size * v.len()).sum()
+    }
+
     /// Takes buffers back, up to the pool's size limit.
     pub fn give(&self, bufs: impl IntoIterator<Item = AlignedBuf>) {
         let mut free = self.free.lock();

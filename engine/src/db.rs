@@ -14,12 +14,14 @@ use crate::flusher::Flusher;
 use crate::gc::GcDriver;
 use crate::index::IndexReader;
 use crate::layout::Layout;
+use crate::memory::MemoryUsage;
 use crate::options::Options;
 use crate::readers::Readers;
 use crate::scan::ScanIter;
 use crate::stats::{self, Counters, Stats};
 use crate::store::{GcCtx, IoCtx, ValueStore};
 use crate::superblock::Superblock;
+use crate::value_cache::ValueCache;
 use crate::write_cache::{CachedValue, WriteCache};
 use hashkv_blockdev::BlockDevice;
 use parking_lot::RwLock;
@@ -33,9 +35,6 @@ use std::thread::JoinHandle;
 /// and in every value record's u16 length field.
 pub const KEY_BYTES_MAX: usize = hashkv_lsm::KEY_BYTES_MAX - 1;
 
-/// Aligned buffers kept for flushes at least this large (and at least twice the write
-/// cache): a flush of a full cache takes its buffers from the pool.
-const BUFFER_POOL_BYTES_MIN: usize = 16 << 20;
 /// Main segments' worth of buffers the pool keeps for GC besides the flushes' share
 /// (one GC runs at a time). A group GC reads its chain (a main segment and its log
 /// segments) and writes its survivors (into the spare main segment, and log segments
@@ -44,7 +43,7 @@ const BUFFER_POOL_BYTES_MIN: usize = 16 << 20;
 /// buffers, so a GC of a chain with up to a main segment's worth of log segments
 /// faults no fresh pages; a longer chain's extra buffers are allocated and dropped.
 /// The cost: up to three main segments (192 MiB by default) stay allocated between
-/// GCs.
+/// GCs, so a store with a memory budget keeps none (its GC allocates and drops them).
 const GC_POOL_MAIN_SEGMENTS: usize = 3;
 
 /// An atomic group of writes.
@@ -97,6 +96,8 @@ pub(crate) struct Inner {
     pub(crate) committer: Committer,
     pub(crate) store: Box<dyn ValueStore>,
     pub(crate) cache: RwLock<WriteCache>,
+    /// Values of recent gets (`value_cache.rs`).
+    pub(crate) values: ValueCache,
     pub(crate) readers: Arc<Readers>,
     pub(crate) counters: Arc<Counters>,
     /// Aligned buffers flushes and GC encode into, reused.
@@ -168,9 +169,21 @@ impl Db {
         let lsm = opened.lsm;
         let readers = Arc::new(Readers::default());
         let counters = Arc::new(Counters::default());
-        let pool_bytes = (2 * options.write_cache_bytes as usize).max(BUFFER_POOL_BYTES_MIN)
-            + GC_POOL_MAIN_SEGMENTS * layout.main_segment_bytes as usize;
-        let buffers = Arc::new(BufferPool::new(pool_bytes));
+        // The budget's split (or the individual options without a budget) sizes the
+        // write cache, the buffer pool and the value cache; the index took its share
+        // at open (`open_lsm`).
+        let split = options.memory_split();
+        let options = &options
+            .clone()
+            .with_write_cache_bytes(split.write_cache_bytes);
+        let gc_pool_bytes = if options.memory_budget_bytes == 0 {
+            GC_POOL_MAIN_SEGMENTS * layout.main_segment_bytes as usize
+        } else {
+            0
+        };
+        let buffers = Arc::new(BufferPool::new(
+            split.buffer_pool_bytes as usize + gc_pool_bytes,
+        ));
         let block = layout.block_bytes as usize;
         let write_piece_bytes =
             (options.batch_write_threshold_bytes as usize).max(block) / block * block;
@@ -191,6 +204,7 @@ impl Db {
             committer,
             store: opened.store,
             cache: RwLock::new(WriteCache::default()),
+            values: ValueCache::new(split.value_cache_bytes),
             readers,
             counters,
             buffers,
@@ -357,6 +371,18 @@ impl Db {
         self.inner.stats()
     }
 
+    /// What the engine holds in memory by use: what `Options::memory_budget_bytes`
+    /// bounds (README, "Memory").
+    pub fn memory_usage(&self) -> MemoryUsage {
+        let i = &self.inner;
+        MemoryUsage {
+            index: i.index.memory_usage(),
+            write_cache_bytes: i.cache.read().held_bytes(),
+            buffer_pool_bytes: i.buffers.held_bytes() as u64,
+            value_cache_bytes: i.values.held_bytes(),
+        }
+    }
+
     /// Per group (hashkv mode; empty otherwise): bytes in its chain and bytes of its
     /// cold values in the cold data log.
     pub fn group_usage(&self) -> Vec<crate::GroupUsage> {
@@ -474,6 +500,7 @@ impl Inner {
             cold_log_bytes: space.cold_bytes,
             cold_live_bytes: space.cold_live_bytes,
             write_cache_hits: stats::load(&c.write_cache_hits),
+            value_cache_hits: stats::load(&c.value_cache_hits),
             flushes: stats::load(&c.flushes),
             lsm_bytes_written: lsm.total_bytes_written(),
             devices: self.device.counters(),

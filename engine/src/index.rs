@@ -46,6 +46,10 @@ impl IndexReader {
         self.0.stats()
     }
 
+    pub fn memory_usage(&self) -> hashkv_lsm::MemoryUsage {
+        self.0.memory_usage()
+    }
+
     /// Closes the index (syncs its log and stops its background work), returning
     /// what failed, also in work still running when the close began.
     pub fn close(&self) -> Result<()> {

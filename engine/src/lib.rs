@@ -39,6 +39,7 @@ mod index;
 mod keys;
 mod layout;
 mod location;
+mod memory;
 mod open;
 mod options;
 mod partial_block;
@@ -50,6 +51,7 @@ mod spans;
 mod stats;
 mod store;
 mod superblock;
+mod value_cache;
 mod write;
 mod write_cache;
 
@@ -57,6 +59,10 @@ pub use check::{CheckReport, DAMAGE_REPORTED_MAX};
 pub use db::{Db, WriteBatch, KEY_BYTES_MAX};
 pub use error::{Error, Result};
 pub use layout::{Layout, MAIN_SEGMENT_BYTES_MIN};
+pub use memory::{
+    MemorySplit, MemoryUsage, BLOCK_CACHE_SHARE, MEMORY_BUDGET_BYTES_MIN, MEMTABLES_SHARE,
+    VALUE_CACHE_SHARE, WRITE_CACHE_COPIES, WRITE_SHARE,
+};
 pub use options::{Mode, Options};
 pub use read::MULTI_GET_CHUNK_KEYS;
 pub use record::RECORD_HEADER_BYTES;

@@ -107,6 +107,15 @@ pub struct Options {
     /// When formatting a single path that does not exist, create a file of this size
     /// there (the embedded default).
     pub create_device_bytes: Option<u64>,
+    /// One bound on the engine's memory, split between the index's block cache, its
+    /// memtables, the write cache and the value cache by the shares in `memory.rs`
+    /// (README, "Memory"); it then overrides `write_cache_bytes`,
+    /// `value_cache_bytes`, `lsm.block_cache_bytes` and `lsm.memtable_bytes_max`.
+    /// 0: no budget, those options rule. At least 8 MiB when set. Default 0.
+    pub memory_budget_bytes: u64,
+    /// Bytes of recently read values kept in memory (without a memory budget). 0 turns
+    /// the value cache off. Default 0.
+    pub value_cache_bytes: u64,
     /// Options of the LSM tree in the metadata directory.
     pub lsm: hashkv_lsm::Options,
 }
@@ -128,6 +137,8 @@ impl Default for Options {
             sync_writes: false,
             force_format: false,
             create_device_bytes: None,
+            memory_budget_bytes: 0,
+            value_cache_bytes: 0,
             lsm: hashkv_lsm::Options::default(),
         }
     }
@@ -165,7 +176,15 @@ impl Options {
     setter!(with_hotness, hotness, bool);
     setter!(with_force_format, force_format, bool);
     setter!(with_create_device_bytes, create_device_bytes, Option<u64>);
+    setter!(with_memory_budget_bytes, memory_budget_bytes, u64);
+    setter!(with_value_cache_bytes, value_cache_bytes, u64);
     setter!(with_lsm, lsm, hashkv_lsm::Options);
+
+    /// What each cache and buffer may hold under these options (the budget's split,
+    /// or the individual options without one).
+    pub fn memory_split(&self) -> crate::memory::MemorySplit {
+        crate::memory::MemorySplit::of(self)
+    }
 
     /// These options with the format-time parameters (mode, segment sizes) that a
     /// formatted store's superblock names, so that `Db::open` accepts them.
@@ -203,6 +222,13 @@ impl Options {
         }
         if self.gc_workers == 0 || self.gc_workers > 16 {
             return bad(format!("gc_workers {} must lie in 1..=16", self.gc_workers));
+        }
+        let budget_min = crate::memory::MEMORY_BUDGET_BYTES_MIN;
+        if self.memory_budget_bytes != 0 && self.memory_budget_bytes < budget_min {
+            return bad(format!(
+                "memory_budget_bytes {} must be 0 (no budget) or at least {budget_min}",
+                self.memory_budget_bytes
+            ));
         }
         if self.scan_readahead_max == 0 {
             return bad("scan_readahead_max must be at least 1".into());

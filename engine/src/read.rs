@@ -1,7 +1,9 @@
-//! Reads: the write cache first, then the index, then one aligned read of the value's
-//! record (or the inline value). Every record read is checked against what the index
-//! expects before its value is returned. A multi-get does the same for many keys: all
-//! their index lookups, then all their value reads in one device submission.
+//! Reads: the write cache first, then the index, then the value cache
+//! (`value_cache.rs`), then one aligned read of the value's record (or the inline
+//! value). Every record read is checked against what the index expects before its
+//! value is returned (and cached). A multi-get does the same for many keys: all their
+//! index lookups, then all their value reads missing from the value cache in one
+//! device submission.
 
 use crate::db::Inner;
 use crate::error::{Error, Result};
@@ -119,14 +121,23 @@ impl Inner {
             };
             match location::decode(&entry)? {
                 Location::Inline(v) => values[i] = Some(v),
-                Location::Pointer(p) => reads.push((i, p)),
+                Location::Pointer(p) => match self.values.get(&p) {
+                    Some(v) => {
+                        Counters::add(&self.counters.value_cache_hits, 1);
+                        values[i] = Some(v);
+                    }
+                    None => reads.push((i, p)),
+                },
             }
         }
         let records = self.read_records(reads.iter().map(|(_, p)| p))?;
         let mut again = Vec::new();
         for ((i, p), (span, buf)) in reads.iter().zip(&records) {
             match decode_value(span.payload(buf), p, keys[*i]) {
-                Ok(v) => values[*i] = Some(v),
+                Ok(v) => {
+                    self.values.insert(p, &v);
+                    values[*i] = Some(v);
+                }
                 Err(e) if e.is_integrity() && may_retry => again.push(*i),
                 Err(e) => return Err(e),
             }
@@ -186,12 +197,19 @@ impl Inner {
         Ok((spans, pending))
     }
 
+    /// The value `p` points at: from the value cache, else read, checked and cached.
     fn read_value(&self, p: &Pointer, key: &[u8]) -> Result<Vec<u8>> {
+        if let Some(v) = self.values.get(p) {
+            Counters::add(&self.counters.value_cache_hits, 1);
+            return Ok(v);
+        }
         let (span, buf) = self
             .read_records(std::iter::once(p))?
             .pop()
             .expect("one pointer, one read");
-        decode_value(span.payload(&buf), p, key)
+        let value = decode_value(span.payload(&buf), p, key)?;
+        self.values.insert(p, &value);
+        Ok(value)
     }
 }
 

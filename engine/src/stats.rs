@@ -18,6 +18,7 @@ pub struct Counters {
     pub promotions: AtomicU64,
     pub cold_gc_runs: AtomicU64,
     pub write_cache_hits: AtomicU64,
+    pub value_cache_hits: AtomicU64,
     pub flushes: AtomicU64,
 }
 
@@ -58,6 +59,8 @@ pub struct Stats {
     pub cold_log_bytes: u64,
     pub cold_live_bytes: u64,
     pub write_cache_hits: u64,
+    /// Gets whose value came from the value cache (no device read).
+    pub value_cache_hits: u64,
     pub flushes: u64,
     /// Bytes the LSM tree wrote (WAL, flushes, compactions).
     pub lsm_bytes_written: u64,

@@ -20,6 +20,7 @@ pub mod fs;
 mod ikey;
 mod iter;
 mod manifest;
+mod memory;
 mod memtable;
 mod options;
 mod snapshot;
@@ -35,11 +36,17 @@ pub use db::{destroy, destroy_on, Db};
 pub use error::LsmError;
 pub use fs::{Fs, RealFs};
 pub use iter::{Direction, RangeIter};
+pub use memory::{heap_bytes, MemoryUsage};
 pub use options::{Options, WriteOptions};
 pub use snapshot::Snapshot;
 pub use stats::Stats;
 pub use version::LEVELS;
 pub use wal::WriteBatch;
+
+/// Memtables held at most at once: the active one and those frozen and waiting for
+/// their flush (writes stall beyond). The tree's write buffer takes this many times
+/// `Options::memtable_bytes_max`.
+pub const MEMTABLES_HELD_MAX: usize = 1 + db::IMMUTABLE_MEMTABLES_MAX;
 
 /// Largest user key accepted. The engine's keys are 24 bytes; 1 KiB leaves room for
 /// composite keys while keeping index blocks and the manifest's table bounds small.

@@ -13,7 +13,9 @@ pub(crate) const MANIFEST_BYTES_MAX_DEFAULT: u64 = 64 << 20;
 
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// A memtable larger than this is frozen and flushed to an L0 table.
+    /// A memtable larger than this is frozen and flushed to an L0 table. The tree holds
+    /// up to [`crate::MEMTABLES_HELD_MAX`] memtables at once (the active one and those
+    /// frozen and waiting for their flush): that many times this in memory.
     pub memtable_bytes_max: usize,
     /// Number of L0 tables that triggers an L0 -> L1 compaction. Default 8: each L0 -> L1
     /// compaction rewrites the L1 tables under L0 (all of L1, for random keys), so
@@ -38,7 +40,10 @@ pub struct Options {
     pub block_bytes: usize,
     /// Bloom filter bits per key; 10 gives about 1% false positives. 0 disables filters.
     pub bloom_bits_per_key: u32,
-    /// Bytes of decoded data blocks kept in the block cache. 0 leaves caching to the page cache.
+    /// Memory for reading tables: the block cache, which holds data blocks as read,
+    /// plus the index and filter blocks of the live tables, pinned and charged against
+    /// it. Tables are read with O_DIRECT, so nothing else caches them: 0 makes every
+    /// data block read go to the file.
     pub block_cache_bytes: usize,
     pub create_if_missing: bool,
     pub error_if_exists: bool,

@@ -189,6 +189,10 @@ fn create_dir_durably(fs: &dyn Fs, dir: &Path) -> Result<()> {
 
 pub(crate) fn open_lsm(dir: &Path, options: &Options, create: bool) -> Result<hashkv_lsm::Db> {
     let mut lsm_options = options.lsm.clone();
+    // The index's share of the memory budget (or its own options without one).
+    let split = options.memory_split();
+    lsm_options.block_cache_bytes = split.block_cache_bytes as usize;
+    lsm_options.memtable_bytes_max = split.memtable_bytes as usize;
     lsm_options.create_if_missing = create;
     lsm_options.error_if_exists = false;
     Ok(hashkv_lsm::Db::open(dir, lsm_options)?)

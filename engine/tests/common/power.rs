@@ -138,6 +138,11 @@ impl Fs for PowerFs {
         Ok(self.file(f))
     }
 
+    fn open_uncached(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
+        let f = self.0.call(|| self.0.fs.open_uncached(path))?;
+        Ok(self.file(f))
+    }
+
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         self.0.call(|| self.0.fs.read_file(path))
     }
@@ -200,5 +205,9 @@ impl FsFile for PowerFile {
 
     fn sync_all(&self) -> io::Result<()> {
         self.power.call(|| self.inner.sync_all())
+    }
+
+    fn drop_cache(&self, offset: u64, len_bytes: u64) -> io::Result<()> {
+        self.power.call(|| self.inner.drop_cache(offset, len_bytes))
     }
 }

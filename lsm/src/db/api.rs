@@ -14,6 +14,7 @@ use crate::compaction::pick;
 use crate::error::{LsmError, Result};
 use crate::ikey::Kind;
 use crate::iter::{Direction, RangeIter, SuperVersion};
+use crate::memory::MemoryUsage;
 use crate::memtable::Memtable;
 use crate::options::{Options, WriteOptions};
 use crate::snapshot::{Snapshot, SnapshotList};
@@ -39,7 +40,10 @@ impl Db {
         let counters = Arc::new(Counters::default());
         let cache = Arc::new(TableCaches {
             fs: options.fs.clone(),
-            blocks: crate::table::cache::BlockCache::new(options.block_cache_bytes),
+            blocks: crate::table::cache::BlockCache::new(
+                options.block_cache_bytes,
+                options.block_bytes,
+            ),
             files: crate::table::open_files::OpenFiles::new(options.table_files_open_max),
         });
         let recovered = recover(dir, &options, &found, &cache, &counters)?;
@@ -237,6 +241,23 @@ impl Db {
         s.table_count_per_level = v.levels.iter().map(|l| l.len()).collect();
         s.table_bytes_per_level = (0..LEVELS).map(|l| v.level_bytes(l)).collect();
         s
+    }
+
+    /// What the tree holds in memory, by use (see [`MemoryUsage`]).
+    pub fn memory_usage(&self) -> MemoryUsage {
+        let (block_cache_bytes, block_cache_capacity_bytes, pinned) =
+            self.inner.cache.blocks.usage();
+        let sv = self.inner.sv.read().clone();
+        let memtable_bytes = std::iter::once(&sv.mem)
+            .chain(sv.imms.iter())
+            .map(|m| m.approx_bytes() as u64)
+            .sum();
+        MemoryUsage {
+            block_cache_bytes,
+            block_cache_capacity_bytes,
+            pinned_index_filter_bytes: pinned,
+            memtable_bytes,
+        }
     }
 
     /// The sequence number of the last applied write (each put/delete of a batch takes

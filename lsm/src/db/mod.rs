@@ -39,7 +39,7 @@ use crate::wal::writer::WalWriter;
 
 /// Frozen memtables waiting for flush before writers stall: one being flushed and one
 /// queued lets writers continue through one flush.
-const IMMUTABLE_MEMTABLES_MAX: usize = 2;
+pub(crate) const IMMUTABLE_MEMTABLES_MAX: usize = 2;
 /// Delay of one write when L0 reaches the slowdown trigger.
 const SLOWDOWN_DELAY: Duration = Duration::from_millis(1);
 /// Waits re-check their condition at least this often (a lost wake-up costs no more).

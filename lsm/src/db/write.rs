@@ -147,17 +147,21 @@ impl Inner {
             s.in_progress = true;
             drop(s);
             let r = (|| {
-                let (file, end, path) = {
+                let (file, end, file_bytes, path) = {
                     let mut w = self.writer.lock();
                     w.wal.flush_buffer()?;
                     (
                         w.wal.file(),
                         w.wal_base_bytes + w.wal.logical_bytes(),
+                        w.wal.written_bytes,
                         w.wal.path.clone(),
                     )
                 };
                 file.sync_data()
                     .map_err(|e| LsmError::io(format!("syncing {}", path.display()), e))?;
+                // Synced pages are clean: out of the page cache with them (fs module
+                // documentation). Advice: a failure costs only cache space.
+                let _ = file.drop_cache(0, file_bytes);
                 add(&self.counters.wal_syncs, 1);
                 Ok(end)
             })();

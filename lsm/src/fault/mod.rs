@@ -88,6 +88,9 @@ pub enum Op {
     RemoveDir,
     SyncDir,
     Lock,
+    /// `drop_cache` of a file: advice that changes nothing the file holds, so the tree
+    /// must shrug off its failure.
+    Advise,
 }
 
 /// What a path is to the tree, from its name; faults and call counts are kept per
@@ -520,6 +523,11 @@ impl Fs for FaultFs {
         Ok(self.handle(&s, path, inode, writable))
     }
 
+    /// There is no page cache here: the same as a read-only `open`.
+    fn open_uncached(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
+        self.open(path, false)
+    }
+
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         let mut s = self.enter_file(Op::Read, path)?;
         let inode = s.inode(path)?;
@@ -720,5 +728,10 @@ impl FsFile for FaultFile {
 
     fn sync_all(&self) -> io::Result<()> {
         self.sync_data()
+    }
+
+    /// Counted (and failed where a fault says so); changes nothing.
+    fn drop_cache(&self, _offset: u64, _len_bytes: u64) -> io::Result<()> {
+        self.enter(Op::Advise).map(|_| ())
     }
 }

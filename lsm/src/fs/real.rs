@@ -2,20 +2,94 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
 use fs2::FileExt as _;
+use hashkv_blockdev::{AlignedBuf, BUFFER_ALIGN_BYTES};
+use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 
 use super::{EntryKind, Fs, FsFile, FsLock, IfExists};
+
+/// Offset, length and memory alignment of `O_DIRECT` reads: 4096 covers every logical
+/// block size (512..4096) and the page size, which is what file systems ask for.
+const DIRECT_ALIGN_BYTES: u64 = BUFFER_ALIGN_BYTES as u64;
 
 /// The operating system's file system. `Options::default()` uses it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RealFs;
 
+/// How a handle's reads treat the page cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reads {
+    /// Through the page cache, left there (WALs, the manifest, files being written).
+    Cached,
+    /// `O_DIRECT`: aligned reads into a bounce buffer.
+    Direct,
+    /// Buffered (the file system refused `O_DIRECT`), each read's range then advised
+    /// out of the cache.
+    DroppedAfter,
+}
+
 #[derive(Debug)]
-struct RealFile(File);
+struct RealFile {
+    file: File,
+    reads: Reads,
+}
+
+impl RealFile {
+    fn shared(file: File, reads: Reads) -> Arc<dyn FsFile> {
+        Arc::new(RealFile { file, reads })
+    }
+
+    /// Fills `buf` from `offset` with aligned `O_DIRECT` reads of the span covering it.
+    fn read_direct(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let start = offset / DIRECT_ALIGN_BYTES * DIRECT_ALIGN_BYTES;
+        let skip = (offset - start) as usize;
+        let end = offset + buf.len() as u64;
+        let span = (end.div_ceil(DIRECT_ALIGN_BYTES) * DIRECT_ALIGN_BYTES - start) as usize;
+        let mut bounce = AlignedBuf::new(span);
+        let need = skip + buf.len();
+        let mut got = 0;
+        // A read may return less: at the end of the file (the span's aligned end lies
+        // past it), or after a signal. Continue from an aligned point until enough; a
+        // read that brings nothing new has met the end of the file.
+        while got < need {
+            let at = got / BUFFER_ALIGN_BYTES * BUFFER_ALIGN_BYTES;
+            match self.file.read_at(&mut bounce[at..span], start + at as u64) {
+                Ok(n) if at + n > got => got = at + n,
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "read of {} bytes at {offset} ends past the end of the file",
+                            buf.len()
+                        ),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.copy_from_slice(&bounce[skip..need]);
+        Ok(())
+    }
+
+    fn fadvise_dontneed(&self, offset: u64, len_bytes: u64) -> io::Result<()> {
+        let too_big = |_| io::Error::from_raw_os_error(libc::EOVERFLOW);
+        let offset = libc::off_t::try_from(offset).map_err(too_big)?;
+        let len = libc::off_t::try_from(len_bytes).map_err(too_big)?;
+        posix_fadvise(
+            self.file.as_raw_fd(),
+            offset,
+            len,
+            PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        )
+        .map_err(io::Error::from)
+    }
+}
 
 /// The lock file, `flock`ed; closing it releases the lock.
 struct RealLock(#[allow(dead_code)] File);
@@ -51,12 +125,29 @@ impl Fs for RealFs {
             IfExists::Fail => o.create_new(true),
             IfExists::Truncate => o.create(true).truncate(true),
         };
-        Ok(Arc::new(RealFile(o.open(path)?)))
+        Ok(RealFile::shared(o.open(path)?, Reads::Cached))
     }
 
     fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn FsFile>> {
         let f = OpenOptions::new().read(true).write(writable).open(path)?;
-        Ok(Arc::new(RealFile(f)))
+        Ok(RealFile::shared(f, Reads::Cached))
+    }
+
+    fn open_uncached(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
+        let direct = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path);
+        match direct {
+            Ok(f) => Ok(RealFile::shared(f, Reads::Direct)),
+            // The file system does not do O_DIRECT (tmpfs, some FUSE ones): buffered
+            // reads, each dropped from the cache after it.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let f = OpenOptions::new().read(true).open(path)?;
+                Ok(RealFile::shared(f, Reads::DroppedAfter))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -100,26 +191,71 @@ impl Fs for RealFs {
 
 impl FsFile for RealFile {
     fn append(&self, data: &[u8]) -> io::Result<()> {
-        (&self.0).write_all(data)
+        (&self.file).write_all(data)
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.0.read_exact_at(buf, offset)
+        match self.reads {
+            Reads::Cached => self.file.read_exact_at(buf, offset),
+            Reads::Direct => self.read_direct(buf, offset),
+            Reads::DroppedAfter => {
+                self.file.read_exact_at(buf, offset)?;
+                // Advice: a failure costs only cache space.
+                let _ = self.fadvise_dontneed(offset, buf.len() as u64);
+                Ok(())
+            }
+        }
     }
 
     fn len_bytes(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.file.metadata()?.len())
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.file.set_len(len)
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        self.0.sync_all()
+        self.file.sync_all()
+    }
+
+    fn drop_cache(&self, offset: u64, len_bytes: u64) -> io::Result<()> {
+        self.fadvise_dontneed(offset, len_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Uncached reads of every alignment return the file's bytes, and a read past the
+    /// end is an `UnexpectedEof` error: in the temporary directory (O_DIRECT, where it
+    /// is not tmpfs) and in /dev/shm (tmpfs: the buffered fallback, or O_DIRECT on
+    /// kernels whose tmpfs takes it).
+    #[test]
+    fn uncached_reads_of_any_offset_and_length() {
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let mut dirs = vec![tempfile::tempdir().unwrap()];
+        if Path::new("/dev/shm").is_dir() {
+            dirs.push(tempfile::tempdir_in("/dev/shm").unwrap());
+        }
+        for dir in &dirs {
+            let path = dir.path().join("f");
+            std::fs::write(&path, &data).unwrap();
+            let f = RealFs.open_uncached(&path).unwrap();
+            for (offset, len) in [(0, 1), (0, 4096), (1, 4096), (4095, 2), (8000, 12_000)] {
+                let mut buf = vec![0u8; len];
+                f.read_exact_at(&mut buf, offset as u64).unwrap();
+                assert_eq!(buf, data[offset..offset + len], "{offset}+{len}");
+            }
+            let mut buf = vec![0u8; 10];
+            let e = f.read_exact_at(&mut buf, 19_995).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+            f.drop_cache(0, 0).unwrap();
+        }
     }
 }

@@ -12,6 +12,10 @@ use std::cmp::Ordering;
 use crate::coding::{masked_crc, put_varint, Reader};
 use crate::error::{LsmError, Result};
 use crate::ikey;
+use crate::memory::heap_bytes;
+
+/// The strong and weak counts in front of the value of an `Arc`.
+const ARC_COUNTS_BYTES: usize = 2 * size_of::<usize>();
 
 /// Entries between restart points: a trade between block size (shared prefixes) and
 /// the linear part of a seek.
@@ -127,8 +131,11 @@ pub(crate) fn unseal(raw: &[u8]) -> Result<&[u8]> {
 /// entries instead of decoding ~100).
 pub(crate) struct RawBlock {
     payload: Vec<u8>,
-    restarts: Vec<u32>,
+    /// Number of restart points; their offsets (u32 LE) start at `data_end`.
+    restart_count: usize,
     data_end: usize,
+    /// What the block costs in memory, set at construction (see `charge_bytes`).
+    charge_bytes: usize,
 }
 
 impl RawBlock {
@@ -145,38 +152,47 @@ impl RawBlock {
             )));
         }
         let data_end = n - 4 - count * 4;
-        let mut restarts = Vec::with_capacity(count);
+        if data_end == 0 {
+            return Err(LsmError::corrupt("empty block"));
+        }
+        let charge_bytes =
+            heap_bytes(payload.capacity()) + size_of::<RawBlock>() + ARC_COUNTS_BYTES;
+        let block = RawBlock {
+            payload,
+            restart_count: count,
+            data_end,
+            charge_bytes,
+        };
         for i in 0..count {
-            let at = data_end + i * 4;
-            let off = u32::from_le_bytes(payload[at..at + 4].try_into().expect("4 bytes"));
+            let off = block.restart(i);
             let valid = if i == 0 {
                 off == 0
             } else {
-                off > restarts[i - 1] && (off as usize) < data_end
+                off > block.restart(i - 1) && off < data_end
             };
             if !valid {
                 return Err(LsmError::corrupt(format!(
                     "restart point {i} at {off} out of order or range"
                 )));
             }
-            restarts.push(off);
         }
-        if data_end == 0 {
-            return Err(LsmError::corrupt("empty block"));
-        }
-        Ok(RawBlock {
-            payload,
-            restarts,
-            data_end,
-        })
+        Ok(block)
+    }
+
+    /// Offset of restart point `i` (< restart_count).
+    fn restart(&self, i: usize) -> usize {
+        let at = self.data_end + i * 4;
+        u32::from_le_bytes(self.payload[at..at + 4].try_into().expect("4 bytes")) as usize
     }
 
     pub fn payload(&self) -> &[u8] {
         &self.payload
     }
 
+    /// Heap and struct bytes of the block as cached (`Arc<RawBlock>`), allocator
+    /// rounding included.
     pub fn charge_bytes(&self) -> usize {
-        self.payload.len() + self.restarts.len() * 4 + 64
+        self.charge_bytes
     }
 
     /// Decodes the entry at `off` on top of `key` (which holds the previous key);
@@ -210,11 +226,11 @@ impl RawBlock {
     pub fn seek(&self, target: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         let mut key = Vec::with_capacity(64);
         // First restart whose key is >= target; the answer lies in the interval before it.
-        let (mut lo, mut hi) = (0, self.restarts.len());
+        let (mut lo, mut hi) = (0, self.restart_count);
         while lo < hi {
             let mid = (lo + hi) / 2;
             key.clear();
-            self.entry_at(self.restarts[mid] as usize, &mut key)?;
+            self.entry_at(self.restart(mid), &mut key)?;
             if ikey::compare(&key, target) == Ordering::Less {
                 lo = mid + 1;
             } else {
@@ -222,7 +238,7 @@ impl RawBlock {
             }
         }
         key.clear();
-        let mut off = self.restarts[lo.saturating_sub(1)] as usize;
+        let mut off = self.restart(lo.saturating_sub(1));
         while off < self.data_end {
             let (next, value) = self.entry_at(off, &mut key)?;
             if ikey::compare(&key, target) != Ordering::Less {

@@ -57,6 +57,11 @@ impl Filter {
         })
     }
 
+    /// Heap bytes held, allocator rounding included.
+    pub fn heap_bytes(&self) -> usize {
+        crate::memory::heap_bytes(self.bits.capacity())
+    }
+
     /// False means the key is certainly absent.
     pub fn may_contain(&self, key_hash: u64) -> bool {
         let nbits = self.bits.len() as u64 * 8;

@@ -6,17 +6,24 @@ use std::cmp::Ordering;
 
 use super::block::Block;
 use super::footer::BlockHandle;
+use super::BLOCK_TRAILER_BYTES;
 use crate::coding::{put_varint, Reader};
 use crate::error::{LsmError, Result};
 use crate::ikey;
+use crate::memory::heap_bytes;
 
 pub(crate) fn encode_handle(h: BlockHandle, out: &mut Vec<u8>) {
     put_varint(out, h.offset);
     put_varint(out, h.size);
 }
 
+/// The index of a table, decoded and pinned in memory for the table's life. Keys are
+/// kept back to back in one buffer (an allocation per key would double its memory).
 pub(crate) struct Index {
-    last_keys: Vec<Vec<u8>>,
+    /// The last internal key of each block, back to back.
+    keys: Vec<u8>,
+    /// End of each block's key in `keys`.
+    key_ends: Vec<u32>,
     handles: Vec<BlockHandle>,
 }
 
@@ -24,7 +31,8 @@ impl Index {
     /// Decodes the index payload; every handle must lie within `data_end` bytes.
     pub fn decode(payload: Vec<u8>, data_end: u64) -> Result<Index> {
         let block = Block::decode(payload)?;
-        let mut last_keys = Vec::with_capacity(block.len());
+        let mut keys = Vec::new();
+        let mut key_ends = Vec::with_capacity(block.len());
         let mut handles = Vec::with_capacity(block.len());
         let mut prev_end = 0u64;
         for i in 0..block.len() {
@@ -47,10 +55,36 @@ impl Index {
                 )));
             }
             prev_end = end.expect("checked");
-            last_keys.push(block.key(i).to_vec());
+            keys.extend_from_slice(block.key(i));
+            key_ends.push(
+                u32::try_from(keys.len()).map_err(|_| {
+                    LsmError::corrupt(format!("index keys past 4 GiB at entry {i}"))
+                })?,
+            );
             handles.push(h);
         }
-        Ok(Index { last_keys, handles })
+        keys.shrink_to_fit();
+        Ok(Index {
+            keys,
+            key_ends,
+            handles,
+        })
+    }
+
+    /// Heap bytes held, allocator rounding included.
+    pub fn heap_bytes(&self) -> usize {
+        heap_bytes(self.keys.capacity())
+            + heap_bytes(self.key_ends.capacity() * size_of::<u32>())
+            + heap_bytes(self.handles.capacity() * size_of::<BlockHandle>())
+    }
+
+    fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 {
+            0
+        } else {
+            self.key_ends[i - 1] as usize
+        };
+        &self.keys[start..self.key_ends[i] as usize]
     }
 
     pub fn len(&self) -> usize {
@@ -64,7 +98,30 @@ impl Index {
     /// The first block whose last key is >= target: the only block that can hold the
     /// first entry >= target. len() if target is past every block.
     pub fn find(&self, target: &[u8]) -> usize {
-        self.last_keys
-            .partition_point(|k| ikey::compare(k, target) == Ordering::Less)
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if ikey::compare(self.key(mid), target) == Ordering::Less {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// End offset of the last of the blocks from `first` on that end within
+    /// `span_bytes` of its start; the end of block `first` at least.
+    pub fn span_end(&self, first: usize, span_bytes: u64) -> u64 {
+        let limit = self.handles[first].offset + span_bytes;
+        let block_end = |h: &BlockHandle| h.offset + h.size + BLOCK_TRAILER_BYTES as u64;
+        let mut end = block_end(&self.handles[first]);
+        for h in &self.handles[first + 1..] {
+            if block_end(h) > limit {
+                break;
+            }
+            end = block_end(h);
+        }
+        end
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::block::Block;
+use super::readahead::Readahead;
 use super::reader::{ReadFor, TableReader};
 use crate::error::Result;
 use crate::ikey;
@@ -19,7 +20,7 @@ pub(crate) struct TableIter {
     block: Option<Block>,
     /// Forward: next entry to yield. Backward: one past the next entry to yield.
     pos: usize,
-    read_for: ReadFor,
+    readahead: Readahead,
     done: bool,
 }
 
@@ -38,14 +39,14 @@ impl TableIter {
             block_idx: 0,
             block: None,
             pos: 0,
-            read_for,
+            readahead: Readahead::new(read_for),
             done: false,
         }
     }
 
     fn load(&mut self, i: usize) -> Result<()> {
         self.block_idx = i;
-        self.block = Some(self.table.block(i, self.read_for)?);
+        self.block = Some(self.table.block(i, &mut self.readahead)?);
         Ok(())
     }
 

@@ -18,6 +18,7 @@ pub(crate) mod footer;
 pub(crate) mod index;
 pub(crate) mod iter;
 pub(crate) mod open_files;
+pub(crate) mod readahead;
 pub(crate) mod reader;
 
 /// Checksum bytes after every block payload.

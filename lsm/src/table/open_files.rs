@@ -1,7 +1,8 @@
 //! Open table files, bounded: a tree of many tables must not run the process out of
 //! file descriptors. Readers keep their index and filter in memory and borrow the file
 //! from here for each block read; the least recently used file is closed when the
-//! bound is reached and reopened on its next use.
+//! bound is reached and reopened on its next use. Files are opened uncached (O_DIRECT,
+//! see `fs`): the block cache is the only cache of their blocks.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -39,7 +40,7 @@ impl OpenFiles {
             return Ok(f.clone());
         }
         let f = fs
-            .open(path, false)
+            .open_uncached(path)
             .map_err(|e| LsmError::io(format!("opening {}", path.display()), e))?;
         self.insert(number, f.clone(), tick);
         Ok(f)

@@ -1,5 +1,6 @@
-//! Reads a table by pread: footer, index and filter are loaded at open and kept in
-//! memory; data blocks go through the block cache.
+//! Reads a table with O_DIRECT (`Fs::open_uncached`): footer, index and filter are
+//! loaded at open and pinned in memory (charged against the block cache); data blocks
+//! go through the block cache, or, for compactions, around it with readahead.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use super::filter::Filter;
 use super::footer::{BlockHandle, Footer, FOOTER_BYTES, TABLE_FORMAT_VERSION};
 use super::index::Index;
 use super::open_files::TableCaches;
+use super::readahead::Readahead;
 use super::BLOCK_TRAILER_BYTES;
 use crate::error::{LsmError, Result};
 use crate::fs::FsFile;
@@ -29,8 +31,16 @@ pub(crate) struct TableReader {
     pub file_bytes: u64,
     pub index: Index,
     filter: Filter,
+    /// Bytes of index and filter charged against the block cache while this lives.
+    pinned_bytes: u64,
     cache: Arc<TableCaches>,
     counters: Arc<Counters>,
+}
+
+impl Drop for TableReader {
+    fn drop(&mut self) {
+        self.cache.blocks.unpin(self.pinned_bytes);
+    }
 }
 
 impl TableReader {
@@ -42,7 +52,7 @@ impl TableReader {
     ) -> Result<TableReader> {
         let file = cache
             .fs
-            .open(path, false)
+            .open_uncached(path)
             .map_err(|e| LsmError::io(format!("opening {}", path.display()), e))?;
         let file_bytes = file
             .len_bytes()
@@ -73,24 +83,24 @@ impl TableReader {
         let index = Index::decode(index_payload, footer.filter.offset)
             .map_err(|e| e.in_file(path, footer.index.offset))?;
         cache.files.insert(number, file, cache.files.next_tick());
+        let pinned_bytes = (index.heap_bytes() + filter.heap_bytes()) as u64;
+        cache.blocks.pin(pinned_bytes);
         Ok(TableReader {
             number,
             path: path.to_path_buf(),
             file_bytes,
             index,
             filter,
+            pinned_bytes,
             cache,
             counters,
         })
     }
 
-    fn read_block_payload(&self, i: usize) -> Result<Vec<u8>> {
-        let h = self.index.handle(i);
-        let file = self
-            .cache
+    fn file(&self) -> Result<Arc<dyn FsFile>> {
+        self.cache
             .files
-            .get(&*self.cache.fs, self.number, &self.path)?;
-        read_payload(&*file, &self.path, h)
+            .get(&*self.cache.fs, self.number, &self.path)
     }
 
     /// Block i as read, through the block cache (point lookups).
@@ -101,30 +111,65 @@ impl TableReader {
             return Ok(b);
         }
         add(&self.counters.block_cache_misses, 1);
-        let payload = self.read_block_payload(i)?;
+        let payload = read_payload(&*self.file()?, &self.path, h)?;
         add(
             &self.counters.bytes_read,
             h.size + BLOCK_TRAILER_BYTES as u64,
         );
+        self.cache_block(i, payload)
+    }
+
+    fn cache_block(&self, i: usize, payload: Vec<u8>) -> Result<Arc<RawBlock>> {
+        let h = self.index.handle(i);
         let raw = Arc::new(RawBlock::new(payload).map_err(|e| e.in_file(&self.path, h.offset))?);
         self.cache.blocks.insert(self.number, h.offset, raw.clone());
         Ok(raw)
     }
 
-    /// Block i decoded whole (iterators). User reads go through the block cache;
-    /// compaction reads bypass it (a compaction touches every block once) and count apart.
-    pub fn block(&self, i: usize, read_for: ReadFor) -> Result<Block> {
+    /// Block i's payload for a cursor walking the table: from the cursor's run read
+    /// ahead, else read (with the run that follows it, if the walk is in order).
+    fn read_ahead(&self, i: usize, ra: &mut Readahead) -> Result<Vec<u8>> {
         let h = self.index.handle(i);
-        let payload = match read_for {
-            ReadFor::User => self.raw_block(i)?.payload().to_vec(),
-            ReadFor::Compaction => {
-                let p = self.read_block_payload(i)?;
-                add(
-                    &self.counters.compaction_bytes_read,
-                    h.size + BLOCK_TRAILER_BYTES as u64,
-                );
-                p
-            }
+        let end = h.offset + h.size + BLOCK_TRAILER_BYTES as u64;
+        let counter = match ra.read_for {
+            ReadFor::User => &self.counters.bytes_read,
+            ReadFor::Compaction => &self.counters.compaction_bytes_read,
+        };
+        let run = ra.visit(i);
+        if ra.get(h.offset, end).is_none() {
+            let Some(run_bytes) = run else {
+                add(counter, end - h.offset);
+                return read_payload(&*self.file()?, &self.path, h);
+            };
+            let run_end = self.index.span_end(i, run_bytes);
+            let mut data = vec![0u8; (run_end - h.offset) as usize];
+            read_exact_at(&*self.file()?, &self.path, &mut data, h.offset)?;
+            add(counter, data.len() as u64);
+            ra.fill(h.offset, data);
+        }
+        let raw = ra.get(h.offset, end).expect("the run read holds the block");
+        let payload = unseal(raw).map_err(|e| e.in_file(&self.path, h.offset))?;
+        Ok(payload.to_vec())
+    }
+
+    /// Block i decoded whole, for a cursor (iterators, compactions). User reads go
+    /// through the block cache; compaction reads bypass it (a compaction touches every
+    /// block once). Blocks missing from the cache are read ahead (`readahead`).
+    pub fn block(&self, i: usize, ra: &mut Readahead) -> Result<Block> {
+        let h = self.index.handle(i);
+        let payload = match ra.read_for {
+            ReadFor::User => match self.cache.blocks.get(self.number, h.offset) {
+                Some(b) => {
+                    add(&self.counters.block_cache_hits, 1);
+                    b.payload().to_vec()
+                }
+                None => {
+                    add(&self.counters.block_cache_misses, 1);
+                    let payload = self.read_ahead(i, ra)?;
+                    self.cache_block(i, payload)?.payload().to_vec()
+                }
+            },
+            ReadFor::Compaction => self.read_ahead(i, ra)?,
         };
         Block::decode(payload).map_err(|e| e.in_file(&self.path, h.offset))
     }

@@ -119,6 +119,13 @@ pub struct BenchArgs {
     #[arg(long, value_name = "MIB", default_value_t = 16)]
     pub write_cache: u64,
 
+    /// Memory budget in MiB for every engine mode (`Options::memory_budget_bytes`): split
+    /// between the index's block cache, its memtables, the write cache and the value
+    /// cache, and overriding --write-cache (README, "Memory"). At least 8.
+    /// [default: no budget]
+    #[arg(long, value_name = "MIB")]
+    pub memory_mib: Option<u64>,
+
     /// Hot/cold separation during GC (the hashkv mode's cold data log).
     #[arg(long, value_name = "on|off", default_value = "off", value_parser = ["on", "off"])]
     pub hotness: String,
@@ -223,6 +230,17 @@ impl<'a> Session<'a> {
             plan.threads,
             args.write_cache,
         );
+        if let Some(mib) = args.memory_mib {
+            let split = plan.options.memory_split();
+            println!(
+                "memory budget: {mib} MiB per mode: block cache {}, memtables {} x {}, write cache {}, value cache {}",
+                human_bytes(split.block_cache_bytes),
+                hashkv_lsm::MEMTABLES_HELD_MAX,
+                human_bytes(split.memtable_bytes),
+                human_bytes(split.write_cache_bytes),
+                human_bytes(split.value_cache_bytes),
+            );
+        }
         if args.read_ops > 0 {
             println!(
                 "reads: {} keys by {} thread(s), {} key(s) per read ({})",
@@ -434,10 +452,24 @@ impl Plan {
                 args.write_cache
             ));
         };
+        let memory_budget_bytes = match args.memory_mib {
+            None => 0,
+            Some(mib) if mib <= 1 << 30 && mib * MIB >= hashkv::MEMORY_BUDGET_BYTES_MIN => {
+                mib * MIB
+            }
+            Some(mib) => {
+                return usage(format!(
+                    "--memory-mib {mib} must lie in {}..={}",
+                    hashkv::MEMORY_BUDGET_BYTES_MIN / MIB,
+                    1u64 << 30
+                ))
+            }
+        };
         let options = Options::default()
             .with_reserved_share(args.reserve)
             .with_hotness(args.hotness == "on")
             .with_write_cache_bytes(write_cache_bytes)
+            .with_memory_budget_bytes(memory_budget_bytes)
             .with_force_format(true);
         let record_bytes = (hashkv::RECORD_HEADER_BYTES + KEY_BYTES + args.value_size) as u64;
         let device_bytes = device_bytes_for(items * record_bytes, &options, &modes)?;
