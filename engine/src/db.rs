@@ -118,11 +118,13 @@ pub(crate) struct Inner {
 ///
 /// - `put`, `delete` and `write` return once the write is in the write cache: every
 ///   reader sees it at once, but it is not durable. Killing the process (kill -9)
-///   loses every write still in the write cache (up to twice
-///   `Options::write_cache_bytes` of them: the map being flushed and the next).
+///   loses every write still in the write cache (about twice
+///   `Options::write_cache_bytes` of them, the map being flushed and the next; at
+///   worst three times, when the flusher starts late).
 /// - A flush commits the write cache to the value store and the index. It runs in a
 ///   background thread when the cache fills (the write that fills it returns at once),
-///   in the writer's thread when the cache holds twice its size (the writer waits), at
+///   in the writer's thread when the next cache fills before that flush is done (the
+///   writer waits), at
 ///   every durability call below, and for every write when `write_cache_bytes` is 0.
 ///   A committed write
 ///   survives kill -9: the index's log hands every commit to the kernel, as RocksDB

@@ -1,8 +1,8 @@
 //! The background flusher. When the write cache fills, the write that filled it wakes
 //! this thread and returns; the flush (placement, device writes, index commit) runs
 //! here while writers fill the next cache (double buffering). A writer waits only when
-//! the cache holds twice its size, the map being flushed included (backpressure): it
-//! then flushes in its own thread (`write.rs`), which is also where a full store refuses
+//! the next cache fills too before that flush is done, or reaches twice its size before
+//! this thread froze it (backpressure): it then flushes in its own thread (`write.rs`), which is also where a full store refuses
 //! a write, so that a refusal always reaches the writer whose write it was.
 
 use crate::db::Inner;

@@ -1,7 +1,7 @@
 //! A write enters the store: its key and value are checked, it goes into the write
 //! cache, and the writer that fills the cache wakes the background flusher
-//! (`flusher.rs`). A writer that asks for durability, or finds the cache full twice
-//! over (the map being flushed included), flushes in its own thread (`flush.rs`). A write the store refuses for lack of space is taken back out of the
+//! (`flusher.rs`). A writer that asks for durability, or fills the cache while the
+//! previous one is still being flushed, flushes in its own thread (`flush.rs`). A write the store refuses for lack of space is taken back out of the
 //! cache, so that it is neither read back nor committed later.
 
 use crate::db::{Inner, KEY_BYTES_MAX};
@@ -53,15 +53,14 @@ impl Inner {
             let mut cache = self.cache.write();
             // Only a write that flushes in its own thread can be refused, so only it
             // pays for the record of what it replaces.
-            let undo = (sync || cache.may_fill(&entries, limit.saturating_mul(2)))
-                .then(|| cache.undo_for(&entries));
+            let undo = (sync || cache.may_fill(&entries, limit)).then(|| cache.undo_for(&entries));
             for (k, v) in entries {
                 cache.insert(k, v);
             }
             (
                 cache.active_flush,
                 cache.active_bytes >= limit,
-                cache.held_bytes() >= limit.saturating_mul(2),
+                cache.needs_writer_flush(limit),
                 undo,
             )
         };

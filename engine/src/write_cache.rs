@@ -45,11 +45,21 @@ impl WriteCache {
         }
     }
 
-    /// Whether inserting `entries` may bring both maps to `limit_bytes` (an upper
+    /// Whether inserting `entries` may fill the active map to `limit_bytes` (an upper
     /// bound: replaced entries give bytes back).
     pub fn may_fill(&self, entries: &[(Vec<u8>, CachedValue)], limit_bytes: u64) -> bool {
         let growth: u64 = entries.iter().map(|(k, v)| entry_bytes(k.len(), v)).sum();
-        self.held_bytes() + growth >= limit_bytes
+        self.active_bytes + growth >= limit_bytes
+    }
+
+    /// The active map is full while the previous one is still being flushed, or holds
+    /// twice the limit (the flusher has not frozen it yet): the writer flushes in its
+    /// own thread. A flush so holds at most about twice the limit, as before the
+    /// background flusher: a larger one needs more room in a group than its chain may
+    /// take, and a store with room would refuse it.
+    pub fn needs_writer_flush(&self, limit_bytes: u64) -> bool {
+        self.active_bytes >= limit_bytes
+            && (self.frozen.is_some() || self.active_bytes >= limit_bytes.saturating_mul(2))
     }
 
     /// Records, before `entries` are inserted, what taking them back needs: per key,
