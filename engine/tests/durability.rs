@@ -326,10 +326,14 @@ fn without_a_write_cache_every_acknowledged_write_survives_kill_9() {
 fn writes_a_full_cache_committed_survive_kill_9() {
     for mode in Mode::ALL.iter().copied() {
         let (db, last, _dir) = kill_child(mode, 32 * KIB, "stream", "committed", 1000);
+        // The flush count rose after write `last`: the flush the background thread
+        // committed holds the map frozen when it filled, at most two caches' worth of
+        // writes (the smallest value is 200 bytes) before `last`.
+        let slack = 2 * 32 * KIB / 200;
         let n = surviving_prefix(&db, last);
         assert!(
-            n > last,
-            "{mode:?}: write {last} was committed, {n} survived"
+            n + slack > last,
+            "{mode:?}: write {last} came after a committed flush, only {n} survived"
         );
         db.close().unwrap();
     }
