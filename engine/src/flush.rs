@@ -23,8 +23,9 @@ const READER_WAIT_STEP: Duration = Duration::from_millis(5);
 /// hold a generation that long, and a full store must not hang its writers.
 const READER_WAIT_STEPS_MAX: u32 = 2000;
 /// Tries at collecting the group whose chain is at its limit before `StoreFull`: the
-/// background GC may be collecting that very group when the first try comes.
-const GROUP_AT_LIMIT_TRIES: u32 = 2;
+/// background GC may be collecting that very group when the first tries come, and a
+/// concurrent flush may have filled what the last GC freed.
+const GROUP_AT_LIMIT_TRIES: u32 = 4;
 
 impl Inner {
     /// Returns once flush number `flush_no` is committed (and durable, if asked).
