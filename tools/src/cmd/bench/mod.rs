@@ -121,7 +121,8 @@ pub struct BenchArgs {
 
     /// Memory budget in MiB for every engine mode (`Options::memory_budget_bytes`): split
     /// between the index's block cache, its memtables, the write cache and the value
-    /// cache, and overriding --write-cache (README, "Memory"). At least 8.
+    /// cache, and overriding --write-cache (README, "Memory"). At least 8. compare gives
+    /// RocksDB and BlobDB the same budget, split the same way, with direct I/O.
     /// [default: no budget]
     #[arg(long, value_name = "MIB")]
     pub memory_mib: Option<u64>,
