@@ -36,6 +36,7 @@ mod flush;
 mod flusher;
 mod gc;
 mod index;
+mod key_hash;
 mod keys;
 mod layout;
 mod location;

@@ -41,9 +41,8 @@ use crate::spans::{self, Span};
 use crate::stats::Counters;
 use crate::store::{store_full, GcCtx, GcOutcome, ValueStore};
 use hashkv_blockdev::AlignedBuf;
+use crate::key_hash::KeyHash;
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
-use xxhash_rust::xxh3::Xxh3;
 
 /// The GC of one group, begun.
 struct Job {
@@ -171,7 +170,7 @@ impl<'b> Survey<'b> {
     fn of(store: &Groups, job: &Job, spans: &[Span], bufs: &'b [AlignedBuf]) -> Result<Survey<'b>> {
         let block = store.layout.block_bytes as usize;
         let segments = job.collected.iter().filter(|s| s.used_bytes > 0);
-        let mut keys: HashMap<&[u8], Versions<'b>, BuildHasherDefault<Xxh3>> = HashMap::default();
+        let mut keys: HashMap<&[u8], Versions<'b>, KeyHash> = HashMap::default();
         let mut tags: Vec<(RecordRef<'b>, usize)> = Vec::new();
         let mut order = 0usize;
         for ((seg, span), buf) in segments.zip(spans).zip(bufs) {
@@ -246,7 +245,7 @@ impl<'b> Survey<'b> {
 /// Notes `rec` as a version of its key: the newest is the highest sequence number,
 /// the later append among equals.
 fn note_version<'b>(
-    keys: &mut HashMap<&'b [u8], Versions<'b>, BuildHasherDefault<Xxh3>>,
+    keys: &mut HashMap<&'b [u8], Versions<'b>, KeyHash>,
     rec: RecordRef<'b>,
     order: usize,
 ) {
