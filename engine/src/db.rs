@@ -510,6 +510,8 @@ impl Inner {
             log_segments: space.units,
             value_bytes_used: space.used_bytes,
             buffer_pool_allocations: self.buffers.allocations(),
+            paced_writes: stats::load(&self.gc.pacer.paced_writes),
+            paced_micros: stats::load(&self.gc.pacer.paced_micros),
         }
     }
 }

@@ -47,6 +47,8 @@ impl Inner {
             .map(|(k, v)| (k.len() + v.as_ref().map_or(0, |v| v.len())) as u64)
             .sum();
         let ops = entries.len() as u64;
+        // Before the cache: a paced write waits without holding anything.
+        self.gc.pacer.pace(user_bytes);
         let sync = sync || self.options.sync_writes;
         let limit = self.options.write_cache_bytes;
         let (flush_no, full, backpressure, undo) = {

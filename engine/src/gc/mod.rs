@@ -1,8 +1,10 @@
 //! When garbage collection runs, and on what. The work of a GC belongs to each mode's
 //! value store (`store/groups/gc.rs`, `store/vlog/gc.rs`); this module decides when:
-//! a background thread collects while free space is below the low-water mark, and a
-//! flush that finds no room collects inline (`flush.rs`). One GC runs at a time.
+//! a background thread collects while free space is in the low-water band, writes are
+//! paced meanwhile (`pacer.rs`), and a flush that finds no room collects inline
+//! (`flush.rs`). One GC runs at a time.
 
+pub(crate) mod pacer;
 pub(crate) mod written_keys;
 
 use crate::db::Inner;
@@ -13,14 +15,19 @@ use crate::stats::Counters;
 use crate::store::GcOutcome;
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The background GC looks at free space this often even when no flush wakes it.
 const GC_POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// Default low-water mark: GC starts when fewer than this share of the log segments
+/// Default low-water band: GC starts when fewer than this share of the log segments
 /// are free (1/20 = 5%)...
 const LOW_WATER_SHARE_DIVISOR: usize = 20;
-/// ...but never fewer than this many segments, so small stores collect before a
+/// ...or fewer than this many main segments' worth: a GC frees space only when it
+/// ends, and writes go on meanwhile (paced to GC's rate, up to 1.5 times it, at the
+/// band's top): the band must outlast a GC of a group or log chunk (a main segment's
+/// size) even at that rate...
+const LOW_WATER_MAIN_SEGMENTS: u64 = 2;
+/// ...and never fewer than this many segments, so small stores collect before a
 /// flush must wait.
 const LOW_WATER_SEGMENTS_MIN: usize = 4;
 
@@ -32,6 +39,7 @@ pub(crate) struct GcDriver {
     shutdown: AtomicBool,
     /// GC starts when fewer free log segments' worth than this remain.
     low_water_segments: usize,
+    pub pacer: pacer::Pacer,
 }
 
 impl GcDriver {
@@ -39,7 +47,10 @@ impl GcDriver {
         let low_water_segments = if options.gc_low_water_segments > 0 {
             options.gc_low_water_segments as usize
         } else {
+            let gc_unit = LOW_WATER_MAIN_SEGMENTS * layout.main_segment_bytes
+                / layout.log_segment_bytes.max(1);
             (layout.log_segment_count as usize / LOW_WATER_SHARE_DIVISOR)
+                .max(gc_unit as usize)
                 .max(LOW_WATER_SEGMENTS_MIN)
         };
         GcDriver {
@@ -48,6 +59,7 @@ impl GcDriver {
             wake_lock: Mutex::new(()),
             shutdown: AtomicBool::new(false),
             low_water_segments,
+            pacer: pacer::Pacer::new(),
         }
     }
 
@@ -73,9 +85,16 @@ impl Inner {
     /// when there is nothing to collect.
     pub(crate) fn collect_garbage_once(&self, group: Option<u32>) -> Result<Option<GcOutcome>> {
         let _one_gc = self.gc.exclusive();
+        let started = Instant::now();
         let outcome = self.store.collect(&self.gc_ctx(), group)?;
         if let Some(o) = &outcome {
             let c = &self.counters;
+            self.gc.pacer.note_gc(
+                started.elapsed(),
+                o.bytes_read.saturating_sub(o.bytes_written),
+                c.user_bytes_written.load(Ordering::Relaxed),
+                c.flush_device_bytes_written.load(Ordering::Relaxed),
+            );
             Counters::add(&c.gc_runs, 1);
             Counters::add(&c.gc_records_kept, o.records_kept);
             Counters::add(
@@ -86,8 +105,12 @@ impl Inner {
         Ok(outcome)
     }
 
+    /// Free space is in the low-water band. Also hands the headroom to the pacer,
+    /// which every write reads: called after every flush and GC, which change it.
     fn gc_wanted(&self) -> bool {
-        self.store.gc_wanted(self.gc.low_water_segments)
+        let headroom = self.store.headroom(self.gc.low_water_segments);
+        self.gc.pacer.set_headroom(headroom);
+        headroom < 1.0
     }
 
     /// Wakes the GC thread if free space ran low.

@@ -31,8 +31,8 @@ impl ValueStore for Inline {
         Ok(None)
     }
 
-    fn gc_wanted(&self, _: usize) -> bool {
-        false
+    fn headroom(&self, _: usize) -> f64 {
+        f64::INFINITY
     }
 
     fn keep_collecting(&self, _: &GcOutcome) -> bool {

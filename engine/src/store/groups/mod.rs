@@ -189,11 +189,12 @@ impl ValueStore for Groups {
         }
     }
 
-    fn gc_wanted(&self, low_water_segments: usize) -> bool {
-        // Flushes of values stop at the reserves; the low-water mark counts above them,
+    fn headroom(&self, low_water_segments: usize) -> f64 {
+        // Flushes of values stop at the reserves; the low-water band counts above them,
         // so the background GC runs before a flush has to.
         let t = self.table.lock();
-        t.free_log_segments() < t.flush_floor_segments() + low_water_segments
+        let above_floor = t.free_log_segments().saturating_sub(t.flush_floor_segments());
+        above_floor as f64 / low_water_segments.max(1) as f64
     }
 
     fn keep_collecting(&self, _outcome: &GcOutcome) -> bool {

@@ -135,10 +135,11 @@ impl ValueStore for ValueLog {
         gc::collect(self, ctx)
     }
 
-    fn gc_wanted(&self, low_water_segments: usize) -> bool {
+    fn headroom(&self, low_water_segments: usize) -> f64 {
         let log = self.log.lock();
         let low = (low_water_segments as u64) * self.geometry.chunk_bytes;
-        log.free_bytes() < self.gc_reserve_bytes + low.max(self.gc_chunk_bytes)
+        let above_reserve = log.free_bytes().saturating_sub(self.gc_reserve_bytes);
+        above_reserve as f64 / low.max(self.gc_chunk_bytes) as f64
     }
 
     fn keep_collecting(&self, outcome: &GcOutcome) -> bool {

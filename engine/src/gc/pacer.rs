@@ -1,0 +1,210 @@
+//! Write pacing: while free space is in the low-water band, user writes are slowed
+//! to the rate at which GC frees space, so that the band is never used up and no
+//! writer waits for a whole GC.
+//!
+//! Without pacing, writers ran at full speed until the flushes found no room, then
+//! every writer waited for a GC of a whole group (hashkv) or log chunk (vlog): a
+//! second or more with no write completing, the stalls of the bench's plot. A GC
+//! frees space only when it ends, so the band is wide enough for writes to go on
+//! during one (`GcDriver::new`).
+//!
+//! The rate: GC's recent net freeing rate (bytes freed per second of GC, averaged over
+//! recent GCs), divided by the device bytes a user byte costs (the write cache absorbs
+//! rewrites of hot keys; records have headers), times a factor that rises with the
+//! headroom: 0.5 with the band empty, 1.0 at half the band (where free space holds
+//! still), 1.5 at its top. Free space so settles near the middle of the band instead
+//! of running out. Above the band nothing is paced. A flush that finds no room still
+//! runs GC itself (`flush.rs`): pacing makes that rare, it does not replace it.
+
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Weight of the newest GC in the running averages: recent GCs tell the rate of the
+/// next one best (a group's garbage share changes as the workload goes on), but one
+/// unusual GC must not swing the rate by more than a third.
+const RATE_SMOOTHING: f64 = 0.3;
+/// Device bytes per user byte assumed before the first measure, and its lower bound
+/// (a write cache that absorbs nearly everything must not make writes unpaced).
+const DEVICE_PER_USER_DEFAULT: f64 = 1.0;
+const DEVICE_PER_USER_MIN: f64 = 0.05;
+/// Pacing factor at an empty band and its rise over the band (see the module comment).
+const FACTOR_AT_EMPTY: f64 = 0.5;
+const FACTOR_RISE: f64 = 1.0;
+/// A writer sleeps only once it is this far ahead of its allowed rate: shorter sleeps
+/// cost more in wake-ups than they smooth.
+const SLEEP_GRANULARITY: Duration = Duration::from_millis(1);
+/// Longest a single write sleeps: the debt stays with the pacer for later writes, but
+/// no write waits long (the flush's own GC is the backstop when space does run out).
+const SLEEP_MAX: Duration = Duration::from_millis(20);
+/// Slowest allowed rate, bytes per second: a GC that freed almost nothing must not
+/// stop writers by pacing (they then meet `StoreFull` or a flush's GC, as before).
+const RATE_MIN_BYTES_PER_S: f64 = 1024.0 * 1024.0;
+
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    /// The value store's headroom (`ValueStore::headroom`) after the last flush or GC,
+    /// as f64 bits: read without a lock by every write.
+    headroom_bits: AtomicU64,
+    state: Mutex<State>,
+    /// Writes that slept, and for how long in all (microseconds): `Stats`.
+    pub paced_writes: AtomicU64,
+    pub paced_micros: AtomicU64,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Bytes GC frees per second of GC, averaged; None before the first GC.
+    gc_free_bytes_per_s: Option<f64>,
+    /// Device bytes flushed per user byte written, averaged.
+    device_per_user: f64,
+    /// Counter totals at the last GC (user bytes, flushed device bytes).
+    last_totals: (u64, u64),
+    /// When the writes admitted so far have been paid for.
+    paid_until: Instant,
+}
+
+impl Pacer {
+    pub fn new() -> Pacer {
+        Pacer {
+            headroom_bits: AtomicU64::new(f64::INFINITY.to_bits()),
+            state: Mutex::new(State {
+                gc_free_bytes_per_s: None,
+                device_per_user: DEVICE_PER_USER_DEFAULT,
+                last_totals: (0, 0),
+                paid_until: Instant::now(),
+            }),
+            paced_writes: AtomicU64::new(0),
+            paced_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set_headroom(&self, headroom: f64) {
+        self.headroom_bits
+            .store(headroom.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn headroom(&self) -> f64 {
+        f64::from_bits(self.headroom_bits.load(Ordering::Relaxed))
+    }
+
+    /// A GC ended: it ran `elapsed` and freed `freed_bytes` net (read minus written).
+    /// `user_bytes` and `flushed_bytes` are the store's running totals.
+    pub fn note_gc(&self, elapsed: Duration, freed_bytes: u64, user_bytes: u64, flushed_bytes: u64) {
+        let mut s = self.state.lock();
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        let rate = freed_bytes as f64 / secs;
+        s.gc_free_bytes_per_s = Some(match s.gc_free_bytes_per_s {
+            None => rate,
+            Some(r) => r + RATE_SMOOTHING * (rate - r),
+        });
+        let (user0, flushed0) = s.last_totals;
+        let (du, df) = (user_bytes.saturating_sub(user0), flushed_bytes.saturating_sub(flushed0));
+        if du > 0 {
+            let ratio = (df as f64 / du as f64).max(DEVICE_PER_USER_MIN);
+            s.device_per_user += RATE_SMOOTHING * (ratio - s.device_per_user);
+        }
+        s.last_totals = (user_bytes, flushed_bytes);
+    }
+
+    /// The user write rate allowed at `headroom`, bytes per second; None: unpaced.
+    fn allowed_rate(s: &State, headroom: f64) -> Option<f64> {
+        if headroom >= 1.0 {
+            return None;
+        }
+        let gc_rate = s.gc_free_bytes_per_s?;
+        let factor = FACTOR_AT_EMPTY + FACTOR_RISE * headroom.max(0.0);
+        Some((gc_rate / s.device_per_user * factor).max(RATE_MIN_BYTES_PER_S))
+    }
+
+    /// Called by a write of `user_bytes` before it enters the cache: sleeps while the
+    /// writes admitted so far are ahead of the allowed rate.
+    pub fn pace(&self, user_bytes: u64) {
+        let headroom = self.headroom();
+        if headroom >= 1.0 {
+            return;
+        }
+        let now = Instant::now();
+        let wait = {
+            let mut s = self.state.lock();
+            let Some(rate) = Self::allowed_rate(&s, headroom) else {
+                return;
+            };
+            // Time not used while unpaced or idle is not saved up for a burst.
+            let from = s.paid_until.max(now);
+            s.paid_until = from + Duration::from_secs_f64(user_bytes as f64 / rate);
+            s.paid_until.saturating_duration_since(now)
+        };
+        if wait < SLEEP_GRANULARITY {
+            return;
+        }
+        let sleep = wait.min(SLEEP_MAX);
+        std::thread::sleep(sleep);
+        self.paced_writes.fetch_add(1, Ordering::Relaxed);
+        self.paced_micros
+            .fetch_add(sleep.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn unpaced_above_the_band_and_before_the_first_gc() {
+        let p = Pacer::new();
+        let s = p.state.lock();
+        assert_eq!(Pacer::allowed_rate(&s, 0.2), None, "no GC measured yet");
+        drop(s);
+        p.note_gc(Duration::from_secs(1), 100 * MIB, 0, 0);
+        let s = p.state.lock();
+        assert_eq!(Pacer::allowed_rate(&s, 1.0), None);
+        assert_eq!(Pacer::allowed_rate(&s, f64::INFINITY), None);
+    }
+
+    #[test]
+    fn the_rate_follows_gc_and_rises_with_the_headroom() {
+        let p = Pacer::new();
+        // 100 MiB freed in a second; 2 user MiB cost 1 device MiB (a cache absorbing).
+        p.note_gc(Duration::from_secs(1), 100 * MIB, 2 * MIB, MIB);
+        let s = p.state.lock();
+        let per_user = s.device_per_user;
+        assert!(per_user < 1.0 && per_user > 0.5, "{per_user}");
+        let at = |h: f64| Pacer::allowed_rate(&s, h).unwrap();
+        let even = 100.0 * MIB as f64 / per_user;
+        assert!((at(0.5) - even).abs() < 1.0, "half the band: GC's rate");
+        assert!((at(0.0) - 0.5 * even).abs() < 1.0);
+        assert!(at(0.9) > at(0.5) && at(0.5) > at(0.1));
+        drop(s);
+        // A GC that frees nothing: the rate falls, but not below the floor.
+        for _ in 0..50 {
+            p.note_gc(Duration::from_secs(1), 0, 2 * MIB, MIB);
+        }
+        let s = p.state.lock();
+        assert_eq!(Pacer::allowed_rate(&s, 0.0), Some(RATE_MIN_BYTES_PER_S));
+    }
+
+    #[test]
+    fn writes_ahead_of_the_rate_sleep_and_are_counted() {
+        let p = Pacer::new();
+        p.note_gc(Duration::from_secs(1), 4 * MIB, MIB, MIB);
+        p.set_headroom(0.5);
+        // 4 MiB/s allowed: 64 KiB writes, 16 of them, are 1/4 s of writes.
+        let started = Instant::now();
+        for _ in 0..16 {
+            p.pace(64 << 10);
+        }
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        assert!(p.paced_writes.load(Ordering::Relaxed) > 0);
+        // Above the band, nothing waits.
+        p.set_headroom(1.5);
+        let slept = p.paced_writes.load(Ordering::Relaxed);
+        for _ in 0..1000 {
+            p.pace(1 << 20);
+        }
+        assert_eq!(p.paced_writes.load(Ordering::Relaxed), slept);
+    }
+}
