@@ -86,8 +86,10 @@ pub struct Options {
     /// Values shorter than this stay inline in the LSM tree (selective KV separation).
     /// Default 128 bytes.
     pub separation_threshold_bytes: u64,
-    /// GC starts when fewer free log segments than this remain. 0 picks a default: 5% of
-    /// the log segments, at least 4.
+    /// GC starts when fewer free log segments than this remain above the GC reserves,
+    /// and writes are paced to GC's rate meanwhile (`gc/pacer.rs`). 0 picks a default:
+    /// 5% of the log segments or two main segments' worth, whichever is more, at
+    /// least 4.
     pub gc_low_water_segments: u64,
     /// Spare main segments set aside at format for copy-on-write GC to copy into (one
     /// GC runs at a time today; a second spare lets a GC start while the previous
