@@ -4,21 +4,25 @@
 //! every flush notes its keys here (under the commit lock), and the GC skips them when
 //! it commits (under the commit lock too). One tracker serves every value store.
 
+use crate::key_hash::KeyHash;
 use std::collections::HashSet;
+
+/// The keys noted: every key of every flush during a GC goes through it.
+pub(crate) type KeySet = HashSet<Vec<u8>, KeyHash>;
 
 /// Which keys a GC cares about: a group GC only about its group's keys.
 type Scope = Box<dyn Fn(&[u8]) -> bool + Send>;
 
 #[derive(Default)]
 pub(crate) struct WrittenKeys {
-    tracking: Option<(Scope, HashSet<Vec<u8>>)>,
+    tracking: Option<(Scope, KeySet)>,
 }
 
 impl WrittenKeys {
     /// Starts noting keys for which `in_scope` holds. One GC at a time.
     pub fn begin(&mut self, in_scope: impl Fn(&[u8]) -> bool + Send + 'static) {
         assert!(self.tracking.is_none(), "one GC at a time");
-        self.tracking = Some((Box::new(in_scope), HashSet::new()));
+        self.tracking = Some((Box::new(in_scope), KeySet::default()));
     }
 
     /// A flush committed a new version (or a delete) of `key`.
@@ -31,7 +35,7 @@ impl WrittenKeys {
     }
 
     /// Stops noting and returns the keys noted since `begin` (empty if none began).
-    pub fn finish(&mut self) -> HashSet<Vec<u8>> {
+    pub fn finish(&mut self) -> KeySet {
         self.tracking
             .take()
             .map(|(_, keys)| keys)
