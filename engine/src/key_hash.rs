@@ -2,8 +2,10 @@
 //! a GC's survey of a group): xxh3 of the whole key in one call. Std's SipHash costs
 //! several times more per short key, and xxh3's streaming `Hasher` keeps a large
 //! state and buffers every `write`; a key is hashed once, whole, so neither is needed.
-//! No random seed: the maps hold keys the engine already stores, and their iteration
-//! order is the same in every run (tests and crash runs reproduce).
+//! No random seed: iteration order is the same in every run (tests and crash runs
+//! reproduce). The cost: whoever chooses the keys can choose colliding ones and slow
+//! the maps down (hash flooding); an engine exposed to untrusted keys would want a
+//! per-process seed here.
 
 use std::hash::{BuildHasherDefault, Hasher};
 

@@ -92,7 +92,8 @@ pub struct MemoryUsage {
     /// The index: block cache, pinned indexes and filters, memtables.
     pub index: hashkv_lsm::MemoryUsage,
     /// Writes in the write cache (the active map and one being flushed), as the cache
-    /// counts them (key, value and 32 bytes per entry).
+    /// counts them (key, value and 128 bytes per entry: its hash-map slot and the
+    /// allocator's headers).
     pub write_cache_bytes: u64,
     /// Free aligned buffers kept for the next flush or GC.
     pub buffer_pool_bytes: u64,

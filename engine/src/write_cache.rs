@@ -27,9 +27,11 @@ pub struct WriteCache {
     pub frozen_bytes: u64,
 }
 
-/// What an entry costs the cache beyond its key and value: the map node and the
-/// vectors' headers, roughly, so that many tiny entries still fill the cache.
-const ENTRY_OVERHEAD_BYTES: usize = 32;
+/// What an entry costs the cache beyond its key and value, so that many tiny entries
+/// still fill the cache: its slot in the hash map (key and value vectors' headers, 48
+/// bytes, and a control byte) at the map's lowest load after it grows (7/16), plus
+/// the allocator's header of the key and of the value.
+const ENTRY_OVERHEAD_BYTES: usize = 128;
 
 /// Bytes an entry of a `key_len`-byte key counts for against the cache size.
 fn entry_bytes(key_len: usize, value: &CachedValue) -> u64 {
@@ -122,10 +124,9 @@ impl WriteCache {
     /// Freezes the active map for a flush; returns it with its flush number.
     pub fn freeze(&mut self) -> (Arc<CacheMap>, u64) {
         assert!(self.frozen.is_none(), "one flush at a time");
-        // The next map starts at the size this one reached: growing it from empty
-        // would rehash every entry again on the way (a dozen times for a full cache).
-        let next = CacheMap::with_capacity_and_hasher(self.active.len(), KeyHash::default());
-        let map = Arc::new(std::mem::replace(&mut self.active, next));
+        // The next map grows from empty: one sized in advance would hold memory that
+        // no entry counts for while the frozen one is flushed.
+        let map = Arc::new(std::mem::take(&mut self.active));
         self.frozen_bytes = std::mem::take(&mut self.active_bytes);
         let n = self.active_flush;
         self.active_flush += 1;

@@ -28,8 +28,12 @@ const LOW_WATER_SHARE_DIVISOR: usize = 20;
 /// size) even at that rate...
 const LOW_WATER_MAIN_SEGMENTS: u64 = 2;
 /// ...and never fewer than this many segments, so small stores collect before a
-/// flush must wait.
+/// flush must wait...
 const LOW_WATER_SEGMENTS_MIN: usize = 4;
+/// ...but never more than this share of the log segments (1/4): in a small store two
+/// main segments' worth may be most of the log, and a band the store can never rise
+/// above would pace every write and keep GC running.
+const LOW_WATER_SHARE_MAX_DIVISOR: usize = 4;
 
 pub(crate) struct GcDriver {
     /// Held for a whole GC: one at a time. Lock order: this, then the commit lock.
@@ -49,8 +53,10 @@ impl GcDriver {
         } else {
             let gc_unit = LOW_WATER_MAIN_SEGMENTS * layout.main_segment_bytes
                 / layout.log_segment_bytes.max(1);
-            (layout.log_segment_count as usize / LOW_WATER_SHARE_DIVISOR)
+            let log_segments = layout.log_segment_count as usize;
+            (log_segments / LOW_WATER_SHARE_DIVISOR)
                 .max(gc_unit as usize)
+                .min(log_segments / LOW_WATER_SHARE_MAX_DIVISOR)
                 .max(LOW_WATER_SEGMENTS_MIN)
         };
         GcDriver {
@@ -108,6 +114,9 @@ impl Inner {
     /// Free space is in the low-water band. Also hands the headroom to the pacer,
     /// which every write reads: called after every flush and GC, which change it.
     fn gc_wanted(&self) -> bool {
+        // Space a GC released once its readers are gone counts as free (a long scan
+        // that ended would otherwise keep writes paced until the next flush).
+        self.store.reclaim(self.readers.oldest_active());
         let headroom = self.store.headroom(self.gc.low_water_segments);
         self.gc.pacer.set_headroom(headroom);
         headroom < 1.0

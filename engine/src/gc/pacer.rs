@@ -34,9 +34,11 @@ const FACTOR_RISE: f64 = 1.0;
 /// A writer sleeps only once it is this far ahead of its allowed rate: shorter sleeps
 /// cost more in wake-ups than they smooth.
 const SLEEP_GRANULARITY: Duration = Duration::from_millis(1);
-/// Longest a single write sleeps: the debt stays with the pacer for later writes, but
-/// no write waits long (the flush's own GC is the backstop when space does run out).
-const SLEEP_MAX: Duration = Duration::from_millis(20);
+/// Longest a single write sleeps, and the most the writes admitted may run ahead of
+/// the rate (debt beyond it is forgiven): a large batch waits for its own bytes, up to
+/// this, but no write waits long for others' (the flush's own GC is the backstop when
+/// space does run out).
+const SLEEP_MAX: Duration = Duration::from_millis(100);
 /// Slowest allowed rate, bytes per second: a GC that freed almost nothing must not
 /// stop writers by pacing (they then meet `StoreFull` or a flush's GC, as before).
 const RATE_MIN_BYTES_PER_S: f64 = 1024.0 * 1024.0;
@@ -82,6 +84,10 @@ impl Pacer {
     pub fn set_headroom(&self, headroom: f64) {
         self.headroom_bits
             .store(headroom.to_bits(), Ordering::Relaxed);
+        if headroom >= 1.0 {
+            // Out of the band: writes admitted before owe nothing to the next time in.
+            self.state.lock().paid_until = Instant::now();
+        }
     }
 
     pub fn headroom(&self) -> f64 {
@@ -130,9 +136,11 @@ impl Pacer {
             let Some(rate) = Self::allowed_rate(&s, headroom) else {
                 return;
             };
-            // Time not used while unpaced or idle is not saved up for a burst.
+            // Time not used while unpaced or idle is not saved up for a burst, and
+            // debt beyond a sleep's worth is not carried.
             let from = s.paid_until.max(now);
-            s.paid_until = from + Duration::from_secs_f64(user_bytes as f64 / rate);
+            let cost = Duration::from_secs_f64(user_bytes as f64 / rate);
+            s.paid_until = (from + cost).min(now + SLEEP_MAX);
             s.paid_until.saturating_duration_since(now)
         };
         if wait < SLEEP_GRANULARITY {

@@ -142,7 +142,8 @@ pub(crate) trait ValueStore: Send + Sync {
     /// format writes).
     fn format_entries(&self) -> Vec<(Vec<u8>, Vec<u8>)>;
 
-    /// Places a flush's records (in key order, sequence numbers assigned).
+    /// Places a flush's records (in the write cache's order, not the keys'; sequence
+    /// numbers assigned).
     fn place(&self, io: &IoCtx<'_>, records: &[FlushRecord<'_>]) -> Result<Placed, PlaceError>;
 
     /// Runs one GC, of `group` if given and it can be collected (hashkv mode). `None`
