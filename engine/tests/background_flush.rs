@@ -137,9 +137,9 @@ fn the_write_that_fills_the_cache_does_not_wait_for_its_flush(mode: Mode) {
     Arc::try_unwrap(db).ok().unwrap().close().unwrap();
 }
 
-/// The flusher commits a full map with no further call: it survives a process crash
-/// (the index's log is kept whole, the device keeps its flushed writes), and what
-/// survives is a prefix of the writes.
+// The flusher commits a full map with no further call: it survives a process crash
+// (the index's log is kept whole, the device keeps its flushed writes), and what
+// survives is a prefix of the writes.
 test_in_modes!(a_full_cache_is_committed_in_the_background);
 fn a_full_cache_is_committed_in_the_background(mode: Mode) {
     let dev = Arc::new(SimDevice::new(SimConfig::new(8 * MIB, 23)).unwrap());

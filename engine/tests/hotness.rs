@@ -259,3 +259,46 @@ fn cold_gc_moves_live_records_and_frees_segments() {
     s.check_all();
     assert!(s.db.check().unwrap().is_clean());
 }
+
+/// A cold log entry in the index that names a bad segment (a main segment, or one past
+/// the device's end) is reported as corruption at open, not a panic; with the entry
+/// gone the store opens again.
+#[test]
+fn a_cold_entry_naming_a_bad_segment_is_refused_at_open() {
+    let mut s = Store::new(7);
+    s.cold_log_at_least(1);
+    let (dev, dir) = (s.dev.clone(), s.dir.path().to_path_buf());
+    s.db.close().unwrap();
+    let open_index = || hashkv_lsm::Db::open(&dir, hashkv_lsm::Options::default()).unwrap();
+    let wo = hashkv_lsm::WriteOptions { sync: true };
+    // A real cold entry's bytes (checksummed, right version) under a bad segment id.
+    let prefix = [0u8, b'c'];
+    let index = open_index();
+    let (_, entry) = index
+        .range(
+            std::ops::Bound::Included(&prefix[..]),
+            std::ops::Bound::Excluded(&[0u8, b'd'][..]),
+            hashkv_lsm::Direction::Forward,
+            None,
+        )
+        .unwrap()
+        .next()
+        .expect("a cold segment entry")
+        .unwrap();
+    index.close().unwrap();
+    for bad in [0u32, u32::MAX - 1] {
+        let mut k = prefix.to_vec();
+        k.extend_from_slice(&bad.to_be_bytes());
+        let index = open_index();
+        index.put(&k, &entry, &wo).unwrap();
+        index.close().unwrap();
+        let err = Db::open_device(dev.clone(), &dir, &options())
+            .err()
+            .unwrap_or_else(|| panic!("segment {bad}: opened"));
+        assert!(err.to_string().contains("cold log"), "segment {bad}: {err}");
+        let index = open_index();
+        index.delete(&k, &wo).unwrap();
+        index.close().unwrap();
+    }
+    Db::open_device(dev, &dir, &options()).unwrap().close().unwrap();
+}

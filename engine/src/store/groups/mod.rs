@@ -84,7 +84,24 @@ fn load_cold_log(index: &IndexReader, layout: Layout, device: &dyn BlockDevice) 
                     format!("index key {k:02x?}"),
                 )
             })?;
-        segments.push(cold_log::decode_segment(id, &v)?);
+        let segment = cold_log::decode_segment(id, &v)?;
+        // Checked before anything addresses the device by it (a damaged entry named a
+        // segment past the end, or a main one, and panicked in `segment_offset`).
+        if id >= layout.segment_count()
+            || layout.is_main(id)
+            || segment.used_bytes > layout.log_segment_bytes
+        {
+            return Err(Error::corrupt(
+                "cold log",
+                format!(
+                    "a log segment id below {} with at most {} bytes used",
+                    layout.segment_count(),
+                    layout.log_segment_bytes
+                ),
+                format!("segment {id} with {} bytes used", segment.used_bytes),
+            ));
+        }
+        segments.push(segment);
     }
     let mut cold = ColdLog::from_segments(segments);
     if let Some(head) = cold.segments.last() {
