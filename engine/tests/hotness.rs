@@ -300,5 +300,8 @@ fn a_cold_entry_naming_a_bad_segment_is_refused_at_open() {
         index.delete(&k, &wo).unwrap();
         index.close().unwrap();
     }
-    Db::open_device(dev, &dir, &options()).unwrap().close().unwrap();
+    Db::open_device(dev, &dir, &options())
+        .unwrap()
+        .close()
+        .unwrap();
 }

@@ -96,7 +96,13 @@ impl Pacer {
 
     /// A GC ended: it ran `elapsed` and freed `freed_bytes` net (read minus written).
     /// `user_bytes` and `flushed_bytes` are the store's running totals.
-    pub fn note_gc(&self, elapsed: Duration, freed_bytes: u64, user_bytes: u64, flushed_bytes: u64) {
+    pub fn note_gc(
+        &self,
+        elapsed: Duration,
+        freed_bytes: u64,
+        user_bytes: u64,
+        flushed_bytes: u64,
+    ) {
         let mut s = self.state.lock();
         let secs = elapsed.as_secs_f64().max(1e-3);
         let rate = freed_bytes as f64 / secs;
@@ -105,7 +111,10 @@ impl Pacer {
             Some(r) => r + RATE_SMOOTHING * (rate - r),
         });
         let (user0, flushed0) = s.last_totals;
-        let (du, df) = (user_bytes.saturating_sub(user0), flushed_bytes.saturating_sub(flushed0));
+        let (du, df) = (
+            user_bytes.saturating_sub(user0),
+            flushed_bytes.saturating_sub(flushed0),
+        );
         if du > 0 {
             let ratio = (df as f64 / du as f64).max(DEVICE_PER_USER_MIN);
             s.device_per_user += RATE_SMOOTHING * (ratio - s.device_per_user);

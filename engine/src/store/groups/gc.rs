@@ -32,6 +32,7 @@ use super::segment_table::ChainSegment;
 use super::{group_of, Groups};
 use crate::commit::{DeviceWrite, Plan, Purpose};
 use crate::error::Result;
+use crate::key_hash::KeyHash;
 use crate::keys;
 use crate::layout::SegmentId;
 use crate::location::{Pointer, Region};
@@ -41,7 +42,6 @@ use crate::spans::{self, Span};
 use crate::stats::Counters;
 use crate::store::{store_full, GcCtx, GcOutcome, ValueStore};
 use hashkv_blockdev::AlignedBuf;
-use crate::key_hash::KeyHash;
 use std::collections::HashMap;
 
 /// The GC of one group, begun.

@@ -210,7 +210,9 @@ impl ValueStore for Groups {
         // Flushes of values stop at the reserves; the low-water band counts above them,
         // so the background GC runs before a flush has to.
         let t = self.table.lock();
-        let above_floor = t.free_log_segments().saturating_sub(t.flush_floor_segments());
+        let above_floor = t
+            .free_log_segments()
+            .saturating_sub(t.flush_floor_segments());
         above_floor as f64 / low_water_segments.max(1) as f64
     }
 

@@ -153,7 +153,9 @@ pub fn run(args: &CompareArgs) -> StoreResult<()> {
             peer.name(),
             peer.describe(
                 args.bench.value_size,
-                args.bench.memory_mib.map(|mib| peers::PeerMemory::of(*peer, mib << 20)),
+                args.bench
+                    .memory_mib
+                    .map(|mib| peers::PeerMemory::of(*peer, mib << 20)),
             ),
             peer_base.display(),
             same_disk_note(&peer_base, &disk_dir, &args.bench.devices)

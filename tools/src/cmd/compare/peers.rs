@@ -126,9 +126,7 @@ pub fn run_peer(
         .prefix(&format!("hashkv-compare-{}-", peer.name()))
         .tempdir_in(base)
         .map_err(io_error(base, "creating the peer's directory"))?;
-    let memory = args
-        .memory_mib
-        .map(|mib| PeerMemory::of(peer, mib << 20));
+    let memory = args.memory_mib.map(|mib| PeerMemory::of(peer, mib << 20));
     let target = rocks::RocksTarget::open(peer, dir.path(), args.value_size, memory)?;
     println!("\npeer {}: {}", peer.name(), dir.path().display());
     let result = run_target(&target, args, plan, rows, samples);
