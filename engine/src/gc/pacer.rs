@@ -82,9 +82,11 @@ impl Pacer {
     }
 
     pub fn set_headroom(&self, headroom: f64) {
-        self.headroom_bits
-            .store(headroom.to_bits(), Ordering::Relaxed);
-        if headroom >= 1.0 {
+        let before = f64::from_bits(
+            self.headroom_bits
+                .swap(headroom.to_bits(), Ordering::Relaxed),
+        );
+        if before < 1.0 && headroom >= 1.0 {
             // Out of the band: writes admitted before owe nothing to the next time in.
             self.state.lock().paid_until = Instant::now();
         }

@@ -52,7 +52,7 @@ impl Groups {
         let table = match from {
             Source::Fresh => SegmentTable::new_formatted(layout),
             Source::Index(index, device) => {
-                let cold = load_cold_log(index, layout, device)?;
+                let cold = load_cold_log(index)?;
                 let mut table = load_table(index, layout, cold)?;
                 load_last_blocks(&mut table, device)?;
                 table
@@ -67,9 +67,9 @@ impl Groups {
     }
 }
 
-/// Rebuilds the cold data log from its segments' entries in the index, and reads its
-/// head's partly written block.
-fn load_cold_log(index: &IndexReader, layout: Layout, device: &dyn BlockDevice) -> Result<ColdLog> {
+/// Rebuilds the cold data log from its segments' entries in the index (checked with
+/// the segment table; its head block is read with the groups' last blocks).
+fn load_cold_log(index: &IndexReader) -> Result<ColdLog> {
     let mut segments = Vec::new();
     for item in index.prefix(&keys::cold_key_prefix())? {
         let (k, v) = item?;
@@ -84,31 +84,9 @@ fn load_cold_log(index: &IndexReader, layout: Layout, device: &dyn BlockDevice) 
                     format!("index key {k:02x?}"),
                 )
             })?;
-        let segment = cold_log::decode_segment(id, &v)?;
-        // Checked before anything addresses the device by it (a damaged entry named a
-        // segment past the end, or a main one, and panicked in `segment_offset`).
-        if id >= layout.segment_count()
-            || layout.is_main(id)
-            || segment.used_bytes > layout.log_segment_bytes
-        {
-            return Err(Error::corrupt(
-                "cold log",
-                format!(
-                    "a log segment id below {} with at most {} bytes used",
-                    layout.segment_count(),
-                    layout.log_segment_bytes
-                ),
-                format!("segment {id} with {} bytes used", segment.used_bytes),
-            ));
-        }
-        segments.push(segment);
+        segments.push(cold_log::decode_segment(id, &v)?);
     }
-    let mut cold = ColdLog::from_segments(segments);
-    if let Some(head) = cold.segments.last() {
-        let end = layout.segment_offset(head.id) + head.used_bytes;
-        cold.head_block = PartialBlock::read(device, end, u64::from(layout.block_bytes))?;
-    }
-    Ok(cold)
+    Ok(ColdLog::from_segments(segments))
 }
 
 /// Rebuilds the segment table from the group entries committed in the index.
@@ -141,12 +119,21 @@ fn load_table(index: &IndexReader, layout: Layout, cold: ColdLog) -> Result<Segm
 
 /// Reads the partly written last block of every group's chain, which the next flush to
 /// the group continues: one block read per such group at open.
+/// Reads the partly written last block of every group and of the cold log's head, once
+/// the table has checked every segment id (a damaged index entry must not address the
+/// device: it panicked in `segment_offset` when the cold log's head was read first).
 fn load_last_blocks(table: &mut SegmentTable, device: &dyn BlockDevice) -> Result<()> {
     let layout = table.layout;
+    let read_end = |id, used_bytes| {
+        let end = layout.segment_offset(id) + used_bytes;
+        PartialBlock::read(device, end, u64::from(layout.block_bytes))
+    };
     for group in table.groups.iter_mut() {
         let last = *group.chain.last().expect("chain never empty");
-        let end = layout.segment_offset(last.id) + last.used_bytes;
-        group.last_block = PartialBlock::read(device, end, u64::from(layout.block_bytes))?;
+        group.last_block = read_end(last.id, last.used_bytes)?;
+    }
+    if let Some(head) = table.cold.segments.last() {
+        table.cold.head_block = read_end(head.id, head.used_bytes)?;
     }
     Ok(())
 }
