@@ -36,15 +36,13 @@ use std::thread::JoinHandle;
 pub const KEY_BYTES_MAX: usize = hashkv_lsm::KEY_BYTES_MAX - 1;
 
 /// Main segments' worth of buffers the pool keeps for GC besides the flushes' share
-/// (one GC runs at a time). A group GC reads its chain (a main segment and its log
-/// segments) and writes its survivors (into the spare main segment, and log segments
-/// if they overflow it); a vlog GC reads and rewrites at most a main segment's worth.
-/// Three hold both main-segment buffers and a main segment's worth of log-segment
-/// buffers, so a GC of a chain with up to a main segment's worth of log segments
-/// faults no fresh pages; a longer chain's extra buffers are allocated and dropped.
-/// The cost: up to three main segments (192 MiB by default) stay allocated between
-/// GCs, so a store with a memory budget keeps none (its GC allocates and drops them).
-const GC_POOL_MAIN_SEGMENTS: usize = 3;
+/// (one GC runs at a time). A group GC reads its chain (up to the chain limit: two
+/// shares of one main segment each) and writes its survivors into fresh segments (up
+/// to as much again); a vlog GC reads and rewrites at most a main segment's worth.
+/// Four hold the largest group GC, so no GC faults fresh pages. The cost: up to four
+/// main segments (256 MiB by default) stay allocated between GCs, so a store with a
+/// memory budget keeps none (its GC allocates and drops them).
+const GC_POOL_MAIN_SEGMENTS: usize = 4;
 
 /// An atomic group of writes.
 #[derive(Debug, Default, Clone)]

@@ -2,12 +2,17 @@
 //! which byte range. Computed once at format time and recorded in the superblock.
 //!
 //! ```text
-//! unit 0                    superblock copies (at 0 and at 128 KiB)
-//! units 1 ..= main_slots    main segments: one per group plus spares for copy-on-write GC
-//! following units           log segments (the reserved space), log_segment_bytes each
+//! unit 0               superblock copies (at 0 and at 128 KiB)
+//! units 1 ..           segments of log_segment_bytes, one pool (format version 3)
 //! ```
-//! Every region starts on a main-segment boundary, and the stripe unit equals the main
-//! segment size, so no segment ever straddles two member devices.
+//! Every unit is one main segment's size, the stripe unit over several devices; segments
+//! divide it, so no segment ever straddles two member devices. The groups' chains, the
+//! cold data log and the vlog mode's log all draw on the one pool: the main segment
+//! size only sets how many groups there are (each group's share of the space).
+//!
+//! Stores formatted before version 3 had a fixed main segment per group (`main_slot_count`
+//! main-sized segments before the log segments). Their layout still decodes, so that
+//! their vlog and lsm stores open; the hashkv mode refuses them (`Layout::is_pooled`).
 
 use crate::error::{Error, Result};
 use crate::options::Options;
@@ -23,6 +28,10 @@ pub const SUPERBLOCK_TWIN_OFFSET_BYTES: u64 = 128 << 10;
 /// Smallest main segment format accepts: unit 0 holds the superblock's two copies,
 /// the twin at `SUPERBLOCK_TWIN_OFFSET_BYTES`, in its first half.
 pub const MAIN_SEGMENT_BYTES_MIN: u64 = 2 * SUPERBLOCK_TWIN_OFFSET_BYTES;
+
+/// Most segments a layout may have: ids are 32-bit, and half the range leaves room
+/// for sums of ids and counts without overflow.
+pub const SEGMENT_COUNT_MAX: u32 = u32::MAX / 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
@@ -65,23 +74,24 @@ impl Layout {
                 "{value_units} value units leave no room for a group after {reserved_units} reserved and {spare_units} spare units"
             ));
         }
+        // Each group's share is one main segment's worth; the reserved share and one
+        // GC's worth per worker are left over, for log growth, GC and the cold log.
         let group_count = value_units - reserved_units - spare_units;
         let log_per_unit = unit / options.log_segment_bytes;
-        let log_segment_count = reserved_units * log_per_unit;
-        if group_count > u64::from(u32::MAX / 2) || log_segment_count > u64::from(u32::MAX / 2) {
+        let log_segment_count = value_units * log_per_unit;
+        if log_segment_count > u64::from(SEGMENT_COUNT_MAX) {
             return too_small(
                 "too many segments for 32-bit segment ids; use larger segments".into(),
             );
         }
-        let main_slot_count = group_count + spare_units;
         let layout = Layout {
             block_bytes,
             main_segment_bytes: unit,
             log_segment_bytes: options.log_segment_bytes,
             group_count: group_count as u32,
-            main_slot_count: main_slot_count as u32,
+            main_slot_count: 0,
             main_region_offset: unit,
-            log_region_offset: unit * (1 + main_slot_count),
+            log_region_offset: unit,
             log_segment_count: log_segment_count as u32,
         };
         layout.assert_valid(device_bytes);
@@ -99,8 +109,11 @@ impl Layout {
         {
             return Err("segment sizes not aligned".into());
         }
-        if self.group_count == 0 || self.main_slot_count <= self.group_count {
-            return Err("no group or no spare main segment".into());
+        if self.group_count == 0 {
+            return Err("no group".into());
+        }
+        if self.main_slot_count != 0 && self.main_slot_count <= self.group_count {
+            return Err("no spare main segment".into());
         }
         // A decoded layout is checked before anything computes with it: checked
         // arithmetic, so that fields whose products overflow are refused rather than
@@ -113,12 +126,9 @@ impl Layout {
         {
             return Err("region offsets inconsistent".into());
         }
-        if self
-            .main_slot_count
-            .checked_add(self.log_segment_count)
-            .is_none()
-        {
-            return Err("more segments than 32-bit segment ids name".into());
+        let segments = self.main_slot_count.checked_add(self.log_segment_count);
+        if !matches!(segments, Some(n) if n <= SEGMENT_COUNT_MAX) {
+            return Err(format!("more than {SEGMENT_COUNT_MAX} segments"));
         }
         let end = u64::from(self.log_segment_count)
             .checked_mul(self.log_segment_bytes)
@@ -150,6 +160,29 @@ impl Layout {
         id < self.main_slot_count
     }
 
+    /// Every value segment is one pool of log-sized segments (format version 3), as
+    /// opposed to a fixed main segment per group before it.
+    pub fn is_pooled(&self) -> bool {
+        self.main_slot_count == 0
+    }
+
+    /// Log segments in one main segment: a group's nominal share of the pool.
+    pub fn segments_per_main(&self) -> u64 {
+        self.main_segment_bytes / self.log_segment_bytes
+    }
+
+    /// Segments of the pool beyond the groups' nominal shares: the reserved space
+    /// (and one GC's worth per GC worker), from which the reserves and the GC
+    /// low-water band are sized.
+    pub fn reserve_segment_count(&self) -> u64 {
+        if !self.is_pooled() {
+            // Before version 3 the log segments were the reserved space.
+            return u64::from(self.log_segment_count);
+        }
+        let groups = u64::from(self.group_count) * self.segments_per_main();
+        u64::from(self.log_segment_count).saturating_sub(groups)
+    }
+
     pub fn segment_offset(&self, id: SegmentId) -> u64 {
         assert!(id < self.segment_count(), "segment {id} out of range");
         if self.is_main(id) {
@@ -167,9 +200,9 @@ impl Layout {
         }
     }
 
-    /// Bytes of value space that groups can fill without log segments.
+    /// Bytes of value space in all segments.
     pub fn value_capacity_bytes(&self) -> u64 {
-        u64::from(self.group_count) * self.main_segment_bytes
+        u64::from(self.main_slot_count) * self.main_segment_bytes
             + u64::from(self.log_segment_count) * self.log_segment_bytes
     }
 
@@ -208,7 +241,11 @@ mod tests {
             .with_main_segment_bytes(1 << 20)
             .with_log_segment_bytes(64 << 10);
         let l = Layout::compute(64 << 20, 4096, &o).unwrap();
-        assert_eq!(l.main_slot_count, l.group_count + 1);
+        assert!(l.is_pooled());
+        // 63 value units: 19 reserved (30%), 1 for the GC worker, 43 groups.
+        assert_eq!(l.group_count, 43);
+        assert_eq!(u64::from(l.log_segment_count), 63 * 16);
+        assert_eq!(l.reserve_segment_count(), 20 * 16);
         let mut prev_end = l.main_region_offset;
         for id in 0..l.segment_count() {
             let off = l.segment_offset(id);
@@ -232,8 +269,11 @@ mod tests {
         let good = Layout::compute(64 << 20, 4096, &o).unwrap();
         // Each layout below is consistent in wrapping arithmetic (what a release build
         // computed before the check used checked arithmetic), and must be refused.
-        // Main segments so large that the log region's offset wraps.
+        // Main segments so large that the log region's offset wraps (a layout of fixed
+        // main segments, as before format version 3).
         let mut l = good;
+        l.group_count = 1;
+        l.main_slot_count = 3;
         l.main_segment_bytes = 1 << 62;
         l.log_segment_bytes = 1 << 62;
         l.main_region_offset = 1 << 62;

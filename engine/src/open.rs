@@ -312,6 +312,15 @@ fn check_matches(sb: &Superblock, options: &Options, device: &dyn BlockDevice) -
             format!("{FORMAT_VERSION} (reformat this baseline store)"),
         );
     }
+    if sb.mode == crate::options::Mode::HashKv && !sb.layout.is_pooled() {
+        // Before version 3 each group had a fixed main segment; this build keeps every
+        // group in segments from one pool (FORMAT.md, "Where things live").
+        return mismatch(
+            "format version of a hashkv store",
+            format!("{} (a fixed main segment per group)", sb.format_version),
+            format!("{FORMAT_VERSION} (reformat: groups now draw on one segment pool)"),
+        );
+    }
     if sb.mode != options.mode {
         return mismatch("mode", sb.mode.name().into(), options.mode.name().into());
     }

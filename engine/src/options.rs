@@ -86,14 +86,15 @@ pub struct Options {
     /// Values shorter than this stay inline in the LSM tree (selective KV separation).
     /// Default 128 bytes.
     pub separation_threshold_bytes: u64,
-    /// GC starts when fewer free log segments than this remain above the GC reserves,
+    /// GC starts when fewer free segments than this remain above the GC reserves,
     /// and writes are paced to GC's rate meanwhile (`gc/pacer.rs`). 0 picks a default:
-    /// 5% of the log segments or two main segments' worth, whichever is more, at
-    /// least 4.
+    /// 5% of the reserved segments or two main segments' worth, whichever is more, at
+    /// least 4, at most a quarter of the reserved segments.
     pub gc_low_water_segments: u64,
-    /// Spare main segments set aside at format for copy-on-write GC to copy into (one
-    /// GC runs at a time today; a second spare lets a GC start while the previous
-    /// one's segment still waits for readers). Fixed at format: it shapes the layout.
+    /// Main segments' worth of the pool set aside at format, beyond the reserved
+    /// share, for copy-on-write GC to copy into (one GC runs at a time today; a
+    /// second lets a GC start while the previous one's segments still wait for
+    /// readers). Fixed at format: it shapes the layout (the group count).
     pub gc_workers: u32,
     /// Values read per batch by a range scan (all submitted to io_uring at once).
     pub scan_readahead_max: usize,

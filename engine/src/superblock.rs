@@ -19,7 +19,7 @@
 //! 48  8  main segment bytes
 //! 56  8  log segment bytes
 //! 64  4  group count
-//! 68  4  main slot count (groups + spares)
+//! 68  4  main slot count (0 from version 3; before: groups + spares)
 //! 72  8  main region offset
 //! 80  8  log region offset
 //! 88  4  log segment count
@@ -38,7 +38,10 @@ pub const SUPERBLOCK_MAGIC: &[u8; 8] = b"HASHKVSB";
 /// Version 2: value-log pointers carry their own tag (FORMAT.md, "Index entries").
 /// Version-1 stores of the hashkv and lsm modes are the same bytes and open as they
 /// are; a version-1 vlog store does not (its pointers would read as segment pointers).
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 3: the layout is one pool of log-sized segments (main slot count 0); the
+/// hashkv mode's groups are chains of pool segments. Version 1 and 2 layouts still
+/// decode; their vlog (version 2) and lsm stores open, their hashkv stores do not.
+pub const FORMAT_VERSION: u32 = 3;
 /// Bytes of a copy that carry fields; the rest of its block is zero.
 pub const SUPERBLOCK_ENCODED_BYTES: usize = 96;
 /// A copy occupies one block of this size (or the device's logical block, if larger):

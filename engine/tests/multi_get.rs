@@ -1,6 +1,6 @@
 //! `Db::multi_get` returns what a loop of `get` returns, key for key and in order:
-//! with values in every region (inline, main segments, log segments, the cold data
-//! log, the value log, the write cache), missing and deleted keys, duplicates and
+//! with values in every region (inline, group segments, the cold data log, the value
+//! log, the write cache), missing and deleted keys, duplicates and
 //! lists longer than one chunk; in every mode, through a reopen, and while writers
 //! make GC move values under it.
 
@@ -51,20 +51,10 @@ fn check_against_gets(db: &Db, keys: &[Vec<u8>], model: &Model) {
     }
 }
 
-/// Where each key's value lies, as "inline", "main segment", "log segment", "cold
-/// log" or "value log" (`None`: no value in the index).
+/// Where each key's value lies, as "inline", "group", "cold log" or "value log"
+/// (`None`: no value in the index).
 fn place(db: &Db, k: &[u8]) -> Option<&'static str> {
-    match db.value_region(k).unwrap()? {
-        "group" => {
-            let (_, unit) = db.value_unit(k).unwrap().unwrap();
-            Some(if db.layout().is_main(unit) {
-                "main segment"
-            } else {
-                "log segment"
-            })
-        }
-        other => Some(other),
-    }
+    db.value_region(k).unwrap()
 }
 
 fn hot_cold_options() -> Options {
@@ -73,8 +63,8 @@ fn hot_cold_options() -> Options {
         .with_hotness(true)
 }
 
-/// The hashkv mode with values in main segments, log segments, the cold log and
-/// inline, and writes still in the write cache: multi_get equals the gets, before
+/// The hashkv mode with values in group segments (written by flushes and by GC), the
+/// cold log and inline, and writes still in the write cache: multi_get equals the gets, before
 /// and after a reopen.
 #[test]
 fn every_region_reads_the_same_through_multi_get() {
@@ -111,9 +101,8 @@ fn every_region_reads_the_same_through_multi_get() {
         }
         db.collect_garbage().unwrap();
     }
-    // One group written past its main segment (a flush per version: the write cache
-    // keeps only a key's newest): the newest values land in log segments of its
-    // chain.
+    // One group written past its share (a flush per version: the write cache keeps
+    // only a key's newest): the newest values land in segments appended after GC.
     for _ in 0..400 {
         put(&db, &mut model, 101);
         db.flush().unwrap();
@@ -130,7 +119,7 @@ fn every_region_reads_the_same_through_multi_get() {
         }
     }
     println!("values by place: {places:?}");
-    for p in ["inline", "main segment", "log segment", "cold log"] {
+    for p in ["inline", "group", "cold log"] {
         assert!(
             places.get(p).is_some_and(|&n| n > 0),
             "no value in the {p}: {places:?}"

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 /// The background GC looks at free space this often even when no flush wakes it.
 const GC_POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// Default low-water band: GC starts when fewer than this share of the log segments
-/// are free (1/20 = 5%)...
+/// Default low-water band: GC starts when fewer than this share of the reserved
+/// segments (`Layout::reserve_segment_count`) are free (1/20 = 5%)...
 const LOW_WATER_SHARE_DIVISOR: usize = 20;
 /// ...or fewer than this many main segments' worth: a GC frees space only when it
 /// ends, and writes go on meanwhile (paced to GC's rate, up to 1.5 times it, at the
@@ -30,7 +30,7 @@ const LOW_WATER_MAIN_SEGMENTS: u64 = 2;
 /// ...and never fewer than this many segments, so small stores collect before a
 /// flush must wait...
 const LOW_WATER_SEGMENTS_MIN: usize = 4;
-/// ...but never more than this share of the log segments (1/4): in a small store two
+/// ...but never more than this share of the reserved segments (1/4): in a small store two
 /// main segments' worth may be most of the log, and a band the store can never rise
 /// above would pace every write and keep GC running.
 const LOW_WATER_SHARE_MAX_DIVISOR: usize = 4;
@@ -53,7 +53,7 @@ impl GcDriver {
         } else {
             let gc_unit = LOW_WATER_MAIN_SEGMENTS * layout.main_segment_bytes
                 / layout.log_segment_bytes.max(1);
-            let log_segments = layout.log_segment_count as usize;
+            let log_segments = layout.reserve_segment_count() as usize;
             (log_segments / LOW_WATER_SHARE_DIVISOR)
                 .max(gc_unit as usize)
                 .min(log_segments / LOW_WATER_SHARE_MAX_DIVISOR)

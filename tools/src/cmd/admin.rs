@@ -133,16 +133,18 @@ fn print_superblock(db: &Db) {
         human_bytes(sb.device_bytes)
     );
     println!("block bytes      {}", l.block_bytes);
-    println!("main segment     {} bytes", l.main_segment_bytes);
+    println!(
+        "main segment     {} bytes (stripe unit, a group's share)",
+        l.main_segment_bytes
+    );
     println!("log segment      {} bytes", l.log_segment_bytes);
     println!("value store      {}", db.describe_value_store());
     // The hashkv layout's details; the other modes use the same regions differently.
     if sb.mode == hashkv::Mode::HashKv {
         println!("groups           {}", l.group_count);
-        println!("main slots       {} (groups + spares)", l.main_slot_count);
-        println!("log segments     {}", l.log_segment_count);
-        println!("main region at   {}", l.main_region_offset);
-        println!("log region at    {}", l.log_region_offset);
+        println!("pool segments    {}", l.log_segment_count);
+        println!("  reserved       {}", l.reserve_segment_count());
+        println!("pool at          {}", l.log_region_offset);
         println!("value capacity   {}", human_bytes(l.value_capacity_bytes()));
     }
 }

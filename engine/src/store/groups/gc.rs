@@ -1,8 +1,8 @@
 //! Garbage collection of one segment group, copy-on-write, with hot/cold separation.
 //!
-//! 1. Under the commit lock (so no flush is half-way), pick the group, mark it, and
-//!    take a spare main segment. From now on appends to the group go to fresh log
-//!    segments after the marked chain, and the committer notes the keys they carry.
+//! 1. Under the commit lock (so no flush is half-way), pick the group and mark it. From
+//!    now on appends to the group go to fresh segments after the marked chain, and the
+//!    committer notes the keys they carry.
 //! 2. Read every segment of the marked chain at once (parallel reads through io_uring).
 //! 3. For each key, its newest version: the highest sequence number, the later append
 //!    among equal ones (a cold GC's relocation tag repeats its value's number). No
@@ -10,8 +10,8 @@
 //!    are dropped, since every older version of their key lies in the same segments
 //!    (or, for a cold value, is named by a tag there, and dies with it).
 //! 4. Classify each surviving value hot or cold from record lifetimes (`hotness.rs`).
-//!    Hot values and cold tags are written into the spare main segment (and
-//!    GC-reserved log segments if they overflow it); cold values go to the cold data
+//!    Hot values and cold tags are written into fresh segments from the pool (the GC
+//!    reserve guarantees room for a whole chain); cold values go to the cold data
 //!    log, leaving a tag behind. Then flush the device (`Committer::stage`: no
 //!    committed state names this space).
 //! 5. Through the committer, in one synced index batch: the survivors' new pointers
@@ -48,7 +48,6 @@ use std::collections::HashMap;
 struct Job {
     group: u32,
     collected: Vec<ChainSegment>,
-    spare: SegmentId,
 }
 
 /// What the GC took that a failure gives back.
@@ -63,7 +62,7 @@ struct Taken {
 }
 
 /// Collects `preferred` if it is not under GC already, else the group `pick` names.
-/// `None` when no group has anything to collect or no spare main segment is free yet.
+/// `None` when no group has anything to collect.
 pub(super) fn collect(
     store: &Groups,
     ctx: &GcCtx<'_>,
@@ -83,7 +82,7 @@ pub(super) fn collect(
             if let Some(cp) = taken.cold {
                 table.rollback_cold(cp);
             }
-            table.abort_gc(job.group, job.spare, &taken.log);
+            table.abort_gc(job.group, &taken.log);
         }
     }
     ctx.committer.poisoning(outcome).map(Some)
@@ -96,16 +95,12 @@ fn begin(store: &Groups, ctx: &GcCtx<'_>, preferred: Option<u32>) -> Option<Job>
     table.reclaim(ctx.io.readers.oldest_active());
     let preferred = preferred.filter(|&g| table.groups[g as usize].gc.is_none());
     let group = preferred.or_else(|| table.pick_victim())?;
-    let (collected, spare) = table.begin_gc(group)?;
+    let collected = table.begin_gc(group)?;
     let group_count = store.layout.group_count;
     commit
         .written_during_gc
         .begin(move |key| group_of(key, group_count) == group);
-    Some(Job {
-        group,
-        collected,
-        spare,
-    })
+    Some(Job { group, collected })
 }
 
 fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<GcOutcome> {
@@ -126,7 +121,7 @@ fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<
     store.hotness.lock().observe(&survey.lifetimes);
     let mut outs = survey.classify(store, ctx.now_seq);
     let cold_writes = demote(store, ctx, &mut outs, taken)?;
-    let copy = Copy::pack(store, &outs, job.spare, &mut taken.log)?;
+    let copy = Copy::pack(store, &outs, &mut taken.log)?;
     let (mut writes, last_block) = copy.encode(store, ctx, &outs);
     writes.extend(cold_writes);
     let bytes_written: u64 = writes.iter().map(|w| w.len as u64).sum();
@@ -409,8 +404,8 @@ fn demote(
     Ok(writes)
 }
 
-/// Where the records that stay in the group go, in order: the spare main segment,
-/// then log segments from the GC reserve.
+/// Where the records that stay in the group go, in order: fresh segments from the pool
+/// (none if nothing stays).
 struct Copy {
     chain: Vec<ChainSegment>,
     /// Per output: its segment's index in `chain` and its offset there.
@@ -418,22 +413,15 @@ struct Copy {
 }
 
 impl Copy {
-    fn pack(
-        store: &Groups,
-        outs: &[Out<'_>],
-        spare: SegmentId,
-        taken_log: &mut Vec<SegmentId>,
-    ) -> Result<Copy> {
+    fn pack(store: &Groups, outs: &[Out<'_>], taken_log: &mut Vec<SegmentId>) -> Result<Copy> {
         let layout = store.layout;
-        let mut chain = vec![ChainSegment {
-            id: spare,
-            used_bytes: 0,
-        }];
+        let mut chain: Vec<ChainSegment> = Vec::new();
         let mut places = Vec::with_capacity(outs.len());
         for out in outs {
             let len = out.group_len() as u64;
-            let last = chain.last().expect("never empty");
-            if last.used_bytes + len > layout.segment_bytes(last.id) {
+            let fits = matches!(chain.last(),
+                Some(last) if last.used_bytes + len <= layout.segment_bytes(last.id));
+            if !fits {
                 let Some(id) = store.table.lock().take_log_for_gc() else {
                     return Err(store_full(store.space()));
                 };
@@ -550,8 +538,7 @@ fn commit(
         durable: true,
     })?;
     drop(commit);
-    let layout = store.layout;
-    let segments_freed = freed.0.iter().filter(|&&id| !layout.is_main(id)).count() + freed.1.len();
+    let segments_freed = freed.0.len() + freed.1.len();
     freed.0.append(&mut freed.1);
     store.table.lock().release(freed.0, release_gen);
     Ok(segments_freed)

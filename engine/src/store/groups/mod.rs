@@ -1,5 +1,5 @@
-//! The hashkv mode's value store: segment groups chosen by hashing the key, each a main
-//! segment extended by log segments from reserved space ([`segment_table`]); a flush
+//! The hashkv mode's value store: segment groups chosen by hashing the key, each a chain
+//! of segments from one pool shared with the cold data log ([`segment_table`]); a flush
 //! appends each key's record to its group ([`place`]); GC collects one group at a
 //! time, copy-on-write, without index lookups ([`gc`]).
 
@@ -117,9 +117,8 @@ fn load_table(index: &IndexReader, layout: Layout, cold: ColdLog) -> Result<Segm
     SegmentTable::with_cold_log(layout, groups, cold)
 }
 
-/// Reads the partly written last block of every group's chain, which the next flush to
-/// the group continues: one block read per such group at open.
-/// Reads the partly written last block of every group and of the cold log's head, once
+/// Reads the partly written last block (which the next append continues: one block read
+/// per group at open) of every group and of the cold log's head, once
 /// the table has checked every segment id (a damaged index entry must not address the
 /// device: it panicked in `segment_offset` when the cold log's head was read first).
 fn load_last_blocks(table: &mut SegmentTable, device: &dyn BlockDevice) -> Result<()> {
@@ -129,8 +128,9 @@ fn load_last_blocks(table: &mut SegmentTable, device: &dyn BlockDevice) -> Resul
         PartialBlock::read(device, end, u64::from(layout.block_bytes))
     };
     for group in table.groups.iter_mut() {
-        let last = *group.chain.last().expect("chain never empty");
-        group.last_block = read_end(last.id, last.used_bytes)?;
+        if let Some(last) = group.chain.last() {
+            group.last_block = read_end(last.id, last.used_bytes)?;
+        }
     }
     if let Some(head) = table.cold.segments.last() {
         table.cold.head_block = read_end(head.id, head.used_bytes)?;
@@ -143,11 +143,12 @@ impl ValueStore for Groups {
         let mib = |b: u64| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64);
         let l = &self.layout;
         format!(
-            "hashkv: {} groups of {} main segments, {} log segments of {} reserved",
+            "hashkv: {} groups with {} shares, one pool of {} segments of {} ({} reserved)",
             l.group_count,
             mib(l.main_segment_bytes),
             l.log_segment_count,
-            mib(l.log_segment_bytes)
+            mib(l.log_segment_bytes),
+            l.reserve_segment_count()
         )
     }
 

@@ -1,7 +1,8 @@
-//! The segment table: for every group its chain of segments (a main segment, then log
-//! segments taken from the reserved space, in append order) with the bytes used in
-//! each, and the group's write volume since its last GC; plus the free log segments and
-//! the spare main segments that copy-on-write GC copies into.
+//! The segment table: for every group its chain of segments (taken from the one pool of
+//! log-sized segments, in append order) with the bytes used in each, and the group's
+//! write volume since its last GC; plus the free segments, which flushes, copy-on-write
+//! GC and the cold data log all take from. A group's chain may be empty (nothing
+//! written yet, or everything it held moved to the cold log).
 //!
 //! The table lives in memory. Each flush and each GC commits the entries of the groups
 //! it changed into the LSM tree, in the same atomic batch as the value locations, so
@@ -23,12 +24,16 @@ const GROUP_ENTRY_COLD_BYTES: usize = 3 * 8;
 const GROUP_ENTRY_HEAD_BYTES: usize = 8 + 4;
 /// Per chain segment: id u32, used bytes u64.
 const CHAIN_SEGMENT_BYTES: usize = 4 + 8;
-/// The GC reserve is at most this share of the log segments, so that flushes keep most
-/// of the reserved space.
-const GC_RESERVE_SHARE_DIVISOR: usize = 4;
-/// The tombstone reserve is this share of the log segments (at least one): enough for
-/// the deletes that make room in a full store.
+/// A group's chain may exceed its nominal share (one main segment's worth) by at most
+/// this share of the reserved segments (and at most one more share): so one GC's
+/// reserve stays a small part of the reserved space.
+const CHAIN_EXCESS_SHARE_DIVISOR: usize = 4;
+/// The tombstone reserve is this share of the reserved segments (at least one): enough
+/// for the deletes that make room in a full store.
 const TOMBSTONE_RESERVE_SHARE_DIVISOR: usize = 16;
+/// Segments a GC may need beyond its group's chain limit: survivors are packed into
+/// fresh segments in their old order, and a record never spans two segments.
+const GC_PACKING_SLACK_SEGMENTS: usize = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainSegment {
@@ -72,13 +77,14 @@ pub struct SegmentTable {
     pub layout: Layout,
     pub groups: Vec<Group>,
     free_log: Vec<SegmentId>,
-    spare_main: Vec<SegmentId>,
     /// Segments released by GC, reusable once older readers are gone.
     pending_free: Deferred<SegmentId>,
-    /// Log segments only GC may take, so that a GC can always finish. Also the most
-    /// log segments a group's chain may hold for value-carrying appends: then its live
-    /// data always fits in a spare main segment plus this reserve, so any group can be
-    /// collected, however full the store.
+    /// The most segments a group's chain may hold for value-carrying appends: then its
+    /// live data always fits in the GC reserve, so any group can be collected, however
+    /// full the store.
+    chain_limit_segments: usize,
+    /// Free segments only GC may take, so that a GC can always finish: a chain limit's
+    /// worth and the packing slack.
     gc_reserve_segments: usize,
     /// Log segments beyond the GC reserve that only flushes carrying no values (deletes
     /// and inline values, whose records are tombstones) may take, and they may exceed a
@@ -128,17 +134,9 @@ pub enum Appends {
 }
 
 impl SegmentTable {
-    /// The table of a freshly formatted store: group g owns main segment g.
+    /// The table of a freshly formatted store: every chain empty, every segment free.
     pub fn new_formatted(layout: Layout) -> SegmentTable {
-        let groups = (0..layout.group_count)
-            .map(|g| Group {
-                chain: vec![ChainSegment {
-                    id: g,
-                    used_bytes: 0,
-                }],
-                ..Group::default()
-            })
-            .collect();
+        let groups = (0..layout.group_count).map(|_| Group::default()).collect();
         SegmentTable::from_groups(layout, groups).expect("formatted table is consistent")
     }
 
@@ -153,28 +151,20 @@ impl SegmentTable {
         groups: Vec<Group>,
         cold: ColdLog,
     ) -> Result<SegmentTable> {
+        if !layout.is_pooled() {
+            return Err(Error::corrupt(
+                "segment table",
+                "a layout of one segment pool (format version 3)",
+                format!("{} fixed main segments", layout.main_slot_count),
+            ));
+        }
         let mut owner: Vec<Option<u32>> = vec![None; layout.segment_count() as usize];
         claim_cold_segments(&layout, &cold, &mut owner)?;
         for (g, group) in groups.iter().enumerate() {
-            let first = group.chain.first().ok_or_else(|| {
-                corrupt(
-                    g,
-                    "a chain of at least one segment",
-                    "an empty chain".into(),
-                )
-            })?;
-            if !layout.is_main(first.id) {
-                let found = format!("chain starting with log segment {}", first.id);
-                return Err(corrupt(g, "a chain starting with a main segment", found));
-            }
-            for (i, seg) in group.chain.iter().enumerate() {
+            for seg in &group.chain {
                 if seg.id >= layout.segment_count() {
                     let expected = format!("segment ids below {}", layout.segment_count());
                     return Err(corrupt(g, &expected, format!("segment {}", seg.id)));
-                }
-                if i > 0 && layout.is_main(seg.id) {
-                    let found = format!("main segment {} at chain position {i}", seg.id);
-                    return Err(corrupt(g, "only log segments after the first", found));
                 }
                 if seg.used_bytes > layout.segment_bytes(seg.id) {
                     let expected = format!("at most {} used bytes", layout.segment_bytes(seg.id));
@@ -182,48 +172,39 @@ impl SegmentTable {
                     return Err(corrupt(g, &expected, found));
                 }
                 if let Some(other) = owner[seg.id as usize].replace(g as u32) {
-                    let found = format!("segment {} also in group {other}'s chain", seg.id);
+                    let found = match other {
+                        COLD_OWNER => format!("segment {} also in the cold log", seg.id),
+                        _ => format!("segment {} also in group {other}'s chain", seg.id),
+                    };
                     return Err(corrupt(g, "each segment in one chain", found));
                 }
             }
         }
-        let mut spare_main = Vec::new();
-        let mut free_log = Vec::new();
-        for id in (0..layout.segment_count()).rev() {
-            if owner[id as usize].is_none() {
-                if layout.is_main(id) {
-                    spare_main.push(id);
-                } else {
-                    free_log.push(id);
-                }
-            }
-        }
-        if spare_main.is_empty() {
-            return Err(Error::corrupt(
-                "segment table",
-                "a spare main segment no chain names",
-                "every main segment in a chain",
-            ));
-        }
-        let per_main = (layout.main_segment_bytes / layout.log_segment_bytes) as usize;
-        let log_segments = layout.log_segment_count as usize;
-        let gc_reserve_segments = per_main.min(log_segments / GC_RESERVE_SHARE_DIVISOR);
-        let tombstone_reserve_segments = (log_segments / TOMBSTONE_RESERVE_SHARE_DIVISOR).max(1);
+        let free_log = (0..layout.segment_count())
+            .rev()
+            .filter(|&id| owner[id as usize].is_none())
+            .collect();
+        let per_main = layout.segments_per_main() as usize;
+        let reserve_segments = layout.reserve_segment_count() as usize;
+        let chain_limit_segments =
+            per_main + per_main.min(reserve_segments / CHAIN_EXCESS_SHARE_DIVISOR);
+        let tombstone_reserve_segments =
+            (reserve_segments / TOMBSTONE_RESERVE_SHARE_DIVISOR).max(1);
         Ok(SegmentTable {
             layout,
             groups,
             free_log,
-            spare_main,
             pending_free: Deferred::default(),
-            gc_reserve_segments,
+            chain_limit_segments,
+            gc_reserve_segments: chain_limit_segments + GC_PACKING_SLACK_SEGMENTS,
             tombstone_reserve_segments,
             gc_held: Vec::new(),
             cold,
         })
     }
 
-    /// Asserts that every segment is in exactly one place: one group's chain, the free
-    /// list, the spare list or the pending list (or taken by a running GC).
+    /// Asserts that every segment is in exactly one place: one group's chain, the cold
+    /// log, the free list or the pending list (or taken by a running GC).
     #[cfg(any(test, debug_assertions))]
     pub fn assert_consistent(&self) {
         let mut seen = vec![0u8; self.layout.segment_count() as usize];
@@ -241,9 +222,6 @@ impl SegmentTable {
         }
         for &id in &self.free_log {
             mark(id, "free list");
-        }
-        for &id in &self.spare_main {
-            mark(id, "spare list");
         }
         for &id in self.pending_free.items() {
             mark(id, "pending list");
@@ -270,20 +248,12 @@ impl SegmentTable {
         self.pending_free.len()
     }
 
-    /// Moves segments whose readers are gone to the free lists; returns how many.
-    /// `oldest_reader` is the
-    /// generation of the oldest running reader, if any.
+    /// Moves segments whose readers are gone to the free list; returns how many.
+    /// `oldest_reader` is the generation of the oldest running reader, if any.
     pub fn reclaim(&mut self, oldest_reader: Option<u64>) -> usize {
-        let layout = self.layout;
         let ready = self.pending_free.ready(oldest_reader);
         let freed = ready.len();
-        for id in ready {
-            if layout.is_main(id) {
-                self.spare_main.push(id);
-            } else {
-                self.free_log.push(id);
-            }
-        }
+        self.free_log.extend(ready);
         freed
     }
 
@@ -315,27 +285,25 @@ impl SegmentTable {
         let mut taken = Vec::new();
         let mut placements = Vec::with_capacity(record_lens.len());
         // A GC of this group copies the first `collected_len` segments: appends must not
-        // land in them, so the first append after the mark opens a fresh segment.
+        // land in them, so the first append after the mark opens a fresh segment. So
+        // does the first append to an empty chain.
         let mut must_open = match &self.groups[g as usize].gc {
             Some(mark) => self.groups[g as usize].chain.len() == mark.collected_len,
-            None => false,
+            None => self.groups[g as usize].chain.is_empty(),
         };
         // A tombstone-only flush may have taken the chain past its limit; values must
         // not follow it there, or GC could no longer rewrite the group.
         if appends == Appends::Values
-            && self.groups[g as usize].chain.len() - 1 > self.gc_reserve_segments
+            && self.groups[g as usize].chain.len() > self.chain_limit_segments
         {
             return Err(NeedSpace {
                 group_at_limit: Some(g),
             });
         }
-        let mut cursor = {
-            let last_segment = self.groups[g as usize]
-                .chain
-                .last()
-                .expect("chain never empty");
-            (last_segment.id, last_segment.used_bytes)
-        };
+        let mut cursor = self.groups[g as usize]
+            .chain
+            .last()
+            .map_or((0, 0), |s| (s.id, s.used_bytes));
         for &len in record_lens {
             let len = len as u64;
             assert!(
@@ -343,9 +311,9 @@ impl SegmentTable {
                 "record larger than a segment"
             );
             if must_open || cursor.1 + len > layout.segment_bytes(cursor.0) {
-                let log_segments = self.groups[g as usize].chain.len() - 1;
+                let chain_segments = self.groups[g as usize].chain.len();
                 let at_limit =
-                    appends == Appends::Values && log_segments >= self.gc_reserve_segments;
+                    appends == Appends::Values && chain_segments >= self.chain_limit_segments;
                 let taken_now = if at_limit {
                     None
                 } else {
@@ -450,7 +418,7 @@ impl SegmentTable {
     /// Chooses the GC victim: the group with the largest write volume since its last
     /// GC (greedy, as in the paper), skipping groups under GC and groups with nothing
     /// written since their last GC. A linear pass: groups number in the thousands at
-    /// most, and each GC reads at least a whole main segment.
+    /// most, and each GC reads about a main segment's worth.
     pub fn pick_victim(&self) -> Option<u32> {
         self.groups
             .iter()
@@ -460,25 +428,26 @@ impl SegmentTable {
             .map(|(i, _)| i as u32)
     }
 
-    /// Marks `g` as under GC and returns the segments to collect and the spare main
-    /// segment to copy into.
-    pub fn begin_gc(&mut self, g: u32) -> Option<(Vec<ChainSegment>, SegmentId)> {
-        let spare = self.spare_main.pop()?;
-        self.gc_held.push(spare);
+    /// Marks `g` as under GC and returns the segments to collect; `None` if its chain
+    /// is empty. Survivors go to fresh segments (`take_log_for_gc`).
+    pub fn begin_gc(&mut self, g: u32) -> Option<Vec<ChainSegment>> {
         let group = &mut self.groups[g as usize];
         assert!(group.gc.is_none(), "group {g} already under GC");
+        if group.chain.is_empty() {
+            return None;
+        }
         let collected = group.chain.clone();
         group.gc = Some(GcMark {
             collected_len: collected.len(),
         });
-        Some((collected, spare))
+        Some(collected)
     }
 
     /// Places cold records (a GC's demotions or a cold GC's copies) at the cold log's
     /// head. New segments come from the free pool above the GC reserve: moving a value
     /// to the cold log is optional and must never take the segments that let a GC
     /// finish; it may take the tombstone reserve's share, as GC's own work, since every
-    /// value it moves leaves its group's main segment room for appends. `None`
+    /// value it moves leaves its group's chain shorter. `None`
     /// (nothing changed) when the pool has none to spare.
     pub fn place_cold(&mut self, lens: &[usize]) -> Option<(Vec<ColdPlace>, usize)> {
         let segment_bytes = self.layout.log_segment_bytes;
@@ -500,7 +469,7 @@ impl SegmentTable {
         self.free_log.extend(opened.into_iter().rev());
     }
 
-    /// Log segment for GC survivors that overflow the spare main segment.
+    /// A segment for GC survivors, from the whole free pool (the GC reserve included).
     pub fn take_log_for_gc(&mut self) -> Option<SegmentId> {
         let id = self.take_log(None)?;
         self.gc_held.push(id);
@@ -541,13 +510,11 @@ impl SegmentTable {
         self.assert_consistent();
     }
 
-    /// Abandons a GC that failed before its commit: the spare and any log segments it
-    /// took go back, the chain is unchanged.
-    pub fn abort_gc(&mut self, g: u32, spare: SegmentId, taken_log: &[SegmentId]) {
+    /// Abandons a GC that failed before its commit: the segments it took go back, the
+    /// chain is unchanged.
+    pub fn abort_gc(&mut self, g: u32, taken_log: &[SegmentId]) {
         self.groups[g as usize].gc = None;
-        self.gc_held
-            .retain(|id| *id != spare && !taken_log.contains(id));
-        self.spare_main.push(spare);
+        self.gc_held.retain(|id| !taken_log.contains(id));
         self.free_log.extend_from_slice(taken_log);
         #[cfg(debug_assertions)]
         self.assert_consistent();
@@ -632,14 +599,18 @@ pub fn decode_group(bytes: &[u8]) -> Result<Group> {
     })
 }
 
-/// Marks the cold log's segments as owned; each must be a log segment, within its
+/// The owner `claim_cold_segments` records for the cold log's segments (no group has
+/// this number).
+const COLD_OWNER: u32 = u32::MAX;
+
+/// Marks the cold log's segments as owned; each must be a pool segment, within its
 /// size, named once.
 fn claim_cold_segments(layout: &Layout, cold: &ColdLog, owner: &mut [Option<u32>]) -> Result<()> {
     for s in &cold.segments {
-        if s.id >= layout.segment_count() || layout.is_main(s.id) {
+        if s.id >= layout.segment_count() {
             return Err(Error::corrupt(
                 "cold log",
-                "log segments only",
+                format!("segment ids below {}", layout.segment_count()),
                 format!("segment {}", s.id),
             ));
         }
@@ -650,7 +621,7 @@ fn claim_cold_segments(layout: &Layout, cold: &ColdLog, owner: &mut [Option<u32>
                 format!("segment {} ({} used bytes)", s.id, s.used_bytes),
             ));
         }
-        owner[s.id as usize] = Some(u32::MAX);
+        owner[s.id as usize] = Some(COLD_OWNER);
     }
     Ok(())
 }
@@ -677,20 +648,17 @@ mod tests {
     }
 
     #[test]
-    fn place_fills_main_then_takes_log_segments() {
+    fn place_takes_pool_segments_as_the_chain_grows() {
         let mut t = SegmentTable::new_formatted(layout());
+        assert!(t.groups.iter().all(|g| g.chain.is_empty()));
         let free0 = t.free_log_segments();
-        let lens = vec![1000usize; 1100]; // ~1.1 MB: overflows the 1 MiB main segment
+        assert_eq!(free0, t.layout.segment_count() as usize);
+        let lens = vec![1000usize; 1100]; // ~1.1 MB: 17 segments of 64 KiB
         let p = t.place(0, &lens, Appends::Values).unwrap();
-        assert_eq!(
-            p[0],
-            Placement {
-                segment: 0,
-                offset: 0
-            }
-        );
-        assert!(t.groups[0].chain.len() >= 2);
-        assert!(t.free_log_segments() < free0);
+        assert_eq!(p[0].offset, 0);
+        assert_eq!(p[0].segment, t.groups[0].chain[0].id);
+        assert_eq!(t.groups[0].chain.len(), 17);
+        assert_eq!(t.free_log_segments(), free0 - 17);
         for w in p.windows(2) {
             if w[0].segment == w[1].segment {
                 assert_eq!(w[1].offset, w[0].offset + 1000);
@@ -721,29 +689,26 @@ mod tests {
         assert_eq!(t.free_log_segments(), free);
     }
 
-    /// A group's chain stops growing at the GC reserve for values, so GC can always
-    /// rewrite it; tombstone-only appends may go beyond, into their own reserve.
+    /// A group's chain stops growing at its limit for values, so the GC reserve can
+    /// always take its rewrite; tombstone-only appends may go beyond, into their own
+    /// reserve.
     #[test]
     fn chain_limit_and_tombstone_reserve() {
         let mut t = SegmentTable::new_formatted(layout());
-        let limit = t.gc_reserve_segments;
+        let limit = t.chain_limit_segments;
+        assert!(t.gc_reserve_segments > limit);
         let per_segment = (t.layout.log_segment_bytes / 4096) as usize;
-        let main_records = (t.layout.main_segment_bytes / 4096) as usize;
-        t.place(
-            4,
-            &vec![4096; main_records + limit * per_segment],
-            Appends::Values,
-        )
-        .unwrap();
-        assert_eq!(t.groups[4].chain.len(), 1 + limit);
+        t.place(4, &vec![4096; limit * per_segment], Appends::Values)
+            .unwrap();
+        assert_eq!(t.groups[4].chain.len(), limit);
         let e = t.place(4, &[100], Appends::Values).unwrap_err();
         assert_eq!(e.group_at_limit, Some(4));
         t.place(4, &[100], Appends::TombstonesOnly).unwrap();
-        assert_eq!(t.groups[4].chain.len(), 2 + limit);
+        assert_eq!(t.groups[4].chain.len(), 1 + limit);
         // Values do not follow the tombstones past the limit, even with room there.
         let e = t.place(4, &[100], Appends::Values).unwrap_err();
         assert_eq!(e.group_at_limit, Some(4));
-        assert_eq!(t.groups[4].chain.len(), 2 + limit);
+        assert_eq!(t.groups[4].chain.len(), 1 + limit);
         // Other groups fill the pool down to the reserves; tombstones still fit.
         let mut g = 0;
         while t.free_log_segments() > t.gc_reserve_segments + t.tombstone_reserve_segments {
@@ -787,22 +752,46 @@ mod tests {
             let b: Vec<u8> = (0..rng.gen_range(0..64)).map(|_| rng.gen()).collect();
             assert!(decode_group(&b).is_err());
         }
-        // Two groups claiming one segment.
-        let mut gs: Vec<Group> = (0..t.layout.group_count)
-            .map(|g| decode_group(&t.encode_group(g)).unwrap())
-            .collect();
-        gs[1].chain[0].id = 0;
-        assert!(SegmentTable::from_groups(t.layout, gs).is_err());
+        // Two groups claiming one segment; a segment beyond the pool; a used count
+        // beyond the segment.
+        let mut t = t;
+        t.place(0, &[100], Appends::Values).unwrap();
+        t.place(1, &[100], Appends::Values).unwrap();
+        let gs = || -> Vec<Group> {
+            (0..t.layout.group_count)
+                .map(|g| decode_group(&t.encode_group(g)).unwrap())
+                .collect()
+        };
+        assert!(SegmentTable::from_groups(t.layout, gs()).is_ok());
+        let mut bad = gs();
+        bad[1].chain[0].id = bad[0].chain[0].id;
+        assert!(SegmentTable::from_groups(t.layout, bad).is_err());
+        let mut bad = gs();
+        bad[1].chain[0].id = t.layout.segment_count();
+        assert!(SegmentTable::from_groups(t.layout, bad).is_err());
+        let mut bad = gs();
+        bad[1].chain[0].used_bytes = t.layout.log_segment_bytes + 1;
+        assert!(SegmentTable::from_groups(t.layout, bad).is_err());
+        // A layout of fixed main segments (before format version 3).
+        let mut old = t.layout;
+        old.main_slot_count = old.group_count + 1;
+        assert!(SegmentTable::from_groups(old, gs()).is_err());
     }
 
     #[test]
     fn gc_swaps_chain_and_releases_after_readers() {
         let mut t = SegmentTable::new_formatted(layout());
+        assert!(
+            t.begin_gc(0).is_none(),
+            "an empty chain has nothing to collect"
+        );
         t.place(0, &vec![4000usize; 400], Appends::Values).unwrap();
-        let (collected, spare) = t.begin_gc(0).unwrap();
-        // An append during GC goes to a fresh log segment.
+        let collected = t.begin_gc(0).unwrap();
+        // An append during GC goes to a fresh segment.
         let p = t.place(0, &[100], Appends::Values).unwrap();
         assert!(!collected.iter().any(|s| s.id == p[0].segment));
+        let spare = t.take_log_for_gc().unwrap();
+        t.assert_consistent();
         let freed = t.finish_gc(
             0,
             vec![ChainSegment {

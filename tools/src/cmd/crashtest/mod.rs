@@ -340,16 +340,21 @@ impl<'a> Run<'a> {
 
 /// Adds `fault` to the log as the operation after its last: a durable put of key 0
 /// that the store never saw, or a durable delete of the first key that holds a value.
+/// The fake operation's durability covers every operation before it, also those the
+/// kill lost (acknowledged, not durable): so the delete also deletes every key before
+/// the one that holds a value (they hold none), or a lost put of one of them would be
+/// reported first, as a lost durable write.
 fn fake_fault(fault: &str, log: &mut CycleLog, seen: &[Seen]) {
     let id = log.end_op();
-    let (kind, entry) = match fault {
-        "lost-write" => (OpKind::PutSync, Entry { key: 0, put: true }),
+    let (kind, entries) = match fault {
+        "lost-write" => (OpKind::PutSync, vec![Entry { key: 0, put: true }]),
         _ => {
             let key = seen
                 .iter()
                 .position(|s| matches!(s, Seen::Version(_)))
                 .unwrap_or(0) as u32;
-            (OpKind::DeleteSync, Entry { key, put: false })
+            let deletes = (0..=key).map(|key| Entry { key, put: false }).collect();
+            (OpKind::DeleteSync, deletes)
         }
     };
     if let Some(last) = log.ops.last_mut() {
@@ -358,7 +363,7 @@ fn fake_fault(fault: &str, log: &mut CycleLog, seen: &[Seen]) {
     log.ops.push(cycle_log::LoggedOp {
         id,
         kind,
-        entries: vec![entry],
+        entries,
         acked: true,
     });
     log.durable_through = Some(id);
