@@ -9,7 +9,8 @@
 //!    index lookup is needed: every version of a key lives in its group. Tombstones
 //!    are dropped, since every older version of their key lies in the same segments
 //!    (or, for a cold value, is named by a tag there, and dies with it).
-//! 4. Classify each surviving value hot or cold from record lifetimes (`hotness.rs`).
+//! 4. Classify each surviving value hot or cold from record ages and lifetimes against
+//!    the typical GC interval (`hotness.rs`).
 //!    Hot values and cold tags are written into fresh segments from the pool (the GC
 //!    reserve guarantees room for a whole chain); cold values go to the cold data
 //!    log, leaving a tag behind. Then flush the device (`Committer::stage`: no
@@ -118,7 +119,7 @@ fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<
 
     // 3. and 4.
     let survey = Survey::of(store, job, &spans, &bufs)?;
-    store.hotness.lock().observe(&survey.lifetimes);
+    store.hotness.lock().observe_gc(job.group, ctx.now_seq);
     let mut outs = survey.classify(store, ctx.now_seq);
     let cold_writes = demote(store, ctx, &mut outs, taken)?;
     let copy = Copy::pack(store, &outs, &mut taken.log)?;
@@ -148,8 +149,6 @@ struct Survey<'b> {
     newest: Vec<(RecordRef<'b>, Option<(u64, bool)>)>,
     /// Tags of older versions: the cold records they name are dead.
     superseded_tags: Vec<ColdTag>,
-    /// Lifetimes of the versions replaced (in writes).
-    lifetimes: Vec<u64>,
     /// Cold keys an update brought back.
     promotions: u64,
 }
@@ -186,7 +185,6 @@ impl<'b> Survey<'b> {
         let mut survey = Survey {
             newest: Vec::with_capacity(keys.len()),
             superseded_tags: Vec::new(),
-            lifetimes: Vec::new(),
             promotions: 0,
         };
         for (rec, at) in tags {
@@ -201,9 +199,6 @@ impl<'b> Survey<'b> {
         let mut newest: Vec<Versions<'b>> = keys.into_values().collect();
         newest.sort_unstable_by_key(|v| v.order);
         for v in newest {
-            if let Some((p, _)) = v.predecessor {
-                survey.lifetimes.push(v.newest.seq - p);
-            }
             survey.newest.push((v.newest, v.predecessor));
         }
         Ok(survey)

@@ -62,7 +62,7 @@ impl Groups {
             layout,
             table: Mutex::new(table),
             hotness_enabled,
-            hotness: Mutex::new(hotness::Hotness::default()),
+            hotness: Mutex::new(hotness::Hotness::new(layout.group_count)),
         })
     }
 }

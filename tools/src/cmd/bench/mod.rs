@@ -781,6 +781,15 @@ pub(crate) fn run_target(
                 ""
             }
         );
+        if row.cold_log_bytes > 0 || row.demotions > 0 {
+            println!(
+                "{:>16}  cold log {:.0} MiB, {} values demoted, {} promoted",
+                "",
+                report::mib(row.cold_log_bytes),
+                row.demotions,
+                row.promotions
+            );
+        }
         rows.push(row);
     }
     Ok(())
@@ -824,6 +833,9 @@ fn phase_row(
         gc_write_bytes: delta.gc_write_bytes,
         gc_read_bytes: delta.gc_read_bytes,
         gc_runs: delta.gc_runs,
+        demotions: delta.demotions,
+        promotions: delta.promotions,
+        cold_log_bytes: delta.cold_log_bytes,
         space_bytes,
         p50_us: us(0.50),
         p99_us: us(0.99),

@@ -71,6 +71,11 @@ pub struct PhaseReport {
     pub gc_write_bytes: u64,
     pub gc_read_bytes: u64,
     pub gc_runs: u64,
+    /// Hot/cold (hashkv mode): values moved to the cold log and brought back during
+    /// the phase, and the cold log's bytes at its end.
+    pub demotions: u64,
+    pub promotions: u64,
+    pub cold_log_bytes: u64,
     /// Live value-store bytes plus the metadata directory's size on disk, at the end of
     /// the phase.
     pub space_bytes: u64,
@@ -291,6 +296,9 @@ mod tests {
             gc_write_bytes: 0,
             gc_read_bytes: 0,
             gc_runs: 0,
+            demotions: 0,
+            promotions: 0,
+            cold_log_bytes: 0,
             space_bytes: 5 << 20,
             p50_us: 1.0,
             p99_us: 2.0,

@@ -19,6 +19,12 @@ pub struct StoreCounters {
     pub gc_write_bytes: u64,
     pub gc_read_bytes: u64,
     pub gc_runs: u64,
+    /// Values group GCs moved to the cold data log, and cold keys updates brought back
+    /// (hashkv mode with hot/cold on).
+    pub demotions: u64,
+    pub promotions: u64,
+    /// Bytes in the cold data log: a level, not a count (`since` keeps the later one).
+    pub cold_log_bytes: u64,
     /// Kernel counters of the block devices the store runs on, if any.
     pub kernel: Option<KernelIoBytes>,
 }
@@ -37,6 +43,9 @@ impl StoreCounters {
             gc_write_bytes: d(self.gc_write_bytes, earlier.gc_write_bytes),
             gc_read_bytes: d(self.gc_read_bytes, earlier.gc_read_bytes),
             gc_runs: d(self.gc_runs, earlier.gc_runs),
+            demotions: d(self.demotions, earlier.demotions),
+            promotions: d(self.promotions, earlier.promotions),
+            cold_log_bytes: self.cold_log_bytes,
             kernel: self.kernel.zip(earlier.kernel).map(|(a, b)| KernelIoBytes {
                 read_bytes: d(a.read_bytes, b.read_bytes),
                 write_bytes: d(a.write_bytes, b.write_bytes),
@@ -141,6 +150,9 @@ impl BenchTarget for EngineTarget {
             gc_write_bytes: s.gc_device_bytes_written,
             gc_read_bytes: s.gc_device_bytes_read,
             gc_runs: s.gc_runs,
+            demotions: s.demotions,
+            promotions: s.promotions,
+            cold_log_bytes: s.cold_log_bytes,
             kernel: kernel_io(&self.devices),
         }
     }

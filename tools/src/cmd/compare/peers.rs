@@ -294,6 +294,7 @@ mod rocks {
                 gc_read_bytes: 0,
                 gc_runs: 0,
                 kernel: None,
+                ..StoreCounters::default()
             }
         }
 
