@@ -290,3 +290,31 @@ fn newer_superblock_format_version_is_refused(mode: Mode) {
     verify(&db, &model);
     db.close().unwrap();
 }
+
+/// A hashkv store formatted before version 3 (a fixed main segment per group ahead of
+/// the log segments) is refused by name: this build keeps groups in one segment pool.
+#[test]
+fn a_hashkv_store_with_fixed_main_segments_is_refused() {
+    let o = small_options().with_mode(Mode::HashKv);
+    let (dev, dir, db) = format_sim(8 * MIB, 16, &o);
+    db.close().unwrap();
+    for at in small_superblock_offsets() {
+        let block = dev.peek(at, 4096).unwrap();
+        let mut sb = hashkv::Superblock::decode(&block).unwrap().unwrap();
+        let l = &mut sb.layout;
+        l.main_slot_count = l.group_count + 1;
+        l.log_region_offset = (1 + u64::from(l.main_slot_count)) * l.main_segment_bytes;
+        l.log_segment_count =
+            ((sb.device_bytes - l.log_region_offset) / l.log_segment_bytes) as u32;
+        sb.format_version = 2;
+        write_raw(&dev, at, &sb.encode(4096));
+    }
+    let e = Db::open_device(dev.clone(), dir.path(), &o).err().unwrap();
+    assert!(matches!(e, Error::Mismatch { .. }), "{e:?}");
+    assert!(
+        msg(&e).contains("fixed main segment per group"),
+        "{}",
+        msg(&e)
+    );
+    assert!(msg(&e).contains("reformat"), "{}", msg(&e));
+}

@@ -27,13 +27,20 @@
 //! L is one estimate for the whole store, not per group: groups are hash partitions of
 //! one key space collected in turn, so their intervals are alike, and one group is
 //! collected too rarely for a steady estimate of its own. It is the running average
-//! (weight `EWMA_WEIGHT`) of the intervals observed. It lives in memory: after a
-//! restart nothing is demoted until some group has been collected twice.
+//! (weight `EWMA_WEIGHT`) of the intervals observed. It lives in memory. Until some
+//! group has been collected twice since open, the only window observed is the
+//! store's history since sequence 0: L is taken as half of it, so a value that sat
+//! through its older half untouched is cold (the paper's "written once, never
+//! updated" values, found at the first GCs, not two intervals later; after a restart
+//! of a long-lived store this is long, so nothing moves until intervals are measured).
 
 /// Demote a value once it has sat through this many GC intervals of its group.
 const DEMOTE_LIFETIMES: u64 = 1;
 /// A value that replaced a short-lived one or a cold tag waits twice as long.
 const REDEMOTE_LIFETIMES: u64 = 2 * DEMOTE_LIFETIMES;
+/// Before an interval is measured, the typical lifetime is this share of the store's
+/// history (1/2).
+const BOOTSTRAP_HISTORY_DIVISOR: u64 = 2;
 /// Weight of one observed interval in the running estimate.
 const EWMA_WEIGHT: f64 = 0.25;
 
@@ -81,15 +88,22 @@ impl Hotness {
         }
     }
 
+    /// The measured typical lifetime, if any.
     pub fn typical_lifetime(&self) -> Option<u64> {
         self.typical_lifetime.map(|l| l.max(1.0) as u64)
     }
 
+    /// The lifetime GC classifies by at `now`: the measured one, else half the
+    /// history since sequence 0.
+    fn lifetime_at(&self, now: u64) -> u64 {
+        self.typical_lifetime()
+            .unwrap_or(now / BOOTSTRAP_HISTORY_DIVISOR)
+            .max(1)
+    }
+
     /// Where a surviving value belongs, `now` being the next sequence number.
     pub fn classify(&self, v: &Survivor, now: u64) -> Class {
-        let Some(l) = self.typical_lifetime() else {
-            return Class::Hot;
-        };
+        let l = self.lifetime_at(now);
         let age = now.saturating_sub(v.seq);
         let threshold = match v.predecessor {
             Some((p, was_cold)) if was_cold || v.seq - p < l => REDEMOTE_LIFETIMES * l,
@@ -114,13 +128,17 @@ mod tests {
             seq: 100,
             predecessor: None,
         };
+        // Nothing measured yet: half the history since sequence 0.
         assert_eq!(
-            h.classify(&v, 1_000_000),
+            h.classify(&v, 150),
             Class::Hot,
-            "nothing measured yet"
+            "age 50 of a history of 150"
         );
+        assert_eq!(h.classify(&v, 190), Class::Hot, "age 90 of 190");
+        assert_eq!(h.classify(&v, 210), Class::Cold, "age 110 of 210");
         h.observe_gc(2, 1_000);
         assert_eq!(h.typical_lifetime(), None, "one GC of a group: no interval");
+        assert_eq!(h.lifetime_at(1_000), 500, "half the history meanwhile");
         h.observe_gc(1, 1_200);
         assert_eq!(h.typical_lifetime(), None);
         h.observe_gc(2, 1_500);
