@@ -267,7 +267,7 @@ void hashkv_options_free(hashkv_options *opts);
 void hashkv_options_set_mode(hashkv_options *opts, const char *mode);
 
 /**
- * Size of a group's main segment, and the stripe unit over several devices. Default
+ * A group's nominal share of the segment pool, and the stripe unit over several devices. Default
  * 64 MiB. An open takes it from the superblock unless this was called.
  *
  * # Safety

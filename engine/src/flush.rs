@@ -69,7 +69,7 @@ impl Inner {
         if outcome.as_ref().is_some_and(|o| o.made_room) {
             return Ok(());
         }
-        // Space (or the spare main segment GC copies into) that GC released waits for
+        // Space (also the room a GC copies into) that GC released waits for
         // older readers (long scans) to finish. When GC could not even start, space
         // that became free just now is tried at once: it is no sign of a full store
         // (counting it as a failed attempt made a busy store report itself full now

@@ -39,7 +39,7 @@ pub struct Layout {
     pub main_segment_bytes: u64,
     pub log_segment_bytes: u64,
     pub group_count: u32,
-    /// Groups plus spare main segments (one per GC worker).
+    /// 0 from format version 3 (one pool); before: groups plus spare main segments.
     pub main_slot_count: u32,
     pub main_region_offset: u64,
     pub log_region_offset: u64,
@@ -63,7 +63,7 @@ impl Layout {
         let too_small = |reason: String| Err(Error::DeviceTooSmall { reason });
         if units < 4 {
             return too_small(format!(
-                "{device_bytes} bytes hold {units} main segments of {unit} bytes; at least 4 are needed (superblock, one group, one spare, reserved space)"
+                "{device_bytes} bytes hold {units} main segments of {unit} bytes; at least 4 are needed (superblock, one group's share, one GC's, reserved space)"
             ));
         }
         let value_units = units - 1;

@@ -6,7 +6,7 @@
 //! What the budget does not cover is working memory that does not grow with the data
 //! (the documented constant of README "Memory"): the program and its threads, the
 //! allocator's slack, a GC's buffers (the collected group's segments and its
-//! survivors: about twice a main segment and its log segments), a compaction's
+//! survivors: at most twice the chain limit of two main segments' worth), a compaction's
 //! (readahead of 512 KiB per input table, a 1 MiB write buffer and 8 bytes of filter
 //! hash per entry of the table being written) and a flush's.
 

@@ -65,10 +65,10 @@ impl Mode {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub mode: Mode,
-    /// Size of a group's main segment, and the stripe unit over several devices, so a
-    /// main segment always lies on one member. Default 64 MiB (the paper's).
+    /// A group's nominal share of the segment pool (it sets the group count), and the
+    /// stripe unit over several devices. Default 64 MiB (the paper's main segment).
     pub main_segment_bytes: u64,
-    /// Size of a log segment from the reserved space. Default 1 MiB (the paper's). Also
+    /// Size of a segment of the pool. Default 1 MiB (the paper's log segment). Also
     /// bounds the largest record, since a record never spans two segments.
     pub log_segment_bytes: u64,
     /// Share of the value space reserved for log segments. Default 0.30 (the paper's).
@@ -92,9 +92,9 @@ pub struct Options {
     /// least 4, at most a quarter of the reserved segments.
     pub gc_low_water_segments: u64,
     /// Main segments' worth of the pool set aside at format, beyond the reserved
-    /// share, for copy-on-write GC to copy into (one GC runs at a time today; a
-    /// second lets a GC start while the previous one's segments still wait for
-    /// readers). Fixed at format: it shapes the layout (the group count).
+    /// share, for copy-on-write GC to copy into. One GC runs at a time today, so more
+    /// than one only enlarges the reserved space. Fixed at format: it shapes the
+    /// layout (the group count).
     pub gc_workers: u32,
     /// Values read per batch by a range scan (all submitted to io_uring at once).
     pub scan_readahead_max: usize,

@@ -20,8 +20,8 @@
 //! version that a flush committed before it (see `gc::written_keys`).
 //!
 //! A GC may write its survivors before taking the lock ([`Committer::stage`]) when they
-//! go into space that no committed state and no concurrent flush can name (a spare
-//! segment): the order of writes, device flush and batch is the same.
+//! go into space that no committed state and no concurrent flush can name (segments
+//! it took from the free pool): the order of writes, device flush and batch is the same.
 //!
 //! Any fatal error on this path poisons the store ([`poison`]).
 

@@ -124,7 +124,7 @@ pub unsafe extern "C" fn hashkv_options_set_mode(opts: *mut HashkvOptions, mode:
     }
 }
 
-/// Size of a group's main segment, and the stripe unit over several devices. Default
+/// A group's nominal share of the segment pool, and the stripe unit over several devices. Default
 /// 64 MiB. An open takes it from the superblock unless this was called.
 ///
 /// # Safety

@@ -22,6 +22,7 @@
 
 use super::cold_write::{self, ColdRecord};
 use super::place::{self, AppendRecord};
+use super::segment_table::ColdMove;
 use super::{group_of, Groups};
 use crate::commit::{Plan, Purpose};
 use crate::error::Result;
@@ -103,7 +104,7 @@ fn move_live(
     let (checkpoint, places, mut head_block) = {
         let mut table = store.table.lock();
         let checkpoint = table.cold.checkpoint();
-        let Some((places, _)) = table.place_cold(&lens) else {
+        let Some((places, _)) = table.place_cold(&lens, ColdMove::Relocation) else {
             return Ok(None);
         };
         (checkpoint, places, table.cold.head_block.clone())

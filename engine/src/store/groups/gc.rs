@@ -29,7 +29,7 @@
 use super::cold_log::{ColdCheckpoint, ColdPlace};
 use super::cold_write::{self, ColdRecord};
 use super::hotness::{Class, Survivor};
-use super::segment_table::ChainSegment;
+use super::segment_table::{ChainSegment, ColdMove};
 use super::{group_of, Groups};
 use crate::commit::{DeviceWrite, Plan, Purpose};
 use crate::error::Result;
@@ -119,7 +119,6 @@ fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<
 
     // 3. and 4.
     let survey = Survey::of(store, job, &spans, &bufs)?;
-    store.hotness.lock().observe_gc(job.group, ctx.now_seq);
     let mut outs = survey.classify(store, ctx.now_seq);
     let cold_writes = demote(store, ctx, &mut outs, taken)?;
     let copy = Copy::pack(store, &outs, &mut taken.log)?;
@@ -128,6 +127,8 @@ fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<
     let bytes_written: u64 = writes.iter().map(|w| w.len as u64).sum();
     ctx.committer.stage(writes, Purpose::Gc)?;
     let segments_freed = commit(store, ctx, job, &copy, last_block, &outs, &survey, taken)?;
+    // A GC that failed measured no interval.
+    store.hotness.lock().observe_gc(job.group, ctx.now_seq);
     let c = &ctx.io.counters;
     let demoted = outs
         .iter()
@@ -371,7 +372,7 @@ fn demote(
     let lens: Vec<usize> = idx.iter().map(|&i| outs[i].rec.encoded_len()).collect();
     let mut table = store.table.lock();
     let checkpoint = table.cold.checkpoint();
-    let Some((places, opened)) = table.place_cold(&lens) else {
+    let Some((places, opened)) = table.place_cold(&lens, ColdMove::Demotion) else {
         for &i in &idx {
             outs[i].what = What::Hot;
         }

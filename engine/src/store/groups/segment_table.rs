@@ -90,7 +90,7 @@ pub struct SegmentTable {
     /// and inline values, whose records are tombstones) may take, and they may exceed a
     /// group's chain limit: so a full store can still take the deletes that make room.
     tombstone_reserve_segments: usize,
-    /// Segments a running GC took (its spare and overflow log segments).
+    /// Segments a running GC took for its survivors.
     gc_held: Vec<SegmentId>,
     /// The cold data log, whose segments come from the same free pool.
     pub cold: ColdLog,
@@ -124,6 +124,15 @@ pub struct NeedSpace {
     /// The group whose chain reached its limit, if that was the reason: collecting it
     /// is what makes room.
     pub group_at_limit: Option<u32>,
+}
+
+/// Why records go to the cold log: it sets how much free space they may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColdMove {
+    /// A group GC moves values that went cold.
+    Demotion,
+    /// A cold GC copies a victim's live records.
+    Relocation,
 }
 
 /// What a flush appends: records with values count against a group's chain limit.
@@ -429,11 +438,16 @@ impl SegmentTable {
     }
 
     /// Marks `g` as under GC and returns the segments to collect; `None` if its chain
-    /// is empty. Survivors go to fresh segments (`take_log_for_gc`).
+    /// is empty, or if the free pool cannot take its survivors yet (a previous GC's
+    /// segments still wait for readers: the caller waits for them rather than read the
+    /// group for nothing). Survivors go to fresh segments (`take_log_for_gc`).
     pub fn begin_gc(&mut self, g: u32) -> Option<Vec<ChainSegment>> {
+        let needed = self
+            .gc_reserve_segments
+            .min(self.groups[g as usize].chain.len() + GC_PACKING_SLACK_SEGMENTS);
         let group = &mut self.groups[g as usize];
         assert!(group.gc.is_none(), "group {g} already under GC");
-        if group.chain.is_empty() {
+        if group.chain.is_empty() || self.free_log.len() < needed {
             return None;
         }
         let collected = group.chain.clone();
@@ -444,14 +458,24 @@ impl SegmentTable {
     }
 
     /// Places cold records (a GC's demotions or a cold GC's copies) at the cold log's
-    /// head. New segments come from the free pool above the GC reserve: moving a value
-    /// to the cold log is optional and must never take the segments that let a GC
-    /// finish; it may take the tombstone reserve's share, as GC's own work, since every
-    /// value it moves leaves its group's chain shorter. `None`
-    /// (nothing changed) when the pool has none to spare.
-    pub fn place_cold(&mut self, lens: &[usize]) -> Option<(Vec<ColdPlace>, usize)> {
+    /// head. New segments come from the free pool above a floor that depends on why:
+    /// - a cold GC's copies stop at the GC reserve: collecting the cold log is GC's own
+    ///   work, which frees its victim once the groups it waits for are collected;
+    /// - demotions stop one main segment's worth above the flush floor (the lower half
+    ///   of the background GC's default low-water band): moving a value frees as much
+    ///   in its group as it takes in the cold log, so it never makes room, and a GC
+    ///   that runs because free space is short must not spend it on that (at a 20%
+    ///   reserve, demotions took it, and GCs that freed nothing in net ran until the
+    ///   store reported itself full).
+    /// `None` (nothing changed) when the pool has none to spare.
+    pub fn place_cold(&mut self, lens: &[usize], why: ColdMove) -> Option<(Vec<ColdPlace>, usize)> {
         let segment_bytes = self.layout.log_segment_bytes;
-        let floor = self.gc_reserve_segments;
+        let floor = match why {
+            ColdMove::Relocation => self.gc_reserve_segments,
+            ColdMove::Demotion => {
+                self.flush_floor_segments() + self.layout.segments_per_main() as usize
+            }
+        };
         let free_log = &mut self.free_log;
         let take = || (free_log.len() > floor).then(|| free_log.pop()).flatten();
         match self.cold.place(lens, segment_bytes, take) {
@@ -785,6 +809,11 @@ mod tests {
             t.begin_gc(0).is_none(),
             "an empty chain has nothing to collect"
         );
+        // With too few free segments for its survivors, a GC does not begin.
+        t.place(1, &[4000], Appends::Values).unwrap();
+        let free = std::mem::take(&mut t.free_log);
+        assert!(t.begin_gc(1).is_none(), "no room for the survivors");
+        t.free_log = free;
         t.place(0, &vec![4000usize; 400], Appends::Values).unwrap();
         let collected = t.begin_gc(0).unwrap();
         // An append during GC goes to a fresh segment.
