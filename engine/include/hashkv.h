@@ -273,7 +273,8 @@ void hashkv_options_set_mode(hashkv_options *opts, const char *mode);
  * # Safety
  * `opts` is NULL (ignored) or a live pointer from `hashkv_options_new`.
  */
-void hashkv_options_set_main_segment_bytes(hashkv_options *opts, uint64_t bytes);
+void hashkv_options_set_main_segment_bytes(hashkv_options *opts,
+                                           uint64_t bytes);
 
 /**
  * Size of a log segment; it also bounds the largest value. Default 1 MiB. An open

@@ -174,11 +174,15 @@ fn zipf_updates_with(o: &Options, keys: u32, multiple: u64, seed: u64, skew: f64
 /// load's flushes fill it).
 const GC_RUNS_WARM: u64 = 10;
 
-/// Every GC reads at least one segment into a buffer from the engine's pool and writes
-/// its survivors from others: once GC is under way, those buffers come back and are
-/// taken again, so fewer than one buffer per `GCS_PER_ALLOCATION_MIN` later GCs is new.
+/// Every GC reads its segments into buffers from the engine's pool and writes its
+/// survivors from others: once GC is under way, those buffers come back and are taken
+/// again, so fewer than one buffer per `GCS_PER_ALLOCATION_MIN` later GCs is new. A
+/// group GC takes a buffer per segment, some 20-40 of them here (log-sized segments
+/// since the pool), so without reuse there would be that many allocations per GC;
+/// with it, measured 1 per 7-8 GCs under a loaded test run, the pool now and then
+/// dropping a returned buffer while flushes hold more than their share.
 fn check_buffers_reused(warm: Option<(u64, u64)>, stats: &hashkv::Stats) {
-    const GCS_PER_ALLOCATION_MIN: u64 = 10;
+    const GCS_PER_ALLOCATION_MIN: u64 = 4;
     let (gc_runs, allocations) = warm.expect("GC ran fewer than GC_RUNS_WARM times");
     let later_gcs = stats.gc_runs - gc_runs;
     let later_allocations = stats.buffer_pool_allocations - allocations;
