@@ -321,13 +321,11 @@ impl Db {
             .is_some_and(|o| o.bytes_written < o.bytes_read))
     }
 
-    /// Runs one GC of the group `key` belongs to now (hashkv mode), whatever the
-    /// victim choice would pick; false when the group had nothing to collect.
+    /// Runs one GC now: in the hashkv mode of the group `key` belongs to, whatever the
+    /// victim choice would pick (the other modes' stores have no groups and collect as
+    /// `collect_garbage` does); false when there was nothing to collect.
     #[doc(hidden)]
     pub fn collect_group_of(&self, key: &[u8]) -> Result<bool> {
-        if self.inner.options.mode != crate::options::Mode::HashKv {
-            return Ok(false);
-        }
         let group = crate::store::groups::group_of(key, self.inner.layout.group_count);
         Ok(self.inner.collect_garbage_once(Some(group))?.is_some())
     }

@@ -68,15 +68,15 @@ impl Layout {
         }
         let value_units = units - 1;
         let reserved_units = ((value_units as f64) * options.reserved_share).ceil() as u64;
-        let spare_units = u64::from(options.gc_workers);
-        if reserved_units + spare_units >= value_units {
+        let gc_units = u64::from(options.gc_workers);
+        if reserved_units + gc_units >= value_units {
             return too_small(format!(
-                "{value_units} value units leave no room for a group after {reserved_units} reserved and {spare_units} spare units"
+                "{value_units} value units leave no room for a group after {reserved_units} reserved and {gc_units} GC units"
             ));
         }
         // Each group's share is one main segment's worth; the reserved share and one
         // GC's worth per worker are left over, for log growth, GC and the cold log.
-        let group_count = value_units - reserved_units - spare_units;
+        let group_count = value_units - reserved_units - gc_units;
         let log_per_unit = unit / options.log_segment_bytes;
         let log_segment_count = value_units * log_per_unit;
         if log_segment_count > u64::from(SEGMENT_COUNT_MAX) {

@@ -30,8 +30,8 @@ const LOW_WATER_MAIN_SEGMENTS: u64 = 2;
 /// ...and never fewer than this many segments, so small stores collect before a
 /// flush must wait...
 const LOW_WATER_SEGMENTS_MIN: usize = 4;
-/// ...but never more than this share of the reserved segments (1/4): in a small store two
-/// main segments' worth may be most of the log, and a band the store can never rise
+/// ...but never more than this share of the reserved segments (1/4): in a small store
+/// two main segments' worth may be most of the reserved space, and a band the store can never rise
 /// above would pace every write and keep GC running.
 const LOW_WATER_SHARE_MAX_DIVISOR: usize = 4;
 
@@ -51,12 +51,11 @@ impl GcDriver {
         let low_water_segments = if options.gc_low_water_segments > 0 {
             options.gc_low_water_segments as usize
         } else {
-            let gc_unit = LOW_WATER_MAIN_SEGMENTS * layout.main_segment_bytes
-                / layout.log_segment_bytes.max(1);
-            let log_segments = layout.reserve_segment_count() as usize;
-            (log_segments / LOW_WATER_SHARE_DIVISOR)
-                .max(gc_unit as usize)
-                .min(log_segments / LOW_WATER_SHARE_MAX_DIVISOR)
+            let gc_unit = (LOW_WATER_MAIN_SEGMENTS * layout.segments_per_main()) as usize;
+            let reserved = layout.reserve_segment_count() as usize;
+            (reserved / LOW_WATER_SHARE_DIVISOR)
+                .max(gc_unit)
+                .min(reserved / LOW_WATER_SHARE_MAX_DIVISOR)
                 .max(LOW_WATER_SEGMENTS_MIN)
         };
         GcDriver {

@@ -235,13 +235,8 @@ impl ValueStore for Groups {
 
     fn record_offset(&self, p: &Pointer) -> Option<u64> {
         let l = &self.layout;
-        // Cold records lie in log segments; both regions address by segment id.
-        let region_ok = match p.region {
-            Region::Segments => true,
-            Region::Cold => p.unit < l.segment_count() && !l.is_main(p.unit),
-            Region::Log => false,
-        };
-        let fits = region_ok
+        // Groups and the cold log share the one segment pool and its ids.
+        let fits = matches!(p.region, Region::Segments | Region::Cold)
             && p.unit < l.segment_count()
             && u64::from(p.offset) + u64::from(p.record_bytes) <= l.segment_bytes(p.unit);
         fits.then(|| l.segment_offset(p.unit) + u64::from(p.offset))
