@@ -485,6 +485,7 @@ impl Inner {
             committer: &self.committer,
             index: &self.index,
             now_seq: self.next_seq.load(std::sync::atomic::Ordering::SeqCst),
+            low_water_segments: self.gc.low_water_segments(),
         }
     }
 

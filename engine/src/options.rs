@@ -88,7 +88,7 @@ pub struct Options {
     pub separation_threshold_bytes: u64,
     /// GC starts when fewer free segments than this remain above the GC reserves,
     /// and writes are paced to GC's rate meanwhile (`gc/pacer.rs`). 0 picks a default:
-    /// 5% of the reserved segments or two main segments' worth, whichever is more, at
+    /// 5% of the reserved segments or four main segments' worth, whichever is more, at
     /// least 4, at most a quarter of the reserved segments.
     pub gc_low_water_segments: u64,
     /// Main segments' worth of the pool set aside at format, beyond the reserved

@@ -24,14 +24,16 @@ const GC_POLL_INTERVAL: Duration = Duration::from_millis(50);
 const LOW_WATER_SHARE_DIVISOR: usize = 20;
 /// ...or fewer than this many main segments' worth: a GC frees space only when it
 /// ends, and writes go on meanwhile (paced to GC's rate, up to 1.5 times it, at the
-/// band's top): the band must outlast a GC of a group or log chunk (a main segment's
-/// size) even at that rate...
-const LOW_WATER_MAIN_SEGMENTS: u64 = 2;
+/// band's top): the band must outlast a GC of a group's chain (up to two shares, read,
+/// and its survivors written) or a log chunk even at that rate. With two, flushes of
+/// the default bench reached the floor and waited for whole GCs (slowest write about
+/// 1 s, slowest second 0.33-0.62 of the mean); with four, 0.2-0.3 s and 0.8...
+const LOW_WATER_MAIN_SEGMENTS: u64 = 4;
 /// ...and never fewer than this many segments, so small stores collect before a
 /// flush must wait...
 const LOW_WATER_SEGMENTS_MIN: usize = 4;
 /// ...but never more than this share of the reserved segments (1/4): in a small store
-/// two main segments' worth may be most of the reserved space, and a band the store can never rise
+/// four main segments' worth may be most of the reserved space, and a band the store can never rise
 /// above would pace every write and keep GC running.
 const LOW_WATER_SHARE_MAX_DIVISOR: usize = 4;
 
@@ -77,6 +79,11 @@ impl GcDriver {
 
     fn stopping(&self) -> bool {
         self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// The band, in free log segments above the flush floor, in which GC runs.
+    pub fn low_water_segments(&self) -> usize {
+        self.low_water_segments
     }
 
     /// Held while a GC runs; the check holds it to keep everything still.

@@ -46,6 +46,9 @@ pub(crate) struct GcCtx<'a> {
     pub index: &'a IndexReader,
     /// The next sequence number: a record's age is `now_seq - seq`.
     pub now_seq: u64,
+    /// The background GC's low-water band, in log segments above the flush floor
+    /// (`GcDriver`): moves that free nothing in net stay out of its lower half.
+    pub low_water_segments: usize,
 }
 
 /// One entry of a flush.

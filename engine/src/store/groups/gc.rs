@@ -372,7 +372,12 @@ fn demote(
     let lens: Vec<usize> = idx.iter().map(|&i| outs[i].rec.encoded_len()).collect();
     let mut table = store.table.lock();
     let checkpoint = table.cold.checkpoint();
-    let Some((places, opened)) = table.place_cold(&lens, ColdMove::Demotion) else {
+    let Some((places, opened)) = table.place_cold(
+        &lens,
+        ColdMove::Demotion {
+            low_water_segments: ctx.low_water_segments,
+        },
+    ) else {
         for &i in &idx {
             outs[i].what = What::Hot;
         }

@@ -34,6 +34,10 @@ const TOMBSTONE_RESERVE_SHARE_DIVISOR: usize = 16;
 /// Segments a GC may need beyond its group's chain limit: survivors are packed into
 /// fresh segments in their old order, and a record never spans two segments.
 const GC_PACKING_SLACK_SEGMENTS: usize = 1;
+/// Demotions leave the lower half (1/2) of the GC's low-water band free, and pause
+/// while more than 1/2 of the cold log is dead (`place_cold`).
+const DEMOTION_BAND_DIVISOR: usize = 2;
+const COLD_DEAD_SHARE_MAX_DIVISOR: u64 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainSegment {
@@ -129,8 +133,9 @@ pub struct NeedSpace {
 /// Why records go to the cold log: it sets how much free space they may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColdMove {
-    /// A group GC moves values that went cold.
-    Demotion,
+    /// A group GC moves values that went cold; the GC's low-water band, in segments
+    /// above the flush floor, sets how much of the pool demotions may use.
+    Demotion { low_water_segments: usize },
     /// A cold GC copies a victim's live records.
     Relocation,
 }
@@ -461,19 +466,28 @@ impl SegmentTable {
     /// head. New segments come from the free pool above a floor that depends on why:
     /// - a cold GC's copies stop at the GC reserve: collecting the cold log is GC's own
     ///   work, which frees its victim once the groups it waits for are collected;
-    /// - demotions stop one main segment's worth above the flush floor (the lower half
-    ///   of the background GC's default low-water band): moving a value frees as much
-    ///   in its group as it takes in the cold log, so it never makes room, and a GC
-    ///   that runs because free space is short must not spend it on that (at a 20%
-    ///   reserve, demotions took it, and GCs that freed nothing in net ran until the
-    ///   store reported itself full).
+    /// - demotions stop half the background GC's low-water band above the flush floor:
+    ///   moving a value frees as much in its group as it takes in the cold log, so it
+    ///   never makes room, and a GC that runs because free space is short must not
+    ///   spend it on that (at a 20% reserve, demotions took it, and GCs that freed
+    ///   nothing in net ran until the store reported itself full; with a floor fixed
+    ///   at one main segment above the flush floor, a band of four main segments ran
+    ///   21 GCs per share written);
+    /// - demotions also pause while the cold log is more dead than live (at most 1/2
+    ///   dead): its dead records wait for the groups holding their tags, and more
+    ///   demotions fed a loop, since more GCs shorten the lifetime that calls a value
+    ///   cold (with the wider band, the cold log grew to 84% of the pool, 46% live,
+    ///   and the same test ran 12 GCs per share; with the pause, 0.7).
     /// `None` (nothing changed) when the pool has none to spare.
     pub fn place_cold(&mut self, lens: &[usize], why: ColdMove) -> Option<(Vec<ColdPlace>, usize)> {
         let segment_bytes = self.layout.log_segment_bytes;
         let floor = match why {
             ColdMove::Relocation => self.gc_reserve_segments,
-            ColdMove::Demotion => {
-                self.flush_floor_segments() + self.layout.segments_per_main() as usize
+            ColdMove::Demotion { low_water_segments } => {
+                if self.cold.live_bytes() * COLD_DEAD_SHARE_MAX_DIVISOR < self.cold.used_bytes() {
+                    return None;
+                }
+                self.flush_floor_segments() + low_water_segments / DEMOTION_BAND_DIVISOR
             }
         };
         let free_log = &mut self.free_log;
@@ -669,6 +683,44 @@ mod tests {
             .with_main_segment_bytes(1 << 20)
             .with_log_segment_bytes(64 << 10);
         Layout::compute(16 << 20, 4096, &o).unwrap()
+    }
+
+    #[test]
+    fn demotions_stay_above_half_the_band_and_pause_while_the_cold_log_is_mostly_dead() {
+        let mut t = SegmentTable::new_formatted(layout());
+        let band = 8;
+        let demotion = ColdMove::Demotion {
+            low_water_segments: band,
+        };
+        let segment = t.layout.log_segment_bytes as usize;
+        // Leave exactly half the band above the flush floor: no demotion may open a
+        // segment, a cold GC's copies may.
+        let mut held = Vec::new();
+        while t.free_log_segments() > t.flush_floor_segments() + band / 2 {
+            held.push(t.free_log.pop().unwrap());
+        }
+        assert!(t.place_cold(&[segment / 2], demotion).is_none());
+        let (places, opened) = t.place_cold(&[segment / 2], ColdMove::Relocation).unwrap();
+        assert_eq!(opened, 1);
+        // With room in the pool again, the cold log's dead share decides.
+        t.free_log.extend(held);
+        assert!(
+            t.place_cold(&[100], demotion).is_some(),
+            "all live: demotions go on"
+        );
+        t.cold.mark_dead(&crate::record::ColdTag {
+            segment: places[0].segment,
+            epoch: places[0].epoch,
+            offset: places[0].offset as u32,
+            record_bytes: (segment / 2) as u32,
+            relocated: false,
+        });
+        assert!(
+            t.place_cold(&[100], demotion).is_none(),
+            "more dead than live: demotions pause"
+        );
+        assert!(t.place_cold(&[100], ColdMove::Relocation).is_some());
+        t.assert_consistent();
     }
 
     #[test]
