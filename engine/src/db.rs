@@ -89,6 +89,11 @@ pub(crate) struct Inner {
     pub(crate) layout: Layout,
     pub(crate) superblock: Superblock,
     pub(crate) device: Arc<dyn BlockDevice>,
+    /// Granularity of value reads: the device's logical block (512 bytes on most
+    /// NVMe and files), finer than the layout's write block (at least 4 KiB). A 4 KiB
+    /// value with its record header then reads 4.5-5 KiB, not 8, and a 1 KiB value
+    /// 1.5-2 KiB, not 4-8.
+    pub(crate) read_block_bytes: u64,
     /// Reads of the index; writes go through `committer`.
     pub(crate) index: IndexReader,
     pub(crate) committer: Committer,
@@ -199,6 +204,7 @@ impl Db {
             options: options.clone(),
             layout,
             superblock: opened.superblock,
+            read_block_bytes: crate::read::read_block_bytes(opened.device.as_ref(), &layout),
             device: opened.device,
             index: IndexReader::new(lsm),
             committer,
@@ -294,7 +300,9 @@ impl Db {
     /// Keys in `range` in ascending order with their values. Values are read in
     /// batches of `scan_readahead_max`, each batch submitted to the device at once,
     /// and the next batch's reads are submitted before the caller receives the values
-    /// of the current one, so the device reads while the caller consumes.
+    /// of the current one, so the device reads while the caller consumes. A caller
+    /// that wants only the first n pairs says so with [`ScanIter::limit`], and no value
+    /// beyond them is read.
     pub fn scan<'a>(&'a self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Result<ScanIter<'a>> {
         ScanIter::new(&self.inner, lower, upper)
     }

@@ -8,11 +8,12 @@
 use crate::db::Inner;
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::layout::Layout;
 use crate::location::{self, Location, Pointer};
 use crate::record::{self, RecordKind, Slot};
 use crate::spans::{self, Span};
 use crate::stats::Counters;
-use hashkv_blockdev::{AlignedBuf, OwnedRead, PendingReads};
+use hashkv_blockdev::{AlignedBuf, BlockDevice, OwnedRead, PendingReads};
 use std::collections::HashMap;
 
 /// Reads of a key that race with a GC moving its value: the first may find the record
@@ -158,7 +159,7 @@ impl Inner {
         Ok(Span::covering(
             at,
             u64::from(p.record_bytes),
-            u64::from(self.layout.block_bytes),
+            self.read_block_bytes,
         ))
     }
 
@@ -210,6 +211,18 @@ impl Inner {
         let value = decode_value(span.payload(&buf), p, key)?;
         self.values.insert(p, &value);
         Ok(value)
+    }
+}
+
+/// The granularity of value reads on `device` (`Inner::read_block_bytes`): its
+/// logical block where that divides the layout's block, else the layout's block.
+pub(crate) fn read_block_bytes(device: &dyn BlockDevice, layout: &Layout) -> u64 {
+    let logical = u64::from(device.geometry().logical_block_bytes);
+    let block = u64::from(layout.block_bytes);
+    if logical > 0 && block % logical == 0 {
+        logical
+    } else {
+        block
     }
 }
 

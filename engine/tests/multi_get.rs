@@ -319,3 +319,66 @@ fn multi_get_while_gc_moves_values(mode: Mode) {
 }
 
 test_in_modes!(multi_get_while_gc_moves_values);
+
+/// On a device with 512-byte logical blocks (most NVMe, files on most file systems)
+/// value reads cover their record's sectors, not the layout's 4 KiB write blocks: a
+/// 1000-byte value costs at most four sectors in a get, a multi-get and a scan, and
+/// every value read is the one written.
+fn value_reads_cover_sectors_not_write_blocks(mode: Mode) {
+    const KEYS: u32 = 300;
+    const VALUE_BYTES: usize = 1000;
+    const SECTOR: u64 = 512;
+    let mut config = SimConfig::new(16 * MIB, 13);
+    config.logical_block_bytes = SECTOR as u32;
+    let dev = Arc::new(SimDevice::new(config).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let o = small_options().with_mode(mode).with_value_cache_bytes(0);
+    let db = Db::format_device(dev.clone(), dir.path(), &o).unwrap();
+    assert_eq!(db.layout().block_bytes, 4096, "writes keep 4 KiB blocks");
+    for i in 0..KEYS {
+        db.put(&key(i), &value(i, 1, VALUE_BYTES)).unwrap();
+    }
+    db.flush().unwrap();
+    let per_value_max = 4 * SECTOR;
+    let read = || db.stats().read_device_bytes;
+    let before = read();
+    for i in (0..KEYS).step_by(7) {
+        let v = db.get(&key(i)).unwrap().unwrap();
+        assert!(v == value(i, 1, VALUE_BYTES), "{:?}", check_value(&v));
+    }
+    let gets = KEYS.div_ceil(7) as u64;
+    assert!(
+        read() - before <= gets * per_value_max,
+        "gets read {}",
+        read() - before
+    );
+    let before = read();
+    let keys: Vec<Vec<u8>> = (0..KEYS).step_by(3).map(key).collect();
+    let asked: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+    for (j, v) in db.multi_get(&asked).unwrap().into_iter().enumerate() {
+        let i = 3 * j as u32;
+        assert!(v.unwrap() == value(i, 1, VALUE_BYTES), "key {i}");
+    }
+    let n = asked.len() as u64;
+    assert!(
+        read() - before <= n * per_value_max,
+        "multi-get read {}",
+        read() - before
+    );
+    let before = read();
+    let scanned = db
+        .scan(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+        .unwrap()
+        .limit(100)
+        .map(|r| r.unwrap())
+        .count();
+    assert_eq!(scanned, 100);
+    assert!(
+        read() - before <= 100 * per_value_max,
+        "scan read {}",
+        read() - before
+    );
+    db.close().unwrap();
+}
+
+test_in_modes!(value_reads_cover_sectors_not_write_blocks);

@@ -80,6 +80,28 @@ fn scans_match_the_model_for_every_batch_size(mode: Mode) {
             assert_eq!(got, want, "readahead {readahead}: the first {take}");
             drop(scan);
         }
+        db.flush().unwrap();
+        for limit in [0, 1, readahead, readahead + 1, 3 * readahead] {
+            let read_before = db.stats().read_device_bytes;
+            let scan = db
+                .scan(Bound::Included(&key(200)), Bound::Unbounded)
+                .unwrap();
+            let got: Vec<_> = scan.limit(limit).map(|r| r.unwrap()).collect();
+            let want: Vec<_> = model
+                .range(key(200)..)
+                .take(limit)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            assert_eq!(got, want, "readahead {readahead}: limit {limit}");
+            // No value past the last one returned is read: at most a record's blocks
+            // (its size rounded up to a block at each end) per pair.
+            let read = db.stats().read_device_bytes - read_before;
+            let per_pair_max = (VALUE_BYTES + 4096).next_multiple_of(4096) as u64;
+            assert!(
+                read <= limit as u64 * per_pair_max,
+                "readahead {readahead}: limit {limit} read {read} bytes"
+            );
+        }
         db.close().unwrap();
     }
 }

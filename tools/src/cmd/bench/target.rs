@@ -129,7 +129,7 @@ impl BenchTarget for EngineTarget {
         for item in self
             .db
             .scan(Bound::Included(from), Bound::Unbounded)?
-            .take(limit)
+            .limit(limit)
         {
             let (k, v) = item?;
             read += (k.len() + v.len()) as u64;
