@@ -1,4 +1,5 @@
-//! Reading stretches of the value store: whole blocks are read (O_DIRECT), then the
+//! Reading stretches of the value store: whole blocks (the layout's write block for
+//! segments, the device's logical block for single records) are read (O_DIRECT), then the
 //! records in the meaningful part are parsed. GC (both modes), the check and batched
 //! value reads all go through here, so there is one read-then-parse loop; GC reads into
 //! buffers from the engine's pool, the others into fresh buffers of their spans' size.
