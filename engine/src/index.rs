@@ -19,6 +19,11 @@ impl IndexReader {
         Ok(self.0.get(key)?)
     }
 
+    /// Reads, all at once, the index blocks gets of `keys` would read one by one.
+    pub fn prefetch(&self, keys: &[&[u8]]) -> Result<()> {
+        Ok(self.0.prefetch(keys)?)
+    }
+
     pub fn snapshot(&self) -> hashkv_lsm::Snapshot {
         self.0.snapshot()
     }

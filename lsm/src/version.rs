@@ -14,7 +14,7 @@ use crate::manifest::log::{set_current, ManifestWriter};
 use crate::manifest::VersionEdit;
 use crate::stats::{add, Counters};
 use crate::table::open_files::TableCaches;
-use crate::table::reader::TableReader;
+use crate::table::reader::{Probe, TableReader};
 
 /// Levels of the tree: L0 (overlapping flushed tables) and L1..L6 (each sorted and
 /// non-overlapping). With a size ratio of 10 and 256 MiB at L1, L6 holds ~25 TiB.
@@ -137,6 +137,33 @@ impl Version {
             }
         }
         Ok(None)
+    }
+
+    /// The first block a get of `user_key` would read that is not cached, with its
+    /// table; `None` when the get needs no read (every candidate table ruled out, or
+    /// the key found in a cached block).
+    pub fn first_uncached_block(
+        &self,
+        user_key: &[u8],
+        seq: u64,
+    ) -> Option<(Arc<TableReader>, usize)> {
+        let seek = ikey::seek_key(user_key, seq);
+        let hash = crate::table::filter::hash(user_key);
+        let l0 = self.levels[0]
+            .iter()
+            .filter(|f| f.smallest_user() <= user_key && user_key <= f.largest_user());
+        let deeper = self.levels[1..].iter().filter_map(|files| {
+            let i = files.partition_point(|f| ikey::compare(&f.largest, &seek) == Ordering::Less);
+            files.get(i).filter(|f| f.smallest_user() <= user_key)
+        });
+        for f in l0.chain(deeper) {
+            match f.reader.probe(&seek, hash) {
+                Probe::Absent => continue,
+                Probe::Found => return None,
+                Probe::Uncached(i) => return Some((f.reader.clone(), i)),
+            }
+        }
+        None
     }
 
     pub fn overlapping(

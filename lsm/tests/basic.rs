@@ -254,3 +254,49 @@ fn tombstones_are_dropped_at_the_bottom_unless_a_snapshot_needs_them() {
     assert_eq!(scan(&db, Direction::Backward), vec![]);
     assert_eq!(db.get(&key(1234)).unwrap(), None);
 }
+
+/// A prefetch reads the blocks gets of its keys need, so the gets after it all hit
+/// the block cache; it changes nothing they return (deleted keys, keys only in the
+/// memtable and keys never written included).
+#[test]
+fn prefetch_reads_what_gets_need_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wo = WriteOptions::default();
+    let expected = |i: u32| (i < 5000 && i % 7 != 0).then(|| format!("v{i}").into_bytes());
+    {
+        let db = Db::open(tmp.path(), small_options()).unwrap();
+        for i in 0..5000 {
+            db.put(&key(i), format!("v{i}").as_bytes(), &wo).unwrap();
+        }
+        for i in (0..5000).step_by(7) {
+            db.delete(&key(i), &wo).unwrap();
+        }
+        db.flush().unwrap();
+        db.close().unwrap();
+    }
+    // Reopened: the block cache is empty.
+    let db = Db::open(tmp.path(), small_options()).unwrap();
+    db.put(&key(10_001), b"in the memtable", &wo).unwrap();
+    let asked: Vec<u32> = (0..5000).step_by(37).chain([10_001, 20_000]).collect();
+    let keys: Vec<Vec<u8>> = asked.iter().map(|&i| key(i)).collect();
+    let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_slice()).collect();
+    let before = db.stats();
+    db.prefetch(&refs).unwrap();
+    let fetched = db.stats();
+    assert!(
+        fetched.block_cache_misses > before.block_cache_misses,
+        "the prefetch read blocks"
+    );
+    for (&i, k) in asked.iter().zip(&keys) {
+        let want = match i {
+            10_001 => Some(b"in the memtable".to_vec()),
+            _ => expected(i),
+        };
+        assert_eq!(db.get(k).unwrap(), want, "key {i}");
+    }
+    assert_eq!(
+        db.stats().block_cache_misses,
+        fetched.block_cache_misses,
+        "every get found its blocks cached"
+    );
+}

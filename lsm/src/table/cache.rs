@@ -73,6 +73,11 @@ impl BlockCache {
         }
     }
 
+    /// False when the cache was made with no capacity: nothing stays in it.
+    pub fn is_enabled(&self) -> bool {
+        self.cache.is_some()
+    }
+
     pub fn get(&self, table: u64, offset: u64) -> Option<Arc<Block>> {
         self.cache.as_ref()?.get(&(table, offset))
     }

@@ -203,6 +203,45 @@ impl TableReader {
     }
 }
 
+/// Where a get would find a key in one table, judged without reading (`Db::prefetch`).
+pub(crate) enum Probe {
+    /// Not in this table (the filter, the index or the cached block says so).
+    Absent,
+    /// In the cached block the get will read (or that block is damaged: the get says).
+    Found,
+    /// Maybe in block i, which is not cached.
+    Uncached(usize),
+}
+
+impl TableReader {
+    /// What a get of `seek` would read here (`Probe`); reads nothing.
+    pub fn probe(&self, seek: &[u8], key_hash: u64) -> Probe {
+        if !self.filter.may_contain(key_hash) {
+            return Probe::Absent;
+        }
+        let i = self.index.find(seek);
+        if i == self.index.len() {
+            return Probe::Absent;
+        }
+        match self
+            .cache
+            .blocks
+            .get(self.number, self.index.handle(i).offset)
+        {
+            None => Probe::Uncached(i),
+            Some(block) => match block.seek(seek) {
+                Ok(Some((k, _))) if ikey::user_key(&k) != ikey::user_key(seek) => Probe::Absent,
+                _ => Probe::Found,
+            },
+        }
+    }
+
+    /// Reads data block i into the block cache, unless it is there.
+    pub fn fetch(&self, i: usize) -> Result<()> {
+        self.raw_block(i).map(|_| ())
+    }
+}
+
 fn read_exact_at(file: &dyn FsFile, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
     file.read_exact_at(buf, offset).map_err(|e| {
         LsmError::io(
