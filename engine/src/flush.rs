@@ -14,7 +14,7 @@ use crate::store::{store_full, FlushRecord, PlaceError, Placed};
 use crate::write_cache::{CacheMap, CachedValue};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// While GC's released space waits for older readers (a long scan), a flush that needs
 /// it sleeps this long between tries...
@@ -46,9 +46,21 @@ impl Inner {
                 }
                 return Ok(());
             }
+            let started = Instant::now();
+            let flushed_before = self
+                .counters
+                .flush_device_bytes_written
+                .load(Ordering::Relaxed);
             match self.flush_active(&mut commit, durable) {
                 Ok(()) => {
                     drop(commit);
+                    let flushed = self
+                        .counters
+                        .flush_device_bytes_written
+                        .load(Ordering::Relaxed);
+                    self.gc
+                        .pacer
+                        .note_flush(started.elapsed(), flushed.saturating_sub(flushed_before));
                     gc_attempts = 0;
                     self.maybe_wake_gc();
                 }
