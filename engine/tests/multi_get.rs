@@ -210,10 +210,32 @@ fn versioned(k: u32, version: u32) -> Vec<u8> {
 /// while readers multi_get 40 random keys at a time: every value must be its key's,
 /// undamaged, and no older than the version acknowledged before the call began.
 fn multi_get_while_gc_moves_values(mode: Mode) {
+    let dev = Arc::new(SimDevice::new(SimConfig::new(24 * MIB, 13)).unwrap());
+    multi_get_while_gc_moves_values_on(mode, dev, tempfile::tempdir().unwrap());
+}
+
+test_in_modes!(multi_get_while_gc_moves_values);
+
+/// The same on a file, through io_uring and O_DIRECT reads of records' sectors.
+fn multi_get_while_gc_moves_values_on_a_file(mode: Mode) {
+    let dev_dir = common::disk_dir();
+    let opts = hashkv_blockdev::file::OpenOptions {
+        create_size_bytes: Some(24 * MIB),
+        ..Default::default()
+    };
+    let dev = hashkv_blockdev::file::open_device(&dev_dir.path().join("dev.img"), &opts).unwrap();
+    multi_get_while_gc_moves_values_on(mode, dev, tempfile::tempdir().unwrap());
+}
+
+test_in_modes!(multi_get_while_gc_moves_values_on_a_file);
+
+fn multi_get_while_gc_moves_values_on(
+    mode: Mode,
+    dev: Arc<dyn hashkv_blockdev::BlockDevice>,
+    dir: tempfile::TempDir,
+) {
     const WRITERS: u32 = 3;
     const BATCH: usize = 40;
-    let dev = Arc::new(SimDevice::new(SimConfig::new(24 * MIB, 13)).unwrap());
-    let dir = tempfile::tempdir().unwrap();
     let o = gc_options(mode);
     let db = Arc::new(Db::format_device(dev.clone(), dir.path(), &o).unwrap());
     let acked: Arc<Vec<AtomicU32>> = Arc::new((0..KEYS).map(|_| AtomicU32::new(0)).collect());
@@ -317,8 +339,6 @@ fn multi_get_while_gc_moves_values(mode: Mode) {
     check_against_gets(&db, &asked, &model);
     db.close().unwrap();
 }
-
-test_in_modes!(multi_get_while_gc_moves_values);
 
 /// On a device with 512-byte logical blocks (most NVMe, files on most file systems)
 /// value reads cover their record's sectors, not the layout's 4 KiB write blocks: a
