@@ -167,6 +167,7 @@ _SIGNATURES = {
     "hashkv_writebatch_destroy": (None, [_P]),
     "hashkv_write": (_INT, [_P, _P, _INT, _ERR]),
     "hashkv_scan": (_P, [_P, _BYTES, _SIZE, _BYTES, _SIZE, _ERR]),
+    "hashkv_scan_limit": (_P, [_P, _BYTES, _SIZE, _BYTES, _SIZE, _SIZE, _ERR]),
     "hashkv_iter_next": (_INT, [_P, _OUT, _SIZE_P, _OUT, _SIZE_P, _ERR]),
     "hashkv_iter_free": (None, [_P]),
     "hashkv_check": (_INT, [_P, _ERR]),
@@ -465,14 +466,23 @@ class DB:
         """Applies the batch atomically; with sync=True durable on return."""
         _call(self._lib.hashkv_write, self._handle(), batch._handle(), int(bool(sync)))
 
-    def scan(self, lower=None, upper=None) -> Scan:
+    def scan(self, lower=None, upper=None, limit=None) -> Scan:
         """Keys in [lower, upper) in ascending order with their values; None bounds
-        are unbounded."""
+        are unbounded. With a limit, at most that many pairs, and no value beyond them
+        is read."""
         lo = None if lower is None else _bytes(lower, "lower")
         hi = None if upper is None else _bytes(upper, "upper")
         err = ctypes.c_void_p()
-        it = self._lib.hashkv_scan(self._handle(), lo, len(lo or b""), hi, len(hi or b""),
-                                   ctypes.byref(err))
+        if limit is None:
+            it = self._lib.hashkv_scan(self._handle(), lo, len(lo or b""), hi,
+                                       len(hi or b""), ctypes.byref(err))
+        else:
+            if not isinstance(limit, int) or isinstance(limit, bool):
+                raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+            if limit < 0:
+                raise ValueError(f"limit must be at least 0, not {limit}")
+            it = self._lib.hashkv_scan_limit(self._handle(), lo, len(lo or b""), hi,
+                                             len(hi or b""), limit, ctypes.byref(err))
         if not it:
             _raise(self._lib.hashkv_last_errcode(), err)
         scan = Scan(self, ctypes.c_void_p(it))

@@ -92,6 +92,10 @@ class RoundTrip(Store):
             part = [(k, v) for k, v in sorted(model.items()) if key(50) <= k < key(100)]
             self.assertEqual(list(db.scan(key(50), key(100))), part)
             self.assertEqual(list(db.scan(key(100), key(50))), [])
+            for n in [0, 1, 7, len(part), len(part) + 5]:
+                self.assertEqual(list(db.scan(key(50), key(100), limit=n)), part[:n])
+            with self.assertRaises(ValueError):
+                db.scan(limit=-1)
         # Reopened with no options: mode and geometry from the superblock.
         with hashkv.open([self.dev], self.meta) as db:
             self.assertEqual(list(db.scan()), sorted(model.items()))

@@ -620,6 +620,22 @@ hashkv_iter *hashkv_scan(hashkv_db *db,
                          char **errptr);
 
 /**
+ * As `hashkv_scan`, but the scan yields at most `limit` pairs and reads no value
+ * beyond them: for a scan of a known count (YCSB's E), which otherwise reads values
+ * ahead that the caller never takes.
+ *
+ * # Safety
+ * As for `hashkv_scan`.
+ */
+hashkv_iter *hashkv_scan_limit(hashkv_db *db,
+                               const uint8_t *lower,
+                               size_t lower_len,
+                               const uint8_t *upper,
+                               size_t upper_len,
+                               size_t limit,
+                               char **errptr);
+
+/**
  * Moves to the next pair.
  *
  * Returns 1 with `*key`/`*value` and their lengths set, 0 at the end (the outputs
@@ -642,7 +658,7 @@ int hashkv_iter_next(hashkv_iter *it,
  * Frees an iterator. NULL is ignored.
  *
  * # Safety
- * `it` is NULL or came from `hashkv_scan` and is not used afterwards.
+ * `it` is NULL or came from `hashkv_scan` or `hashkv_scan_limit` and is not used afterwards.
  */
 void hashkv_iter_free(hashkv_iter *it);
 

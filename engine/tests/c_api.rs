@@ -97,11 +97,25 @@ fn put(db: *mut HashkvDb, k: &[u8], v: &[u8]) -> Result<(), Failed> {
 }
 
 fn scan(db: *mut HashkvDb, lo: Option<&[u8]>, hi: Option<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    scan_limited(db, lo, hi, None)
+}
+
+fn scan_limited(
+    db: *mut HashkvDb,
+    lo: Option<&[u8]>,
+    hi: Option<&[u8]>,
+    limit: Option<usize>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut err = null_mut();
     let (lp, ll) = lo.map_or((null(), 0), |l| (l.as_ptr(), l.len()));
     let (hp, hl) = hi.map_or((null(), 0), |h| (h.as_ptr(), h.len()));
     // SAFETY: db is live; the bounds are valid for the call.
-    let it = unsafe { hashkv_scan(db, lp, ll, hp, hl, &mut err) };
+    let it = unsafe {
+        match limit {
+            None => hashkv_scan(db, lp, ll, hp, hl, &mut err),
+            Some(n) => hashkv_scan_limit(db, lp, ll, hp, hl, n, &mut err),
+        }
+    };
     assert!(!it.is_null(), "scan: {:?}", take_err(&mut err));
     let mut out = Vec::new();
     loop {
@@ -208,6 +222,14 @@ fn format_put_get_delete_scan_flush_close_reopen() {
         .collect();
     assert_eq!(scan(db, Some(&key(10)), Some(&key(20))), part);
     assert!(scan(db, Some(&key(20)), Some(&key(10))).is_empty());
+    // A limited scan: the first n pairs of the range, however many the range holds.
+    for n in [0, 1, 7, part.len(), part.len() + 5] {
+        let want: Vec<_> = part.iter().take(n).cloned().collect();
+        assert_eq!(
+            scan_limited(db, Some(&key(10)), Some(&key(20)), Some(n)),
+            want
+        );
+    }
     close(db);
     // Reopen with NULL options: the geometry comes from the superblock.
     let db = store.open(null()).unwrap();
