@@ -324,6 +324,33 @@ fn lock_exclusive(file: &File, path: &Path) -> Result<()> {
 /// [`FILE_BLOCK_FALLBACK_BYTES`]; physical is at least the filesystem block size
 /// (writes smaller than it are read-modify-write below us).
 fn file_block_sizes(file: &File, path: &Path) -> Result<(u32, u32)> {
+    let fs_block_bytes = file
+        .metadata()
+        .map(|m| std::os::unix::fs::MetadataExt::blksize(&m))
+        .unwrap_or(u64::from(FILE_BLOCK_FALLBACK_BYTES));
+    // One block size serves offsets, lengths and buffer addresses in check_op, so it
+    // must satisfy both alignments; raised to our minimum.
+    let logical = direct_io_align_bytes(file).map_or(FILE_BLOCK_FALLBACK_BYTES, |a| {
+        a.max(LOGICAL_BLOCK_MIN_BYTES)
+    });
+    if logical > LOGICAL_BLOCK_MAX_BYTES {
+        return Err(DeviceError::BlockSizeUnsupported {
+            path: path.to_path_buf(),
+            block_bytes: logical,
+            min_bytes: LOGICAL_BLOCK_MIN_BYTES,
+            max_bytes: LOGICAL_BLOCK_MAX_BYTES,
+        });
+    }
+    let physical = u32::try_from(fs_block_bytes)
+        .unwrap_or(LOGICAL_BLOCK_MAX_BYTES)
+        .clamp(logical, LOGICAL_BLOCK_MAX_BYTES.max(logical));
+    Ok((logical, physical))
+}
+
+/// The O_DIRECT alignment of an open regular file: the larger of the offset and the
+/// memory alignment statx(STATX_DIOALIGN) reports (Linux 6.1 and file systems that
+/// support it); `None` where it reports none.
+pub fn direct_io_align_bytes(file: &File) -> Option<u32> {
     // SAFETY: statx is plain old data; all-zero is a valid value.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     let empty = c"";
@@ -339,35 +366,11 @@ fn file_block_sizes(file: &File, path: &Path) -> Result<(u32, u32)> {
             &mut stx,
         )
     };
-    let fs_block_bytes = file
-        .metadata()
-        .map(|m| std::os::unix::fs::MetadataExt::blksize(&m))
-        .unwrap_or(u64::from(FILE_BLOCK_FALLBACK_BYTES));
     let reported = rc == 0
         && stx.stx_mask & STATX_DIOALIGN_MASK != 0
         && stx.stx_dio_offset_align != 0
         && stx.stx_dio_mem_align != 0;
-    let logical = if reported {
-        // One block size serves offsets, lengths and buffer addresses in check_op, so
-        // it must satisfy both alignments; raised to our minimum.
-        stx.stx_dio_offset_align
-            .max(stx.stx_dio_mem_align)
-            .max(LOGICAL_BLOCK_MIN_BYTES)
-    } else {
-        FILE_BLOCK_FALLBACK_BYTES
-    };
-    if logical > LOGICAL_BLOCK_MAX_BYTES {
-        return Err(DeviceError::BlockSizeUnsupported {
-            path: path.to_path_buf(),
-            block_bytes: logical,
-            min_bytes: LOGICAL_BLOCK_MIN_BYTES,
-            max_bytes: LOGICAL_BLOCK_MAX_BYTES,
-        });
-    }
-    let physical = u32::try_from(fs_block_bytes)
-        .unwrap_or(LOGICAL_BLOCK_MAX_BYTES)
-        .clamp(logical, LOGICAL_BLOCK_MAX_BYTES.max(logical));
-    Ok((logical, physical))
+    reported.then(|| stx.stx_dio_offset_align.max(stx.stx_dio_mem_align))
 }
 
 fn checked_geometry(

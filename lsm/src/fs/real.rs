@@ -13,9 +13,12 @@ use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 
 use super::{EntryKind, Fs, FsFile, FsLock, IfExists};
 
-/// Offset, length and memory alignment of `O_DIRECT` reads: 4096 covers every logical
-/// block size (512..4096) and the page size, which is what file systems ask for.
-const DIRECT_ALIGN_BYTES: u64 = BUFFER_ALIGN_BYTES as u64;
+/// Offset and length alignment of `O_DIRECT` reads where the file system does not say
+/// (statx's STATX_DIOALIGN), and the most any file's may be: 4096 covers every logical
+/// block size (512..4096) and the page size. Buffers are always aligned to it.
+const DIRECT_ALIGN_MAX_BYTES: u64 = BUFFER_ALIGN_BYTES as u64;
+/// The finest alignment used, whatever a file system reports: the classic sector.
+const DIRECT_ALIGN_MIN_BYTES: u64 = 512;
 
 /// The operating system's file system. `Options::default()` uses it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -37,19 +40,32 @@ enum Reads {
 struct RealFile {
     file: File,
     reads: Reads,
+    /// Offset and length alignment of `O_DIRECT` reads (`Reads::Direct`): the file
+    /// system's (512 on most), so that a 4 KiB block with its trailer reads 4.5 KiB,
+    /// not the 8 KiB of two whole pages.
+    direct_align_bytes: u64,
 }
 
 impl RealFile {
     fn shared(file: File, reads: Reads) -> Arc<dyn FsFile> {
-        Arc::new(RealFile { file, reads })
+        let direct_align_bytes = hashkv_blockdev::file::direct_io_align_bytes(&file)
+            .map(u64::from)
+            .filter(|a| a.is_power_of_two() && *a <= DIRECT_ALIGN_MAX_BYTES)
+            .map_or(DIRECT_ALIGN_MAX_BYTES, |a| a.max(DIRECT_ALIGN_MIN_BYTES));
+        Arc::new(RealFile {
+            file,
+            reads,
+            direct_align_bytes,
+        })
     }
 
     /// Fills `buf` from `offset` with aligned `O_DIRECT` reads of the span covering it.
     fn read_direct(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let start = offset / DIRECT_ALIGN_BYTES * DIRECT_ALIGN_BYTES;
+        let align = self.direct_align_bytes;
+        let start = offset / align * align;
         let skip = (offset - start) as usize;
         let end = offset + buf.len() as u64;
-        let span = (end.div_ceil(DIRECT_ALIGN_BYTES) * DIRECT_ALIGN_BYTES - start) as usize;
+        let span = (end.div_ceil(align) * align - start) as usize;
         let mut bounce = AlignedBuf::new(span);
         let need = skip + buf.len();
         let mut got = 0;
@@ -247,7 +263,17 @@ mod tests {
             let path = dir.path().join("f");
             std::fs::write(&path, &data).unwrap();
             let f = RealFs.open_uncached(&path).unwrap();
-            for (offset, len) in [(0, 1), (0, 4096), (1, 4096), (4095, 2), (8000, 12_000)] {
+            let cases = [
+                (0, 1),
+                (0, 4096),
+                (1, 4096),
+                (4095, 2),
+                (8000, 12_000),
+                (511, 2),
+                (513, 4101),
+                (19_000, 1_000),
+            ];
+            for (offset, len) in cases {
                 let mut buf = vec![0u8; len];
                 f.read_exact_at(&mut buf, offset as u64).unwrap();
                 assert_eq!(buf, data[offset..offset + len], "{offset}+{len}");
