@@ -455,11 +455,42 @@ fn the_temporary_store_goes_under_tmpdir() {
 /// A second Ctrl-C exits at once and says which paths it leaves behind.
 #[test]
 fn a_second_ctrl_c_prints_what_it_leaves_behind() {
-    let dir = scratch_dir();
-    let mut child = spawn_in(
-        dir.path(),
-        &["bench", "--load-gib", "2", "--update-gib", "2"],
-    );
+    for _ in 0..SECOND_CTRL_C_ATTEMPTS {
+        let dir = scratch_dir();
+        let (status, stderr) = ctrl_c_until_exit(dir.path());
+        if status.code() == Some(1) && stderr.contains("error: interrupted") {
+            // The first Ctrl-C finished the phase, flushed and closed before the next
+            // one arrived (a loaded machine delayed this thread): a clean exit, which
+            // leaves nothing behind; try again.
+            assert!(
+                leftovers(dir.path(), "hashkv-bench-").is_empty(),
+                "{stderr}"
+            );
+            continue;
+        }
+        assert_eq!(status.code(), Some(130), "{stderr}");
+        let left = leftovers(dir.path(), "hashkv-bench-");
+        assert_eq!(left.len(), 1, "{left:?}");
+        let path = dir.path().join(&left[0]);
+        assert!(
+            stderr.contains(&format!("left behind: {}", path.display())),
+            "{stderr}"
+        );
+        std::fs::remove_dir_all(path).unwrap();
+        return;
+    }
+    panic!("the first Ctrl-C always finished before the second arrived");
+}
+
+/// Runs of `a_second_ctrl_c_prints_what_it_leaves_behind` before it gives up on the
+/// second Ctrl-C arriving in time (it did in every run alone; once under the full
+/// suite's load, the first one's clean exit came first).
+const SECOND_CTRL_C_ATTEMPTS: usize = 5;
+
+/// Starts a bench in `dir` and sends it Ctrl-C every 10 ms from the moment its first
+/// mode starts until it exits; its exit status and stderr.
+fn ctrl_c_until_exit(dir: &std::path::Path) -> (std::process::ExitStatus, String) {
+    let mut child = spawn_in(dir, &["bench", "--load-gib", "2", "--update-gib", "2"]);
     let mut stdout_lines = BufReader::new(child.stdout.take().unwrap()).lines();
     for line in stdout_lines.by_ref() {
         if line.unwrap().starts_with("mode hashkv:") {
@@ -477,13 +508,5 @@ fn a_second_ctrl_c_prints_what_it_leaves_behind() {
         }
     };
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
-    assert_eq!(status.code(), Some(130), "{stderr}");
-    let left = leftovers(dir.path(), "hashkv-bench-");
-    assert_eq!(left.len(), 1, "{left:?}");
-    let path = dir.path().join(&left[0]);
-    assert!(
-        stderr.contains(&format!("left behind: {}", path.display())),
-        "{stderr}"
-    );
-    std::fs::remove_dir_all(path).unwrap();
+    (status, stderr)
 }
