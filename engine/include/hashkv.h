@@ -199,6 +199,31 @@ typedef struct {
      * Bytes of the value space in use.
      */
     uint64_t value_bytes_used;
+    /**
+     * Gets whose value came from the value cache (no device read).
+     */
+    uint64_t value_cache_hits;
+    /**
+     * Values group GCs moved to the cold data log (hashkv mode, hotness on), and cold
+     * keys an update brought back to their group.
+     */
+    uint64_t demotions;
+    uint64_t promotions;
+    /**
+     * GCs of a cold data log segment.
+     */
+    uint64_t cold_gc_runs;
+    /**
+     * Bytes of the cold data log's segments in use, and of its live records.
+     */
+    uint64_t cold_log_bytes;
+    uint64_t cold_live_bytes;
+    /**
+     * Writes the pacer slowed while GC freed space, and the time they slept in all,
+     * in microseconds.
+     */
+    uint64_t paced_writes;
+    uint64_t paced_micros;
 } hashkv_stats;
 
 #ifdef __cplusplus

@@ -657,6 +657,41 @@ fn check_stats_and_version() {
             "{stats:?}"
         );
         assert!(stats.log_segments > 0 && stats.free_log_segments <= stats.log_segments);
+        // The appended fields carry the store's figures.
+        let mut get_err = null_mut();
+        let mut v = null_mut();
+        let mut v_len = 0usize;
+        for _ in 0..2 {
+            let rc = hashkv_get(db, b"seven".as_ptr(), 5, &mut v, &mut v_len, &mut get_err);
+            assert_eq!(rc, 1, "{:?}", take_err(&mut get_err));
+            hashkv_free(v.cast());
+        }
+        let mut again = HashkvStats::default();
+        assert_eq!(
+            hashkv_get_stats(db, &mut again, size_of::<HashkvStats>(), &mut err),
+            0
+        );
+        let rust = (*db).0.stats();
+        assert_eq!(again.value_cache_hits, rust.value_cache_hits);
+        assert_eq!(again.read_device_bytes, rust.read_device_bytes);
+        assert!(
+            again.read_device_bytes > stats.read_device_bytes,
+            "{again:?}"
+        );
+        assert_eq!(
+            (
+                again.demotions,
+                again.promotions,
+                again.cold_gc_runs,
+                again.paced_writes
+            ),
+            (
+                rust.demotions,
+                rust.promotions,
+                rust.cold_gc_runs,
+                rust.paced_writes
+            )
+        );
         // A caller built against a shorter struct gets only the fields it knows.
         let mut short = [u64::MAX; 3];
         let rc = hashkv_get_stats(db, short.as_mut_ptr().cast(), 16, &mut err);

@@ -92,6 +92,21 @@ pub struct HashkvStats {
     pub log_segments: u64,
     /// Bytes of the value space in use.
     pub value_bytes_used: u64,
+    /// Gets whose value came from the value cache (no device read).
+    pub value_cache_hits: u64,
+    /// Values group GCs moved to the cold data log (hashkv mode, hotness on), and cold
+    /// keys an update brought back to their group.
+    pub demotions: u64,
+    pub promotions: u64,
+    /// GCs of a cold data log segment.
+    pub cold_gc_runs: u64,
+    /// Bytes of the cold data log's segments in use, and of its live records.
+    pub cold_log_bytes: u64,
+    pub cold_live_bytes: u64,
+    /// Writes the pacer slowed while GC freed space, and the time they slept in all,
+    /// in microseconds.
+    pub paced_writes: u64,
+    pub paced_micros: u64,
 }
 
 impl From<&crate::Stats> for HashkvStats {
@@ -115,6 +130,14 @@ impl From<&crate::Stats> for HashkvStats {
             free_log_segments: s.free_log_segments,
             log_segments: s.log_segments,
             value_bytes_used: s.value_bytes_used,
+            value_cache_hits: s.value_cache_hits,
+            demotions: s.demotions,
+            promotions: s.promotions,
+            cold_gc_runs: s.cold_gc_runs,
+            cold_log_bytes: s.cold_log_bytes,
+            cold_live_bytes: s.cold_live_bytes,
+            paced_writes: s.paced_writes,
+            paced_micros: s.paced_micros,
         }
     }
 }
