@@ -119,24 +119,30 @@ impl Version {
     pub fn get(&self, user_key: &[u8], seq: u64) -> Result<Option<(Kind, Vec<u8>)>> {
         let seek = ikey::seek_key(user_key, seq);
         let hash = crate::table::filter::hash(user_key);
-        for f in &self.levels[0] {
-            if f.smallest_user() <= user_key && user_key <= f.largest_user() {
-                if let Some((k, v)) = f.reader.get(&seek, hash)? {
-                    return Ok(Some((ikey::kind(&k), v)));
-                }
-            }
-        }
-        for files in &self.levels[1..] {
-            let i = files.partition_point(|f| ikey::compare(&f.largest, &seek) == Ordering::Less);
-            if let Some(f) = files.get(i) {
-                if f.smallest_user() <= user_key {
-                    if let Some((k, v)) = f.reader.get(&seek, hash)? {
-                        return Ok(Some((ikey::kind(&k), v)));
-                    }
-                }
+        for f in self.candidates(user_key, &seek) {
+            if let Some((k, v)) = f.reader.get(&seek, hash)? {
+                return Ok(Some((ikey::kind(&k), v)));
             }
         }
         Ok(None)
+    }
+
+    /// The tables a get of `user_key` (at `seek`, its `ikey::seek_key`) looks in, in
+    /// the order it looks: the L0 tables whose range holds it, newest first, then the
+    /// one table of each deeper level whose range may.
+    fn candidates<'v>(
+        &'v self,
+        user_key: &'v [u8],
+        seek: &'v [u8],
+    ) -> impl Iterator<Item = &'v Arc<FileMeta>> + 'v {
+        let l0 = self.levels[0]
+            .iter()
+            .filter(move |f| f.smallest_user() <= user_key && user_key <= f.largest_user());
+        let deeper = self.levels[1..].iter().filter_map(move |files| {
+            let i = files.partition_point(|f| ikey::compare(&f.largest, seek) == Ordering::Less);
+            files.get(i).filter(|f| f.smallest_user() <= user_key)
+        });
+        l0.chain(deeper)
     }
 
     /// The first block a get of `user_key` would read that is not cached, with its
@@ -149,14 +155,7 @@ impl Version {
     ) -> Option<(Arc<TableReader>, usize)> {
         let seek = ikey::seek_key(user_key, seq);
         let hash = crate::table::filter::hash(user_key);
-        let l0 = self.levels[0]
-            .iter()
-            .filter(|f| f.smallest_user() <= user_key && user_key <= f.largest_user());
-        let deeper = self.levels[1..].iter().filter_map(|files| {
-            let i = files.partition_point(|f| ikey::compare(&f.largest, &seek) == Ordering::Less);
-            files.get(i).filter(|f| f.smallest_user() <= user_key)
-        });
-        for f in l0.chain(deeper) {
+        for f in self.candidates(user_key, &seek) {
             match f.reader.probe(&seek, hash) {
                 Probe::Absent => continue,
                 Probe::Found => return None,

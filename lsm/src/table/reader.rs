@@ -177,13 +177,9 @@ impl TableReader {
     /// The newest entry of `user_key` at or below the sequence in `seek` (an
     /// `ikey::seek_key`): Some((internal key, value)), tombstones included.
     pub fn get(&self, seek: &[u8], key_hash: u64) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        if !self.filter.may_contain(key_hash) {
+        let Some(i) = self.candidate_block(seek, key_hash) else {
             return Ok(None);
-        }
-        let i = self.index.find(seek);
-        if i == self.index.len() {
-            return Ok(None);
-        }
+        };
         let block = self.raw_block(i)?;
         let found = block
             .seek(seek)
@@ -214,15 +210,21 @@ pub(crate) enum Probe {
 }
 
 impl TableReader {
-    /// What a get of `seek` would read here (`Probe`); reads nothing.
-    pub fn probe(&self, seek: &[u8], key_hash: u64) -> Probe {
+    /// The data block that may hold `seek`'s key, unless the filter or the index
+    /// rules the table out.
+    fn candidate_block(&self, seek: &[u8], key_hash: u64) -> Option<usize> {
         if !self.filter.may_contain(key_hash) {
-            return Probe::Absent;
+            return None;
         }
         let i = self.index.find(seek);
-        if i == self.index.len() {
+        (i < self.index.len()).then_some(i)
+    }
+
+    /// What a get of `seek` would read here (`Probe`); reads nothing.
+    pub fn probe(&self, seek: &[u8], key_hash: u64) -> Probe {
+        let Some(i) = self.candidate_block(seek, key_hash) else {
             return Probe::Absent;
-        }
+        };
         match self
             .cache
             .blocks
