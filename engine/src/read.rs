@@ -1,10 +1,10 @@
 //! Reads: the write cache first, then the index, then the value cache
-//! (`value_cache.rs`), then one aligned read of the value's record's sectors
-//! (`Inner::read_block_bytes`: the device's logical block, not the write block) (or the inline
-//! value). Every record read is checked against what the index expects before its
-//! value is returned (and cached). A multi-get does the same for many keys: all their
-//! index lookups, then all their value reads missing from the value cache in one
-//! device submission.
+//! (`value_cache.rs`), then one aligned read of the sectors holding the value's
+//! record (`Inner::read_block_bytes`: the device's logical block, not the layout's
+//! write block), or the inline value. Every record read is checked against what the
+//! index expects before its value is returned (and cached). A multi-get does the
+//! same for many keys: all their index lookups, then all their value reads missing
+//! from the value cache in one device submission.
 
 use crate::db::Inner;
 use crate::error::{Error, Result};

@@ -95,15 +95,24 @@ fn live_records<'b>(
             let (off, rec) = item.map_err(|e| e.at(format!("value log GC at position {first}")))?;
             if rec.kind == RecordKind::Value {
                 let here = store.pointer(first + off as u64, rec.encoded_len(), rec.seq);
-                records.push((keys::user_key(rec.key), here, rec));
+                records.push((here, rec));
             }
         }
     }
     let mut live = Vec::new();
+    // A group's index keys, back to back in one buffer reused by every group.
+    let (mut key_buf, mut group_keys) = (Vec::new(), Vec::new());
     for group in records.chunks(GC_PREFETCH_KEYS) {
-        let group_keys: Vec<&[u8]> = group.iter().map(|(k, _, _)| k.as_slice()).collect();
-        ctx.index.prefetch(&group_keys)?;
-        for (user_key, here, rec) in group {
+        group_keys.clear();
+        let mut ranges = Vec::with_capacity(group.len());
+        for (_, rec) in group {
+            let from = group_keys.len();
+            group_keys.extend_from_slice(keys::user_key_into(&mut key_buf, rec.key));
+            ranges.push(from..group_keys.len());
+        }
+        let user_keys: Vec<&[u8]> = ranges.into_iter().map(|r| &group_keys[r]).collect();
+        ctx.index.prefetch(&user_keys)?;
+        for ((here, rec), user_key) in group.iter().zip(&user_keys) {
             let entry = ctx.index.get(user_key)?;
             let is_live = match entry.as_deref().map(location::decode).transpose()? {
                 Some(Location::Pointer(p)) => p == *here,
