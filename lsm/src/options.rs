@@ -23,9 +23,9 @@ pub struct Options {
     /// inserts wrote 4.88x the user bytes, with 8 3.64x (`lsmbench --entries 20000000`,
     /// 2026-12). A get pays one Bloom filter probe per L0 table for it.
     pub l0_compaction_trigger: usize,
-    /// Number of L0 tables at which writes are slowed: each write waits in proportion
-    /// to its bytes, at a rate that falls as L0 grows towards the stop trigger (48 MiB/s
-    /// one table short of it; at least 1 ms a write). Default 20, as RocksDB's.
+    /// Number of L0 tables at which writes are paced to the rate compaction drains L0
+    /// (measured), less of it as L0 grows towards the stop trigger (`db/throttle.rs`).
+    /// Default 20, as RocksDB's.
     pub l0_slowdown_trigger: usize,
     /// Number of L0 tables at which writes wait until compaction catches up. Default 36,
     /// as RocksDB's: far enough above the trigger that one long L0 -> L1 compaction does

@@ -69,6 +69,7 @@ impl Db {
                 busy_levels: [false; LEVELS],
             }),
             bg_cv: Condvar::new(),
+            throttle: super::throttle::WriteThrottle::new(),
             cache,
             counters,
             poisoned: AtomicBool::new(false),

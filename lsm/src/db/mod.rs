@@ -4,6 +4,7 @@
 //!   compact_range, close) and the read path.
 //! - [`write`](mod@write): the write path: throttling, WAL append and memtable insert,
 //!   memtable rotation, group commit of WAL syncs.
+//! - [`throttle`]: pacing writers to the rate compaction drains L0.
 //! - [`background`]: the flush and compaction threads, and writing a memtable to a table.
 //! - [`recovery`]: checking and locking the directory at open, rebuilding the tree from
 //!   CURRENT, the manifest and the WALs, and `destroy`.
@@ -15,6 +16,7 @@
 mod api;
 mod background;
 mod recovery;
+mod throttle;
 mod write;
 
 pub use api::Db;
@@ -40,18 +42,6 @@ use crate::wal::writer::WalWriter;
 /// Frozen memtables waiting for flush before writers stall: one being flushed and one
 /// queued lets writers continue through one flush.
 pub(crate) const IMMUTABLE_MEMTABLES_MAX: usize = 2;
-/// Least delay of one write when L0 reaches the slowdown trigger.
-const SLOWDOWN_DELAY: Duration = Duration::from_millis(1);
-/// Write rate allowed with L0 one table short of the stop trigger, bytes per second;
-/// the allowed rate rises with the square of the inverse of the L0 tables beyond the
-/// slowdown trigger (`Inner::slowdown_delay`): barely slowed just past it (a load
-/// passes through without losing speed), steeply near the stop. A fixed 1 ms per write did nothing to a writer
-/// of large batches (the engine's lsm mode commits 16 MiB at once): L0 reached the
-/// stop trigger during every long L0 -> L1 compaction and writers stopped for seconds.
-/// Slowed in proportion to their bytes, writers settle where compaction keeps up.
-const SLOWDOWN_BYTES_PER_S_AT_STOP: f64 = 48.0 * 1024.0 * 1024.0;
-/// Longest slowdown of one write: beyond it a write waits for the stop condition.
-const SLOWDOWN_DELAY_MAX: Duration = Duration::from_secs(1);
 /// Waits re-check their condition at least this often (a lost wake-up costs no more).
 const WAIT_SLICE: Duration = Duration::from_millis(50);
 
@@ -90,6 +80,8 @@ struct Inner {
     /// Wakes background threads (work may be there) and stalled writers (L0 shrank,
     /// a memtable was flushed).
     bg_cv: Condvar,
+    /// Paces writers while L0 is at or above the slowdown trigger.
+    throttle: throttle::WriteThrottle,
     cache: Arc<TableCaches>,
     counters: Arc<Counters>,
     poisoned: AtomicBool,

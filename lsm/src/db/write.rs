@@ -4,10 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{
-    Inner, Writer, IMMUTABLE_MEMTABLES_MAX, SLOWDOWN_BYTES_PER_S_AT_STOP, SLOWDOWN_DELAY,
-    SLOWDOWN_DELAY_MAX, WAIT_SLICE,
-};
+use super::{Inner, Writer, IMMUTABLE_MEMTABLES_MAX, WAIT_SLICE};
 use crate::error::{LsmError, Result};
 use crate::files;
 use crate::ikey;
@@ -17,22 +14,8 @@ use crate::stats::add;
 use crate::wal::batch::{for_each_entry, PAYLOAD_HEADER_BYTES};
 use crate::wal::writer::WalWriter;
 use crate::wal::WriteBatch;
-use std::time::Duration;
 
 impl Inner {
-    /// How long a write of `batch_bytes` waits with `l0` tables in L0 (at or above the
-    /// slowdown trigger, below the stop trigger).
-    fn slowdown_delay(&self, l0: usize, batch_bytes: usize) -> Duration {
-        let o = &self.options;
-        let span = o
-            .l0_stop_trigger
-            .saturating_sub(o.l0_slowdown_trigger)
-            .max(1);
-        let beyond = l0 + 1 - o.l0_slowdown_trigger;
-        let rate = SLOWDOWN_BYTES_PER_S_AT_STOP * (span as f64 / beyond as f64).powi(2);
-        Duration::from_secs_f64(batch_bytes as f64 / rate).clamp(SLOWDOWN_DELAY, SLOWDOWN_DELAY_MAX)
-    }
-
     /// Delays or stops a writer while compaction is behind.
     fn throttle(&self, batch_bytes: usize) -> Result<()> {
         let mut slowed = false;
@@ -61,7 +44,7 @@ impl Inner {
                 slowed = true;
                 add(&self.counters.write_slowdowns, 1);
                 self.bg_cv.notify_all();
-                std::thread::sleep(self.slowdown_delay(l0, batch_bytes));
+                std::thread::sleep(self.throttle.pace(&self.options, l0, batch_bytes));
                 continue;
             }
             return Ok(());
