@@ -165,6 +165,21 @@ fn with_fio_each_phase_gets_a_share_of_fios_sequential_write_bandwidth() {
         .unwrap_or_else(|| panic!("no fio row in:\n{stdout}"));
     let fio_mib: f64 = fio_line.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(fio_mib > 0.0, "{fio_line}");
+    let synced_line = stdout
+        .lines()
+        .find(|l| l.starts_with("seq_write_1m_qd32_fdatasync "))
+        .unwrap_or_else(|| panic!("no synced fio row in:\n{stdout}"));
+    assert!(
+        synced_line.contains("an fdatasync every 16 MiB"),
+        "the default write cache is 16 MiB: {synced_line}"
+    );
+    let synced_mib: f64 = synced_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(synced_mib > 0.0, "{synced_line}");
     let shares_at = stdout
         .find("as a share of fio seq_write_1m_qd32")
         .unwrap_or_else(|| panic!("no share table in:\n{stdout}"));
@@ -173,14 +188,19 @@ fn with_fio_each_phase_gets_a_share_of_fios_sequential_write_bandwidth() {
             let cells: Vec<&str> = stdout[shares_at..]
                 .lines()
                 .map(|l| l.split_whitespace().collect::<Vec<_>>())
-                .find(|c| c.len() == 4 && c[0] == mode && c[1] == phase)
+                .find(|c| c.len() == 5 && c[0] == mode && c[1] == phase)
                 .unwrap_or_else(|| panic!("no share of {mode} {phase} in:\n{stdout}"));
             let bw: f64 = cells[2].parse().unwrap();
             let share: f64 = cells[3].trim_end_matches('%').parse().unwrap();
+            let synced: f64 = cells[4].trim_end_matches('%').parse().unwrap();
             assert!(bw > 0.0, "{cells:?}");
             assert!(
                 (share - 100.0 * bw / fio_mib).abs() < 0.2 + share * 0.01,
                 "{cells:?} vs fio {fio_mib}"
+            );
+            assert!(
+                (synced - 100.0 * bw / synced_mib).abs() < 0.2 + synced * 0.01,
+                "{cells:?} vs synced fio {synced_mib}"
             );
         }
     }

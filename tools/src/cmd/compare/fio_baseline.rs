@@ -2,12 +2,16 @@
 //! devbench's fio runner) on the engine's block device, or on a file on the same
 //! filesystem as the engine's device file, after the stores ran. Each phase's device
 //! write bandwidth (io_wr / seconds) is then shown as a share of fio's sequential
-//! writes of 1 MiB at queue depth 32, the shape of the engine's segment appends.
+//! writes of 1 MiB at queue depth 32, the shape of the engine's segment appends, and of
+//! the same writes with an fdatasync after each write cache's worth: the engine makes
+//! every flush's records durable before its index batch may point at them, and on a
+//! disk whose cache flush costs as much as the writes (a virtio disk over a host's
+//! page cache) that, not the queue, bounds a load of large values.
 
 use super::super::bench::report::{mib, PhaseReport};
 use super::super::bench::{stopped, Session};
 use super::super::devbench::fio::{self as runner, FioResult};
-use super::super::devbench::shape::{Shape, BLOCK_BYTES_MAX, SHAPES};
+use super::super::devbench::shape::{Pattern, Shape, BLOCK_BYTES_MAX, SHAPES};
 use super::super::store::{io_error, is_block_device, StoreResult};
 use std::fmt::Write as _;
 use std::io::{Seek, SeekFrom, Write as _};
@@ -20,6 +24,15 @@ const REGION_BYTES_MAX: u64 = 1 << 30;
 const REGION_BYTES_MIN: u64 = 64 << 20;
 /// The shape the engine's write bandwidth is measured against.
 const SEQ_WRITE_SHAPE: &str = "seq_write_1m_qd32";
+/// That shape with an fdatasync every `FDATASYNC_BLOCKS` blocks (compare only: devbench's
+/// device has no such shape to run against it).
+const SYNCED_SEQ_WRITE: Shape = Shape {
+    name: "seq_write_1m_qd32_fdatasync",
+    pattern: Pattern::SeqWrite,
+    block_bytes: 1 << 20,
+    queue_depth: 32,
+    fio_job: include_str!("../../../../fio-configs/seq_write_1m_qd32_fdatasync.fio"),
+};
 
 pub fn find() -> Option<PathBuf> {
     runner::find_fio()
@@ -35,6 +48,8 @@ pub struct FioRuns {
     region_bytes: u64,
     seconds: f64,
     shapes: Vec<(Shape, FioResult)>,
+    /// The synced sequential writes: MiB between fdatasyncs, and the result.
+    synced: Option<(u64, FioResult)>,
 }
 
 /// Runs every shape for `seconds` on the engine's block device (`disk` is a block
@@ -66,22 +81,34 @@ pub fn run(fio: &Path, session: &Session, disk: &Path, seconds: f64) -> StoreRes
         region_bytes,
         seconds,
         shapes: Vec::new(),
+        synced: None,
+    };
+    let run_one = |shape: &Shape, env: &[(&str, String)]| -> StoreResult<FioResult> {
+        eprint!("fio {} ... ", shape.name);
+        let result = runner::run_job(
+            fio,
+            shape,
+            &target,
+            region_bytes,
+            Duration::from_secs_f64(seconds),
+            job_dir.path(),
+            env,
+        )?;
+        eprintln!("{:.0} MiB/s", result.bytes_per_s() / (1u64 << 20) as f64);
+        Ok(result)
     };
     for shape in SHAPES {
         if stopped() {
             break;
         }
-        eprint!("fio {} ... ", shape.name);
-        let result = runner::run_job(
-            fio,
-            &shape,
-            &target,
-            region_bytes,
-            Duration::from_secs_f64(seconds),
-            job_dir.path(),
-        )?;
-        eprintln!("{:.0} MiB/s", result.bytes_per_s() / (1u64 << 20) as f64);
+        let result = run_one(&shape, &[])?;
         runs.shapes.push((shape, result));
+    }
+    if !stopped() {
+        // One fdatasync per flush: the write cache fills, then flushes.
+        let every_mib = (session.plan.options.memory_split().write_cache_bytes >> 20).max(1);
+        let env = [("FDATASYNC_BLOCKS", every_mib.to_string())];
+        runs.synced = Some((every_mib, run_one(&SYNCED_SEQ_WRITE, &env)?));
     }
     Ok(runs)
 }
@@ -166,16 +193,33 @@ pub fn report(runs: &FioRuns, rows: &[PhaseReport]) -> String {
         return out;
     };
     let seq_mib = seq / (1u64 << 20) as f64;
+    let synced = runs
+        .synced
+        .as_ref()
+        .map(|(every, r)| (*every, r.write.bytes_per_s / (1u64 << 20) as f64))
+        .filter(|(_, bw)| *bw > 0.0);
+    let synced_name = SYNCED_SEQ_WRITE.name;
+    let _ = match synced {
+        Some((every, bw)) => writeln!(
+            out,
+            "{synced_name:<22} {bw:>9.1}    (an fdatasync every {every} MiB, like the engine's flushes)"
+        ),
+        None => writeln!(out, "{synced_name}: did not run"),
+    };
     let _ = writeln!(
         out,
         "\ndevice write bandwidth of each phase (io_wr / sec) as a share of fio \
-         {SEQ_WRITE_SHAPE} ({seq_mib:.1} MiB/s):"
+         {SEQ_WRITE_SHAPE} ({seq_mib:.1} MiB/s) and of {synced_name}:"
     );
     let _ = writeln!(
         out,
-        "{:<8} {:<8} {:>12} {:>7}",
-        "mode", "phase", "io_wr MiB/s", "share"
+        "{:<8} {:<8} {:>12} {:>7} {:>7}",
+        "mode", "phase", "io_wr MiB/s", "share", "synced"
     );
+    let share = |bw: Option<f64>, of: Option<f64>| match (bw, of) {
+        (Some(b), Some(of)) => format!("{:.1}%", 100.0 * b / of),
+        _ => "-".into(),
+    };
     for r in rows {
         let bw = r
             .io_write_bytes
@@ -183,11 +227,12 @@ pub fn report(runs: &FioRuns, rows: &[PhaseReport]) -> String {
             .map(|b| mib(b) / r.seconds);
         let _ = writeln!(
             out,
-            "{:<8} {:<8} {:>12} {:>7}",
+            "{:<8} {:<8} {:>12} {:>7} {:>7}",
             r.mode,
             r.phase,
             bw.map_or("-".into(), |b| format!("{b:.1}")),
-            bw.map_or("-".into(), |b| format!("{:.1}%", 100.0 * b / seq_mib)),
+            share(bw, Some(seq_mib)),
+            share(bw, synced.map(|(_, s)| s)),
         );
     }
     out
@@ -261,6 +306,7 @@ mod tests {
             region_bytes: 64 << 20,
             seconds: 1.0,
             shapes: vec![seq_write(400.0)],
+            synced: Some((16, seq_write(250.0).1)),
         };
         let rows = [
             row("hashkv", "load", Some(200 << 20), 2.0),
@@ -279,11 +325,56 @@ mod tests {
                 .skip(2)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(line("hashkv", "load"), ["100.0", "25.0%"]);
-        assert_eq!(line("rocksdb", "update1"), ["200.0", "50.0%"]);
-        assert_eq!(line("hashkv", "read"), ["-", "-"]);
+        assert_eq!(line("hashkv", "load"), ["100.0", "25.0%", "40.0%"]);
+        assert_eq!(line("rocksdb", "update1"), ["200.0", "50.0%", "80.0%"]);
+        assert_eq!(line("hashkv", "read"), ["-", "-", "-"]);
         assert!(text.contains("(400.0 MiB/s)"), "{text}");
         assert!(text.contains("seq_write_1m_qd32          400.0"), "{text}");
+        assert!(
+            text.contains("seq_write_1m_qd32_fdatasync     250.0    (an fdatasync every 16 MiB"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn without_the_synced_run_its_share_column_stays_empty() {
+        let runs = FioRuns {
+            target: "f".into(),
+            region_bytes: 64 << 20,
+            seconds: 1.0,
+            shapes: vec![seq_write(400.0)],
+            synced: None,
+        };
+        let text = report(&runs, &[row("hashkv", "load", Some(200 << 20), 2.0)]);
+        let load = text.lines().find(|l| l.starts_with("hashkv")).unwrap();
+        assert_eq!(
+            load.split_whitespace().collect::<Vec<_>>(),
+            ["hashkv", "load", "100.0", "25.0%", "-"]
+        );
+        assert!(
+            text.contains("seq_write_1m_qd32_fdatasync: did not run"),
+            "{text}"
+        );
+    }
+
+    /// The synced job is the plain sequential-write job plus its fdatasync cadence.
+    #[test]
+    fn the_synced_job_is_the_sequential_write_job_with_fdatasync() {
+        let plain = SHAPES.iter().find(|s| s.name == SEQ_WRITE_SHAPE).unwrap();
+        let section = |job: &'static str, name: &str| -> Vec<&'static str> {
+            job.split(&format!("[{name}]"))
+                .nth(1)
+                .unwrap()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect()
+        };
+        let mut synced = section(SYNCED_SEQ_WRITE.fio_job, SYNCED_SEQ_WRITE.name);
+        assert_eq!(synced.pop(), Some("fdatasync=${FDATASYNC_BLOCKS}"));
+        assert_eq!(synced, section(plain.fio_job, plain.name));
+        assert_eq!(SYNCED_SEQ_WRITE.block_bytes, plain.block_bytes);
+        assert_eq!(SYNCED_SEQ_WRITE.queue_depth, plain.queue_depth);
     }
 
     #[test]
@@ -293,6 +384,7 @@ mod tests {
             region_bytes: 64 << 20,
             seconds: 1.0,
             shapes: Vec::new(),
+            synced: None,
         };
         let text = report(&runs, &[row("hashkv", "load", Some(1 << 20), 1.0)]);
         assert!(text.contains("did not run"), "{text}");

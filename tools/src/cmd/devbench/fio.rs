@@ -59,7 +59,8 @@ pub fn version(fio: &Path) -> Option<String> {
 }
 
 /// Runs `shape`'s job on `target` over `[0, region_bytes)` for `runtime`. The job file
-/// is written into `scratch_dir` first (the binary carries the job texts).
+/// is written into `scratch_dir` first (the binary carries the job texts). `job_env`
+/// sets the job's own variables, beyond the three every job reads.
 pub fn run_job(
     fio: &Path,
     shape: &Shape,
@@ -67,6 +68,7 @@ pub fn run_job(
     region_bytes: u64,
     runtime: Duration,
     scratch_dir: &Path,
+    job_env: &[(&str, String)],
 ) -> CliResult<FioResult> {
     let job_error = |reason: String| CliError::Fio {
         job: shape.name.to_string(),
@@ -86,6 +88,7 @@ pub fn run_job(
         .env("FILENAME", fio_filename(target))
         .env("SIZE", region_bytes.to_string())
         .env("RUNTIME", format!("{runtime_ms}ms"))
+        .envs(job_env.iter().map(|(k, v)| (k, v)))
         .output()
         .map_err(|e| job_error(format!("could not start {}: {e}", fio.display())))?;
     let stdout = String::from_utf8_lossy(&output.stdout);

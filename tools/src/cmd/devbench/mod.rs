@@ -379,6 +379,7 @@ fn measure_shape(bench: &Bench<'_>, index: usize, shape: &Shape) -> CliResult<Sh
                 bench.region_bytes,
                 bench.run_time,
                 bench.scratch_dir,
+                &[],
             )?;
             Some(Figures::from_fio(shape, &result))
         }
