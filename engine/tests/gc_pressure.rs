@@ -490,3 +490,49 @@ fn lsm_concurrent_writers_and_readers_during_gc() {
 fn lsm_long_scan_sees_its_snapshot_across_gc() {
     long_scan_sees_its_snapshot_across_gc(Mode::Lsm);
 }
+
+/// Free log chunks before the flush that started the store's first GC, writing
+/// `FLUSH_CHUNKS` chunks' worth of overwrites per flush and giving the background GC
+/// a moment after each.
+fn free_chunks_when_gc_starts(low_water_segments: u64) -> u64 {
+    const FLUSH_CHUNKS: u64 = 4;
+    let o = options(Mode::VLog, 0).with_gc_low_water_segments(low_water_segments);
+    let dev = Arc::new(SimDevice::new(SimConfig::new(DEVICE_BYTES, 7)).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::format_device(dev, dir.path(), &o).unwrap();
+    let per_flush = (FLUSH_CHUNKS * 16 * KIB / VALUE_BYTES as u64) as u32;
+    let mut version = 0;
+    loop {
+        let before = db.stats();
+        if before.gc_runs > 0 {
+            panic!("GC ran before any write");
+        }
+        for i in 0..per_flush {
+            db.put(&key(i), &value(i, version, VALUE_BYTES)).unwrap();
+        }
+        version += 1;
+        db.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        if db.stats().gc_runs > 0 {
+            return before.free_log_segments;
+        }
+        assert!(version < 10_000, "GC never started");
+    }
+}
+
+/// The background GC starts at 1.5 times the low-water band (`GC_START_HEADROOM`),
+/// above where writes begin to be paced, so a phase's first GC is measured before
+/// writes are paced by it. Measured as the difference between two bands, so that the
+/// reserves below the band cancel out: starting at the band itself, a band wider by 64
+/// chunks starts GC 64 chunks earlier; at 1.5 bands, 96.
+#[test]
+fn background_gc_starts_above_the_band_where_writes_are_paced() {
+    let (narrow, wide) = (32, 96);
+    let earlier =
+        free_chunks_when_gc_starts(wide) as f64 - free_chunks_when_gc_starts(narrow) as f64;
+    let band_difference = (wide - narrow) as f64;
+    assert!(
+        earlier >= 1.25 * band_difference && earlier <= 1.75 * band_difference,
+        "GC started {earlier} chunks earlier with a band {band_difference} chunks wider"
+    );
+}
