@@ -88,8 +88,8 @@ pub struct Options {
     pub separation_threshold_bytes: u64,
     /// The low-water band: writes are paced to GC's rate while fewer free segments
     /// than this remain above the GC reserves (`gc/pacer.rs`), and the background GC
-    /// starts already at 1.5 times this, so that its rate is measured before writes
-    /// are paced by it (`gc/mod.rs`, `GC_START_HEADROOM`). 0 picks a default:
+    /// runs; its first since open starts already at 1.5 times this, so that its rate
+    /// is measured before writes are paced by it (`gc/mod.rs`). 0 picks a default:
     /// 5% of the reserved segments or four main segments' worth, whichever is more, at
     /// least 4, at most a quarter of the reserved segments.
     pub gc_low_water_segments: u64,

@@ -520,13 +520,13 @@ fn free_chunks_when_gc_starts(low_water_segments: u64) -> u64 {
     }
 }
 
-/// The background GC starts at 1.5 times the low-water band (`GC_START_HEADROOM`),
-/// above where writes begin to be paced, so a phase's first GC is measured before
-/// writes are paced by it. Measured as the difference between two bands, so that the
+/// The store's first background GC starts at 1.5 times the low-water band
+/// (`FIRST_GC_START_HEADROOM`), above where writes begin to be paced, so that its rate
+/// is measured before writes are paced by it. Measured as the difference between two bands, so that the
 /// reserves below the band cancel out: starting at the band itself, a band wider by 64
 /// chunks starts GC 64 chunks earlier; at 1.5 bands, 96.
 #[test]
-fn background_gc_starts_above_the_band_where_writes_are_paced() {
+fn first_background_gc_starts_above_the_band_where_writes_are_paced() {
     let (narrow, wide) = (32, 96);
     let earlier =
         free_chunks_when_gc_starts(wide) as f64 - free_chunks_when_gc_starts(narrow) as f64;

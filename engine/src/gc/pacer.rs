@@ -106,6 +106,11 @@ impl Pacer {
         }
     }
 
+    /// A GC's rate has been measured since open.
+    pub fn gc_measured(&self) -> bool {
+        self.state.lock().gc_free_bytes_per_s.is_some()
+    }
+
     pub fn headroom(&self) -> f64 {
         f64::from_bits(self.headroom_bits.load(Ordering::Relaxed))
     }
