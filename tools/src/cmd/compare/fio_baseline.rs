@@ -299,15 +299,19 @@ mod tests {
         (shape, result)
     }
 
-    #[test]
-    fn shares_are_write_bandwidth_over_fios_sequential_writes() {
-        let runs = FioRuns {
+    fn runs(shapes: Vec<(Shape, FioResult)>, synced: Option<(u64, FioResult)>) -> FioRuns {
+        FioRuns {
             target: "f".into(),
             region_bytes: 64 << 20,
             seconds: 1.0,
-            shapes: vec![seq_write(400.0)],
-            synced: Some((16, seq_write(250.0).1)),
-        };
+            shapes,
+            synced,
+        }
+    }
+
+    #[test]
+    fn shares_are_write_bandwidth_over_fios_sequential_writes() {
+        let runs = runs(vec![seq_write(400.0)], Some((16, seq_write(250.0).1)));
         let rows = [
             row("hashkv", "load", Some(200 << 20), 2.0),
             row("rocksdb", "update1", Some(800 << 20), 4.0),
@@ -338,13 +342,7 @@ mod tests {
 
     #[test]
     fn without_the_synced_run_its_share_column_stays_empty() {
-        let runs = FioRuns {
-            target: "f".into(),
-            region_bytes: 64 << 20,
-            seconds: 1.0,
-            shapes: vec![seq_write(400.0)],
-            synced: None,
-        };
+        let runs = runs(vec![seq_write(400.0)], None);
         let text = report(&runs, &[row("hashkv", "load", Some(200 << 20), 2.0)]);
         let load = text.lines().find(|l| l.starts_with("hashkv")).unwrap();
         assert_eq!(
@@ -379,13 +377,7 @@ mod tests {
 
     #[test]
     fn without_the_sequential_write_run_no_share_is_claimed() {
-        let runs = FioRuns {
-            target: "f".into(),
-            region_bytes: 64 << 20,
-            seconds: 1.0,
-            shapes: Vec::new(),
-            synced: None,
-        };
+        let runs = runs(Vec::new(), None);
         let text = report(&runs, &[row("hashkv", "load", Some(1 << 20), 1.0)]);
         assert!(text.contains("did not run"), "{text}");
         assert!(!text.contains('%'), "{text}");
