@@ -493,7 +493,8 @@ fn lsm_long_scan_sees_its_snapshot_across_gc() {
 
 /// Free log chunks before the flush that started the store's first GC, writing
 /// `FLUSH_CHUNKS` chunks' worth of overwrites per flush and giving the background GC
-/// a moment after each.
+/// a moment after each. A GC that ends only after the next flush's check is put down
+/// to the flush before (it cannot have been started by a flush that had not run).
 fn free_chunks_when_gc_starts(low_water_segments: u64) -> u64 {
     const FLUSH_CHUNKS: u64 = 4;
     let o = options(Mode::VLog, 0).with_gc_low_water_segments(low_water_segments);
@@ -501,33 +502,35 @@ fn free_chunks_when_gc_starts(low_water_segments: u64) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::format_device(dev, dir.path(), &o).unwrap();
     let per_flush = (FLUSH_CHUNKS * 16 * KIB / VALUE_BYTES as u64) as u32;
-    let mut version = 0;
-    loop {
+    let mut free_before_last_flush = None;
+    for version in 0..10_000 {
         let before = db.stats();
         if before.gc_runs > 0 {
-            panic!("GC ran before any write");
+            return free_before_last_flush.expect("GC ran before any write");
         }
+        free_before_last_flush = Some(before.free_log_segments);
         for i in 0..per_flush {
             db.put(&key(i), &value(i, version, VALUE_BYTES)).unwrap();
         }
-        version += 1;
         db.flush().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(30));
         if db.stats().gc_runs > 0 {
             return before.free_log_segments;
         }
-        assert!(version < 10_000, "GC never started");
     }
+    panic!("GC never started");
 }
 
 /// The store's first background GC starts at 1.5 times the low-water band
 /// (`FIRST_GC_START_HEADROOM`), above where writes begin to be paced, so that its rate
-/// is measured before writes are paced by it. Measured as the difference between two bands, so that the
-/// reserves below the band cancel out: starting at the band itself, a band wider by 64
-/// chunks starts GC 64 chunks earlier; at 1.5 bands, 96.
+/// is measured before writes are paced by it. Measured as the difference between two
+/// bands, so that the reserves below the band cancel out: starting at the band itself,
+/// a band wider by 128 chunks starts GC 128 chunks earlier; at 1.5 bands, 192. Each GC
+/// seen a flush late (a loaded machine) moves one figure by 4 chunks; the bounds allow
+/// 8 such.
 #[test]
 fn first_background_gc_starts_above_the_band_where_writes_are_paced() {
-    let (narrow, wide) = (32, 96);
+    let (narrow, wide) = (32, 160);
     let earlier =
         free_chunks_when_gc_starts(wide) as f64 - free_chunks_when_gc_starts(narrow) as f64;
     let band_difference = (wide - narrow) as f64;

@@ -22,7 +22,8 @@ pub struct Stats {
     pub table_bytes_per_level: Vec<u64>,
     /// Writes that waited for compaction (L0 at the stop trigger or memtables full).
     pub write_stalls: u64,
-    /// Writes delayed by 1 ms because L0 reached the slowdown trigger.
+    /// Writes paced because L0 reached the slowdown trigger (`db/throttle.rs`; the
+    /// first of a burst may go at once).
     pub write_slowdowns: u64,
     /// fdatasync calls on WALs; fewer than sync writes when group commit shares them.
     pub wal_syncs: u64,

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 /// The background GC looks at free space this often even when no flush wakes it.
 const GC_POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// Default low-water band: GC starts when fewer than this share of the reserved
-/// segments (`Layout::reserve_segment_count`) are free (1/20 = 5%)...
+/// Default low-water band (GC runs and writes are paced inside it): fewer than this
+/// share of the reserved segments (`Layout::reserve_segment_count`) free (1/20 = 5%)...
 const LOW_WATER_SHARE_DIVISOR: usize = 20;
 /// ...or fewer than this many main segments' worth: a GC frees space only when it
 /// ends, and writes go on meanwhile (paced to GC's rate, up to 1.5 times it, at the
@@ -42,9 +42,10 @@ const LOW_WATER_SHARE_MAX_DIVISOR: usize = 4;
 /// its rate is measured, before writes enter the band. Starting at the band's top,
 /// unpaced writes (twice GC's rate and more) crossed the band within the first GC,
 /// pacing began near its bottom at half an estimated rate, and the bench's update1 had
-/// two seconds at 0.28-0.37 of its mean (0.51-0.60 with the early start). Every later
-/// GC starts at the band's top: starting all of them early collected groups with less
-/// garbage, and cost the bench's update2 and update3 a quarter of their throughput.
+/// two seconds at 0.28-0.47 of its mean (0.50-0.55 with the early first GC; README,
+/// "Stalls since 54d55a6 and c35994f"). Every later GC starts at the band's top:
+/// starting all of them early collected groups with less garbage (12% more GC writes
+/// in update2, and a quarter less update throughput in one run).
 const FIRST_GC_START_HEADROOM: f64 = 1.5;
 
 pub(crate) struct GcDriver {
@@ -53,7 +54,8 @@ pub(crate) struct GcDriver {
     wake: Condvar,
     wake_lock: Mutex<()>,
     shutdown: AtomicBool,
-    /// GC starts when fewer free log segments' worth than this remain.
+    /// The band: GC runs (and writes are paced) when fewer free log segments' worth
+    /// than this remain; the first GC since open starts a half band earlier.
     low_water_segments: usize,
     pub pacer: pacer::Pacer,
 }
@@ -91,7 +93,8 @@ impl GcDriver {
         self.shutdown.load(Ordering::SeqCst)
     }
 
-    /// The band, in free log segments above the flush floor, in which GC runs.
+    /// The band, in free log segments above the flush floor, in which GC runs and
+    /// writes are paced (the first GC since open starts above it).
     pub fn low_water_segments(&self) -> usize {
         self.low_water_segments
     }
@@ -137,9 +140,10 @@ impl Inner {
         self.store.reclaim(self.readers.oldest_active());
         let headroom = self.store.headroom(self.gc.low_water_segments);
         self.gc.pacer.set_headroom(headroom);
-        let start = match self.gc.pacer.gc_measured() {
-            true => 1.0,
-            false => FIRST_GC_START_HEADROOM,
+        let start = if self.gc.pacer.gc_measured() {
+            1.0
+        } else {
+            FIRST_GC_START_HEADROOM
         };
         headroom < start
     }

@@ -170,8 +170,9 @@ pub(crate) trait ValueStore: Send + Sync {
 
     /// Free space above what flushes must leave (the GC reserves), as a share of the
     /// low-water band of `low_water_segments` log segments' worth: below 1.0 the
-    /// background GC runs and writes are paced (`gc/pacer.rs`); at 0.0 flushes wait
-    /// for a GC. Infinite where there is no GC.
+    /// background GC runs (the first since open from 1.5, `gc/mod.rs`) and writes are
+    /// paced (`gc/pacer.rs`); at 0.0 flushes wait for a GC. Infinite where there is no
+    /// GC.
     fn headroom(&self, low_water_segments: usize) -> f64;
 
     /// Whether the background GC should go on after `outcome`: a log whose tail is all

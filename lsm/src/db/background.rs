@@ -161,12 +161,8 @@ impl Inner {
             (0, Ok(false)) => c.inputs.iter().map(|f| f.file_bytes).sum(),
             _ => 0,
         };
-        self.throttle.note_compaction(
-            c.level,
-            l0_bytes,
-            started.elapsed(),
-            self.options.compaction_threads,
-        );
+        self.throttle
+            .note_compaction(c.level, l0_bytes, started.elapsed());
         r?;
         add(&self.counters.compactions, 1);
         self.bg_cv.notify_all();
