@@ -510,3 +510,44 @@ fn ctrl_c_until_exit(dir: &std::path::Path) -> (std::process::ExitStatus, String
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
     (status, stderr)
 }
+
+/// `--prefill-device` writes every device file the run creates once before formatting
+/// (the temporary one, and a missing `--device` path), and the run still removes them.
+#[test]
+fn prefill_device_writes_each_file_the_run_creates_once() {
+    let dir = scratch_dir();
+    let tiny = [
+        "bench",
+        "--mode",
+        "hashkv",
+        "--load-gib",
+        "0.01",
+        "--update-gib",
+        "0.01",
+        "--prefill-device",
+    ];
+    let named = dir.path().join("named.img");
+    let with_device: Vec<&str> = tiny
+        .iter()
+        .copied()
+        .chain(["--device", named.to_str().unwrap()])
+        .collect();
+    for args in [&tiny[..], &with_device[..]] {
+        let out = hashkv_in(dir.path(), args, None);
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}\nstdout:\n{stdout}\nstderr:\n{}",
+            text(&out.stderr)
+        );
+        let prefilled: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with("device: wrote ") && l.ends_with("once (--prefill-device)"))
+            .collect();
+        assert_eq!(prefilled.len(), 1, "{args:?}\n{stdout}");
+        assert!(
+            leftovers(dir.path(), "hashkv-bench-").is_empty() && !named.exists(),
+            "the device files must be removed"
+        );
+    }
+}
