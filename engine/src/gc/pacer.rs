@@ -125,12 +125,10 @@ impl Pacer {
         flushed_bytes: u64,
     ) {
         let mut s = self.state.lock();
-        let secs = elapsed.as_secs_f64().max(1e-3);
-        let rate = freed_bytes as f64 / secs;
-        s.gc_free_bytes_per_s = Some(match s.gc_free_bytes_per_s {
-            None => rate,
-            Some(r) => r + RATE_SMOOTHING * (rate - r),
-        });
+        smooth_into(
+            &mut s.gc_free_bytes_per_s,
+            bytes_per_s(freed_bytes, elapsed),
+        );
         let (user0, flushed0) = s.last_totals;
         let (du, df) = (
             user_bytes.saturating_sub(user0),
@@ -148,12 +146,10 @@ impl Pacer {
         if device_bytes == 0 {
             return;
         }
-        let rate = device_bytes as f64 / elapsed.as_secs_f64().max(1e-3);
-        let mut s = self.state.lock();
-        s.flush_bytes_per_s = Some(match s.flush_bytes_per_s {
-            None => rate,
-            Some(r) => r + RATE_SMOOTHING * (rate - r),
-        });
+        smooth_into(
+            &mut self.state.lock().flush_bytes_per_s,
+            bytes_per_s(device_bytes, elapsed),
+        );
     }
 
     /// The user write rate allowed at `headroom`, bytes per second; None: unpaced.
@@ -197,6 +193,23 @@ impl Pacer {
         self.paced_micros
             .fetch_add(sleep.as_micros() as u64, Ordering::Relaxed);
     }
+}
+
+/// Shortest time a rate is measured over: a GC or flush too quick to time must not
+/// make its rate infinite.
+const MEASURED_SECONDS_MIN: f64 = 1e-3;
+
+fn bytes_per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / elapsed.as_secs_f64().max(MEASURED_SECONDS_MIN)
+}
+
+/// Moves the running average `avg` towards `sample` (`RATE_SMOOTHING`); the first
+/// sample sets it.
+fn smooth_into(avg: &mut Option<f64>, sample: f64) {
+    *avg = Some(match *avg {
+        None => sample,
+        Some(a) => a + RATE_SMOOTHING * (sample - a),
+    });
 }
 
 #[cfg(test)]

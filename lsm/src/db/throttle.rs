@@ -56,6 +56,13 @@ struct State {
     next_write_at: Instant,
 }
 
+impl State {
+    /// The rate writers get with `l0` tables in L0, in bytes per second.
+    fn paced_rate(&self, options: &Options, l0: usize) -> f64 {
+        self.drain_bytes_per_s * share(options, l0)
+    }
+}
+
 impl WriteThrottle {
     pub fn new() -> WriteThrottle {
         WriteThrottle {
@@ -83,8 +90,9 @@ impl WriteThrottle {
 
     /// The rate writers get with `l0` tables in L0 (at or above the slowdown trigger),
     /// in bytes per second.
+    #[cfg(test)]
     pub fn paced_rate(&self, options: &Options, l0: usize) -> f64 {
-        self.state.lock().drain_bytes_per_s * share(options, l0)
+        self.state.lock().paced_rate(options, l0)
     }
 
     /// Reserves this write's turn at the paced rate and returns how long it waits for
@@ -94,8 +102,8 @@ impl WriteThrottle {
     }
 
     fn pace_at(&self, now: Instant, options: &Options, l0: usize, batch_bytes: usize) -> Duration {
-        let rate = self.paced_rate(options, l0).max(PACED_RATE_MIN_BYTES_PER_S);
         let mut s = self.state.lock();
+        let rate = s.paced_rate(options, l0).max(PACED_RATE_MIN_BYTES_PER_S);
         // A turn further off than the cap is forgiven: the write starts at the cap, and
         // the next one queues behind its own bytes only.
         let wait = (s.next_write_at.max(now) - now).min(PACED_DELAY_MAX);

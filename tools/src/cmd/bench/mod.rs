@@ -177,27 +177,38 @@ pub struct BenchArgs {
     pub prefill_device: bool,
 }
 
-/// Bytes written per call while prefilling a device file.
-const PREFILL_CHUNK_BYTES: usize = 1 << 20;
-
-/// Writes `bytes` of zeros over the file at `path` (created by this run) and syncs it,
-/// so that its extents are written ones (`--prefill-device`).
-fn prefill(path: &Path, bytes: u64) -> StoreResult<()> {
+/// Writes `bytes` over `file` (at `path`) from its start, `chunk` after `chunk`, and
+/// syncs it, so that its extents are written ones: compare's fio target, and each
+/// device file with `--prefill-device`.
+pub(crate) fn write_whole(
+    file: &mut std::fs::File,
+    path: &Path,
+    bytes: u64,
+    chunk: &[u8],
+) -> StoreResult<()> {
     use std::io::Write as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io_error(path, "opening the device file to prefill it"))?;
-    let chunk = vec![0u8; PREFILL_CHUNK_BYTES];
     let mut left = bytes;
     while left > 0 {
         let n = left.min(chunk.len() as u64) as usize;
         file.write_all(&chunk[..n])
-            .map_err(io_error(path, "prefilling the device file"))?;
+            .map_err(io_error(path, "writing the file once"))?;
         left -= n as u64;
     }
     file.sync_all()
-        .map_err(io_error(path, "syncing the prefilled device file"))?;
+        .map_err(io_error(path, "syncing the file written once"))
+}
+
+/// Bytes written per call while prefilling a device file.
+const PREFILL_CHUNK_BYTES: usize = 1 << 20;
+
+/// Writes `bytes` of zeros over the file at `path` (created by this run) and syncs it
+/// (`--prefill-device`).
+fn prefill(path: &Path, bytes: u64) -> StoreResult<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_error(path, "opening the device file to prefill it"))?;
+    write_whole(&mut file, path, bytes, &vec![0u8; PREFILL_CHUNK_BYTES])?;
     println!(
         "device: wrote {} of {} once (--prefill-device)",
         human_bytes(bytes),
@@ -319,10 +330,9 @@ impl<'a> Session<'a> {
             let placement = match &self.scratch {
                 Some(dir) => {
                     let device = dir.path().join(format!("device-{}.img", mode.name()));
+                    hashkv_blockdev::file::create_file(&device, self.plan.device_bytes, false)
+                        .map_err(hashkv::Error::from)?;
                     if self.args.prefill_device {
-                        // The engine creates the file otherwise (format_store).
-                        hashkv_blockdev::file::create_file(&device, self.plan.device_bytes, false)
-                            .map_err(hashkv::Error::from)?;
                         prefill(&device, self.plan.device_bytes)?;
                     }
                     Placement {
@@ -701,12 +711,6 @@ fn format_store(
     let force = args.force_format || !guarded;
     let mut options = plan.options.clone().with_force_format(force);
     options.mode = mode;
-    // The temporary store's file is created by the engine (by run_engine_modes with
-    // --prefill-device); missing --device paths were created by user_placement at
-    // their members' size.
-    if args.devices.is_empty() && !args.prefill_device {
-        options = options.with_create_device_bytes(Some(plan.device_bytes));
-    }
     let db = Db::format(&p.devices, &p.metadata, &options).map_err(|e| match e {
         hashkv::Error::DeviceNotEmpty { what } => StoreCmdError::Usage(format!(
             "{} holds data ({what}); pass --force-format to overwrite it",

@@ -12,12 +12,12 @@
 //! little.
 
 use super::super::bench::report::{mib, PhaseReport};
-use super::super::bench::{stopped, Session};
+use super::super::bench::{stopped, write_whole, Session};
 use super::super::devbench::fio::{self as runner, FioResult};
 use super::super::devbench::shape::{Pattern, Shape, BLOCK_BYTES_MAX, SHAPES};
 use super::super::store::{io_error, is_block_device, StoreResult};
 use std::fmt::Write as _;
-use std::io::{Seek, SeekFrom, Write as _};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -139,16 +139,7 @@ fn prefilled_file(dir: &Path, bytes: u64) -> StoreResult<tempfile::NamedTempFile
         path.display()
     );
     let chunk: Vec<u8> = (0..BLOCK_BYTES_MAX).map(|i| (i * 31 + 7) as u8).collect();
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        file.write_all(&chunk[..n])
-            .map_err(io_error(&path, "writing fio's target file"))?;
-        left -= n as u64;
-    }
-    file.as_file()
-        .sync_all()
-        .map_err(io_error(&path, "syncing fio's target file"))?;
+    write_whole(file.as_file_mut(), &path, bytes, &chunk)?;
     eprintln!("done");
     Ok(file)
 }
