@@ -160,6 +160,63 @@ fn small_bench_writes_one_consistent_json_object_per_mode_and_phase() {
     }
 }
 
+#[test]
+fn hotness_on_and_off_run_the_hashkv_mode_twice_in_one_run() {
+    let dir = scratch_dir();
+    let json = dir.path().join("bench.json");
+    let out = hashkv_in(
+        dir.path(),
+        &[
+            "bench",
+            "--mode",
+            "hashkv,vlog",
+            "--hotness",
+            "on,off",
+            "--load-gib",
+            "0.02",
+            "--update-gib",
+            "0.02",
+            "--phases",
+            "2",
+            "--threads",
+            "2",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        None,
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let labels: Vec<&str> = rows.iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    let per_run = ["load", "update1", "update2"].len();
+    let mut expected = Vec::new();
+    for label in ["hashkv+hot", "hashkv", "vlog"] {
+        expected.extend(std::iter::repeat_n(label, per_run));
+    }
+    assert_eq!(labels, expected, "{stdout}");
+    // Each run names its setting: the option reached the store.
+    let described = |label: &str| {
+        let prefix = format!("mode {label}: ");
+        let line = stdout.lines().find(|l| l.starts_with(&prefix));
+        line.unwrap_or_else(|| panic!("no {prefix:?} line in:\n{stdout}"))
+            .to_string()
+    };
+    assert!(
+        described("hashkv+hot").contains("hot/cold on; metadata"),
+        "{stdout}"
+    );
+    assert!(
+        described("hashkv").contains("hot/cold off; metadata"),
+        "{stdout}"
+    );
+}
+
 /// The slowest whole 1-second window: a share in [0, 1] and a rate no more than the
 /// mean per whole window, when the phase had at least two whole windows; null otherwise.
 fn check_slowest_window(r: &serde_json::Value) {

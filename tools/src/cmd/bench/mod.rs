@@ -127,9 +127,13 @@ pub struct BenchArgs {
     #[arg(long, value_name = "MIB")]
     pub memory_mib: Option<u64>,
 
-    /// Hot/cold separation during GC (the hashkv mode's cold data log).
-    #[arg(long, value_name = "on|off", default_value = "off", value_parser = ["on", "off"])]
-    pub hotness: String,
+    /// Hot/cold separation during GC (the hashkv mode's cold data log). `on,off` runs
+    /// the hashkv mode once with each, in that order, so that both are measured in one
+    /// run; the rows with it on are labelled `hashkv+hot`. The other modes have no cold
+    /// log and run once.
+    #[arg(long, value_name = "on|off", default_value = "off", value_delimiter = ',',
+          value_parser = ["on", "off"])]
+    pub hotness: Vec<String>,
 
     /// Random gets after the updates, keys uniform over the loaded keys (0: no read
     /// phase).
@@ -323,13 +327,14 @@ impl<'a> Session<'a> {
         samples: &mut Vec<(String, Vec<Sample>)>,
     ) -> StoreResult<()> {
         let mut formatted_before: Vec<PathBuf> = Vec::new();
-        for &mode in &self.plan.modes {
+        for run in &self.plan.runs {
             if stopped() {
                 break;
             }
+            let label = run.label();
             let placement = match &self.scratch {
                 Some(dir) => {
-                    let device = dir.path().join(format!("device-{}.img", mode.name()));
+                    let device = dir.path().join(format!("device-{label}.img"));
                     hashkv_blockdev::file::create_file(&device, self.plan.device_bytes, false)
                         .map_err(hashkv::Error::from)?;
                     if self.args.prefill_device {
@@ -338,24 +343,24 @@ impl<'a> Session<'a> {
                     Placement {
                         devices: vec![device.clone()],
                         created: vec![device],
-                        metadata: dir.path().join(format!("meta-{}", mode.name())),
+                        metadata: dir.path().join(format!("meta-{label}")),
                         remove_metadata: true,
                     }
                 }
-                None => user_placement(self.args, &self.plan, mode)?,
+                None => user_placement(self.args, &self.plan, &label)?,
             };
             let mut mode_samples = Vec::new();
             let result = run_mode(
                 self.args,
                 &self.plan,
-                mode,
+                *run,
                 &placement,
                 &mut formatted_before,
                 rows,
                 &mut mode_samples,
             );
             cleanup(&placement);
-            samples.push((mode.name().to_string(), mode_samples));
+            samples.push((label, mode_samples));
             result?;
         }
         Ok(())
@@ -428,7 +433,8 @@ fn install_ctrlc_handler(command: &'static str) -> StoreResult<()> {
 
 /// Everything derived from the arguments before any device is touched.
 pub(crate) struct Plan {
-    pub modes: Vec<Mode>,
+    /// The engine runs, one after another.
+    pub runs: Vec<Run>,
     pub workload: Arc<Workload>,
     pub update_ops: u64,
     pub threads: usize,
@@ -522,9 +528,9 @@ impl Plan {
                 ))
             }
         };
+        let runs = Run::plan(&modes, &args.hotness);
         let options = Options::default()
             .with_reserved_share(args.reserve)
-            .with_hotness(args.hotness == "on")
             .with_write_cache_bytes(write_cache_bytes)
             .with_memory_budget_bytes(memory_budget_bytes)
             .with_force_format(true);
@@ -534,7 +540,7 @@ impl Plan {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         Ok(Plan {
-            modes,
+            runs,
             workload: Arc::new(Workload {
                 items,
                 value_bytes: args.value_size,
@@ -548,6 +554,49 @@ impl Plan {
             options,
             device_bytes,
         })
+    }
+}
+
+/// One engine run of the bench: a mode, and for the hashkv mode whether its GC
+/// separates hot from cold values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub mode: Mode,
+    pub hotness: bool,
+}
+
+impl Run {
+    /// The runs for `modes` in order: the hashkv mode once per `--hotness` setting
+    /// (duplicates dropped), every other mode once (hotness means nothing there).
+    fn plan(modes: &[Mode], hotness: &[String]) -> Vec<Run> {
+        let mut settings: Vec<bool> = Vec::new();
+        for h in hotness {
+            let on = h == "on";
+            if !settings.contains(&on) {
+                settings.push(on);
+            }
+        }
+        let first = settings.first().copied().unwrap_or(false);
+        let mut runs = Vec::new();
+        for &mode in modes {
+            match mode {
+                Mode::HashKv => runs.extend(settings.iter().map(|&hotness| Run { mode, hotness })),
+                _ => runs.push(Run {
+                    mode,
+                    hotness: first,
+                }),
+            }
+        }
+        runs
+    }
+
+    /// The name of the run's rows, samples and scratch files: the mode's, with `+hot`
+    /// for the hashkv mode with hot/cold separation.
+    pub fn label(self) -> String {
+        match (self.mode, self.hotness) {
+            (Mode::HashKv, true) => format!("{}+hot", self.mode.name()),
+            _ => self.mode.name().to_string(),
+        }
     }
 }
 
@@ -603,19 +652,15 @@ pub(crate) fn scratch_base() -> StoreResult<PathBuf> {
     )))
 }
 
-fn user_placement(args: &BenchArgs, plan: &Plan, mode: Mode) -> StoreResult<Placement> {
+fn user_placement(args: &BenchArgs, plan: &Plan, label: &str) -> StoreResult<Placement> {
     let (metadata, remove_metadata) = match &args.metadata {
-        Some(dir) => (dir.join(mode.name()), false),
+        Some(dir) => (dir.join(label), false),
         None => {
             let parent = args.devices[0]
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty());
             let base = parent.map_or(PathBuf::from("."), Path::to_path_buf);
-            let dir = base.join(format!(
-                ".hashkv-bench-meta-{}-{}",
-                mode.name(),
-                std::process::id()
-            ));
+            let dir = base.join(format!(".hashkv-bench-meta-{label}-{}", std::process::id()));
             created(&dir);
             (dir, true)
         }
@@ -693,14 +738,14 @@ fn cleanup(p: &Placement) {
     }
 }
 
-/// Formats the placement for `mode`. A device the user named (a block device or a
+/// Formats the placement for `run`. A device the user named (a block device or a
 /// file this run did not create) is formatted with force only with --force-format, or
 /// when this run formatted it already (for an earlier mode): without force, format
 /// refuses one that holds data, a hashkv store included.
 fn format_store(
     args: &BenchArgs,
     plan: &Plan,
-    mode: Mode,
+    run: Run,
     p: &Placement,
     formatted_before: &mut Vec<PathBuf>,
 ) -> StoreResult<Db> {
@@ -709,8 +754,12 @@ fn format_store(
         .iter()
         .any(|d| !p.created.contains(d) && !formatted_before.contains(d));
     let force = args.force_format || !guarded;
-    let mut options = plan.options.clone().with_force_format(force);
-    options.mode = mode;
+    let mut options = plan
+        .options
+        .clone()
+        .with_force_format(force)
+        .with_hotness(run.hotness);
+    options.mode = run.mode;
     let db = Db::format(&p.devices, &p.metadata, &options).map_err(|e| match e {
         hashkv::Error::DeviceNotEmpty { what } => StoreCmdError::Usage(format!(
             "{} holds data ({what}); pass --force-format to overwrite it",
@@ -729,24 +778,24 @@ fn format_store(
 fn run_mode(
     args: &BenchArgs,
     plan: &Plan,
-    mode: Mode,
+    run: Run,
     p: &Placement,
     formatted_before: &mut Vec<PathBuf>,
     rows: &mut Vec<PhaseReport>,
     samples: &mut Vec<Sample>,
 ) -> StoreResult<()> {
-    let db = format_store(args, plan, mode, p, formatted_before)?;
+    let db = format_store(args, plan, run, p, formatted_before)?;
     let sb = db.superblock();
     println!(
         "\nmode {}: {} on {} member(s), {}; metadata {}",
-        mode.name(),
+        run.label(),
         human_bytes(sb.device_bytes),
         sb.member_count,
         db.describe_value_store(),
         p.metadata.display()
     );
     let target = EngineTarget {
-        name: mode.name().to_string(),
+        name: run.label(),
         db,
         devices: p.devices.clone(),
         metadata: p.metadata.clone(),
@@ -911,6 +960,19 @@ fn phase_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hotness_settings_multiply_only_the_hashkv_runs() {
+        let on_off = ["on".to_string(), "off".to_string(), "on".to_string()];
+        let runs = Run::plan(&[Mode::HashKv, Mode::VLog, Mode::Lsm], &on_off);
+        let labels: Vec<String> = runs.iter().map(|r| r.label()).collect();
+        assert_eq!(labels, ["hashkv+hot", "hashkv", "vlog", "lsm"]);
+        assert_eq!(runs[0].hotness, true);
+        assert_eq!(runs[1].hotness, false);
+        let off = Run::plan(&[Mode::VLog, Mode::HashKv], &["off".to_string()]);
+        let labels: Vec<String> = off.iter().map(|r| r.label()).collect();
+        assert_eq!(labels, ["vlog", "hashkv"]);
+    }
 
     #[test]
     fn device_size_holds_the_load_with_headroom_and_the_reserve_and_no_more() {
