@@ -491,7 +491,7 @@ impl Inner {
         GcCtx {
             io: self.io(),
             committer: &self.committer,
-            index: &self.index,
+            index: self.index.for_gc(&self.counters.gc_index_lookups),
             now_seq: self.next_seq.load(std::sync::atomic::Ordering::SeqCst),
             low_water_segments: self.gc.low_water_segments(),
         }

@@ -3,8 +3,10 @@
 //! the index a journal: every change to it is one batch ordered by the commit lock.
 
 use crate::error::Result;
+use crate::stats::Counters;
 use std::ops::Bound;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -22,6 +24,14 @@ impl IndexReader {
     /// Reads, all at once, the index blocks gets of `keys` would read one by one.
     pub fn prefetch(&self, keys: &[&[u8]]) -> Result<()> {
         Ok(self.0.prefetch(keys)?)
+    }
+
+    /// The view a GC reads through, which counts every lookup into `lookups`.
+    pub fn for_gc<'a>(&'a self, lookups: &'a AtomicU64) -> GcIndex<'a> {
+        GcIndex {
+            index: self,
+            lookups,
+        }
     }
 
     pub fn snapshot(&self) -> hashkv_lsm::Snapshot {
@@ -63,5 +73,25 @@ impl IndexReader {
 
     pub fn wal_durable_point_for_test(&self) -> (PathBuf, u64) {
         self.0.wal_durable_point_for_test()
+    }
+}
+
+/// The index as a GC sees it: lookups only, each one counted (`Stats::gc_index_lookups`),
+/// so the count covers every GC path that asks the index what is valid. The hashkv
+/// mode's GCs never do; the vlog mode's looks up every record it reads.
+pub(crate) struct GcIndex<'a> {
+    index: &'a IndexReader,
+    lookups: &'a AtomicU64,
+}
+
+impl GcIndex<'_> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Counters::add(self.lookups, 1);
+        self.index.get(key)
+    }
+
+    /// Reads ahead the index blocks the gets of `keys` will need; the gets count.
+    pub fn prefetch(&self, keys: &[&[u8]]) -> Result<()> {
+        self.index.prefetch(keys)
     }
 }

@@ -21,7 +21,7 @@ pub(crate) mod vlog;
 use crate::buffers::BufferPool;
 use crate::commit::{Committer, DeviceWrite};
 use crate::error::{Error, Result};
-use crate::index::IndexReader;
+use crate::index::{GcIndex, IndexReader};
 use crate::layout::Layout;
 use crate::location::Pointer;
 use crate::options::Mode;
@@ -43,7 +43,7 @@ pub(crate) struct IoCtx<'a> {
 pub(crate) struct GcCtx<'a> {
     pub io: IoCtx<'a>,
     pub committer: &'a Committer,
-    pub index: &'a IndexReader,
+    pub index: GcIndex<'a>,
     /// The next sequence number: a record's age is `now_seq - seq`.
     pub now_seq: u64,
     /// The background GC's low-water band, in log segments above the flush floor

@@ -506,7 +506,15 @@ fn commit(
     }
     let mut freed = {
         let mut table = store.table.lock();
-        let freed = table.finish_gc(job.group, copy.chain.clone(), last_block);
+        let collected: u64 = job.collected.iter().map(|s| s.used_bytes).sum();
+        let kept: u64 = copy.chain.iter().map(|s| s.used_bytes).sum();
+        let demoted: u64 = outs
+            .iter()
+            .filter(|o| matches!(o.what, What::Demoted(_)))
+            .map(|o| o.rec.encoded_len() as u64)
+            .sum();
+        let garbage = collected.saturating_sub(kept + demoted);
+        let freed = table.finish_gc(job.group, copy.chain.clone(), last_block, garbage);
         taken.swapped = true;
         let group = &mut table.groups[job.group as usize];
         group.demotions += outs

@@ -51,6 +51,8 @@ pub struct ChainSegment {
 #[derive(Debug, Default)]
 pub struct GcMark {
     pub collected_len: usize,
+    /// The group's write volume when its GC began.
+    pub volume_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +98,11 @@ pub struct SegmentTable {
     tombstone_reserve_segments: usize,
     /// Segments a running GC took for its survivors.
     gc_held: Vec<SegmentId>,
+    /// Cold segments that may wait for group GCs at once.
+    cold_evacuations_max: usize,
+    /// The share of a group's write volume its GCs found dead (running average): what
+    /// turns a group's write volume into an estimate of its garbage.
+    garbage_per_written: f64,
     /// The cold data log, whose segments come from the same free pool.
     pub cold: ColdLog,
 }
@@ -107,9 +114,16 @@ pub enum Victim {
     Cold(SegmentId),
 }
 
-/// Cold segments that may wait for group GCs at once: each holds its space until the
-/// groups holding its copies' tags are collected, so few are in flight.
-const COLD_EVACUATIONS_MAX: usize = 2;
+/// Cold segments that may wait for group GCs at once, as a share of the reserved
+/// segments (1/16): each holds its space until every group holding one of its copies'
+/// tags is collected, about one rotation through the groups. With a fixed two in flight
+/// the cold log's GC freed two segments per rotation, far less than demotions filled:
+/// at Zipf 0.9 the cold log grew to 2.2 GiB of 2 GiB of values, half of it dead.
+const COLD_EVACUATIONS_SHARE_DIVISOR: usize = 16;
+/// At least this many, on small layouts.
+const COLD_EVACUATIONS_MIN: usize = 2;
+/// Weight of one group GC in the running share of write volume found dead.
+const GARBAGE_SHARE_WEIGHT: f64 = 0.1;
 
 /// Bytes freed per byte read and rewritten, when collecting `used` bytes of which
 /// `garbage` are dead.
@@ -213,6 +227,9 @@ impl SegmentTable {
             gc_reserve_segments: chain_limit_segments + GC_PACKING_SLACK_SEGMENTS,
             tombstone_reserve_segments,
             gc_held: Vec::new(),
+            garbage_per_written: 1.0,
+            cold_evacuations_max: (reserve_segments / COLD_EVACUATIONS_SHARE_DIVISOR)
+                .max(COLD_EVACUATIONS_MIN),
             cold,
         })
     }
@@ -397,21 +414,26 @@ impl SegmentTable {
     }
 
     /// Chooses between the best group and the best cold segment by cost-benefit: bytes
-    /// freed per byte read and written. A group's garbage is estimated by its write
-    /// volume since its last GC (an upper bound: every append may have replaced a
-    /// record); a cold segment's is known exactly. While cold segments wait for group
-    /// GCs (at most `COLD_EVACUATIONS_MAX`), no further one is collected.
+    /// freed per byte read and written. A group's garbage is estimated from its write
+    /// volume since its last GC, times the share of write volume that earlier group
+    /// GCs found dead (taken whole, an upper bound: every append may have replaced a
+    /// record, it let the cold log's dead records pile up to a quarter of the log, never
+    /// collected); a cold segment's is known exactly. While cold segments wait for group
+    /// GCs (at most `cold_evacuations_max`), no further one is collected.
     pub fn pick_victim_cost_benefit(&self) -> Option<Victim> {
         let group = self.pick_victim().map(|g| {
             let group = &self.groups[g as usize];
             let used: u64 = group.chain.iter().map(|s| s.used_bytes).sum();
             (
                 g,
-                benefit_per_cost(group.write_volume_bytes.min(used), used),
+                benefit_per_cost(
+                    ((group.write_volume_bytes as f64 * self.garbage_per_written) as u64).min(used),
+                    used,
+                ),
             )
         });
         let evacuating = self.cold.segments.iter().filter(|s| s.evacuated()).count();
-        let cold = (evacuating < COLD_EVACUATIONS_MAX)
+        let cold = (evacuating < self.cold_evacuations_max)
             .then(|| self.cold.victim())
             .flatten()
             .filter(|&(_, dead)| dead > 0)
@@ -458,6 +480,7 @@ impl SegmentTable {
         let collected = group.chain.clone();
         group.gc = Some(GcMark {
             collected_len: collected.len(),
+            volume_bytes: group.write_volume_bytes,
         });
         Some(collected)
     }
@@ -517,15 +540,21 @@ impl SegmentTable {
     /// Ends a GC: the group's chain becomes `survivors` followed by whatever was
     /// appended during the GC. Returns the collected segments, which the caller
     /// releases with `release` once the new chain is committed.
-    /// `survivors_last_block` is the partly written last block of the survivors' last segment.
+    /// `survivors_last_block` is the partly written last block of the survivors' last
+    /// segment; `garbage_bytes` what the GC found dead (neither kept nor moved out).
     pub fn finish_gc(
         &mut self,
         g: u32,
         survivors: Vec<ChainSegment>,
         survivors_last_block: PartialBlock,
+        garbage_bytes: u64,
     ) -> Vec<SegmentId> {
+        let mark = self.groups[g as usize].gc.take().expect("group under GC");
+        if mark.volume_bytes > 0 {
+            let share = (garbage_bytes as f64 / mark.volume_bytes as f64).min(1.0);
+            self.garbage_per_written += GARBAGE_SHARE_WEIGHT * (share - self.garbage_per_written);
+        }
         let group = &mut self.groups[g as usize];
-        let mark = group.gc.take().expect("group under GC");
         let appended: Vec<ChainSegment> = group.chain.split_off(mark.collected_len);
         if appended.is_empty() {
             group.last_block = survivors_last_block;
@@ -880,6 +909,7 @@ mod tests {
                 used_bytes: 8192,
             }],
             PartialBlock::default(),
+            0,
         );
         assert_eq!(freed.len(), collected.len());
         t.release(freed, 7);

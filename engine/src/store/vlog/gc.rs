@@ -127,7 +127,6 @@ fn live_records<'b>(
             }
         }
     }
-    Counters::add(&ctx.io.counters.gc_index_lookups, records.len() as u64);
     Ok(live)
 }
 

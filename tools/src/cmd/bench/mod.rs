@@ -889,11 +889,15 @@ pub(crate) fn run_target(
         );
         if row.cold_log_bytes > 0 || row.demotions > 0 {
             println!(
-                "{:>16}  cold log {:.0} MiB, {} values demoted, {} promoted",
+                "{:>16}  cold log {:.0} MiB ({:.0}% live), {} values demoted, {} promoted, \
+                 {} cold GCs, {} GC index lookups",
                 "",
                 report::mib(row.cold_log_bytes),
+                100.0 * row.cold_live_bytes as f64 / row.cold_log_bytes.max(1) as f64,
                 row.demotions,
-                row.promotions
+                row.promotions,
+                row.cold_gc_runs,
+                row.gc_index_lookups
             );
         }
         rows.push(row);
@@ -942,6 +946,9 @@ fn phase_row(
         demotions: delta.demotions,
         promotions: delta.promotions,
         cold_log_bytes: delta.cold_log_bytes,
+        cold_live_bytes: delta.cold_live_bytes,
+        cold_gc_runs: delta.cold_gc_runs,
+        gc_index_lookups: delta.gc_index_lookups,
         space_bytes,
         p50_us: us(0.50),
         p99_us: us(0.99),

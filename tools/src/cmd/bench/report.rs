@@ -76,6 +76,11 @@ pub struct PhaseReport {
     pub demotions: u64,
     pub promotions: u64,
     pub cold_log_bytes: u64,
+    /// The cold log's live bytes at the phase's end, and its segments' GCs in the phase.
+    pub cold_live_bytes: u64,
+    pub cold_gc_runs: u64,
+    /// Index lookups GC made in the phase (the vlog mode's; 0 in the hashkv mode).
+    pub gc_index_lookups: u64,
     /// Live value-store bytes plus the metadata directory's size on disk, at the end of
     /// the phase.
     pub space_bytes: u64,
@@ -299,6 +304,9 @@ mod tests {
             demotions: 0,
             promotions: 0,
             cold_log_bytes: 0,
+            cold_live_bytes: 0,
+            cold_gc_runs: 0,
+            gc_index_lookups: 0,
             space_bytes: 5 << 20,
             p50_us: 1.0,
             p99_us: 2.0,

@@ -25,6 +25,12 @@ pub struct StoreCounters {
     pub promotions: u64,
     /// Bytes in the cold data log: a level, not a count (`since` keeps the later one).
     pub cold_log_bytes: u64,
+    /// Live bytes in the cold data log: a level.
+    pub cold_live_bytes: u64,
+    /// GCs of cold log segments.
+    pub cold_gc_runs: u64,
+    /// Index lookups GC made (the vlog mode's validity checks; 0 in the hashkv mode).
+    pub gc_index_lookups: u64,
     /// Kernel counters of the block devices the store runs on, if any.
     pub kernel: Option<KernelIoBytes>,
 }
@@ -46,6 +52,9 @@ impl StoreCounters {
             demotions: d(self.demotions, earlier.demotions),
             promotions: d(self.promotions, earlier.promotions),
             cold_log_bytes: self.cold_log_bytes,
+            cold_live_bytes: self.cold_live_bytes,
+            cold_gc_runs: d(self.cold_gc_runs, earlier.cold_gc_runs),
+            gc_index_lookups: d(self.gc_index_lookups, earlier.gc_index_lookups),
             kernel: self.kernel.zip(earlier.kernel).map(|(a, b)| KernelIoBytes {
                 read_bytes: d(a.read_bytes, b.read_bytes),
                 write_bytes: d(a.write_bytes, b.write_bytes),
@@ -153,6 +162,9 @@ impl BenchTarget for EngineTarget {
             demotions: s.demotions,
             promotions: s.promotions,
             cold_log_bytes: s.cold_log_bytes,
+            cold_live_bytes: s.cold_live_bytes,
+            cold_gc_runs: s.cold_gc_runs,
+            gc_index_lookups: s.gc_index_lookups,
             kernel: kernel_io(&self.devices),
         }
     }
