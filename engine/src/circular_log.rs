@@ -1,6 +1,8 @@
 //! A circular log over one region of the device: records are appended at the head,
-//! space is reclaimed from the tail. The vlog mode's value log is one; a cold data log
-//! would be another. This module owns what every such log shares:
+//! space is reclaimed from the tail. The vlog mode's value log is the one user. (The
+//! hashkv mode's cold data log is not: it is a list of segments drawn from the same pool
+//! as the groups' chains, so that its share of the space follows the workload;
+//! `store/groups/cold_log.rs`.) This module owns what every such log shares:
 //!
 //! - positions are logical byte counts since format (`u64`, never wrapping in
 //!   practice); the device offset of position `p` is `region_offset + p % region_bytes`;

@@ -134,6 +134,13 @@ impl Store {
 
     /// Closes the store and opens it again with `o`.
     fn reopen_with(&mut self, o: &Options) {
+        self.close_now();
+        self.db = Db::open_device(self.dev.clone(), self.dir.path(), o).unwrap();
+    }
+
+    /// Closes the store, leaving an empty stand-in in its place until it is opened
+    /// again.
+    fn close_now(&mut self) {
         let placeholder = Db::format_device(
             Arc::new(SimDevice::new(SimConfig::new(DEVICE_BYTES, 0)).unwrap()),
             tempfile::tempdir().unwrap().path(),
@@ -143,7 +150,6 @@ impl Store {
         std::mem::replace(&mut self.db, placeholder)
             .close()
             .unwrap();
-        self.db = Db::open_device(self.dev.clone(), self.dir.path(), o).unwrap();
     }
 }
 
@@ -313,4 +319,80 @@ fn a_cold_entry_naming_a_bad_segment_is_refused_at_open() {
         .unwrap()
         .close()
         .unwrap();
+}
+
+/// fsck checks the cold log against the groups: a cold record whose bytes rotted on the
+/// device, and a cold segment entry whose live count disagrees with the tags that name
+/// its records, are both reported (the entry re-sealed with a valid checksum, so only
+/// the cross-check can catch it).
+#[test]
+fn fsck_reports_a_damaged_cold_record_and_a_wrong_live_count() {
+    let mut s = Store::new(11);
+    let cold = s.some_cold(0..KEYS - HOT_KEYS);
+    s.db.flush().unwrap();
+    assert!(s.db.check().unwrap().is_clean());
+    let report_of = |db: &Db| db.check().unwrap().damage.join("\n");
+
+    // 1. The live count: one record's bytes fewer than the tags name.
+    let (dev, dir) = (s.dev.clone(), s.dir.path().to_path_buf());
+    s.close_now();
+    let index = hashkv_lsm::Db::open(&dir, hashkv_lsm::Options::default()).unwrap();
+    let (entry_key, entry) = index
+        .range(
+            std::ops::Bound::Included(&[0u8, b'c'][..]),
+            std::ops::Bound::Excluded(&[0u8, b'd'][..]),
+            hashkv_lsm::Direction::Forward,
+            None,
+        )
+        .unwrap()
+        .next()
+        .expect("a cold segment entry")
+        .unwrap();
+    // FORMAT.md: version u8, epoch u32, used bytes u64, live bytes u64, ..., crc32c.
+    let mut damaged = entry.to_vec();
+    let live_at = 1 + 4 + 8;
+    let live = u64::from_le_bytes(damaged[live_at..live_at + 8].try_into().unwrap());
+    assert!(live > 0, "the first cold segment holds live records");
+    damaged[live_at..live_at + 8].copy_from_slice(&(live - 1).to_le_bytes());
+    let sealed = damaged.len() - 4;
+    let crc = crc32c::crc32c(&damaged[..sealed]);
+    damaged[sealed..].copy_from_slice(&crc.to_le_bytes());
+    let wo = hashkv_lsm::WriteOptions { sync: true };
+    index.put(&entry_key, &damaged, &wo).unwrap();
+    index.close().unwrap();
+    s.db = Db::open_device(dev.clone(), &dir, &options()).unwrap();
+    let report = report_of(&s.db);
+    assert!(
+        report.contains(&format!("{} live bytes counted", live - 1)),
+        "{report}"
+    );
+    s.close_now();
+    let index = hashkv_lsm::Db::open(&dir, hashkv_lsm::Options::default()).unwrap();
+    index.put(&entry_key, &entry, &wo).unwrap();
+    index.close().unwrap();
+    s.db = Db::open_device(dev.clone(), &dir, &options()).unwrap();
+    assert!(s.db.check().unwrap().is_clean());
+
+    // 2. The cold key's record rots on the device (every copy of its value bytes, so
+    // that whichever the tag names is hit).
+    let v = value(cold, s.versions[cold as usize].unwrap(), VALUE_BYTES);
+    let image = dev.peek(0, DEVICE_BYTES as usize).unwrap();
+    let copies: Vec<usize> = image
+        .windows(64)
+        .enumerate()
+        .filter(|(_, w)| *w == &v[..64])
+        .map(|(at, _)| at)
+        .collect();
+    assert!(!copies.is_empty(), "the cold value on the device");
+    for at in copies {
+        dev.corrupt_bit(at as u64 + 100, 3).unwrap();
+    }
+    let report = report_of(&s.db);
+    assert!(
+        report.contains(&format!(
+            "cold record of key {:?}",
+            String::from_utf8_lossy(&key(cold))
+        )),
+        "{report}"
+    );
 }

@@ -88,9 +88,57 @@ fn hashkv_mode_on_a_file() {
     on_a_file("hashkv", &[]);
 }
 
+/// With hot/cold on, values move to the cold log across the kills, and `stat` on the
+/// store the run leaves shows the cold log, the moves and each group's hot and cold
+/// bytes.
 #[test]
 fn hashkv_mode_with_hotness_on_a_file() {
-    on_a_file("hashkv", &["--hotness", "on"]);
+    let dir = scratch_dir();
+    let (device, metadata) = (dir.path().join("device"), dir.path().join("meta"));
+    let args = [
+        "--cycles",
+        "4",
+        "--seed",
+        "11",
+        "--mode",
+        "hashkv",
+        "--hotness",
+        "on",
+    ];
+    let out = crashtest(std::slice::from_ref(&device), &metadata, &args);
+    assert_passed(&out, 4);
+    let stat = Command::new(env!("CARGO_BIN_EXE_hashkv"))
+        .arg("stat")
+        .arg("--device")
+        .arg(&device)
+        .arg("--metadata")
+        .arg(&metadata)
+        .output()
+        .unwrap();
+    let stdout = text(&stat.stdout);
+    assert!(stat.status.success(), "{stdout}\n{}", text(&stat.stderr));
+    let line = |label: &str| -> String {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in:\n{stdout}"))
+            .to_string()
+    };
+    assert!(line("cold log ").contains("% live"), "{stdout}");
+    let demotions: u64 = line("demotions ")
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(demotions > 0, "nothing went cold:\n{stdout}");
+    line("promotions ");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("groups ") && l.contains(" cold (as of")),
+        "{stdout}"
+    );
+    assert!(line("  group 0 ").contains(" cold "), "{stdout}");
 }
 
 #[test]

@@ -11,8 +11,9 @@
 //! - lsm ([`inline`]): every value inline in the index; the device holds only the
 //!   superblock.
 //!
-//! The mode is matched here, in [`open`], and nowhere else. A new value region (a cold
-//! data log, say) is a new module beside these, built on [`crate::circular_log`].
+//! The mode is matched here, in [`open`], and nowhere else. A new value region is a
+//! new module beside these, with its space from [`crate::circular_log`] or, like the
+//! hashkv mode's cold data log, from the segment pool.
 
 pub(crate) mod groups;
 pub(crate) mod inline;

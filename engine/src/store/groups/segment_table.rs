@@ -753,6 +753,47 @@ mod tests {
     }
 
     #[test]
+    fn gc_chooses_a_cold_segment_once_group_gcs_find_less_garbage_than_it_holds() {
+        let mut t = SegmentTable::new_formatted(layout());
+        let segment = t.layout.log_segment_bytes as usize;
+        // Two cold segments; half of the first (not the head) is dead.
+        let (places, _) = t
+            .place_cold(&[segment / 2; 4], ColdMove::Relocation)
+            .unwrap();
+        t.cold.mark_dead(&crate::record::ColdTag {
+            segment: places[0].segment,
+            epoch: places[0].epoch,
+            offset: places[0].offset as u32,
+            record_bytes: (segment / 2) as u32,
+            relocated: false,
+        });
+        let cold_victim = Some(Victim::Cold(places[0].segment));
+        // A group whose chain is all write volume: taken whole as garbage, it beats a
+        // half-dead cold segment.
+        t.place(0, &[1000; 64], Appends::Values).unwrap();
+        assert_eq!(t.pick_victim_cost_benefit(), Some(Victim::Group(0)));
+        // Its GCs find a sixteenth of the write volume dead, again and again...
+        for gen in 0..30 {
+            let collected = t.begin_gc(0).unwrap();
+            let survivor = t.take_log_for_gc().unwrap();
+            let kept = ChainSegment {
+                id: survivor,
+                used_bytes: 60_000,
+            };
+            let freed = t.finish_gc(0, vec![kept], PartialBlock::default(), 4_000);
+            assert_eq!(freed.len(), collected.len());
+            t.release(freed, gen);
+            t.reclaim(None);
+            t.place(0, &[1000; 64], Appends::Values).unwrap();
+        }
+        // ...so its write volume is no longer counted as garbage: the cold segment frees
+        // more per byte moved.
+        assert!(t.garbage_per_written < 0.15, "{}", t.garbage_per_written);
+        assert_eq!(t.pick_victim_cost_benefit(), cold_victim);
+        t.assert_consistent();
+    }
+
+    #[test]
     fn place_takes_pool_segments_as_the_chain_grows() {
         let mut t = SegmentTable::new_formatted(layout());
         assert!(t.groups.iter().all(|g| g.chain.is_empty()));
