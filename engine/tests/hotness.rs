@@ -289,17 +289,7 @@ fn a_cold_entry_naming_a_bad_segment_is_refused_at_open() {
     // A real cold entry's bytes (checksummed, right version) under a bad segment id.
     let prefix = [0u8, b'c'];
     let index = open_index();
-    let (_, entry) = index
-        .range(
-            std::ops::Bound::Included(&prefix[..]),
-            std::ops::Bound::Excluded(&[0u8, b'd'][..]),
-            hashkv_lsm::Direction::Forward,
-            None,
-        )
-        .unwrap()
-        .next()
-        .expect("a cold segment entry")
-        .unwrap();
+    let (_, entry) = first_cold_entry(&index);
     index.close().unwrap();
     for bad in [in_chain, u32::MAX - 1] {
         let mut k = prefix.to_vec();
@@ -337,17 +327,7 @@ fn fsck_reports_a_damaged_cold_record_and_a_wrong_live_count() {
     let (dev, dir) = (s.dev.clone(), s.dir.path().to_path_buf());
     s.close_now();
     let index = hashkv_lsm::Db::open(&dir, hashkv_lsm::Options::default()).unwrap();
-    let (entry_key, entry) = index
-        .range(
-            std::ops::Bound::Included(&[0u8, b'c'][..]),
-            std::ops::Bound::Excluded(&[0u8, b'd'][..]),
-            hashkv_lsm::Direction::Forward,
-            None,
-        )
-        .unwrap()
-        .next()
-        .expect("a cold segment entry")
-        .unwrap();
+    let (entry_key, entry) = first_cold_entry(&index);
     // FORMAT.md: version u8, epoch u32, used bytes u64, live bytes u64, ..., crc32c.
     let mut damaged = entry.to_vec();
     let live_at = 1 + 4 + 8;
@@ -395,4 +375,20 @@ fn fsck_reports_a_damaged_cold_record_and_a_wrong_live_count() {
         )),
         "{report}"
     );
+}
+
+/// The first cold segment entry in the index (key `0x00 'c' segment`), key and value.
+fn first_cold_entry(index: &hashkv_lsm::Db) -> (Vec<u8>, Vec<u8>) {
+    let (k, v) = index
+        .range(
+            std::ops::Bound::Included(&[0u8, b'c'][..]),
+            std::ops::Bound::Excluded(&[0u8, b'd'][..]),
+            hashkv_lsm::Direction::Forward,
+            None,
+        )
+        .unwrap()
+        .next()
+        .expect("a cold segment entry")
+        .unwrap();
+    (k.to_vec(), v.to_vec())
 }

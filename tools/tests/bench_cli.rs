@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{assert_argument_errors, hashkv_in, leftovers, scratch_dir, spawn_in, text};
+use common::{
+    assert_argument_errors, hashkv_in, leftovers, scratch_dir, spawn_in, succeeded, text,
+};
 use std::io::{BufRead, BufReader};
 
 const FIELDS: [&str; 20] = [
@@ -58,12 +60,7 @@ fn small_bench_writes_one_consistent_json_object_per_mode_and_phase() {
         ],
         None,
     );
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        text(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         leftovers(dir.path(), "hashkv-bench-").is_empty(),
         "the temporary store must be removed"
@@ -185,12 +182,7 @@ fn hotness_on_and_off_run_the_hashkv_mode_twice_in_one_run() {
         ],
         None,
     );
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        text(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     let rows: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let labels: Vec<&str> = rows.iter().map(|r| r["mode"].as_str().unwrap()).collect();

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{assert_argument_errors, hashkv_in, leftovers, scratch_dir, spawn_in, text};
+use common::{
+    assert_argument_errors, hashkv_in, leftovers, scratch_dir, spawn_in, succeeded, text,
+};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -54,12 +56,7 @@ fn tiny_compare_prints_engine_rows_and_skipped_peers_with_the_bench_json_schema(
         svg.to_str().unwrap(),
     ]);
     let out = hashkv_in(dir.path(), &args, Some(&no_fio));
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        text(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         leftovers(dir.path(), "hashkv-bench-").is_empty(),
         "the temporary directory must be removed"
@@ -149,12 +146,7 @@ fn with_fio_each_phase_gets_a_share_of_fios_sequential_write_bandwidth() {
     let mut args = vec!["compare", "--peer", "none", "--fio-seconds", "0.3"];
     args.extend(TINY);
     let out = hashkv_in(dir.path(), &args, None);
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        text(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         leftovers(dir.path(), "hashkv-bench-").is_empty(),
         "fio's file and the store must be removed"

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{scratch_dir, text};
+use common::{scratch_dir, succeeded, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -51,12 +51,7 @@ fn devbench_prints_a_row_for_every_shape_and_removes_its_file() {
         ],
         None,
     );
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        text(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(!device.exists(), "devbench must remove the file it created");
     for shape in SHAPES {
         let row = stdout

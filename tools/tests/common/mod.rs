@@ -24,6 +24,17 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Asserts that the run succeeded (showing its output if not); returns its stdout.
+pub fn succeeded(out: &Output) -> String {
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
+    stdout
+}
+
 /// Entries of `dir` whose names start with `prefix`.
 pub fn leftovers(dir: &Path, prefix: &str) -> Vec<String> {
     std::fs::read_dir(dir)

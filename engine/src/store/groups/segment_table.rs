@@ -714,6 +714,17 @@ mod tests {
         Layout::compute(16 << 20, 4096, &o).unwrap()
     }
 
+    /// The tag of a cold record of `bytes` at `place`.
+    fn tag_of(place: ColdPlace, bytes: usize) -> crate::record::ColdTag {
+        crate::record::ColdTag {
+            segment: place.segment,
+            epoch: place.epoch,
+            offset: place.offset as u32,
+            record_bytes: bytes as u32,
+            relocated: false,
+        }
+    }
+
     #[test]
     fn demotions_stay_above_half_the_band_and_pause_while_the_cold_log_is_mostly_dead() {
         let mut t = SegmentTable::new_formatted(layout());
@@ -737,13 +748,7 @@ mod tests {
             t.place_cold(&[100], demotion).is_some(),
             "all live: demotions go on"
         );
-        t.cold.mark_dead(&crate::record::ColdTag {
-            segment: places[0].segment,
-            epoch: places[0].epoch,
-            offset: places[0].offset as u32,
-            record_bytes: (segment / 2) as u32,
-            relocated: false,
-        });
+        t.cold.mark_dead(&tag_of(places[0], segment / 2));
         assert!(
             t.place_cold(&[100], demotion).is_none(),
             "more dead than live: demotions pause"
@@ -760,13 +765,7 @@ mod tests {
         let (places, _) = t
             .place_cold(&[segment / 2; 4], ColdMove::Relocation)
             .unwrap();
-        t.cold.mark_dead(&crate::record::ColdTag {
-            segment: places[0].segment,
-            epoch: places[0].epoch,
-            offset: places[0].offset as u32,
-            record_bytes: (segment / 2) as u32,
-            relocated: false,
-        });
+        t.cold.mark_dead(&tag_of(places[0], segment / 2));
         let cold_victim = Some(Victim::Cold(places[0].segment));
         // A group whose chain is all write volume: taken whole as garbage, it beats a
         // half-dead cold segment.
