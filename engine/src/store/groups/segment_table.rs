@@ -116,9 +116,8 @@ pub enum Victim {
 
 /// Cold segments that may wait for group GCs at once, as a share of the reserved
 /// segments (1/16): each holds its space until every group holding one of its copies'
-/// tags is collected, about one rotation through the groups. With a fixed two in flight
-/// the cold log's GC freed two segments per rotation, far less than demotions filled:
-/// at Zipf 0.9 the cold log grew to 2.2 GiB of 2 GiB of values, half of it dead.
+/// tags is collected, about one rotation through the groups. A fixed two in flight
+/// capped the cold log's GC at two segments per rotation, whatever the layout.
 const COLD_EVACUATIONS_SHARE_DIVISOR: usize = 16;
 /// At least this many, on small layouts.
 const COLD_EVACUATIONS_MIN: usize = 2;
@@ -416,9 +415,10 @@ impl SegmentTable {
     /// Chooses between the best group and the best cold segment by cost-benefit: bytes
     /// freed per byte read and written. A group's garbage is estimated from its write
     /// volume since its last GC, times the share of write volume that earlier group
-    /// GCs found dead (taken whole, an upper bound: every append may have replaced a
-    /// record, it let the cold log's dead records pile up to a quarter of the log, never
-    /// collected); a cold segment's is known exactly. While cold segments wait for group
+    /// GCs found dead. (The whole volume, an upper bound, made every group look better
+    /// than any cold segment: at Zipf 0.9 the cold log's dead records reached a quarter
+    /// of it, and two cold GCs ran in a phase.) A cold segment's garbage is known
+    /// exactly. While cold segments wait for group
     /// GCs (at most `cold_evacuations_max`), no further one is collected.
     pub fn pick_victim_cost_benefit(&self) -> Option<Victim> {
         let group = self.pick_victim().map(|g| {
