@@ -77,7 +77,8 @@ pub struct BenchArgs {
     #[arg(long = "device", value_name = "PATH")]
     pub devices: Vec<PathBuf>,
 
-    /// Metadata (LSM tree) directory; each mode uses a subdirectory named after it.
+    /// Metadata (LSM tree) directory; each run uses a subdirectory named after it (its
+    /// mode, or `hashkv+hot`).
     /// [default: beside the temporary device file]
     #[arg(long, value_name = "DIR")]
     pub metadata: Option<PathBuf>,
