@@ -51,6 +51,13 @@ struct Job {
     collected: Vec<ChainSegment>,
 }
 
+impl Job {
+    /// The bytes of the chain it collects.
+    fn collected_bytes(&self) -> u64 {
+        self.collected.iter().map(|s| s.used_bytes).sum()
+    }
+}
+
 /// What the GC took that a failure gives back.
 #[derive(Default)]
 struct Taken {
@@ -114,7 +121,7 @@ fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<
         .map(|s| Span::covering(store.layout.segment_offset(s.id), s.used_bytes, block))
         .collect();
     let (bufs, _) = spans::read_pooled(ctx.io.device, &spans, ctx.io.buffers)?;
-    let bytes_read: u64 = job.collected.iter().map(|s| s.used_bytes).sum();
+    let bytes_read = job.collected_bytes();
     Counters::add(&ctx.io.counters.gc_device_bytes_read, bytes_read);
 
     // 3. and 4.
@@ -126,15 +133,14 @@ fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<
     writes.extend(cold_writes);
     let bytes_written: u64 = writes.iter().map(|w| w.len as u64).sum();
     ctx.committer.stage(writes, Purpose::Gc)?;
-    let segments_freed = commit(store, ctx, job, &copy, last_block, &outs, &survey, taken)?;
+    let demoted = Demoted::of(&outs);
+    let segments_freed = commit(
+        store, ctx, job, &copy, last_block, &outs, &survey, &demoted, taken,
+    )?;
     // A GC that failed measured no interval.
     store.hotness.lock().observe_gc(job.group, ctx.now_seq);
     let c = &ctx.io.counters;
-    let demoted = outs
-        .iter()
-        .filter(|o| matches!(o.what, What::Demoted(..)))
-        .count();
-    Counters::add(&c.demotions, demoted as u64);
+    Counters::add(&c.demotions, demoted.values);
     Counters::add(&c.promotions, survey.promotions);
     Ok(GcOutcome {
         bytes_read,
@@ -405,6 +411,22 @@ fn demote(
     Ok(writes)
 }
 
+/// The values a GC moved to the cold log: how many, and their record bytes.
+struct Demoted {
+    values: u64,
+    bytes: u64,
+}
+
+impl Demoted {
+    fn of(outs: &[Out<'_>]) -> Demoted {
+        let demoted = outs.iter().filter(|o| matches!(o.what, What::Demoted(_)));
+        Demoted {
+            values: demoted.clone().count() as u64,
+            bytes: demoted.map(|o| o.rec.encoded_len() as u64).sum(),
+        }
+    }
+}
+
 /// Where the records that stay in the group go, in order: fresh segments from the pool
 /// (none if nothing stays).
 struct Copy {
@@ -490,6 +512,7 @@ fn commit(
     last_block: PartialBlock,
     outs: &[Out<'_>],
     survey: &Survey<'_>,
+    demoted: &Demoted,
     taken: &mut Taken,
 ) -> Result<usize> {
     let mut commit = ctx.committer.lock();
@@ -506,21 +529,12 @@ fn commit(
     }
     let mut freed = {
         let mut table = store.table.lock();
-        let collected: u64 = job.collected.iter().map(|s| s.used_bytes).sum();
         let kept: u64 = copy.chain.iter().map(|s| s.used_bytes).sum();
-        let demoted: u64 = outs
-            .iter()
-            .filter(|o| matches!(o.what, What::Demoted(_)))
-            .map(|o| o.rec.encoded_len() as u64)
-            .sum();
-        let garbage = collected.saturating_sub(kept + demoted);
+        let garbage = job.collected_bytes().saturating_sub(kept + demoted.bytes);
         let freed = table.finish_gc(job.group, copy.chain.clone(), last_block, garbage);
         taken.swapped = true;
         let group = &mut table.groups[job.group as usize];
-        group.demotions += outs
-            .iter()
-            .filter(|o| matches!(o.what, What::Demoted(_)))
-            .count() as u64;
+        group.demotions += demoted.values;
         group.promotions += survey.promotions;
         group.cold_bytes = outs
             .iter()
