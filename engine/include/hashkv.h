@@ -219,8 +219,8 @@ typedef struct {
     uint64_t cold_log_bytes;
     uint64_t cold_live_bytes;
     /**
-     * Writes the pacer slowed while GC freed space, and the time they slept in all,
-     * in microseconds.
+     * Writes the pacer slowed while GC freed space or a flush was in flight, and the
+     * time they slept in all, in microseconds.
      */
     uint64_t paced_writes;
     uint64_t paced_micros;

@@ -55,15 +55,18 @@ impl Inner {
                 .flush_device_bytes_written
                 .load(Ordering::Relaxed);
             match self.flush_active(&mut commit, durable) {
-                Ok(()) => {
+                Ok(cache_bytes) => {
                     drop(commit);
                     let flushed = self
                         .counters
                         .flush_device_bytes_written
                         .load(Ordering::Relaxed);
-                    self.gc
-                        .pacer
-                        .note_flush(started.elapsed(), flushed.saturating_sub(flushed_before));
+                    self.gc.pacer.note_flush(
+                        started.elapsed(),
+                        flushed.saturating_sub(flushed_before),
+                        cache_bytes,
+                        self.options.write_cache_bytes,
+                    );
                     gc_attempts = 0;
                     at_limit = None;
                     self.maybe_wake_gc();
@@ -113,8 +116,13 @@ impl Inner {
     }
 
     /// Freezes the write cache and commits it; on `NeedSpace` the entries go back.
-    fn flush_active(&self, commit: &mut CommitGuard<'_>, durable: bool) -> Result<(), PlaceError> {
-        let (map, n) = self.cache.write().freeze();
+    /// Returns the bytes the flushed map counted for in the cache.
+    fn flush_active(&self, commit: &mut CommitGuard<'_>, durable: bool) -> Result<u64, PlaceError> {
+        let (map, n, cache_bytes) = {
+            let mut cache = self.cache.write();
+            let (map, n) = cache.freeze();
+            (map, n, cache.frozen_bytes)
+        };
         debug_assert_eq!(n, commit.committed_flushes);
         match self.commit_map(commit, &map, durable) {
             Ok(()) => {
@@ -124,7 +132,7 @@ impl Inner {
                     commit.durable_flushes = n + 1;
                 }
                 Counters::add(&self.counters.flushes, 1);
-                Ok(())
+                Ok(cache_bytes)
             }
             Err(PlaceError::NeedSpace { group }) => {
                 self.unfreeze(map);

@@ -73,8 +73,8 @@ pub struct Stats {
     /// size free (flush writes, GC reads and writes): flat once the pool holds what the
     /// work needs, instead of growing with every flush and GC.
     pub buffer_pool_allocations: u64,
-    /// Writes the pacer slowed while GC freed space (`gc/pacer.rs`), and the time
-    /// they slept in all, in microseconds.
+    /// Writes the pacer slowed while GC freed space or a flush was in flight
+    /// (`gc/pacer.rs`), and the time they slept in all, in microseconds.
     pub paced_writes: u64,
     pub paced_micros: u64,
 }

@@ -1,14 +1,16 @@
 //! A write enters the store: its key and value are checked, it goes into the write
 //! cache, and the writer that fills the cache wakes the background flusher
-//! (`flusher.rs`). A writer that asks for durability, or fills the cache while the
-//! previous one is still being flushed, flushes in its own thread (`flush.rs`). A write the store refuses for lack of space is taken back out of the
+//! (`flusher.rs`). While a flush is in flight, writes are paced so that the next cache
+//! fills by the time it is expected to end (`gc/pacer.rs`). A writer that asks for
+//! durability, or fills the cache while the previous one is still being flushed,
+//! flushes in its own thread (`flush.rs`). A write the store refuses for lack of space is taken back out of the
 //! cache, so that it is neither read back nor committed later.
 
 use crate::db::{Inner, KEY_BYTES_MAX};
 use crate::error::{Error, Result};
 use crate::record;
 use crate::stats::Counters;
-use crate::write_cache::{CachedValue, Undo};
+use crate::write_cache::{self, CachedValue, Undo};
 use std::sync::atomic::Ordering;
 
 impl Inner {
@@ -51,7 +53,8 @@ impl Inner {
         self.gc.pacer.pace(user_bytes);
         let sync = sync || self.options.sync_writes;
         let limit = self.options.write_cache_bytes;
-        let (flush_no, full, backpressure, undo) = {
+        let entry_bytes = write_cache::growth_bytes(&entries);
+        let (flush_no, full, backpressure, fill, undo) = {
             let mut cache = self.cache.write();
             // Only a write that flushes in its own thread can be refused, so only it
             // pays for the record of what it replaces.
@@ -63,6 +66,7 @@ impl Inner {
                 cache.active_flush,
                 cache.active_bytes >= limit,
                 cache.needs_writer_flush(limit),
+                cache.fill(limit),
                 undo,
             )
         };
@@ -71,6 +75,9 @@ impl Inner {
         if !(sync || backpressure) {
             if full {
                 self.flusher.request();
+            } else {
+                // After the cache: the write is in, and the writer holds nothing.
+                self.gc.pacer.pace_cache(entry_bytes, fill);
             }
             return Ok(());
         }

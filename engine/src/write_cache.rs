@@ -5,6 +5,7 @@
 use crate::key_hash::KeyHash;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// `None` is a delete.
 pub type CachedValue = Option<Vec<u8>>;
@@ -25,6 +26,17 @@ pub struct WriteCache {
     pub frozen: Option<Arc<CacheMap>>,
     /// What `frozen` counted for when it was active.
     pub frozen_bytes: u64,
+    /// When `frozen` was frozen: the pacer expects its flush to end after its bytes'
+    /// worth of the flushes' measured rate.
+    pub frozen_at: Option<Instant>,
+}
+
+/// The cache's state as the pacer sees it: room left in the active map before it is
+/// full, and the flush in flight (when it froze its map, and that map's bytes).
+#[derive(Clone, Copy, Debug)]
+pub struct CacheFill {
+    pub room_bytes: u64,
+    pub flush: Option<(Instant, u64)>,
 }
 
 /// What an entry costs the cache beyond its key and value, so that many tiny entries
@@ -36,6 +48,12 @@ const ENTRY_OVERHEAD_BYTES: usize = 128;
 /// Bytes an entry of a `key_len`-byte key counts for against the cache size.
 fn entry_bytes(key_len: usize, value: &CachedValue) -> u64 {
     (key_len + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD_BYTES) as u64
+}
+
+/// Bytes `entries` count for in the cache when none replaces a cached entry (an upper
+/// bound of what inserting them adds).
+pub fn growth_bytes(entries: &[(Vec<u8>, CachedValue)]) -> u64 {
+    entries.iter().map(|(k, v)| entry_bytes(k.len(), v)).sum()
 }
 
 /// What a write replaced, per key, so that it can be taken back if the store refuses
@@ -56,8 +74,7 @@ impl WriteCache {
     /// Whether inserting `entries` may fill the active map to `limit_bytes` (an upper
     /// bound: replaced entries give bytes back).
     pub fn may_fill(&self, entries: &[(Vec<u8>, CachedValue)], limit_bytes: u64) -> bool {
-        let growth: u64 = entries.iter().map(|(k, v)| entry_bytes(k.len(), v)).sum();
-        self.active_bytes + growth >= limit_bytes
+        self.active_bytes + growth_bytes(entries) >= limit_bytes
     }
 
     /// The active map is full while the previous one is still being flushed, or holds
@@ -110,6 +127,14 @@ impl WriteCache {
         self.frozen.as_ref().and_then(|f| f.get(key).cloned())
     }
 
+    /// What the pacer needs to know after a write went in (`gc/pacer.rs`).
+    pub fn fill(&self, limit_bytes: u64) -> CacheFill {
+        CacheFill {
+            room_bytes: limit_bytes.saturating_sub(self.active_bytes),
+            flush: self.frozen_at.map(|at| (at, self.frozen_bytes)),
+        }
+    }
+
     /// Both maps' bytes: what the cache holds in memory.
     pub fn held_bytes(&self) -> u64 {
         self.active_bytes + self.frozen_bytes
@@ -118,6 +143,7 @@ impl WriteCache {
     /// The frozen map is committed (or dropped by a failed flush).
     pub fn release_frozen(&mut self) -> Option<Arc<CacheMap>> {
         self.frozen_bytes = 0;
+        self.frozen_at = None;
         self.frozen.take()
     }
 
@@ -131,6 +157,7 @@ impl WriteCache {
         let n = self.active_flush;
         self.active_flush += 1;
         self.frozen = Some(map.clone());
+        self.frozen_at = Some(Instant::now());
         (map, n)
     }
 }

@@ -103,8 +103,8 @@ pub struct HashkvStats {
     /// Bytes of the cold data log's segments in use, and of its live records.
     pub cold_log_bytes: u64,
     pub cold_live_bytes: u64,
-    /// Writes the pacer slowed while GC freed space, and the time they slept in all,
-    /// in microseconds.
+    /// Writes the pacer slowed while GC freed space or a flush was in flight, and the
+    /// time they slept in all, in microseconds.
     pub paced_writes: u64,
     pub paced_micros: u64,
 }
