@@ -23,9 +23,10 @@ pub struct Options {
     /// inserts wrote 4.88x the user bytes, with 8 3.64x (`lsmbench --entries 20000000`,
     /// 2026-12). A get pays one Bloom filter probe per L0 table for it.
     pub l0_compaction_trigger: usize,
-    /// Number of L0 tables at which writes are paced to the rate compaction drains L0
-    /// (measured), less of it as L0 grows towards the stop trigger (`db/throttle.rs`).
-    /// Default 20, as RocksDB's.
+    /// Number of L0 tables at which writes get the rate compaction drains L0 (measured;
+    /// from the compaction trigger on they are paced to more of it, and to less of it
+    /// as L0 grows towards the stop trigger: `db/throttle.rs`), and an L0 compaction
+    /// goes before any other. Default 20, as RocksDB's.
     pub l0_slowdown_trigger: usize,
     /// Number of L0 tables at which writes wait until compaction catches up. Default 36,
     /// as RocksDB's: far enough above the trigger that one long L0 -> L1 compaction does

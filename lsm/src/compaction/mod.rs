@@ -3,7 +3,10 @@
 //! L0 is compacted into L1 when it holds `l0_compaction_trigger` tables (all L0 tables
 //! at once, since they overlap each other); level i >= 1 is compacted into i+1 when its
 //! bytes exceed `level1_bytes_max * level_size_ratio^(i-1)`, one table at a time: the
-//! one that rewrites the fewest bytes below per byte it moves down. A user key never spans two tables of one level, so a table's
+//! one that rewrites the fewest bytes below per byte it moves down. The most urgent goes
+//! first (bytes over the limit, or L0 tables over the trigger), except that L0 goes
+//! first whenever it holds `l0_slowdown_trigger` tables: writers are being slowed for
+//! it then. A user key never spans two tables of one level, so a table's
 //! range fully describes where its key's versions are.
 
 pub(crate) mod pick;

@@ -40,7 +40,7 @@ impl Inner {
                 self.bg_cv.wait_for(&mut bg, WAIT_SLICE);
                 continue;
             }
-            if l0 >= self.options.l0_slowdown_trigger && !slowed && !stalled {
+            if l0 >= self.options.l0_compaction_trigger && !slowed && !stalled {
                 slowed = true;
                 add(&self.counters.write_slowdowns, 1);
                 self.bg_cv.notify_all();
