@@ -191,25 +191,8 @@ impl Inner {
         for key in map.keys() {
             commit.written_during_gc.note(key);
         }
-        let mut batch = hashkv_lsm::WriteBatch::new();
-        // Reused for every entry: no allocation per record.
-        let (mut key_buf, mut inline_buf) = (Vec::new(), Vec::new());
-        for ((k, v), pointer) in map.iter().zip(&pointers) {
-            let user_key = keys::user_key_into(&mut key_buf, k);
-            match (v, pointer) {
-                (None, _) => batch.delete(user_key),
-                (Some(small), None) => batch.put(
-                    user_key,
-                    location::encode_inline_into(&mut inline_buf, small),
-                ),
-                (Some(_), Some(ptr)) => batch.put(user_key, &ptr.encode()),
-            }
-        }
-        for (k, v) in &entries {
-            batch.put(k, v);
-        }
         let last_seq = first_seq + map.len() as u64 - 1;
-        batch.put(&keys::seq_key(), &last_seq.to_le_bytes());
+        let batch = index_batch(map, &pointers, &entries, last_seq);
         commit.commit(Plan {
             purpose: Purpose::Flush,
             writes,
@@ -226,6 +209,65 @@ impl Inner {
         let threshold = self.options.separation_threshold_bytes as usize;
         value.as_deref().filter(|v| v.len() >= threshold)
     }
+}
+
+/// A flush's index batch: each cached key's inline value, pointer or delete, the value
+/// store's changed entries, and the last sequence number the flush used.
+fn index_batch(
+    map: &CacheMap,
+    pointers: &[Option<location::Pointer>],
+    entries: &[(Vec<u8>, Vec<u8>)],
+    last_seq: u64,
+) -> hashkv_lsm::WriteBatch {
+    let mut batch = hashkv_lsm::WriteBatch::with_capacity(batch_bytes_max(map, pointers, entries));
+    // Reused for every entry: no allocation per record.
+    let (mut key_buf, mut inline_buf) = (Vec::new(), Vec::new());
+    for ((k, v), pointer) in map.iter().zip(pointers) {
+        let user_key = keys::user_key_into(&mut key_buf, k);
+        match (v, pointer) {
+            (None, _) => batch.delete(user_key),
+            (Some(small), None) => batch.put(
+                user_key,
+                location::encode_inline_into(&mut inline_buf, small),
+            ),
+            (Some(_), Some(ptr)) => batch.put(user_key, &ptr.encode()),
+        }
+    }
+    for (k, v) in entries {
+        batch.put(k, v);
+    }
+    batch.put(&keys::seq_key(), &last_seq.to_le_bytes());
+    batch
+}
+
+/// The most bytes a flush's index batch takes: each cached entry's user key with its
+/// inline value or pointer, the value store's entries and the sequence key. Sized in
+/// advance, the batch (megabytes in the lsm mode, where values are inline) is one
+/// allocation instead of a doubling chain of them.
+fn batch_bytes_max(
+    map: &CacheMap,
+    pointers: &[Option<location::Pointer>],
+    entries: &[(Vec<u8>, Vec<u8>)],
+) -> usize {
+    use hashkv_lsm::WriteBatch;
+    let cached: usize = map
+        .iter()
+        .zip(pointers)
+        .map(|((k, v), pointer)| {
+            // The user key's prefix byte; an inline value's tag, or a pointer.
+            let value_len = match (v, pointer) {
+                (None, _) => 0,
+                (Some(small), None) => small.len() + 1,
+                (Some(_), Some(_)) => location::POINTER_BYTES,
+            };
+            WriteBatch::entry_bytes_max(k.len() + 1, value_len)
+        })
+        .sum();
+    let store: usize = entries
+        .iter()
+        .map(|(k, v)| WriteBatch::entry_bytes_max(k.len(), v.len()))
+        .sum();
+    cached + store + WriteBatch::entry_bytes_max(keys::seq_key().len(), size_of::<u64>())
 }
 
 /// Whether a flush refused for space counts as out of space after `attempt` refusals
@@ -255,6 +297,38 @@ fn out_of_space(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_index_batch_fits_the_room_sized_for_it_without_much_to_spare() {
+        let mut map = CacheMap::default();
+        map.insert(b"inline".to_vec(), Some(vec![1u8; 1000]));
+        map.insert(b"separated".to_vec(), Some(vec![2u8; 4096]));
+        map.insert(b"deleted".to_vec(), None);
+        let pointer = location::Pointer {
+            region: location::Region::Segments,
+            unit: 3,
+            offset: 512,
+            record_bytes: 4200,
+            seq: 9,
+        };
+        let pointers: Vec<_> = map
+            .keys()
+            .map(|k| (k == b"separated").then_some(pointer))
+            .collect();
+        let entries = vec![(b"store-entry".to_vec(), vec![3u8; 40])];
+        let room = batch_bytes_max(&map, &pointers, &entries);
+        let batch = index_batch(&map, &pointers, &entries, 41);
+        assert_eq!(
+            batch.len(),
+            5,
+            "three cached keys, a store entry, the sequence"
+        );
+        let used = batch.payload_bytes();
+        // Never past the room (else the batch would grow by doubling); and the
+        // separated value counted as its pointer, not its 4 KiB.
+        assert!(used <= room, "{used} > {room}");
+        assert!(room - used <= 5 * 2 * 10, "{room} for {used}");
+    }
 
     #[test]
     fn only_refusals_naming_the_same_group_in_a_row_count_towards_full() {

@@ -11,7 +11,7 @@ use crate::ikey;
 use crate::iter::SuperVersion;
 use crate::memtable::Memtable;
 use crate::stats::add;
-use crate::wal::batch::{for_each_entry, PAYLOAD_HEADER_BYTES};
+use crate::wal::batch::for_each_entry;
 use crate::wal::writer::WalWriter;
 use crate::wal::WriteBatch;
 
@@ -64,9 +64,8 @@ impl Inner {
             if first_seq + batch.len() as u64 > ikey::SEQ_MAX {
                 return Err(LsmError::corrupt("sequence numbers exhausted"));
             }
-            let mut payload = Vec::with_capacity(PAYLOAD_HEADER_BYTES + batch.rep.len());
-            batch.encode_payload(first_seq, &mut payload);
-            let n = self.poisoning(w.wal.append(&payload))?;
+            let header = batch.payload_header(first_seq);
+            let n = self.poisoning(w.wal.append_parts(&[&header, &batch.rep]))?;
             add(&self.counters.wal_bytes_written, n as u64);
             add(&self.counters.user_bytes_written, batch.rep.len() as u64);
             let mem = self.sv.read().mem.clone();

@@ -29,6 +29,23 @@ impl WriteBatch {
         Self::default()
     }
 
+    /// An empty batch with room for `bytes` of encoded entries (see
+    /// [`WriteBatch::entry_bytes_max`]): a large batch built without it grows by
+    /// doubling, a chain of ever larger buffers allocated, copied and freed.
+    pub fn with_capacity(bytes: usize) -> Self {
+        WriteBatch {
+            rep: Vec::with_capacity(bytes),
+            ..Self::default()
+        }
+    }
+
+    /// The most bytes one entry of a `key_len`-byte key and a `value_len`-byte value
+    /// takes in a batch (a delete takes less).
+    pub fn entry_bytes_max(key_len: usize, value_len: usize) -> usize {
+        const VARINT_BYTES_MAX: usize = 10;
+        1 + VARINT_BYTES_MAX + key_len + VARINT_BYTES_MAX + value_len
+    }
+
     pub fn put(&mut self, key: &[u8], value: &[u8]) {
         self.rep.push(Kind::Put as u8);
         put_varint(&mut self.rep, key.len() as u64);
@@ -95,9 +112,16 @@ impl WriteBatch {
     }
 
     pub(crate) fn encode_payload(&self, first_seq: u64, out: &mut Vec<u8>) {
-        out.extend_from_slice(&first_seq.to_le_bytes());
-        out.extend_from_slice(&(self.count as u32).to_le_bytes());
+        out.extend_from_slice(&self.payload_header(first_seq));
         out.extend_from_slice(&self.rep);
+    }
+
+    /// What precedes the entries in a WAL payload: the first sequence and the count.
+    pub(crate) fn payload_header(&self, first_seq: u64) -> [u8; PAYLOAD_HEADER_BYTES] {
+        let mut h = [0u8; PAYLOAD_HEADER_BYTES];
+        h[..8].copy_from_slice(&first_seq.to_le_bytes());
+        h[8..].copy_from_slice(&(self.count as u32).to_le_bytes());
+        h
     }
 }
 

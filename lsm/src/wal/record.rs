@@ -44,11 +44,23 @@ pub(crate) fn decode_header(buf: &[u8]) -> Result<u32> {
 }
 
 pub(crate) fn encode_record(payload: &[u8], out: &mut Vec<u8>) {
-    assert!(!payload.is_empty() && payload.len() <= RECORD_PAYLOAD_BYTES_MAX);
-    let len = (payload.len() as u32).to_le_bytes();
-    out.extend_from_slice(&masked_crc_parts(&[&len, payload]).to_le_bytes());
-    out.extend_from_slice(&len);
+    out.extend_from_slice(&record_header(&[payload]));
     out.extend_from_slice(payload);
+}
+
+/// The header (checksum, length) of a record whose payload is `parts` one after
+/// another, so that a payload need not be copied together to be written.
+pub(crate) fn record_header(parts: &[&[u8]]) -> [u8; RECORD_HEADER_BYTES] {
+    let payload_len: usize = parts.iter().map(|p| p.len()).sum();
+    assert!(payload_len > 0 && payload_len <= RECORD_PAYLOAD_BYTES_MAX);
+    let len = (payload_len as u32).to_le_bytes();
+    let mut checked: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+    checked.push(&len);
+    checked.extend_from_slice(parts);
+    let mut header = [0u8; RECORD_HEADER_BYTES];
+    header[..4].copy_from_slice(&masked_crc_parts(&checked).to_le_bytes());
+    header[4..].copy_from_slice(&len);
+    header
 }
 
 /// Decodes the record at the start of `buf`: Ok((payload, bytes consumed)).
