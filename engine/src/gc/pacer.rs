@@ -262,7 +262,13 @@ impl State {
     /// saved up for a burst, and debt beyond a sleep's worth is not carried.
     fn charge(&mut self, now: Instant, cost_seconds: f64) -> Duration {
         let from = self.paid_until.max(now);
-        let cost = Duration::from_secs_f64(cost_seconds.max(0.0));
+        // Debt past SLEEP_MAX is dropped below anyway; the clamp also keeps a rate of
+        // 0 (an infinite cost) or NaN from reaching `from_secs_f64`, which panics.
+        let cost = if cost_seconds > 0.0 {
+            Duration::from_secs_f64(cost_seconds.min(SLEEP_MAX.as_secs_f64()))
+        } else {
+            Duration::ZERO
+        };
         self.paid_until = (from + cost).min(now + SLEEP_MAX);
         self.paid_until.saturating_duration_since(now)
     }
@@ -418,6 +424,17 @@ mod tests {
             p.pace_cache(MIB, idle);
         }
         assert_eq!(p.paced_writes.load(Ordering::Relaxed), slept);
+    }
+
+    #[test]
+    fn a_cost_of_no_rate_is_one_sleep_at_most_and_never_a_panic() {
+        let p = Pacer::new();
+        let mut s = p.state.lock();
+        let now = Instant::now();
+        assert_eq!(s.charge(now, f64::INFINITY), SLEEP_MAX);
+        assert!(s.charge(now, f64::NAN) <= SLEEP_MAX);
+        assert!(s.charge(now, -1.0) <= SLEEP_MAX);
+        assert_eq!(s.charge(now + SLEEP_MAX * 2, 0.0), Duration::ZERO);
     }
 
     #[test]
