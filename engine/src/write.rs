@@ -50,7 +50,7 @@ impl Inner {
             .sum();
         let ops = entries.len() as u64;
         // Before the cache: a paced write waits without holding anything.
-        self.gc.pacer.pace(user_bytes);
+        let gc_charged_seconds = self.gc.pacer.pace(user_bytes);
         let sync = sync || self.options.sync_writes;
         let limit = self.options.write_cache_bytes;
         let entry_bytes = write_cache::growth_bytes(&entries);
@@ -77,7 +77,9 @@ impl Inner {
                 self.flusher.request();
             } else {
                 // After the cache: the write is in, and the writer holds nothing.
-                self.gc.pacer.pace_cache(entry_bytes, fill);
+                self.gc
+                    .pacer
+                    .pace_cache(entry_bytes, fill, gc_charged_seconds);
             }
             return Ok(());
         }

@@ -32,11 +32,13 @@ pub struct WriteCache {
 }
 
 /// The cache's state as the pacer sees it: room left in the active map before it is
-/// full, and the flush in flight (when it froze its map, and that map's bytes).
+/// full, the flush in flight (when it froze its map, and that map's bytes), and the
+/// cache's size.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheFill {
     pub room_bytes: u64,
     pub flush: Option<(Instant, u64)>,
+    pub limit_bytes: u64,
 }
 
 /// What an entry costs the cache beyond its key and value, so that many tiny entries
@@ -132,6 +134,7 @@ impl WriteCache {
         CacheFill {
             room_bytes: limit_bytes.saturating_sub(self.active_bytes),
             flush: self.frozen_at.map(|at| (at, self.frozen_bytes)),
+            limit_bytes,
         }
     }
 

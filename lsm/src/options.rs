@@ -21,7 +21,9 @@ pub struct Options {
     /// compaction rewrites the L1 tables under L0 (all of L1, for random keys), so
     /// twice the L0 tables per compaction halve those rewrites; with 4, 20 M random
     /// inserts wrote 4.88x the user bytes, with 8 3.64x (`lsmbench --entries 20000000`,
-    /// 2026-12). A get pays one Bloom filter probe per L0 table for it.
+    /// 2026-12). A get pays one Bloom filter probe per L0 table for it. From this many
+    /// tables on, writes are paced to a share of compaction's drain rate
+    /// (`l0_slowdown_trigger`).
     pub l0_compaction_trigger: usize,
     /// Number of L0 tables at which writes get the rate compaction drains L0 (measured;
     /// from the compaction trigger on they are paced to more of it, and to less of it

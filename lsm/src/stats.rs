@@ -22,8 +22,10 @@ pub struct Stats {
     pub table_bytes_per_level: Vec<u64>,
     /// Writes that waited for compaction (L0 at the stop trigger or memtables full).
     pub write_stalls: u64,
-    /// Writes paced because L0 reached the slowdown trigger (`db/throttle.rs`; the
-    /// first of a burst may go at once).
+    /// Writes paced because L0 held at least the compaction trigger's tables
+    /// (`db/throttle.rs`; the first of a burst may go at once). Counted from the
+    /// compaction trigger since 2026-12-02 (was the slowdown trigger), so any L0
+    /// compaction's backlog counts, not only one falling behind.
     pub write_slowdowns: u64,
     /// fdatasync calls on WALs; fewer than sync writes when group commit shares them.
     pub wal_syncs: u64,

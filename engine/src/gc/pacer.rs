@@ -29,7 +29,7 @@
 //! load's p99.9). Paced, the next cache fills by the time the flush is expected to end
 //! (its bytes at the measured drain rate, with a margin), every write waiting a little
 //! instead of one waiting for two flushes. Both limits charge one account of time
-//! (`paid_until`), so a write waits for the stricter.
+//! (`paid_until`), and a write pays the larger of its two costs, not their sum.
 
 use crate::write_cache::CacheFill;
 use parking_lot::Mutex;
@@ -73,9 +73,9 @@ const FLUSH_LATE_MARGIN: f64 = 1.5;
 /// expected end a flush still drains, and one far later than expected (a GC inside it)
 /// leaves writers to fill the cache and flush themselves, as without pacing.
 const CACHE_FILL_RATE_FLOOR: f64 = 0.5;
-/// Only flushes of at least this share of the cache's size measure the drain rate: a
-/// sync write's small flush is mostly fixed costs, and would make a full cache's flush
-/// look slow.
+/// Only flushes of at least this share of the cache's size measure the drain rate, and
+/// only they pace writers: a sync write's small flush is mostly fixed costs, and would
+/// make a full cache's flush look slow.
 const DRAIN_MEASURED_MIN_SHARE: f64 = 0.5;
 
 #[derive(Debug)]
@@ -207,30 +207,40 @@ impl Pacer {
 
     /// Called by a write of `user_bytes` before it enters the cache: sleeps while the
     /// writes admitted so far are ahead of the allowed rate.
-    pub fn pace(&self, user_bytes: u64) {
+    /// Returns the cost it charged, in seconds (0 when unpaced), for `pace_cache`.
+    pub fn pace(&self, user_bytes: u64) -> f64 {
         let headroom = self.headroom();
         if headroom >= 1.0 {
-            return;
+            return 0.0;
         }
         let now = Instant::now();
-        let wait = {
+        let (wait, cost) = {
             let mut s = self.state.lock();
             let Some(rate) = Self::allowed_rate(&s, headroom) else {
-                return;
+                return 0.0;
             };
-            s.charge(now, user_bytes as f64 / rate)
+            let cost = user_bytes as f64 / rate;
+            (s.charge(now, cost), cost)
         };
         self.sleep_off(wait);
+        cost
     }
 
     /// Called by a write that put `entry_bytes` into the cache (as the cache counts
-    /// them) and left it as `fill`, unless it flushes: while a flush is in flight,
-    /// sleeps while the writes admitted so far are ahead of the rate at which the next
-    /// cache fills by the flush's expected end.
-    pub fn pace_cache(&self, entry_bytes: u64, fill: CacheFill) {
+    /// them) and left it as `fill`, unless it flushes: while a flush of a full cache is
+    /// in flight, sleeps while the writes admitted so far are ahead of the rate at
+    /// which the next cache fills by the flush's expected end. `gc_charged_seconds` is
+    /// what `pace` charged the same write: only the excess is charged here, so a write
+    /// pays the larger of its two costs, not their sum.
+    pub fn pace_cache(&self, entry_bytes: u64, fill: CacheFill, gc_charged_seconds: f64) {
         let Some((frozen_at, frozen_bytes)) = fill.flush else {
             return;
         };
+        // A sync write's small flush says nothing of when the next cache fills (it is
+        // over in about its fixed costs): pacing others to it only slowed them.
+        if (frozen_bytes as f64) < fill.limit_bytes as f64 * DRAIN_MEASURED_MIN_SHARE {
+            return;
+        }
         let now = Instant::now();
         let wait = {
             let mut s = self.state.lock();
@@ -239,7 +249,7 @@ impl Pacer {
             };
             let flushing_for = now.saturating_duration_since(frozen_at);
             let rate = cache_fill_rate(drain, frozen_bytes, flushing_for, fill.room_bytes);
-            s.charge(now, entry_bytes as f64 / rate)
+            s.charge(now, entry_bytes as f64 / rate - gc_charged_seconds)
         };
         self.sleep_off(wait);
     }
@@ -394,10 +404,11 @@ mod tests {
         let in_flight = CacheFill {
             room_bytes: 8 * MIB,
             flush: Some((Instant::now(), 16 * MIB)),
+            limit_bytes: 16 * MIB,
         };
         // Nothing measured: unpaced.
         for _ in 0..100 {
-            p.pace_cache(MIB, in_flight);
+            p.pace_cache(MIB, in_flight, 0.0);
         }
         assert_eq!(p.paced_writes.load(Ordering::Relaxed), 0);
         // A sync write's small flush, slow for its size, is not a measure.
@@ -409,7 +420,7 @@ mod tests {
         p.note_flush(Duration::from_secs(1), 16 * MIB, 16 * MIB, 16 * MIB);
         let started = Instant::now();
         for _ in 0..32 {
-            p.pace_cache(64 << 10, in_flight);
+            p.pace_cache(64 << 10, in_flight, 0.0);
         }
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(250), "{took:?}");
@@ -419,11 +430,41 @@ mod tests {
         let idle = CacheFill {
             room_bytes: 8 * MIB,
             flush: None,
+            limit_bytes: 16 * MIB,
         };
         for _ in 0..1000 {
-            p.pace_cache(MIB, idle);
+            p.pace_cache(MIB, idle, 0.0);
         }
         assert_eq!(p.paced_writes.load(Ordering::Relaxed), slept);
+    }
+
+    #[test]
+    fn a_small_flush_does_not_pace_and_a_write_pays_the_larger_cost_not_the_sum() {
+        let p = Pacer::new();
+        p.note_flush(Duration::from_secs(1), 16 * MIB, 16 * MIB, 16 * MIB);
+        // A sync write's 1 MiB flush in flight: writes go unpaced.
+        let small = CacheFill {
+            room_bytes: 8 * MIB,
+            flush: Some((Instant::now(), MIB)),
+            limit_bytes: 16 * MIB,
+        };
+        for _ in 0..100 {
+            p.pace_cache(MIB, small, 0.0);
+        }
+        assert_eq!(p.paced_writes.load(Ordering::Relaxed), 0);
+        // A full flush in flight, but GC pacing already charged each write more than
+        // the cache would: nothing more is charged.
+        let full = CacheFill {
+            room_bytes: 8 * MIB,
+            flush: Some((Instant::now(), 16 * MIB)),
+            limit_bytes: 16 * MIB,
+        };
+        let before = p.state.lock().paid_until;
+        for _ in 0..10 {
+            p.pace_cache(64 << 10, full, 10.0);
+        }
+        assert!(p.state.lock().paid_until <= before.max(Instant::now()));
+        assert_eq!(p.paced_writes.load(Ordering::Relaxed), 0);
     }
 
     #[test]

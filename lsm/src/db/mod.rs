@@ -80,7 +80,7 @@ struct Inner {
     /// Wakes background threads (work may be there) and stalled writers (L0 shrank,
     /// a memtable was flushed).
     bg_cv: Condvar,
-    /// Paces writers while L0 is at or above the slowdown trigger.
+    /// Paces writers while L0 is at or above the compaction trigger.
     throttle: throttle::WriteThrottle,
     cache: Arc<TableCaches>,
     counters: Arc<Counters>,

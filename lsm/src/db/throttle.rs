@@ -97,7 +97,7 @@ impl WriteThrottle {
         s.busy_s_since_l0 = 0.0;
     }
 
-    /// The rate writers get with `l0` tables in L0 (at or above the slowdown trigger),
+    /// The rate writers get with `l0` tables in L0 (at or above the compaction trigger),
     /// in bytes per second.
     #[cfg(test)]
     pub fn paced_rate(&self, options: &Options, l0: usize) -> f64 {

@@ -2,7 +2,8 @@
 //! the kernel as it is appended, as RocksDB does for `sync = false`: a non-sync write
 //! therefore survives a crash of this process (kill -9), and only a power cut or an
 //! operating-system crash can lose it before a later sync write, `sync_wal` or `flush`
-//! makes it durable. The cost is one write(2) per batch.
+//! makes it durable. The cost is one write(2) per batch, two for a batch too large for
+//! the encoding buffer to keep (its entries are written from the batch itself).
 //!
 //! The WAL is read only at recovery, so its pages are dropped from the page cache
 //! behind the writer (`fs::DropBehind`: each MiB appended, and after each sync). The
@@ -56,8 +57,8 @@ impl WalWriter {
     }
 
     /// Appends one record whose payload is `parts` one after another and hands it to
-    /// the kernel; returns its encoded size. A payload larger than the encoding
-    /// buffer keeps goes to the kernel from the caller's slices, not through a copy: a
+    /// the kernel; returns its encoded size. A last part too large for the encoding
+    /// buffer to keep goes to the kernel from the caller's slice, not through a copy: a
     /// full write cache committed in the lsm mode is megabytes, and each copy was a
     /// buffer of that size allocated and freed per flush (the memory test's resident
     /// memory rose by what the allocator kept of them). A crash between the appends
@@ -67,16 +68,17 @@ impl WalWriter {
         let header = record_header(parts);
         let payload_bytes: usize = parts.iter().map(|p| p.len()).sum();
         self.buf.extend_from_slice(&header);
-        if payload_bytes <= ENCODE_BUFFER_BYTES_KEPT_MAX {
-            for p in parts {
-                self.buf.extend_from_slice(p);
-            }
+        let (last, first) = parts.split_last().expect("a record has a payload");
+        for p in first {
+            self.buf.extend_from_slice(p);
+        }
+        if self.buf.len() + last.len() <= ENCODE_BUFFER_BYTES_KEPT_MAX {
+            self.buf.extend_from_slice(last);
             self.flush_buffer()?;
         } else {
+            // Two write(2)s: the header and the small parts, then the large last part.
             self.flush_buffer()?;
-            for p in parts {
-                self.append_unbuffered(p)?;
-            }
+            self.append_unbuffered(last)?;
         }
         Ok(header.len() + payload_bytes)
     }
