@@ -58,7 +58,8 @@ impl Inner {
             let mut cache = self.cache.write();
             // Only a write that flushes in its own thread can be refused, so only it
             // pays for the record of what it replaces.
-            let undo = (sync || cache.may_fill(&entries, limit)).then(|| cache.undo_for(&entries));
+            let undo =
+                (sync || cache.may_fill(entry_bytes, limit)).then(|| cache.undo_for(&entries));
             for (k, v) in entries {
                 cache.insert(k, v);
             }

@@ -73,10 +73,11 @@ impl WriteCache {
         }
     }
 
-    /// Whether inserting `entries` may fill the active map to `limit_bytes` (an upper
-    /// bound: replaced entries give bytes back).
-    pub fn may_fill(&self, entries: &[(Vec<u8>, CachedValue)], limit_bytes: u64) -> bool {
-        self.active_bytes + growth_bytes(entries) >= limit_bytes
+    /// Whether inserting entries of `growth_bytes` (their [`growth_bytes`], an upper
+    /// bound: replaced entries give bytes back) may fill the active map to
+    /// `limit_bytes`.
+    pub fn may_fill(&self, growth_bytes: u64, limit_bytes: u64) -> bool {
+        self.active_bytes + growth_bytes >= limit_bytes
     }
 
     /// The active map is full while the previous one is still being flushed, or holds

@@ -100,7 +100,7 @@ pub(crate) fn masked_crc(data: &[u8]) -> u32 {
     (crc.rotate_right(15)).wrapping_add(0xa282_ead8)
 }
 
-pub(crate) fn masked_crc_parts(parts: &[&[u8]]) -> u32 {
+pub(crate) fn masked_crc_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u32 {
     let mut crc = 0u32;
     for p in parts {
         crc = crc32c::crc32c_append(crc, p);

@@ -183,9 +183,7 @@ impl Pacer {
         if device_bytes > 0 {
             smooth_into(&mut s.flush_bytes_per_s, bytes_per_s(device_bytes, elapsed));
         }
-        if cache_bytes > 0
-            && cache_bytes as f64 >= cache_limit_bytes as f64 * DRAIN_MEASURED_MIN_SHARE
-        {
+        if cache_bytes > 0 && full_flush(cache_bytes, cache_limit_bytes) {
             smooth_into(
                 &mut s.cache_drain_bytes_per_s,
                 bytes_per_s(cache_bytes, elapsed),
@@ -238,7 +236,7 @@ impl Pacer {
         };
         // A sync write's small flush says nothing of when the next cache fills (it is
         // over in about its fixed costs): pacing others to it only slowed them.
-        if (frozen_bytes as f64) < fill.limit_bytes as f64 * DRAIN_MEASURED_MIN_SHARE {
+        if !full_flush(frozen_bytes, fill.limit_bytes) {
             return;
         }
         let now = Instant::now();
@@ -282,6 +280,12 @@ impl State {
         self.paid_until = (from + cost).min(now + SLEEP_MAX);
         self.paid_until.saturating_duration_since(now)
     }
+}
+
+/// Whether a flush of `cache_bytes` of a cache of `limit_bytes` was of a full cache
+/// (`DRAIN_MEASURED_MIN_SHARE`).
+fn full_flush(cache_bytes: u64, limit_bytes: u64) -> bool {
+    cache_bytes as f64 >= limit_bytes as f64 * DRAIN_MEASURED_MIN_SHARE
 }
 
 /// The rate, in cache bytes per second, at which writes may fill the `room_bytes`

@@ -54,11 +54,9 @@ pub(crate) fn record_header(parts: &[&[u8]]) -> [u8; RECORD_HEADER_BYTES] {
     let payload_len: usize = parts.iter().map(|p| p.len()).sum();
     assert!(payload_len > 0 && payload_len <= RECORD_PAYLOAD_BYTES_MAX);
     let len = (payload_len as u32).to_le_bytes();
-    let mut checked: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
-    checked.push(&len);
-    checked.extend_from_slice(parts);
+    let crc = masked_crc_parts(std::iter::once(&len[..]).chain(parts.iter().copied()));
     let mut header = [0u8; RECORD_HEADER_BYTES];
-    header[..4].copy_from_slice(&masked_crc_parts(&checked).to_le_bytes());
+    header[..4].copy_from_slice(&crc.to_le_bytes());
     header[4..].copy_from_slice(&len);
     header
 }
@@ -75,7 +73,7 @@ pub(crate) fn decode_record(buf: &[u8]) -> Result<(&[u8], usize)> {
         )));
     }
     let payload = r.bytes(len)?;
-    let expected = masked_crc_parts(&[len_bytes, payload]);
+    let expected = masked_crc_parts([len_bytes, payload]);
     if crc != expected {
         return Err(LsmError::ChecksumMismatch {
             file: Default::default(),
