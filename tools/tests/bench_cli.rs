@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    assert_argument_errors, hashkv_in, leftovers, scratch_dir, spawn_in, succeeded, text,
+    assert_argument_errors, hashkv_in, leftovers, line_starting, scratch_dir, spawn_in, succeeded,
+    text,
 };
 use std::io::{BufRead, BufReader};
 
@@ -488,10 +489,7 @@ fn the_temporary_store_goes_under_tmpdir() {
         .unwrap();
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("store: temporary directory "))
-        .unwrap_or_else(|| panic!("{stdout}"));
+    let line = line_starting(&stdout, "store: temporary directory ");
     assert!(
         line.contains(&tmp.path().display().to_string()),
         "{line} is not under {}",

@@ -6,7 +6,8 @@
 mod common;
 
 use common::{
-    assert_argument_errors, hashkv_in, leftovers, scratch_dir, spawn_in, succeeded, text,
+    assert_argument_errors, hashkv_in, leftovers, line_starting, scratch_dir, spawn_in, succeeded,
+    text,
 };
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -151,16 +152,10 @@ fn with_fio_each_phase_gets_a_share_of_fios_sequential_write_bandwidth() {
         leftovers(dir.path(), "hashkv-bench-").is_empty(),
         "fio's file and the store must be removed"
     );
-    let fio_line = stdout
-        .lines()
-        .find(|l| l.starts_with("seq_write_1m_qd32 "))
-        .unwrap_or_else(|| panic!("no fio row in:\n{stdout}"));
+    let fio_line = line_starting(&stdout, "seq_write_1m_qd32 ");
     let fio_mib: f64 = fio_line.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(fio_mib > 0.0, "{fio_line}");
-    let synced_line = stdout
-        .lines()
-        .find(|l| l.starts_with("seq_write_1m_qd32_fdatasync "))
-        .unwrap_or_else(|| panic!("no synced fio row in:\n{stdout}"));
+    let synced_line = line_starting(&stdout, "seq_write_1m_qd32_fdatasync ");
     assert!(
         synced_line.contains("an fdatasync every 16 MiB"),
         "the default write cache is 16 MiB: {synced_line}"

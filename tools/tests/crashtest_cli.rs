@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{scratch_dir, text};
+use common::{line_starting, scratch_dir, succeeded, text};
 use hashkv_blockdev::loop_devices::{attach_all, LoopDevice};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -36,10 +36,7 @@ fn crashtest(devices: &[PathBuf], metadata: &Path, extra: &[&str]) -> Output {
 fn assert_passed(out: &Output, cycles: u32) {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let summary = stdout
-        .lines()
-        .find(|l| l.starts_with("crashtest passed"))
-        .unwrap_or_else(|| panic!("no summary:\n{stdout}"));
+    let summary = line_starting(&stdout, "crashtest passed");
     assert!(
         summary.contains(&format!(": {cycles} cycles, ")),
         "{summary}"
@@ -115,15 +112,8 @@ fn hashkv_mode_with_hotness_on_a_file() {
         .arg(&metadata)
         .output()
         .unwrap();
-    let stdout = text(&stat.stdout);
-    assert!(stat.status.success(), "{stdout}\n{}", text(&stat.stderr));
-    let line = |label: &str| -> String {
-        stdout
-            .lines()
-            .find(|l| l.starts_with(label))
-            .unwrap_or_else(|| panic!("no {label:?} line in:\n{stdout}"))
-            .to_string()
-    };
+    let stdout = succeeded(&stat);
+    let line = |label: &str| line_starting(&stdout, label);
     assert!(line("cold log ").contains("% live"), "{stdout}");
     let demotions: u64 = line("demotions ")
         .split_whitespace()

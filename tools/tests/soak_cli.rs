@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{hashkv_in, scratch_dir, text};
+use common::{hashkv_in, line_starting, scratch_dir, text};
 
 /// Seconds per mode: long enough for GC to run many times on the small store.
 const SOAK_SECONDS: &str = "20";
@@ -18,13 +18,7 @@ fn soak(mode: &str) {
     );
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let line = |prefix: &str| -> String {
-        stdout
-            .lines()
-            .find(|l| l.starts_with(prefix))
-            .unwrap_or_else(|| panic!("no {prefix:?} line:\n{stdout}"))
-            .to_string()
-    };
+    let line = |prefix: &str| line_starting(&stdout, prefix);
     let passed = line("soak passed: ");
     let ops: u64 = passed["soak passed: ".len()..]
         .split(' ')

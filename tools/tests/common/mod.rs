@@ -35,6 +35,15 @@ pub fn succeeded(out: &Output) -> String {
     stdout
 }
 
+/// The first line of `stdout` that starts with `prefix`; panics (showing the output)
+/// when there is none.
+pub fn line_starting<'a>(stdout: &'a str, prefix: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{stdout}"))
+}
+
 /// Entries of `dir` whose names start with `prefix`.
 pub fn leftovers(dir: &Path, prefix: &str) -> Vec<String> {
     std::fs::read_dir(dir)
