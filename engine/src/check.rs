@@ -11,7 +11,7 @@ use crate::db::Inner;
 use crate::error::Result;
 use crate::keys;
 use crate::location::{self, Location, Pointer};
-use crate::read::decode_value;
+use crate::read::check_record;
 use crate::spans;
 use crate::store::groups::group_of;
 use crate::store::CheckSpan;
@@ -65,10 +65,9 @@ impl Inner {
     /// Reads every byte the value store counts as written and decodes its records;
     /// in the hashkv mode each must lie in its key's group.
     fn check_value_store(&self, report: &mut CheckReport) -> Result<()> {
-        let block = self.layout.block_bytes as usize;
         for CheckSpan { place, span, group } in self.store.check_spans() {
             let (bufs, _) = spans::read(self.device.as_ref(), &[span])?;
-            for item in span.records(&bufs[0], block) {
+            for item in span.records(&bufs[0]) {
                 match item {
                     Ok((at, rec)) => {
                         report.records_scanned += 1;
@@ -136,8 +135,8 @@ impl Inner {
         }
         let reads = self.read_records(batch.iter().map(|(_, p)| p))?;
         for ((key, p), (span, buf)) in batch.iter().zip(&reads) {
-            match decode_value(span.payload(buf), p, key) {
-                Ok(_) => report.pointers += 1,
+            match check_record(span.payload(buf), p, key) {
+                Ok(()) => report.pointers += 1,
                 Err(e) if e.is_integrity() => report.damaged(format!(
                     "damaged record of key {:?}: {e}",
                     String::from_utf8_lossy(key)

@@ -16,6 +16,7 @@
 //!
 //! What a log is for (which records, when to collect) belongs to its owner.
 
+use crate::align::RecordSize;
 use crate::buffers::BufferPool;
 use crate::commit::DeviceWrite;
 use crate::entry_codec;
@@ -171,26 +172,33 @@ impl CircularLog {
         self.released.len() > 0
     }
 
-    /// Places records of the given encoded lengths at the head, each within one chunk,
-    /// leaving `keep_free_bytes` of the free space untouched. On `NeedSpace` nothing
-    /// changed.
+    /// Places records of the given sizes at the head, each within one chunk (values
+    /// on `align_bytes` where `align.rs` says), leaving `keep_free_bytes` of the free
+    /// space untouched. On `NeedSpace` nothing changed.
     pub fn place(
         &mut self,
-        record_lens: &[usize],
+        sizes: &[RecordSize],
+        align_bytes: u64,
         keep_free_bytes: u64,
     ) -> std::result::Result<Placed, NeedSpace> {
         let start = self.head;
         let chunk = self.geometry.chunk_bytes;
         let mut at = start;
-        let mut positions = Vec::with_capacity(record_lens.len());
-        for &len in record_lens {
-            let len = len as u64;
-            assert!(len <= chunk, "record larger than a chunk");
-            if at % chunk + len > chunk {
-                at = at.next_multiple_of(chunk);
-            }
-            positions.push(at);
-            at += len;
+        let mut positions = Vec::with_capacity(sizes.len());
+        for size in sizes {
+            assert!(size.len <= chunk, "record larger than a chunk");
+            let (chunk_start, in_chunk) = match size.place_within(at % chunk, align_bytes, chunk) {
+                Some((s, _)) => (at - at % chunk, s),
+                None => {
+                    let next = at.next_multiple_of(chunk);
+                    let (s, _) = size
+                        .place_within(0, align_bytes, chunk)
+                        .expect("a record fits an empty chunk");
+                    (next, s)
+                }
+            };
+            positions.push(chunk_start + in_chunk);
+            at = chunk_start + in_chunk + size.len;
         }
         let end = at;
         // The write reaches the end of `end`'s block (zeros), which must stay clear of
@@ -210,16 +218,17 @@ impl CircularLog {
     /// Encodes value records placed in `[start, end)` into aligned writes: from the
     /// start of `start`'s block (its committed bytes first, unchanged), zero padding
     /// between records and up to the end's block boundary, split where the range wraps
-    /// around the region. Remembers the new head block.
+    /// around the region. Remembers the new head block. Returns the writes and each
+    /// record's checksum.
     pub fn encode_run(
         &mut self,
         records: &[RunRecord<'_>],
         placed: &Placed,
         buffers: &BufferPool,
-    ) -> Result<Vec<DeviceWrite>> {
+    ) -> Result<(Vec<DeviceWrite>, Vec<u32>)> {
         let (start, end) = (placed.start, placed.end);
         if start == end {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let g = self.geometry;
         let first = start - start % g.block_bytes;
@@ -244,19 +253,21 @@ impl CircularLog {
         pieces[0].cursor = prefix;
         let piece_of = |pos: u64| usize::from(pos - first >= split as u64);
         // Records come in position order; reused buffers get zeros in every gap.
+        let mut crcs = Vec::with_capacity(records.len());
         for r in records {
             let piece = &mut pieces[piece_of(r.position)];
             let at = (r.position - piece.position) as usize;
             debug_assert!(at >= piece.cursor, "records in position order");
             piece.buf[piece.cursor..at].fill(0);
-            let n = record::encode_into(
+            let encoded = record::encode_into(
                 &mut piece.buf[at..],
                 RecordKind::Value,
                 r.seq,
                 r.key,
                 r.value,
             );
-            piece.cursor = at + n;
+            piece.cursor = at + encoded.len;
+            crcs.push(encoded.crc);
         }
         for p in pieces.iter_mut() {
             let len = p.len;
@@ -270,14 +281,15 @@ impl CircularLog {
             used,
             g.block_bytes as usize,
         );
-        Ok(pieces
+        let writes = pieces
             .into_iter()
             .map(|p| DeviceWrite {
                 offset: g.device_offset(p.position),
                 buf: p.buf,
                 len: p.len,
             })
-            .collect())
+            .collect();
+        Ok((writes, crcs))
     }
 
     /// Moves the committed tail; the space becomes reusable after readers older than
@@ -372,7 +384,8 @@ mod tests {
                 .map(|_| rng.gen_range(21..CHUNK as usize))
                 .collect();
             let before = l.head();
-            match l.place(&lens, KEEP_FREE) {
+            let sizes: Vec<RecordSize> = lens.iter().map(|&l| RecordSize::unpadded(l)).collect();
+            match l.place(&sizes, 1, KEEP_FREE) {
                 Ok(p) => {
                     assert_eq!(p.start, before);
                     for (pos, len) in p.positions.iter().zip(&lens) {
@@ -430,7 +443,13 @@ mod tests {
         let value = vec![7u8; 3000];
         let key = b"key".to_vec();
         let rec_len = RECORD_HEADER_BYTES + key.len() + value.len();
-        let placed = l.place(&vec![rec_len; 12], 0).unwrap();
+        let placed = l
+            .place(&[RecordSize::value(key.len(), value.len()); 12], 512, 0)
+            .unwrap();
+        assert_eq!(
+            rec_len as u64,
+            RecordSize::value(key.len(), value.len()).len
+        );
         assert!(placed.end > g.region_bytes, "the run wraps");
         let records: Vec<RunRecord<'_>> = placed
             .positions
@@ -443,9 +462,10 @@ mod tests {
                 seq: i as u64,
             })
             .collect();
-        let writes = l
+        let (writes, crcs) = l
             .encode_run(&records, &placed, &BufferPool::new(0))
             .unwrap();
+        assert_eq!(crcs.len(), 12);
         assert_eq!(writes.len(), 2);
         assert_eq!(
             writes[1].offset, g.region_offset,
@@ -463,11 +483,11 @@ mod tests {
                 .find(|w| w.offset <= at && at < w.offset + w.len as u64)
                 .unwrap();
             let off = (at - w.offset) as usize;
-            let mut it = SegmentRecords::new_at(&w.buf[..off + rec_len], off, 4096);
+            let mut it = SegmentRecords::new_at(&w.buf[..off + rec_len], off);
             let (_, rec) = it.next().unwrap().unwrap();
             assert_eq!(
-                (rec.key, rec.value, rec.seq),
-                (&key[..], &value[..], i as u64)
+                (rec.key, rec.value, rec.seq, rec.crc),
+                (&key[..], &value[..], i as u64, crcs[i])
             );
         }
         // The next append continues the head block it just wrote.

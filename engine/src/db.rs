@@ -483,6 +483,7 @@ impl Inner {
             buffers: &self.buffers,
             readers: &self.readers,
             counters: &self.counters,
+            value_align_bytes: self.read_block_bytes,
         }
     }
 

@@ -35,19 +35,32 @@ pub fn value_record(buf: &[u8]) -> Result<Slot<'_>> {
     crate::record::decode(buf)
 }
 
-/// The records of a segment's used bytes, as GC and fsck walk them: `used` begins on
-/// a block boundary of `block_bytes` (non-zero, as every layout's is). Yields each
-/// record with its offset, and stops after the first damaged one.
-pub fn segment_records(
-    used: &[u8],
-    block_bytes: usize,
-) -> impl Iterator<Item = Result<(usize, RecordRef<'_>)>> {
-    crate::record::SegmentRecords::new_at(used, 0, block_bytes)
+/// The records of a segment's used bytes, as GC and fsck walk them. Yields each
+/// record with its offset, skipping zeros between records, and stops after the first
+/// damaged one.
+pub fn segment_records(used: &[u8]) -> impl Iterator<Item = Result<(usize, RecordRef<'_>)>> {
+    crate::record::SegmentRecords::new_at(used, 0)
 }
 
-/// The read path's check of the record read for `pointer` and `key`: its value.
-pub fn value_for(buf: &[u8], pointer: &Pointer, key: &[u8]) -> Result<Vec<u8>> {
-    crate::read::decode_value(buf, pointer, key)
+/// The read path's check of what a get reads for `pointer` and `key` from a device
+/// holding `record` where the pointer says: the value's bytes alone, checked against
+/// the pointer's checksum. A pointer too short for its key is an error.
+pub fn value_for(record: &[u8], pointer: &Pointer, key: &[u8]) -> Result<Vec<u8>> {
+    let from = crate::record::value_offset(key.len());
+    let to = pointer.record_bytes as usize;
+    let value = record.get(from..to).ok_or_else(|| {
+        crate::Error::corrupt(
+            "index pointer",
+            format!("a record of {from}..={} bytes", record.len()),
+            format!("{pointer:?}"),
+        )
+    })?;
+    crate::read::check_value(value, pointer, key)
+}
+
+/// The check's (fsck's) test of the whole record read for `pointer` and `key`.
+pub fn record_for(record: &[u8], pointer: &Pointer, key: &[u8]) -> Result<()> {
+    crate::read::check_record(record, pointer, key)
 }
 
 /// The cold tag a decoded record carries, if it is a well-formed cold tag record.

@@ -310,6 +310,7 @@ mod tests {
             offset: 512,
             record_bytes: 4200,
             seq: 9,
+            crc: 0xabcd_ef01,
         };
         let pointers: Vec<_> = map
             .keys()

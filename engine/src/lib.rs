@@ -21,6 +21,7 @@
 //!   `keys.rs`; FORMAT.md documents the bytes and the crash argument;
 //! - `check.rs`: what `hashkv fsck` verifies; `ffi.rs`: the C API.
 
+mod align;
 mod buffers;
 mod check;
 mod circular_log;

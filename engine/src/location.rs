@@ -3,11 +3,13 @@
 //!
 //! ```text
 //! inline:              0x01, value bytes
-//! pointer, segments:   0x02, segment u32, offset u32, record length u32, sequence u64
-//! pointer, value log:  0x03, chunk u32,   offset u32, record length u32, sequence u64
-//! pointer, cold log:   0x04, segment u32, offset u32, record length u32, sequence u64
+//! pointer, segments:   0x02, segment u32, offset u32, record length u32, sequence u64, crc u32
+//! pointer, value log:  0x03, chunk u32,   offset u32, record length u32, sequence u64, crc u32
+//! pointer, cold log:   0x04, segment u32, offset u32, record length u32, sequence u64, crc u32
 //! ```
-//! (little-endian; a pointer is 21 bytes)
+//! (little-endian; a pointer is 25 bytes). The crc is the record's own checksum: a get
+//! reads the value's sectors alone, without the record's header, and checks them with
+//! it (`record::value_record_crc`).
 
 use crate::error::{Error, Result};
 
@@ -15,7 +17,7 @@ const TAG_INLINE: u8 = 1;
 const TAG_SEGMENTS: u8 = 2;
 const TAG_LOG: u8 = 3;
 const TAG_COLD: u8 = 4;
-pub const POINTER_BYTES: usize = 21;
+pub const POINTER_BYTES: usize = 25;
 
 /// The value region a pointer points into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +41,9 @@ pub struct Pointer {
     pub offset: u32,
     pub record_bytes: u32,
     pub seq: u64,
+    /// The record's checksum (its header's crc field), which covers the key, the
+    /// sequence number and the value.
+    pub crc: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +73,7 @@ impl Pointer {
         out[5..9].copy_from_slice(&self.offset.to_le_bytes());
         out[9..13].copy_from_slice(&self.record_bytes.to_le_bytes());
         out[13..21].copy_from_slice(&self.seq.to_le_bytes());
+        out[21..25].copy_from_slice(&self.crc.to_le_bytes());
         out
     }
 }
@@ -101,6 +107,7 @@ pub fn decode(bytes: &[u8]) -> Result<Location> {
         offset: u32_at(5),
         record_bytes: u32_at(9),
         seq: u64::from_le_bytes(bytes[13..21].try_into().expect("8 bytes")),
+        crc: u32_at(21),
     }))
 }
 
@@ -117,6 +124,7 @@ mod tests {
                 offset: 8192,
                 record_bytes: 1044,
                 seq: 99,
+                crc: 0xdead_beef,
             };
             assert_eq!(decode(&p.encode()).unwrap(), Location::Pointer(p));
         }
@@ -127,6 +135,8 @@ mod tests {
         assert!(decode(&[]).is_err());
         assert!(decode(&[TAG_SEGMENTS, 1, 2]).is_err());
         assert!(decode(&[TAG_LOG, 1, 2]).is_err());
+        // A pointer of the previous format (21 bytes, no crc) is refused, not misread.
+        assert!(decode(&[TAG_COLD; 21]).is_err());
         assert!(decode(&[7, 1, 2]).is_err());
     }
 }

@@ -21,8 +21,9 @@ use hashkv_blockdev::BlockDevice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The format version from which value-log pointers carry their own region tag.
-const VLOG_REGION_TAGS_FORMAT_VERSION: u32 = 2;
+/// The format version from which index pointers carry their record's checksum: the
+/// oldest hashkv or vlog store this build reads (superblock.rs, `FORMAT_VERSION`).
+const POINTER_CHECKSUMS_FORMAT_VERSION: u32 = 4;
 
 impl Db {
     /// Formats `devices` (one, or several to stripe over) and `metadata_dir`, then
@@ -304,21 +305,17 @@ fn check_matches(sb: &Superblock, options: &Options, device: &dyn BlockDevice) -
             requested,
         })
     };
-    if sb.format_version < VLOG_REGION_TAGS_FORMAT_VERSION && sb.mode == crate::options::Mode::VLog
+    if sb.format_version < POINTER_CHECKSUMS_FORMAT_VERSION && sb.mode != crate::options::Mode::Lsm
     {
+        // Their index pointers lack the record checksum a get checks the value with
+        // (FORMAT.md, "Index entries"); before version 3 hashkv groups also had a
+        // fixed main segment each.
         return mismatch(
-            "format version of a vlog store",
+            "format version of a store with a value store",
             sb.format_version.to_string(),
-            format!("{FORMAT_VERSION} (reformat this baseline store)"),
-        );
-    }
-    if sb.mode == crate::options::Mode::HashKv && !sb.layout.is_pooled() {
-        // Before version 3 each group had a fixed main segment; this build keeps every
-        // group in segments from one pool (FORMAT.md, "Where things live").
-        return mismatch(
-            "format version of a hashkv store",
-            format!("{} (a fixed main segment per group)", sb.format_version),
-            format!("{FORMAT_VERSION} (reformat: groups now draw on one segment pool)"),
+            format!(
+                "{FORMAT_VERSION} (reformat: index pointers now carry their record's checksum)"
+            ),
         );
     }
     if sb.mode != options.mode {

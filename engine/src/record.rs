@@ -13,8 +13,9 @@
 //! Records are packed back to back and may cross block boundaries; a batch continues
 //! right after the previous one's last record. A record's first byte is never zero, so
 //! a zero byte where a record could start is padding (the zeros after a batch written
-//! up to a block boundary, or the rest of a vlog chunk), unambiguously: the reader
-//! skips to the next block.
+//! up to a block boundary, the rest of a vlog chunk, or the zeros put before a record
+//! so that its value starts on a sector: `align.rs`), unambiguously: the reader skips
+//! zeros to the next record.
 
 use crate::error::{Error, Result};
 
@@ -56,8 +57,10 @@ impl RecordKind {
 /// Where a cold key's value lies: the body of a cold tag record.
 ///
 /// ```text
-/// segment u32, epoch u32, offset u32, record bytes u32, flags u8   (LE, 17 bytes)
+/// segment u32, epoch u32, offset u32, record bytes u32, record crc u32, flags u8
 /// ```
+/// (LE, 21 bytes). The record's checksum goes with its place, so that an index pointer
+/// made from the tag can check a read of the value alone (`location::Pointer::crc`).
 /// `epoch` names the cold segment's incarnation: a segment freed and taken again by
 /// the cold log gets a new one, so a stale tag never names a new record. Flag bit 0
 /// (`relocated`): a cold GC copied the value here and the index may still point at
@@ -68,10 +71,12 @@ pub struct ColdTag {
     pub epoch: u32,
     pub offset: u32,
     pub record_bytes: u32,
+    /// The cold record's checksum, as its header holds it.
+    pub crc: u32,
     pub relocated: bool,
 }
 
-pub const COLD_TAG_BYTES: usize = 17;
+pub const COLD_TAG_BYTES: usize = 21;
 const COLD_TAG_RELOCATED: u8 = 1;
 
 impl ColdTag {
@@ -81,7 +86,8 @@ impl ColdTag {
         out[4..8].copy_from_slice(&self.epoch.to_le_bytes());
         out[8..12].copy_from_slice(&self.offset.to_le_bytes());
         out[12..16].copy_from_slice(&self.record_bytes.to_le_bytes());
-        out[16] = if self.relocated {
+        out[16..20].copy_from_slice(&self.crc.to_le_bytes());
+        out[20] = if self.relocated {
             COLD_TAG_RELOCATED
         } else {
             0
@@ -102,7 +108,8 @@ impl ColdTag {
             epoch: u32_at(4),
             offset: u32_at(8),
             record_bytes: u32_at(12),
-            relocated: rec.value[16] & COLD_TAG_RELOCATED != 0,
+            crc: u32_at(16),
+            relocated: rec.value[20] & COLD_TAG_RELOCATED != 0,
         })
     }
 }
@@ -114,6 +121,8 @@ pub struct RecordRef<'a> {
     pub seq: u64,
     pub key: &'a [u8],
     pub value: &'a [u8],
+    /// The checksum its header holds (and `decode` checked): index pointers carry it.
+    pub crc: u32,
 }
 
 impl RecordRef<'_> {
@@ -134,31 +143,70 @@ pub fn encode(out: &mut Vec<u8>, kind: RecordKind, seq: u64, key: &[u8], value: 
     encode_into(&mut out[start..], kind, seq, key, value);
 }
 
+/// A record's encoded length and checksum (what an index pointer to it carries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoded {
+    pub len: usize,
+    pub crc: u32,
+}
+
 /// Writes one record at the start of `out` (at least `encoded_len` bytes), so that a
-/// flush can encode straight into its aligned device buffer. Returns its length.
-pub fn encode_into(out: &mut [u8], kind: RecordKind, seq: u64, key: &[u8], value: &[u8]) -> usize {
+/// flush can encode straight into its aligned device buffer.
+pub fn encode_into(
+    out: &mut [u8],
+    kind: RecordKind,
+    seq: u64,
+    key: &[u8],
+    value: &[u8],
+) -> Encoded {
     debug_assert!(!key.is_empty() && key.len() <= u16::MAX as usize);
     debug_assert!(value.len() <= u32::MAX as usize);
     debug_assert!(kind != RecordKind::Tombstone || value.is_empty());
     debug_assert!(kind != RecordKind::ColdTag || value.len() == COLD_TAG_BYTES);
     let len = encoded_len(key.len(), value.len());
     let rec = &mut out[..len];
-    rec[0] = TAG_HIGH | RECORD_FORMAT_VERSION;
-    rec[1] = kind.code();
-    rec[2..4].copy_from_slice(&(key.len() as u16).to_le_bytes());
-    rec[4..8].copy_from_slice(&(value.len() as u32).to_le_bytes());
-    rec[8..16].copy_from_slice(&seq.to_le_bytes());
+    rec[..CRC_AT].copy_from_slice(&header_start(kind, seq, key.len(), value.len()));
     rec[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + key.len()].copy_from_slice(key);
     rec[RECORD_HEADER_BYTES + key.len()..].copy_from_slice(value);
     let crc = record_crc(rec);
     rec[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
-    len
+    Encoded { len, crc }
+}
+
+/// A header's bytes before its checksum: tag, kind, lengths, sequence number.
+fn header_start(kind: RecordKind, seq: u64, key_len: usize, value_len: usize) -> [u8; CRC_AT] {
+    let mut h = [0u8; CRC_AT];
+    h[0] = TAG_HIGH | RECORD_FORMAT_VERSION;
+    h[1] = kind.code();
+    h[2..4].copy_from_slice(&(key_len as u16).to_le_bytes());
+    h[4..8].copy_from_slice(&(value_len as u32).to_le_bytes());
+    h[8..16].copy_from_slice(&seq.to_le_bytes());
+    h
 }
 
 /// crc32c over a whole encoded record except its crc field.
 fn record_crc(record: &[u8]) -> u32 {
     let head = crc32c::crc32c(&record[..CRC_AT]);
     crc32c::crc32c_append(head, &record[RECORD_HEADER_BYTES..]) ^ CRC_MASK
+}
+
+/// The checksum of the value record of `key` with sequence number `seq` holding
+/// `value`, computed without its header: a read of the value's sectors alone
+/// (`read.rs`) checks it against the one its index pointer carries, which covers the
+/// header's fields, the key and the value as the record's own checksum does.
+pub fn value_record_crc(seq: u64, key: &[u8], value: &[u8]) -> u32 {
+    let head = crc32c::crc32c(&header_start(
+        RecordKind::Value,
+        seq,
+        key.len(),
+        value.len(),
+    ));
+    crc32c::crc32c_append(crc32c::crc32c_append(head, key), value) ^ CRC_MASK
+}
+
+/// Where a value record's value begins, from the record's start.
+pub fn value_offset(key_len: usize) -> usize {
+    RECORD_HEADER_BYTES + key_len
 }
 
 /// Recomputes the checksum of the record at the start of `buf` in place, when the
@@ -181,7 +229,7 @@ pub fn reseal(buf: &mut [u8]) {
 #[derive(Debug)]
 pub enum Slot<'a> {
     Record(RecordRef<'a>),
-    /// Zero padding up to the next block boundary.
+    /// Zero padding up to the next record.
     Padding,
 }
 
@@ -258,6 +306,7 @@ pub fn decode(buf: &[u8]) -> Result<Slot<'_>> {
         seq,
         key,
         value,
+        crc: stored,
     }))
 }
 
@@ -265,31 +314,23 @@ fn corrupt(expected: String, found: String) -> Error {
     Error::corrupt("value record", expected, found)
 }
 
-/// Walks the records of a segment's used part, skipping block padding.
+/// Walks the records of a segment's used part, skipping padding: zero bytes up to the
+/// next record (a record's first byte is never zero).
 pub struct SegmentRecords<'a> {
     buf: &'a [u8],
     pos: usize,
-    block_bytes: usize,
 }
 
 impl<'a> SegmentRecords<'a> {
     #[cfg(test)]
-    pub fn new(used: &'a [u8], block_bytes: usize) -> SegmentRecords<'a> {
-        SegmentRecords {
-            buf: used,
-            pos: 0,
-            block_bytes,
-        }
+    pub fn new(used: &'a [u8]) -> SegmentRecords<'a> {
+        SegmentRecords { buf: used, pos: 0 }
     }
 
-    /// Starts at `pos` (a record boundary) of a buffer that begins on a block
-    /// boundary; offsets returned are from the buffer's start.
-    pub fn new_at(used: &'a [u8], pos: usize, block_bytes: usize) -> SegmentRecords<'a> {
-        SegmentRecords {
-            buf: used,
-            pos,
-            block_bytes,
-        }
+    /// Starts at `pos` (a record boundary or padding) of a buffer; offsets returned
+    /// are from the buffer's start.
+    pub fn new_at(used: &'a [u8], pos: usize) -> SegmentRecords<'a> {
+        SegmentRecords { buf: used, pos }
     }
 }
 
@@ -304,7 +345,8 @@ impl<'a> Iterator for SegmentRecords<'a> {
             }
             match decode(&self.buf[self.pos..]) {
                 Ok(Slot::Padding) => {
-                    self.pos = (self.pos / self.block_bytes + 1) * self.block_bytes;
+                    let rest = &self.buf[self.pos..];
+                    self.pos += rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
                 }
                 Ok(Slot::Record(r)) => {
                     let at = self.pos;
@@ -333,9 +375,7 @@ mod tests {
         encode(&mut buf, RecordKind::Tombstone, 8, b"key2", b"");
         buf.resize(4096, 0);
         encode(&mut buf, RecordKind::Value, 9, b"k3", &[5u8; 5000]);
-        let recs: Vec<_> = SegmentRecords::new(&buf, 4096)
-            .map(|r| r.unwrap())
-            .collect();
+        let recs: Vec<_> = SegmentRecords::new(&buf).map(|r| r.unwrap()).collect();
         assert_eq!(recs.len(), 3);
         assert_eq!(recs[0].1.key, b"key1");
         assert_eq!(recs[0].1.value, b"value one");
@@ -343,6 +383,37 @@ mod tests {
         assert_eq!(recs[2].0, 4096);
         assert_eq!(recs[2].1.seq, 9);
         assert_eq!(recs[2].1.value.len(), 5000);
+    }
+
+    #[test]
+    fn zeros_of_any_length_before_a_record_are_padding() {
+        let mut buf = Vec::new();
+        encode(&mut buf, RecordKind::Value, 1, b"a", b"one");
+        let first_end = buf.len();
+        buf.resize(first_end + 37, 0);
+        encode(&mut buf, RecordKind::Value, 2, b"b", &[9u8; 700]);
+        let recs: Vec<_> = SegmentRecords::new(&buf).map(|r| r.unwrap()).collect();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1].0, first_end + 37);
+        // Zeros to the end of the buffer are padding too, not an error.
+        buf.resize(buf.len() + 11, 0);
+        assert_eq!(SegmentRecords::new(&buf).count(), 2);
+    }
+
+    #[test]
+    fn the_value_alone_checks_against_the_record_checksum() {
+        let mut out = vec![0u8; encoded_len(3, 50)];
+        let enc = encode_into(&mut out, RecordKind::Value, 77, b"key", &[3u8; 50]);
+        assert_eq!(enc.len, out.len());
+        let Slot::Record(r) = decode(&out).unwrap() else {
+            panic!("a record")
+        };
+        assert_eq!(r.crc, enc.crc);
+        let value = &out[value_offset(3)..];
+        assert_eq!(value_record_crc(77, b"key", value), enc.crc);
+        assert_ne!(value_record_crc(78, b"key", value), enc.crc);
+        assert_ne!(value_record_crc(77, b"kez", value), enc.crc);
+        assert_ne!(value_record_crc(77, b"key", &value[1..]), enc.crc);
     }
 
     #[test]
@@ -381,7 +452,7 @@ mod tests {
             if let Ok(Slot::Record(r)) = decode(&b) {
                 panic!("garbage decoded as a record: {r:?}");
             }
-            for r in SegmentRecords::new(&b, 64) {
+            for r in SegmentRecords::new(&b) {
                 assert!(r.is_err(), "garbage yielded a record");
             }
         }
@@ -404,9 +475,7 @@ mod tests {
         assert_eq!(seg.len(), 4093);
         seg.resize(4096, 0);
         encode(&mut seg, RecordKind::Value, 2, b"k2", b"v2");
-        let recs: Vec<_> = SegmentRecords::new(&seg, 4096)
-            .map(|r| r.unwrap())
-            .collect();
+        let recs: Vec<_> = SegmentRecords::new(&seg).map(|r| r.unwrap()).collect();
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[1].0, 4096);
     }

@@ -8,7 +8,7 @@ use crate::db::Inner;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::location::{self, Location, Pointer};
-use crate::read::decode_value;
+use crate::read::check_value;
 use crate::readers::OwnedReadGuard;
 use crate::spans::Span;
 use crate::write_cache::CachedValue;
@@ -210,8 +210,8 @@ impl<'a> ScanIter<'a> {
         }
         let (spans, reads) =
             self.inner
-                .start_record_reads(items.iter().filter_map(|i| match i {
-                    Item::Read(_, p) => Some(p),
+                .start_value_reads(items.iter().filter_map(|i| match i {
+                    Item::Read(k, p) => Some((p, &k[..])),
                     Item::Value(..) => None,
                 }))?;
         Ok(Some(Batch {
@@ -261,7 +261,7 @@ impl<'a> ScanIter<'a> {
                 Item::Value(k, v) => self.ready.push_back((k, v)),
                 Item::Read(k, p) => {
                     let (read, span) = next_read.next().expect("one read per Item::Read");
-                    let value = decode_value(span.payload(&read.buf), &p, &k)?;
+                    let value = check_value(span.payload(&read.buf), &p, &k)?;
                     self.ready.push_back((k, value));
                 }
             }

@@ -36,8 +36,8 @@ impl Span {
     }
 
     /// The records of this span, read into `buf`; offsets are from the span's start.
-    pub fn records<'a>(&self, buf: &'a [u8], block_bytes: usize) -> SegmentRecords<'a> {
-        SegmentRecords::new_at(&buf[..self.to], self.from, block_bytes)
+    pub fn records<'a>(&self, buf: &'a [u8]) -> SegmentRecords<'a> {
+        SegmentRecords::new_at(&buf[..self.to], self.from)
     }
 
     /// The bytes of this span's records (a single record's span: the record).

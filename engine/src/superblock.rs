@@ -41,7 +41,11 @@ pub const SUPERBLOCK_MAGIC: &[u8; 8] = b"HASHKVSB";
 /// Version 3: the layout is one pool of log-sized segments (main slot count 0); the
 /// hashkv mode's groups are chains of pool segments. Version 1 and 2 layouts still
 /// decode; their vlog (version 2) and lsm stores open, their hashkv stores do not.
-pub const FORMAT_VERSION: u32 = 3;
+/// Version 4: index pointers carry their record's checksum (a get reads the value
+/// alone), cold tags carry it too, and zeros may precede a value record to put its
+/// value on a sector (`align.rs`). Lsm stores of every version open; hashkv and vlog
+/// stores before version 4 do not.
+pub const FORMAT_VERSION: u32 = 4;
 /// Bytes of a copy that carry fields; the rest of its block is zero.
 pub const SUPERBLOCK_ENCODED_BYTES: usize = 96;
 /// A copy occupies one block of this size (or the device's logical block, if larger):

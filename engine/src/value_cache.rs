@@ -97,6 +97,7 @@ mod tests {
             offset,
             record_bytes: 1100,
             seq,
+            crc: 5,
         }
     }
 

@@ -14,22 +14,28 @@ use common::{
     verify, Model, MIB,
 };
 use hashkv::{Db, Mode};
-use hashkv_blockdev::sim::FaultRule;
+use hashkv_blockdev::sim::{FaultRule, SimConfig, SimDevice};
 use std::ops::Bound;
+use std::sync::Arc;
 
-/// Records that fill their blocks exactly (each written alone, without a write cache):
-/// a flipped bit anywhere in a read lands in the record.
-fn block_filling_value(i: u32, blocks: usize) -> Vec<u8> {
-    value(i, 3, blocks * 4096 - 20 - key(i).len())
+/// Values of whole sectors: placed on a sector boundary (`align.rs`) and read alone
+/// (a get reads the value's sectors, not its record's header), so a flipped bit
+/// anywhere in a get's read lands in the value.
+fn sector_filling_value(i: u32, sectors: usize) -> Vec<u8> {
+    value(i, 3, sectors * 512)
 }
 
 test_in_modes!(bit_flip_on_read_is_an_error_never_a_wrong_value: hashkv, vlog);
 fn bit_flip_on_read_is_an_error_never_a_wrong_value(mode: Mode) {
     let o = small_options().with_mode(mode).with_write_cache_bytes(0);
-    let (dev, _dir, db) = format_sim(8 * MIB, 21, &o);
+    let mut config = SimConfig::new(8 * MIB, 21);
+    config.logical_block_bytes = 512;
+    let dev = Arc::new(SimDevice::new(config).unwrap());
+    let _dir = tempfile::tempdir().unwrap();
+    let db = Db::format_device(dev.clone(), _dir.path(), &o).unwrap();
     let mut model = Model::new();
     for i in 0..60 {
-        let v = block_filling_value(i, 1 + (i as usize % 3));
+        let v = sector_filling_value(i, 8 * (1 + i as usize % 3));
         db.put(&key(i), &v).unwrap();
         model.insert(key(i), v);
     }
@@ -41,7 +47,7 @@ fn bit_flip_on_read_is_an_error_never_a_wrong_value(mode: Mode) {
     }
     db.flush().unwrap();
     let fault = dev.inject(FaultRule::bit_flip_on_read()).unwrap();
-    // Exactly-filling records: every get fails with a checksum or corruption error.
+    // Values read exactly: every get fails with a checksum or corruption error.
     for k in model.keys() {
         match db.get(k) {
             Err(e) if is_corruption(&e) => {}

@@ -259,29 +259,31 @@ fn newer_superblock_format_version_is_refused(mode: Mode) {
         .err()
         .unwrap();
     assert!(matches!(e, Error::DeviceNotEmpty { .. }), "{e:?}");
-    // Version 1, the first format, still opens with everything there, except in the
-    // vlog mode, whose pointers changed in version 2: that baseline is refused and
-    // must be formatted again.
-    patch_version(&dev, 1);
-    match Db::open_device(dev.clone(), dir.path(), &o) {
-        Ok(db) => {
-            assert_ne!(mode, Mode::VLog, "a version 1 vlog store opened");
-            verify(&db, &model);
-            db.close().unwrap();
-        }
-        Err(e) => {
-            assert_eq!(mode, Mode::VLog, "{e:?}");
-            assert!(
-                matches!(
-                    e,
-                    Error::Mismatch {
-                        what: "format version of a vlog store",
-                        ..
-                    }
-                ),
-                "{e:?}"
-            );
-            msg(&e);
+    // Versions 1 (the first format) and 3 (the one before pointers carried their
+    // record's checksum) still open as lsm stores, with everything there; hashkv and
+    // vlog stores of those versions are refused and must be formatted again.
+    for old in [1, 3] {
+        patch_version(&dev, old);
+        match Db::open_device(dev.clone(), dir.path(), &o) {
+            Ok(db) => {
+                assert_eq!(mode, Mode::Lsm, "a version {old} {mode:?} store opened");
+                verify(&db, &model);
+                db.close().unwrap();
+            }
+            Err(e) => {
+                assert_ne!(mode, Mode::Lsm, "{e:?}");
+                assert!(
+                    matches!(
+                        e,
+                        Error::Mismatch {
+                            what: "format version of a store with a value store",
+                            ..
+                        }
+                    ),
+                    "{e:?}"
+                );
+                assert!(msg(&e).contains("checksum"), "{}", msg(&e));
+            }
         }
     }
     // This build's version again: everything is there.
@@ -292,7 +294,7 @@ fn newer_superblock_format_version_is_refused(mode: Mode) {
 }
 
 /// A hashkv store formatted before version 3 (a fixed main segment per group ahead of
-/// the log segments) is refused by name: this build keeps groups in one segment pool.
+/// the log segments) is refused by name, as every hashkv store before version 4 is.
 #[test]
 fn a_hashkv_store_with_fixed_main_segments_is_refused() {
     let o = small_options().with_mode(Mode::HashKv);
@@ -311,10 +313,6 @@ fn a_hashkv_store_with_fixed_main_segments_is_refused() {
     }
     let e = Db::open_device(dev.clone(), dir.path(), &o).err().unwrap();
     assert!(matches!(e, Error::Mismatch { .. }), "{e:?}");
-    assert!(
-        msg(&e).contains("fixed main segment per group"),
-        "{}",
-        msg(&e)
-    );
+    assert!(msg(&e).contains("on device 2"), "{}", msg(&e));
     assert!(msg(&e).contains("reformat"), "{}", msg(&e));
 }

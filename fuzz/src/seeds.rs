@@ -85,6 +85,7 @@ fn cold_tag_record(relocated: bool) -> Vec<u8> {
         epoch: 3,
         offset: 4096,
         record_bytes: 1044,
+        crc: 0x1234_5678,
         relocated,
     };
     encode::value_record(RecordKind::ColdTag, 41, b"cold-key", &tag.encode())
@@ -158,6 +159,7 @@ fn entry_seeds() -> Vec<Seed> {
         offset: 8192,
         record_bytes: 1044,
         seq: 99,
+        crc: 0x8765_4321,
     };
     // The region a value log spans in `layout()`.
     let region = l.end_offset() - l.main_region_offset;

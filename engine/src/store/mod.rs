@@ -37,6 +37,8 @@ pub(crate) struct IoCtx<'a> {
     pub buffers: &'a BufferPool,
     pub readers: &'a Readers,
     pub counters: &'a Counters,
+    /// The sector values are placed on (`align.rs`): the device's logical block.
+    pub value_align_bytes: u64,
 }
 
 /// What a GC needs besides I/O: the committer to commit through, and read access to

@@ -14,8 +14,6 @@ use hashkv_blockdev::identity::encode_identity;
 /// Bytes of a superblock copy as format writes it on a device of 512- or 4096-byte
 /// logical blocks (one 4 KiB block; superblock.rs).
 const SUPERBLOCK_COPY_BYTES: usize = 4096;
-/// Block sizes segments are walked with: the two logical block sizes devices have.
-const WALK_BLOCK_BYTES: [usize; 2] = [512, 4096];
 
 /// The layout the table and value log checks run against: a store small enough that
 /// a fuzzed entry names its segments often (8 MiB: 3 groups, 48 log segments).
@@ -51,10 +49,8 @@ pub fn member_identity(data: &[u8]) -> bool {
 /// A record, alone and as the start of a segment walked block by block.
 pub fn value_record(data: &[u8]) -> bool {
     as_is_and_resealed(data, reseal::value_record, |buf| {
-        for block_bytes in WALK_BLOCK_BYTES {
-            for (_, rec) in decoders::segment_records(buf, block_bytes).flatten() {
-                check_record(&rec);
-            }
+        for (_, rec) in decoders::segment_records(buf).flatten() {
+            check_record(&rec);
         }
         match decoders::value_record(buf) {
             Ok(Slot::Record(rec)) => {
@@ -76,8 +72,9 @@ fn check_record(rec: &RecordRef<'_>) {
     }
 }
 
-/// The read path, given the pointer an index entry would hold for `rec`, returns the
-/// value of a value record and refuses any other kind (or another sequence number).
+/// The read path (the value alone) and the check (the whole record), given the
+/// pointer an index entry would hold for `rec`, accept a value record and refuse any
+/// other kind, another sequence number or another checksum.
 fn check_read_path(buf: &[u8], rec: &RecordRef<'_>) {
     let mut pointer = Pointer {
         region: Region::Segments,
@@ -85,13 +82,21 @@ fn check_read_path(buf: &[u8], rec: &RecordRef<'_>) {
         offset: 0,
         record_bytes: rec.encoded_len() as u32,
         seq: rec.seq,
+        crc: rec.crc,
     };
     match decoders::value_for(buf, &pointer, rec.key) {
         Ok(value) => assert!(rec.kind == RecordKind::Value && value == rec.value),
         Err(_) => assert!(rec.kind != RecordKind::Value, "{rec:?} refused"),
     }
+    let whole = decoders::record_for(buf, &pointer, rec.key);
+    assert_eq!(whole.is_ok(), rec.kind == RecordKind::Value, "{rec:?}");
     pointer.seq = rec.seq.wrapping_add(1);
     assert!(decoders::value_for(buf, &pointer, rec.key).is_err());
+    assert!(decoders::record_for(buf, &pointer, rec.key).is_err());
+    pointer.seq = rec.seq;
+    pointer.crc = rec.crc ^ 1;
+    assert!(decoders::value_for(buf, &pointer, rec.key).is_err());
+    assert!(decoders::record_for(buf, &pointer, rec.key).is_err());
 }
 
 /// A cold tag record: the tag it carries encodes back to the record's value.

@@ -8,7 +8,7 @@
 use super::Groups;
 use crate::error::Result;
 use crate::location::{Pointer, Region};
-use crate::read::decode_value;
+use crate::read::check_record;
 use crate::record::{ColdTag, RecordKind};
 use crate::spans::{self, Span};
 use crate::store::IoCtx;
@@ -33,7 +33,7 @@ pub(super) fn check(store: &Groups, io: &IoCtx<'_>) -> Result<Vec<String>> {
             .collect();
         let (bufs, _) = spans::read(io.device, &spans)?;
         for (span, buf) in spans.iter().zip(&bufs) {
-            for (_, rec) in span.records(buf, block as usize).flatten() {
+            for (_, rec) in span.records(buf).flatten() {
                 if rec.kind != RecordKind::ColdTag {
                     continue;
                 }
@@ -68,6 +68,7 @@ pub(super) fn check(store: &Groups, io: &IoCtx<'_>) -> Result<Vec<String>> {
                         offset: tag.offset,
                         record_bytes: tag.record_bytes,
                         seq: rec.seq,
+                        crc: tag.crc,
                     },
                 ));
             }
@@ -88,7 +89,7 @@ pub(super) fn check(store: &Groups, io: &IoCtx<'_>) -> Result<Vec<String>> {
 }
 
 /// Reads the records the tags name, a batch at a time, and checks that each holds the
-/// tag's key and sequence number.
+/// tag's key, sequence number and checksum.
 fn check_records(
     store: &Groups,
     io: &IoCtx<'_>,
@@ -107,7 +108,7 @@ fn check_records(
             .collect();
         let (bufs, _) = spans::read(io.device, &spans)?;
         for ((key, p), (span, buf)) in batch.iter().zip(spans.iter().zip(&bufs)) {
-            if let Err(e) = decode_value(span.payload(buf), p, key) {
+            if let Err(e) = check_record(span.payload(buf), p, key) {
                 damage.push(format!(
                     "cold record of key {:?} (tag {p:?}): {e}",
                     String::from_utf8_lossy(key)

@@ -24,6 +24,7 @@ use super::cold_write::{self, ColdRecord};
 use super::place::{self, AppendRecord};
 use super::segment_table::ColdMove;
 use super::{group_of, Groups};
+use crate::align::RecordSize;
 use crate::commit::{Plan, Purpose};
 use crate::error::Result;
 use crate::layout::SegmentId;
@@ -51,7 +52,7 @@ pub(super) fn collect(
             .poisoning(spans::read_pooled(ctx.io.device, &[span], ctx.io.buffers))?;
     Counters::add(&ctx.io.counters.gc_device_bytes_read, seg.used_bytes);
     let mut live: Vec<RecordRef<'_>> = Vec::new();
-    for item in span.records(&bufs[0], block as usize) {
+    for item in span.records(&bufs[0]) {
         let (at, rec) = ctx
             .committer
             .poisoning(item.map_err(|e| e.at(format!("GC of cold segment {}", seg.id))))?;
@@ -83,7 +84,8 @@ fn relocation_tags(records: &[ColdRecord<'_>]) -> Vec<[u8; COLD_TAG_BYTES]> {
                 segment: r.place.segment,
                 epoch: r.place.epoch,
                 offset: r.place.offset as u32,
-                record_bytes: r.encoded_len() as u32,
+                record_bytes: r.size().len as u32,
+                crc: r.crc,
                 relocated: true,
             }
             .encode()
@@ -100,14 +102,19 @@ fn move_live(
     live: &[RecordRef<'_>],
 ) -> Result<Option<u64>> {
     let mut commit = ctx.committer.lock();
-    let lens: Vec<usize> = live.iter().map(|r| r.encoded_len()).collect();
-    let (checkpoint, places, mut head_block) = {
+    let sizes: Vec<RecordSize> = live
+        .iter()
+        .map(|r| RecordSize::value(r.key.len(), r.value.len()))
+        .collect();
+    let (checkpoint, places, mut head_block, head_end) = {
         let mut table = store.table.lock();
         let checkpoint = table.cold.checkpoint();
-        let Some((places, _)) = table.place_cold(&lens, ColdMove::Relocation) else {
+        let head_end = table.cold.head_end();
+        let align = ctx.io.value_align_bytes;
+        let Some((places, _)) = table.place_cold(&sizes, align, ColdMove::Relocation) else {
             return Ok(None);
         };
-        (checkpoint, places, table.cold.head_block.clone())
+        (checkpoint, places, table.cold.head_block.clone(), head_end)
     };
     let records: Vec<ColdRecord<'_>> = live
         .iter()
@@ -117,9 +124,11 @@ fn move_live(
             key: r.key,
             value: r.value,
             seq: r.seq,
+            crc: r.crc,
         })
         .collect();
-    let mut writes = cold_write::encode(&store.layout, &ctx.io, &mut head_block, &records)?;
+    let mut writes =
+        cold_write::encode(&store.layout, &ctx.io, &mut head_block, head_end, &records)?;
     let tags = relocation_tags(&records);
     let appends: Vec<AppendRecord<'_>> = records
         .iter()

@@ -21,6 +21,7 @@
 //! the key's newest version, points the index at the new copy. The old segment is
 //! `waiting_for` those groups and becomes free when the last of them is collected.
 
+use crate::align::RecordSize;
 use crate::entry_codec;
 use crate::error::{Error, Result};
 use crate::keys;
@@ -127,27 +128,34 @@ impl ColdLog {
         }
     }
 
-    /// Places records of the given encoded lengths at the head, opening segments with
-    /// `take` and counting the records live. Returns each record's place and the
+    /// The head segment and its written bytes: where the next append's write begins.
+    pub fn head_end(&self) -> Option<(SegmentId, u64)> {
+        self.segments.last().map(|h| (h.id, h.used_bytes))
+    }
+
+    /// Places records of the given sizes at the head (values on `align_bytes` where
+    /// `align.rs` says), opening segments with `take` and counting the records live
+    /// (their padding is not). Returns each record's place and the
     /// segments opened. When `take` has no segment to spare nothing changes, and the
     /// segments taken so far come back in the error for the caller to return.
     pub fn place(
         &mut self,
-        lens: &[usize],
+        sizes: &[RecordSize],
+        align_bytes: u64,
         segment_bytes: u64,
         mut take: impl FnMut() -> Option<SegmentId>,
     ) -> std::result::Result<(Vec<ColdPlace>, Vec<SegmentId>), Vec<SegmentId>> {
         let saved_len = self.segments.len();
         let saved_head = self.segments.last().cloned();
         let mut opened = Vec::new();
-        let mut places = Vec::with_capacity(lens.len());
-        for &len in lens {
-            let len = len as u64;
-            let fits = self
+        let mut places = Vec::with_capacity(sizes.len());
+        for size in sizes {
+            let mut fits = self
                 .segments
                 .last()
-                .is_some_and(|h| !h.evacuated() && h.used_bytes + len <= segment_bytes);
-            if !fits {
+                .filter(|h| !h.evacuated())
+                .and_then(|h| size.place_within(h.used_bytes, align_bytes, segment_bytes));
+            if fits.is_none() {
                 let Some(id) = take() else {
                     self.segments.truncate(saved_len);
                     if let (Some(head), Some(old)) = (self.segments.last_mut(), saved_head) {
@@ -165,15 +173,17 @@ impl ColdLog {
                     waiting_for: Vec::new(),
                 });
                 self.next_epoch += 1;
+                fits = size.place_within(0, align_bytes, segment_bytes);
             }
+            let (start, end) = fits.expect("a record fits an empty segment");
             let head = self.segments.last_mut().expect("a head");
             places.push(ColdPlace {
                 segment: head.id,
                 epoch: head.epoch,
-                offset: head.used_bytes,
+                offset: start,
             });
-            head.used_bytes += len;
-            head.live_bytes += len;
+            head.used_bytes = end;
+            head.live_bytes += size.len;
             self.changed.push(head.id);
         }
         Ok((places, opened))
@@ -439,7 +449,12 @@ mod tests {
     fn dead_marks_placement_and_evacuation() {
         let mut log = ColdLog::default();
         let mut free = vec![30, 31, 32];
-        let (places, opened) = log.place(&[600, 600], 1000, || free.pop()).unwrap();
+        let sizes = |lens: &[usize]| -> Vec<RecordSize> {
+            lens.iter().map(|&l| RecordSize::unpadded(l)).collect()
+        };
+        let (places, opened) = log
+            .place(&sizes(&[600, 600]), 1, 1000, || free.pop())
+            .unwrap();
         assert_eq!(opened, vec![32, 31]);
         assert_eq!(places[1].segment, 31);
         assert_eq!(log.live_bytes(), 1200);
@@ -449,6 +464,7 @@ mod tests {
             epoch,
             offset: p.offset as u32,
             record_bytes: 600,
+            crc: 0,
             relocated: false,
         };
         log.mark_dead(&tag(&places[0], places[0].epoch + 5));
@@ -458,13 +474,15 @@ mod tests {
         assert_eq!(log.live_bytes(), 600, "marked once");
         assert_eq!(log.take_dead(), vec![32], "fully dead, not the head");
         // Evacuating a segment waits for its groups.
-        let (_, _) = log.place(&[900], 1000, || free.pop()).unwrap();
+        let (_, _) = log.place(&sizes(&[900]), 1, 1000, || free.pop()).unwrap();
         assert!(log.evacuate(31, vec![4, 2, 4]).is_empty());
         assert!(log.group_collected(4).is_empty());
         assert_eq!(log.group_collected(2), vec![31]);
         // No room: nothing changes and the taken segments come back.
         let before = log.segments.clone();
-        let taken = log.place(&[900, 900], 1000, || None).unwrap_err();
+        let taken = log
+            .place(&sizes(&[900, 900]), 1, 1000, || None)
+            .unwrap_err();
         assert!(taken.is_empty());
         assert_eq!(log.segments, before);
     }

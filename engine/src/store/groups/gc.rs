@@ -31,6 +31,7 @@ use super::cold_write::{self, ColdRecord};
 use super::hotness::{Class, Survivor};
 use super::segment_table::{ChainSegment, ColdMove};
 use super::{group_of, Groups};
+use crate::align::RecordSize;
 use crate::commit::{DeviceWrite, Plan, Purpose};
 use crate::error::Result;
 use crate::key_hash::KeyHash;
@@ -125,10 +126,10 @@ fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<
     Counters::add(&ctx.io.counters.gc_device_bytes_read, bytes_read);
 
     // 3. and 4.
-    let survey = Survey::of(store, job, &spans, &bufs)?;
+    let survey = Survey::of(job, &spans, &bufs)?;
     let mut outs = survey.classify(store, ctx.now_seq);
     let cold_writes = demote(store, ctx, &mut outs, taken)?;
-    let copy = Copy::pack(store, &outs, &mut taken.log)?;
+    let copy = Copy::pack(store, &outs, ctx.io.value_align_bytes, &mut taken.log)?;
     let (mut writes, last_block) = copy.encode(store, ctx, &outs);
     writes.extend(cold_writes);
     let bytes_written: u64 = writes.iter().map(|w| w.len as u64).sum();
@@ -168,14 +169,13 @@ struct Versions<'b> {
 }
 
 impl<'b> Survey<'b> {
-    fn of(store: &Groups, job: &Job, spans: &[Span], bufs: &'b [AlignedBuf]) -> Result<Survey<'b>> {
-        let block = store.layout.block_bytes as usize;
+    fn of(job: &Job, spans: &[Span], bufs: &'b [AlignedBuf]) -> Result<Survey<'b>> {
         let segments = job.collected.iter().filter(|s| s.used_bytes > 0);
         let mut keys: HashMap<&[u8], Versions<'b>, KeyHash> = HashMap::default();
         let mut tags: Vec<(RecordRef<'b>, usize)> = Vec::new();
         let mut order = 0usize;
         for ((seg, span), buf) in segments.zip(spans).zip(bufs) {
-            for item in span.records(buf, block) {
+            for item in span.records(buf) {
                 let (_, rec) = item.map_err(|e| {
                     e.at(format!(
                         "GC of group {}, segment {} ({} bytes used)",
@@ -311,39 +311,53 @@ impl Out<'_> {
             epoch: place.epoch,
             offset: place.offset as u32,
             record_bytes: self.rec.encoded_len() as u32,
+            crc: self.rec.crc,
             relocated: false,
         }
     }
 
-    fn group_len(&self) -> usize {
-        let body = match self.what {
-            What::Hot => self.rec.value.len(),
-            _ => record::COLD_TAG_BYTES,
-        };
-        record::encoded_len(self.rec.key.len(), body)
+    /// The size of the record that stays in the group: a value may be padded onto a
+    /// sector (`align.rs`), a tag never is.
+    fn group_size(&self) -> RecordSize {
+        match self.what {
+            What::Hot => RecordSize::value(self.rec.key.len(), self.rec.value.len()),
+            _ => RecordSize::unpadded(record::encoded_len(
+                self.rec.key.len(),
+                record::COLD_TAG_BYTES,
+            )),
+        }
     }
 
     /// The index entry this GC writes for the key, if any.
     fn pointer(&self, copy: &Copy, i: usize) -> Option<Pointer> {
-        let (region, unit, offset, record_bytes) = match &self.what {
+        // A moved record is the same bytes, so it keeps its checksum: the value's own
+        // (`rec`) when it stays or is demoted, the one its tag carries when a cold GC
+        // relocated it (`rec` is then the tag).
+        let (region, unit, offset, record_bytes, crc) = match &self.what {
             What::Hot => {
                 let (seg, offset) = copy.places[i];
                 (
                     Region::Segments,
                     copy.chain[seg].id,
                     offset as u32,
-                    self.group_len(),
+                    self.rec.encoded_len(),
+                    self.rec.crc,
                 )
             }
-            What::Tag(t) if t.relocated => {
-                (Region::Cold, t.segment, t.offset, t.record_bytes as usize)
-            }
+            What::Tag(t) if t.relocated => (
+                Region::Cold,
+                t.segment,
+                t.offset,
+                t.record_bytes as usize,
+                t.crc,
+            ),
             What::Tag(_) => return None,
             What::Demoted(p) => (
                 Region::Cold,
                 p.segment,
                 p.offset as u32,
                 self.rec.encoded_len(),
+                self.rec.crc,
             ),
         };
         Some(Pointer {
@@ -352,6 +366,7 @@ impl Out<'_> {
             offset,
             record_bytes: record_bytes as u32,
             seq: self.rec.seq,
+            crc,
         })
     }
 }
@@ -375,11 +390,16 @@ fn demote(
     if idx.is_empty() {
         return Ok(Vec::new());
     }
-    let lens: Vec<usize> = idx.iter().map(|&i| outs[i].rec.encoded_len()).collect();
+    let sizes: Vec<RecordSize> = idx
+        .iter()
+        .map(|&i| RecordSize::value(outs[i].rec.key.len(), outs[i].rec.value.len()))
+        .collect();
     let mut table = store.table.lock();
     let checkpoint = table.cold.checkpoint();
+    let head_end = table.cold.head_end();
     let Some((places, opened)) = table.place_cold(
-        &lens,
+        &sizes,
+        ctx.io.value_align_bytes,
         ColdMove::Demotion {
             low_water_segments: ctx.low_water_segments,
         },
@@ -399,10 +419,11 @@ fn demote(
             key: outs[i].rec.key,
             value: outs[i].rec.value,
             seq: outs[i].rec.seq,
+            crc: outs[i].rec.crc,
         })
         .collect();
     let mut head_block = table.cold.head_block.clone();
-    let writes = cold_write::encode(&store.layout, &ctx.io, &mut head_block, &records)?;
+    let writes = cold_write::encode(&store.layout, &ctx.io, &mut head_block, head_end, &records)?;
     table.cold.head_block = head_block;
     drop(table);
     for (&i, place) in idx.iter().zip(places) {
@@ -436,25 +457,32 @@ struct Copy {
 }
 
 impl Copy {
-    fn pack(store: &Groups, outs: &[Out<'_>], taken_log: &mut Vec<SegmentId>) -> Result<Copy> {
+    fn pack(
+        store: &Groups,
+        outs: &[Out<'_>],
+        align_bytes: u64,
+        taken_log: &mut Vec<SegmentId>,
+    ) -> Result<Copy> {
         let layout = store.layout;
         let mut chain: Vec<ChainSegment> = Vec::new();
         let mut places = Vec::with_capacity(outs.len());
         for out in outs {
-            let len = out.group_len() as u64;
-            let fits = matches!(chain.last(),
-                Some(last) if last.used_bytes + len <= layout.segment_bytes(last.id));
-            if !fits {
+            let size = out.group_size();
+            let mut fits = chain.last().and_then(|last| {
+                size.place_within(last.used_bytes, align_bytes, layout.segment_bytes(last.id))
+            });
+            if fits.is_none() {
                 let Some(id) = store.table.lock().take_log_for_gc() else {
                     return Err(store_full(store.space()));
                 };
                 taken_log.push(id);
                 chain.push(ChainSegment { id, used_bytes: 0 });
+                fits = size.place_within(0, align_bytes, layout.segment_bytes(id));
             }
+            let (start, end) = fits.expect("a record fits an empty segment");
             let index = chain.len() - 1;
-            let last = &mut chain[index];
-            places.push((index, last.used_bytes));
-            last.used_bytes += len;
+            places.push((index, start));
+            chain[index].used_bytes = end;
         }
         Ok(Copy { chain, places })
     }
@@ -481,14 +509,20 @@ impl Copy {
                 }
             })
             .collect();
+        // Per write, where its encoded bytes end: the gaps (padding) get zeros, as
+        // the pool's buffers are reused.
+        let mut cursors = vec![0usize; writes.len()];
         for (out, &(i, at)) in outs.iter().zip(&self.places) {
-            let buf = &mut writes[i].buf[at as usize..];
+            let at = at as usize;
+            writes[i].buf[cursors[i]..at].fill(0);
+            let buf = &mut writes[i].buf[at..];
             let (kind, body) = out.group_record();
             let (key, seq) = (out.rec.key, out.rec.seq);
-            match body {
+            let encoded = match body {
                 GroupBody::Value(v) => record::encode_into(buf, kind, seq, key, v),
                 GroupBody::Tag(t) => record::encode_into(buf, kind, seq, key, &t.encode()),
             };
+            cursors[i] = at + encoded.len;
         }
         let mut last_block = PartialBlock::default();
         for (w, s) in writes.iter_mut().zip(&self.chain) {

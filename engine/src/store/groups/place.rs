@@ -5,10 +5,11 @@
 
 use super::segment_table::{Appends, Placement};
 use super::{group_of, Groups};
+use crate::align::RecordSize;
 use crate::commit::DeviceWrite;
 use crate::error::Result;
 use crate::keys;
-use crate::layout::Layout;
+use crate::layout::{Layout, SegmentId};
 use crate::location::{Pointer, Region};
 use crate::partial_block::PartialBlock;
 use crate::record::{self, RecordKind};
@@ -28,16 +29,21 @@ pub(super) struct AppendRecord<'a> {
 }
 
 impl AppendRecord<'_> {
-    fn encoded_len(&self) -> usize {
-        record::encoded_len(self.key.len(), self.body.len())
+    /// Values may be padded onto a sector (`align.rs`); tombstones and tags never are.
+    fn size(&self) -> RecordSize {
+        match self.kind {
+            RecordKind::Value => RecordSize::value(self.key.len(), self.body.len()),
+            _ => RecordSize::unpadded(record::encoded_len(self.key.len(), self.body.len())),
+        }
     }
 }
 
-/// What an append produced: the writes, where each record went, and the changed
-/// segment-table entries.
+/// What an append produced: the writes, where each record went and its checksum, and
+/// the changed segment-table entries.
 pub(super) struct Appended {
     pub writes: Vec<DeviceWrite>,
     pub places: Vec<Placement>,
+    pub crcs: Vec<u32>,
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -65,14 +71,15 @@ pub(super) fn place(
     let appended = append(store, io, &appends, has_values)?;
     let pointers = records
         .iter()
-        .zip(&appended.places)
-        .map(|(r, at)| {
+        .zip(appended.places.iter().zip(&appended.crcs))
+        .map(|(r, (at, &crc))| {
             r.value.map(|v| Pointer {
                 region: Region::Segments,
                 unit: at.segment,
                 offset: at.offset as u32,
                 record_bytes: record::encoded_len(r.key.len(), v.len()) as u32,
                 seq: r.seq,
+                crc,
             })
         })
         .collect();
@@ -105,18 +112,20 @@ pub(super) fn append(
     } else {
         Appends::TombstonesOnly
     };
-    let (placements, entries, last_blocks) = reserve(store, io, records, &by_group, appends)?;
+    let (placements, entries, ends) = reserve(store, io, records, &by_group, appends)?;
     let mut writes = Vec::new();
     let mut record_at = vec![None; records.len()];
+    let mut crcs = vec![0; records.len()];
     let mut new_last_blocks = Vec::with_capacity(by_group.len());
-    for (((&g, idx), places), last_block) in by_group.iter().zip(&placements).zip(&last_blocks) {
+    for (((&g, idx), places), (last_block, end)) in by_group.iter().zip(&placements).zip(&ends) {
         let group = GroupRun {
             layout: &layout,
             records,
             idx,
             places,
+            chain_end: *end,
         };
-        let new_last_block = group.encode(io, last_block, &mut writes)?;
+        let new_last_block = group.encode(io, last_block, &mut writes, &mut crcs)?;
         for (&i, &at) in idx.iter().zip(places) {
             record_at[i] = Some(at);
         }
@@ -134,13 +143,18 @@ pub(super) fn append(
             .into_iter()
             .map(|at| at.expect("every record placed"))
             .collect(),
+        crcs,
         entries,
     })
 }
 
+/// Where a group's chain ended before an append: its last segment and the bytes
+/// written there, with its partly written block.
+type ChainEnd = (PartialBlock, Option<(SegmentId, u64)>);
+
 /// Under the table's lock: places every group's records (all or nothing) and returns
-/// their placements, the changed segment-table entries and each group's partly
-/// written block before this append.
+/// their placements, the changed segment-table entries and each group's chain end
+/// before this append.
 #[allow(clippy::type_complexity)]
 fn reserve(
     store: &Groups,
@@ -148,35 +162,31 @@ fn reserve(
     records: &[AppendRecord<'_>],
     by_group: &ByGroup,
     appends: Appends,
-) -> Result<
-    (
-        Vec<Vec<Placement>>,
-        Vec<(Vec<u8>, Vec<u8>)>,
-        Vec<PartialBlock>,
-    ),
-    PlaceError,
-> {
-    let per_group: Vec<(u32, Vec<usize>)> = by_group
+) -> Result<(Vec<Vec<Placement>>, Vec<(Vec<u8>, Vec<u8>)>, Vec<ChainEnd>), PlaceError> {
+    let per_group: Vec<(u32, Vec<RecordSize>)> = by_group
         .iter()
-        .map(|(g, idx)| (*g, idx.iter().map(|&i| records[i].encoded_len()).collect()))
+        .map(|(g, idx)| (*g, idx.iter().map(|&i| records[i].size()).collect()))
         .collect();
     let mut table = store.table.lock();
     table.reclaim(io.readers.oldest_active());
-    let placements =
-        table
-            .place_all(&per_group, appends)
-            .map_err(|need| PlaceError::NeedSpace {
-                group: need.group_at_limit,
-            })?;
+    let ends = by_group
+        .keys()
+        .map(|&g| {
+            let group = &table.groups[g as usize];
+            let last = group.chain.last().map(|s| (s.id, s.used_bytes));
+            (group.last_block.clone(), last)
+        })
+        .collect();
+    let placements = table
+        .place_all(&per_group, io.value_align_bytes, appends)
+        .map_err(|need| PlaceError::NeedSpace {
+            group: need.group_at_limit,
+        })?;
     let entries = by_group
         .keys()
         .map(|&g| (keys::group_key(g), table.encode_group(g)))
         .collect();
-    let last_blocks = by_group
-        .keys()
-        .map(|&g| table.groups[g as usize].last_block.clone())
-        .collect();
-    Ok((placements, entries, last_blocks))
+    Ok((placements, entries, ends))
 }
 
 /// One group's records of a flush and where they were placed.
@@ -185,17 +195,20 @@ struct GroupRun<'a> {
     records: &'a [AppendRecord<'a>],
     idx: &'a [usize],
     places: &'a [Placement],
+    /// The group's last segment and its written bytes before this append.
+    chain_end: Option<(SegmentId, u64)>,
 }
 
 impl GroupRun<'_> {
     /// Encodes the group's records as one write per segment they landed in; the first
-    /// continues the group's partly written block `last_block`. Returns the new partly
-    /// written block.
+    /// continues the group's partly written block `last_block`. Sets each record's
+    /// checksum in `crcs` (by record index). Returns the new partly written block.
     fn encode(
         &self,
         io: &IoCtx<'_>,
         last_block: &PartialBlock,
         writes: &mut Vec<DeviceWrite>,
+        crcs: &mut [u32],
     ) -> Result<PartialBlock, PlaceError> {
         let mut new_last_block = last_block.clone();
         let mut run_start = 0;
@@ -204,7 +217,8 @@ impl GroupRun<'_> {
             let run_end = (run_start..self.idx.len())
                 .find(|&j| self.places[j].segment != seg)
                 .unwrap_or(self.idx.len());
-            let (write, last_block) = self.encode_segment(io, last_block, run_start..run_end)?;
+            let (write, last_block) =
+                self.encode_segment(io, last_block, run_start..run_end, crcs)?;
             new_last_block = last_block;
             writes.push(write);
             run_start = run_end;
@@ -218,16 +232,21 @@ impl GroupRun<'_> {
         io: &IoCtx<'_>,
         last_block: &PartialBlock,
         run: std::ops::Range<usize>,
+        crcs: &mut [u32],
     ) -> Result<(DeviceWrite, PartialBlock), PlaceError> {
         let block = self.layout.block_bytes as usize;
         let seg = self.places[run.start].segment;
-        let start = self.places[run.start].offset as usize;
+        // The write continues the segment's written bytes (none in a fresh segment):
+        // the padding before the run's first record is written too.
+        let start = match self.chain_end {
+            Some((s, used)) if s == seg => used as usize,
+            _ => 0,
+        };
         let prefix_len = start % block;
-        let body: usize = run
-            .clone()
-            .map(|j| self.records[self.idx[j]].encoded_len())
-            .sum();
-        let used = prefix_len + body;
+        let last = run.end - 1;
+        let end =
+            self.places[last].offset as usize + self.records[self.idx[last]].size().len as usize;
+        let used = prefix_len + (end - start);
         let len = used.div_ceil(block) * block;
         let offset = self.layout.segment_offset(seg) + (start - prefix_len) as u64;
         // A reused buffer: every byte up to `len` is written below. Values are copied
@@ -237,8 +256,12 @@ impl GroupRun<'_> {
         let mut at = prefix_len;
         for j in run {
             let r = &self.records[self.idx[j]];
-            debug_assert_eq!(self.places[j].offset as usize, start + at - prefix_len);
-            at += record::encode_into(&mut buf[at..], r.kind, r.seq, r.key, r.body);
+            let place = self.places[j].offset as usize + prefix_len - start;
+            debug_assert!(place >= at, "records in place order");
+            buf[at..place].fill(0);
+            let encoded = record::encode_into(&mut buf[place..], r.kind, r.seq, r.key, r.body);
+            crcs[self.idx[j]] = encoded.crc;
+            at = place + encoded.len;
         }
         debug_assert_eq!(at, used);
         buf[used..len].fill(0);

@@ -11,6 +11,7 @@
 //! names".
 
 use super::cold_log::{ColdCheckpoint, ColdLog, ColdPlace};
+use crate::align::RecordSize;
 use crate::entry_codec;
 use crate::error::{Error, Result};
 use crate::layout::{Layout, SegmentId};
@@ -301,19 +302,20 @@ impl SegmentTable {
         }
     }
 
-    /// Places records of the given encoded lengths at the end of group `g`, taking log
-    /// segments as needed. Returns one placement per record and the segments newly
-    /// added to the chain. On `NeedSpace` nothing has changed.
+    /// Places records of the given sizes at the end of group `g` (values on
+    /// `align_bytes` where `align.rs` says), taking log segments as needed. Returns one
+    /// placement per record. On `NeedSpace` nothing has changed.
     pub fn place(
         &mut self,
         g: u32,
-        record_lens: &[usize],
+        sizes: &[RecordSize],
+        align_bytes: u64,
         appends: Appends,
     ) -> std::result::Result<Vec<Placement>, NeedSpace> {
         let layout = self.layout;
         let saved_chain = self.groups[g as usize].chain.clone();
         let mut taken = Vec::new();
-        let mut placements = Vec::with_capacity(record_lens.len());
+        let mut placements = Vec::with_capacity(sizes.len());
         // A GC of this group copies the first `collected_len` segments: appends must not
         // land in them, so the first append after the mark opens a fresh segment. So
         // does the first append to an empty chain.
@@ -334,13 +336,14 @@ impl SegmentTable {
             .chain
             .last()
             .map_or((0, 0), |s| (s.id, s.used_bytes));
-        for &len in record_lens {
-            let len = len as u64;
+        let mut volume_bytes = 0;
+        for size in sizes {
             assert!(
-                len <= layout.log_segment_bytes,
+                size.len <= layout.log_segment_bytes,
                 "record larger than a segment"
             );
-            if must_open || cursor.1 + len > layout.segment_bytes(cursor.0) {
+            let mut fits = size.place_within(cursor.1, align_bytes, layout.segment_bytes(cursor.0));
+            if must_open || fits.is_none() {
                 let chain_segments = self.groups[g as usize].chain.len();
                 let at_limit =
                     appends == Appends::Values && chain_segments >= self.chain_limit_segments;
@@ -362,18 +365,21 @@ impl SegmentTable {
                     .chain
                     .push(ChainSegment { id, used_bytes: 0 });
                 cursor = (id, 0);
+                fits = size.place_within(0, align_bytes, layout.segment_bytes(id));
             }
+            let (start, end) = fits.expect("a record fits an empty segment");
             placements.push(Placement {
                 segment: cursor.0,
-                offset: cursor.1,
+                offset: start,
             });
-            cursor.1 += len;
+            volume_bytes += end - cursor.1;
+            cursor.1 = end;
             let last_segment = self.groups[g as usize].chain.last_mut().unwrap();
             debug_assert_eq!(last_segment.id, cursor.0);
             last_segment.used_bytes = cursor.1;
         }
         let group = &mut self.groups[g as usize];
-        group.write_volume_bytes += record_lens.iter().map(|&l| l as u64).sum::<u64>();
+        group.write_volume_bytes += volume_bytes;
         Ok(placements)
     }
 
@@ -381,7 +387,8 @@ impl SegmentTable {
     /// placed, or nothing changes.
     pub fn place_all(
         &mut self,
-        per_group: &[(u32, Vec<usize>)],
+        per_group: &[(u32, Vec<RecordSize>)],
+        align_bytes: u64,
         appends: Appends,
     ) -> std::result::Result<Vec<Vec<Placement>>, NeedSpace> {
         let mut done: Vec<(u32, Vec<ChainSegment>, u64)> = Vec::with_capacity(per_group.len());
@@ -389,7 +396,7 @@ impl SegmentTable {
         for (g, lens) in per_group {
             let group = &self.groups[*g as usize];
             let saved = (*g, group.chain.clone(), group.write_volume_bytes);
-            match self.place(*g, lens, appends) {
+            match self.place(*g, lens, align_bytes, appends) {
                 Ok(p) => {
                     done.push(saved);
                     out.push(p);
@@ -502,7 +509,12 @@ impl SegmentTable {
     ///   cold (with the wider band, the cold log grew to 84% of the pool, 46% live,
     ///   and the same test ran 12 GCs per share; with the pause, 0.7).
     /// `None` (nothing changed) when the pool has none to spare.
-    pub fn place_cold(&mut self, lens: &[usize], why: ColdMove) -> Option<(Vec<ColdPlace>, usize)> {
+    pub fn place_cold(
+        &mut self,
+        sizes: &[RecordSize],
+        align_bytes: u64,
+        why: ColdMove,
+    ) -> Option<(Vec<ColdPlace>, usize)> {
         let segment_bytes = self.layout.log_segment_bytes;
         let floor = match why {
             ColdMove::Relocation => self.gc_reserve_segments,
@@ -515,7 +527,7 @@ impl SegmentTable {
         };
         let free_log = &mut self.free_log;
         let take = || (free_log.len() > floor).then(|| free_log.pop()).flatten();
-        match self.cold.place(lens, segment_bytes, take) {
+        match self.cold.place(sizes, align_bytes, segment_bytes, take) {
             Ok((places, opened)) => Some((places, opened.len())),
             Err(taken) => {
                 self.free_log.extend(taken.into_iter().rev());
@@ -704,6 +716,11 @@ fn corrupt(g: usize, expected: &str, found: String) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Unpadded records of these lengths.
+    fn sizes(lens: &[usize]) -> Vec<RecordSize> {
+        lens.iter().map(|&l| RecordSize::unpadded(l)).collect()
+    }
     use crate::options::Options;
     use rand::{Rng, SeedableRng};
 
@@ -721,6 +738,7 @@ mod tests {
             epoch: place.epoch,
             offset: place.offset as u32,
             record_bytes: bytes as u32,
+            crc: 0,
             relocated: false,
         }
     }
@@ -739,21 +757,25 @@ mod tests {
         while t.free_log_segments() > t.flush_floor_segments() + band / 2 {
             held.push(t.free_log.pop().unwrap());
         }
-        assert!(t.place_cold(&[segment / 2], demotion).is_none());
-        let (places, opened) = t.place_cold(&[segment / 2], ColdMove::Relocation).unwrap();
+        assert!(t.place_cold(&sizes(&[segment / 2]), 1, demotion).is_none());
+        let (places, opened) = t
+            .place_cold(&sizes(&[segment / 2]), 1, ColdMove::Relocation)
+            .unwrap();
         assert_eq!(opened, 1);
         // With room in the pool again, the cold log's dead share decides.
         t.free_log.extend(held);
         assert!(
-            t.place_cold(&[100], demotion).is_some(),
+            t.place_cold(&sizes(&[100]), 1, demotion).is_some(),
             "all live: demotions go on"
         );
         t.cold.mark_dead(&tag_of(places[0], segment / 2));
         assert!(
-            t.place_cold(&[100], demotion).is_none(),
+            t.place_cold(&sizes(&[100]), 1, demotion).is_none(),
             "more dead than live: demotions pause"
         );
-        assert!(t.place_cold(&[100], ColdMove::Relocation).is_some());
+        assert!(t
+            .place_cold(&sizes(&[100]), 1, ColdMove::Relocation)
+            .is_some());
         t.assert_consistent();
     }
 
@@ -763,13 +785,13 @@ mod tests {
         let segment = t.layout.log_segment_bytes as usize;
         // Two cold segments; half of the first (not the head) is dead.
         let (places, _) = t
-            .place_cold(&[segment / 2; 4], ColdMove::Relocation)
+            .place_cold(&sizes(&[segment / 2; 4]), 1, ColdMove::Relocation)
             .unwrap();
         t.cold.mark_dead(&tag_of(places[0], segment / 2));
         let cold_victim = Some(Victim::Cold(places[0].segment));
         // A group whose chain is all write volume: taken whole as garbage, it beats a
         // half-dead cold segment.
-        t.place(0, &[1000; 64], Appends::Values).unwrap();
+        t.place(0, &sizes(&[1000; 64]), 1, Appends::Values).unwrap();
         assert_eq!(t.pick_victim_cost_benefit(), Some(Victim::Group(0)));
         // Its GCs find a sixteenth of the write volume dead, again and again...
         for gen in 0..30 {
@@ -783,7 +805,7 @@ mod tests {
             assert_eq!(freed.len(), collected.len());
             t.release(freed, gen);
             t.reclaim(None);
-            t.place(0, &[1000; 64], Appends::Values).unwrap();
+            t.place(0, &sizes(&[1000; 64]), 1, Appends::Values).unwrap();
         }
         // ...so its write volume is no longer counted as garbage: the cold segment frees
         // more per byte moved.
@@ -799,7 +821,7 @@ mod tests {
         let free0 = t.free_log_segments();
         assert_eq!(free0, t.layout.segment_count() as usize);
         let lens = vec![1000usize; 1100]; // ~1.1 MB: 17 segments of 64 KiB
-        let p = t.place(0, &lens, Appends::Values).unwrap();
+        let p = t.place(0, &sizes(&lens), 1, Appends::Values).unwrap();
         assert_eq!(p[0].offset, 0);
         assert_eq!(p[0].segment, t.groups[0].chain[0].id);
         assert_eq!(t.groups[0].chain.len(), 17);
@@ -819,14 +841,15 @@ mod tests {
         let before: Vec<_> = t.groups[1].chain.clone();
         let free = t.free_log_segments();
         let lens = vec![60_000usize; 10_000];
-        assert!(t.place(1, &lens, Appends::Values).is_err());
+        assert!(t.place(1, &sizes(&lens), 1, Appends::Values).is_err());
         assert_eq!(t.groups[1].chain, before);
         assert_eq!(t.free_log_segments(), free);
         // Across groups: the first group's placement is undone too.
         let chain3 = t.groups[3].chain.clone();
         assert!(t
             .place_all(
-                &[(3, vec![60_000usize; 40]), (1, vec![60_000usize; 10_000])],
+                &[(3, sizes(&[60_000; 40])), (1, sizes(&[60_000; 10_000]))],
+                1,
                 Appends::Values
             )
             .is_err());
@@ -843,31 +866,42 @@ mod tests {
         let limit = t.chain_limit_segments;
         assert!(t.gc_reserve_segments > limit);
         let per_segment = (t.layout.log_segment_bytes / 4096) as usize;
-        t.place(4, &vec![4096; limit * per_segment], Appends::Values)
-            .unwrap();
+        t.place(
+            4,
+            &sizes(&vec![4096; limit * per_segment]),
+            1,
+            Appends::Values,
+        )
+        .unwrap();
         assert_eq!(t.groups[4].chain.len(), limit);
-        let e = t.place(4, &[100], Appends::Values).unwrap_err();
+        let e = t.place(4, &sizes(&[100]), 1, Appends::Values).unwrap_err();
         assert_eq!(e.group_at_limit, Some(4));
-        t.place(4, &[100], Appends::TombstonesOnly).unwrap();
+        t.place(4, &sizes(&[100]), 1, Appends::TombstonesOnly)
+            .unwrap();
         assert_eq!(t.groups[4].chain.len(), 1 + limit);
         // Values do not follow the tombstones past the limit, even with room there.
-        let e = t.place(4, &[100], Appends::Values).unwrap_err();
+        let e = t.place(4, &sizes(&[100]), 1, Appends::Values).unwrap_err();
         assert_eq!(e.group_at_limit, Some(4));
         assert_eq!(t.groups[4].chain.len(), 1 + limit);
         // Other groups fill the pool down to the reserves; tombstones still fit.
         let mut g = 0;
         while t.free_log_segments() > t.gc_reserve_segments + t.tombstone_reserve_segments {
             if g != 4 {
-                let _ = t.place(g, &vec![4096; per_segment], Appends::Values);
+                let _ = t.place(g, &sizes(&vec![4096; per_segment]), 1, Appends::Values);
             }
             g = (g + 1) % t.layout.group_count;
         }
         assert!(t
-            .place(0, &vec![4096; per_segment * 2], Appends::Values)
+            .place(0, &sizes(&vec![4096; per_segment * 2]), 1, Appends::Values)
             .is_err());
         let free = t.free_log_segments();
-        t.place(0, &vec![4096; per_segment * 2], Appends::TombstonesOnly)
-            .unwrap();
+        t.place(
+            0,
+            &sizes(&vec![4096; per_segment * 2]),
+            1,
+            Appends::TombstonesOnly,
+        )
+        .unwrap();
         assert!(t.free_log_segments() < free);
         assert!(t.free_log_segments() >= t.gc_reserve_segments);
         t.assert_consistent();
@@ -876,7 +910,8 @@ mod tests {
     #[test]
     fn entries_round_trip_and_rebuild_free_lists() {
         let mut t = SegmentTable::new_formatted(layout());
-        t.place(2, &vec![5000usize; 300], Appends::Values).unwrap();
+        t.place(2, &sizes(&vec![5000usize; 300]), 1, Appends::Values)
+            .unwrap();
         let groups: Vec<Group> = (0..t.layout.group_count)
             .map(|g| decode_group(&t.encode_group(g)).unwrap())
             .collect();
@@ -900,8 +935,8 @@ mod tests {
         // Two groups claiming one segment; a segment beyond the pool; a used count
         // beyond the segment.
         let mut t = t;
-        t.place(0, &[100], Appends::Values).unwrap();
-        t.place(1, &[100], Appends::Values).unwrap();
+        t.place(0, &sizes(&[100]), 1, Appends::Values).unwrap();
+        t.place(1, &sizes(&[100]), 1, Appends::Values).unwrap();
         let gs = || -> Vec<Group> {
             (0..t.layout.group_count)
                 .map(|g| decode_group(&t.encode_group(g)).unwrap())
@@ -931,14 +966,15 @@ mod tests {
             "an empty chain has nothing to collect"
         );
         // With too few free segments for its survivors, a GC does not begin.
-        t.place(1, &[4000], Appends::Values).unwrap();
+        t.place(1, &sizes(&[4000]), 1, Appends::Values).unwrap();
         let free = std::mem::take(&mut t.free_log);
         assert!(t.begin_gc(1).is_none(), "no room for the survivors");
         t.free_log = free;
-        t.place(0, &vec![4000usize; 400], Appends::Values).unwrap();
+        t.place(0, &sizes(&vec![4000usize; 400]), 1, Appends::Values)
+            .unwrap();
         let collected = t.begin_gc(0).unwrap();
         // An append during GC goes to a fresh segment.
-        let p = t.place(0, &[100], Appends::Values).unwrap();
+        let p = t.place(0, &sizes(&[100]), 1, Appends::Values).unwrap();
         assert!(!collected.iter().any(|s| s.id == p[0].segment));
         let spare = t.take_log_for_gc().unwrap();
         t.assert_consistent();

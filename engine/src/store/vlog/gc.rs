@@ -18,12 +18,13 @@
 //! beyond the committed head, so a crash at any step leaves the committed state intact.
 
 use super::ValueLog;
+use crate::align::RecordSize;
 use crate::circular_log::{self, RunRecord};
 use crate::commit::{Plan, Purpose};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::location::{self, Location};
-use crate::record::{self, RecordKind};
+use crate::record::RecordKind;
 use crate::spans::{self, Span};
 use crate::stats::Counters;
 use crate::store::{GcCtx, GcOutcome};
@@ -57,6 +58,7 @@ struct Live<'a> {
     key: &'a [u8],
     value: &'a [u8],
     seq: u64,
+    crc: u32,
 }
 
 fn run(store: &ValueLog, ctx: &GcCtx<'_>, start: u64, end: u64) -> Result<GcOutcome> {
@@ -88,13 +90,12 @@ fn live_records<'b>(
     spans: &[(u64, Span)],
     bufs: &'b [AlignedBuf],
 ) -> Result<Vec<Live<'b>>> {
-    let block = store.geometry.block_bytes as usize;
     let mut records = Vec::new();
     for ((first, span), buf) in spans.iter().zip(bufs) {
-        for item in span.records(buf, block) {
+        for item in span.records(buf) {
             let (off, rec) = item.map_err(|e| e.at(format!("value log GC at position {first}")))?;
             if rec.kind == RecordKind::Value {
-                let here = store.pointer(first + off as u64, rec.encoded_len(), rec.seq);
+                let here = store.pointer(first + off as u64, rec.encoded_len(), rec.seq, rec.crc);
                 records.push((here, rec));
             }
         }
@@ -123,6 +124,7 @@ fn live_records<'b>(
                     key: rec.key,
                     value: rec.value,
                     seq: rec.seq,
+                    crc: rec.crc,
                 });
             }
         }
@@ -141,12 +143,12 @@ fn commit_moves(
     let mut commit = ctx.committer.lock();
     let changed = commit.written_during_gc.finish();
     live.retain(|l| !changed.contains(l.key));
-    let lens: Vec<usize> = live
+    let sizes: Vec<RecordSize> = live
         .iter()
-        .map(|l| record::encoded_len(l.key.len(), l.value.len()))
+        .map(|l| RecordSize::value(l.key.len(), l.value.len()))
         .collect();
     let mut log = store.log.lock();
-    let Ok(placed) = log.place(&lens, 0) else {
+    let Ok(placed) = log.place(&sizes, ctx.io.value_align_bytes, 0) else {
         drop(log);
         return Err(store_full(store));
     };
@@ -160,11 +162,12 @@ fn commit_moves(
             seq: l.seq,
         })
         .collect();
-    let writes = log.encode_run(&run, &placed, ctx.io.buffers)?;
+    // A moved record is the same bytes: it keeps its checksum.
+    let (writes, _) = log.encode_run(&run, &placed, ctx.io.buffers)?;
     let mut batch = hashkv_lsm::WriteBatch::new();
     let mut key_buf = Vec::new();
-    for (l, (&position, &len)) in live.iter().zip(placed.positions.iter().zip(&lens)) {
-        let p = store.pointer(position, len, l.seq);
+    for (l, (&position, size)) in live.iter().zip(placed.positions.iter().zip(&sizes)) {
+        let p = store.pointer(position, size.len as usize, l.seq, l.crc);
         batch.put(keys::user_key_into(&mut key_buf, l.key), &p.encode());
     }
     batch.put(

@@ -86,8 +86,9 @@ impl ValueLog {
         })
     }
 
-    /// The pointer to a record of `record_bytes` at logical `position`.
-    fn pointer(&self, position: u64, record_bytes: usize, seq: u64) -> Pointer {
+    /// The pointer to a record of `record_bytes` at logical `position`, with the
+    /// record's sequence number and checksum.
+    fn pointer(&self, position: u64, record_bytes: usize, seq: u64, crc: u32) -> Pointer {
         let (unit, offset) = self.geometry.locate(position);
         Pointer {
             region: Region::Log,
@@ -95,6 +96,7 @@ impl ValueLog {
             offset,
             record_bytes: record_bytes as u32,
             seq,
+            crc,
         }
     }
 

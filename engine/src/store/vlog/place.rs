@@ -2,9 +2,9 @@
 //! sequential run at the head.
 
 use super::ValueLog;
+use crate::align::RecordSize;
 use crate::circular_log::{NeedSpace, RunRecord};
 use crate::keys;
-use crate::record;
 use crate::store::{FlushRecord, IoCtx, PlaceError, Placed};
 
 pub(super) fn place(
@@ -17,27 +17,35 @@ pub(super) fn place(
         .enumerate()
         .filter_map(|(i, r)| r.value.map(|v| (i, r, v)))
         .collect();
-    let lens: Vec<usize> = separated
+    let sizes: Vec<RecordSize> = separated
         .iter()
-        .map(|(_, r, v)| record::encoded_len(r.key.len(), v.len()))
+        .map(|(_, r, v)| RecordSize::value(r.key.len(), v.len()))
         .collect();
     let mut log = store.log.lock();
     log.reclaim(io.readers.oldest_active());
     let placed = log
-        .place(&lens, store.gc_reserve_bytes)
+        .place(&sizes, io.value_align_bytes, store.gc_reserve_bytes)
         .map_err(|NeedSpace| PlaceError::NeedSpace { group: None })?;
-    let mut pointers = vec![None; records.len()];
-    let mut run = Vec::with_capacity(separated.len());
-    for (((i, r, v), &position), &len) in separated.iter().zip(&placed.positions).zip(&lens) {
-        pointers[*i] = Some(store.pointer(position, len, r.seq));
-        run.push(RunRecord {
+    let run: Vec<RunRecord<'_>> = separated
+        .iter()
+        .zip(&placed.positions)
+        .map(|((_, r, v), &position)| RunRecord {
             position,
             key: r.key,
             value: v,
             seq: r.seq,
-        });
+        })
+        .collect();
+    let (writes, crcs) = log.encode_run(&run, &placed, io.buffers)?;
+    let mut pointers = vec![None; records.len()];
+    for ((((i, r, _), &position), size), crc) in separated
+        .iter()
+        .zip(&placed.positions)
+        .zip(&sizes)
+        .zip(crcs)
+    {
+        pointers[*i] = Some(store.pointer(position, size.len as usize, r.seq, crc));
     }
-    let writes = log.encode_run(&run, &placed, io.buffers)?;
     let entries = if separated.is_empty() {
         Vec::new()
     } else {
