@@ -14,7 +14,7 @@ use crate::flusher::Flusher;
 use crate::gc::GcDriver;
 use crate::index::IndexReader;
 use crate::layout::Layout;
-use crate::memory::MemoryUsage;
+use crate::memory::{Loan, MemoryUsage};
 use crate::options::Options;
 use crate::readers::Readers;
 use crate::scan::ScanIter;
@@ -109,6 +109,8 @@ pub(crate) struct Inner {
     pub(crate) next_seq: AtomicU64,
     pub(crate) gc: GcDriver,
     pub(crate) flusher: Flusher,
+    /// The write side's unused memory lent to the block cache while writes are idle.
+    pub(crate) loan: Loan,
 }
 
 /// A hashkv store. `Send + Sync`: share it between threads with `Arc`.
@@ -217,6 +219,7 @@ impl Db {
             next_seq: AtomicU64::new(opened.next_seq),
             gc: GcDriver::new(options, &layout),
             flusher: Flusher::default(),
+            loan: Loan::new(&split, options.memory_budget_bytes > 0),
         });
         let spawn_failed = |e| Error::MetadataDir {
             path: metadata_dir.to_path_buf(),
@@ -397,6 +400,7 @@ impl Db {
             write_cache_bytes: i.cache.read().held_bytes(),
             buffer_pool_bytes: i.buffers.held_bytes() as u64,
             value_cache_bytes: i.values.held_bytes(),
+            block_cache_loan_bytes: i.loan.lent_bytes(),
         }
     }
 

@@ -26,6 +26,12 @@ impl IndexReader {
         Ok(self.0.prefetch(keys)?)
     }
 
+    /// Lets the block cache hold `bytes` beyond its share (`memory::Loan`); 0 takes
+    /// the loan back, evicting before it returns.
+    pub fn set_block_cache_loan(&self, bytes: u64) {
+        self.0.set_block_cache_loan(bytes);
+    }
+
     /// The view a GC reads through, which counts every lookup into `lookups`.
     pub fn for_gc<'a>(&'a self, lookups: &'a AtomicU64) -> GcIndex<'a> {
         GcIndex {

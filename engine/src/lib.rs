@@ -62,8 +62,8 @@ pub use db::{Db, WriteBatch, KEY_BYTES_MAX};
 pub use error::{Error, Result};
 pub use layout::{Layout, MAIN_SEGMENT_BYTES_MIN};
 pub use memory::{
-    MemorySplit, MemoryUsage, BLOCK_CACHE_SHARE, MEMORY_BUDGET_BYTES_MIN, MEMTABLES_SHARE,
-    VALUE_CACHE_SHARE, WRITE_CACHE_COPIES, WRITE_SHARE,
+    MemorySplit, MemoryUsage, BLOCK_CACHE_SHARE, LOAN_IDLE, MEMORY_BUDGET_BYTES_MIN,
+    MEMTABLES_SHARE, VALUE_CACHE_SHARE, WRITE_CACHE_COPIES, WRITE_SHARE,
 };
 pub use options::{Mode, Options};
 pub use read::MULTI_GET_CHUNK_KEYS;

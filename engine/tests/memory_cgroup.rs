@@ -297,7 +297,18 @@ fn run_mode(mode: Mode, dir: &Path) {
             peak_usage = peak_usage.max(db.memory_usage().total_bytes());
         }
     }
+    // Idle writes: the write side's unused shares go to the block cache for the reads
+    // (`memory::Loan`), still within the budget.
+    let lent = wait_for_loan(&db);
+    assert!(
+        lent > 0,
+        "{}: no loan after the writes went idle",
+        mode.name()
+    );
     for n in 0..GETS {
+        if n % 5_000 == 0 {
+            peak_usage = peak_usage.max(db.memory_usage().total_bytes());
+        }
         let i = (mix(u64::from(n) ^ 0x1234) % u64::from(KEYS)) as u32;
         let v = db.get(&key(i)).expect("get").expect("a loaded key");
         assert_eq!(
@@ -320,8 +331,37 @@ fn run_mode(mode: Mode, dir: &Path) {
     let usage = db.memory_usage();
     peak_usage = peak_usage.max(usage.total_bytes());
     report(mode, &db, &usage, peak_usage);
+    // The next write takes the loan back before it adds to the write cache.
+    db.put(&key(0), &value(0, versions[0], VALUE_BYTES))
+        .expect("a write after the reads");
+    let after = db.memory_usage();
+    assert_eq!(
+        after.block_cache_loan_bytes,
+        0,
+        "{}: loan not taken back",
+        mode.name()
+    );
+    assert!(
+        after.total_bytes() <= BUDGET_BYTES,
+        "{}: {after:?}",
+        mode.name()
+    );
     db.close().expect("close");
     std::fs::remove_dir_all(dir).expect("removing the store");
+}
+
+/// Waits (a few idle periods at most) for the engine to lend its write side's unused
+/// memory to the block cache; returns the bytes lent (0 if it never did).
+fn wait_for_loan(db: &Db) -> u64 {
+    let deadline = Instant::now() + 5 * hashkv::LOAN_IDLE;
+    loop {
+        let lent = db.memory_usage().block_cache_loan_bytes;
+        if lent > 0 || Instant::now() > deadline {
+            println!("loan: {:.1} MiB", lent as f64 / MIB as f64);
+            return lent;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A size field of /proc/self/status (given in kB there), in bytes.

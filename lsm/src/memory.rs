@@ -26,8 +26,9 @@ const MALLOC_CHUNK_BYTES_MIN: usize = 32;
 pub struct MemoryUsage {
     /// Blocks in the block cache, with their cache entries, as charged against it.
     pub block_cache_bytes: u64,
-    /// What the block cache may hold: `Options::block_cache_bytes` less the pinned
-    /// indexes and filters (never below 0).
+    /// What the block cache may hold: `Options::block_cache_bytes` and any loan
+    /// (`Db::set_block_cache_loan`) less the pinned indexes and filters (never below
+    /// 0).
     pub block_cache_capacity_bytes: u64,
     /// Index and filter blocks of the live tables, decoded and held for as long as
     /// their table lives (so a get costs at most one data-block read per table it

@@ -110,6 +110,10 @@ impl Inner {
     /// when there is nothing to collect.
     pub(crate) fn collect_garbage_once(&self, group: Option<u32>) -> Result<Option<GcOutcome>> {
         let _one_gc = self.gc.exclusive();
+        // A GC takes buffers and writes the index: memory lent to the block cache
+        // comes back first.
+        self.loan
+            .take_back(|bytes| self.index.set_block_cache_loan(bytes));
         let started = Instant::now();
         let outcome = self.store.collect(&self.gc_ctx(), group)?;
         if let Some(o) = &outcome {
@@ -148,6 +152,24 @@ impl Inner {
         headroom < start
     }
 
+    /// Lends the write side's unused memory to the block cache once writes and GCs
+    /// have been idle for `memory::LOAN_IDLE` (`memory::Loan`). Before lending, the
+    /// allocator returns what the write side freed to the system, so that the loan
+    /// does not stack on memory the process still holds.
+    fn lend_idle_memory(&self) {
+        let c = &self.counters;
+        let activity = c.user_ops.load(Ordering::Relaxed) + c.gc_runs.load(Ordering::Relaxed);
+        let held = || {
+            let memtables = self.index.memory_usage().memtable_bytes;
+            memtables + self.cache.read().held_bytes() + self.buffers.held_bytes() as u64
+        };
+        self.loan
+            .maybe_lend(activity, Instant::now(), held, |bytes| {
+                crate::memory::return_freed_memory();
+                self.index.set_block_cache_loan(bytes);
+            });
+    }
+
     /// Wakes the GC thread if free space ran low.
     pub(crate) fn maybe_wake_gc(&self) {
         if self.gc_wanted() {
@@ -168,6 +190,7 @@ impl Inner {
             if self.gc.stopping() {
                 return;
             }
+            self.lend_idle_memory();
             if self.committer.first_error().is_some() {
                 continue;
             }

@@ -284,6 +284,14 @@ impl Db {
         s
     }
 
+    /// Lets the block cache hold `bytes` more than `Options::block_cache_bytes` until
+    /// the next call: memory a program's budget has room for while its other buffers
+    /// do not use it. A smaller loan (0 takes it all back) evicts down to the new
+    /// capacity before this returns.
+    pub fn set_block_cache_loan(&self, bytes: u64) {
+        self.inner.cache.blocks.set_loan(bytes);
+    }
+
     /// What the tree holds in memory, by use (see [`MemoryUsage`]).
     pub fn memory_usage(&self) -> MemoryUsage {
         let (block_cache_bytes, block_cache_capacity_bytes, pinned) =

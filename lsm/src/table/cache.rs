@@ -18,6 +18,11 @@
 //! (`pin`, `unpin`): the cache shrinks as they grow, and what the tree holds for reads
 //! stays within `Options::block_cache_bytes` as long as the indexes and filters fit in
 //! it (`Db::memory_usage` reports both).
+//!
+//! A program with one memory budget may lend the cache memory its write buffers do not
+//! use for now (`Db::set_block_cache_loan`): the capacity grows by the loan, and taking
+//! the loan back evicts down to the capacity at once, before the program spends that
+//! memory elsewhere.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -54,6 +59,8 @@ pub(crate) struct BlockCache {
     cache: Option<Cache<Key, Arc<Block>, BlockWeighter>>,
     capacity_bytes: u64,
     pinned_bytes: AtomicU64,
+    /// Lent on top of the capacity for now (`set_loan`).
+    loan_bytes: AtomicU64,
 }
 
 impl BlockCache {
@@ -70,6 +77,7 @@ impl BlockCache {
             cache,
             capacity_bytes,
             pinned_bytes: AtomicU64::new(0),
+            loan_bytes: AtomicU64::new(0),
         }
     }
 
@@ -108,11 +116,19 @@ impl BlockCache {
         self.resize(pinned);
     }
 
+    /// Lets the cache hold `bytes` more than its capacity until the next call; a
+    /// smaller loan evicts down to the new capacity before returning.
+    pub fn set_loan(&self, bytes: u64) {
+        self.loan_bytes.store(bytes, Ordering::Release);
+        self.resize(self.pinned_bytes.load(Ordering::Acquire));
+    }
+
     fn resize(&self, pinned: u64) {
         if let Some(c) = &self.cache {
             // Concurrent pins may resize out of order for a moment; the next one
             // corrects it, and `pinned_bytes` itself is exact.
-            let cap = self.capacity_bytes.saturating_sub(pinned);
+            let loan = self.loan_bytes.load(Ordering::Acquire);
+            let cap = (self.capacity_bytes + loan).saturating_sub(pinned);
             c.set_capacity(cap.max(CAPACITY_BYTES_MIN));
         }
     }
@@ -182,5 +198,23 @@ mod tests {
         assert_eq!(cache.usage().1, 1 << 20);
         cache.evict_table(1);
         assert_eq!(cache.usage().0, 0);
+    }
+
+    #[test]
+    fn a_loan_grows_the_capacity_and_taking_it_back_evicts_at_once() {
+        let cache = BlockCache::new(1 << 20, 4096);
+        cache.pin(256 << 10);
+        cache.set_loan(1 << 20);
+        assert_eq!(cache.usage().1, (2 << 20) - (256 << 10));
+        for i in 0..1000 {
+            cache.insert(1, i * 4096, block(4096));
+            cache.get(1, i * 4096);
+        }
+        let (held, cap, _) = cache.usage();
+        assert!(held > 1 << 20, "the loan is used: {held} of {cap}");
+        cache.set_loan(0);
+        let (held, cap, _) = cache.usage();
+        assert_eq!(cap, (1 << 20) - (256 << 10));
+        assert!(held <= cap, "back within the capacity: {held} of {cap}");
     }
 }
