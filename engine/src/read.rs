@@ -7,8 +7,8 @@
 //! 4,608-byte reads at about 60% of the rate of 4 KiB ones. The value is checked
 //! against the record checksum its index pointer carries, which covers the key, the
 //! sequence number and the value, before it is returned (and cached). A multi-get
-//! does the same for many keys: all their index lookups, then all their value reads
-//! missing from the value cache in one device submission.
+//! does the same for many keys: the value reads missing from the value cache start 8
+//! keys at a time, as soon as those keys are looked up, while the next are looked up.
 
 use crate::db::Inner;
 use crate::error::{Error, Result};
@@ -31,6 +31,19 @@ const GET_ATTEMPTS: usize = 2;
 /// call holds stay bounded (one record's blocks per key of a chunk), whatever the
 /// length of the list.
 pub const MULTI_GET_CHUNK_KEYS: usize = 256;
+
+/// A multi-get starts the value reads of every this many keys as soon as their
+/// lookups are done, and looks up the next keys while those reads are in flight. With
+/// all lookups first, the device sat idle through them: once the index's blocks were
+/// in memory (the block cache's loan, `memory::Loan`), starting each 8 keys' reads at
+/// once made 32-key multi-gets of 4 KiB values 1.17-1.19x as fast (4 alternating runs,
+/// 64 MiB budget). Each group in flight holds a ring while one is free; 8 keeps a
+/// 32-key batch to four.
+const MULTI_GET_READ_GROUP_KEYS: usize = 8;
+
+/// A group of a multi-get's keys (their index in the call and pointer), the spans of
+/// their values and the reads of them in flight.
+type StartedReads<'a> = (Vec<(usize, Pointer)>, Vec<Span>, PendingReads<'a>);
 
 impl Inner {
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -106,8 +119,9 @@ impl Inner {
         Ok(values)
     }
 
-    /// Looks up `keys[i]` for each `i` of `todo` and reads their values with one
-    /// submission, under one reader generation (so GC reuses no segment in between),
+    /// Looks up `keys[i]` for each `i` of `todo` and reads their values (a submission
+    /// per `MULTI_GET_READ_GROUP_KEYS`), under one reader generation (so GC reuses no
+    /// segment in between),
     /// setting `values[i]`. Returns the keys whose record was gone from where the index
     /// pointed (a GC moved it: to be looked up again) if `may_retry`; otherwise that is
     /// an error, as for `get`.
@@ -119,33 +133,41 @@ impl Inner {
         may_retry: bool,
     ) -> Result<Vec<usize>> {
         let _reading = self.readers.enter();
-        let mut reads: Vec<(usize, Pointer)> = Vec::new();
-        for &i in todo {
+        let mut started: Vec<StartedReads<'_>> = Vec::new();
+        let mut group: Vec<(usize, Pointer)> = Vec::new();
+        for (n, &i) in todo.iter().enumerate() {
             values[i] = None;
-            let Some(entry) = self.index.get(&keys::user_key(keys[i]))? else {
-                continue;
-            };
-            match location::decode(&entry)? {
-                Location::Inline(v) => values[i] = Some(v),
-                Location::Pointer(p) => match self.values.get(&p) {
-                    Some(v) => {
-                        Counters::add(&self.counters.value_cache_hits, 1);
-                        values[i] = Some(v);
-                    }
-                    None => reads.push((i, p)),
-                },
+            if let Some(entry) = self.index.get(&keys::user_key(keys[i]))? {
+                match location::decode(&entry)? {
+                    Location::Inline(v) => values[i] = Some(v),
+                    Location::Pointer(p) => match self.values.get(&p) {
+                        Some(v) => {
+                            Counters::add(&self.counters.value_cache_hits, 1);
+                            values[i] = Some(v);
+                        }
+                        None => group.push((i, p)),
+                    },
+                }
+            }
+            let last = n + 1 == todo.len();
+            if group.len() == MULTI_GET_READ_GROUP_KEYS || (last && !group.is_empty()) {
+                let (spans, reads) =
+                    self.start_value_reads(group.iter().map(|(i, p)| (p, keys[*i])))?;
+                started.push((std::mem::take(&mut group), spans, reads));
             }
         }
-        let read = self.read_values(reads.iter().map(|(i, p)| (p, keys[*i])))?;
         let mut again = Vec::new();
-        for ((i, p), (span, buf)) in reads.iter().zip(&read) {
-            match check_value(span.payload(buf), p, keys[*i]) {
-                Ok(v) => {
-                    self.values.insert(p, &v);
-                    values[*i] = Some(v);
+        for (group, spans, reads) in started {
+            let reads = reads.wait()?;
+            for (((i, p), span), read) in group.iter().zip(&spans).zip(&reads) {
+                match check_value(span.payload(&read.buf), p, keys[*i]) {
+                    Ok(v) => {
+                        self.values.insert(p, &v);
+                        values[*i] = Some(v);
+                    }
+                    Err(e) if e.is_integrity() && may_retry => again.push(*i),
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.is_integrity() && may_retry => again.push(*i),
-                Err(e) => return Err(e),
             }
         }
         Ok(again)
