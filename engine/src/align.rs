@@ -5,7 +5,8 @@
 //! record may be preceded by zeros that put its value on a sector boundary (the
 //! device's logical block); readers skip zeros where a record could start
 //! (`record::SegmentRecords`). Every placement loop (the groups, GC's copies, the cold
-//! log, the vlog mode's log) places records through `RecordSize::place_within`.
+//! log, the vlog mode's log) places records through `RecordSize::place_within`; the
+//! cold log asks for no alignment (`cold_log::COLD_VALUE_ALIGN_BYTES` says why).
 
 use crate::record;
 

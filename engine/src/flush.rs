@@ -32,6 +32,10 @@ impl Inner {
     /// Concurrent callers share flushes: whoever holds the commit lock flushes everything
     /// cached so far, and the others find their flush already done (group commit).
     pub(crate) fn flush_through(&self, flush_no: u64, durable: bool) -> Result<()> {
+        // A flush takes buffers and grows the memtables: memory lent to the block cache
+        // comes back first (a flush of writes made before the loan, or `Db::flush`).
+        self.loan
+            .take_back(|bytes| self.index.set_block_cache_loan(bytes));
         let mut gc_attempts = 0u32;
         // The group whose chain was at its limit at the last refusal, and how many
         // refusals in a row named it.

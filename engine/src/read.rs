@@ -19,7 +19,7 @@ use crate::record;
 use crate::spans::{self, Span};
 use crate::stats::Counters;
 use hashkv_blockdev::{AlignedBuf, BlockDevice, OwnedRead, PendingReads};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// Reads of a key that race with a GC moving its value: the first may find the record
 /// gone from the old place (stale, not corrupt); the second reads the new pointer.
@@ -37,9 +37,14 @@ pub const MULTI_GET_CHUNK_KEYS: usize = 256;
 /// all lookups first, the device sat idle through them: once the index's blocks were
 /// in memory (the block cache's loan, `memory::Loan`), starting each 8 keys' reads at
 /// once made 32-key multi-gets of 4 KiB values 1.17-1.19x as fast (4 alternating runs,
-/// 64 MiB budget). Each group in flight holds a ring while one is free; 8 keeps a
-/// 32-key batch to four.
+/// 64 MiB budget). Each group in flight holds a read-ahead ring while one is free
+/// (blockdev's read-ahead pool, shared with scans).
 const MULTI_GET_READ_GROUP_KEYS: usize = 8;
+
+/// Groups a multi-get keeps in flight; the oldest is waited for before another
+/// starts, so that a long multi-get holds at most four read-ahead rings (a 32-key one
+/// is never held back) and leaves the rest to scans and other callers.
+const MULTI_GET_GROUPS_IN_FLIGHT_MAX: usize = 4;
 
 /// A group of a multi-get's keys (their index in the call and pointer), the spans of
 /// their values and the reads of them in flight.
@@ -133,7 +138,8 @@ impl Inner {
         may_retry: bool,
     ) -> Result<Vec<usize>> {
         let _reading = self.readers.enter();
-        let mut started: Vec<StartedReads<'_>> = Vec::new();
+        let mut started: VecDeque<StartedReads<'_>> = VecDeque::new();
+        let mut again = Vec::new();
         let mut group: Vec<(usize, Pointer)> = Vec::new();
         for (n, &i) in todo.iter().enumerate() {
             values[i] = None;
@@ -151,26 +157,44 @@ impl Inner {
             }
             let last = n + 1 == todo.len();
             if group.len() == MULTI_GET_READ_GROUP_KEYS || (last && !group.is_empty()) {
+                if started.len() == MULTI_GET_GROUPS_IN_FLIGHT_MAX {
+                    let oldest = started.pop_front().expect("groups in flight");
+                    self.finish_group(oldest, keys, values, may_retry, &mut again)?;
+                }
                 let (spans, reads) =
                     self.start_value_reads(group.iter().map(|(i, p)| (p, keys[*i])))?;
-                started.push((std::mem::take(&mut group), spans, reads));
+                started.push_back((std::mem::take(&mut group), spans, reads));
             }
         }
-        let mut again = Vec::new();
-        for (group, spans, reads) in started {
-            let reads = reads.wait()?;
-            for (((i, p), span), read) in group.iter().zip(&spans).zip(&reads) {
-                match check_value(span.payload(&read.buf), p, keys[*i]) {
-                    Ok(v) => {
-                        self.values.insert(p, &v);
-                        values[*i] = Some(v);
-                    }
-                    Err(e) if e.is_integrity() && may_retry => again.push(*i),
-                    Err(e) => return Err(e),
-                }
-            }
+        for group in started {
+            self.finish_group(group, keys, values, may_retry, &mut again)?;
         }
         Ok(again)
+    }
+
+    /// Waits for a multi-get group's reads and checks and caches each value into
+    /// `values`; a value gone from where the index pointed goes to `again` if
+    /// `may_retry`.
+    fn finish_group(
+        &self,
+        (group, spans, reads): StartedReads<'_>,
+        keys: &[&[u8]],
+        values: &mut [Option<Vec<u8>>],
+        may_retry: bool,
+        again: &mut Vec<usize>,
+    ) -> Result<()> {
+        let reads = reads.wait()?;
+        for (((i, p), span), read) in group.iter().zip(&spans).zip(&reads) {
+            match check_value(span.payload(&read.buf), p, keys[*i]) {
+                Ok(v) => {
+                    self.values.insert(p, &v);
+                    values[*i] = Some(v);
+                }
+                Err(e) if e.is_integrity() && may_retry => again.push(*i),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// The span of the device holding the value of `p`'s record, whose key is `key`:

@@ -346,6 +346,25 @@ fn run_mode(mode: Mode, dir: &Path) {
         "{}: {after:?}",
         mode.name()
     );
+    // So does a flush, which takes buffers and grows the memtables.
+    assert!(
+        wait_for_loan(&db) > 0,
+        "{}: no loan the second time",
+        mode.name()
+    );
+    db.flush().expect("flush");
+    let after = db.memory_usage();
+    assert_eq!(
+        after.block_cache_loan_bytes,
+        0,
+        "{}: flush kept the loan",
+        mode.name()
+    );
+    assert!(
+        after.total_bytes() <= BUDGET_BYTES,
+        "{}: {after:?}",
+        mode.name()
+    );
     db.close().expect("close");
     std::fs::remove_dir_all(dir).expect("removing the store");
 }

@@ -152,22 +152,21 @@ impl Inner {
         headroom < start
     }
 
-    /// Lends the write side's unused memory to the block cache once writes and GCs
-    /// have been idle for `memory::LOAN_IDLE` (`memory::Loan`). Before lending, the
-    /// allocator returns what the write side freed to the system, so that the loan
+    /// Lends the write side's unused memory to the block cache once writes, flushes
+    /// and GCs have been idle for `memory::LOAN_IDLE` (`memory::Loan`). Before lending,
+    /// the allocator returns what the write side freed to the system, so that the loan
     /// does not stack on memory the process still holds.
     fn lend_idle_memory(&self) {
-        let c = &self.counters;
-        let activity = c.user_ops.load(Ordering::Relaxed) + c.gc_runs.load(Ordering::Relaxed);
         let held = || {
             let memtables = self.index.memory_usage().memtable_bytes;
             memtables + self.cache.read().held_bytes() + self.buffers.held_bytes() as u64
         };
-        self.loan
-            .maybe_lend(activity, Instant::now(), held, |bytes| {
+        self.loan.maybe_lend(Instant::now(), held, |bytes| {
+            if bytes > 0 {
                 crate::memory::return_freed_memory();
-                self.index.set_block_cache_loan(bytes);
-            });
+            }
+            self.index.set_block_cache_loan(bytes);
+        });
     }
 
     /// Wakes the GC thread if free space ran low.
@@ -190,7 +189,11 @@ impl Inner {
             if self.gc.stopping() {
                 return;
             }
-            self.lend_idle_memory();
+            // Not while GC is wanted: each GC takes the loan back, and a GC that finds
+            // nothing to collect would have it lent and evicted every poll.
+            if !self.gc_wanted() {
+                self.lend_idle_memory();
+            }
             if self.committer.first_error().is_some() {
                 continue;
             }

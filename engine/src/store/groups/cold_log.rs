@@ -29,6 +29,12 @@ use crate::layout::SegmentId;
 use crate::partial_block::PartialBlock;
 use crate::record::ColdTag;
 
+/// The cold log places its values unpadded (`align.rs` with an alignment of 1): its
+/// GC's choice and the demotion pause read a segment's used bytes less its live bytes
+/// as dead, so padding there would count as garbage a cold GC cannot reclaim (it pads
+/// again as it copies), and cold values are the ones read least.
+pub const COLD_VALUE_ALIGN_BYTES: u64 = 1;
+
 const COLD_ENTRY_VERSION: u8 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
