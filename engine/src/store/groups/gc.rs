@@ -129,7 +129,13 @@ fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<
     let survey = Survey::of(job, &spans, &bufs)?;
     let mut outs = survey.classify(store, ctx.now_seq);
     let cold_writes = demote(store, ctx, &mut outs, taken)?;
-    let copy = Copy::pack(store, &outs, ctx.io.value_align_bytes, &mut taken.log)?;
+    let copy = Copy::pack(
+        store,
+        &outs,
+        ctx.io.value_align_bytes,
+        job.collected_bytes(),
+        &mut taken.log,
+    )?;
     let (mut writes, last_block) = copy.encode(store, ctx, &outs);
     writes.extend(cold_writes);
     let bytes_written: u64 = writes.iter().map(|w| w.len as u64).sum();
@@ -457,19 +463,34 @@ struct Copy {
 }
 
 impl Copy {
+    /// Packs the outputs into fresh segments in order. Values are padded onto sectors
+    /// (`align.rs`) only while the copy's bytes so far stay within `collected_bytes`,
+    /// what the collected chain held: padding at new offsets may differ from the old,
+    /// and the GC reserve (the chain limit and one segment) must hold every copy.
     fn pack(
         store: &Groups,
         outs: &[Out<'_>],
         align_bytes: u64,
+        collected_bytes: u64,
         taken_log: &mut Vec<SegmentId>,
     ) -> Result<Copy> {
         let layout = store.layout;
         let mut chain: Vec<ChainSegment> = Vec::new();
         let mut places = Vec::with_capacity(outs.len());
+        let mut copied_bytes = 0u64;
         for out in outs {
             let size = out.group_size();
+            let remaining = collected_bytes.saturating_sub(copied_bytes);
+            let align = |at: u64| {
+                if size.pad_at(at, align_bytes) + size.len <= remaining {
+                    align_bytes
+                } else {
+                    1
+                }
+            };
             let mut fits = chain.last().and_then(|last| {
-                size.place_within(last.used_bytes, align_bytes, layout.segment_bytes(last.id))
+                let at = last.used_bytes;
+                size.place_within(at, align(at), layout.segment_bytes(last.id))
             });
             if fits.is_none() {
                 let Some(id) = store.table.lock().take_log_for_gc() else {
@@ -477,10 +498,11 @@ impl Copy {
                 };
                 taken_log.push(id);
                 chain.push(ChainSegment { id, used_bytes: 0 });
-                fits = size.place_within(0, align_bytes, layout.segment_bytes(id));
+                fits = size.place_within(0, align(0), layout.segment_bytes(id));
             }
             let (start, end) = fits.expect("a record fits an empty segment");
             let index = chain.len() - 1;
+            copied_bytes += end - chain[index].used_bytes;
             places.push((index, start));
             chain[index].used_bytes = end;
         }
