@@ -65,6 +65,12 @@ impl RecordSize {
         }
     }
 
+    /// The most this record takes with its padding, wherever it lands.
+    pub fn len_max(&self, align_bytes: u64) -> u64 {
+        let pad_max = (self.value_bytes / PAD_SHARE_MAX_DIVISOR).min(align_bytes.saturating_sub(1));
+        self.len + pad_max
+    }
+
     /// Where this record starts and ends if placed at `at` of a unit of `unit_bytes`:
     /// after its padding, or without it where only that fits; `None` if it does not
     /// fit at all.
@@ -114,6 +120,13 @@ mod tests {
         assert_eq!(small.pad_at(0, 512), 0);
         // No alignment asked: nothing.
         assert_eq!(RecordSize::value(4, 4096).pad_at(5, 1), 0);
+        // The most a record takes bounds every placement.
+        for (r, align) in [(r, 512), (RecordSize::value(24, 4096), 512), (small, 4096)] {
+            for at in 0..2048 {
+                assert!(r.pad_at(at, align) + r.len <= r.len_max(align), "at {at}");
+            }
+        }
+        assert_eq!(RecordSize::unpadded(40).len_max(512), 40);
     }
 
     #[test]

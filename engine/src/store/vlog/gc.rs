@@ -68,7 +68,7 @@ fn run(store: &ValueLog, ctx: &GcCtx<'_>, start: u64, end: u64) -> Result<GcOutc
     let bytes_read = end - start;
     Counters::add(&ctx.io.counters.gc_device_bytes_read, bytes_read);
     let live = live_records(store, ctx, &spans, &bufs)?;
-    let (records_kept, bytes_written) = commit_moves(store, ctx, live, end)?;
+    let (records_kept, bytes_written) = commit_moves(store, ctx, live, (start, end))?;
     Ok(GcOutcome {
         bytes_read,
         bytes_written,
@@ -132,13 +132,13 @@ fn live_records<'b>(
     Ok(live)
 }
 
-/// Step 4: re-append the live records and commit, with no flush in between. Returns
-/// the records kept and the bytes written.
+/// Step 4: re-append the live records of `[start, end)` and commit, with no flush in
+/// between. Returns the records kept and the bytes written.
 fn commit_moves(
     store: &ValueLog,
     ctx: &GcCtx<'_>,
     mut live: Vec<Live<'_>>,
-    end: u64,
+    (start, end): (u64, u64),
 ) -> Result<(u64, u64)> {
     let mut commit = ctx.committer.lock();
     let changed = commit.written_during_gc.finish();
@@ -147,8 +147,19 @@ fn commit_moves(
         .iter()
         .map(|l| RecordSize::value(l.key.len(), l.value.len()))
         .collect();
+    // Values are padded onto sectors only if even the most padding keeps the copies
+    // within the range collected, which the GC reserve is sized for.
+    let padded_max: u64 = sizes
+        .iter()
+        .map(|s| s.len_max(ctx.io.value_align_bytes))
+        .sum();
+    let align = if padded_max <= end - start {
+        ctx.io.value_align_bytes
+    } else {
+        1
+    };
     let mut log = store.log.lock();
-    let Ok(placed) = log.place(&sizes, ctx.io.value_align_bytes, 0) else {
+    let Ok(placed) = log.place(&sizes, align, 0) else {
         drop(log);
         return Err(store_full(store));
     };
