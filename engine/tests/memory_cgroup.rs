@@ -331,42 +331,27 @@ fn run_mode(mode: Mode, dir: &Path) {
     let usage = db.memory_usage();
     peak_usage = peak_usage.max(usage.total_bytes());
     report(mode, &db, &usage, peak_usage);
-    // The next write takes the loan back before it adds to the write cache.
+    // The next write takes the loan back before it adds to the write cache; so does a
+    // flush, which takes buffers and grows the memtables.
     db.put(&key(0), &value(0, versions[0], VALUE_BYTES))
         .expect("a write after the reads");
-    let after = db.memory_usage();
-    assert_eq!(
-        after.block_cache_loan_bytes,
-        0,
-        "{}: loan not taken back",
-        mode.name()
-    );
-    assert!(
-        after.total_bytes() <= BUDGET_BYTES,
-        "{}: {after:?}",
-        mode.name()
-    );
-    // So does a flush, which takes buffers and grows the memtables.
-    assert!(
-        wait_for_loan(&db) > 0,
-        "{}: no loan the second time",
-        mode.name()
-    );
+    assert_loan_back(&db, mode, "a write");
+    assert!(wait_for_loan(&db) > 0, "{}: no second loan", mode.name());
     db.flush().expect("flush");
-    let after = db.memory_usage();
-    assert_eq!(
-        after.block_cache_loan_bytes,
-        0,
-        "{}: flush kept the loan",
-        mode.name()
-    );
-    assert!(
-        after.total_bytes() <= BUDGET_BYTES,
-        "{}: {after:?}",
-        mode.name()
-    );
+    assert_loan_back(&db, mode, "a flush");
     db.close().expect("close");
     std::fs::remove_dir_all(dir).expect("removing the store");
+}
+
+/// After `what`, nothing is lent and the engine's count is within the budget.
+fn assert_loan_back(db: &Db, mode: Mode, what: &str) {
+    let after = db.memory_usage();
+    let name = mode.name();
+    assert_eq!(
+        after.block_cache_loan_bytes, 0,
+        "{name}: {what} kept the loan"
+    );
+    assert!(after.total_bytes() <= BUDGET_BYTES, "{name}: {after:?}");
 }
 
 /// Waits (a few idle periods at most) for the engine to lend its write side's unused
