@@ -346,10 +346,7 @@ impl Db {
     #[doc(hidden)]
     pub fn collect_cold_garbage(&self, segment: Option<u32>) -> Result<bool> {
         let _one_gc = self.inner.gc.exclusive();
-        let inner = &self.inner;
-        inner
-            .loan
-            .take_back(|bytes| inner.index.set_block_cache_loan(bytes));
+        self.inner.take_back_loan();
         let ctx = self.inner.gc_ctx();
         Ok(self.inner.store.collect_cold(&ctx, segment)?.is_some())
     }

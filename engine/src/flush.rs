@@ -34,8 +34,7 @@ impl Inner {
     pub(crate) fn flush_through(&self, flush_no: u64, durable: bool) -> Result<()> {
         // A flush takes buffers and grows the memtables: memory lent to the block cache
         // comes back first (a flush of writes made before the loan, or `Db::flush`).
-        self.loan
-            .take_back(|bytes| self.index.set_block_cache_loan(bytes));
+        self.take_back_loan();
         let mut gc_attempts = 0u32;
         // The group whose chain was at its limit at the last refusal, and how many
         // refusals in a row named it.

@@ -243,10 +243,16 @@ impl Inner {
         &self,
         items: impl Iterator<Item = (&'p Pointer, &'p [u8])>,
     ) -> Result<Vec<(Span, AlignedBuf)>> {
-        let spans = items
-            .map(|(p, key)| self.value_span(p, key))
-            .collect::<Result<_>>()?;
+        let spans = self.value_spans(items)?;
         self.read_spans(spans)
+    }
+
+    /// The spans of the values of (pointer, key) pairs.
+    fn value_spans<'p>(
+        &self,
+        items: impl Iterator<Item = (&'p Pointer, &'p [u8])>,
+    ) -> Result<Vec<Span>> {
+        items.map(|(p, key)| self.value_span(p, key)).collect()
     }
 
     /// Reads the whole records of many pointers with one submission.
@@ -274,9 +280,7 @@ impl Inner {
         &self,
         items: impl Iterator<Item = (&'p Pointer, &'p [u8])>,
     ) -> Result<(Vec<Span>, PendingReads<'_>)> {
-        let spans: Vec<Span> = items
-            .map(|(p, key)| self.value_span(p, key))
-            .collect::<Result<_>>()?;
+        let spans = self.value_spans(items)?;
         let reads = spans
             .iter()
             .map(|s| OwnedRead::new(s.offset, s.len))

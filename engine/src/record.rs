@@ -186,8 +186,16 @@ fn header_start(kind: RecordKind, seq: u64, key_len: usize, value_len: usize) ->
 
 /// crc32c over a whole encoded record except its crc field.
 fn record_crc(record: &[u8]) -> u32 {
-    let head = crc32c::crc32c(&record[..CRC_AT]);
-    crc32c::crc32c_append(head, &record[RECORD_HEADER_BYTES..]) ^ CRC_MASK
+    checksum(&record[..CRC_AT], &[&record[RECORD_HEADER_BYTES..]])
+}
+
+/// A record's checksum from its header's bytes before the crc field and the bytes
+/// after the header, in parts.
+fn checksum(head: &[u8], rest: &[&[u8]]) -> u32 {
+    let crc = rest.iter().fold(crc32c::crc32c(head), |crc, part| {
+        crc32c::crc32c_append(crc, part)
+    });
+    crc ^ CRC_MASK
 }
 
 /// The checksum of the value record of `key` with sequence number `seq` holding
@@ -195,13 +203,8 @@ fn record_crc(record: &[u8]) -> u32 {
 /// (`read.rs`) checks it against the one its index pointer carries, which covers the
 /// header's fields, the key and the value as the record's own checksum does.
 pub fn value_record_crc(seq: u64, key: &[u8], value: &[u8]) -> u32 {
-    let head = crc32c::crc32c(&header_start(
-        RecordKind::Value,
-        seq,
-        key.len(),
-        value.len(),
-    ));
-    crc32c::crc32c_append(crc32c::crc32c_append(head, key), value) ^ CRC_MASK
+    let head = header_start(RecordKind::Value, seq, key.len(), value.len());
+    checksum(&head, &[key, value])
 }
 
 /// Where a value record's value begins, from the record's start.

@@ -42,8 +42,7 @@ impl Inner {
     pub(crate) fn write(&self, entries: Vec<(Vec<u8>, CachedValue)>, sync: bool) -> Result<()> {
         self.committer.check_writable()?;
         // The write side is about to grow: memory lent to the block cache comes back.
-        self.loan
-            .take_back(|bytes| self.index.set_block_cache_loan(bytes));
+        self.take_back_loan();
         for (k, v) in &entries {
             self.check_entry(k, v.as_ref())?;
         }

@@ -112,8 +112,7 @@ impl Inner {
         let _one_gc = self.gc.exclusive();
         // A GC takes buffers and writes the index: memory lent to the block cache
         // comes back first.
-        self.loan
-            .take_back(|bytes| self.index.set_block_cache_loan(bytes));
+        self.take_back_loan();
         let started = Instant::now();
         let outcome = self.store.collect(&self.gc_ctx(), group)?;
         if let Some(o) = &outcome {
@@ -150,6 +149,13 @@ impl Inner {
             FIRST_GC_START_HEADROOM
         };
         headroom < start
+    }
+
+    /// Before anything that grows the write side (a write, a flush, a GC): memory lent
+    /// to the block cache comes back (`memory::Loan::take_back`).
+    pub(crate) fn take_back_loan(&self) {
+        self.loan
+            .take_back(|bytes| self.index.set_block_cache_loan(bytes));
     }
 
     /// Lends the write side's unused memory to the block cache once writes, flushes
@@ -189,10 +195,11 @@ impl Inner {
             if self.gc.stopping() {
                 return;
             }
-            // Not while GC is wanted: each GC takes the loan back, and a GC that finds
-            // nothing to collect would have it lent and evicted every poll.
+            // Lent only while GC is not wanted: each GC takes the loan back, and a GC
+            // that finds nothing to collect would have it lent and evicted every poll.
             if !self.gc_wanted() {
                 self.lend_idle_memory();
+                continue;
             }
             if self.committer.first_error().is_some() {
                 continue;

@@ -4,12 +4,13 @@
 //! unchanged (same key, sequence number and value), so its checksum moves with it.
 
 use super::cold_log::ColdPlace;
+use super::segment_run::{self, RecordAt};
 use crate::align::RecordSize;
 use crate::commit::DeviceWrite;
 use crate::error::Result;
 use crate::layout::{Layout, SegmentId};
 use crate::partial_block::PartialBlock;
-use crate::record::{self, RecordKind};
+use crate::record::RecordKind;
 use crate::store::IoCtx;
 
 /// A value record to write at its place in the cold log.
@@ -39,7 +40,6 @@ pub(super) fn encode(
     head_end: Option<(SegmentId, u64)>,
     records: &[ColdRecord<'_>],
 ) -> Result<Vec<DeviceWrite>> {
-    let block = layout.block_bytes as usize;
     let mut writes = Vec::new();
     let mut start = 0;
     while start < records.len() {
@@ -47,35 +47,32 @@ pub(super) fn encode(
         let end = (start..records.len())
             .find(|&i| records[i].place.segment != segment)
             .unwrap_or(records.len());
-        let run = &records[start..end];
         // The write continues the segment's written bytes (none in a fresh one).
-        let first = match head_end {
-            Some((s, used)) if s == segment => used as usize,
+        let written = match head_end {
+            Some((s, used)) if s == segment => used,
             _ => 0,
         };
-        let prefix_len = first % block;
-        let last = &run[run.len() - 1];
-        let run_end = last.place.offset as usize + last.size().len as usize;
-        let used = prefix_len + (run_end - first);
-        let len = used.div_ceil(block) * block;
-        let offset = layout.segment_offset(segment) + (first - prefix_len) as u64;
-        // Every byte up to `len` is written below.
-        let mut buf = io.buffers.take(len);
-        head_block.copy_prefix(&mut buf, offset, prefix_len)?;
-        let mut at = prefix_len;
-        for r in run {
-            let place = r.place.offset as usize + prefix_len - first;
-            debug_assert!(place >= at, "records in place order");
-            buf[at..place].fill(0);
-            let encoded =
-                record::encode_into(&mut buf[place..], RecordKind::Value, r.seq, r.key, r.value);
-            debug_assert_eq!(encoded.crc, r.crc, "a moved record keeps its checksum");
-            at = place + encoded.len;
-        }
-        debug_assert_eq!(at, used);
-        buf[used..len].fill(0);
-        *head_block = PartialBlock::after_write(&buf, offset, used, block);
-        writes.push(DeviceWrite { offset, buf, len });
+        let run: Vec<RecordAt<'_>> = records[start..end]
+            .iter()
+            .map(|r| RecordAt {
+                offset: r.place.offset,
+                kind: RecordKind::Value,
+                seq: r.seq,
+                key: r.key,
+                body: r.value,
+            })
+            .collect();
+        let (write, new_head_block, crcs) =
+            segment_run::encode(layout, io, segment, written, head_block, &run)?;
+        debug_assert!(
+            records[start..end]
+                .iter()
+                .zip(&crcs)
+                .all(|(r, &c)| r.crc == c),
+            "a moved record keeps its checksum"
+        );
+        *head_block = new_head_block;
+        writes.push(write);
         start = end;
     }
     Ok(writes)

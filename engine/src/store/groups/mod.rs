@@ -10,6 +10,7 @@ mod cold_write;
 mod gc;
 mod hotness;
 mod place;
+mod segment_run;
 pub(crate) mod segment_table;
 
 use super::{

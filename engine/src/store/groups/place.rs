@@ -3,6 +3,7 @@
 //! Every key gets a record in its group: a value, or a tombstone for a delete or an
 //! inline (small) value, so that GC never revives an older separated value.
 
+use super::segment_run::{self, RecordAt};
 use super::segment_table::{Appends, Placement};
 use super::{group_of, Groups};
 use crate::align::RecordSize;
@@ -234,38 +235,30 @@ impl GroupRun<'_> {
         run: std::ops::Range<usize>,
         crcs: &mut [u32],
     ) -> Result<(DeviceWrite, PartialBlock), PlaceError> {
-        let block = self.layout.block_bytes as usize;
         let seg = self.places[run.start].segment;
-        // The write continues the segment's written bytes (none in a fresh segment):
-        // the padding before the run's first record is written too.
-        let start = match self.chain_end {
-            Some((s, used)) if s == seg => used as usize,
+        // The write continues the segment's written bytes (none in a fresh segment).
+        let written = match self.chain_end {
+            Some((s, used)) if s == seg => used,
             _ => 0,
         };
-        let prefix_len = start % block;
-        let last = run.end - 1;
-        let end =
-            self.places[last].offset as usize + self.records[self.idx[last]].size().len as usize;
-        let used = prefix_len + (end - start);
-        let len = used.div_ceil(block) * block;
-        let offset = self.layout.segment_offset(seg) + (start - prefix_len) as u64;
-        // A reused buffer: every byte up to `len` is written below. Values are copied
-        // once, here, straight into the device buffer.
-        let mut buf = io.buffers.take(len);
-        last_block.copy_prefix(&mut buf, offset, prefix_len)?;
-        let mut at = prefix_len;
-        for j in run {
-            let r = &self.records[self.idx[j]];
-            let place = self.places[j].offset as usize + prefix_len - start;
-            debug_assert!(place >= at, "records in place order");
-            buf[at..place].fill(0);
-            let encoded = record::encode_into(&mut buf[place..], r.kind, r.seq, r.key, r.body);
-            crcs[self.idx[j]] = encoded.crc;
-            at = place + encoded.len;
+        let records: Vec<RecordAt<'_>> = run
+            .clone()
+            .map(|j| {
+                let r = &self.records[self.idx[j]];
+                RecordAt {
+                    offset: self.places[j].offset,
+                    kind: r.kind,
+                    seq: r.seq,
+                    key: r.key,
+                    body: r.body,
+                }
+            })
+            .collect();
+        let (write, new_last_block, run_crcs) =
+            segment_run::encode(self.layout, io, seg, written, last_block, &records)?;
+        for (j, crc) in run.zip(run_crcs) {
+            crcs[self.idx[j]] = crc;
         }
-        debug_assert_eq!(at, used);
-        buf[used..len].fill(0);
-        let new_last_block = PartialBlock::after_write(&buf, offset, used, block);
-        Ok((DeviceWrite { offset, buf, len }, new_last_block))
+        Ok((write, new_last_block))
     }
 }
