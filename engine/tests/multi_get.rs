@@ -450,12 +450,4 @@ fn a_4k_value_is_one_4k_read(mode: Mode) {
     db.close().unwrap();
 }
 
-#[test]
-fn a_4k_value_is_one_4k_read_hashkv() {
-    a_4k_value_is_one_4k_read(Mode::HashKv);
-}
-
-#[test]
-fn a_4k_value_is_one_4k_read_vlog() {
-    a_4k_value_is_one_4k_read(Mode::VLog);
-}
+test_in_modes!(a_4k_value_is_one_4k_read: hashkv, vlog);
