@@ -30,7 +30,20 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    #[inline]
     pub fn varint(&mut self) -> Result<u64> {
+        // Lengths in blocks are nearly all below 128: one byte, no loop.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_long()
+    }
+
+    #[cold]
+    fn varint_long(&mut self) -> Result<u64> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let Some(&b) = self.buf.get(self.pos) else {
@@ -50,6 +63,7 @@ impl<'a> Reader<'a> {
 
     /// A varint that must fit in `max` (a length, so that a corrupt length cannot make
     /// us allocate or slice past the buffer).
+    #[inline]
     pub fn len_varint(&mut self, max: usize) -> Result<usize> {
         let v = self.varint()?;
         if v > max as u64 {

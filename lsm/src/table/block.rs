@@ -222,22 +222,39 @@ impl RawBlock {
         Ok((r.pos, val_start..val_start + val_len))
     }
 
+    /// The key of the entry at restart point `i`, in place: a restart's key is whole
+    /// (shared prefix 0), so the binary search over restarts copies nothing.
+    fn restart_key(&self, i: usize) -> Result<&[u8]> {
+        let off = self.restart(i);
+        let mut r = Reader {
+            buf: &self.payload[..self.data_end],
+            pos: off,
+        };
+        let shared = r.len_varint(crate::KEY_BYTES_MAX + ikey::TRAILER_BYTES)?;
+        let unshared = r.len_varint(crate::KEY_BYTES_MAX + ikey::TRAILER_BYTES)?;
+        r.len_varint(self.data_end)?;
+        let key = r.bytes(unshared)?;
+        if shared != 0 || !ikey::is_valid(key) {
+            return Err(LsmError::corrupt(format!(
+                "restart entry at {off}: shared prefix {shared}, or not an internal key"
+            )));
+        }
+        Ok(key)
+    }
+
     /// The first entry >= target: Some((key, value)).
     pub fn seek(&self, target: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let mut key = Vec::with_capacity(64);
         // First restart whose key is >= target; the answer lies in the interval before it.
         let (mut lo, mut hi) = (0, self.restart_count);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            key.clear();
-            self.entry_at(self.restart(mid), &mut key)?;
-            if ikey::compare(&key, target) == Ordering::Less {
+            if ikey::compare(self.restart_key(mid)?, target) == Ordering::Less {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
-        key.clear();
+        let mut key = Vec::with_capacity(target.len() + 16);
         let mut off = self.restart(lo.saturating_sub(1));
         while off < self.data_end {
             let (next, value) = self.entry_at(off, &mut key)?;
