@@ -9,6 +9,7 @@
 //! number, so snapshots see a fixed state. Every on-disk structure carries a format
 //! version and crc32c checksums.
 
+mod cache_lines;
 mod coding;
 mod compaction;
 mod db;

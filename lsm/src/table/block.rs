@@ -21,6 +21,12 @@ const ARC_COUNTS_BYTES: usize = 2 * size_of::<usize>();
 /// the linear part of a seek.
 pub(crate) const RESTART_INTERVAL: usize = 16;
 
+/// Restart points a seek reads ahead (`cache_lines::warm`) before its binary search:
+/// every one of a 4 KiB data block's (about 5), and the first of a larger block's;
+/// more loads than this would not be in flight at once anyway (a core keeps about
+/// 10-12 cache misses outstanding).
+const RESTARTS_WARMED_MAX: usize = 12;
+
 pub(crate) struct BlockBuilder {
     buf: Vec<u8>,
     restarts: Vec<u32>,
@@ -244,6 +250,12 @@ impl RawBlock {
 
     /// The first entry >= target: Some((key, value)).
     pub fn seek(&self, target: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        // The binary search below reads restart keys one after another, each where the
+        // last decided: read the restart points' lines together first.
+        crate::cache_lines::warm(
+            &self.payload,
+            (0..self.restart_count.min(RESTARTS_WARMED_MAX)).map(|i| self.restart(i)),
+        );
         // First restart whose key is >= target; the answer lies in the interval before it.
         let (mut lo, mut hi) = (0, self.restart_count);
         while lo < hi {

@@ -66,6 +66,13 @@ impl Filter {
     pub fn may_contain(&self, key_hash: u64) -> bool {
         let nbits = self.bits.len() as u64 * 8;
         let (mut a, b) = split(key_hash);
+        // Each probe is a cache miss in a filter of any size: read their lines
+        // together (`cache_lines`) before testing them one by one.
+        crate::cache_lines::warm(
+            &self.bits,
+            (0..u64::from(self.probes))
+                .map(|i| (a.wrapping_add(b.wrapping_mul(i)) % nbits) as usize / 8),
+        );
         for _ in 0..self.probes {
             let bit = (a % nbits) as usize;
             if self.bits[bit / 8] & (1 << (bit % 8)) == 0 {
