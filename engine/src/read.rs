@@ -141,9 +141,13 @@ impl Inner {
         let mut started: VecDeque<StartedReads<'_>> = VecDeque::new();
         let mut again = Vec::new();
         let mut group: Vec<(usize, Pointer)> = Vec::new();
+        let mut user_key = Vec::new();
         for (n, &i) in todo.iter().enumerate() {
             values[i] = None;
-            if let Some(entry) = self.index.get(&keys::user_key(keys[i]))? {
+            if let Some(entry) = self
+                .index
+                .get(keys::user_key_into(&mut user_key, keys[i]))?
+            {
                 match location::decode(&entry)? {
                     Location::Inline(v) => values[i] = Some(v),
                     Location::Pointer(p) => match self.values.get(&p) {
