@@ -51,10 +51,12 @@ impl Weighter<Key, Arc<[u8]>> for ValueWeighter {
     }
 }
 
-/// Doorkeeper slots per value the cache holds (at `VALUE_BYTES_TYPICAL`): a value
-/// missed again within about twice as many other misses as the cache holds values is
-/// admitted. A longer window would admit values whose next read comes after the
-/// cache has turned over anyway.
+/// Doorkeeper slots per value the cache holds (at `VALUE_BYTES_TYPICAL`). The window
+/// is probabilistic: a missed value's slot survives k other misses with a probability
+/// of about e^(-k / slots), so a value missed again within as many other misses as
+/// the cache holds values is admitted with a probability of about 0.6, and within a
+/// tenth of that, 0.95. A longer window would admit values whose next read comes
+/// after the cache has turned over anyway.
 const DOORKEEPER_SLOTS_PER_VALUE: u64 = 2;
 
 pub(crate) struct ValueCache {
@@ -68,35 +70,37 @@ pub(crate) struct ValueCache {
 /// cache when its slot still holds its fingerprint, that is, when it missed before
 /// and no other miss has taken the slot since.
 struct Doorkeeper {
+    /// At least one.
     slots: Box<[AtomicU64]>,
 }
 
 impl Doorkeeper {
     fn new(slots: u64) -> Doorkeeper {
         Doorkeeper {
-            slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            slots: (0..slots.max(1)).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
+    /// The slots' heap bytes, allocator rounding included.
     fn held_bytes(&self) -> u64 {
-        (self.slots.len() * size_of::<AtomicU64>()) as u64
+        hashkv_lsm::heap_bytes(self.slots.len() * size_of::<AtomicU64>()) as u64
     }
 
     /// True if `key` missed before within the window (and frees its slot); else
     /// records this miss and returns false.
     fn admit(&self, key: &Key) -> bool {
-        if self.slots.is_empty() {
-            return true;
-        }
         let (region, unit, offset, seq) = *key;
         let mut bytes = [0u8; 17];
         bytes[0] = region;
         bytes[1..5].copy_from_slice(&unit.to_le_bytes());
         bytes[5..9].copy_from_slice(&offset.to_le_bytes());
         bytes[9..].copy_from_slice(&seq.to_le_bytes());
-        // Never 0, which marks a free slot.
-        let fingerprint = xxhash_rust::xxh3::xxh3_64(&bytes) | 1;
-        let slot = &self.slots[(fingerprint % self.slots.len() as u64) as usize];
+        let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
+        // The slot from the whole hash (multiply and shift: any slot count), the
+        // fingerprint never 0, which marks a free slot.
+        let index = ((u128::from(hash) * self.slots.len() as u128) >> 64) as usize;
+        let fingerprint = hash | 1;
+        let slot = &self.slots[index];
         // Two gets racing on one slot may both record, or both admit: either only
         // shifts when a value is cached, never what a get returns.
         if slot.load(Ordering::Relaxed) == fingerprint {
@@ -120,12 +124,12 @@ fn key_of(p: &Pointer) -> Key {
 
 impl ValueCache {
     pub fn new(capacity_bytes: u64) -> ValueCache {
-        let items = capacity_bytes / (VALUE_BYTES_TYPICAL + ENTRY_OVERHEAD_BYTES);
+        let items = (capacity_bytes / (VALUE_BYTES_TYPICAL + ENTRY_OVERHEAD_BYTES)).max(1);
         let doorkeeper = Doorkeeper::new(items * DOORKEEPER_SLOTS_PER_VALUE);
         // The doorkeeper's slots come out of the cache's capacity.
         let values_bytes = capacity_bytes.saturating_sub(doorkeeper.held_bytes());
         let cache = (values_bytes > 0)
-            .then(|| Cache::with_weighter(items.max(1) as usize, values_bytes, ValueWeighter));
+            .then(|| Cache::with_weighter(items as usize, values_bytes, ValueWeighter));
         ValueCache { cache, doorkeeper }
     }
 

@@ -32,7 +32,8 @@ impl<'a> Reader<'a> {
 
     #[inline]
     pub fn varint(&mut self) -> Result<u64> {
-        // Lengths in blocks are nearly all below 128: one byte, no loop.
+        // Most lengths are below 128 (keys, and the engine's index entries): one byte,
+        // no loop.
         if let Some(&b) = self.buf.get(self.pos) {
             if b < 0x80 {
                 self.pos += 1;
@@ -42,7 +43,6 @@ impl<'a> Reader<'a> {
         self.varint_long()
     }
 
-    #[cold]
     fn varint_long(&mut self) -> Result<u64> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {

@@ -22,9 +22,9 @@ const ARC_COUNTS_BYTES: usize = 2 * size_of::<usize>();
 pub(crate) const RESTART_INTERVAL: usize = 16;
 
 /// Restart points a seek reads ahead (`cache_lines::warm`) before its binary search:
-/// every one of a 4 KiB data block's (about 5), and the first of a larger block's;
-/// more loads than this would not be in flight at once anyway (a core keeps about
-/// 10-12 cache misses outstanding).
+/// all of a block with at most this many (a 4 KiB data block has about 5), else the
+/// ones the search's first three steps may visit (7). More loads than this would not
+/// be in flight at once anyway (a core keeps about 10-12 cache misses outstanding).
 const RESTARTS_WARMED_MAX: usize = 12;
 
 pub(crate) struct BlockBuilder {
@@ -238,8 +238,9 @@ impl RawBlock {
         };
         let shared = r.len_varint(crate::KEY_BYTES_MAX + ikey::TRAILER_BYTES)?;
         let unshared = r.len_varint(crate::KEY_BYTES_MAX + ikey::TRAILER_BYTES)?;
-        r.len_varint(self.data_end)?;
+        let val_len = r.len_varint(self.data_end)?;
         let key = r.bytes(unshared)?;
+        r.bytes(val_len)?;
         if shared != 0 || !ikey::is_valid(key) {
             return Err(LsmError::corrupt(format!(
                 "restart entry at {off}: shared prefix {shared}, or not an internal key"
@@ -248,13 +249,24 @@ impl RawBlock {
         Ok(key)
     }
 
+    /// The restart points a seek reads ahead (`RESTARTS_WARMED_MAX`): all, or the
+    /// midpoints of the binary search's first three steps.
+    fn restarts_searched_first(&self) -> impl Iterator<Item = usize> + '_ {
+        let n = self.restart_count;
+        let all = (n <= RESTARTS_WARMED_MAX).then_some(0..n);
+        let first_steps = (n > RESTARTS_WARMED_MAX).then(|| (1..8).map(move |k| n * k / 8));
+        all.into_iter()
+            .flatten()
+            .chain(first_steps.into_iter().flatten())
+    }
+
     /// The first entry >= target: Some((key, value)).
     pub fn seek(&self, target: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         // The binary search below reads restart keys one after another, each where the
         // last decided: read the restart points' lines together first.
         crate::cache_lines::warm(
             &self.payload,
-            (0..self.restart_count.min(RESTARTS_WARMED_MAX)).map(|i| self.restart(i)),
+            self.restarts_searched_first().map(|i| self.restart(i)),
         );
         // First restart whose key is >= target; the answer lies in the interval before it.
         let (mut lo, mut hi) = (0, self.restart_count);
@@ -417,6 +429,32 @@ impl Block {
 mod tests {
     use super::*;
     use crate::ikey::Kind;
+
+    /// Blocks with few restart points (each read ahead) and with many (the search's
+    /// first steps read ahead): a seek finds every key and the key after each gap.
+    #[test]
+    fn seeks_find_every_key_whatever_the_restart_count() {
+        for entries in [1u32, 17, 100, 192, 193, 1000] {
+            let mut b = BlockBuilder::new();
+            let keys: Vec<Vec<u8>> = (0..entries)
+                .map(|i| ikey::encode(format!("key{:05}", i * 2).as_bytes(), 9, Kind::Put))
+                .collect();
+            for k in &keys {
+                b.add(k, b"v");
+            }
+            let block = RawBlock::new(b.finish()).unwrap();
+            assert_eq!(
+                block.restart_count > RESTARTS_WARMED_MAX,
+                entries as usize > RESTARTS_WARMED_MAX * RESTART_INTERVAL
+            );
+            for (i, k) in keys.iter().enumerate() {
+                assert_eq!(block.seek(k).unwrap().unwrap().0, *k, "{entries}: key {i}");
+                let between = ikey::seek_key(format!("key{:05}", i * 2 + 1).as_bytes(), 9);
+                let next = block.seek(&between).unwrap().map(|(k, _)| k);
+                assert_eq!(next, keys.get(i + 1).cloned(), "{entries}: after key {i}");
+            }
+        }
+    }
 
     #[test]
     fn round_trip_seek_and_truncation() {

@@ -66,8 +66,9 @@ impl Filter {
     pub fn may_contain(&self, key_hash: u64) -> bool {
         let nbits = self.bits.len() as u64 * 8;
         let (mut a, b) = split(key_hash);
-        // Each probe is a cache miss in a filter of any size: read their lines
-        // together (`cache_lines`) before testing them one by one.
+        // In a filter larger than the CPU's caches each probe is a miss: read their
+        // lines together (`cache_lines`) before testing them one by one. A key the
+        // filter rules out used to stop at its first clear bit, about two probes in.
         crate::cache_lines::warm(
             &self.bits,
             (0..u64::from(self.probes))
