@@ -1,9 +1,9 @@
-//! Reading ahead in memory: a point lookup in a cached block or a filter is a chain of
-//! dependent loads (each restart key a binary search compares decides the next), and
-//! with the block cache far larger than the CPU's caches nearly every one of them
-//! waits for DRAM. Where the places a search may look at are known beforehand, one
-//! independent load of each, issued together, lets the CPU wait for all of them at
-//! once; the search's own loads then hit the cache.
+//! Reading ahead in memory: a point lookup in a cached block is a chain of dependent
+//! loads (each restart key a binary search compares decides the next), and with the
+//! block cache far larger than the CPU's caches nearly every one of them waits for
+//! DRAM. Where the places a search may look at are known beforehand, one independent
+//! load of each, issued together, lets the CPU wait for all of them at once; the
+//! search's own loads then hit the cache.
 
 /// Loads the byte at each of `offsets` in `bytes` (offsets past the end are skipped)
 /// and discards them. The loads depend on nothing but `offsets`, so the CPU keeps them

@@ -66,14 +66,9 @@ impl Filter {
     pub fn may_contain(&self, key_hash: u64) -> bool {
         let nbits = self.bits.len() as u64 * 8;
         let (mut a, b) = split(key_hash);
-        // In a filter larger than the CPU's caches each probe is a miss: read their
-        // lines together (`cache_lines`) before testing them one by one. A key the
-        // filter rules out used to stop at its first clear bit, about two probes in.
-        crate::cache_lines::warm(
-            &self.bits,
-            (0..u64::from(self.probes))
-                .map(|i| (a.wrapping_add(b.wrapping_mul(i)) % nbits) as usize / 8),
-        );
+        // Reading every probe's line together first (`cache_lines::warm`), as a block
+        // seek does its restart points, was no faster (`benches/point_get.rs`): a key
+        // the filter rules out stops at its first clear bit, about two probes in.
         for _ in 0..self.probes {
             let bit = (a % nbits) as usize;
             if self.bits[bit / 8] & (1 << (bit % 8)) == 0 {
