@@ -131,6 +131,14 @@ pub(crate) fn unseal(raw: &[u8]) -> Result<&[u8]> {
     Ok(payload)
 }
 
+/// An entry of a block as stored (`RawBlock::raw_entry`).
+struct RawEntry<'b> {
+    shared: usize,
+    suffix: &'b [u8],
+    value: std::ops::Range<usize>,
+    next: usize,
+}
+
 /// A block as read from disk, searched in place for point lookups: binary search over
 /// the restart points, then a linear scan of at most `RESTART_INTERVAL` entries. This is
 /// what the block cache holds (half the memory of a decoded block, and a get touches ~5
@@ -201,9 +209,10 @@ impl RawBlock {
         self.charge_bytes
     }
 
-    /// Decodes the entry at `off` on top of `key` (which holds the previous key);
-    /// returns the offset of the next entry and the value's range.
-    fn entry_at(&self, off: usize, key: &mut Vec<u8>) -> Result<(usize, std::ops::Range<usize>)> {
+    /// The entry at `off` as stored: its shared prefix length, its key suffix, the
+    /// range of its value and the offset of the next entry.
+    #[inline]
+    fn raw_entry(&self, off: usize) -> Result<RawEntry<'_>> {
         let mut r = Reader {
             buf: &self.payload[..self.data_end],
             pos: off,
@@ -211,42 +220,49 @@ impl RawBlock {
         let shared = r.len_varint(crate::KEY_BYTES_MAX + ikey::TRAILER_BYTES)?;
         let unshared = r.len_varint(crate::KEY_BYTES_MAX + ikey::TRAILER_BYTES)?;
         let val_len = r.len_varint(self.data_end)?;
-        if shared > key.len() {
-            return Err(LsmError::corrupt(format!(
-                "entry at {off}: shared prefix {shared} invalid"
-            )));
-        }
-        key.truncate(shared);
-        key.extend_from_slice(r.bytes(unshared)?);
+        let suffix = r.bytes(unshared)?;
         let val_start = r.pos;
         r.bytes(val_len)?;
+        Ok(RawEntry {
+            shared,
+            suffix,
+            value: val_start..val_start + val_len,
+            next: r.pos,
+        })
+    }
+
+    /// Decodes the entry at `off` on top of `key` (which holds the previous key);
+    /// returns the offset of the next entry and the value's range.
+    fn entry_at(&self, off: usize, key: &mut Vec<u8>) -> Result<(usize, std::ops::Range<usize>)> {
+        let e = self.raw_entry(off)?;
+        if e.shared > key.len() {
+            return Err(LsmError::corrupt(format!(
+                "entry at {off}: shared prefix {} invalid",
+                e.shared
+            )));
+        }
+        key.truncate(e.shared);
+        key.extend_from_slice(e.suffix);
         if !ikey::is_valid(key) {
             return Err(LsmError::corrupt(format!(
                 "entry at {off}: not an internal key"
             )));
         }
-        Ok((r.pos, val_start..val_start + val_len))
+        Ok((e.next, e.value))
     }
 
     /// The key of the entry at restart point `i`, in place: a restart's key is whole
     /// (shared prefix 0), so the binary search over restarts copies nothing.
     fn restart_key(&self, i: usize) -> Result<&[u8]> {
         let off = self.restart(i);
-        let mut r = Reader {
-            buf: &self.payload[..self.data_end],
-            pos: off,
-        };
-        let shared = r.len_varint(crate::KEY_BYTES_MAX + ikey::TRAILER_BYTES)?;
-        let unshared = r.len_varint(crate::KEY_BYTES_MAX + ikey::TRAILER_BYTES)?;
-        let val_len = r.len_varint(self.data_end)?;
-        let key = r.bytes(unshared)?;
-        r.bytes(val_len)?;
-        if shared != 0 || !ikey::is_valid(key) {
+        let e = self.raw_entry(off)?;
+        if e.shared != 0 || !ikey::is_valid(e.suffix) {
             return Err(LsmError::corrupt(format!(
-                "restart entry at {off}: shared prefix {shared}, or not an internal key"
+                "restart entry at {off}: shared prefix {}, or not an internal key",
+                e.shared
             )));
         }
-        Ok(key)
+        Ok(e.suffix)
     }
 
     /// The restart points a seek reads ahead (`RESTARTS_WARMED_MAX`): all, or the
