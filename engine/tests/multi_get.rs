@@ -451,3 +451,73 @@ fn a_4k_value_is_one_4k_read(mode: Mode) {
 }
 
 test_in_modes!(a_4k_value_is_one_4k_read: hashkv, vlog);
+
+/// The value cache admits a value at its second miss (its doorkeeper): a key read
+/// once is read from the device again, one read twice is served from the cache from
+/// then on, by `get` and `multi_get` alike, and a write of the key is never hidden
+/// by its cached old value.
+fn a_value_is_cached_from_its_second_miss(mode: Mode) {
+    const KEYS: u32 = 20;
+    const VALUE_BYTES: usize = 2048;
+    let dev = Arc::new(SimDevice::new(SimConfig::new(16 * MIB, 15)).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    // Large enough that the keys' doorkeeper slots almost surely differ (two keys
+    // sharing one would each take it from the other, and neither be admitted).
+    let o = small_options()
+        .with_mode(mode)
+        .with_value_cache_bytes(16 * MIB as u64);
+    let db = Db::format_device(dev, dir.path(), &o).unwrap();
+    for i in 0..KEYS {
+        db.put(&key(i), &value(i, 1, VALUE_BYTES)).unwrap();
+    }
+    db.flush().unwrap();
+    let (hits, reads) = (
+        || db.stats().value_cache_hits,
+        || db.stats().read_device_bytes,
+    );
+    let get = |i: u32, version: u32| {
+        let v = db.get(&key(i)).unwrap().unwrap();
+        assert!(v == value(i, version, VALUE_BYTES), "{:?}", check_value(&v));
+    };
+    // First miss: read, not cached.
+    let before = (hits(), reads());
+    get(0, 1);
+    assert_eq!(hits(), before.0);
+    assert!(reads() > before.1);
+    // Second miss: read, and cached from now on.
+    let before = (hits(), reads());
+    get(0, 1);
+    assert_eq!(hits(), before.0);
+    assert!(reads() > before.1);
+    let before = (hits(), reads());
+    get(0, 1);
+    assert_eq!(
+        (hits(), reads()),
+        (before.0 + 1, before.1),
+        "a hit reads nothing"
+    );
+
+    // A multi-get admits the same way, and its hits read nothing either.
+    let keys: Vec<Vec<u8>> = (1..KEYS).map(key).collect();
+    let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+    for _ in 0..2 {
+        db.multi_get(&refs).unwrap();
+    }
+    let before = (hits(), reads());
+    let got = db.multi_get(&refs).unwrap();
+    for (i, v) in (1..KEYS).zip(&got) {
+        assert!(v.as_deref() == Some(&value(i, 1, VALUE_BYTES)[..]));
+    }
+    assert_eq!(
+        (hits(), reads()),
+        (before.0 + u64::from(KEYS) - 1, before.1)
+    );
+
+    // A new version of a cached key is what a get returns.
+    db.put(&key(0), &value(0, 2, VALUE_BYTES)).unwrap();
+    db.flush().unwrap();
+    get(0, 2);
+    db.close().unwrap();
+}
+
+test_in_modes!(a_value_is_cached_from_its_second_miss: hashkv, vlog);
