@@ -122,8 +122,9 @@ pub struct Options {
     /// `value_cache_bytes`, `lsm.block_cache_bytes` and `lsm.memtable_bytes_max`.
     /// 0: no budget, those options rule. At least 8 MiB when set. Default 0.
     pub memory_budget_bytes: u64,
-    /// Bytes of recently read values kept in memory (without a memory budget). 0 turns
-    /// the value cache off. Default 0.
+    /// Bytes of recently read values kept in memory (without a memory budget); a value
+    /// enters at its second read from the device within a short window. 0 turns the
+    /// value cache off. Default 0.
     pub value_cache_bytes: u64,
     /// Options of the LSM tree in the metadata directory.
     pub lsm: hashkv_lsm::Options,
