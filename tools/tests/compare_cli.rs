@@ -144,14 +144,37 @@ fn with_fio_each_phase_gets_a_share_of_fios_sequential_write_bandwidth() {
         eprintln!("skipped: fio not installed");
         return;
     }
+    let json = dir.path().join("compare.json");
     let mut args = vec!["compare", "--peer", "none", "--fio-seconds", "0.3"];
     args.extend(TINY);
+    args.extend(["--read-ops", "200", "--json", json.to_str().unwrap()]);
     let out = hashkv_in(dir.path(), &args, None);
     let stdout = succeeded(&out);
     assert!(
         leftovers(dir.path(), "hashkv-bench-").is_empty(),
-        "fio's file and the store must be removed"
+        "fio's files and the store must be removed"
     );
+    // Every read phase is bracketed by fio's random reads, in the table's line under it
+    // and in its JSON row; the other phases are not.
+    let bracket_lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("fio rand_read_4k_qd32 around it:"))
+        .collect();
+    assert_eq!(bracket_lines.len(), hashkv::Mode::ALL.len(), "{stdout}");
+    for r in json_rows(&json) {
+        let around = &r["fio_read_iops_around"];
+        if r["phase"] == "read" {
+            let iops: Vec<f64> = around
+                .as_array()
+                .unwrap_or_else(|| panic!("{r}"))
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert!(iops.len() == 2 && iops.iter().all(|&x| x > 0.0), "{r}");
+        } else {
+            assert!(around.is_null(), "{r}");
+        }
+    }
     let fio_line = line_starting(&stdout, "seq_write_1m_qd32 ");
     let fio_mib: f64 = fio_line.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(fio_mib > 0.0, "{fio_line}");

@@ -432,6 +432,10 @@ fn install_ctrlc_handler(command: &'static str) -> StoreResult<()> {
     .map_err(|e| StoreCmdError::Usage(format!("cannot install the Ctrl-C handler: {e}")))
 }
 
+/// Runs fio's random 4 KiB reads at queue depth 32 on the run's disk and returns its
+/// IOPS: `compare` brackets every read phase with it (`Plan::read_bracket`).
+pub(crate) type ReadBracket = Arc<dyn Fn() -> StoreResult<f64> + Send + Sync>;
+
 /// Everything derived from the arguments before any device is touched.
 pub(crate) struct Plan {
     /// The engine runs, one after another.
@@ -444,6 +448,10 @@ pub(crate) struct Plan {
     pub options: Options,
     /// Device size per mode when this run creates the device.
     pub device_bytes: u64,
+    /// Run just before and just after each read phase, its IOPS kept in the phase's
+    /// row: on a disk whose rate drifts by 2x within minutes, the gets are compared
+    /// with fio runs seconds away. Set by `compare` when fio is there; None for `bench`.
+    pub read_bracket: Option<ReadBracket>,
 }
 
 impl Plan {
@@ -554,6 +562,7 @@ impl Plan {
             read_threads: args.read_threads.unwrap_or(threads),
             options,
             device_bytes,
+            read_bracket: None,
         })
     }
 }
@@ -857,22 +866,29 @@ pub(crate) fn run_target(
             PhaseKind::Read => plan.read_threads,
             _ => plan.threads,
         };
-        let outcome = run_phase(
-            target,
-            kind,
-            ops_total,
-            threads,
-            &plan.workload,
-            &STOP,
-            &bar,
-            mode_start,
-            samples,
-        );
+        let bracket = plan
+            .read_bracket
+            .as_ref()
+            .filter(|_| kind == PhaseKind::Read);
+        let (outcome, fio_around) = bracketed(bracket, || {
+            run_phase(
+                target,
+                kind,
+                ops_total,
+                threads,
+                &plan.workload,
+                &STOP,
+                &bar,
+                mode_start,
+                samples,
+            )
+        });
         bar.finish_and_clear();
         let outcome = outcome?;
         let io = read_process_io().zip(io_before).map(|(a, b)| a.since(b));
         let delta = target.counters().since(&before);
-        let row = phase_row(&name, kind, &outcome, &delta, io, target.space_bytes());
+        let mut row = phase_row(&name, kind, &outcome, &delta, io, target.space_bytes());
+        let fio_around = fio_around.map(|around| row.fio_read_iops_around = around);
         println!(
             "{:>16}: {} ops in {:.1} s, {:.1} kops/s, {:.1} MiB/s, WA {}, p99 {:.0} us{}",
             format!("{} {}", row.mode, row.phase),
@@ -888,6 +904,14 @@ pub(crate) fn run_target(
                 ""
             }
         );
+        if let Some([before, after]) = row.fio_read_iops_around {
+            println!(
+                "{:>16}  fio rand_read_4k_qd32 around it: {before:.0} IOPS before, {after:.0} \
+                 after; the phase's ops/s are {:.1}% of their mean",
+                "",
+                100.0 * row.ops_per_sec / ((before + after) / 2.0).max(1.0)
+            );
+        }
         if row.cold_log_bytes > 0 || row.demotions > 0 {
             println!(
                 "{:>16}  cold log {:.0} MiB ({:.0}% live), {} values demoted, {} promoted, \
@@ -902,8 +926,29 @@ pub(crate) fn run_target(
             );
         }
         rows.push(row);
+        // A fio run that failed after the phase: the phase's row is kept.
+        fio_around?;
     }
     Ok(())
+}
+
+/// Runs `phase` between two runs of `bracket`, if given: (the phase's result, the
+/// bracket's two results). A bracket that fails after the phase still leaves the
+/// phase's result to report.
+fn bracketed<R>(
+    bracket: Option<&ReadBracket>,
+    phase: impl FnOnce() -> StoreResult<R>,
+) -> (StoreResult<R>, StoreResult<Option<[f64; 2]>>) {
+    let Some(fio) = bracket else {
+        return (phase(), Ok(None));
+    };
+    let before = match fio() {
+        Ok(iops) => iops,
+        Err(e) => return (Err(e), Ok(None)),
+    };
+    let result = phase();
+    let after = fio().map(|after| Some([before, after]));
+    (result, after)
 }
 
 /// The report of one phase: its outcome, the store's counters (`delta`) and this
@@ -962,12 +1007,41 @@ fn phase_row(
         io_read_bytes: io.map(|io| io.read_bytes),
         io_write_amp: report::io_write_amp(io_write_bytes, user_bytes),
         interrupted: outcome.interrupted,
+        fio_read_iops_around: None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bracket_runs_once_before_and_once_after_its_phase() {
+        use std::sync::atomic::AtomicUsize;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let bracket: ReadBracket =
+            Arc::new(move || Ok(1000.0 * (counted.fetch_add(1, Ordering::SeqCst) + 1) as f64));
+        let seen = calls.clone();
+        let (result, around) = bracketed(Some(&bracket), || {
+            assert_eq!(seen.load(Ordering::SeqCst), 1, "the first run comes before");
+            Ok(7)
+        });
+        assert_eq!(
+            (result.unwrap(), around.unwrap()),
+            (7, Some([1000.0, 2000.0]))
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        let (result, around) = bracketed(None, || Ok(8));
+        assert_eq!((result.unwrap(), around.unwrap()), (8, None));
+
+        let failing: ReadBracket = Arc::new(|| Err(StoreCmdError::Usage("fio failed".into())));
+        let (result, around) = bracketed(Some(&failing), || -> StoreResult<u32> {
+            panic!("a phase after a failed bracket")
+        });
+        assert!(result.is_err() && around.unwrap().is_none());
+    }
 
     #[test]
     fn hotness_settings_multiply_only_the_hashkv_runs() {

@@ -105,6 +105,9 @@ pub struct PhaseReport {
     pub io_write_amp: Option<f64>,
     /// Ctrl-C cut the phase short; ops counts what was done.
     pub interrupted: bool,
+    /// Read phases under `compare` with fio: fio's rand_read_4k_qd32 IOPS on the same
+    /// disk just before and just after the phase (`Plan::read_bracket`); null otherwise.
+    pub fio_read_iops_around: Option<[f64; 2]>,
 }
 
 /// (device + LSM bytes written) / user bytes written, or None when nothing was written.
@@ -283,6 +286,7 @@ mod tests {
 
     fn row(phase: &str, kernel_write_bytes: Option<u64>) -> PhaseReport {
         PhaseReport {
+            fio_read_iops_around: None,
             mode: "hashkv".into(),
             phase: phase.into(),
             began_at_seconds: 0.0,

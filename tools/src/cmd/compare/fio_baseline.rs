@@ -12,19 +12,22 @@
 //! little.
 
 use super::super::bench::report::{mib, PhaseReport};
-use super::super::bench::{stopped, write_whole, Session};
+use super::super::bench::{stopped, write_whole, ReadBracket, Session};
 use super::super::devbench::fio::{self as runner, FioResult};
 use super::super::devbench::shape::{Pattern, Shape, BLOCK_BYTES_MAX, SHAPES};
 use super::super::store::{io_error, is_block_device, StoreResult};
 use std::fmt::Write as _;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The fio region: the store's device size, within these bounds. Larger regions only
 /// lengthen the prefill; smaller ones would let the device's cache flatter fio.
 const REGION_BYTES_MAX: u64 = 1 << 30;
 const REGION_BYTES_MIN: u64 = 64 << 20;
+/// The shape run around every read phase (`read_bracket`).
+const READ_BRACKET_SHAPE: &str = "rand_read_4k_qd32";
 /// The shape the engine's write bandwidth is measured against.
 const SEQ_WRITE_SHAPE: &str = "seq_write_1m_qd32";
 /// Width of the shape column: the longest shape name.
@@ -61,22 +64,7 @@ pub struct FioRuns {
 /// device) or on a temporary file in `disk` (a directory), written once first so that
 /// reads hit allocated blocks. Stops early at Ctrl-C.
 pub fn run(fio: &Path, session: &Session, disk: &Path, seconds: f64) -> StoreResult<FioRuns> {
-    let (target, region_bytes, _file) = if is_block_device(disk) {
-        let size_bytes = std::fs::File::open(disk)
-            .and_then(|mut f| f.seek(SeekFrom::End(0)))
-            .map_err(io_error(disk, "finding the device's size for fio"))?;
-        let region_bytes = whole_blocks(size_bytes.min(REGION_BYTES_MAX));
-        (disk.to_path_buf(), region_bytes, None)
-    } else {
-        let region_bytes = whole_blocks(
-            session
-                .plan
-                .device_bytes
-                .clamp(REGION_BYTES_MIN, REGION_BYTES_MAX),
-        );
-        let file = prefilled_file(disk, region_bytes)?;
-        (file.path().to_path_buf(), region_bytes, Some(file))
-    };
+    let (target, region_bytes, _file) = fio_target(session, disk)?;
     let job_dir = tempfile::tempdir().map_err(io_error(
         &std::env::temp_dir(),
         "creating fio's job directory",
@@ -118,6 +106,66 @@ pub fn run(fio: &Path, session: &Session, disk: &Path, seconds: f64) -> StoreRes
         runs.synced = Some((every_mib, run_one(&SYNCED_SEQ_WRITE, &env)?));
     }
     Ok(runs)
+}
+
+/// fio's `READ_BRACKET_SHAPE` for `seconds`, to run just before and just after each
+/// read phase (`Plan::read_bracket`). Its target: the engine's block device (reads
+/// only: the store stays as it is), or a file in `disk` written once, which the
+/// returned file keeps until it drops.
+pub fn read_bracket(
+    fio: &Path,
+    session: &Session,
+    disk: &Path,
+    seconds: f64,
+) -> StoreResult<(ReadBracket, Option<tempfile::NamedTempFile>)> {
+    let (target, region_bytes, file) = fio_target(session, disk)?;
+    let job_dir = tempfile::tempdir().map_err(io_error(
+        &std::env::temp_dir(),
+        "creating fio's job directory",
+    ))?;
+    let shape = SHAPES
+        .iter()
+        .find(|s| s.name == READ_BRACKET_SHAPE)
+        .expect("the read shape is one of SHAPES");
+    let fio = fio.to_path_buf();
+    let bracket: ReadBracket = Arc::new(move || {
+        eprint!("fio {} ... ", shape.name);
+        let result = runner::run_job(
+            &fio,
+            shape,
+            &target,
+            region_bytes,
+            Duration::from_secs_f64(seconds),
+            job_dir.path(),
+            &[],
+        )?;
+        eprintln!("{:.0} IOPS", result.ops_per_s());
+        Ok(result.ops_per_s())
+    });
+    Ok((bracket, file))
+}
+
+/// Where fio runs: the engine's block device (`disk` is one), or a file of the
+/// region's size written once in `disk` (a directory), returned to be kept.
+fn fio_target(
+    session: &Session,
+    disk: &Path,
+) -> StoreResult<(PathBuf, u64, Option<tempfile::NamedTempFile>)> {
+    if is_block_device(disk) {
+        let size_bytes = std::fs::File::open(disk)
+            .and_then(|mut f| f.seek(SeekFrom::End(0)))
+            .map_err(io_error(disk, "finding the device's size for fio"))?;
+        let region_bytes = whole_blocks(size_bytes.min(REGION_BYTES_MAX));
+        return Ok((disk.to_path_buf(), region_bytes, None));
+    }
+    let region_bytes = whole_blocks(
+        session
+            .plan
+            .device_bytes
+            .clamp(REGION_BYTES_MIN, REGION_BYTES_MAX),
+    );
+    let file = prefilled_file(disk, region_bytes)?;
+    Ok((file.path().to_path_buf(), region_bytes, Some(file)))
 }
 
 fn whole_blocks(bytes: u64) -> u64 {
@@ -243,6 +291,7 @@ mod tests {
 
     fn row(mode: &str, phase: &str, io_write_bytes: Option<u64>, seconds: f64) -> PhaseReport {
         PhaseReport {
+            fio_read_iops_around: None,
             mode: mode.into(),
             phase: phase.into(),
             began_at_seconds: 0.0,

@@ -134,7 +134,7 @@ impl PeerPlan {
 
 pub fn run(args: &CompareArgs) -> StoreResult<()> {
     let peer_plan = PeerPlan::from_args(args)?;
-    let session = Session::start(&args.bench, "compare")?;
+    let mut session = Session::start(&args.bench, "compare")?;
     let disk_dir = disk_dir(&args.bench, &session)?;
     let peer_base = args.peer_dir.clone().unwrap_or_else(|| disk_dir.clone());
     println!(
@@ -166,13 +166,28 @@ pub fn run(args: &CompareArgs) -> StoreResult<()> {
     }
     match &peer_plan.fio {
         Ok(fio) => println!(
-            "fio: {} ({}), {} s per shape after the stores",
+            "fio: {} ({}), {} s per shape after the stores{}",
             fio.display(),
             fio_baseline::version(fio).unwrap_or_else(|| "version unknown".into()),
-            args.fio_seconds
+            args.fio_seconds,
+            if args.bench.read_ops > 0 {
+                "; rand_read_4k_qd32 also just before and just after each read phase"
+            } else {
+                ""
+            }
         ),
         Err(reason) => println!("fio: skipped: {reason}"),
     }
+    // Kept until the run ends: the bracket's target file, when it is one.
+    let _bracket_file = match &peer_plan.fio {
+        Ok(fio) if args.bench.read_ops > 0 => {
+            let (bracket, file) =
+                fio_baseline::read_bracket(fio, &session, &disk_dir, args.fio_seconds)?;
+            session.plan.read_bracket = Some(bracket);
+            file
+        }
+        _ => None,
+    };
 
     let mut rows: Vec<PhaseReport> = Vec::new();
     let mut samples: Vec<(String, Vec<Sample>)> = Vec::new();
