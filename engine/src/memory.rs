@@ -12,7 +12,7 @@
 
 use crate::options::Options;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Share of the budget for the index's reads: the LSM block cache, with the live
@@ -97,9 +97,7 @@ impl MemorySplit {
             value_cache_bytes: share(VALUE_CACHE_SHARE),
         }
     }
-}
 
-impl MemorySplit {
     /// The write side's shares of the budget: the memtables the index may hold, the
     /// write cache's copies (the write cache, the one being flushed, the buffer pool).
     pub fn write_side_bytes(&self) -> u64 {
@@ -118,8 +116,8 @@ impl MemorySplit {
 /// `LOAN_IDLE`: what the write side's shares exceed what it holds then. Everything
 /// that grows the write side calls `take_back` first (a write, a flush, a GC), which
 /// returns once the block cache is back within its share. The two sides meet like
-/// Dekker's: `take_back` counts itself in `activity` and then reads `lent`; the lender
-/// sets `lent` and then reads `activity` again, and takes its loan back itself if it
+/// Dekker's: `take_back` counts itself in `activity` and then reads `lent_bytes`; the
+/// lender sets `lent_bytes` and then reads `activity` again, and takes its loan back itself if it
 /// changed. So either the taker sees the loan, or the lender sees the taker; and both
 /// work under one lock, so no taker proceeds while another is still evicting.
 #[derive(Debug)]
@@ -129,7 +127,7 @@ pub(crate) struct Loan {
     lendable_bytes: u64,
     /// Calls of `take_back` so far: the idle clock's input.
     activity: AtomicU64,
-    lent: AtomicBool,
+    /// The loan out now; 0: none (a loan is at least `LOAN_BYTES_MIN`).
     lent_bytes: AtomicU64,
     /// Held while lending or taking back; and the GC thread's idle clock: the activity
     /// it last saw, and since when.
@@ -145,7 +143,6 @@ impl Loan {
                 0
             },
             activity: AtomicU64::new(0),
-            lent: AtomicBool::new(false),
             lent_bytes: AtomicU64::new(0),
             state: Mutex::new((0, Instant::now())),
         }
@@ -156,15 +153,19 @@ impl Loan {
     /// share. Costs an atomic add and a load when nothing is lent.
     pub fn take_back(&self, set_loan: impl FnOnce(u64)) {
         self.activity.fetch_add(1, Ordering::SeqCst);
-        if !self.lent.load(Ordering::SeqCst) {
+        if self.lent_bytes() == 0 {
             return;
         }
         let _state = self.state.lock();
-        if self.lent.load(Ordering::SeqCst) {
-            set_loan(0);
-            self.lent_bytes.store(0, Ordering::Release);
-            self.lent.store(false, Ordering::SeqCst);
+        if self.lent_bytes() > 0 {
+            self.call_back(set_loan);
         }
+    }
+
+    /// Takes the loan out back through `set_loan(0)`; under the state lock.
+    fn call_back(&self, set_loan: impl FnOnce(u64)) {
+        set_loan(0);
+        self.lent_bytes.store(0, Ordering::SeqCst);
     }
 
     /// The GC thread's poll at `now`. Once nothing has called `take_back` for
@@ -176,7 +177,7 @@ impl Loan {
         held: impl FnOnce() -> u64,
         set_loan: impl Fn(u64),
     ) -> Option<u64> {
-        if self.lendable_bytes == 0 || self.lent.load(Ordering::SeqCst) {
+        if self.lendable_bytes == 0 || self.lent_bytes() > 0 {
             return None;
         }
         let mut state = self.state.lock();
@@ -193,13 +194,10 @@ impl Loan {
             return None;
         }
         set_loan(loan);
-        self.lent_bytes.store(loan, Ordering::Release);
-        self.lent.store(true, Ordering::SeqCst);
+        self.lent_bytes.store(loan, Ordering::SeqCst);
         if self.activity.load(Ordering::SeqCst) != activity {
             // A taker came in after the idle check and may not have seen the loan.
-            set_loan(0);
-            self.lent_bytes.store(0, Ordering::Release);
-            self.lent.store(false, Ordering::SeqCst);
+            self.call_back(set_loan);
             return None;
         }
         Some(loan)
@@ -207,7 +205,7 @@ impl Loan {
 
     /// The bytes lent now.
     pub fn lent_bytes(&self) -> u64 {
-        self.lent_bytes.load(Ordering::Acquire)
+        self.lent_bytes.load(Ordering::SeqCst)
     }
 }
 
