@@ -888,7 +888,9 @@ pub(crate) fn run_target(
         let io = read_process_io().zip(io_before).map(|(a, b)| a.since(b));
         let delta = target.counters().since(&before);
         let mut row = phase_row(&name, kind, &outcome, &delta, io, target.space_bytes());
-        let fio_around = fio_around.map(|around| row.fio_read_iops_around = around);
+        if let Ok(around) = fio_around {
+            row.fio_read_iops_around = around;
+        }
         println!(
             "{:>16}: {} ops in {:.1} s, {:.1} kops/s, {:.1} MiB/s, WA {}, p99 {:.0} us{}",
             format!("{} {}", row.mode, row.phase),

@@ -60,33 +60,77 @@ pub struct FioRuns {
     synced: Option<(u64, FioResult)>,
 }
 
-/// Runs every shape for `seconds` on the engine's block device (`disk` is a block
-/// device) or on a temporary file in `disk` (a directory), written once first so that
-/// reads hit allocated blocks. Stops early at Ctrl-C.
-pub fn run(fio: &Path, session: &Session, disk: &Path, seconds: f64) -> StoreResult<FioRuns> {
-    let (target, region_bytes, _file) = fio_target(session, disk)?;
-    let job_dir = tempfile::tempdir().map_err(io_error(
-        &std::env::temp_dir(),
-        "creating fio's job directory",
-    ))?;
+/// Where fio runs for the whole compare run, read-bracket and baseline alike: the
+/// engine's block device, or a file of the region's size written once on the disk
+/// the engine's device file is on; with fio and its job directory.
+pub struct FioTarget {
+    fio: PathBuf,
+    path: PathBuf,
+    region_bytes: u64,
+    /// The file, when the target is one: removed when this drops.
+    _file: Option<tempfile::NamedTempFile>,
+    job_dir: tempfile::TempDir,
+}
+
+impl FioTarget {
+    /// The engine's block device (`disk` is one), or a file written once in `disk`
+    /// (a directory) so that reads hit allocated blocks.
+    pub fn new(fio: &Path, session: &Session, disk: &Path) -> StoreResult<FioTarget> {
+        let (path, region_bytes, file) = if is_block_device(disk) {
+            let size_bytes = std::fs::File::open(disk)
+                .and_then(|mut f| f.seek(SeekFrom::End(0)))
+                .map_err(io_error(disk, "finding the device's size for fio"))?;
+            let region_bytes = whole_blocks(size_bytes.min(REGION_BYTES_MAX));
+            (disk.to_path_buf(), region_bytes, None)
+        } else {
+            let region_bytes = whole_blocks(
+                session
+                    .plan
+                    .device_bytes
+                    .clamp(REGION_BYTES_MIN, REGION_BYTES_MAX),
+            );
+            let file = prefilled_file(disk, region_bytes)?;
+            (file.path().to_path_buf(), region_bytes, Some(file))
+        };
+        let job_dir = tempfile::tempdir().map_err(io_error(
+            &std::env::temp_dir(),
+            "creating fio's job directory",
+        ))?;
+        Ok(FioTarget {
+            fio: fio.to_path_buf(),
+            path,
+            region_bytes,
+            _file: file,
+            job_dir,
+        })
+    }
+
+    /// Runs `shape` for `seconds` with `env` in its job file, naming it on stderr.
+    fn run(&self, shape: &Shape, seconds: f64, env: &[(&str, String)]) -> StoreResult<FioResult> {
+        eprint!("fio {} ... ", shape.name);
+        Ok(runner::run_job(
+            &self.fio,
+            shape,
+            &self.path,
+            self.region_bytes,
+            Duration::from_secs_f64(seconds),
+            self.job_dir.path(),
+            env,
+        )?)
+    }
+}
+
+/// Runs every shape for `seconds` on `target`. Stops early at Ctrl-C.
+pub fn run(target: &FioTarget, session: &Session, seconds: f64) -> StoreResult<FioRuns> {
     let mut runs = FioRuns {
-        target: target.display().to_string(),
-        region_bytes,
+        target: target.path.display().to_string(),
+        region_bytes: target.region_bytes,
         seconds,
         shapes: Vec::new(),
         synced: None,
     };
     let run_one = |shape: &Shape, env: &[(&str, String)]| -> StoreResult<FioResult> {
-        eprint!("fio {} ... ", shape.name);
-        let result = runner::run_job(
-            fio,
-            shape,
-            &target,
-            region_bytes,
-            Duration::from_secs_f64(seconds),
-            job_dir.path(),
-            env,
-        )?;
+        let result = target.run(shape, seconds, env)?;
         eprintln!("{:.0} MiB/s", result.bytes_per_s() / (1u64 << 20) as f64);
         Ok(result)
     };
@@ -108,64 +152,19 @@ pub fn run(fio: &Path, session: &Session, disk: &Path, seconds: f64) -> StoreRes
     Ok(runs)
 }
 
-/// fio's `READ_BRACKET_SHAPE` for `seconds`, to run just before and just after each
-/// read phase (`Plan::read_bracket`). Its target: the engine's block device (reads
-/// only: the store stays as it is), or a file in `disk` written once, which the
-/// returned file keeps until it drops.
-pub fn read_bracket(
-    fio: &Path,
-    session: &Session,
-    disk: &Path,
-    seconds: f64,
-) -> StoreResult<(ReadBracket, Option<tempfile::NamedTempFile>)> {
-    let (target, region_bytes, file) = fio_target(session, disk)?;
-    let job_dir = tempfile::tempdir().map_err(io_error(
-        &std::env::temp_dir(),
-        "creating fio's job directory",
-    ))?;
+/// fio's `READ_BRACKET_SHAPE` on `target` for `seconds`, to run just before and just
+/// after each read phase (`Plan::read_bracket`). On the engine's block device it only
+/// reads: the store stays as it is.
+pub fn read_bracket(target: Arc<FioTarget>, seconds: f64) -> ReadBracket {
     let shape = SHAPES
         .iter()
         .find(|s| s.name == READ_BRACKET_SHAPE)
         .expect("the read shape is one of SHAPES");
-    let fio = fio.to_path_buf();
-    let bracket: ReadBracket = Arc::new(move || {
-        eprint!("fio {} ... ", shape.name);
-        let result = runner::run_job(
-            &fio,
-            shape,
-            &target,
-            region_bytes,
-            Duration::from_secs_f64(seconds),
-            job_dir.path(),
-            &[],
-        )?;
-        eprintln!("{:.0} IOPS", result.ops_per_s());
-        Ok(result.ops_per_s())
-    });
-    Ok((bracket, file))
-}
-
-/// Where fio runs: the engine's block device (`disk` is one), or a file of the
-/// region's size written once in `disk` (a directory), returned to be kept.
-fn fio_target(
-    session: &Session,
-    disk: &Path,
-) -> StoreResult<(PathBuf, u64, Option<tempfile::NamedTempFile>)> {
-    if is_block_device(disk) {
-        let size_bytes = std::fs::File::open(disk)
-            .and_then(|mut f| f.seek(SeekFrom::End(0)))
-            .map_err(io_error(disk, "finding the device's size for fio"))?;
-        let region_bytes = whole_blocks(size_bytes.min(REGION_BYTES_MAX));
-        return Ok((disk.to_path_buf(), region_bytes, None));
-    }
-    let region_bytes = whole_blocks(
-        session
-            .plan
-            .device_bytes
-            .clamp(REGION_BYTES_MIN, REGION_BYTES_MAX),
-    );
-    let file = prefilled_file(disk, region_bytes)?;
-    Ok((file.path().to_path_buf(), region_bytes, Some(file)))
+    Arc::new(move || {
+        let iops = target.run(shape, seconds, &[])?.ops_per_s();
+        eprintln!("{iops:.0} IOPS");
+        Ok(iops)
+    })
 }
 
 fn whole_blocks(bytes: u64) -> u64 {

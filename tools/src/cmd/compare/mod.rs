@@ -19,9 +19,11 @@ mod peers;
 use super::bench::report::PhaseReport;
 use super::bench::{phase::Sample, plot::WriteAmpSource, stopped, BenchArgs, Session};
 use super::store::{is_block_device, StoreCmdError, StoreResult};
+use fio_baseline::FioTarget;
 use peers::Peer;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Run time of each fio job unless --fio-seconds says otherwise: six jobs, half a
 /// minute in all.
@@ -178,16 +180,15 @@ pub fn run(args: &CompareArgs) -> StoreResult<()> {
         ),
         Err(reason) => println!("fio: skipped: {reason}"),
     }
-    // Kept until the run ends: the bracket's target file, when it is one.
-    let _bracket_file = match &peer_plan.fio {
-        Ok(fio) if args.bench.read_ops > 0 => {
-            let (bracket, file) =
-                fio_baseline::read_bracket(fio, &session, &disk_dir, args.fio_seconds)?;
-            session.plan.read_bracket = Some(bracket);
-            file
-        }
-        _ => None,
-    };
+    // With a read phase fio's target is made now, for the bracket, and the baseline
+    // after the stores runs on it too; without, only then.
+    let mut fio_target = None;
+    if let (Ok(fio), true) = (&peer_plan.fio, args.bench.read_ops > 0) {
+        let target = Arc::new(FioTarget::new(fio, &session, &disk_dir)?);
+        session.plan.read_bracket =
+            Some(fio_baseline::read_bracket(target.clone(), args.fio_seconds));
+        fio_target = Some(target);
+    }
 
     let mut rows: Vec<PhaseReport> = Vec::new();
     let mut samples: Vec<(String, Vec<Sample>)> = Vec::new();
@@ -216,7 +217,11 @@ pub fn run(args: &CompareArgs) -> StoreResult<()> {
     let fio_runs = match (&peer_plan.fio, &outcome) {
         (Ok(fio), Ok(())) if !stopped() => {
             println!();
-            match fio_baseline::run(fio, &session, &disk_dir, args.fio_seconds) {
+            let target = match fio_target.take() {
+                Some(target) => Ok(target),
+                None => FioTarget::new(fio, &session, &disk_dir).map(Arc::new),
+            };
+            match target.and_then(|t| fio_baseline::run(&t, &session, args.fio_seconds)) {
                 Ok(runs) => Some(runs),
                 Err(e) => {
                     outcome = Err(e);
