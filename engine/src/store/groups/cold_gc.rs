@@ -20,7 +20,6 @@
 //! lie past the cold head's committed end: a crash at any step leaves the committed
 //! state intact (FORMAT.md, "Hot and cold").
 
-use super::cold_log::COLD_VALUE_ALIGN_BYTES;
 use super::cold_write::{self, ColdRecord};
 use super::place::{self, AppendRecord};
 use super::segment_table::ColdMove;
@@ -111,8 +110,7 @@ fn move_live(
         let mut table = store.table.lock();
         let checkpoint = table.cold.checkpoint();
         let head_end = table.cold.head_end();
-        let align = COLD_VALUE_ALIGN_BYTES;
-        let Some((places, _)) = table.place_cold(&sizes, align, ColdMove::Relocation) else {
+        let Some((places, _)) = table.place_cold(&sizes, ColdMove::Relocation) else {
             return Ok(None);
         };
         (checkpoint, places, table.cold.head_block.clone(), head_end)

@@ -33,7 +33,7 @@ use crate::record::ColdTag;
 /// GC's choice and the demotion pause read a segment's used bytes less its live bytes
 /// as dead, so padding there would count as garbage a cold GC cannot reclaim (it pads
 /// again as it copies), and cold values are the ones read least.
-pub const COLD_VALUE_ALIGN_BYTES: u64 = 1;
+const COLD_VALUE_ALIGN_BYTES: u64 = 1;
 
 const COLD_ENTRY_VERSION: u8 = 1;
 
@@ -139,15 +139,13 @@ impl ColdLog {
         self.segments.last().map(|h| (h.id, h.used_bytes))
     }
 
-    /// Places records of the given sizes at the head (values on `align_bytes` where
-    /// `align.rs` says), opening segments with `take` and counting the records live
-    /// (their padding is not). Returns each record's place and the
-    /// segments opened. When `take` has no segment to spare nothing changes, and the
+    /// Places records of the given sizes at the head, unpadded
+    /// (`COLD_VALUE_ALIGN_BYTES`), opening segments with `take` and counting the records
+    /// live. Returns each record's place and the segments opened. When `take` has no segment to spare nothing changes, and the
     /// segments taken so far come back in the error for the caller to return.
     pub fn place(
         &mut self,
         sizes: &[RecordSize],
-        align_bytes: u64,
         segment_bytes: u64,
         mut take: impl FnMut() -> Option<SegmentId>,
     ) -> std::result::Result<(Vec<ColdPlace>, Vec<SegmentId>), Vec<SegmentId>> {
@@ -160,7 +158,9 @@ impl ColdLog {
                 .segments
                 .last()
                 .filter(|h| !h.evacuated())
-                .and_then(|h| size.place_within(h.used_bytes, align_bytes, segment_bytes));
+                .and_then(|h| {
+                    size.place_within(h.used_bytes, COLD_VALUE_ALIGN_BYTES, segment_bytes)
+                });
             if fits.is_none() {
                 let Some(id) = take() else {
                     self.segments.truncate(saved_len);
@@ -179,7 +179,7 @@ impl ColdLog {
                     waiting_for: Vec::new(),
                 });
                 self.next_epoch += 1;
-                fits = size.place_within(0, align_bytes, segment_bytes);
+                fits = size.place_within(0, COLD_VALUE_ALIGN_BYTES, segment_bytes);
             }
             let (start, end) = fits.expect("a record fits an empty segment");
             let head = self.segments.last_mut().expect("a head");
@@ -458,9 +458,7 @@ mod tests {
         let sizes = |lens: &[usize]| -> Vec<RecordSize> {
             lens.iter().map(|&l| RecordSize::unpadded(l)).collect()
         };
-        let (places, opened) = log
-            .place(&sizes(&[600, 600]), 1, 1000, || free.pop())
-            .unwrap();
+        let (places, opened) = log.place(&sizes(&[600, 600]), 1000, || free.pop()).unwrap();
         assert_eq!(opened, vec![32, 31]);
         assert_eq!(places[1].segment, 31);
         assert_eq!(log.live_bytes(), 1200);
@@ -480,15 +478,13 @@ mod tests {
         assert_eq!(log.live_bytes(), 600, "marked once");
         assert_eq!(log.take_dead(), vec![32], "fully dead, not the head");
         // Evacuating a segment waits for its groups.
-        let (_, _) = log.place(&sizes(&[900]), 1, 1000, || free.pop()).unwrap();
+        let (_, _) = log.place(&sizes(&[900]), 1000, || free.pop()).unwrap();
         assert!(log.evacuate(31, vec![4, 2, 4]).is_empty());
         assert!(log.group_collected(4).is_empty());
         assert_eq!(log.group_collected(2), vec![31]);
         // No room: nothing changes and the taken segments come back.
         let before = log.segments.clone();
-        let taken = log
-            .place(&sizes(&[900, 900]), 1, 1000, || None)
-            .unwrap_err();
+        let taken = log.place(&sizes(&[900, 900]), 1000, || None).unwrap_err();
         assert!(taken.is_empty());
         assert_eq!(log.segments, before);
     }

@@ -26,7 +26,7 @@
 //! Nothing is overwritten in place, so a crash at any step leaves the committed state
 //! intact (FORMAT.md, "GC" and "Hot and cold").
 
-use super::cold_log::{ColdCheckpoint, ColdPlace, COLD_VALUE_ALIGN_BYTES};
+use super::cold_log::{ColdCheckpoint, ColdPlace};
 use super::cold_write::{self, ColdRecord};
 use super::hotness::{Class, Survivor};
 use super::segment_table::{ChainSegment, ColdMove};
@@ -405,7 +405,6 @@ fn demote(
     let head_end = table.cold.head_end();
     let Some((places, opened)) = table.place_cold(
         &sizes,
-        COLD_VALUE_ALIGN_BYTES,
         ColdMove::Demotion {
             low_water_segments: ctx.low_water_segments,
         },

@@ -512,7 +512,6 @@ impl SegmentTable {
     pub fn place_cold(
         &mut self,
         sizes: &[RecordSize],
-        align_bytes: u64,
         why: ColdMove,
     ) -> Option<(Vec<ColdPlace>, usize)> {
         let segment_bytes = self.layout.log_segment_bytes;
@@ -527,7 +526,7 @@ impl SegmentTable {
         };
         let free_log = &mut self.free_log;
         let take = || (free_log.len() > floor).then(|| free_log.pop()).flatten();
-        match self.cold.place(sizes, align_bytes, segment_bytes, take) {
+        match self.cold.place(sizes, segment_bytes, take) {
             Ok((places, opened)) => Some((places, opened.len())),
             Err(taken) => {
                 self.free_log.extend(taken.into_iter().rev());
@@ -757,25 +756,23 @@ mod tests {
         while t.free_log_segments() > t.flush_floor_segments() + band / 2 {
             held.push(t.free_log.pop().unwrap());
         }
-        assert!(t.place_cold(&sizes(&[segment / 2]), 1, demotion).is_none());
+        assert!(t.place_cold(&sizes(&[segment / 2]), demotion).is_none());
         let (places, opened) = t
-            .place_cold(&sizes(&[segment / 2]), 1, ColdMove::Relocation)
+            .place_cold(&sizes(&[segment / 2]), ColdMove::Relocation)
             .unwrap();
         assert_eq!(opened, 1);
         // With room in the pool again, the cold log's dead share decides.
         t.free_log.extend(held);
         assert!(
-            t.place_cold(&sizes(&[100]), 1, demotion).is_some(),
+            t.place_cold(&sizes(&[100]), demotion).is_some(),
             "all live: demotions go on"
         );
         t.cold.mark_dead(&tag_of(places[0], segment / 2));
         assert!(
-            t.place_cold(&sizes(&[100]), 1, demotion).is_none(),
+            t.place_cold(&sizes(&[100]), demotion).is_none(),
             "more dead than live: demotions pause"
         );
-        assert!(t
-            .place_cold(&sizes(&[100]), 1, ColdMove::Relocation)
-            .is_some());
+        assert!(t.place_cold(&sizes(&[100]), ColdMove::Relocation).is_some());
         t.assert_consistent();
     }
 
@@ -785,7 +782,7 @@ mod tests {
         let segment = t.layout.log_segment_bytes as usize;
         // Two cold segments; half of the first (not the head) is dead.
         let (places, _) = t
-            .place_cold(&sizes(&[segment / 2; 4]), 1, ColdMove::Relocation)
+            .place_cold(&sizes(&[segment / 2; 4]), ColdMove::Relocation)
             .unwrap();
         t.cold.mark_dead(&tag_of(places[0], segment / 2));
         let cold_victim = Some(Victim::Cold(places[0].segment));
