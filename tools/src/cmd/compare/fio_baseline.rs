@@ -10,6 +10,10 @@
 //! engine issues its fdatasync beside the writes in flight and keeps submitting, where
 //! a flush waits for its writes and then the device flush, so this flatters fio a
 //! little.
+//!
+//! With a read phase, fio's random 4 KiB reads also run just before and just after
+//! each store's read phase (`read_bracket`), on the same target (`FioTarget`), which
+//! is then made before the stores run and kept for the baseline.
 
 use super::super::bench::report::{mib, PhaseReport};
 use super::super::bench::{stopped, write_whole, ReadBracket, Session};
