@@ -26,6 +26,18 @@ impl OwnedRead {
         }
     }
 
+    /// A read of `len` bytes at `offset` into `buf`, a buffer the caller reuses
+    /// (whatever it holds is overwritten up to `len`). Panics if `buf` is shorter than
+    /// `len`.
+    pub fn with_buf(offset: u64, len: usize, buf: AlignedBuf) -> OwnedRead {
+        assert!(
+            buf.len() >= len,
+            "a read of {len} bytes into a buffer of {}",
+            buf.len()
+        );
+        OwnedRead { offset, len, buf }
+    }
+
     fn op(&mut self) -> IoOp<'_> {
         IoOp::Read {
             offset: self.offset,

@@ -1,33 +1,48 @@
-//! Aligned buffers reused across flushes and GCs. A fresh buffer costs a zeroing pass
-//! and a page fault per 4 KiB, as much CPU as encoding the records into it (measured
-//! with 64 KiB values); a reused one costs neither. A buffer comes back with arbitrary
-//! contents: whoever takes one writes every byte it submits, or reads into it before
-//! looking.
+//! Aligned buffers reused across flushes, GCs and value reads. A fresh buffer costs a
+//! zeroing pass and a page fault per 4 KiB, as much CPU as encoding the records into
+//! it (measured with 64 KiB values); a reused one costs neither. A buffer comes back
+//! with arbitrary contents: whoever takes one writes every byte it submits, or reads
+//! into it before looking.
 
-use hashkv_blockdev::AlignedBuf;
+use hashkv_blockdev::{AlignedBuf, BUFFER_ALIGN_BYTES};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Buffers are handed out in power-of-two sizes from this up, so that they fit again.
-/// Small enough that a GC reading a chain of small segments (16 KiB in tests) does
-/// not take four times their bytes in buffers.
-const POOL_BUFFER_BYTES_MIN: usize = 16 << 10;
+/// Buffers are handed out in power-of-two sizes from this up, so that they fit again:
+/// one aligned page, what a 4 KiB value's read takes. A GC reading a chain of small
+/// segments (16 KiB in tests) takes their size, not more.
+const POOL_BUFFER_BYTES_MIN: usize = BUFFER_ALIGN_BYTES;
+
+/// Size classes: powers of two up to 2^SIZE_CLASSES (far beyond any segment).
+const SIZE_CLASSES: usize = 48;
 
 pub struct BufferPool {
-    /// Free buffers by size.
-    free: Mutex<HashMap<usize, Vec<AlignedBuf>>>,
+    free: Mutex<FreeLists>,
     /// Bytes of free buffers kept at most; more are dropped.
     pool_bytes_max: usize,
     /// Buffers `take` had to allocate because none of the size was free.
     allocations: AtomicU64,
 }
 
+/// Free buffers by size class (the size's log2), and their bytes.
+struct FreeLists {
+    by_class: Vec<Vec<AlignedBuf>>,
+    held_bytes: usize,
+}
+
+/// The size a buffer for `len` bytes is given (a power of two, at least the minimum).
+fn pooled_size(len: usize) -> usize {
+    len.max(POOL_BUFFER_BYTES_MIN).next_power_of_two()
+}
+
 impl BufferPool {
     pub fn new(pool_bytes_max: usize) -> BufferPool {
         BufferPool {
-            free: Mutex::new(HashMap::new()),
+            free: Mutex::new(FreeLists {
+                by_class: (0..SIZE_CLASSES).map(|_| Vec::new()).collect(),
+                held_bytes: 0,
+            }),
             pool_bytes_max,
             allocations: AtomicU64::new(0),
         }
@@ -35,38 +50,52 @@ impl BufferPool {
 
     /// A buffer of at least `len` bytes. Its contents are arbitrary.
     pub fn take(&self, len: usize) -> AlignedBuf {
-        let size = len.max(POOL_BUFFER_BYTES_MIN).next_power_of_two();
-        let reused = self.free.lock().get_mut(&size).and_then(|v| v.pop());
-        reused.unwrap_or_else(|| {
-            self.allocations.fetch_add(1, Ordering::Relaxed);
-            AlignedBuf::new(size)
-        })
+        self.take_each([len]).pop().expect("one length, one buffer")
+    }
+
+    /// A buffer of at least each of `lens` bytes, in order, taken under one lock.
+    pub fn take_each(&self, lens: impl IntoIterator<Item = usize>) -> Vec<AlignedBuf> {
+        let sizes: Vec<usize> = lens.into_iter().map(pooled_size).collect();
+        let mut reused: Vec<Option<AlignedBuf>> = {
+            let mut free = self.free.lock();
+            sizes.iter().map(|&size| free.pop(size)).collect()
+        };
+        sizes
+            .iter()
+            .zip(reused.iter_mut())
+            .map(|(&size, r)| {
+                r.take().unwrap_or_else(|| {
+                    self.allocations.fetch_add(1, Ordering::Relaxed);
+                    AlignedBuf::new(size)
+                })
+            })
+            .collect()
     }
 
     /// A buffer of at least each of `lens` bytes, given back when the result drops.
     pub fn lend(&self, lens: impl IntoIterator<Item = usize>) -> Lent<'_> {
         Lent {
-            bufs: lens.into_iter().map(|len| self.take(len)).collect(),
+            bufs: self.take_each(lens),
             pool: self,
         }
     }
 
     /// Bytes of free buffers held.
     pub fn held_bytes(&self) -> usize {
-        let free = self.free.lock();
-        free.iter().map(|(size, v)| size * v.len()).sum()
+        self.free.lock().held_bytes
     }
 
     /// Takes buffers back, up to the pool's size limit.
     pub fn give(&self, bufs: impl IntoIterator<Item = AlignedBuf>) {
         let mut free = self.free.lock();
-        let mut held: usize = free.iter().map(|(size, v)| size * v.len()).sum();
         for buf in bufs {
             let size = buf.len();
-            let fits = size.is_power_of_two() && size >= POOL_BUFFER_BYTES_MIN;
-            if fits && held + size <= self.pool_bytes_max {
-                held += size;
-                free.entry(size).or_default().push(buf);
+            let fits = size.is_power_of_two()
+                && size >= POOL_BUFFER_BYTES_MIN
+                && (size.trailing_zeros() as usize) < SIZE_CLASSES;
+            if fits && free.held_bytes + size <= self.pool_bytes_max {
+                free.held_bytes += size;
+                free.by_class[size.trailing_zeros() as usize].push(buf);
             }
         }
     }
@@ -74,6 +103,17 @@ impl BufferPool {
     /// How many buffers the pool has allocated: flat once it holds what the work needs.
     pub fn allocations(&self) -> u64 {
         self.allocations.load(Ordering::Relaxed)
+    }
+}
+
+impl FreeLists {
+    fn pop(&mut self, size: usize) -> Option<AlignedBuf> {
+        let buf = self
+            .by_class
+            .get_mut(size.trailing_zeros() as usize)?
+            .pop()?;
+        self.held_bytes -= size;
+        Some(buf)
     }
 }
 
@@ -118,10 +158,15 @@ mod tests {
         let c = pool.take(1);
         assert_eq!(c.len(), POOL_BUFFER_BYTES_MIN);
         assert_eq!(pool.allocations(), 2);
-        // 128 KiB + 16 KiB fit in 256 KiB; a second 128 KiB does not.
-        pool.give([b, c, AlignedBuf::new(128 << 10), AlignedBuf::new(5000)]);
-        let held: usize = pool.free.lock().iter().map(|(s, v)| s * v.len()).sum();
-        assert_eq!(held, (128 << 10) + POOL_BUFFER_BYTES_MIN);
+        // 128 KiB + 4 KiB fit in 256 KiB; a second 128 KiB does not, nor a buffer
+        // whose size is no class (12 KiB).
+        pool.give([b, c, AlignedBuf::new(128 << 10), AlignedBuf::new(12 << 10)]);
+        assert_eq!(pool.held_bytes(), (128 << 10) + POOL_BUFFER_BYTES_MIN);
+        // Taking one back lowers what is held.
+        let d = pool.take(4000);
+        assert_eq!(d.len(), POOL_BUFFER_BYTES_MIN);
+        assert_eq!(pool.held_bytes(), 128 << 10);
+        assert_eq!(pool.allocations(), 2);
     }
 
     #[test]

@@ -266,6 +266,7 @@ impl<'a> ScanIter<'a> {
                 }
             }
         }
+        self.inner.give_back(reads);
         Ok(())
     }
 }

@@ -521,3 +521,49 @@ fn a_value_is_cached_from_its_second_miss(mode: Mode) {
 }
 
 test_in_modes!(a_value_is_cached_from_its_second_miss: hashkv, vlog);
+
+/// Value reads take their buffers from the store's pool and give them back: after a
+/// first round of gets, multi-gets and a scan, the same reads again allocate no
+/// buffer (a fresh one per read cost a zeroing pass, an allocation and a free).
+fn value_reads_reuse_their_buffers(mode: Mode) {
+    const KEYS: u32 = 64;
+    const VALUE_BYTES: usize = 4096;
+    let dev = Arc::new(SimDevice::new(SimConfig::new(16 * MIB, 16)).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    // No value cache: every read goes to the device.
+    let o = small_options().with_mode(mode).with_value_cache_bytes(0);
+    let db = Db::format_device(dev, dir.path(), &o).unwrap();
+    for i in 0..KEYS {
+        db.put(&key(i), &value(i, 1, VALUE_BYTES)).unwrap();
+    }
+    db.flush().unwrap();
+    let keys: Vec<Vec<u8>> = (0..KEYS).map(key).collect();
+    let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+    let round = || {
+        let reads = db.stats().read_device_bytes;
+        for (i, k) in (0..KEYS).zip(&keys) {
+            assert!(db.get(k).unwrap() == Some(value(i, 1, VALUE_BYTES)));
+        }
+        for (i, v) in (0..KEYS).zip(db.multi_get(&refs).unwrap()) {
+            assert!(v == Some(value(i, 1, VALUE_BYTES)));
+        }
+        let scanned = db
+            .scan(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .count();
+        assert_eq!(scanned, KEYS as usize);
+        assert!(
+            db.stats().read_device_bytes >= reads + 3 * u64::from(KEYS) * VALUE_BYTES as u64,
+            "every value was read from the device, three times"
+        );
+    };
+    round();
+    let allocations = db.stats().buffer_pool_allocations;
+    round();
+    round();
+    assert_eq!(db.stats().buffer_pool_allocations, allocations);
+    db.close().unwrap();
+}
+
+test_in_modes!(value_reads_reuse_their_buffers: hashkv, vlog);
