@@ -245,6 +245,7 @@ fn lsm_seeds() -> Vec<Seed> {
         ),
         seed("filter", "twenty_keys", lsm_encode::filter(&keys)),
         seed("filter", "empty", lsm_encode::filter(&[])),
+        seed("filter", "flat", lsm_encode::filter_flat(&keys)),
         seed("manifest", "edit_1", lsm_encode::manifest_edit(1)),
         seed("manifest", "edit_3", lsm_encode::manifest_edit(3)),
         seed("manifest", "file", manifest),

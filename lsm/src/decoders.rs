@@ -52,13 +52,14 @@ pub fn index_block_payload(payload: &[u8], data_end: u64) -> Result<usize> {
     Ok(crate::table::index::Index::decode(payload.to_vec(), data_end)?.len())
 }
 
-pub fn filter_payload(payload: &[u8]) -> Result<()> {
-    crate::table::filter::Filter::decode(payload).map(|_| ())
+/// A filter payload of a table of format `table_version` (1: flat, 2: blocked).
+pub fn filter_payload(payload: &[u8], table_version: u32) -> Result<()> {
+    crate::table::filter::Filter::decode(payload, table_version).map(|_| ())
 }
 
 /// A filter payload probed for `user_key`, as a get probes it: false means absent.
-pub fn filter_may_contain(payload: &[u8], user_key: &[u8]) -> Result<bool> {
-    let filter = crate::table::filter::Filter::decode(payload)?;
+pub fn filter_may_contain(payload: &[u8], table_version: u32, user_key: &[u8]) -> Result<bool> {
+    let filter = crate::table::filter::Filter::decode(payload, table_version)?;
     Ok(filter.may_contain(crate::table::filter::hash(user_key)))
 }
 
@@ -106,9 +107,16 @@ pub mod encode {
         raw
     }
 
+    /// A filter as tables are written with now (blocked, format 2).
     pub fn filter(keys: &[Vec<u8>]) -> Vec<u8> {
+        let h = keys.iter().map(|k| crate::table::filter::hash(k));
+        crate::table::filter::Blocked::build(h, 10).encode()
+    }
+
+    /// A flat filter, as tables of format 1 carry.
+    pub fn filter_flat(keys: &[Vec<u8>]) -> Vec<u8> {
         let h: Vec<u64> = keys.iter().map(|k| crate::table::filter::hash(k)).collect();
-        crate::table::filter::build(&h, 10)
+        crate::table::filter::build_flat(&h, 10)
     }
 
     pub fn footer(
@@ -193,6 +201,63 @@ pub mod reversion {
         file[8..12].copy_from_slice(&version.to_le_bytes());
         let crc = masked_crc(&file[..12]);
         file[12..16].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// The version a WAL or manifest file's header names.
+    pub fn header_version(file: &[u8]) -> u32 {
+        u32::from_le_bytes(file[8..12].try_into().expect("4 bytes"))
+    }
+
+    /// The version a table file's footer names.
+    pub fn table_version(file: &[u8]) -> u32 {
+        let at = file.len() - crate::table::footer::FOOTER_BYTES;
+        u32::from_le_bytes(file[at + 40..at + 44].try_into().expect("4 bytes"))
+    }
+
+    /// A valid table file rewritten as format 1 wrote it: the same data blocks and
+    /// index, a flat filter over the same user keys (10 bits per key), and a footer of
+    /// version 1. For the test that tables of format 1 are still read.
+    pub fn table_as_format_1(file: &[u8]) -> crate::error::Result<Vec<u8>> {
+        use crate::table::block::{seal, unseal, Block};
+        use crate::table::footer::{BlockHandle, Footer, FOOTER_BYTES};
+        use crate::table::BLOCK_TRAILER_BYTES;
+        let footer = Footer::decode(&file[file.len() - FOOTER_BYTES..], file.len() as u64)?;
+        let payload = |h: BlockHandle| -> crate::error::Result<Vec<u8>> {
+            let raw = &file[h.offset as usize..(h.offset + h.size) as usize + BLOCK_TRAILER_BYTES];
+            Ok(unseal(raw)?.to_vec())
+        };
+        let index_payload = payload(footer.index)?;
+        let index =
+            crate::table::index::Index::decode(index_payload.clone(), footer.filter.offset)?;
+        let mut hashes = Vec::new();
+        for i in 0..index.len() {
+            let block = Block::decode(payload(index.handle(i))?)?;
+            for e in 0..block.len() {
+                let user_key = crate::ikey::user_key(block.key(e));
+                hashes.push(crate::table::filter::hash(user_key));
+            }
+        }
+        hashes.dedup();
+        let mut out = file[..footer.filter.offset as usize].to_vec();
+        let block_at = |mut payload: Vec<u8>, out: &mut Vec<u8>| {
+            let handle = BlockHandle {
+                offset: out.len() as u64,
+                size: payload.len() as u64,
+            };
+            seal(&mut payload);
+            out.extend_from_slice(&payload);
+            handle
+        };
+        let filter = block_at(crate::table::filter::build_flat(&hashes, 10), &mut out);
+        let index = block_at(index_payload, &mut out);
+        let footer = Footer {
+            index,
+            filter,
+            entry_count: footer.entry_count,
+            version: 1,
+        };
+        out.extend_from_slice(&footer.encode());
+        Ok(out)
     }
 
     /// Table files: the footer at the end.

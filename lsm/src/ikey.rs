@@ -90,6 +90,22 @@ pub(crate) fn kind(ikey: &[u8]) -> Kind {
     Kind::from_u8(trailer(ikey) as u8).unwrap_or(Kind::Delete)
 }
 
+/// The bytes two keys share at their start.
+pub(crate) fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The first 8 bytes of `user` as a big-endian integer, zero-padded: integers compare
+/// as the bytes do, except that padding ties a shorter key with its extensions by
+/// zeros (a tie is then settled by comparing the keys). Searches over sorted keys
+/// compare these first, in a dense array, and read a key only on a tie.
+pub(crate) fn prefix_of(user: &[u8]) -> u64 {
+    let mut p = [0u8; 8];
+    let n = user.len().min(8);
+    p[..n].copy_from_slice(&user[..n]);
+    u64::from_be_bytes(p)
+}
+
 pub(crate) fn compare(a: &[u8], b: &[u8]) -> Ordering {
     user_key(a)
         .cmp(user_key(b))

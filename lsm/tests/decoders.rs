@@ -31,7 +31,8 @@ proptest! {
         let _ = decoders::data_block_payload(&bytes);
         let _ = decoders::data_block_seek(&bytes, &bytes[..bytes.len().min(8)]);
         let _ = decoders::index_block_payload(&bytes, file_bytes);
-        let _ = decoders::filter_payload(&bytes);
+        let _ = decoders::filter_payload(&bytes, 1);
+        let _ = decoders::filter_payload(&bytes, 2);
         let _ = decoders::manifest_edit(&bytes);
     }
 
@@ -110,15 +111,23 @@ proptest! {
 
     #[test]
     fn filter_payload_validates(keys in proptest::collection::vec(key_strategy(), 0..100)) {
+        for (f, version) in [(encode::filter(&keys), 2), (encode::filter_flat(&keys), 1)] {
+            prop_assert!(decoders::filter_payload(&f, version).is_ok());
+            prop_assert!(decoders::filter_payload(&[], version).is_err());
+            // Every key built in is found.
+            for k in &keys {
+                prop_assert!(decoders::filter_may_contain(&f, version, k).unwrap());
+            }
+            // The probe count lives in the last byte: 0 or too many probes are refused.
+            let mut bad = f.clone();
+            *bad.last_mut().unwrap() = 0;
+            prop_assert!(decoders::filter_payload(&bad, version).is_err());
+            *bad.last_mut().unwrap() = 200;
+            prop_assert!(decoders::filter_payload(&bad, version).is_err());
+        }
+        // A blocked filter is whole 64-byte blocks.
         let f = encode::filter(&keys);
-        prop_assert!(decoders::filter_payload(&f).is_ok());
-        prop_assert!(decoders::filter_payload(&[]).is_err());
-        // The probe count lives in the last byte: 0 or too many probes are refused.
-        let mut bad = f.clone();
-        *bad.last_mut().unwrap() = 0;
-        prop_assert!(decoders::filter_payload(&bad).is_err());
-        *bad.last_mut().unwrap() = 200;
-        prop_assert!(decoders::filter_payload(&bad).is_err());
+        prop_assert!(decoders::filter_payload(&f[1..], 2).is_err());
     }
 
     #[test]

@@ -70,13 +70,21 @@ pub fn table_footer(data: &[u8]) -> bool {
     valid
 }
 
-/// A filter payload, decoded and probed.
+/// A filter payload, decoded and probed as each table format has it (1: flat, 2:
+/// blocked).
 pub fn filter(data: &[u8]) -> bool {
-    let valid = decoders::filter_payload(data).is_ok();
-    for key in PROBE_KEYS {
-        assert_eq!(decoders::filter_may_contain(data, key).is_ok(), valid);
+    let mut any_valid = false;
+    for table_version in [1, 2] {
+        let valid = decoders::filter_payload(data, table_version).is_ok();
+        for key in PROBE_KEYS {
+            assert_eq!(
+                decoders::filter_may_contain(data, table_version, key).is_ok(),
+                valid
+            );
+        }
+        any_valid |= valid;
     }
-    valid
+    any_valid
 }
 
 /// A version edit, and a whole manifest file, as it is and with its header resealed.

@@ -12,14 +12,13 @@
 //!   a get binary-searches the runs newest first, an iterator merges them (`cursor`).
 //! - A key comparison compares the user keys' 8-byte big-endian prefixes as integers
 //!   first, then the rest with memcmp, then the trailers. A run also keeps the 8 bytes
-//!   after its keys' shared part in a dense array for binary searches, and a Bloom
-//!   filter (`filter`) that lets a get skip it.
+//!   after its keys' shared part in a dense array for binary searches, and a blocked
+//!   Bloom filter (the tables' kind, `table::filter`) that lets a get skip it.
 //!
 //! Chosen over skiplists (the crossbeam SkipMap it replaces, and an arena skiplist with
 //! inline keys and finger search) by benches/memtable.rs; lsm/DESIGN.md has the numbers.
 
 mod cursor;
-mod filter;
 mod merge;
 mod run;
 #[cfg(test)]
@@ -100,7 +99,7 @@ impl Memtable {
     /// (newest first) with a visible version of the key has the newest one.
     pub fn get(&self, user_key: &[u8], seq: u64) -> Option<(Kind, Vec<u8>)> {
         let seek = SearchKey::new(user_key, ikey::seek_trailer(seq));
-        let hash = filter::hash(user_key);
+        let hash = crate::table::filter::hash(user_key);
         self.runs().iter().rev().find_map(|run| {
             if !run.filter.may_contain(hash) {
                 return None;

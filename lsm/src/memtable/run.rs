@@ -15,10 +15,11 @@
 
 use std::cmp::Ordering;
 
-use super::filter::{self, Filter};
 use crate::ikey::{self, Kind};
+use crate::table::filter::{self, Blocked as Filter};
 
-const PREFIX_BYTES: usize = 8;
+/// A run's filter: about 1.2% false positives (blocked), for 1.25 bytes a key.
+const FILTER_BITS_PER_KEY: u32 = 10;
 const HEADER_BYTES: usize = 24;
 const _: () = assert!(HEADER_BYTES == 2 * size_of::<u64>() + 2 * size_of::<u32>());
 
@@ -36,7 +37,7 @@ impl<'a> SearchKey<'a> {
         SearchKey {
             user,
             trailer,
-            prefix: prefix_of(user),
+            prefix: ikey::prefix_of(user),
         }
     }
 
@@ -44,17 +45,6 @@ impl<'a> SearchKey<'a> {
     pub fn internal(ikey: &'a [u8]) -> SearchKey<'a> {
         SearchKey::new(ikey::user_key(ikey), ikey::trailer(ikey))
     }
-}
-
-fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-fn prefix_of(user: &[u8]) -> u64 {
-    let mut p = [0u8; PREFIX_BYTES];
-    let n = user.len().min(PREFIX_BYTES);
-    p[..n].copy_from_slice(&user[..n]);
-    u64::from_be_bytes(p)
 }
 
 /// One entry of a run, borrowed.
@@ -178,19 +168,19 @@ impl Run {
         self.data.capacity()
             + self.starts.capacity() * size_of::<usize>()
             + self.prefixes.capacity() * size_of::<u64>()
-            + self.filter.bytes()
+            + self.filter.heap_bytes()
     }
 
     /// Fills `common_len`, `prefixes` and `filter` once the entries are in order.
     fn index(mut self) -> Run {
         let ends = (self.get(0), self.get(self.len().wrapping_sub(1)));
         self.common_len = match ends {
-            (Some(first), Some(last)) => common_prefix_len(first.user_key, last.user_key),
+            (Some(first), Some(last)) => ikey::common_prefix_len(first.user_key, last.user_key),
             _ => 0,
         };
         let common = self.common_len;
         self.prefixes = (0..self.len())
-            .map(|i| prefix_of(&entry_at(&self.data, self.starts[i]).user_key[common..]))
+            .map(|i| ikey::prefix_of(&entry_at(&self.data, self.starts[i]).user_key[common..]))
             .collect();
         self.with_filter()
     }
@@ -201,7 +191,7 @@ impl Run {
             .starts
             .iter()
             .map(|&s| filter::hash(entry_at(data, s).user_key));
-        self.filter = Filter::build(hashes);
+        self.filter = Filter::build(hashes, FILTER_BITS_PER_KEY);
         self
     }
 
@@ -222,7 +212,7 @@ impl Run {
             Ordering::Equal if n < common.len() => return 0,
             Ordering::Equal => {}
         }
-        let prefix = prefix_of(&key.user[n..]);
+        let prefix = ikey::prefix_of(&key.user[n..]);
         let lo = self.prefixes.partition_point(|&p| p < prefix);
         let hi = lo + self.tie_len(lo, prefix);
         lo + self.starts[lo..hi].partition_point(|&s| match entry_at(&self.data, s).cmp_key(key) {
@@ -304,7 +294,7 @@ fn merged_common_len(a: &Run, b: &Run) -> usize {
         (Some((a0, a1)), Some((b0, b1))) => {
             let first = if a0.cmp_entry(&b0).is_le() { a0 } else { b0 };
             let last = if a1.cmp_entry(&b1).is_ge() { a1 } else { b1 };
-            common_prefix_len(first.user_key, last.user_key)
+            ikey::common_prefix_len(first.user_key, last.user_key)
         }
         (Some(_), None) => a.common_len,
         (None, Some(_)) => b.common_len,

@@ -132,9 +132,10 @@ impl TableBuilder {
         self.finish_data_block()?;
         let filter_payload = if self.bloom_bits_per_key == 0 {
             // A filter that admits everything keeps the format uniform.
-            vec![0xff; 8].into_iter().chain([1u8]).collect()
+            filter::Blocked::admitting_all().encode()
         } else {
-            filter::build(&self.key_hashes, self.bloom_bits_per_key)
+            filter::Blocked::build(self.key_hashes.iter().copied(), self.bloom_bits_per_key)
+                .encode()
         };
         let filter = self.write_block(filter_payload)?;
         let index_payload = self.index.finish();

@@ -8,7 +8,8 @@ use crate::error::{LsmError, Result};
 
 pub(crate) const FOOTER_BYTES: usize = 56;
 pub(crate) const TABLE_MAGIC: u64 = u64::from_le_bytes(*b"hkvlSST\x01");
-pub(crate) const TABLE_FORMAT_VERSION: u32 = 1;
+/// 2: filters are blocked (`filter.rs`); tables of format 1 (flat filters) are read.
+pub(crate) const TABLE_FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct BlockHandle {

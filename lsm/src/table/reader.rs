@@ -77,8 +77,8 @@ impl TableReader {
             });
         }
         let filter_payload = read_payload(&*file, path, footer.filter)?;
-        let filter =
-            Filter::decode(&filter_payload).map_err(|e| e.in_file(path, footer.filter.offset))?;
+        let filter = Filter::decode(&filter_payload, footer.version)
+            .map_err(|e| e.in_file(path, footer.filter.offset))?;
         let index_payload = read_payload(&*file, path, footer.index)?;
         let index = Index::decode(index_payload, footer.filter.offset)
             .map_err(|e| e.in_file(path, footer.index.offset))?;
