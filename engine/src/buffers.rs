@@ -9,10 +9,15 @@ use parking_lot::Mutex;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Buffers are handed out in power-of-two sizes from this up, so that they fit again:
-/// one aligned page, what a 4 KiB value's read takes. A GC reading a chain of small
-/// segments (16 KiB in tests) takes their size, not more.
-const POOL_BUFFER_BYTES_MIN: usize = BUFFER_ALIGN_BYTES;
+/// The smallest buffer the flushes' and GC's pool hands out: buffers come in
+/// power-of-two sizes from it up, so that they fit again. Small enough that a GC
+/// reading a chain of small segments (16 KiB in tests) does not take four times their
+/// bytes in buffers; large enough that a flush's small writes share a few sizes.
+pub const WRITE_BUFFER_BYTES_MIN: usize = 16 << 10;
+
+/// The smallest buffer the value reads' pool hands out: one aligned page, what a 4
+/// KiB value's read takes.
+pub const READ_BUFFER_BYTES_MIN: usize = BUFFER_ALIGN_BYTES;
 
 /// Size classes: powers of two up to 2^SIZE_CLASSES (far beyond any segment).
 const SIZE_CLASSES: usize = 48;
@@ -21,6 +26,8 @@ pub struct BufferPool {
     free: Mutex<FreeLists>,
     /// Bytes of free buffers kept at most; more are dropped.
     pool_bytes_max: usize,
+    /// The smallest size handed out (a power of two).
+    buffer_bytes_min: usize,
     /// Buffers `take` had to allocate because none of the size was free.
     allocations: AtomicU64,
 }
@@ -31,21 +38,26 @@ struct FreeLists {
     held_bytes: usize,
 }
 
-/// The size a buffer for `len` bytes is given (a power of two, at least the minimum).
-fn pooled_size(len: usize) -> usize {
-    len.max(POOL_BUFFER_BYTES_MIN).next_power_of_two()
-}
-
 impl BufferPool {
-    pub fn new(pool_bytes_max: usize) -> BufferPool {
+    /// A pool keeping up to `pool_bytes_max` bytes of free buffers, handing out sizes
+    /// from `buffer_bytes_min` (a power of two) up.
+    pub fn new(pool_bytes_max: usize, buffer_bytes_min: usize) -> BufferPool {
+        assert!(buffer_bytes_min.is_power_of_two());
         BufferPool {
             free: Mutex::new(FreeLists {
                 by_class: (0..SIZE_CLASSES).map(|_| Vec::new()).collect(),
                 held_bytes: 0,
             }),
             pool_bytes_max,
+            buffer_bytes_min,
             allocations: AtomicU64::new(0),
         }
+    }
+
+    /// The size a buffer for `len` bytes is given (a power of two, at least the
+    /// minimum).
+    fn pooled_size(&self, len: usize) -> usize {
+        len.max(self.buffer_bytes_min).next_power_of_two()
     }
 
     /// A buffer of at least `len` bytes. Its contents are arbitrary.
@@ -55,7 +67,7 @@ impl BufferPool {
 
     /// A buffer of at least each of `lens` bytes, in order, taken under one lock.
     pub fn take_each(&self, lens: impl IntoIterator<Item = usize>) -> Vec<AlignedBuf> {
-        let sizes: Vec<usize> = lens.into_iter().map(pooled_size).collect();
+        let sizes: Vec<usize> = lens.into_iter().map(|len| self.pooled_size(len)).collect();
         let mut reused: Vec<Option<AlignedBuf>> = {
             let mut free = self.free.lock();
             sizes.iter().map(|&size| free.pop(size)).collect()
@@ -91,7 +103,7 @@ impl BufferPool {
         for buf in bufs {
             let size = buf.len();
             let fits = size.is_power_of_two()
-                && size >= POOL_BUFFER_BYTES_MIN
+                && size >= self.buffer_bytes_min
                 && (size.trailing_zeros() as usize) < SIZE_CLASSES;
             if fits && free.held_bytes + size <= self.pool_bytes_max {
                 free.held_bytes += size;
@@ -148,7 +160,7 @@ mod tests {
 
     #[test]
     fn reuses_buffers_up_to_the_limit() {
-        let pool = BufferPool::new(256 << 10);
+        let pool = BufferPool::new(256 << 10, WRITE_BUFFER_BYTES_MIN);
         let a = pool.take(100 << 10);
         assert_eq!(a.len(), 128 << 10);
         let addr = a.as_ptr();
@@ -156,22 +168,28 @@ mod tests {
         let b = pool.take(70 << 10);
         assert_eq!(b.as_ptr(), addr, "the free buffer of that size is reused");
         let c = pool.take(1);
-        assert_eq!(c.len(), POOL_BUFFER_BYTES_MIN);
+        assert_eq!(c.len(), WRITE_BUFFER_BYTES_MIN);
         assert_eq!(pool.allocations(), 2);
-        // 128 KiB + 4 KiB fit in 256 KiB; a second 128 KiB does not, nor a buffer
-        // whose size is no class (12 KiB).
-        pool.give([b, c, AlignedBuf::new(128 << 10), AlignedBuf::new(12 << 10)]);
-        assert_eq!(pool.held_bytes(), (128 << 10) + POOL_BUFFER_BYTES_MIN);
+        // 128 KiB + 16 KiB fit in 256 KiB; a second 128 KiB does not, nor a buffer
+        // whose size is no class (12 KiB) or is below the smallest (4 KiB).
+        pool.give([
+            b,
+            c,
+            AlignedBuf::new(128 << 10),
+            AlignedBuf::new(12 << 10),
+            AlignedBuf::new(4 << 10),
+        ]);
+        assert_eq!(pool.held_bytes(), (128 << 10) + WRITE_BUFFER_BYTES_MIN);
         // Taking one back lowers what is held.
         let d = pool.take(4000);
-        assert_eq!(d.len(), POOL_BUFFER_BYTES_MIN);
+        assert_eq!(d.len(), WRITE_BUFFER_BYTES_MIN);
         assert_eq!(pool.held_bytes(), 128 << 10);
         assert_eq!(pool.allocations(), 2);
     }
 
     #[test]
     fn lent_buffers_come_back_when_dropped() {
-        let pool = BufferPool::new(1 << 20);
+        let pool = BufferPool::new(1 << 20, READ_BUFFER_BYTES_MIN);
         let addrs: Vec<*const u8> = {
             let lent = pool.lend([4096, 200 << 10]);
             assert_eq!(lent.len(), 2);

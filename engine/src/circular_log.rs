@@ -463,7 +463,11 @@ mod tests {
             })
             .collect();
         let (writes, crcs) = l
-            .encode_run(&records, &placed, &BufferPool::new(0))
+            .encode_run(
+                &records,
+                &placed,
+                &BufferPool::new(0, crate::buffers::WRITE_BUFFER_BYTES_MIN),
+            )
             .unwrap();
         assert_eq!(crcs.len(), 12);
         assert_eq!(writes.len(), 2);

@@ -105,6 +105,8 @@ pub(crate) struct Inner {
     pub(crate) counters: Arc<Counters>,
     /// Aligned buffers flushes and GC encode into, reused.
     pub(crate) buffers: Arc<BufferPool>,
+    /// Aligned buffers value reads read into, reused (`read.rs`).
+    pub(crate) read_buffers: BufferPool,
     /// Next sequence number a flush hands out.
     pub(crate) next_seq: AtomicU64,
     pub(crate) gc: GcDriver,
@@ -190,6 +192,7 @@ impl Db {
         };
         let buffers = Arc::new(BufferPool::new(
             split.buffer_pool_bytes as usize + gc_pool_bytes,
+            crate::buffers::WRITE_BUFFER_BYTES_MIN,
         ));
         let block = layout.block_bytes as usize;
         let write_piece_bytes =
@@ -216,6 +219,10 @@ impl Db {
             readers,
             counters,
             buffers,
+            read_buffers: BufferPool::new(
+                crate::read::READ_BUFFER_POOL_BYTES,
+                crate::buffers::READ_BUFFER_BYTES_MIN,
+            ),
             next_seq: AtomicU64::new(opened.next_seq),
             gc: GcDriver::new(options, &layout),
             flusher: Flusher::default(),
@@ -400,6 +407,7 @@ impl Db {
             index: i.index.memory_usage(),
             write_cache_bytes: i.cache.read().held_bytes(),
             buffer_pool_bytes: i.buffers.held_bytes() as u64,
+            read_buffer_bytes: i.read_buffers.held_bytes() as u64,
             value_cache_bytes: i.values.held_bytes(),
             block_cache_loan_bytes: i.loan.lent_bytes(),
         }
@@ -532,6 +540,7 @@ impl Inner {
             log_segments: space.units,
             value_bytes_used: space.used_bytes,
             buffer_pool_allocations: self.buffers.allocations(),
+            read_buffer_allocations: self.read_buffers.allocations(),
             paced_writes: stats::load(&self.gc.pacer.paced_writes),
             paced_micros: stats::load(&self.gc.pacer.paced_micros),
         }

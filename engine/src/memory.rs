@@ -234,6 +234,9 @@ pub struct MemoryUsage {
     pub write_cache_bytes: u64,
     /// Free aligned buffers kept for the next flush or GC.
     pub buffer_pool_bytes: u64,
+    /// Free aligned buffers kept for the next value reads: working memory outside
+    /// the budget, at most `READ_BUFFER_POOL_BYTES` (1 MiB).
+    pub read_buffer_bytes: u64,
     /// Values in the value cache, with their entries.
     pub value_cache_bytes: u64,
     /// The write side's unused shares lent to the block cache while writes are idle

@@ -46,6 +46,11 @@ const MULTI_GET_READ_GROUP_KEYS: usize = 8;
 /// is never held back) and leaves the rest to scans and other callers.
 const MULTI_GET_GROUPS_IN_FLIGHT_MAX: usize = 4;
 
+/// Free read buffers kept for reuse (`Inner::read_buffers`): 256 buffers of one page,
+/// what eight 32-key multi-gets of 4 KiB values keep in flight. Reads beyond that take
+/// fresh buffers, as every read did before the pool.
+pub(crate) const READ_BUFFER_POOL_BYTES: usize = 1 << 20;
+
 /// A group of a multi-get's keys (their index in the call and pointer), the spans of
 /// their values and the reads of them in flight.
 type StartedReads<'a> = (Vec<(usize, Pointer)>, Vec<Span>, PendingReads<'a>);
@@ -277,7 +282,7 @@ impl Inner {
         items: impl Iterator<Item = (&'p Pointer, &'p [u8])>,
     ) -> Result<(Vec<Span>, PendingReads<'_>)> {
         let spans = self.value_spans(items)?;
-        let bufs = self.buffers.take_each(spans.iter().map(|s| s.len));
+        let bufs = self.read_buffers.take_each(spans.iter().map(|s| s.len));
         let reads = spans
             .iter()
             .zip(bufs)
@@ -293,7 +298,7 @@ impl Inner {
     /// buffer per read cost a zeroing pass, an allocation and a free, about 5% of the
     /// CPU of 4 KiB gets.
     pub(crate) fn give_back(&self, reads: Vec<OwnedRead>) {
-        self.buffers.give(reads.into_iter().map(|r| r.buf));
+        self.read_buffers.give(reads.into_iter().map(|r| r.buf));
     }
 
     /// The value `p` points at: from the value cache, else read (into a pooled
@@ -304,7 +309,7 @@ impl Inner {
             return Ok(v);
         }
         let span = self.value_span(p, key)?;
-        let (bufs, bytes) = spans::read_pooled(self.device.as_ref(), &[span], &self.buffers)?;
+        let (bufs, bytes) = spans::read_pooled(self.device.as_ref(), &[span], &self.read_buffers)?;
         Counters::add(&self.counters.read_device_bytes, bytes);
         let value = check_value(span.payload(&bufs[0]), p, key)?;
         self.values.insert(p, &value);

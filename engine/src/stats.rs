@@ -73,6 +73,9 @@ pub struct Stats {
     /// size free (flush writes, GC reads and writes): flat once the pool holds what the
     /// work needs, instead of growing with every flush and GC.
     pub buffer_pool_allocations: u64,
+    /// The same for value reads' buffers (gets, multi-gets, scans), from their own
+    /// pool: flat once the pool holds what the reads in flight need.
+    pub read_buffer_allocations: u64,
     /// Writes the pacer slowed while GC freed space or a flush was in flight
     /// (`gc/pacer.rs`), and the time they slept in all, in microseconds.
     pub paced_writes: u64,
