@@ -16,10 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const WRITE_BUFFER_BYTES_MIN: usize = 16 << 10;
 
 /// The smallest buffer the value reads' pool hands out: one aligned page, what a 4
-/// KiB value's read takes.
+/// KiB value's read takes on 512-byte sectors (format 4 puts such a value on a sector;
+/// on 4 KiB sectors it spans two pages).
 pub const READ_BUFFER_BYTES_MIN: usize = BUFFER_ALIGN_BYTES;
 
-/// Size classes: powers of two up to 2^SIZE_CLASSES (far beyond any segment).
+const _: () = assert!(WRITE_BUFFER_BYTES_MIN.is_power_of_two());
+const _: () = assert!(READ_BUFFER_BYTES_MIN.is_power_of_two());
+
+/// Size classes: powers of two below 2^SIZE_CLASSES (far beyond any segment).
 const SIZE_CLASSES: usize = 48;
 
 pub struct BufferPool {
@@ -54,10 +58,16 @@ impl BufferPool {
         }
     }
 
-    /// The size a buffer for `len` bytes is given (a power of two, at least the
-    /// minimum).
-    fn pooled_size(&self, len: usize) -> usize {
-        len.max(self.buffer_bytes_min).next_power_of_two()
+    /// The size a buffer for `len` bytes is given: a power of two, at least the
+    /// minimum, where the pool could keep it; else `len` (a 1.1 MiB value's read in a
+    /// pool of 1 MiB does not take a buffer of 2 MiB it will drop anyway).
+    fn pooled_bytes(&self, len: usize) -> usize {
+        let class = len.max(self.buffer_bytes_min).next_power_of_two();
+        if class <= self.pool_bytes_max {
+            class
+        } else {
+            len
+        }
     }
 
     /// A buffer of at least `len` bytes. Its contents are arbitrary.
@@ -67,7 +77,7 @@ impl BufferPool {
 
     /// A buffer of at least each of `lens` bytes, in order, taken under one lock.
     pub fn take_each(&self, lens: impl IntoIterator<Item = usize>) -> Vec<AlignedBuf> {
-        let sizes: Vec<usize> = lens.into_iter().map(|len| self.pooled_size(len)).collect();
+        let sizes: Vec<usize> = lens.into_iter().map(|len| self.pooled_bytes(len)).collect();
         let mut reused: Vec<Option<AlignedBuf>> = {
             let mut free = self.free.lock();
             sizes.iter().map(|&size| free.pop(size)).collect()
@@ -185,6 +195,19 @@ mod tests {
         assert_eq!(d.len(), WRITE_BUFFER_BYTES_MIN);
         assert_eq!(pool.held_bytes(), 128 << 10);
         assert_eq!(pool.allocations(), 2);
+    }
+
+    #[test]
+    fn a_buffer_the_pool_could_not_keep_is_not_rounded_up() {
+        let pool = BufferPool::new(1 << 20, READ_BUFFER_BYTES_MIN);
+        assert_eq!(pool.take(1100 << 10).len(), 1100 << 10);
+        assert_eq!(
+            pool.take(600 << 10).len(),
+            1 << 20,
+            "a class the pool keeps"
+        );
+        assert_eq!(pool.take(1000).len(), READ_BUFFER_BYTES_MIN);
+        assert_eq!(pool.take(5000).len(), 8 << 10);
     }
 
     #[test]

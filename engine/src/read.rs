@@ -47,9 +47,11 @@ const MULTI_GET_READ_GROUP_KEYS: usize = 8;
 const MULTI_GET_GROUPS_IN_FLIGHT_MAX: usize = 4;
 
 /// Free read buffers kept for reuse (`Inner::read_buffers`): 256 buffers of one page,
-/// what eight 32-key multi-gets of 4 KiB values keep in flight. Reads beyond that take
-/// fresh buffers, as every read did before the pool.
+/// what eight 32-key multi-gets of 4 KiB values keep in flight on 512-byte sectors
+/// (half that on 4 KiB sectors, where such a value's read spans two pages). Reads
+/// beyond that take fresh buffers, as every read did before the pool.
 pub(crate) const READ_BUFFER_POOL_BYTES: usize = 1 << 20;
+const _: () = assert!(READ_BUFFER_POOL_BYTES >= crate::buffers::READ_BUFFER_BYTES_MIN);
 
 /// A group of a multi-get's keys (their index in the call and pointer), the spans of
 /// their values and the reads of them in flight.

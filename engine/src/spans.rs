@@ -1,8 +1,9 @@
 //! Reading stretches of the value store: whole blocks (the layout's write block for
 //! segments, the device's logical block for single records) are read (O_DIRECT), then the
-//! records in the meaningful part are parsed. GC (both modes), the check and batched
-//! value reads all go through here, so there is one read-then-parse loop; GC reads into
-//! buffers from the engine's pool, the others into fresh buffers of their spans' size.
+//! records in the meaningful part are parsed. GC (both modes), the check and gets all
+//! go through here, so there is one read-then-parse loop; GC reads into buffers from
+//! the engine's pool, gets from the value reads' pool, the check into fresh buffers of
+//! their spans' size.
 
 use crate::buffers::{BufferPool, Lent};
 use crate::error::Result;
@@ -47,7 +48,7 @@ impl Span {
 }
 
 /// Reads every span with one submission into fresh buffers of the spans' sizes: for
-/// one-off reads (gets, scans, the check). Returns a buffer per span and the bytes read.
+/// one-off reads (the check's). Returns a buffer per span and the bytes read.
 pub(crate) fn read(device: &dyn BlockDevice, spans: &[Span]) -> Result<(Vec<AlignedBuf>, u64)> {
     let mut bufs: Vec<AlignedBuf> = spans.iter().map(|s| AlignedBuf::new(s.len)).collect();
     let bytes = read_into(device, spans, &mut bufs)?;
@@ -55,7 +56,7 @@ pub(crate) fn read(device: &dyn BlockDevice, spans: &[Span]) -> Result<(Vec<Alig
 }
 
 /// `read` into buffers lent by `pool`, which get them back when the result drops: for
-/// GC, which reads whole segments again and again.
+/// GC, which reads whole segments again and again, and for gets.
 pub(crate) fn read_pooled<'p>(
     device: &dyn BlockDevice,
     spans: &[Span],

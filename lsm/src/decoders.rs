@@ -214,9 +214,20 @@ pub mod reversion {
         u32::from_le_bytes(file[at + 40..at + 44].try_into().expect("4 bytes"))
     }
 
+    /// The filter payload of a valid table file.
+    pub fn table_filter(file: &[u8]) -> crate::error::Result<Vec<u8>> {
+        use crate::table::footer::{Footer, FOOTER_BYTES};
+        let footer = Footer::decode(&file[file.len() - FOOTER_BYTES..], file.len() as u64)?;
+        let h = footer.filter;
+        let raw = &file
+            [h.offset as usize..(h.offset + h.size) as usize + crate::table::BLOCK_TRAILER_BYTES];
+        Ok(crate::table::block::unseal(raw)?.to_vec())
+    }
+
     /// A valid table file rewritten as format 1 wrote it: the same data blocks and
     /// index, a flat filter over the same user keys (10 bits per key), and a footer of
-    /// version 1. For the test that tables of format 1 are still read.
+    /// version 1. For the test that tables of format 1 are still read; like the other
+    /// helpers here, it expects a file at least a footer long (shorter ones panic).
     pub fn table_as_format_1(file: &[u8]) -> crate::error::Result<Vec<u8>> {
         use crate::table::block::{seal, unseal, Block};
         use crate::table::footer::{BlockHandle, Footer, FOOTER_BYTES};
