@@ -33,6 +33,17 @@ fn files_named(dir: &Path, pred: impl Fn(&str) -> bool) -> Vec<std::path::PathBu
 }
 
 /// A closed tree with tables and a WAL holding unflushed writes.
+/// Every entry, in order, at the latest write.
+fn everything(db: &Db) -> hashkv_lsm::RangeIter {
+    db.range(
+        std::ops::Bound::Unbounded,
+        std::ops::Bound::Unbounded,
+        hashkv_lsm::Direction::Forward,
+        None,
+    )
+    .unwrap()
+}
+
 fn populated(dir: &Path) {
     let db = Db::open(dir, Options::default()).unwrap();
     for i in 0..100u32 {
@@ -254,16 +265,7 @@ fn tables_of_format_1_are_read() {
         assert_eq!(db.get(&key(i * 2)).unwrap(), Some(i.to_le_bytes().to_vec()));
         assert_eq!(db.get(&key(i * 2 + 1)).unwrap(), None);
     }
-    let scanned = db
-        .range(
-            std::ops::Bound::Unbounded,
-            std::ops::Bound::Unbounded,
-            hashkv_lsm::Direction::Forward,
-            None,
-        )
-        .unwrap()
-        .count();
-    assert_eq!(scanned, 5000);
+    assert_eq!(everything(&db).count(), 5000);
     db.close().unwrap();
 }
 
@@ -311,15 +313,7 @@ fn damaged_table_block_is_an_error_not_a_wrong_answer() {
         }
     }
     assert!(errors > 0, "the damaged block was never read");
-    let scan: Result<Vec<_>, _> = db
-        .range(
-            std::ops::Bound::Unbounded,
-            std::ops::Bound::Unbounded,
-            hashkv_lsm::Direction::Forward,
-            None,
-        )
-        .unwrap()
-        .collect();
+    let scan: Result<Vec<_>, _> = everything(&db).collect();
     assert!(matches!(scan, Err(LsmError::ChecksumMismatch { .. })));
 }
 
