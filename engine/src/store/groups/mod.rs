@@ -144,9 +144,10 @@ impl ValueStore for Groups {
         let mib = |b: u64| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64);
         let l = &self.layout;
         format!(
-            "hashkv: {} groups with {} shares, one pool of {} segments of {} ({} reserved), \
+            "hashkv: {} group{} with {} shares, one pool of {} segments of {} ({} reserved), \
              hot/cold {}",
             l.group_count,
+            if l.group_count == 1 { "" } else { "s" },
             mib(l.main_segment_bytes),
             l.log_segment_count,
             mib(l.log_segment_bytes),
