@@ -3,7 +3,8 @@
 //! submit other I/O meanwhile, even on a device of one ring; a read-ahead pool that is
 //! used up leaves the reads to `wait`; batches larger than the ring, dropped without
 //! waiting, or waited for on another thread all work; invalid reads are refused before
-//! anything is issued; the simulated device reads at once.
+//! anything is issued; the simulated device reads at once; reads into reused buffers
+//! longer than the read fill only the read's length.
 
 mod real_common;
 
@@ -250,4 +251,51 @@ fn devices_without_read_ahead_read_at_once() {
     let pending = stripe.start_reads(scattered_reads(20, bytes)).unwrap();
     assert!(!pending.in_flight());
     check_pattern(&pending.wait().unwrap());
+}
+
+/// Reads into buffers the caller reuses (`OwnedRead::with_buf`), longer than the read
+/// and holding old bytes, on a file and on a stripe: each read fills its first `len`
+/// bytes with the device's and leaves the rest of its buffer as it was.
+#[test]
+fn reads_into_reused_longer_buffers_fill_only_their_length() {
+    const DIRT: u8 = 0xa5;
+    let dirty_reads = |bytes: u64| -> Vec<OwnedRead> {
+        scattered_reads(24, bytes)
+            .into_iter()
+            .map(|r| {
+                let mut buf = AlignedBuf::new(r.len + 2 * BLOCK as usize);
+                buf.fill(DIRT);
+                OwnedRead::with_buf(r.offset, r.len, buf)
+            })
+            .collect()
+    };
+    let check = |reads: &[OwnedRead]| {
+        check_pattern(reads);
+        for r in reads {
+            assert!(r.buf[r.len..].iter().all(|&b| b == DIRT), "past the read");
+        }
+    };
+    let dir = test_dir();
+    let dev = open_with(dir.path(), "dev", 4 * MIB, &OpenOptions::default());
+    write_pattern(dev.as_ref(), 4 * MIB);
+    let pending = dev.start_reads(dirty_reads(4 * MIB)).unwrap();
+    assert!(pending.in_flight());
+    check(&pending.wait().unwrap());
+
+    let paths: Vec<_> = (0..2).map(|i| dir.path().join(format!("m{i}"))).collect();
+    for p in &paths {
+        create_file(p, 4 * MIB, false).unwrap();
+    }
+    let stripe = StripedDevice::open(&paths, 64 * KIB, &OpenOptions::default()).unwrap();
+    let bytes = stripe.geometry().size_bytes.min(6 * MIB);
+    write_pattern(&stripe, bytes);
+    let pending = stripe.start_reads(dirty_reads(bytes)).unwrap();
+    assert!(pending.in_flight());
+    check(&pending.wait().unwrap());
+}
+
+#[test]
+#[should_panic(expected = "a read of 8192 bytes into a buffer of 4096")]
+fn a_buffer_shorter_than_its_read_is_refused() {
+    OwnedRead::with_buf(0, 8192, AlignedBuf::new(4096));
 }
