@@ -78,15 +78,16 @@ impl BufferPool {
     /// A buffer of at least each of `lens` bytes, in order, taken under one lock.
     pub fn take_each(&self, lens: impl IntoIterator<Item = usize>) -> Vec<AlignedBuf> {
         let sizes: Vec<usize> = lens.into_iter().map(|len| self.pooled_bytes(len)).collect();
-        let mut reused: Vec<Option<AlignedBuf>> = {
+        let reused: Vec<Option<AlignedBuf>> = {
             let mut free = self.free.lock();
             sizes.iter().map(|&size| free.pop(size)).collect()
         };
+        // Buffers none of was free are allocated outside the lock.
         sizes
-            .iter()
-            .zip(reused.iter_mut())
-            .map(|(&size, r)| {
-                r.take().unwrap_or_else(|| {
+            .into_iter()
+            .zip(reused)
+            .map(|(size, reused)| {
+                reused.unwrap_or_else(|| {
                     self.allocations.fetch_add(1, Ordering::Relaxed);
                     AlignedBuf::new(size)
                 })

@@ -452,6 +452,20 @@ fn a_4k_value_is_one_4k_read(mode: Mode) {
 
 test_in_modes!(a_4k_value_is_one_4k_read: hashkv, vlog);
 
+/// A store formatted with `o` on a 16 MiB simulated device (seeded `seed`), keys
+/// 0..`keys` holding their version-1 values of `value_bytes`, flushed; with its
+/// metadata directory, which must outlive it.
+fn loaded(o: &Options, seed: u64, keys: u32, value_bytes: usize) -> (Db, tempfile::TempDir) {
+    let dev = Arc::new(SimDevice::new(SimConfig::new(16 * MIB, seed)).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::format_device(dev, dir.path(), o).unwrap();
+    for i in 0..keys {
+        db.put(&key(i), &value(i, 1, value_bytes)).unwrap();
+    }
+    db.flush().unwrap();
+    (db, dir)
+}
+
 /// The value cache admits a value at its second miss (its doorkeeper): a key read
 /// once is read from the device again, one read twice is served from the cache from
 /// then on, by `get` and `multi_get` alike, and a write of the key is never hidden
@@ -459,18 +473,12 @@ test_in_modes!(a_4k_value_is_one_4k_read: hashkv, vlog);
 fn a_value_is_cached_from_its_second_miss(mode: Mode) {
     const KEYS: u32 = 20;
     const VALUE_BYTES: usize = 2048;
-    let dev = Arc::new(SimDevice::new(SimConfig::new(16 * MIB, 15)).unwrap());
-    let dir = tempfile::tempdir().unwrap();
     // Large enough that the keys' doorkeeper slots almost surely differ (two keys
     // sharing one would each take it from the other, and neither be admitted).
     let o = small_options()
         .with_mode(mode)
         .with_value_cache_bytes(16 * MIB as u64);
-    let db = Db::format_device(dev, dir.path(), &o).unwrap();
-    for i in 0..KEYS {
-        db.put(&key(i), &value(i, 1, VALUE_BYTES)).unwrap();
-    }
-    db.flush().unwrap();
+    let (db, _dir) = loaded(&o, 15, KEYS, VALUE_BYTES);
     let (hits, reads) = (
         || db.stats().value_cache_hits,
         || db.stats().read_device_bytes,
@@ -528,15 +536,9 @@ test_in_modes!(a_value_is_cached_from_its_second_miss: hashkv, vlog);
 fn value_reads_reuse_their_buffers(mode: Mode) {
     const KEYS: u32 = 64;
     const VALUE_BYTES: usize = 4096;
-    let dev = Arc::new(SimDevice::new(SimConfig::new(16 * MIB, 16)).unwrap());
-    let dir = tempfile::tempdir().unwrap();
     // No value cache: every read goes to the device.
     let o = small_options().with_mode(mode).with_value_cache_bytes(0);
-    let db = Db::format_device(dev, dir.path(), &o).unwrap();
-    for i in 0..KEYS {
-        db.put(&key(i), &value(i, 1, VALUE_BYTES)).unwrap();
-    }
-    db.flush().unwrap();
+    let (db, _dir) = loaded(&o, 16, KEYS, VALUE_BYTES);
     let keys: Vec<Vec<u8>> = (0..KEYS).map(key).collect();
     let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
     let round = || {

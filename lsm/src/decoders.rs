@@ -214,14 +214,24 @@ pub mod reversion {
         u32::from_le_bytes(file[at + 40..at + 44].try_into().expect("4 bytes"))
     }
 
+    /// A valid table file's footer.
+    fn footer_of(file: &[u8]) -> crate::error::Result<crate::table::footer::Footer> {
+        use crate::table::footer::{Footer, FOOTER_BYTES};
+        Footer::decode(&file[file.len() - FOOTER_BYTES..], file.len() as u64)
+    }
+
+    /// The payload of the block `h` names in a table file, its checksum checked.
+    fn block_payload(
+        file: &[u8],
+        h: crate::table::footer::BlockHandle,
+    ) -> crate::error::Result<Vec<u8>> {
+        let end = (h.offset + h.size) as usize + crate::table::BLOCK_TRAILER_BYTES;
+        Ok(crate::table::block::unseal(&file[h.offset as usize..end])?.to_vec())
+    }
+
     /// The filter payload of a valid table file.
     pub fn table_filter(file: &[u8]) -> crate::error::Result<Vec<u8>> {
-        use crate::table::footer::{Footer, FOOTER_BYTES};
-        let footer = Footer::decode(&file[file.len() - FOOTER_BYTES..], file.len() as u64)?;
-        let h = footer.filter;
-        let raw = &file
-            [h.offset as usize..(h.offset + h.size) as usize + crate::table::BLOCK_TRAILER_BYTES];
-        Ok(crate::table::block::unseal(raw)?.to_vec())
+        block_payload(file, footer_of(file)?.filter)
     }
 
     /// A valid table file rewritten as format 1 wrote it: the same data blocks and
@@ -229,14 +239,10 @@ pub mod reversion {
     /// version 1. For the test that tables of format 1 are still read; like the other
     /// helpers here, it expects a file at least a footer long (shorter ones panic).
     pub fn table_as_format_1(file: &[u8]) -> crate::error::Result<Vec<u8>> {
-        use crate::table::block::{seal, unseal, Block};
-        use crate::table::footer::{BlockHandle, Footer, FOOTER_BYTES};
-        use crate::table::BLOCK_TRAILER_BYTES;
-        let footer = Footer::decode(&file[file.len() - FOOTER_BYTES..], file.len() as u64)?;
-        let payload = |h: BlockHandle| -> crate::error::Result<Vec<u8>> {
-            let raw = &file[h.offset as usize..(h.offset + h.size) as usize + BLOCK_TRAILER_BYTES];
-            Ok(unseal(raw)?.to_vec())
-        };
+        use crate::table::block::{seal, Block};
+        use crate::table::footer::{BlockHandle, Footer};
+        let footer = footer_of(file)?;
+        let payload = |h: BlockHandle| block_payload(file, h);
         let index_payload = payload(footer.index)?;
         let index =
             crate::table::index::Index::decode(index_payload.clone(), footer.filter.offset)?;
