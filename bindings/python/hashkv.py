@@ -123,7 +123,8 @@ class Stats(ctypes.Structure):
         "write_cache_hits", "flushes", "lsm_bytes_written", "device_bytes_written",
         "device_bytes_read", "free_log_segments", "log_segments", "value_bytes_used",
         "value_cache_hits", "demotions", "promotions", "cold_gc_runs", "cold_log_bytes",
-        "cold_live_bytes", "paced_writes", "paced_micros",
+        "cold_live_bytes", "paced_writes", "paced_micros", "gc_prefetch_bytes_used",
+        "gc_prefetch_bytes_unused",
     )]
 
 

@@ -224,6 +224,12 @@ typedef struct {
      */
     uint64_t paced_writes;
     uint64_t paced_micros;
+    /**
+     * Bytes of chains a group GC found read ahead by the GC before it (counted in
+     * `gc_device_bytes_read` when read), and bytes read ahead that no GC used.
+     */
+    uint64_t gc_prefetch_bytes_used;
+    uint64_t gc_prefetch_bytes_unused;
 } hashkv_stats;
 
 #ifdef __cplusplus

@@ -103,6 +103,12 @@ impl BufferPool {
         }
     }
 
+    /// Buffers taken from this pool earlier (`take_each`), given back when the result
+    /// drops, like `lend`'s.
+    pub fn lent(&self, bufs: Vec<AlignedBuf>) -> Lent<'_> {
+        Lent { bufs, pool: self }
+    }
+
     /// Bytes of free buffers held.
     pub fn held_bytes(&self) -> usize {
         self.free.lock().held_bytes
@@ -156,6 +162,13 @@ impl Deref for Lent<'_> {
 impl DerefMut for Lent<'_> {
     fn deref_mut(&mut self) -> &mut [AlignedBuf] {
         &mut self.bufs
+    }
+}
+
+impl Lent<'_> {
+    /// The buffers, kept past this value: they go back to the pool only when given.
+    pub fn keep(mut self) -> Vec<AlignedBuf> {
+        std::mem::take(&mut self.bufs)
     }
 }
 

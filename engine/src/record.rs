@@ -123,6 +123,8 @@ pub struct RecordRef<'a> {
     pub value: &'a [u8],
     /// The checksum its header holds (and `decode` checked): index pointers carry it.
     pub crc: u32,
+    /// The whole record as read: header, key and value.
+    pub bytes: &'a [u8],
 }
 
 impl RecordRef<'_> {
@@ -310,6 +312,7 @@ pub fn decode(buf: &[u8]) -> Result<Slot<'_>> {
         key,
         value,
         crc: stored,
+        bytes: &buf[..total],
     }))
 }
 

@@ -51,7 +51,7 @@ impl Span {
 /// one-off reads (the check's). Returns a buffer per span and the bytes read.
 pub(crate) fn read(device: &dyn BlockDevice, spans: &[Span]) -> Result<(Vec<AlignedBuf>, u64)> {
     let mut bufs: Vec<AlignedBuf> = spans.iter().map(|s| AlignedBuf::new(s.len)).collect();
-    let bytes = read_into(device, spans, &mut bufs)?;
+    let bytes = read_into(device, spans.iter().zip(bufs.iter_mut()))?;
     Ok((bufs, bytes))
 }
 
@@ -63,29 +63,60 @@ pub(crate) fn read_pooled<'p>(
     pool: &'p BufferPool,
 ) -> Result<(Lent<'p>, u64)> {
     let mut bufs = pool.lend(spans.iter().map(|s| s.len));
-    let bytes = read_into(device, spans, &mut bufs)?;
+    let bytes = read_into(device, spans.iter().zip(bufs.iter_mut()))?;
     Ok((bufs, bytes))
 }
 
-/// Reads span i into `bufs[i]` (at least as long), all with one submission.
-fn read_into(device: &dyn BlockDevice, spans: &[Span], bufs: &mut [AlignedBuf]) -> Result<u64> {
-    if let ([span], [buf]) = (spans, &mut bufs[..]) {
-        // One read (a get): no batch to set up.
-        device.read_at(span.offset, &mut buf[..span.len])?;
-        return Ok(span.len as u64);
-    }
-    let mut ops: Vec<IoOp<'_>> = bufs
-        .iter_mut()
-        .zip(spans)
-        .map(|(buf, s)| IoOp::Read {
-            offset: s.offset,
-            buf: &mut buf[..s.len],
+/// `read_pooled`, except that span i is not read where `read[i]` holds its bytes
+/// already, read earlier into a buffer of `pool` (a GC's prefetch). Returns a buffer
+/// per span and the bytes read now.
+pub(crate) fn read_pooled_except<'p>(
+    device: &dyn BlockDevice,
+    spans: &[Span],
+    read: Vec<Option<AlignedBuf>>,
+    pool: &'p BufferPool,
+) -> Result<(Lent<'p>, u64)> {
+    assert_eq!(spans.len(), read.len(), "a buffer or none per span");
+    let missing: Vec<bool> = read.iter().map(Option::is_none).collect();
+    let lens = spans
+        .iter()
+        .zip(&missing)
+        .filter(|(_, &m)| m)
+        .map(|(s, _)| s.len);
+    let mut fresh = pool.take_each(lens).into_iter();
+    let bufs = read
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| fresh.next().expect("a buffer per missing span")))
+        .collect();
+    let mut bufs = pool.lent(bufs);
+    let to_read = spans.iter().zip(bufs.iter_mut()).zip(&missing);
+    let bytes = read_into(device, to_read.filter(|(_, &m)| m).map(|(r, _)| r))?;
+    Ok((bufs, bytes))
+}
+
+/// Reads each span into its buffer (at least as long), all with one submission.
+/// Returns the bytes read.
+fn read_into<'a>(
+    device: &dyn BlockDevice,
+    reads: impl Iterator<Item = (&'a Span, &'a mut AlignedBuf)>,
+) -> Result<u64> {
+    let mut bytes = 0;
+    let mut ops: Vec<IoOp<'_>> = reads
+        .map(|(s, buf)| {
+            bytes += s.len as u64;
+            IoOp::Read {
+                offset: s.offset,
+                buf: &mut buf[..s.len],
+            }
         })
         .collect();
-    if !ops.is_empty() {
+    if let [IoOp::Read { offset, buf }] = &mut ops[..] {
+        // One read (a get): no batch to set up.
+        device.read_at(*offset, buf)?;
+    } else if !ops.is_empty() {
         device.submit(&mut ops)?;
     }
-    Ok(spans.iter().map(|s| s.len as u64).sum())
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ pub struct Counters {
     pub gc_records_kept: AtomicU64,
     pub gc_bytes_reclaimed: AtomicU64,
     pub gc_index_lookups: AtomicU64,
+    pub gc_prefetch_bytes_used: AtomicU64,
+    pub gc_prefetch_bytes_unused: AtomicU64,
     pub demotions: AtomicU64,
     pub promotions: AtomicU64,
     pub cold_gc_runs: AtomicU64,
@@ -49,6 +51,11 @@ pub struct Stats {
     /// Index lookups GC made to learn whether a record is live (vlog mode only: the
     /// hashkv mode's GC makes none).
     pub gc_index_lookups: u64,
+    /// Bytes of chains a group GC found read ahead by the GC before it (part of
+    /// `gc_device_bytes_read`, counted when read), and bytes read ahead that no GC
+    /// used (the chain changed, another group was collected, or the store went idle).
+    pub gc_prefetch_bytes_used: u64,
+    pub gc_prefetch_bytes_unused: u64,
     /// Values group GCs moved to the cold data log (hashkv mode, hotness on).
     pub demotions: u64,
     /// Cold keys an update brought back to their group, as their groups' GCs found.

@@ -107,6 +107,10 @@ pub struct HashkvStats {
     /// time they slept in all, in microseconds.
     pub paced_writes: u64,
     pub paced_micros: u64,
+    /// Bytes of chains a group GC found read ahead by the GC before it (counted in
+    /// `gc_device_bytes_read` when read), and bytes read ahead that no GC used.
+    pub gc_prefetch_bytes_used: u64,
+    pub gc_prefetch_bytes_unused: u64,
 }
 
 impl From<&crate::Stats> for HashkvStats {
@@ -138,6 +142,8 @@ impl From<&crate::Stats> for HashkvStats {
             cold_live_bytes: s.cold_live_bytes,
             paced_writes: s.paced_writes,
             paced_micros: s.paced_micros,
+            gc_prefetch_bytes_used: s.gc_prefetch_bytes_used,
+            gc_prefetch_bytes_unused: s.gc_prefetch_bytes_unused,
         }
     }
 }

@@ -198,6 +198,7 @@ impl Inner {
             // Lent only while GC is not wanted: each GC takes the loan back, and a GC
             // that finds nothing to collect would have it lent and evicted every poll.
             if !self.gc_wanted() {
+                self.store.gc_idle(&self.counters, &self.buffers);
                 self.lend_idle_memory();
                 continue;
             }

@@ -3,15 +3,46 @@
 //! newer version. The GC must not point the index back at the version it read, so
 //! every flush notes its keys here (under the commit lock), and the GC skips them when
 //! it commits (under the commit lock too). One tracker serves every value store.
+//!
+//! Keys are found by their hash (`HashedKey`): the GC looks up each survivor with the
+//! hash its survey computed, without reading the key again unless a noted key has the
+//! same hash.
 
-use crate::key_hash::KeyHash;
-use std::collections::HashSet;
+use crate::key_hash::{HashedKey, HashedKeys};
+use std::collections::HashMap;
 
-/// The keys noted: every key of every flush during a GC goes through it.
-pub(crate) type KeySet = HashSet<Vec<u8>, KeyHash>;
+/// The keys noted, by hash: every key of every flush during a GC goes through it.
+#[derive(Debug, Default)]
+pub(crate) struct KeySet {
+    by_hash: HashMap<u64, Vec<Vec<u8>>, HashedKeys>,
+}
 
-/// Which keys a GC cares about: a group GC only about its group's keys.
-type Scope = Box<dyn Fn(&[u8]) -> bool + Send>;
+impl KeySet {
+    fn insert(&mut self, key: HashedKey<'_>) {
+        let same_hash = self.by_hash.entry(key.hash).or_default();
+        if !same_hash.iter().any(|k| k == key.key) {
+            same_hash.push(key.key.to_vec());
+        }
+    }
+
+    pub fn contains(&self, key: HashedKey<'_>) -> bool {
+        self.by_hash
+            .get(&key.hash)
+            .is_some_and(|same_hash| same_hash.iter().any(|k| k == key.key))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.values().map(Vec::len).sum()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+}
+
+/// Which keys a GC cares about, by their hash: a group GC only about its group's.
+type Scope = Box<dyn Fn(u64) -> bool + Send>;
 
 #[derive(Default)]
 pub(crate) struct WrittenKeys {
@@ -19,8 +50,9 @@ pub(crate) struct WrittenKeys {
 }
 
 impl WrittenKeys {
-    /// Starts noting keys for which `in_scope` holds. One GC at a time.
-    pub fn begin(&mut self, in_scope: impl Fn(&[u8]) -> bool + Send + 'static) {
+    /// Starts noting keys whose hash (`HashedKey::hash`) `in_scope` accepts. One GC at
+    /// a time.
+    pub fn begin(&mut self, in_scope: impl Fn(u64) -> bool + Send + 'static) {
         assert!(self.tracking.is_none(), "one GC at a time");
         self.tracking = Some((Box::new(in_scope), KeySet::default()));
     }
@@ -28,8 +60,9 @@ impl WrittenKeys {
     /// A flush committed a new version (or a delete) of `key`.
     pub fn note(&mut self, key: &[u8]) {
         if let Some((in_scope, keys)) = self.tracking.as_mut() {
-            if in_scope(key) && !keys.contains(key) {
-                keys.insert(key.to_vec());
+            let key = HashedKey::new(key);
+            if in_scope(key.hash) {
+                keys.insert(key);
             }
         }
     }
@@ -60,13 +93,23 @@ mod tests {
     fn notes_only_in_scope_while_tracking() {
         let mut w = WrittenKeys::default();
         w.note(b"before");
-        w.begin(|k| k.starts_with(b"a"));
+        let apple = HashedKey::new(b"apple").hash;
+        w.begin(move |h| h == apple);
         w.note(b"apple");
         w.note(b"banana");
         w.note(b"apple");
         let keys = w.finish();
         assert_eq!(keys.len(), 1);
-        assert!(keys.contains(&b"apple".to_vec()));
+        assert!(keys.contains(HashedKey::new(b"apple")));
+        assert!(!keys.contains(HashedKey::new(b"banana")));
+        let forged = HashedKey {
+            hash: apple,
+            key: b"pear",
+        };
+        assert!(
+            !keys.contains(forged),
+            "a key with the same hash is another key"
+        );
         w.note(b"apricot");
         assert!(w.finish().is_empty(), "nothing noted once finished");
     }

@@ -171,6 +171,10 @@ pub(crate) trait ValueStore: Send + Sync {
         }
     }
 
+    /// No GC is wanted now: drop what was kept for the next one once it has waited
+    /// too long (a group GC's read-ahead).
+    fn gc_idle(&self, _counters: &Counters, _buffers: &BufferPool) {}
+
     /// Free space above what flushes must leave (the GC reserves), as a share of the
     /// low-water band of `low_water_segments` log segments' worth: below 1.0 the
     /// background GC runs (the first since open from 1.5, `gc/mod.rs`) and writes are

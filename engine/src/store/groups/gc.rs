@@ -29,12 +29,13 @@
 use super::cold_log::{ColdCheckpoint, ColdPlace};
 use super::cold_write::{self, ColdRecord};
 use super::hotness::{Class, Survivor};
+use super::prefetch;
 use super::segment_table::{ChainSegment, ColdMove};
-use super::{group_of, Groups};
+use super::{group_of_hash, Groups};
 use crate::align::RecordSize;
 use crate::commit::{DeviceWrite, Plan, Purpose};
 use crate::error::Result;
-use crate::key_hash::KeyHash;
+use crate::key_hash::{HashedKey, HashedKeys};
 use crate::keys;
 use crate::layout::SegmentId;
 use crate::location::{Pointer, Region};
@@ -44,7 +45,8 @@ use crate::spans::{self, Span};
 use crate::stats::Counters;
 use crate::store::{store_full, GcCtx, GcOutcome, ValueStore};
 use hashkv_blockdev::AlignedBuf;
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
+use std::sync::atomic::Ordering;
 
 /// The GC of one group, begun.
 struct Job {
@@ -108,25 +110,74 @@ fn begin(store: &Groups, ctx: &GcCtx<'_>, preferred: Option<u32>) -> Option<Job>
     let group_count = store.layout.group_count;
     commit
         .written_during_gc
-        .begin(move |key| group_of(key, group_count) == group);
+        .begin(move |hash| group_of_hash(hash, group_count) == group);
     Some(Job { group, collected })
 }
 
 fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<GcOutcome> {
-    // 2. Read the whole group at once.
-    let block = u64::from(store.layout.block_bytes);
-    let spans: Vec<Span> = job
+    // 2. Read the whole group at once (but what the last GC read ahead).
+    let segments: Vec<ChainSegment> = job
         .collected
         .iter()
         .filter(|s| s.used_bytes > 0)
-        .map(|s| Span::covering(store.layout.segment_offset(s.id), s.used_bytes, block))
+        .copied()
         .collect();
-    let (bufs, _) = spans::read_pooled(ctx.io.device, &spans, ctx.io.buffers)?;
-    let bytes_read = job.collected_bytes();
-    Counters::add(&ctx.io.counters.gc_device_bytes_read, bytes_read);
+    let spans = prefetch::chain_spans(store, &segments);
+    let (bufs, _) = read_chain(store, ctx, job.group, &segments, &spans)?;
+    // The next GC's reads go on while this one works (`prefetch.rs`).
+    std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("hashkv-gc-read".into())
+            .spawn_scoped(scope, || prefetch::read_next(store, ctx.committer, &ctx.io));
+        let outcome = rewrite(store, ctx, job, &segments, &spans, &bufs, taken);
+        if let Ok(helper) = helper {
+            let next = helper
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            prefetch::leave(store, &ctx.io, next);
+        }
+        outcome
+    })
+}
 
+/// Reads the segments of `group`'s chain that `spans` cover, taking the bytes of
+/// those the last GC read ahead. Returns the buffers and the bytes read now.
+fn read_chain<'p>(
+    store: &Groups,
+    ctx: &GcCtx<'p>,
+    group: u32,
+    segments: &[ChainSegment],
+    spans: &[Span],
+) -> Result<(crate::buffers::Lent<'p>, u64)> {
+    let found = match prefetch::take(store, group)? {
+        Some(p) => {
+            let table = store.table.lock();
+            p.take_for(&table, segments, &ctx.io)
+        }
+        None => (segments.iter().map(|_| None).collect(), 0),
+    };
+    let (read, found_bytes) = found;
+    let (bufs, bytes) = spans::read_pooled_except(ctx.io.device, spans, read, ctx.io.buffers)?;
+    let collected: u64 = segments.iter().map(|s| s.used_bytes).sum();
+    let c = &ctx.io.counters;
+    Counters::add(&c.gc_device_bytes_read, collected - found_bytes);
+    Counters::add(&c.gc_prefetch_bytes_used, found_bytes);
+    Ok((bufs, bytes))
+}
+
+/// Steps 3 to 6, on the chain read.
+fn rewrite(
+    store: &Groups,
+    ctx: &GcCtx<'_>,
+    job: &Job,
+    segments: &[ChainSegment],
+    spans: &[Span],
+    bufs: &[AlignedBuf],
+    taken: &mut Taken,
+) -> Result<GcOutcome> {
+    let bytes_read = job.collected_bytes();
     // 3. and 4.
-    let survey = Survey::of(job, &spans, &bufs)?;
+    let survey = Survey::of(store, job.group, segments, spans, bufs)?;
     let mut outs = survey.classify(store, ctx.now_seq);
     let cold_writes = demote(store, ctx, &mut outs, taken)?;
     let copy = Copy::pack(
@@ -159,8 +210,9 @@ fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<
 
 /// What step 3 learnt from the collected records.
 struct Survey<'b> {
-    /// The newest version of each key, with what it replaced, in append order.
-    newest: Vec<(RecordRef<'b>, Option<(u64, bool)>)>,
+    /// The newest version of each key, with its key's hash and what it replaced, in
+    /// append order.
+    newest: Vec<(RecordRef<'b>, u64, Option<(u64, bool)>)>,
     /// Tags of older versions: the cold records they name are dead.
     superseded_tags: Vec<ColdTag>,
     /// Cold keys an update brought back.
@@ -170,38 +222,50 @@ struct Survey<'b> {
 /// One key's versions as the survey walks them.
 struct Versions<'b> {
     newest: RecordRef<'b>,
+    /// Its key's `HashedKey::hash`.
+    hash: u64,
     order: usize,
     predecessor: Option<(u64, bool)>,
 }
 
 impl<'b> Survey<'b> {
-    fn of(job: &Job, spans: &[Span], bufs: &'b [AlignedBuf]) -> Result<Survey<'b>> {
-        let segments = job.collected.iter().filter(|s| s.used_bytes > 0);
-        let mut keys: HashMap<&[u8], Versions<'b>, KeyHash> = HashMap::default();
+    fn of(
+        store: &Groups,
+        group: u32,
+        segments: &[ChainSegment],
+        spans: &[Span],
+        bufs: &'b [AlignedBuf],
+    ) -> Result<Survey<'b>> {
+        // Sized like the last survey's, so that it seldom grows.
+        let capacity = store.survey_keys_last.load(Ordering::Relaxed);
+        let mut keys: HashMap<HashedKey<'b>, u32, HashedKeys> =
+            HashMap::with_capacity_and_hasher(capacity, HashedKeys::default());
+        let mut versions: Vec<Versions<'b>> = Vec::with_capacity(capacity);
         let mut tags: Vec<(RecordRef<'b>, usize)> = Vec::new();
         let mut order = 0usize;
-        for ((seg, span), buf) in segments.zip(spans).zip(bufs) {
+        for ((seg, span), buf) in segments.iter().zip(spans).zip(bufs) {
             for item in span.records(buf) {
                 let (_, rec) = item.map_err(|e| {
                     e.at(format!(
-                        "GC of group {}, segment {} ({} bytes used)",
-                        job.group, seg.id, seg.used_bytes
+                        "GC of group {group}, segment {} ({} bytes used)",
+                        seg.id, seg.used_bytes
                     ))
                 })?;
                 if rec.kind == RecordKind::ColdTag {
                     tags.push((rec, order));
                 }
-                note_version(&mut keys, rec, order);
+                note_version(&mut keys, &mut versions, rec, order);
                 order += 1;
             }
         }
+        store.survey_keys_last.store(keys.len(), Ordering::Relaxed);
         let mut survey = Survey {
             newest: Vec::with_capacity(keys.len()),
             superseded_tags: Vec::new(),
             promotions: 0,
         };
         for (rec, at) in tags {
-            let v = &keys[rec.key];
+            let v = &versions[keys[&HashedKey::new(rec.key)] as usize];
             if v.order != at {
                 survey.superseded_tags.extend(ColdTag::of(&rec));
                 if v.newest.kind == RecordKind::Value && rec.seq < v.newest.seq {
@@ -209,10 +273,14 @@ impl<'b> Survey<'b> {
                 }
             }
         }
-        let mut newest: Vec<Versions<'b>> = keys.into_values().collect();
-        newest.sort_unstable_by_key(|v| v.order);
-        for v in newest {
-            survey.newest.push((v.newest, v.predecessor));
+        // In append order of the newest versions: per record, the key it is newest of.
+        let mut newest_of = vec![u32::MAX; order];
+        for (i, v) in versions.iter().enumerate() {
+            newest_of[v.order] = i as u32;
+        }
+        for i in newest_of.into_iter().filter(|&i| i != u32::MAX) {
+            let v = &versions[i as usize];
+            survey.newest.push((v.newest, v.hash, v.predecessor));
         }
         Ok(survey)
     }
@@ -221,7 +289,7 @@ impl<'b> Survey<'b> {
     fn classify(&self, store: &Groups, now_seq: u64) -> Vec<Out<'b>> {
         let hotness = store.hotness.lock();
         let mut outs = Vec::with_capacity(self.newest.len());
-        for &(rec, predecessor) in &self.newest {
+        for &(rec, hash, predecessor) in &self.newest {
             let what = match rec.kind {
                 RecordKind::Tombstone => continue,
                 RecordKind::ColdTag => match ColdTag::of(&rec) {
@@ -239,44 +307,44 @@ impl<'b> Survey<'b> {
                     }
                 }
             };
-            outs.push(Out { rec, what });
+            outs.push(Out { rec, hash, what });
         }
         outs
     }
 }
 
 /// Notes `rec` as a version of its key: the newest is the highest sequence number,
-/// the later append among equals.
+/// the later append among equals. `keys` maps each key to its entry in `versions`.
 fn note_version<'b>(
-    keys: &mut HashMap<&'b [u8], Versions<'b>, KeyHash>,
+    keys: &mut HashMap<HashedKey<'b>, u32, HashedKeys>,
+    versions: &mut Vec<Versions<'b>>,
     rec: RecordRef<'b>,
     order: usize,
 ) {
     let is_tag = |r: &RecordRef<'_>| r.kind == RecordKind::ColdTag;
-    match keys.get_mut(rec.key) {
-        None => {
-            keys.insert(
-                rec.key,
-                Versions {
-                    newest: rec,
-                    order,
-                    predecessor: None,
-                },
-            );
+    let key = HashedKey::new(rec.key);
+    let v = match keys.entry(key) {
+        Entry::Vacant(slot) => {
+            slot.insert(versions.len() as u32);
+            versions.push(Versions {
+                newest: rec,
+                hash: key.hash,
+                order,
+                predecessor: None,
+            });
+            return;
         }
-        Some(v) if rec.seq >= v.newest.seq => {
-            if rec.seq > v.newest.seq {
-                v.predecessor = Some((v.newest.seq, is_tag(&v.newest)));
-            }
-            v.newest = rec;
-            v.order = order;
+        Entry::Occupied(at) => &mut versions[*at.get() as usize],
+    };
+    if rec.seq >= v.newest.seq {
+        if rec.seq > v.newest.seq {
+            v.predecessor = Some((v.newest.seq, is_tag(&v.newest)));
         }
-        Some(v) => {
-            // An older version appended later (a relocation tag after an update).
-            if v.predecessor.is_none_or(|(p, _)| rec.seq > p) {
-                v.predecessor = Some((rec.seq, is_tag(&rec)));
-            }
-        }
+        v.newest = rec;
+        v.order = order;
+    } else if v.predecessor.is_none_or(|(p, _)| rec.seq > p) {
+        // An older version appended later (a relocation tag after an update).
+        v.predecessor = Some((rec.seq, is_tag(&rec)));
     }
 }
 
@@ -292,14 +360,23 @@ enum What {
 
 struct Out<'b> {
     rec: RecordRef<'b>,
+    /// Its key's `HashedKey::hash`.
+    hash: u64,
     what: What,
 }
 
 impl Out<'_> {
+    fn key(&self) -> HashedKey<'_> {
+        HashedKey {
+            hash: self.hash,
+            key: self.rec.key,
+        }
+    }
+
     /// The record that stays in the group: kind and body.
     fn group_record(&self) -> (RecordKind, GroupBody<'_>) {
         match &self.what {
-            What::Hot => (RecordKind::Value, GroupBody::Value(self.rec.value)),
+            What::Hot => (RecordKind::Value, GroupBody::Record(self.rec.bytes)),
             What::Tag(t) => (
                 RecordKind::ColdTag,
                 GroupBody::Tag(ColdTag {
@@ -378,7 +455,9 @@ impl Out<'_> {
 }
 
 enum GroupBody<'a> {
-    Value(&'a [u8]),
+    /// A value that stays is the same record: its bytes, checksum included, are
+    /// copied as read (and checked), not encoded again.
+    Record(&'a [u8]),
     Tag(ColdTag),
 }
 
@@ -539,11 +618,14 @@ impl Copy {
             let buf = &mut writes[i].buf[at..];
             let (kind, body) = out.group_record();
             let (key, seq) = (out.rec.key, out.rec.seq);
-            let encoded = match body {
-                GroupBody::Value(v) => record::encode_into(buf, kind, seq, key, v),
-                GroupBody::Tag(t) => record::encode_into(buf, kind, seq, key, &t.encode()),
+            let len = match body {
+                GroupBody::Record(bytes) => {
+                    buf[..bytes.len()].copy_from_slice(bytes);
+                    bytes.len()
+                }
+                GroupBody::Tag(t) => record::encode_into(buf, kind, seq, key, &t.encode()).len,
             };
-            cursors[i] = at + encoded.len;
+            cursors[i] = at + len;
         }
         let mut last_block = PartialBlock::default();
         for (w, s) in writes.iter_mut().zip(&self.chain) {
@@ -575,7 +657,7 @@ fn commit(
     let mut batch = hashkv_lsm::WriteBatch::new();
     let mut key_buf = Vec::new();
     for (i, out) in outs.iter().enumerate() {
-        if written_since.contains(out.rec.key) {
+        if written_since.contains(out.key()) {
             continue;
         }
         if let Some(p) = out.pointer(copy, i) {

@@ -10,6 +10,7 @@ mod cold_write;
 mod gc;
 mod hotness;
 mod place;
+mod prefetch;
 mod segment_run;
 pub(crate) mod segment_table;
 
@@ -17,17 +18,21 @@ use super::{
     CheckSpan, FlushRecord, GcCtx, GcOutcome, GroupUsage, IoCtx, PlaceError, Placed, Reclaimed,
     Source, Space, ValueStore,
 };
+use crate::buffers::BufferPool;
 use crate::error::{Error, Result};
 use crate::index::IndexReader;
+use crate::key_hash::HashedKey;
 use crate::keys;
 use crate::layout::Layout;
 use crate::location::{Pointer, Region};
 use crate::partial_block::PartialBlock;
 use crate::spans::Span;
+use crate::stats::Counters;
 use cold_log::ColdLog;
 use hashkv_blockdev::BlockDevice;
 use parking_lot::Mutex;
 use segment_table::{SegmentTable, Victim};
+use std::sync::atomic::AtomicUsize;
 
 /// GCs that may fail to make room beyond one per group before the store counts as
 /// full: the background GC may hold the group a flush needs, and a collected group's
@@ -41,11 +46,20 @@ pub(crate) struct Groups {
     hotness_enabled: bool,
     /// The lifetime estimate GC classifies by.
     hotness: Mutex<hotness::Hotness>,
+    /// What the last group GC read ahead for the next (`prefetch.rs`).
+    prefetched: Mutex<Option<prefetch::Outcome>>,
+    /// Keys the last group GC's survey found: the next one's map starts that large.
+    survey_keys_last: AtomicUsize,
 }
 
 /// Group of a key: the paper's hash partitioning.
 pub(crate) fn group_of(key: &[u8], group_count: u32) -> u32 {
-    (xxhash_rust::xxh3::xxh3_64(key) % u64::from(group_count)) as u32
+    group_of_hash(HashedKey::new(key).hash, group_count)
+}
+
+/// `group_of` a key whose `HashedKey::hash` is `hash`.
+pub(crate) fn group_of_hash(hash: u64, group_count: u32) -> u32 {
+    (hash % u64::from(group_count)) as u32
 }
 
 impl Groups {
@@ -64,12 +78,24 @@ impl Groups {
             table: Mutex::new(table),
             hotness_enabled,
             hotness: Mutex::new(hotness::Hotness::new(layout.group_count)),
+            prefetched: Mutex::new(None),
+            survey_keys_last: AtomicUsize::new(0),
         })
     }
 }
 
 /// Rebuilds the cold data log from its segments' entries in the index (checked with
 /// the segment table; its head block is read with the groups' last blocks).
+impl Groups {
+    /// The group the last GC read ahead for the next one.
+    fn prefetched_group(&self) -> Option<u32> {
+        match self.prefetched.lock().as_ref() {
+            Some(Ok(p)) => Some(p.group),
+            _ => None,
+        }
+    }
+}
+
 fn load_cold_log(index: &IndexReader) -> Result<ColdLog> {
     let mut segments = Vec::new();
     for item in index.prefix(&keys::cold_key_prefix())? {
@@ -178,9 +204,17 @@ impl ValueStore for Groups {
                 // No room to copy its live records to: collect a group instead.
                 None => gc::collect(self, ctx, None),
             },
-            Some(Victim::Group(g)) => gc::collect(self, ctx, Some(g)),
+            // The group read ahead for this GC, if any, was the best victim when
+            // the last GC began reading it, and is collected sooner.
+            Some(Victim::Group(g)) => {
+                gc::collect(self, ctx, Some(self.prefetched_group().unwrap_or(g)))
+            }
             None => Ok(None),
         }
+    }
+
+    fn gc_idle(&self, counters: &Counters, buffers: &BufferPool) {
+        prefetch::drop_if_idle(self, counters, buffers);
     }
 
     fn collect_cold(&self, ctx: &GcCtx<'_>, segment: Option<u32>) -> Result<Option<GcOutcome>> {

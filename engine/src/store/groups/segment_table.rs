@@ -70,6 +70,10 @@ pub struct Group {
     /// The partly written last block of the chain, which the next append continues.
     /// In memory only: read from the device at open, kept by flushes and GC.
     pub last_block: PartialBlock,
+    /// GCs of the group finished since open. In memory only: between two GCs a chain
+    /// only grows at its end, so segments read at one generation hold the same bytes
+    /// while it lasts (what lets a GC use reads made for it beforehand, `prefetch.rs`).
+    pub generation: u64,
 }
 
 /// Where one record goes.
@@ -566,6 +570,7 @@ impl SegmentTable {
             self.garbage_per_written += GARBAGE_SHARE_WEIGHT * (share - self.garbage_per_written);
         }
         let group = &mut self.groups[g as usize];
+        group.generation += 1;
         let appended: Vec<ChainSegment> = group.chain.split_off(mark.collected_len);
         if appended.is_empty() {
             group.last_block = survivors_last_block;
@@ -674,6 +679,7 @@ pub fn decode_group(bytes: &[u8]) -> Result<Group> {
         promotions: trailer_u64(2),
         gc: None,
         last_block: PartialBlock::default(),
+        generation: 0,
     })
 }
 

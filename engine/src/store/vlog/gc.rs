@@ -22,6 +22,7 @@ use crate::align::RecordSize;
 use crate::circular_log::{self, RunRecord};
 use crate::commit::{Plan, Purpose};
 use crate::error::{Error, Result};
+use crate::key_hash::HashedKey;
 use crate::keys;
 use crate::location::{self, Location};
 use crate::record::RecordKind;
@@ -142,7 +143,7 @@ fn commit_moves(
 ) -> Result<(u64, u64)> {
     let mut commit = ctx.committer.lock();
     let changed = commit.written_during_gc.finish();
-    live.retain(|l| !changed.contains(l.key));
+    live.retain(|l| !changed.contains(HashedKey::new(l.key)));
     let sizes: Vec<RecordSize> = live
         .iter()
         .map(|l| RecordSize::value(l.key.len(), l.value.len()))
