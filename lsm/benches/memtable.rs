@@ -31,6 +31,34 @@ mod ikey;
 #[allow(dead_code, unused_imports)]
 #[path = "../src/memtable/mod.rs"]
 mod memtable;
+// The memtable's runs use the tables' filter: its source too, with what it takes
+// from the crate (a decode error type, the allocator's rounding).
+#[allow(dead_code, unused_imports)]
+#[path = "../src/table/filter.rs"]
+mod table_filter;
+mod table {
+    pub(crate) use super::table_filter as filter;
+    /// The filter's tests (compiled, not run, in test-mode builds of this benchmark)
+    /// name the current table format.
+    #[cfg(test)]
+    pub mod footer {
+        pub const TABLE_FORMAT_VERSION: u32 = 2;
+    }
+}
+#[allow(dead_code)]
+mod error {
+    #[derive(Debug)]
+    pub struct LsmError(String);
+    impl LsmError {
+        pub fn corrupt(what: impl Into<String>) -> LsmError {
+            LsmError(what.into())
+        }
+    }
+    pub type Result<T, E = LsmError> = std::result::Result<T, E>;
+}
+mod memory {
+    pub use hashkv_lsm::heap_bytes;
+}
 // What those modules take from the crate root.
 use hashkv_lsm::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 

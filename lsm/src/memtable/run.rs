@@ -320,18 +320,90 @@ impl RunBuilder {
 
     /// The run, sorted (its entries stay where they were written; only `starts` move)
     /// and indexed.
+    ///
+    /// Entries are sorted by the 8 bytes of their user key after the part all of them
+    /// share first, held with their starts in one dense array, and compared whole
+    /// only on ties: the entries' own prefixes (their first 8 bytes) nearly always tie
+    /// on the engine's keys, and each comparison then read two entries scattered over
+    /// `data` (a GC's batch of 60,000 entries: sorting was 14% of the GC thread's CPU).
+    /// Those are the run's `prefixes` already.
     pub fn finish(self) -> Run {
         let mut run = self.run;
         let data = &run.data;
-        run.starts
-            .sort_unstable_by(|&a, &b| entry_at(data, a).cmp_entry(&entry_at(data, b)));
-        run.index()
+        let common_len = match run.starts.first() {
+            None => 0,
+            Some(&first) => {
+                let first = entry_at(data, first).user_key;
+                run.starts.iter().fold(first.len(), |n, &s| {
+                    ikey::common_prefix_len(&first[..n], entry_at(data, s).user_key)
+                })
+            }
+        };
+        let mut keyed: Vec<(u64, usize)> = run
+            .starts
+            .iter()
+            .map(|&s| {
+                (
+                    ikey::prefix_of(&entry_at(data, s).user_key[common_len..]),
+                    s,
+                )
+            })
+            .collect();
+        keyed.sort_unstable_by(|a, b| {
+            (a.0.cmp(&b.0)).then_with(|| entry_at(data, a.1).cmp_entry(&entry_at(data, b.1)))
+        });
+        run.common_len = common_len;
+        run.starts = keyed.iter().map(|&(_, s)| s).collect();
+        run.prefixes = keyed.into_iter().map(|(p, _)| p).collect();
+        run.with_filter()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_built_run_is_in_internal_key_order_with_its_index() {
+        // Keys sharing a part, zero bytes, keys shorter than the shared part plus 8,
+        // ties on 8 bytes after it, and versions of one key.
+        let mut users: Vec<Vec<u8>> = Vec::new();
+        for i in 0..200u32 {
+            let mut k = b"user".to_vec();
+            k.extend_from_slice(&(i % 37).to_be_bytes());
+            k.extend(std::iter::repeat_n(0u8, (i % 5) as usize));
+            k.extend_from_slice(&(i % 3).to_be_bytes()[..(i % 4) as usize]);
+            users.push(k);
+        }
+        users.push(b"user".to_vec());
+        let mut b = RunBuilder::default();
+        let mut ikeys = Vec::new();
+        for (n, u) in users.iter().enumerate() {
+            let ikey = ikey::encode(u, n as u64 % 7, Kind::Put);
+            b.push(&SearchKey::internal(&ikey), &n.to_le_bytes());
+            ikeys.push(ikey);
+        }
+        let run = b.finish();
+        ikeys.sort_by(|a, b| ikey::compare(a, b));
+        let got: Vec<(&[u8], u64)> = (0..run.len())
+            .map(|i| run.get(i).unwrap())
+            .map(|e| (e.user_key, e.trailer))
+            .collect();
+        let want: Vec<(&[u8], u64)> = ikeys
+            .iter()
+            .map(|k| (ikey::user_key(k), ikey::trailer(k)))
+            .collect();
+        assert_eq!(got, want);
+        // The index is what `index` computes from the sorted entries.
+        let (prefixes, common_len) = (run.prefixes.clone(), run.common_len);
+        let again = Run {
+            data: run.data.clone(),
+            starts: run.starts.clone(),
+            ..Run::default()
+        }
+        .index();
+        assert_eq!((prefixes, common_len), (again.prefixes, again.common_len));
+    }
 
     #[test]
     fn prefix_then_bytes_comparison_is_internal_key_order() {
