@@ -69,13 +69,13 @@ pub(crate) fn read_pooled<'p>(
 
 /// `read_pooled`, except that span i is not read where `read[i]` holds its bytes
 /// already, read earlier into a buffer of `pool` (a GC's prefetch). Returns a buffer
-/// per span and the bytes read now.
+/// per span.
 pub(crate) fn read_pooled_except<'p>(
     device: &dyn BlockDevice,
     spans: &[Span],
     read: Vec<Option<AlignedBuf>>,
     pool: &'p BufferPool,
-) -> Result<(Lent<'p>, u64)> {
+) -> Result<Lent<'p>> {
     assert_eq!(spans.len(), read.len(), "a buffer or none per span");
     let missing: Vec<bool> = read.iter().map(Option::is_none).collect();
     let lens = spans
@@ -90,18 +90,28 @@ pub(crate) fn read_pooled_except<'p>(
         .collect();
     let mut bufs = pool.lent(bufs);
     let to_read = spans.iter().zip(bufs.iter_mut()).zip(&missing);
-    let bytes = read_into(device, to_read.filter(|(_, &m)| m).map(|(r, _)| r))?;
-    Ok((bufs, bytes))
+    read_into(device, to_read.filter(|(_, &m)| m).map(|(r, _)| r))?;
+    Ok(bufs)
 }
 
 /// Reads each span into its buffer (at least as long), all with one submission.
 /// Returns the bytes read.
 fn read_into<'a>(
     device: &dyn BlockDevice,
-    reads: impl Iterator<Item = (&'a Span, &'a mut AlignedBuf)>,
+    mut reads: impl Iterator<Item = (&'a Span, &'a mut AlignedBuf)>,
 ) -> Result<u64> {
+    let Some((span, buf)) = reads.next() else {
+        return Ok(0);
+    };
+    let Some(second) = reads.next() else {
+        // One read (a get): no batch to set up, nothing allocated.
+        device.read_at(span.offset, &mut buf[..span.len])?;
+        return Ok(span.len as u64);
+    };
     let mut bytes = 0;
-    let mut ops: Vec<IoOp<'_>> = reads
+    let mut ops: Vec<IoOp<'_>> = [(span, buf), second]
+        .into_iter()
+        .chain(reads)
         .map(|(s, buf)| {
             bytes += s.len as u64;
             IoOp::Read {
@@ -110,12 +120,7 @@ fn read_into<'a>(
             }
         })
         .collect();
-    if let [IoOp::Read { offset, buf }] = &mut ops[..] {
-        // One read (a get): no batch to set up.
-        device.read_at(*offset, buf)?;
-    } else if !ops.is_empty() {
-        device.submit(&mut ops)?;
-    }
+    device.submit(&mut ops)?;
     Ok(bytes)
 }
 

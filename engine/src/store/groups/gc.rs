@@ -123,7 +123,7 @@ fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<
         .copied()
         .collect();
     let spans = prefetch::chain_spans(store, &segments);
-    let (bufs, _) = read_chain(store, ctx, job.group, &segments, &spans)?;
+    let bufs = read_chain(store, ctx, job.group, &segments, &spans)?;
     // The next GC's reads go on while this one works (`prefetch.rs`).
     std::thread::scope(|scope| {
         let helper = std::thread::Builder::new()
@@ -141,14 +141,14 @@ fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<
 }
 
 /// Reads the segments of `group`'s chain that `spans` cover, taking the bytes of
-/// those the last GC read ahead. Returns the buffers and the bytes read now.
+/// those the last GC read ahead.
 fn read_chain<'p>(
     store: &Groups,
     ctx: &GcCtx<'p>,
     group: u32,
     segments: &[ChainSegment],
     spans: &[Span],
-) -> Result<(crate::buffers::Lent<'p>, u64)> {
+) -> Result<crate::buffers::Lent<'p>> {
     let found = match prefetch::take(store, group)? {
         Some(p) => {
             let table = store.table.lock();
@@ -157,12 +157,12 @@ fn read_chain<'p>(
         None => (segments.iter().map(|_| None).collect(), 0),
     };
     let (read, found_bytes) = found;
-    let (bufs, bytes) = spans::read_pooled_except(ctx.io.device, spans, read, ctx.io.buffers)?;
+    let bufs = spans::read_pooled_except(ctx.io.device, spans, read, ctx.io.buffers)?;
     let collected: u64 = segments.iter().map(|s| s.used_bytes).sum();
     let c = &ctx.io.counters;
     Counters::add(&c.gc_device_bytes_read, collected - found_bytes);
     Counters::add(&c.gc_prefetch_bytes_used, found_bytes);
-    Ok((bufs, bytes))
+    Ok(bufs)
 }
 
 /// Steps 3 to 6, on the chain read.

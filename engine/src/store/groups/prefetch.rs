@@ -141,15 +141,10 @@ impl Prefetched {
 /// error of its own read.
 pub(super) fn take(store: &Groups, group: u32) -> Result<Option<Prefetched>> {
     let mut slot = store.prefetched.lock();
-    match slot.as_ref() {
-        None => Ok(None),
-        Some(Ok(p)) if p.group != group => Ok(None),
-        Some(Ok(_)) => Ok(slot.take().and_then(Result::ok)),
-        Some(Err(_)) => match slot.take() {
-            Some(Err(e)) => Err(e.at_prefetch()),
-            _ => unreachable!("the slot held an error"),
-        },
+    if matches!(slot.as_ref(), Some(Ok(p)) if p.group != group) {
+        return Ok(None);
     }
+    slot.take().transpose().map_err(Error::at_prefetch)
 }
 
 /// Leaves `next` for the next GC; a prefetch it replaces, which no GC used, goes
