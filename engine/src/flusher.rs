@@ -75,7 +75,9 @@ impl Inner {
             match self.flush_through(flush_no, false) {
                 Ok(()) => {}
                 Err(Error::StoreFull { .. }) => {
-                    self.flusher.state.lock().refused_at_flush = Some(flush_no);
+                    // The refused map went back under the active map's number.
+                    let active = self.cache.read().active_flush;
+                    self.flusher.state.lock().refused_at_flush = Some(active);
                     return;
                 }
                 Err(e) => {

@@ -20,7 +20,8 @@ pub type CacheMap = HashMap<Vec<u8>, CachedValue, KeyHash>;
 pub struct WriteCache {
     pub active: CacheMap,
     pub active_bytes: u64,
-    /// Number of the flush that will commit `active`.
+    /// Number of the flush that will commit `active`. Numbers only grow: a flush
+    /// that could not commit leaves its number unused ([`WriteCache::unfreeze`]).
     pub active_flush: u64,
     /// Frozen by a flush in progress; still served to readers until committed.
     pub frozen: Option<Arc<CacheMap>>,
@@ -151,6 +152,22 @@ impl WriteCache {
         self.frozen.take()
     }
 
+    /// A flush could not commit and wrote nothing: its map's entries go back into the
+    /// active map, under any newer ones. The active map keeps its own number, so its
+    /// commit covers the writes of both: a writer that joined while the flush was in
+    /// flight waits for that number, and taking the number back would let it count its
+    /// write uncommitted (and take it back after a refusal) once the merged map
+    /// committed under the lower number.
+    pub fn unfreeze(&mut self, map: Arc<CacheMap>) {
+        self.release_frozen();
+        let map = Arc::try_unwrap(map).unwrap_or_else(|m| (*m).clone());
+        for (k, v) in map {
+            if !self.active.contains_key(&k) {
+                self.insert(k, v);
+            }
+        }
+    }
+
     /// Freezes the active map for a flush; returns it with its flush number.
     pub fn freeze(&mut self) -> (Arc<CacheMap>, u64) {
         assert!(self.frozen.is_none(), "one flush at a time");
@@ -163,5 +180,44 @@ impl WriteCache {
         self.frozen = Some(map.clone());
         self.frozen_at = Some(Instant::now());
         (map, n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(cache: &mut WriteCache, key: &[u8], value: &[u8]) -> u64 {
+        cache.insert(key.to_vec(), Some(value.to_vec()));
+        cache.active_flush
+    }
+
+    #[test]
+    fn a_map_that_could_not_commit_goes_back_under_a_number_its_writers_wait_for() {
+        let mut cache = WriteCache::default();
+        let first = put(&mut cache, b"a", b"1");
+        let (frozen, n) = cache.freeze();
+        assert_eq!(n, first);
+        // Written while the flush is in flight: this writer waits for a later flush.
+        let joined = put(&mut cache, b"b", b"2");
+        put(&mut cache, b"a", b"3");
+        assert!(joined > n);
+        cache.unfreeze(frozen);
+        assert!(cache.frozen.is_none() && cache.frozen_bytes == 0);
+        assert_eq!(
+            cache.get(b"a"),
+            Some(Some(b"3".to_vec())),
+            "the newer write wins"
+        );
+        assert_eq!(cache.get(b"b"), Some(Some(b"2".to_vec())));
+        // The next flush commits both writers' entries, so its number must be one each
+        // of them waits for: a commit of it marks both committed.
+        let (merged, m) = cache.freeze();
+        assert_eq!(merged.len(), 2);
+        assert!(
+            m >= joined && m >= first,
+            "merged map numbered {m}, writers wait for {first} and {joined}"
+        );
+        assert_eq!(cache.active_flush, m + 1);
     }
 }
