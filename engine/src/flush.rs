@@ -13,7 +13,6 @@ use crate::stats::Counters;
 use crate::store::{store_full, FlushRecord, PlaceError, Placed};
 use crate::write_cache::{CacheMap, CachedValue};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// While GC's released space waits for older readers (a long scan), a flush that needs
