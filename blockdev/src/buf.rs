@@ -82,7 +82,7 @@ mod tests {
         for n in [1usize, 4095, 4096, 4097, 1 << 20] {
             let b = AlignedBuf::new(n);
             assert_eq!(b.as_ptr() as usize % BUFFER_ALIGN_BYTES, 0);
-            assert!(b.len() >= n && b.len() % BUFFER_ALIGN_BYTES == 0);
+            assert!(b.len() >= n && b.len().is_multiple_of(BUFFER_ALIGN_BYTES));
             assert!(b.iter().all(|&x| x == 0));
         }
     }

@@ -133,20 +133,20 @@ pub fn check_op(geometry: &Geometry, op: &IoOp<'_>) -> Result<()> {
     let block = geometry.logical_block_bytes;
     let block_u64 = u64::from(block);
     let offset = op.offset();
-    if offset % block_u64 != 0 {
+    if !offset.is_multiple_of(block_u64) {
         return Err(DeviceError::OffsetUnaligned {
             offset,
             block_bytes: block,
         });
     }
     let check_buf = |addr: usize, len: usize| -> Result<()> {
-        if addr % block as usize != 0 {
+        if !addr.is_multiple_of(block as usize) {
             return Err(DeviceError::BufferUnaligned {
                 addr,
                 block_bytes: block,
             });
         }
-        if len == 0 || len as u64 % block_u64 != 0 {
+        if len == 0 || !(len as u64).is_multiple_of(block_u64) {
             return Err(DeviceError::LengthUnaligned {
                 len: len as u64,
                 block_bytes: block,

@@ -112,7 +112,7 @@ impl SimConfig {
                 "logical_block_bytes {block} must be a power of two of at least {SECTOR_BYTES_MIN}"
             ));
         }
-        if !sector.is_power_of_two() || sector < SECTOR_BYTES_MIN || block % sector != 0 {
+        if !sector.is_power_of_two() || sector < SECTOR_BYTES_MIN || !block.is_multiple_of(sector) {
             return config_error(format!(
                 "sector_bytes {sector} must be a power of two of at least {SECTOR_BYTES_MIN} \
                  that divides logical_block_bytes {block}"
@@ -123,7 +123,7 @@ impl SimConfig {
                 "logical_block_bytes {block} is larger than the simulator's {IMAGE_CHUNK_BYTES}-byte image chunk"
             ));
         }
-        if self.size_bytes == 0 || self.size_bytes % u64::from(block) != 0 {
+        if self.size_bytes == 0 || !self.size_bytes.is_multiple_of(u64::from(block)) {
             return config_error(format!(
                 "size_bytes {} must be a non-zero multiple of logical_block_bytes {block}",
                 self.size_bytes

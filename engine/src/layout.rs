@@ -104,8 +104,10 @@ impl Layout {
         if block == 0 || self.log_segment_bytes == 0 || self.main_segment_bytes == 0 {
             return Err("zero block or segment size".into());
         }
-        if self.log_segment_bytes % block != 0
-            || self.main_segment_bytes % self.log_segment_bytes != 0
+        if !self.log_segment_bytes.is_multiple_of(block)
+            || !self
+                .main_segment_bytes
+                .is_multiple_of(self.log_segment_bytes)
         {
             return Err("segment sizes not aligned".into());
         }

@@ -209,13 +209,17 @@ impl Options {
     pub fn validate(&self, block_bytes: u32) -> Result<()> {
         let bad = |reason: String| Err(Error::InvalidOptions { reason });
         let block = u64::from(block_bytes);
-        if self.log_segment_bytes == 0 || self.log_segment_bytes % block != 0 {
+        if self.log_segment_bytes == 0 || !self.log_segment_bytes.is_multiple_of(block) {
             return bad(format!(
                 "log_segment_bytes {} must be a non-zero multiple of the {block}-byte block size",
                 self.log_segment_bytes
             ));
         }
-        if self.main_segment_bytes == 0 || self.main_segment_bytes % self.log_segment_bytes != 0 {
+        if self.main_segment_bytes == 0
+            || !self
+                .main_segment_bytes
+                .is_multiple_of(self.log_segment_bytes)
+        {
             return bad(format!(
                 "main_segment_bytes {} must be a non-zero multiple of log_segment_bytes {}",
                 self.main_segment_bytes, self.log_segment_bytes

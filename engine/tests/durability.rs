@@ -187,11 +187,11 @@ fn a_failed_flush_poisons_and_keeps_what_was_durable() {
     db.put_sync(&key(1), &value(1)).unwrap();
     db.put(&key(2), &value(2)).unwrap();
     dev.inject(FaultRule::eio().on(OpKind::Write)).unwrap();
-    let e = db.flush().err().expect("the flush fails");
+    let e = db.flush().expect_err("the flush fails");
     assert!(matches!(e, Error::Device(_) | Error::Lsm(_)), "{e:?}");
-    let e = db.put(&key(3), &value(3)).err().expect("refused");
+    let e = db.put(&key(3), &value(3)).expect_err("refused");
     assert!(matches!(e, Error::Poisoned { .. }), "{e:?}");
-    let e = db.put_sync(&key(3), &value(3)).err().expect("refused");
+    let e = db.put_sync(&key(3), &value(3)).expect_err("refused");
     assert!(matches!(e, Error::Poisoned { .. }), "{e:?}");
     dev.clear_faults();
     let (db, _) = power_cut(db, &dev, dir.path(), &o);

@@ -87,7 +87,7 @@ fn zipf_updates_with(o: &Options, keys: u32, multiple: u64, seed: u64, skew: f64
             );
         }
         // Spot checks while GC runs: a hot key and a random one.
-        if version % 997 == 0 {
+        if version.is_multiple_of(997) {
             let stats = db.stats();
             if warm.is_none() && stats.gc_runs >= GC_RUNS_WARM {
                 warm = Some((stats.gc_runs, stats.buffer_pool_allocations));
@@ -309,7 +309,7 @@ fn concurrent_writers_and_readers_during_gc(mode: Mode) {
                 version += 1;
                 let v = value(k, version, VALUE_BYTES);
                 written += v.len() as u64;
-                if version % 500 == 0 {
+                if version.is_multiple_of(500) {
                     let mut b = hashkv::WriteBatch::new();
                     b.put(&key(k), &v);
                     db.write_sync(b).unwrap();

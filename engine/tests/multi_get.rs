@@ -477,7 +477,7 @@ fn a_value_is_cached_from_its_second_miss(mode: Mode) {
     // sharing one would each take it from the other, and neither be admitted).
     let o = small_options()
         .with_mode(mode)
-        .with_value_cache_bytes(16 * MIB as u64);
+        .with_value_cache_bytes(16 * MIB);
     let (db, _dir) = loaded(&o, 15, KEYS, VALUE_BYTES);
     let (hits, reads) = (
         || db.stats().value_cache_hits,

@@ -69,7 +69,7 @@ impl FormatArgs {
                  {LOG_SEGMENT_KIB_STEP}..={LOG_SEGMENT_KIB_MAX}"
             ));
         }
-        if (main * MIB) % (log * KIB) != 0 {
+        if !(main * MIB).is_multiple_of(log * KIB) {
             return usage(format!(
                 "--main-segment-mib {main} must be a whole multiple of --log-segment-kib {log} \
                  (a main segment holds whole log segments)"

@@ -86,7 +86,7 @@ fn read_input(path: &Path, action: &'static str) -> StoreResult<Vec<u8>> {
 /// Decodes hex digits (either case); `flag` names the argument in the error.
 pub fn parse_hex(flag: &str, hex: &str) -> StoreResult<Vec<u8>> {
     let bad = |why: &str| StoreCmdError::Arguments(format!("{flag} {hex:?}: {why}"));
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(bad("an odd number of hex digits"));
     }
     (0..hex.len())

@@ -404,7 +404,7 @@ impl Reader<'_> {
 
     fn list(&mut self) -> Result<Vec<u32>> {
         let n = self.u32()? as usize;
-        let bytes = self.take(n.checked_mul(4).unwrap_or(usize::MAX))?;
+        let bytes = self.take(n.saturating_mul(4))?;
         Ok(bytes
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))

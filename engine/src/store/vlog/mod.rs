@@ -56,7 +56,7 @@ impl ValueLog {
         // GC re-appends at most gc_chunk_bytes of records; packing them into chunks
         // wastes less than one record (<= one chunk) per chunk boundary crossed.
         let gc_reserve_bytes = 2 * gc_chunk_bytes + geometry.chunk_bytes;
-        if geometry.region_bytes % geometry.chunk_bytes != 0
+        if !geometry.region_bytes.is_multiple_of(geometry.chunk_bytes)
             || gc_reserve_bytes * 2 > geometry.region_bytes
         {
             return Err(Error::DeviceTooSmall {

@@ -1075,8 +1075,8 @@ mod tests {
         let runs = Run::plan(&[Mode::HashKv, Mode::VLog, Mode::Lsm], &on_off);
         let labels: Vec<String> = runs.iter().map(|r| r.label()).collect();
         assert_eq!(labels, ["hashkv+hot", "hashkv", "vlog", "lsm"]);
-        assert_eq!(runs[0].hotness, true);
-        assert_eq!(runs[1].hotness, false);
+        assert!(runs[0].hotness);
+        assert!(!runs[1].hotness);
         let off = Run::plan(&[Mode::VLog, Mode::HashKv], &["off".to_string()]);
         let labels: Vec<String> = off.iter().map(|r| r.label()).collect();
         assert_eq!(labels, ["vlog", "hashkv"]);

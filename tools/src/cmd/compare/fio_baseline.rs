@@ -150,7 +150,7 @@ pub fn run(target: &FioTarget, session: &Session, seconds: f64) -> StoreResult<F
         let write_cache_bytes = session.plan.options.memory_split().write_cache_bytes;
         let blocks_per_fdatasync = (write_cache_bytes / SYNCED_SEQ_WRITE.block_bytes as u64).max(1);
         let env = [("FDATASYNC_BLOCKS", blocks_per_fdatasync.to_string())];
-        let every_mib = blocks_per_fdatasync * SYNCED_SEQ_WRITE.block_bytes as u64 >> 20;
+        let every_mib = (blocks_per_fdatasync * SYNCED_SEQ_WRITE.block_bytes as u64) >> 20;
         runs.synced = Some((every_mib, run_one(&SYNCED_SEQ_WRITE, &env)?));
     }
     Ok(runs)

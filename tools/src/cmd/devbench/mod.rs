@@ -186,7 +186,7 @@ impl Settings {
             )));
         }
         let requested_region_bytes = requested_region_bytes(args.size_gib)?;
-        if args.threads == 0 || QUEUE_DEPTH_MAX % args.threads != 0 {
+        if args.threads == 0 || !QUEUE_DEPTH_MAX.is_multiple_of(args.threads) {
             return Err(CliError::Usage(format!(
                 "--threads {} must divide the queue depth {QUEUE_DEPTH_MAX}",
                 args.threads

@@ -157,7 +157,8 @@ mod tests {
                 );
             }
             assert!(
-                shape.block_bytes <= BLOCK_BYTES_MAX && BLOCK_BYTES_MAX % shape.block_bytes == 0
+                shape.block_bytes <= BLOCK_BYTES_MAX
+                    && BLOCK_BYTES_MAX.is_multiple_of(shape.block_bytes)
             );
             assert!(shape.queue_depth <= QUEUE_DEPTH_MAX);
         }
