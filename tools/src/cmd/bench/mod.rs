@@ -1029,6 +1029,7 @@ fn phase_row(
         full_windows: outcome.full_windows as u64,
         slowest_window_ops_per_sec: slowest.map(|w| w.ops_per_sec),
         slowest_window_share: slowest.map(|w| w.share),
+        ops_per_window: outcome.ops_per_window.clone(),
         io_write_bytes,
         io_read_bytes: io.map(|io| io.read_bytes),
         io_write_amp: report::io_write_amp(io_write_bytes, user_bytes),

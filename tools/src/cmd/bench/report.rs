@@ -97,6 +97,10 @@ pub struct PhaseReport {
     /// slowest_window_ops_per_sec / the mean ops/s over the full windows, in [0, 1];
     /// null below `MIN_FULL_WINDOWS` full windows.
     pub slowest_window_share: Option<f64>,
+    /// Operations completed in each 1-second window from the phase's start, the last
+    /// entry a partial window (or none): the timeline behind the slowest window, to
+    /// see where a phase slowed and for how long.
+    pub ops_per_window: Vec<u64>,
     /// Storage bytes this process wrote over the phase (/proc/self/io write_bytes less
     /// cancelled_write_bytes), and read (read_bytes); null where that file is missing.
     pub io_write_bytes: Option<u64>,
@@ -319,6 +323,7 @@ mod tests {
             full_windows: 2,
             slowest_window_ops_per_sec: Some(400.0),
             slowest_window_share: Some(0.8),
+            ops_per_window: vec![1000, 800, 900],
             io_write_bytes: None,
             io_read_bytes: None,
             io_write_amp: None,

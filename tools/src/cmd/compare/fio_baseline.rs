@@ -327,6 +327,7 @@ mod tests {
             full_windows: 0,
             slowest_window_ops_per_sec: None,
             slowest_window_share: None,
+            ops_per_window: Vec::new(),
             io_write_bytes,
             io_read_bytes: None,
             io_write_amp: None,
