@@ -68,6 +68,7 @@ impl Inner {
                         flushed.saturating_sub(flushed_before),
                         cache_bytes,
                         self.options.write_cache_bytes,
+                        self.counters.user_bytes_written.load(Ordering::Relaxed),
                     );
                     gc_attempts = 0;
                     at_limit = None;

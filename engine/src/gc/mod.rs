@@ -120,8 +120,6 @@ impl Inner {
             self.gc.pacer.note_gc(
                 started.elapsed(),
                 o.bytes_read.saturating_sub(o.bytes_written),
-                c.user_bytes_written.load(Ordering::Relaxed),
-                c.flush_device_bytes_written.load(Ordering::Relaxed),
             );
             Counters::add(&c.gc_runs, 1);
             Counters::add(&c.gc_records_kept, o.records_kept);
