@@ -342,6 +342,17 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
+    /// A full 16 MiB cache flushed in a second: its 16 MiB written to the device.
+    fn note_full_flush_of_a_second(p: &Pacer) {
+        p.note_flush(
+            Duration::from_secs(1),
+            16 * MIB,
+            16 * MIB,
+            16 * MIB,
+            17 * MIB,
+        );
+    }
+
     #[test]
     fn unpaced_above_the_band_and_before_the_first_flush() {
         let p = Pacer::new();
@@ -380,41 +391,33 @@ mod tests {
     #[test]
     fn the_device_bytes_per_user_byte_follow_the_recent_flushes_not_the_whole_history() {
         let p = Pacer::new();
-        // A load: 1.1 device bytes per user byte, 64 flushes of 16 MiB.
-        let mut user_total = 0;
-        for _ in 0..64 {
-            user_total += 16 * MIB;
+        // A full 16 MiB cache's flush of `device` bytes, at `user_total` bytes written.
+        let flush = |device: u64, user_total: u64| {
             p.note_flush(
                 Duration::from_millis(50),
-                17 * MIB,
+                device,
                 16 * MIB,
                 16 * MIB,
                 user_total,
-            );
+            )
+        };
+        // A load: 17 device bytes per 16 user bytes, 64 flushes.
+        let mut user_total = 0;
+        for _ in 0..64 {
+            user_total += 16 * MIB;
+            flush(17 * MIB, user_total);
         }
         assert!((p.state.lock().device_per_user - 17.0 / 16.0).abs() < 0.01);
         // Updates of hot keys the cache absorbs: 36 user MiB per 16 device MiB. Ten
         // flushes (about a second) later, the ratio is the updates'.
         for _ in 0..10 {
             user_total += 36 * MIB;
-            p.note_flush(
-                Duration::from_millis(50),
-                16 * MIB,
-                16 * MIB,
-                16 * MIB,
-                user_total,
-            );
+            flush(16 * MIB, user_total);
         }
         let per_user = p.state.lock().device_per_user;
         assert!((per_user - 16.0 / 36.0).abs() < 0.02, "{per_user}");
         // A flush with no user bytes since the last (a closing flush) is no sample.
-        p.note_flush(
-            Duration::from_millis(50),
-            16 * MIB,
-            16 * MIB,
-            16 * MIB,
-            user_total,
-        );
+        flush(16 * MIB, user_total);
         assert_eq!(p.state.lock().device_per_user, per_user);
     }
 
@@ -500,13 +503,7 @@ mod tests {
         // A full cache drained at 16 MiB/s: 16 MiB expected to take 1.5 s, so 8 MiB
         // of room fills at no more than 8 MiB per 1.5 s. Writing 2 MiB takes at
         // least a quarter of a second.
-        p.note_flush(
-            Duration::from_secs(1),
-            16 * MIB,
-            16 * MIB,
-            16 * MIB,
-            17 * MIB,
-        );
+        note_full_flush_of_a_second(&p);
         let started = Instant::now();
         for _ in 0..32 {
             p.pace_cache(64 << 10, in_flight, 0.0);
@@ -530,13 +527,7 @@ mod tests {
     #[test]
     fn a_small_flush_does_not_pace_and_a_write_pays_the_larger_cost_not_the_sum() {
         let p = Pacer::new();
-        p.note_flush(
-            Duration::from_secs(1),
-            16 * MIB,
-            16 * MIB,
-            16 * MIB,
-            17 * MIB,
-        );
+        note_full_flush_of_a_second(&p);
         // A sync write's 1 MiB flush in flight: writes go unpaced.
         let small = CacheFill {
             room_bytes: 8 * MIB,
