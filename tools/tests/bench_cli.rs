@@ -10,7 +10,7 @@ use common::{
 };
 use std::io::{BufRead, BufReader};
 
-const FIELDS: [&str; 20] = [
+const FIELDS: [&str; 21] = [
     "mode",
     "phase",
     "began_at_seconds",
@@ -31,6 +31,7 @@ const FIELDS: [&str; 20] = [
     "full_windows",
     "slowest_window_ops_per_sec",
     "slowest_window_share",
+    "ops_per_window",
 ];
 
 #[test]
@@ -217,8 +218,26 @@ fn check_slowest_window(r: &serde_json::Value) {
     let seconds = r["seconds"].as_f64().unwrap();
     // Whole windows end by the phase's last operation, inside the phase.
     assert!(full_windows as f64 <= seconds, "{r}");
+    // The timeline: every operation in one window, the whole windows and at most a
+    // partial one after them, and the slowest whole window among them.
+    let windows: Vec<u64> = r["ops_per_window"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        windows.iter().sum::<u64>(),
+        r["ops"].as_u64().unwrap(),
+        "{r}"
+    );
+    assert!(windows.len() as u64 <= full_windows + 1, "{r}");
     let share = &r["slowest_window_share"];
     let slowest = &r["slowest_window_ops_per_sec"];
+    if full_windows >= 2 {
+        let fewest = windows[..full_windows as usize].iter().min().unwrap();
+        assert_eq!(*fewest as f64, slowest.as_f64().unwrap(), "{r}");
+    }
     if full_windows < 2 {
         assert!(share.is_null() && slowest.is_null(), "{r}");
         return;
