@@ -127,14 +127,16 @@ pub(crate) struct Inner {
 ///
 /// - `put`, `delete` and `write` return once the write is in the write cache: every
 ///   reader sees it at once, but it is not durable. Killing the process (kill -9)
-///   loses every write still in the write cache (about twice
-///   `Options::write_cache_bytes` of them, the map being flushed and the next; at
-///   worst three times, when the flusher starts late).
+///   loses every write still in the write cache (about three times
+///   `Options::write_cache_bytes` of them: the map waiting for its commit, the map
+///   being placed and the next; at worst four times, when the flusher starts late).
 /// - A flush commits the write cache to the value store and the index. It runs in a
 ///   background thread when the cache fills (the write that fills it returns at once),
-///   in the writer's thread when the next cache fills before that flush is done (the
-///   writer waits), at
-///   every durability call below, and for every write when `write_cache_bytes` is 0.
+///   in the writer's thread when the next cache fills before that flush has placed
+///   and written its records (the writer waits until its own are), at every
+///   durability call below, and for every write when `write_cache_bytes` is 0. Its
+///   device flush and index batch run on the commit thread, while the next flush
+///   writes (`commit/pipeline.rs`).
 ///   A committed write
 ///   survives kill -9: the index's log hands every commit to the kernel, as RocksDB
 ///   does with `sync = false`. It does not survive a power cut or an operating-system
@@ -159,6 +161,8 @@ pub(crate) struct Inner {
 pub struct Db {
     inner: Arc<Inner>,
     flusher_thread: Option<JoinHandle<()>>,
+    /// Commits placed flushes (`commit/pipeline.rs`).
+    commit_thread: Option<JoinHandle<()>>,
     gc_thread: Option<JoinHandle<()>>,
     closed: bool,
 }
@@ -234,22 +238,32 @@ impl Db {
             path: metadata_dir.to_path_buf(),
             source: e,
         };
+        let commit_inner = inner.clone();
+        let commit_thread = std::thread::Builder::new()
+            .name("hashkv-commit".into())
+            .spawn(move || commit_inner.commit_loop())
+            .map_err(spawn_failed)?;
         let flusher_inner = inner.clone();
         let flusher_thread = std::thread::Builder::new()
             .name("hashkv-flush".into())
             .spawn(move || flusher_inner.flusher_loop())
-            .map_err(spawn_failed)?;
+            .map_err(|e| {
+                inner.committer.pipeline.stop();
+                spawn_failed(e)
+            })?;
         let gc_inner = inner.clone();
         let gc_thread = std::thread::Builder::new()
             .name("hashkv-gc".into())
             .spawn(move || gc_inner.gc_loop())
             .map_err(|e| {
                 inner.flusher.stop();
+                inner.committer.pipeline.stop();
                 spawn_failed(e)
             })?;
         Ok(Db {
             inner,
             flusher_thread: Some(flusher_thread),
+            commit_thread: Some(commit_thread),
             gc_thread: Some(gc_thread),
             closed: false,
         })
@@ -322,12 +336,12 @@ impl Db {
     /// Writes the write cache to the value store and makes every earlier write durable:
     /// it survives a power cut once this returns. The same as `sync`.
     pub fn flush(&self) -> Result<()> {
-        self.inner.flush_all(true)
+        self.inner.flush_all()
     }
 
     /// The same as `flush`: every earlier write is durable when it returns.
     pub fn sync(&self) -> Result<()> {
-        self.inner.flush_all(true)
+        self.inner.flush_all()
     }
 
     /// Runs one GC now: in the hashkv mode on the group with the most writes since its
@@ -463,7 +477,7 @@ impl Db {
         let flushed = if !flush {
             Ok(())
         } else if self.inner.committer.first_error().is_none() {
-            self.inner.flush_all(true)
+            self.inner.flush_all()
         } else {
             // A poisoned store cannot flush: what its write cache holds is lost, and
             // close says so rather than return Ok.
@@ -471,6 +485,12 @@ impl Db {
         };
         self.inner.gc.stop();
         if let Some(t) = self.gc_thread.take() {
+            let _ = t.join();
+        }
+        // Last: GC waits for the commit thread whenever it takes the commit lock. The
+        // thread commits what is queued before it returns.
+        self.inner.committer.pipeline.stop();
+        if let Some(t) = self.commit_thread.take() {
             let _ = t.join();
         }
         if !flush {

@@ -1,10 +1,12 @@
-//! The write path's group commit: the write cache's frozen map becomes a plan (the
-//! value store places its records, one aligned write per group and segment, all
-//! submitted at once), which the committer writes, flushes and commits in one index
-//! batch with the new locations and the value store's changed entries. When the store
-//! has no room, GC runs first. See `commit/` for why every crash point is safe.
+//! The write path's group commit: the write cache's frozen map is placed (the value
+//! store places its records, one aligned write per group and segment, all submitted at
+//! once) and written under the commit lock; the commit thread then flushes the device
+//! and commits its index batch, with the new locations and the value store's changed
+//! entries, while the next flush places (`commit/pipeline.rs`). When the store has no
+//! room, GC runs first. See `commit/` for why every crash point is safe.
 
-use crate::commit::{CommitGuard, Plan, Purpose};
+use crate::commit::pipeline::{PlacedFlush, Progress, Reach};
+use crate::commit::CommitGuard;
 use crate::db::Inner;
 use crate::error::Result;
 use crate::keys;
@@ -27,10 +29,10 @@ const READER_WAIT_STEPS_MAX: u32 = 2000;
 const GROUP_AT_LIMIT_TRIES: u32 = 4;
 
 impl Inner {
-    /// Returns once flush number `flush_no` is committed (and durable, if asked).
-    /// Concurrent callers share flushes: whoever holds the commit lock flushes everything
-    /// cached so far, and the others find their flush already done (group commit).
-    pub(crate) fn flush_through(&self, flush_no: u64, durable: bool) -> Result<()> {
+    /// Returns once flush number `flush_no` has come as far as `reach`. Concurrent
+    /// callers share flushes: whoever holds the commit lock flushes everything cached
+    /// so far, and the others find their flush already placed (group commit).
+    pub(crate) fn flush_through(&self, flush_no: u64, reach: Reach) -> Result<()> {
         // A flush takes buffers and grows the memtables: memory lent to the block cache
         // comes back first (a flush of writes made before the loan, or `Db::flush`).
         self.take_back_loan();
@@ -38,25 +40,29 @@ impl Inner {
         // The group whose chain was at its limit at the last refusal, and how many
         // refusals in a row named it.
         let mut at_limit: Option<(u32, u32)> = None;
+        let pipeline = &self.committer.pipeline;
         loop {
             self.committer.check_writable()?;
-            let mut commit = self.committer.lock();
-            if commit.durable_flushes > flush_no {
-                return Ok(());
-            }
-            if commit.committed_flushes > flush_no {
-                if durable {
-                    commit.sync_index()?;
-                    commit.durable_flushes = commit.committed_flushes;
+            match pipeline.progress(flush_no, reach)? {
+                Progress::Done => return Ok(()),
+                Progress::NeedsSync(committed) => {
+                    self.committer.sync_index()?;
+                    pipeline.note_durable(committed);
+                    return Ok(());
                 }
-                return Ok(());
+                Progress::Unplaced => {}
             }
             let started = Instant::now();
+            let mut commit = self.committer.lock_for_flush();
+            // Placed by another thread while this one waited for the lock.
+            if pipeline.progress(flush_no, Reach::Placed)? == Progress::Done {
+                continue;
+            }
             let flushed_before = self
                 .counters
                 .flush_device_bytes_written
                 .load(Ordering::Relaxed);
-            match self.flush_active(&mut commit, durable) {
+            match self.flush_active(&mut commit, reach == Reach::Durable) {
                 Ok(cache_bytes) => {
                     drop(commit);
                     let flushed = self
@@ -118,23 +124,20 @@ impl Inner {
         Ok(())
     }
 
-    /// Freezes the write cache and commits it; on `NeedSpace` the entries go back.
-    /// Returns the bytes the flushed map counted for in the cache.
+    /// Freezes the write cache, places and writes it, and queues its commit; on
+    /// `NeedSpace` the entries go back. Returns the bytes the flushed map counted for
+    /// in the cache.
     fn flush_active(&self, commit: &mut CommitGuard<'_>, durable: bool) -> Result<u64, PlaceError> {
-        let (map, n, cache_bytes) = {
-            let mut cache = self.cache.write();
-            let (map, n) = cache.freeze();
-            (map, n, cache.frozen_bytes)
-        };
-        // Above it when a flush that could not commit left its number unused.
-        debug_assert!(n >= commit.committed_flushes);
-        match self.commit_map(commit, &map, durable) {
-            Ok(()) => {
-                self.cache.write().release_frozen();
-                commit.committed_flushes = n + 1;
-                if durable {
-                    commit.durable_flushes = n + 1;
-                }
+        let (map, flush_no, cache_bytes) = self.cache.write().freeze();
+        match self.place_map(commit, &map) {
+            Ok(batch) => {
+                // Marked before it is queued: the commit thread releases only placed maps.
+                self.cache.write().mark_placed();
+                self.committer.pipeline.queue(PlacedFlush {
+                    flush_no,
+                    batch,
+                    durable,
+                });
                 Counters::add(&self.counters.flushes, 1);
                 Ok(cache_bytes)
             }
@@ -146,23 +149,21 @@ impl Inner {
                 // Never committed, and the store now refuses writes: reads must not
                 // return what a restart would not (the writer of the failing flush got
                 // the error).
-                self.cache.write().release_frozen();
+                self.cache.write().drop_placing();
                 Err(fatal)
             }
         }
     }
 
-    fn commit_map(
+    /// Places `map`'s records and writes them; returns the index batch its commit
+    /// writes (None for an empty map).
+    fn place_map(
         &self,
         commit: &mut CommitGuard<'_>,
         map: &CacheMap,
-        durable: bool,
-    ) -> Result<(), PlaceError> {
+    ) -> Result<Option<hashkv_lsm::WriteBatch>, PlaceError> {
         if map.is_empty() {
-            if durable {
-                commit.sync_index()?;
-            }
-            return Ok(());
+            return Ok(None);
         }
         let first_seq = self.next_seq.fetch_add(map.len() as u64, Ordering::SeqCst);
         let records: Vec<FlushRecord<'_>> = map
@@ -184,13 +185,27 @@ impl Inner {
         }
         let last_seq = first_seq + map.len() as u64 - 1;
         let batch = index_batch(map, &pointers, &entries, last_seq);
-        commit.commit(Plan {
-            purpose: Purpose::Flush,
-            writes,
-            batch,
-            durable,
-        })?;
-        Ok(())
+        commit.write_flush(writes)?;
+        Ok(Some(batch))
+    }
+
+    /// The commit thread: commits placed flushes in order, several at once when they
+    /// queued while the last device flush ran (`commit/pipeline.rs`).
+    pub(crate) fn commit_loop(&self) {
+        let pipeline = &self.committer.pipeline;
+        while let Some(flushes) = pipeline.take_queued() {
+            let through = flushes.last().map_or(0, |f| f.flush_no + 1);
+            let outcome = self.committer.commit_placed(&flushes);
+            // After the batches are in the index, so that a reader finds each key in
+            // the cache or in the index; after a failure, so that reads do not return
+            // what a restart would not.
+            let mut cache = self.cache.write();
+            for _ in &flushes {
+                cache.release_committed();
+            }
+            drop(cache);
+            pipeline.settle(through, outcome);
+        }
     }
 
     /// The value a cached entry puts into the value store: a put's value at least

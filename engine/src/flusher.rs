@@ -5,6 +5,7 @@
 //! this thread froze it (backpressure): it then flushes in its own thread (`write.rs`), which is also where a full store refuses
 //! a write, so that a refusal always reaches the writer whose write it was.
 
+use crate::commit::pipeline::Reach;
 use crate::db::Inner;
 use crate::error::Error;
 use parking_lot::{Condvar, Mutex};
@@ -72,7 +73,8 @@ impl Inner {
             if !full || refused_before || self.committer.first_error().is_some() {
                 return;
             }
-            match self.flush_through(flush_no, false) {
+            // Placed is enough: the commit thread commits it while the next one fills.
+            match self.flush_through(flush_no, Reach::Placed) {
                 Ok(()) => {}
                 Err(Error::StoreFull { .. }) => {
                     // The refused map went back under the active map's number.

@@ -38,9 +38,10 @@ const _: () = assert!(
 );
 
 /// Copies of the write cache's size the write share pays for: the active cache, the
-/// frozen one being flushed, and the flush's records encoded into pooled buffers,
-/// whose power-of-two sizes may take up to twice the records' bytes.
-pub const WRITE_CACHE_COPIES: u64 = 4;
+/// frozen one being placed, the one waiting for its commit (`commit/pipeline.rs`),
+/// and the placing flush's records encoded into pooled buffers, whose power-of-two
+/// sizes may take up to twice the records' bytes.
+pub const WRITE_CACHE_COPIES: u64 = 5;
 
 /// Smallest budget accepted: below it a memtable holds too few index entries to make
 /// a table worth writing, and the write cache too few records to batch a group's.

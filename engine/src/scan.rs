@@ -92,8 +92,9 @@ impl<'a> ScanIter<'a> {
         let (cached, snapshot) = {
             let cache = inner.cache.read();
             let mut merged: std::collections::BTreeMap<Vec<u8>, CachedValue> = Default::default();
-            if let Some(frozen) = &cache.frozen {
-                for (k, v) in frozen.iter().filter(|(k, _)| in_range(k)) {
+            // Oldest first: a newer map's entry replaces an older one's.
+            for frozen in &cache.frozen {
+                for (k, v) in frozen.map.iter().filter(|(k, _)| in_range(k)) {
                     merged.insert(k.clone(), v.clone());
                 }
             }

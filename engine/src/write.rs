@@ -6,6 +6,7 @@
 //! flushes in its own thread (`flush.rs`). A write the store refuses for lack of space is taken back out of the
 //! cache, so that it is neither read back nor committed later.
 
+use crate::commit::pipeline::{Progress, Reach};
 use crate::db::{Inner, KEY_BYTES_MAX};
 use crate::error::{Error, Result};
 use crate::record;
@@ -86,7 +87,15 @@ impl Inner {
             }
             return Ok(());
         }
-        match self.flush_through(flush_no, sync) {
+        // A writer under backpressure waits only until its map is placed: the next
+        // cache may then fill. Without a cache, every write is committed before it
+        // returns (`Db`'s docs, "Durability").
+        let reach = match (sync, limit) {
+            (true, _) => Reach::Durable,
+            (false, 0) => Reach::Committed,
+            (false, _) => Reach::Placed,
+        };
+        match self.flush_through(flush_no, reach) {
             Err(e @ Error::StoreFull { .. }) => {
                 let undo = undo.expect("a write that flushes records its undo");
                 self.take_back(flush_no, sync, undo, user_bytes, ops, e)
@@ -96,9 +105,9 @@ impl Inner {
     }
 
     /// A write of flush `flush_no` was refused with `StoreFull`. Decided under the
-    /// commit lock, so no flush holds this write frozen: either another writer's flush
-    /// committed it meanwhile (then it took effect), or it is taken back. Writes
-    /// acknowledged before it stay cached.
+    /// (drained) commit lock, so no flush holds this write frozen: either another
+    /// writer's flush committed it meanwhile (then it took effect), or it is taken
+    /// back. Writes acknowledged before it stay cached.
     fn take_back(
         &self,
         flush_no: u64,
@@ -109,18 +118,23 @@ impl Inner {
         refusal: Error,
     ) -> Result<()> {
         let commit = self.committer.lock();
-        if commit.committed_flushes > flush_no {
+        if self
+            .committer
+            .pipeline
+            .progress(flush_no, Reach::Committed)?
+            == Progress::Done
+        {
             drop(commit);
             return if sync {
-                self.flush_through(flush_no, true)
+                self.flush_through(flush_no, Reach::Durable)
             } else {
                 Ok(())
             };
         }
         let mut cache = self.cache.write();
         debug_assert!(
-            cache.frozen.is_none(),
-            "no flush runs under the commit lock"
+            cache.frozen.is_empty(),
+            "no flush runs under the drained commit lock"
         );
         cache.take_back(undo);
         drop(cache);
@@ -132,8 +146,9 @@ impl Inner {
         Err(refusal)
     }
 
-    pub(crate) fn flush_all(&self, durable: bool) -> Result<()> {
+    /// Flushes everything written so far, and waits until it is durable.
+    pub(crate) fn flush_all(&self) -> Result<()> {
         let n = self.cache.read().active_flush;
-        self.flush_through(n, durable)
+        self.flush_through(n, Reach::Durable)
     }
 }

@@ -1,9 +1,12 @@
 //! The write cache: recent writes buffered in memory, a repeated key updated in place.
 //! A flush freezes the active map and commits it as one unit, so a write batch is
-//! always wholly in one flush (atomic).
+//! always wholly in one flush (atomic). Frozen maps stay readable until their flush's
+//! index batch is in the index: one being placed and written, and up to
+//! [`UNCOMMITTED_FLUSHES_MAX`] waiting for their commit.
 
+use crate::commit::pipeline::UNCOMMITTED_FLUSHES_MAX;
 use crate::key_hash::KeyHash;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,13 +26,23 @@ pub struct WriteCache {
     /// Number of the flush that will commit `active`. Numbers only grow: a flush
     /// that could not commit leaves its number unused ([`WriteCache::unfreeze`]).
     pub active_flush: u64,
-    /// Frozen by a flush in progress; still served to readers until committed.
-    pub frozen: Option<Arc<CacheMap>>,
-    /// What `frozen` counted for when it was active.
-    pub frozen_bytes: u64,
-    /// When `frozen` was frozen: the pacer expects its flush to end after its bytes'
+    /// Frozen by flushes not yet committed, oldest first; served to readers, newest
+    /// first, until committed.
+    pub frozen: VecDeque<FrozenMap>,
+}
+
+/// A map frozen by a flush.
+#[derive(Debug)]
+pub struct FrozenMap {
+    pub map: Arc<CacheMap>,
+    /// What the map counted for when it was active.
+    pub bytes: u64,
+    /// When it was frozen: the pacer expects its flush to place it after its bytes'
     /// worth of the flushes' measured rate.
-    pub frozen_at: Option<Instant>,
+    pub at: Instant,
+    /// Its records are written and its commit is queued: the active map may be frozen
+    /// next.
+    pub placed: bool,
 }
 
 /// The cache's state as the pacer sees it: room left in the active map before it is
@@ -81,14 +94,23 @@ impl WriteCache {
         self.active_bytes + growth_bytes >= limit_bytes
     }
 
-    /// The active map is full while the previous one is still being flushed, or holds
-    /// twice the limit (the flusher has not frozen it yet): the writer flushes in its
-    /// own thread. A flush so holds at most about twice the limit, as before the
+    /// The active map is full while the previous one is still being placed, or while
+    /// the pipeline is full (the next flush waits for a commit), or holds twice the
+    /// limit (the flusher has not frozen it yet): the writer flushes in its own thread,
+    /// and waits. A flush so holds at most about twice the limit, as before the
     /// background flusher: a larger one needs more room in a group than its chain may
     /// take, and a store with room would refuse it.
     pub fn needs_writer_flush(&self, limit_bytes: u64) -> bool {
+        let pipeline_full = self.frozen.len() as u64 > UNCOMMITTED_FLUSHES_MAX;
         self.active_bytes >= limit_bytes
-            && (self.frozen.is_some() || self.active_bytes >= limit_bytes.saturating_mul(2))
+            && (self.placing().is_some()
+                || pipeline_full
+                || self.active_bytes >= limit_bytes.saturating_mul(2))
+    }
+
+    /// The frozen map whose flush is placing it, if any (always the newest).
+    pub fn placing(&self) -> Option<&FrozenMap> {
+        self.frozen.back().filter(|f| !f.placed)
     }
 
     /// Records, before `entries` are inserted, what taking them back needs: per key,
@@ -128,28 +150,48 @@ impl WriteCache {
         if let Some(v) = self.active.get(key) {
             return Some(v.clone());
         }
-        self.frozen.as_ref().and_then(|f| f.get(key).cloned())
+        self.frozen
+            .iter()
+            .rev()
+            .find_map(|f| f.map.get(key).cloned())
     }
 
     /// What the pacer needs to know after a write went in (`gc/pacer.rs`).
     pub fn fill(&self, limit_bytes: u64) -> CacheFill {
         CacheFill {
             room_bytes: limit_bytes.saturating_sub(self.active_bytes),
-            flush: self.frozen_at.map(|at| (at, self.frozen_bytes)),
+            flush: self.placing().map(|f| (f.at, f.bytes)),
             limit_bytes,
         }
     }
 
-    /// Both maps' bytes: what the cache holds in memory.
+    /// Every map's bytes: what the cache holds in memory.
     pub fn held_bytes(&self) -> u64 {
-        self.active_bytes + self.frozen_bytes
+        self.active_bytes + self.frozen.iter().map(|f| f.bytes).sum::<u64>()
     }
 
-    /// The frozen map is committed (or dropped by a failed flush).
-    pub fn release_frozen(&mut self) -> Option<Arc<CacheMap>> {
-        self.frozen_bytes = 0;
-        self.frozen_at = None;
-        self.frozen.take()
+    /// The newest frozen map's flush placed it and queued its commit.
+    pub fn mark_placed(&mut self) {
+        let newest = self.frozen.back_mut().expect("a flush placed a frozen map");
+        newest.placed = true;
+    }
+
+    /// The oldest frozen map is committed (or its commit failed: the store is
+    /// poisoned, and reads must not return what a restart would not).
+    pub fn release_committed(&mut self) -> Arc<CacheMap> {
+        let oldest = self
+            .frozen
+            .pop_front()
+            .expect("a committed flush froze a map");
+        debug_assert!(oldest.placed, "committed maps were placed");
+        oldest.map
+    }
+
+    /// The newest frozen map's flush failed while placing it, and the store is
+    /// poisoned: dropped, for the same reason.
+    pub fn drop_placing(&mut self) {
+        let newest = self.frozen.pop_back().expect("a failed flush froze a map");
+        debug_assert!(!newest.placed);
     }
 
     /// A flush could not commit and wrote nothing: its map's entries go back into the
@@ -159,7 +201,9 @@ impl WriteCache {
     /// write uncommitted (and take it back after a refusal) once the merged map
     /// committed under the lower number.
     pub fn unfreeze(&mut self, map: Arc<CacheMap>) {
-        self.release_frozen();
+        let newest = self.frozen.pop_back().expect("a refused flush froze a map");
+        debug_assert!(Arc::ptr_eq(&newest.map, &map) && !newest.placed);
+        drop(newest);
         let map = Arc::try_unwrap(map).unwrap_or_else(|m| (*m).clone());
         for (k, v) in map {
             if !self.active.contains_key(&k) {
@@ -168,18 +212,23 @@ impl WriteCache {
         }
     }
 
-    /// Freezes the active map for a flush; returns it with its flush number.
-    pub fn freeze(&mut self) -> (Arc<CacheMap>, u64) {
-        assert!(self.frozen.is_none(), "one flush at a time");
+    /// Freezes the active map for a flush; returns it with its flush number and the
+    /// bytes it counted for.
+    pub fn freeze(&mut self) -> (Arc<CacheMap>, u64, u64) {
+        assert!(self.placing().is_none(), "one flush places at a time");
         // The next map grows from empty: one sized in advance would hold memory that
         // no entry counts for while the frozen one is flushed.
         let map = Arc::new(std::mem::take(&mut self.active));
-        self.frozen_bytes = std::mem::take(&mut self.active_bytes);
+        let bytes = std::mem::take(&mut self.active_bytes);
         let n = self.active_flush;
         self.active_flush += 1;
-        self.frozen = Some(map.clone());
-        self.frozen_at = Some(Instant::now());
-        (map, n)
+        self.frozen.push_back(FrozenMap {
+            map: map.clone(),
+            bytes,
+            at: Instant::now(),
+            placed: false,
+        });
+        (map, n, bytes)
     }
 }
 
@@ -193,17 +242,50 @@ mod tests {
     }
 
     #[test]
+    fn frozen_maps_are_read_newest_first_and_released_oldest_first() {
+        // The 2000-byte value fills it once, not twice.
+        let limit = 1500;
+        let mut cache = WriteCache::default();
+        put(&mut cache, b"a", b"1");
+        put(&mut cache, b"b", b"1");
+        let (first, ..) = cache.freeze();
+        cache.mark_placed();
+        put(&mut cache, b"a", b"2");
+        let (second, ..) = cache.freeze();
+        assert!(cache.placing().is_some(), "the second is being placed");
+        put(&mut cache, b"c", &[0u8; 2000]);
+        assert!(
+            cache.needs_writer_flush(limit),
+            "full while a map is being placed"
+        );
+        cache.mark_placed();
+        assert_eq!(cache.get(b"a"), Some(Some(b"2".to_vec())), "newest first");
+        assert_eq!(cache.get(b"b"), Some(Some(b"1".to_vec())));
+        // Two maps wait for their commits: the pipeline is full, a full cache waits.
+        assert!(cache.placing().is_none());
+        assert!(cache.needs_writer_flush(limit));
+        assert!(Arc::ptr_eq(&cache.release_committed(), &first));
+        assert!(
+            !cache.needs_writer_flush(limit),
+            "one placed map waiting: the flusher may place the next"
+        );
+        assert_eq!(cache.get(b"b"), None, "committed: the index serves it now");
+        assert!(Arc::ptr_eq(&cache.release_committed(), &second));
+        assert_eq!(cache.held_bytes(), cache.active_bytes);
+    }
+
+    #[test]
     fn a_map_that_could_not_commit_goes_back_under_a_number_its_writers_wait_for() {
         let mut cache = WriteCache::default();
         let first = put(&mut cache, b"a", b"1");
-        let (frozen, n) = cache.freeze();
+        let (frozen, n, _) = cache.freeze();
         assert_eq!(n, first);
         // Written while the flush is in flight: this writer waits for a later flush.
         let joined = put(&mut cache, b"b", b"2");
         put(&mut cache, b"a", b"3");
         assert!(joined > n);
         cache.unfreeze(frozen);
-        assert!(cache.frozen.is_none() && cache.frozen_bytes == 0);
+        assert!(cache.frozen.is_empty() && cache.held_bytes() == cache.active_bytes);
         assert_eq!(
             cache.get(b"a"),
             Some(Some(b"3".to_vec())),
@@ -212,7 +294,7 @@ mod tests {
         assert_eq!(cache.get(b"b"), Some(Some(b"2".to_vec())));
         // The next flush commits both writers' entries, so its number must be one each
         // of them waits for: a commit of it marks both committed.
-        let (merged, m) = cache.freeze();
+        let (merged, m, _) = cache.freeze();
         assert_eq!(merged.len(), 2);
         assert!(
             m >= joined && m >= first,

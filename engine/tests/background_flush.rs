@@ -1,5 +1,5 @@
 //! The background flusher: the write that fills the write cache returns without
-//! waiting for the flush, a writer waits only once the cache holds twice its size, and
+//! waiting for the flush, a writer waits only once the flush pipeline is full, and
 //! what the flusher commits survives a process crash. A device whose flushes wait at a
 //! gate shows which writer waits for what.
 
@@ -115,14 +115,18 @@ fn the_write_that_fills_the_cache_does_not_wait_for_its_flush(mode: Mode) {
     let n = done.recv_timeout(NO_WAIT_LIMIT).unwrap_or_else(|_| {
         panic!("{mode:?}: a write waited for a flush of a cache not yet twice full")
     });
-    // Twice the cache (both maps full): the next writer waits for the device.
-    let blocked = put_in_thread(&db, n, CACHE_BYTES);
+    // Three caches (one placed and waiting for its commit at the gate, one placed
+    // behind it, the active one full), or four when the flusher came late (the second
+    // placed map grew to twice the cache): the next writer waits for the device.
+    let blocked = put_in_thread(&db, n, CACHE_BYTES * 5 / 2);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        blocked.try_recv().is_err(),
-        "{mode:?}: writers ran past twice the cache while the device could not flush"
-    );
+    let writers_waited = blocked.try_recv().is_err();
+    // Open before asserting: a failed test must not leave the store's drop waiting.
     dev.set_shut(false);
+    assert!(
+        writers_waited,
+        "{mode:?}: writers ran past four caches while the device could not flush"
+    );
     let end = blocked
         .recv_timeout(NO_WAIT_LIMIT)
         .expect("writers resume once the device flushes");
@@ -135,6 +139,66 @@ fn the_write_that_fills_the_cache_does_not_wait_for_its_flush(mode: Mode) {
         );
     }
     Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+}
+
+fn wait_for_flushes(db: &Db, flushes: u64) -> bool {
+    let deadline = Instant::now() + NO_WAIT_LIMIT;
+    while db.stats().flushes < flushes {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+// The flush pipeline: while one flush's device flush waits, the next flush places and
+// writes its records; readers find both maps in the cache meanwhile, and both commit
+// once the device flushes.
+test_in_modes!(the_next_flush_writes_while_the_device_flushes: hashkv, vlog);
+fn the_next_flush_writes_while_the_device_flushes(mode: Mode) {
+    let sim = Arc::new(SimDevice::new(SimConfig::new(8 * MIB, 37)).unwrap());
+    let dev = Arc::new(GatedDevice {
+        inner: sim.clone(),
+        shut: Mutex::new(false),
+        opened: Condvar::new(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let o = options(mode);
+    let db = Arc::new(Db::format_device(dev.clone(), dir.path(), &o).unwrap());
+    dev.set_shut(true);
+    let first = put_in_thread(&db, 0, CACHE_BYTES).recv_timeout(NO_WAIT_LIMIT);
+    let first_placed = wait_for_flushes(&db, 1);
+    let written_first = db.stats().flush_device_bytes_written;
+    let second = put_in_thread(&db, first.unwrap_or(0), CACHE_BYTES).recv_timeout(NO_WAIT_LIMIT);
+    let second_placed = wait_for_flushes(&db, 2);
+    let written_both = db.stats().flush_device_bytes_written;
+    let end = second.unwrap_or(0);
+    let served: Vec<u64> = (0..end)
+        .filter(|&i| db.get(&key(i)).unwrap() != Some(value(i)))
+        .collect();
+    // Open before asserting: a failed test must not leave the store's drop waiting.
+    dev.set_shut(false);
+    assert!(first.is_ok() && second.is_ok(), "{mode:?}: a writer waited");
+    assert!(first_placed, "{mode:?}: the first flush was not placed");
+    assert!(
+        second_placed && written_both > written_first,
+        "{mode:?}: the second flush did not write while the first one's device flush waited"
+    );
+    assert!(
+        served.is_empty(),
+        "{mode:?}: keys not read back: {served:?}"
+    );
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    let db = Db::open_device(sim, dir.path(), &o).unwrap();
+    for i in 0..end {
+        assert_eq!(
+            db.get(&key(i)).unwrap(),
+            Some(value(i)),
+            "{mode:?}: key {i}"
+        );
+    }
+    db.close().unwrap();
 }
 
 // The flusher commits a full map with no further call: it survives a process crash

@@ -1,12 +1,16 @@
 //! The committer: the only code that writes the index, and so the only way any change
-//! to the store becomes real. A flush and every GC hand it a [`Plan`]: device writes,
-//! one index batch, and whether the batch must be durable. Under the commit lock it
+//! to the store becomes real. Every GC hands it a [`Plan`]: device writes, one index
+//! batch, and whether the batch must be durable. Under the commit lock it
 //!
 //! 1. writes the plan's records to the device (all submitted at once),
 //! 2. flushes the device, so that the records are durable,
 //! 3. writes the plan's index batch (synced if the plan asks),
 //! 4. starts a new reader generation: space the commit released is reused only once
 //!    readers that began before it are gone ([`crate::readers::Deferred`]).
+//!
+//! A flush does step 1 under the commit lock and steps 2-4 on the commit thread, so
+//! that the next flush writes while the device flushes ([`pipeline`], which says why
+//! the argument below still holds).
 //!
 //! # Why a crash at any instant is safe (FORMAT.md, "Commit" and "GC")
 //! Records are only ever written where no committed index entry points: past a
@@ -25,6 +29,7 @@
 //!
 //! Any fatal error on this path poisons the store ([`poison`]).
 
+pub(crate) mod pipeline;
 pub(crate) mod poison;
 
 use crate::buffers::BufferPool;
@@ -34,6 +39,7 @@ use crate::readers::Readers;
 use crate::stats::Counters;
 use hashkv_blockdev::{AlignedBuf, BlockDevice, IoOp};
 use parking_lot::{Mutex, MutexGuard};
+use pipeline::{Pipeline, PlacedFlush, UNCOMMITTED_FLUSHES_MAX};
 use poison::Poison;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -61,15 +67,11 @@ pub(crate) struct Plan {
     pub durable: bool,
 }
 
-/// State guarded by the commit lock: one flush or GC commit runs at a time, which
-/// orders their index batches.
+/// State guarded by the commit lock: one flush placement or GC commit runs at a time,
+/// which orders their index batches.
 #[derive(Debug, Default)]
 pub(crate) struct CommitState {
-    /// Flushes numbered below this are committed to the value store and the index.
-    pub committed_flushes: u64,
-    /// Flushes numbered below this are durable.
-    pub durable_flushes: u64,
-    /// Keys flushes committed since the running GC began.
+    /// Keys flushes placed since the running GC began.
     pub written_during_gc: WrittenKeys,
 }
 
@@ -83,6 +85,8 @@ pub(crate) struct Committer {
     /// one large write is several requests in flight.
     write_piece_bytes: usize,
     state: Mutex<CommitState>,
+    /// Flushes placed and written, waiting for their device flush and index batch.
+    pub pipeline: Pipeline,
     poison: Poison,
 }
 
@@ -109,14 +113,31 @@ impl Committer {
             buffers,
             write_piece_bytes,
             state: Mutex::new(CommitState::default()),
+            pipeline: Pipeline::default(),
             poison: Poison::default(),
         }
     }
 
+    /// The commit lock, drained: every flush placed before is committed (or failed),
+    /// so the holder sees, and commits after, all of them.
     pub fn lock(&self) -> CommitGuard<'_> {
+        let state = self.state.lock();
+        self.pipeline.wait_unsettled_at_most(0);
         CommitGuard {
             committer: self,
-            state: self.state.lock(),
+            state,
+        }
+    }
+
+    /// The commit lock for placing a flush: at most [`UNCOMMITTED_FLUSHES_MAX`] placed
+    /// flushes still wait for their commit.
+    pub fn lock_for_flush(&self) -> CommitGuard<'_> {
+        let state = self.state.lock();
+        self.pipeline
+            .wait_unsettled_at_most(UNCOMMITTED_FLUSHES_MAX);
+        CommitGuard {
+            committer: self,
+            state,
         }
     }
 
@@ -148,6 +169,17 @@ impl Committer {
         if writes.is_empty() {
             return Ok(());
         }
+        self.write(writes, purpose)?;
+        // Records must be durable before the index can point at them.
+        self.device.flush()?;
+        Ok(())
+    }
+
+    /// Writes `writes` (all submitted at once) and waits for them; no device flush.
+    fn write(&self, writes: &[DeviceWrite], purpose: Purpose) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
         let mut ops: Vec<IoOp<'_>> = Vec::new();
         for w in writes {
             let mut done = 0;
@@ -168,9 +200,32 @@ impl Committer {
             Purpose::Gc => &self.counters.gc_device_bytes_written,
         };
         Counters::add(counter, bytes);
-        // Records must be durable before the index can point at them.
-        self.device.flush()?;
         Ok(())
+    }
+
+    /// Steps 2-4 for flushes placed and written (the commit thread, without the commit
+    /// lock): one device flush for all, their batches in order, one sync if any asks.
+    /// Returns whether the index's log was synced.
+    pub fn commit_placed(&self, flushes: &[PlacedFlush]) -> Result<bool> {
+        self.check_writable()?;
+        if flushes.iter().any(|f| f.batch.is_some()) {
+            self.poisoning(self.device.flush().map_err(Error::from))?;
+        }
+        let no_sync = hashkv_lsm::WriteOptions { sync: false };
+        for batch in flushes.iter().filter_map(|f| f.batch.as_ref()) {
+            self.poisoning(self.index.write(batch, &no_sync).map_err(Error::from))?;
+        }
+        let synced = flushes.iter().any(|f| f.durable);
+        if synced {
+            self.sync_index()?;
+        }
+        self.readers.advance();
+        Ok(synced)
+    }
+
+    /// Makes every batch committed so far durable.
+    pub fn sync_index(&self) -> Result<()> {
+        self.poisoning(self.index.sync_wal().map_err(Error::from))
     }
 }
 
@@ -187,10 +242,15 @@ impl CommitGuard<'_> {
         Ok(c.readers.advance())
     }
 
-    /// Makes every batch committed so far durable.
-    pub fn sync_index(&mut self) -> Result<()> {
+    /// Step 1 for a flush: writes its records and waits for them. The rest of its
+    /// commit follows on the commit thread ([`Pipeline::queue`]), before any holder of
+    /// [`Committer::lock`] proceeds.
+    pub fn write_flush(&mut self, writes: Vec<DeviceWrite>) -> Result<()> {
         let c = self.committer;
-        c.poisoning(c.index.sync_wal().map_err(Error::from))
+        c.check_writable()?;
+        c.poisoning(c.write(&writes, Purpose::Flush))?;
+        c.buffers.give(writes.into_iter().map(|w| w.buf));
+        Ok(())
     }
 }
 

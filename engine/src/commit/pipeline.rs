@@ -1,0 +1,275 @@
+//! The flush pipeline: a flush's second half runs on the commit thread, so that the
+//! next flush places and writes its records while the device makes this one's durable.
+//!
+//! A flush places its records and writes them under the commit lock (`flush.rs`), then
+//! queues a [`PlacedFlush`] here and lets the lock go. The commit thread takes every
+//! flush queued, flushes the device once for all of them, and writes their index
+//! batches in queue order. Measured before the pipeline (session 16): leaving the
+//! device flush out of non-synced flushes altogether ran the load 17-25% faster and
+//! update-heavy phases 7-12% faster; a flush's device flush took about as long as its
+//! writes.
+//!
+//! # Why the order and the crash argument of `commit/mod.rs` still hold
+//! - Flushes are placed one at a time under the commit lock, in flush-number order, and
+//!   queued in that order; the commit thread commits them in queue order. Index batches
+//!   reach the index's log in placement order, as before.
+//! - A flush is queued only once its writes completed, and the commit thread takes it
+//!   from the queue before it starts the device flush: the device flush covers its
+//!   records, and comes before its batch.
+//! - Every other holder of the commit lock (GC, a refused write's take-back, `check`)
+//!   takes it *drained*: it waits until no placed flush is uncommitted. What it sees and
+//!   commits follows every placed flush, as when flushes held the lock to the end.
+//! - A flush's map stays in the write cache, served to readers, until its batch is in
+//!   the index (the commit thread releases it).
+//! - After a failure the store is poisoned and no later queued flush commits: its batch
+//!   could carry the value store's entries past records of the failed one.
+
+use crate::error::{Error, Result};
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+
+/// Flushes placed but not committed while the next one places: one. A second would
+/// only queue behind the first's device flush (the commit thread takes them together)
+/// and hold one more write cache's worth of memory.
+pub const UNCOMMITTED_FLUSHES_MAX: u64 = 1;
+
+/// A flush whose records are written: what its commit still needs.
+pub(crate) struct PlacedFlush {
+    pub flush_no: u64,
+    /// None: the flush had nothing to write (its map was empty).
+    pub batch: Option<hashkv_lsm::WriteBatch>,
+    /// The batch is synced to the index's disk before the flush counts as committed.
+    pub durable: bool,
+}
+
+/// How far a flush has come, as a caller waiting for it asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Reach {
+    /// Placed and written: its map has left the active cache (writers' backpressure).
+    Placed,
+    /// Its batch is in the index: it survives kill -9.
+    Committed,
+    /// Its batch is synced: it survives a power cut.
+    Durable,
+}
+
+/// What a caller waiting for a flush does next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// The flush has reached what was asked.
+    Done,
+    /// Not placed yet: the caller flushes.
+    Unplaced,
+    /// Committed, not durable: the caller syncs the index's log; every flush below
+    /// this number is durable then.
+    NeedsSync(u64),
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<PlacedFlush>,
+    /// Flushes numbered below these are placed, settled (committed or failed, and
+    /// their maps released), committed, durable.
+    placed: u64,
+    settled: u64,
+    committed: u64,
+    durable: u64,
+    /// The commit thread's first failure: every flush settled after it failed.
+    failure: Option<Error>,
+    stopping: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Pipeline {
+    state: Mutex<State>,
+    /// Signalled whenever a flush is queued or settles, and at stop.
+    changed: Condvar,
+}
+
+impl Pipeline {
+    /// Queues a placed flush (under the commit lock, in flush-number order).
+    pub fn queue(&self, placed: PlacedFlush) {
+        let mut s = self.state.lock();
+        debug_assert!(placed.flush_no >= s.placed, "flushes queue in order");
+        s.placed = placed.flush_no + 1;
+        s.queue.push_back(placed);
+        self.changed.notify_all();
+    }
+
+    /// Waits until at most `max` placed flushes are unsettled.
+    pub fn wait_unsettled_at_most(&self, max: u64) {
+        let mut s = self.state.lock();
+        while s.placed - s.settled > max {
+            self.changed.wait(&mut s);
+        }
+    }
+
+    /// Where flush `flush_no` stands against `reach`, waiting while it is placed but
+    /// not yet there. Errors: the commit thread failed on it (or before it).
+    pub fn progress(&self, flush_no: u64, reach: Reach) -> Result<Progress> {
+        let mut s = self.state.lock();
+        loop {
+            let done = match reach {
+                Reach::Placed => s.placed > flush_no,
+                Reach::Committed => s.committed > flush_no,
+                Reach::Durable => s.durable > flush_no,
+            };
+            if done {
+                return Ok(Progress::Done);
+            }
+            if reach == Reach::Durable && s.committed > flush_no {
+                return Ok(Progress::NeedsSync(s.committed));
+            }
+            if s.settled > flush_no {
+                let failure = s
+                    .failure
+                    .clone()
+                    .expect("a settled flush not committed failed");
+                return Err(failure);
+            }
+            if s.placed <= flush_no {
+                return Ok(Progress::Unplaced);
+            }
+            self.changed.wait(&mut s);
+        }
+    }
+
+    /// Flushes below `flush_no` are durable (the caller synced the index's log after
+    /// they were committed).
+    pub fn note_durable(&self, flush_no: u64) {
+        let mut s = self.state.lock();
+        s.durable = s.durable.max(flush_no);
+    }
+
+    /// The commit thread's next work: every queued flush, oldest first. Waits for one;
+    /// `None` once stopping with nothing queued.
+    pub fn take_queued(&self) -> Option<Vec<PlacedFlush>> {
+        let mut s = self.state.lock();
+        loop {
+            if !s.queue.is_empty() {
+                return Some(s.queue.drain(..).collect());
+            }
+            if s.stopping {
+                return None;
+            }
+            self.changed.wait(&mut s);
+        }
+    }
+
+    /// The commit thread settled flushes below `through`: committed (and durable, if
+    /// `synced`), or failed with `failure`.
+    pub fn settle(&self, through: u64, outcome: std::result::Result<bool, Error>) {
+        let mut s = self.state.lock();
+        s.settled = s.settled.max(through);
+        match outcome {
+            Ok(synced) => {
+                s.committed = s.committed.max(through);
+                if synced {
+                    s.durable = s.durable.max(through);
+                }
+            }
+            Err(e) => {
+                s.failure.get_or_insert(e);
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// The commit thread returns once the queue is empty.
+    pub fn stop(&self) {
+        self.state.lock().stopping = true;
+        self.changed.notify_all();
+    }
+
+    #[cfg(test)]
+    fn snapshot(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn placed(flush_no: u64, durable: bool) -> PlacedFlush {
+        PlacedFlush {
+            flush_no,
+            batch: None,
+            durable,
+        }
+    }
+
+    #[test]
+    fn a_flush_is_placed_then_committed_then_durable_in_that_order() {
+        let p = Pipeline::default();
+        assert_eq!(p.progress(0, Reach::Placed).unwrap(), Progress::Unplaced);
+        p.queue(placed(0, false));
+        assert_eq!(p.progress(0, Reach::Placed).unwrap(), Progress::Done);
+        assert_eq!(p.progress(1, Reach::Placed).unwrap(), Progress::Unplaced);
+        let taken = p.take_queued().unwrap();
+        assert_eq!(taken.len(), 1);
+        p.settle(1, Ok(false));
+        assert_eq!(p.progress(0, Reach::Committed).unwrap(), Progress::Done);
+        assert_eq!(
+            p.progress(0, Reach::Durable).unwrap(),
+            Progress::NeedsSync(1)
+        );
+        p.note_durable(1);
+        assert_eq!(p.progress(0, Reach::Durable).unwrap(), Progress::Done);
+    }
+
+    #[test]
+    fn a_caller_waits_for_a_placed_flush_and_sees_its_failure() {
+        let p = Arc::new(Pipeline::default());
+        p.queue(placed(0, false));
+        p.queue(placed(1, true));
+        let waiter = {
+            let p = p.clone();
+            std::thread::spawn(move || p.progress(1, Reach::Committed))
+        };
+        let taken = p.take_queued().unwrap();
+        assert_eq!(
+            taken.iter().map(|f| f.flush_no).collect::<Vec<_>>(),
+            vec![0, 1],
+            "taken together, oldest first"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!waiter.is_finished(), "waits while placed and unsettled");
+        p.settle(
+            2,
+            Err(Error::InvalidOptions {
+                reason: "a failed device flush, for the test".into(),
+            }),
+        );
+        assert!(waiter.join().unwrap().is_err());
+        // Nothing it failed on counts as committed, and later flushes fail too.
+        assert!(p.progress(0, Reach::Committed).is_err());
+        assert_eq!(p.snapshot().committed, 0);
+        assert!(p.snapshot().failure.is_some());
+    }
+
+    #[test]
+    fn at_most_the_allowed_number_of_flushes_stays_unsettled() {
+        let p = Arc::new(Pipeline::default());
+        p.queue(placed(0, false));
+        p.queue(placed(1, false));
+        let drainer = {
+            let p = p.clone();
+            std::thread::spawn(move || p.wait_unsettled_at_most(UNCOMMITTED_FLUSHES_MAX))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!drainer.is_finished(), "two unsettled");
+        p.settle(1, Ok(false));
+        drainer.join().unwrap();
+        assert_eq!(p.snapshot().committed, 1);
+        p.stop();
+        assert_eq!(
+            p.take_queued().map(|q| q.len()),
+            Some(2),
+            "the queue drains first"
+        );
+        assert!(p.take_queued().is_none());
+    }
+}
