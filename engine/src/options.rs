@@ -74,9 +74,10 @@ pub struct Options {
     /// Share of the value space reserved for log segments. Default 0.30 (the paper's).
     pub reserved_share: f64,
     /// Write cache size: a full cache is flushed in the background while writers fill
-    /// a second one, paced to fill by the time that flush is expected to end (writers
-    /// wait for a flush only once the second is full too), so about twice this is
-    /// held, three times at worst (when the flusher starts late). 0 turns
+    /// a second one, paced to fill by the time that flush has placed its records
+    /// (writers wait for a flush only once the second is full too); a placed flush
+    /// waits for its commit while the next one places, so about three times this is
+    /// held, four times at worst (when the flusher starts late). 0 turns
     /// the cache off (every write goes to the value store at once, batched with
     /// concurrent writers). Default 16 MiB.
     pub write_cache_bytes: u64,
