@@ -94,6 +94,8 @@ pub(crate) struct Committer {
 pub(crate) struct CommitGuard<'a> {
     committer: &'a Committer,
     state: MutexGuard<'a, CommitState>,
+    /// Taken drained ([`Committer::lock`]): only such a guard may commit a plan.
+    drained: bool,
 }
 
 impl Committer {
@@ -126,6 +128,7 @@ impl Committer {
         CommitGuard {
             committer: self,
             state,
+            drained: true,
         }
     }
 
@@ -138,6 +141,7 @@ impl Committer {
         CommitGuard {
             committer: self,
             state,
+            drained: false,
         }
     }
 
@@ -233,6 +237,7 @@ impl CommitGuard<'_> {
     /// Commits `plan` (steps 1-4 of the module docs) and returns the reader generation
     /// after which space this commit released may be reused.
     pub fn commit(&mut self, plan: Plan) -> Result<u64> {
+        assert!(self.drained, "a plan commits after every placed flush");
         let c = self.committer;
         c.check_writable()?;
         c.poisoning(c.write_durably(&plan.writes, plan.purpose))?;
