@@ -151,10 +151,12 @@ pub(crate) struct Inner {
 /// - A write batch is atomic: after any crash it is wholly there or wholly absent. And
 ///   what survives a crash is always a prefix of the acknowledged writes: no write is
 ///   there without every write acknowledged before it.
-/// - After a flush fails (a device or index error), the call that ran it returns the
-///   error (for a flush in the background thread, the next write returns it as the
-///   first error of `Error::Poisoned`), and the store refuses every later write with
-///   `Error::Poisoned`: what was
+/// - After a flush fails (a device or index error), a call that waited for its
+///   commit (a durability call, or any write when `write_cache_bytes` is 0) returns
+///   the error; a flush's device flush and index batch run on the commit thread, so
+///   when only the background flusher or a writer waiting for room ran it, the next
+///   write returns it as the first error of `Error::Poisoned`. The store refuses
+///   every later write with `Error::Poisoned`: what was
 ///   durable before stays durable; writes acknowledged since the last durability call
 ///   returned may be lost, and `close()` returns `Error::Poisoned` too. Reopen the
 ///   store to see what survived.
@@ -488,8 +490,12 @@ impl Db {
             let _ = t.join();
         }
         // Last: GC waits for the commit thread whenever it takes the commit lock. The
-        // thread commits what is queued before it returns.
-        self.inner.committer.pipeline.stop();
+        // thread commits what is queued before it returns, unless this is a crash.
+        if flush {
+            self.inner.committer.pipeline.stop();
+        } else {
+            self.inner.committer.pipeline.abandon();
+        }
         if let Some(t) = self.commit_thread.take() {
             let _ = t.join();
         }

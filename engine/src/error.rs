@@ -66,6 +66,11 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// The commit thread panicked (a bug): the flushes it held are not committed, and
+    /// the store refuses writes.
+    #[error("the commit thread panicked: {message}")]
+    CommitThreadPanicked { message: String },
+
     /// The store refuses writes since its first fatal error, kept whole here.
     #[error("store refuses writes after an earlier error: {first_error}")]
     Poisoned { first_error: Arc<Error> },
@@ -105,6 +110,7 @@ impl Error {
                     | Error::Corruption { .. }
                     | Error::ChecksumMismatch { .. }
                     | Error::Poisoned { .. }
+                    | Error::CommitThreadPanicked { .. }
             ),
         }
     }
@@ -156,6 +162,9 @@ impl Clone for Error {
                 reason: reason.clone(),
             },
             DeviceNotEmpty { what } => DeviceNotEmpty { what: what.clone() },
+            CommitThreadPanicked { message } => CommitThreadPanicked {
+                message: message.clone(),
+            },
             NotOurs { reason } => NotOurs {
                 reason: reason.clone(),
             },

@@ -8,7 +8,7 @@
 use crate::commit::pipeline::{PlacedFlush, Progress, Reach};
 use crate::commit::CommitGuard;
 use crate::db::Inner;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::keys;
 use crate::location;
 use crate::stats::Counters;
@@ -130,15 +130,15 @@ impl Inner {
     fn flush_active(&self, commit: &mut CommitGuard<'_>, durable: bool) -> Result<u64, PlaceError> {
         let (map, flush_no, cache_bytes) = self.cache.write().freeze();
         match self.place_map(commit, &map) {
-            Ok(batch) => {
+            Ok((batch, wrote)) => {
                 // Marked before it is queued: the commit thread releases only placed maps.
                 self.cache.write().mark_placed();
                 self.committer.pipeline.queue(PlacedFlush {
                     flush_no,
                     batch,
+                    wrote,
                     durable,
                 });
-                Counters::add(&self.counters.flushes, 1);
                 Ok(cache_bytes)
             }
             Err(PlaceError::NeedSpace { group }) => {
@@ -156,14 +156,14 @@ impl Inner {
     }
 
     /// Places `map`'s records and writes them; returns the index batch its commit
-    /// writes (None for an empty map).
+    /// writes (None for an empty map), and whether it wrote to the device.
     fn place_map(
         &self,
         commit: &mut CommitGuard<'_>,
         map: &CacheMap,
-    ) -> Result<Option<hashkv_lsm::WriteBatch>, PlaceError> {
+    ) -> Result<(Option<hashkv_lsm::WriteBatch>, bool), PlaceError> {
         if map.is_empty() {
-            return Ok(None);
+            return Ok((None, false));
         }
         let first_seq = self.next_seq.fetch_add(map.len() as u64, Ordering::SeqCst);
         let records: Vec<FlushRecord<'_>> = map
@@ -185,26 +185,49 @@ impl Inner {
         }
         let last_seq = first_seq + map.len() as u64 - 1;
         let batch = index_batch(map, &pointers, &entries, last_seq);
+        let wrote = !writes.is_empty();
         commit.write_flush(writes)?;
-        Ok(Some(batch))
+        Ok((Some(batch), wrote))
     }
 
     /// The commit thread: commits placed flushes in order, several at once when they
-    /// queued while the last device flush ran (`commit/pipeline.rs`).
+    /// queued while the last device flush ran (`commit/pipeline.rs`). If it panics (a
+    /// bug), the store is poisoned and every placed flush fails, so that no caller
+    /// waits for it forever.
     pub(crate) fn commit_loop(&self) {
+        let run = std::panic::AssertUnwindSafe(|| self.commit_queued());
+        if let Err(panic) = std::panic::catch_unwind(run) {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|m| m.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            let e = Error::CommitThreadPanicked { message };
+            let _ = self.committer.poisoning::<()>(Err(e.clone()));
+            self.committer.pipeline.fail_all(e);
+            // What it held is not committed: reads must not return it.
+            self.cache.write().frozen.retain(|f| !f.placed);
+        }
+    }
+
+    fn commit_queued(&self) {
         let pipeline = &self.committer.pipeline;
         while let Some(flushes) = pipeline.take_queued() {
             let through = flushes.last().map_or(0, |f| f.flush_no + 1);
             let outcome = self.committer.commit_placed(&flushes);
+            if outcome.is_ok() {
+                Counters::add(&self.counters.flushes, flushes.len() as u64);
+            }
             // After the batches are in the index, so that a reader finds each key in
             // the cache or in the index; after a failure, so that reads do not return
             // what a restart would not.
             let mut cache = self.cache.write();
-            for _ in &flushes {
-                cache.release_committed();
-            }
+            let released: Vec<_> = flushes.iter().map(|_| cache.release_committed()).collect();
             drop(cache);
-            pipeline.settle(through, outcome);
+            // Freed outside the cache's lock: a map holds a write cache's worth of
+            // small allocations, and readers and writers wait for that lock.
+            drop(released);
+            pipeline.settle(flushes.len() as u64, through, outcome);
         }
     }
 

@@ -212,7 +212,7 @@ impl Committer {
     /// Returns whether the index's log was synced.
     pub fn commit_placed(&self, flushes: &[PlacedFlush]) -> Result<bool> {
         self.check_writable()?;
-        if flushes.iter().any(|f| f.batch.is_some()) {
+        if flushes.iter().any(|f| f.wrote) {
             self.poisoning(self.device.flush().map_err(Error::from))?;
         }
         let no_sync = hashkv_lsm::WriteOptions { sync: false };

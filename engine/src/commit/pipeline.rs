@@ -38,6 +38,10 @@ pub(crate) struct PlacedFlush {
     pub flush_no: u64,
     /// None: the flush had nothing to write (its map was empty).
     pub batch: Option<hashkv_lsm::WriteBatch>,
+    /// It wrote records to the device (the lsm mode's flushes, and the other modes'
+    /// of inline values only, write none): only then does its commit need a device
+    /// flush.
+    pub wrote: bool,
     /// The batch is synced to the index's disk before the flush counts as committed.
     pub durable: bool,
 }
@@ -69,14 +73,20 @@ pub(crate) enum Progress {
 struct State {
     queue: VecDeque<PlacedFlush>,
     /// Flushes numbered below these are placed, settled (committed or failed, and
-    /// their maps released), committed, durable.
+    /// their maps released), committed, durable. Numbers, not counts: a flush
+    /// refused for space leaves its number unused.
     placed: u64,
     settled: u64,
     committed: u64,
     durable: u64,
+    /// Flushes placed and not yet settled.
+    unsettled: u64,
     /// The commit thread's first failure: every flush settled after it failed.
     failure: Option<Error>,
     stopping: bool,
+    /// Stopping without committing what is queued (a simulated crash), or the
+    /// commit thread is gone.
+    abandon: bool,
 }
 
 #[derive(Default)]
@@ -92,6 +102,17 @@ impl Pipeline {
         let mut s = self.state.lock();
         debug_assert!(placed.flush_no >= s.placed, "flushes queue in order");
         s.placed = placed.flush_no + 1;
+        if s.abandon {
+            // No commit thread will take it: it fails as soon as it is waited for.
+            s.settled = s.placed;
+            s.failure
+                .get_or_insert_with(|| Error::CommitThreadPanicked {
+                    message: "the commit thread has stopped".into(),
+                });
+            self.changed.notify_all();
+            return;
+        }
+        s.unsettled += 1;
         s.queue.push_back(placed);
         self.changed.notify_all();
     }
@@ -99,7 +120,7 @@ impl Pipeline {
     /// Waits until at most `max` placed flushes are unsettled.
     pub fn wait_unsettled_at_most(&self, max: u64) {
         let mut s = self.state.lock();
-        while s.placed - s.settled > max {
+        while s.unsettled > max {
             self.changed.wait(&mut s);
         }
     }
@@ -109,6 +130,15 @@ impl Pipeline {
     pub fn progress(&self, flush_no: u64, reach: Reach) -> Result<Progress> {
         let mut s = self.state.lock();
         loop {
+            // First: a writer that waited only for placement must not be told Ok
+            // once its flush is known to have failed.
+            if s.settled > flush_no && s.committed <= flush_no {
+                let failure = s
+                    .failure
+                    .clone()
+                    .expect("a settled flush not committed failed");
+                return Err(failure);
+            }
             let done = match reach {
                 Reach::Placed => s.placed > flush_no,
                 Reach::Committed => s.committed > flush_no,
@@ -119,13 +149,6 @@ impl Pipeline {
             }
             if reach == Reach::Durable && s.committed > flush_no {
                 return Ok(Progress::NeedsSync(s.committed));
-            }
-            if s.settled > flush_no {
-                let failure = s
-                    .failure
-                    .clone()
-                    .expect("a settled flush not committed failed");
-                return Err(failure);
             }
             if s.placed <= flush_no {
                 return Ok(Progress::Unplaced);
@@ -146,6 +169,9 @@ impl Pipeline {
     pub fn take_queued(&self) -> Option<Vec<PlacedFlush>> {
         let mut s = self.state.lock();
         loop {
+            if s.abandon {
+                return None;
+            }
             if !s.queue.is_empty() {
                 return Some(s.queue.drain(..).collect());
             }
@@ -156,10 +182,11 @@ impl Pipeline {
         }
     }
 
-    /// The commit thread settled flushes below `through`: committed (and durable, if
-    /// `synced`), or failed with `failure`.
-    pub fn settle(&self, through: u64, outcome: std::result::Result<bool, Error>) {
+    /// The commit thread settled `count` flushes, numbered below `through`: committed
+    /// (and durable, if `synced`), or failed with `failure`.
+    pub fn settle(&self, count: u64, through: u64, outcome: std::result::Result<bool, Error>) {
         let mut s = self.state.lock();
+        s.unsettled -= count;
         s.settled = s.settled.max(through);
         match outcome {
             Ok(synced) => {
@@ -181,6 +208,28 @@ impl Pipeline {
         self.changed.notify_all();
     }
 
+    /// The commit thread returns without committing what is queued, as a crash
+    /// would leave it (`Db::crash_for_test`).
+    pub fn abandon(&self) {
+        let mut s = self.state.lock();
+        s.stopping = true;
+        s.abandon = true;
+        self.changed.notify_all();
+    }
+
+    /// The commit thread died (it panicked): every placed flush fails with
+    /// `failure`, now and later, so that no caller waits for it forever.
+    pub fn fail_all(&self, failure: Error) {
+        let mut s = self.state.lock();
+        s.failure.get_or_insert(failure);
+        s.queue.clear();
+        s.unsettled = 0;
+        s.settled = s.placed;
+        s.stopping = true;
+        s.abandon = true;
+        self.changed.notify_all();
+    }
+
     #[cfg(test)]
     fn snapshot(&self) -> parking_lot::MutexGuard<'_, State> {
         self.state.lock()
@@ -197,6 +246,7 @@ mod tests {
         PlacedFlush {
             flush_no,
             batch: None,
+            wrote: false,
             durable,
         }
     }
@@ -210,7 +260,7 @@ mod tests {
         assert_eq!(p.progress(1, Reach::Placed).unwrap(), Progress::Unplaced);
         let taken = p.take_queued().unwrap();
         assert_eq!(taken.len(), 1);
-        p.settle(1, Ok(false));
+        p.settle(1, 1, Ok(false));
         assert_eq!(p.progress(0, Reach::Committed).unwrap(), Progress::Done);
         assert_eq!(
             p.progress(0, Reach::Durable).unwrap(),
@@ -239,13 +289,16 @@ mod tests {
         assert!(!waiter.is_finished(), "waits while placed and unsettled");
         p.settle(
             2,
+            2,
             Err(Error::InvalidOptions {
                 reason: "a failed device flush, for the test".into(),
             }),
         );
         assert!(waiter.join().unwrap().is_err());
-        // Nothing it failed on counts as committed, and later flushes fail too.
+        // Nothing it failed on counts as committed, not even as placed for a writer
+        // that waits only for that.
         assert!(p.progress(0, Reach::Committed).is_err());
+        assert!(p.progress(0, Reach::Placed).is_err());
         assert_eq!(p.snapshot().committed, 0);
         assert!(p.snapshot().failure.is_some());
     }
@@ -261,7 +314,7 @@ mod tests {
         };
         std::thread::sleep(Duration::from_millis(20));
         assert!(!drainer.is_finished(), "two unsettled");
-        p.settle(1, Ok(false));
+        p.settle(1, 1, Ok(false));
         drainer.join().unwrap();
         assert_eq!(p.snapshot().committed, 1);
         p.stop();
@@ -271,5 +324,38 @@ mod tests {
             "the queue drains first"
         );
         assert!(p.take_queued().is_none());
+    }
+
+    #[test]
+    fn a_dead_commit_thread_fails_every_placed_flush_instead_of_hanging_its_waiters() {
+        let p = Arc::new(Pipeline::default());
+        p.queue(placed(0, false));
+        let waiter = {
+            let p = p.clone();
+            std::thread::spawn(move || p.progress(0, Reach::Durable))
+        };
+        let drainer = {
+            let p = p.clone();
+            std::thread::spawn(move || p.wait_unsettled_at_most(0))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        p.fail_all(Error::CommitThreadPanicked {
+            message: "for the test".into(),
+        });
+        assert!(waiter.join().unwrap().is_err());
+        drainer.join().unwrap();
+        assert!(p.take_queued().is_none());
+        // A flush placed after it fails at once.
+        p.queue(placed(1, false));
+        assert!(p.progress(1, Reach::Placed).is_err());
+        p.wait_unsettled_at_most(0);
+    }
+
+    #[test]
+    fn an_abandoned_queue_is_not_committed() {
+        let p = Pipeline::default();
+        p.queue(placed(0, false));
+        p.abandon();
+        assert!(p.take_queued().is_none(), "a crash commits nothing more");
     }
 }

@@ -77,6 +77,7 @@ pub(crate) fn error_code(e: &Error) -> c_int {
         Error::StoreFull { .. } => HASHKV_E_STORE_FULL,
         Error::Corruption { .. } | Error::ChecksumMismatch { .. } => HASHKV_E_CORRUPTION,
         Error::Poisoned { .. } => HASHKV_E_POISONED,
+        Error::CommitThreadPanicked { .. } => HASHKV_E_PANIC,
         // A place named for the message: the cause decides the code.
         Error::At { source, .. } => error_code(source),
         Error::Device(d) => device_code(d),
