@@ -103,6 +103,8 @@
 
 /**
  * A bug inside hashkv (a Rust panic) stopped at the boundary; the message says where.
+ * Also the store's first error once its commit thread panicked: the store then
+ * refuses writes (as after HASHKV_E_POISONED's first error).
  */
 #define HASHKV_E_PANIC -9
 

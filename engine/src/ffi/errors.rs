@@ -35,6 +35,8 @@ pub const HASHKV_E_POISONED: c_int = -7;
 /// `*value_len` holds the size needed.
 pub const HASHKV_E_BUFFER_TOO_SMALL: c_int = -8;
 /// A bug inside hashkv (a Rust panic) stopped at the boundary; the message says where.
+/// Also the store's first error once its commit thread panicked: the store then
+/// refuses writes (as after HASHKV_E_POISONED's first error).
 pub const HASHKV_E_PANIC: c_int = -9;
 
 /// Why a call failed: its code and the message handed to C.
