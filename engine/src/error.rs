@@ -224,3 +224,13 @@ impl Clone for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A panic's message, for an error that reports it (the C API's boundary, the commit
+/// thread): its `&str` or `String` payload, else a fixed text.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}

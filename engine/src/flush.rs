@@ -197,11 +197,7 @@ impl Inner {
     pub(crate) fn commit_loop(&self) {
         let run = std::panic::AssertUnwindSafe(|| self.commit_queued());
         if let Err(panic) = std::panic::catch_unwind(run) {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|m| m.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".into());
+            let message = crate::error::panic_message(panic.as_ref());
             let e = Error::CommitThreadPanicked { message };
             let _ = self.committer.poisoning::<()>(Err(e.clone()));
             self.committer.pipeline.fail_all(e);

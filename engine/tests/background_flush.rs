@@ -41,6 +41,14 @@ struct GatedDevice {
 }
 
 impl GatedDevice {
+    fn new(inner: Arc<SimDevice>) -> GatedDevice {
+        GatedDevice {
+            inner,
+            shut: Mutex::new(false),
+            opened: Condvar::new(),
+        }
+    }
+
     fn set_shut(&self, shut: bool) {
         *self.shut.lock() = shut;
         self.opened.notify_all();
@@ -101,11 +109,7 @@ fn wait_for_flush(db: &Db, mode: Mode) {
 test_in_modes!(the_write_that_fills_the_cache_does_not_wait_for_its_flush: hashkv, vlog);
 fn the_write_that_fills_the_cache_does_not_wait_for_its_flush(mode: Mode) {
     let sim = Arc::new(SimDevice::new(SimConfig::new(8 * MIB, 31)).unwrap());
-    let dev = Arc::new(GatedDevice {
-        inner: sim,
-        shut: Mutex::new(false),
-        opened: Condvar::new(),
-    });
+    let dev = Arc::new(GatedDevice::new(sim));
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(Db::format_device(dev.clone(), dir.path(), &options(mode)).unwrap());
     dev.set_shut(true);
@@ -164,11 +168,7 @@ fn wait_for_flush_writes(db: &Db, above: u64) -> Option<u64> {
 test_in_modes!(the_next_flush_writes_while_the_device_flushes: hashkv, vlog);
 fn the_next_flush_writes_while_the_device_flushes(mode: Mode) {
     let sim = Arc::new(SimDevice::new(SimConfig::new(8 * MIB, 37)).unwrap());
-    let dev = Arc::new(GatedDevice {
-        inner: sim.clone(),
-        shut: Mutex::new(false),
-        opened: Condvar::new(),
-    });
+    let dev = Arc::new(GatedDevice::new(sim.clone()));
     let dir = tempfile::tempdir().unwrap();
     let o = options(mode);
     let db = Arc::new(Db::format_device(dev.clone(), dir.path(), &o).unwrap());

@@ -123,25 +123,22 @@ impl Committer {
     /// The commit lock, drained: every flush placed before is committed (or failed),
     /// so the holder sees, and commits after, all of them.
     pub fn lock(&self) -> CommitGuard<'_> {
-        let state = self.state.lock();
-        self.pipeline.wait_unsettled_at_most(0);
-        CommitGuard {
-            committer: self,
-            state,
-            drained: true,
-        }
+        self.lock_with_unsettled_at_most(0)
     }
 
     /// The commit lock for placing a flush: at most [`UNCOMMITTED_FLUSHES_MAX`] placed
     /// flushes still wait for their commit.
     pub fn lock_for_flush(&self) -> CommitGuard<'_> {
+        self.lock_with_unsettled_at_most(UNCOMMITTED_FLUSHES_MAX)
+    }
+
+    fn lock_with_unsettled_at_most(&self, unsettled_max: u64) -> CommitGuard<'_> {
         let state = self.state.lock();
-        self.pipeline
-            .wait_unsettled_at_most(UNCOMMITTED_FLUSHES_MAX);
+        self.pipeline.wait_unsettled_at_most(unsettled_max);
         CommitGuard {
             committer: self,
             state,
-            drained: false,
+            drained: unsettled_max == 0,
         }
     }
 

@@ -47,7 +47,7 @@ pub(crate) struct PlacedFlush {
 }
 
 /// How far a flush has come, as a caller waiting for it asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reach {
     /// Placed and written: its map has left the active cache (writers' backpressure).
     Placed,
@@ -165,7 +165,7 @@ impl Pipeline {
     }
 
     /// The commit thread's next work: every queued flush, oldest first. Waits for one;
-    /// `None` once stopping with nothing queued.
+    /// `None` once stopping with nothing queued, or once abandoned.
     pub fn take_queued(&self) -> Option<Vec<PlacedFlush>> {
         let mut s = self.state.lock();
         loop {
@@ -211,9 +211,7 @@ impl Pipeline {
     /// The commit thread returns without committing what is queued, as a crash
     /// would leave it (`Db::crash_for_test`).
     pub fn abandon(&self) {
-        let mut s = self.state.lock();
-        s.stopping = true;
-        s.abandon = true;
+        self.state.lock().abandon = true;
         self.changed.notify_all();
     }
 
@@ -225,7 +223,6 @@ impl Pipeline {
         s.queue.clear();
         s.unsettled = 0;
         s.settled = s.placed;
-        s.stopping = true;
         s.abandon = true;
         self.changed.notify_all();
     }
@@ -241,6 +238,15 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::time::Duration;
+
+    /// Runs `f` on the pipeline in another thread (a waiter the test then releases).
+    fn in_thread<T: Send + 'static>(
+        p: &Arc<Pipeline>,
+        f: impl FnOnce(&Pipeline) -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let p = p.clone();
+        std::thread::spawn(move || f(&p))
+    }
 
     fn placed(flush_no: u64, durable: bool) -> PlacedFlush {
         PlacedFlush {
@@ -275,10 +281,7 @@ mod tests {
         let p = Arc::new(Pipeline::default());
         p.queue(placed(0, false));
         p.queue(placed(1, true));
-        let waiter = {
-            let p = p.clone();
-            std::thread::spawn(move || p.progress(1, Reach::Committed))
-        };
+        let waiter = in_thread(&p, |p| p.progress(1, Reach::Committed));
         let taken = p.take_queued().unwrap();
         assert_eq!(
             taken.iter().map(|f| f.flush_no).collect::<Vec<_>>(),
@@ -308,10 +311,7 @@ mod tests {
         let p = Arc::new(Pipeline::default());
         p.queue(placed(0, false));
         p.queue(placed(1, false));
-        let drainer = {
-            let p = p.clone();
-            std::thread::spawn(move || p.wait_unsettled_at_most(UNCOMMITTED_FLUSHES_MAX))
-        };
+        let drainer = in_thread(&p, |p| p.wait_unsettled_at_most(UNCOMMITTED_FLUSHES_MAX));
         std::thread::sleep(Duration::from_millis(20));
         assert!(!drainer.is_finished(), "two unsettled");
         p.settle(1, 1, Ok(false));
@@ -330,14 +330,8 @@ mod tests {
     fn a_dead_commit_thread_fails_every_placed_flush_instead_of_hanging_its_waiters() {
         let p = Arc::new(Pipeline::default());
         p.queue(placed(0, false));
-        let waiter = {
-            let p = p.clone();
-            std::thread::spawn(move || p.progress(0, Reach::Durable))
-        };
-        let drainer = {
-            let p = p.clone();
-            std::thread::spawn(move || p.wait_unsettled_at_most(0))
-        };
+        let waiter = in_thread(&p, |p| p.progress(0, Reach::Durable));
+        let drainer = in_thread(&p, |p| p.wait_unsettled_at_most(0));
         std::thread::sleep(Duration::from_millis(20));
         p.fail_all(Error::CommitThreadPanicked {
             message: "for the test".into(),

@@ -193,11 +193,7 @@ unsafe fn fail(errptr: *mut *mut c_char, failure: Failure) -> c_int {
 }
 
 fn panic_failure(payload: Box<dyn std::any::Any + Send>) -> Failure {
-    let what = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into());
+    let what = crate::error::panic_message(payload.as_ref());
     Failure {
         code: HASHKV_E_PANIC,
         message: format!("hashkv: internal error (panic): {what}"),
