@@ -42,7 +42,8 @@ impl Inner {
         let mut at_limit: Option<(u32, u32)> = None;
         let pipeline = &self.committer.pipeline;
         loop {
-            self.committer.check_writable()?;
+            // Before the poison: a flush that failed on the commit thread returns its
+            // own error to whoever waits for it, not `Poisoned`.
             match pipeline.progress(flush_no, reach)? {
                 Progress::Done => return Ok(()),
                 Progress::NeedsSync(committed) => {
@@ -52,6 +53,7 @@ impl Inner {
                 }
                 Progress::Unplaced => {}
             }
+            self.committer.check_writable()?;
             let started = Instant::now();
             let mut commit = self.committer.lock_for_flush();
             // Placed by another thread while this one waited for the lock.
