@@ -596,7 +596,8 @@ mod tests {
         let db = Db::format_device(dev, dir.path(), &options).unwrap();
         let cached_at = |key: &[u8]| {
             let cache = db.inner.cache.read();
-            let value = cache.active.get(key).unwrap().as_ref().unwrap();
+            let key = crate::key_hash::HashedKey::new(key);
+            let value = cache.active.get(&key).unwrap().as_ref().unwrap();
             value.as_ptr()
         };
         let value = vec![5u8; 1000];

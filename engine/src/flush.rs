@@ -172,7 +172,8 @@ impl Inner {
             .iter()
             .enumerate()
             .map(|(i, (key, value))| FlushRecord {
-                key,
+                key: &key.key,
+                key_hash: key.hash,
                 value: self.separated(value),
                 seq: first_seq + i as u64,
             })
@@ -183,7 +184,7 @@ impl Inner {
             entries,
         } = self.store.place(&self.io(), &records)?;
         for key in map.keys() {
-            commit.written_during_gc.note(key);
+            commit.written_during_gc.note(key.hashed());
         }
         let last_seq = first_seq + map.len() as u64 - 1;
         let batch = index_batch(map, &pointers, &entries, last_seq);
@@ -250,7 +251,7 @@ fn index_batch(
     // Reused for every entry: no allocation per record.
     let (mut key_buf, mut inline_buf) = (Vec::new(), Vec::new());
     for ((k, v), pointer) in map.iter().zip(pointers) {
-        let user_key = keys::user_key_into(&mut key_buf, k);
+        let user_key = keys::user_key_into(&mut key_buf, &k.key);
         match (v, pointer) {
             (None, _) => batch.delete(user_key),
             (Some(small), None) => batch.put(
@@ -287,7 +288,7 @@ fn batch_bytes_max(
                 (Some(small), None) => small.len() + 1,
                 (Some(_), Some(_)) => location::POINTER_BYTES,
             };
-            WriteBatch::entry_bytes_max(k.len() + 1, value_len)
+            WriteBatch::entry_bytes_max(k.key.len() + 1, value_len)
         })
         .sum();
     let store: usize = entries
@@ -324,13 +325,14 @@ fn out_of_space(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::write_cache::CacheKey;
 
     #[test]
     fn the_index_batch_fits_the_room_sized_for_it_without_much_to_spare() {
         let mut map = CacheMap::default();
-        map.insert(b"inline".to_vec(), Some(vec![1u8; 1000]));
-        map.insert(b"separated".to_vec(), Some(vec![2u8; 4096]));
-        map.insert(b"deleted".to_vec(), None);
+        map.insert(CacheKey::new(b"inline".to_vec()), Some(vec![1u8; 1000]));
+        map.insert(CacheKey::new(b"separated".to_vec()), Some(vec![2u8; 4096]));
+        map.insert(CacheKey::new(b"deleted".to_vec()), None);
         let pointer = location::Pointer {
             region: location::Region::Segments,
             unit: 3,
@@ -341,7 +343,7 @@ mod tests {
         };
         let pointers: Vec<_> = map
             .keys()
-            .map(|k| (k == b"separated").then_some(pointer))
+            .map(|k| (k.key == b"separated").then_some(pointer))
             .collect();
         let entries = vec![(b"store-entry".to_vec(), vec![3u8; 40])];
         let room = batch_bytes_max(&map, &pointers, &entries);

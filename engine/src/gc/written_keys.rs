@@ -58,9 +58,8 @@ impl WrittenKeys {
     }
 
     /// A flush committed a new version (or a delete) of `key`.
-    pub fn note(&mut self, key: &[u8]) {
+    pub fn note(&mut self, key: HashedKey<'_>) {
         if let Some((in_scope, keys)) = self.tracking.as_mut() {
-            let key = HashedKey::new(key);
             if in_scope(key.hash) {
                 keys.insert(key);
             }
@@ -92,12 +91,12 @@ mod tests {
     #[test]
     fn notes_only_in_scope_while_tracking() {
         let mut w = WrittenKeys::default();
-        w.note(b"before");
+        w.note(HashedKey::new(b"before"));
         let apple = HashedKey::new(b"apple").hash;
         w.begin(move |h| h == apple);
-        w.note(b"apple");
-        w.note(b"banana");
-        w.note(b"apple");
+        w.note(HashedKey::new(b"apple"));
+        w.note(HashedKey::new(b"banana"));
+        w.note(HashedKey::new(b"apple"));
         let keys = w.finish();
         assert_eq!(keys.len(), 1);
         assert!(keys.contains(HashedKey::new(b"apple")));
@@ -110,7 +109,7 @@ mod tests {
             !keys.contains(forged),
             "a key with the same hash is another key"
         );
-        w.note(b"apricot");
+        w.note(HashedKey::new(b"apricot"));
         assert!(w.finish().is_empty(), "nothing noted once finished");
     }
 }

@@ -27,6 +27,7 @@ use super::{group_of, Groups};
 use crate::align::RecordSize;
 use crate::commit::{Plan, Purpose};
 use crate::error::Result;
+use crate::key_hash::HashedKey;
 use crate::layout::SegmentId;
 use crate::record::{ColdTag, RecordKind, RecordRef, COLD_TAG_BYTES};
 use crate::spans::{self, Span};
@@ -134,6 +135,7 @@ fn move_live(
         .zip(&tags)
         .map(|(r, tag)| AppendRecord {
             key: r.key,
+            key_hash: HashedKey::new(r.key).hash,
             kind: RecordKind::ColdTag,
             body: tag,
             seq: r.seq,

@@ -5,7 +5,7 @@
 
 use super::segment_run::{self, RecordAt};
 use super::segment_table::{Appends, Placement};
-use super::{group_of, Groups};
+use super::{group_of_hash, Groups};
 use crate::align::RecordSize;
 use crate::commit::DeviceWrite;
 use crate::error::Result;
@@ -23,6 +23,8 @@ type ByGroup = BTreeMap<u32, Vec<usize>>;
 /// One record to append to its key's group.
 pub(super) struct AppendRecord<'a> {
     pub key: &'a [u8],
+    /// `HashedKey::hash` of `key`: it chooses the group.
+    pub key_hash: u64,
     pub kind: RecordKind,
     /// The value of a value record, the tag of a cold tag, empty for a tombstone.
     pub body: &'a [u8],
@@ -60,6 +62,7 @@ pub(super) fn place(
         .iter()
         .map(|r| AppendRecord {
             key: r.key,
+            key_hash: r.key_hash,
             kind: match r.value {
                 Some(_) => RecordKind::Value,
                 None => RecordKind::Tombstone,
@@ -104,7 +107,7 @@ pub(super) fn append(
     let mut by_group = ByGroup::new();
     for (i, r) in records.iter().enumerate() {
         by_group
-            .entry(group_of(r.key, layout.group_count))
+            .entry(group_of_hash(r.key_hash, layout.group_count))
             .or_default()
             .push(i);
     }
