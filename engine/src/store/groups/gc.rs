@@ -634,7 +634,10 @@ impl Copy {
             w.buf[used..len].fill(0);
             last_block = PartialBlock::after_write(&w.buf, w.offset, used, block);
         }
-        writes.retain(|w| w.len > 0);
+        // A segment the copy left empty writes nothing: its buffer goes back to the
+        // pool (dropped, one buffer a GC leaked, and the pool ran dry).
+        let (writes, empty): (Vec<_>, Vec<_>) = writes.into_iter().partition(|w| w.len > 0);
+        ctx.io.buffers.give(empty.into_iter().map(|w| w.buf));
         (writes, last_block)
     }
 }
