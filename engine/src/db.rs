@@ -499,6 +499,10 @@ impl Db {
         if let Some(t) = self.commit_thread.take() {
             let _ = t.join();
         }
+        // A flush's writes run on a thread of their own; a commit that was abandoned or
+        // refused (a poisoned store) did not wait for them. Nothing may write to the
+        // device once this returns (a test's crash reopens it at once).
+        self.inner.committer.wait_for_flush_writes();
         if !flush {
             return flushed;
         }

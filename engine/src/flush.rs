@@ -5,6 +5,7 @@
 //! entries, while the next flush places (`commit/pipeline.rs`). When the store has no
 //! room, GC runs first. See `commit/` for why every crash point is safe.
 
+use crate::commit::flush_writes::WritesInFlight;
 use crate::commit::pipeline::{PlacedFlush, Progress, Reach};
 use crate::commit::CommitGuard;
 use crate::db::Inner;
@@ -15,6 +16,7 @@ use crate::stats::Counters;
 use crate::store::{store_full, FlushRecord, PlaceError, Placed};
 use crate::write_cache::{CacheMap, CachedValue};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// While GC's released space waits for older readers (a long scan), a flush that needs
@@ -60,20 +62,12 @@ impl Inner {
             if pipeline.progress(flush_no, Reach::Placed)? == Progress::Done {
                 continue;
             }
-            let flushed_before = self
-                .counters
-                .flush_device_bytes_written
-                .load(Ordering::Relaxed);
             match self.flush_active(&mut commit, reach == Reach::Durable) {
-                Ok(cache_bytes) => {
+                Ok((cache_bytes, device_bytes)) => {
                     drop(commit);
-                    let flushed = self
-                        .counters
-                        .flush_device_bytes_written
-                        .load(Ordering::Relaxed);
                     self.gc.pacer.note_flush(
                         started.elapsed(),
-                        flushed.saturating_sub(flushed_before),
+                        device_bytes,
                         cache_bytes,
                         self.options.write_cache_bytes,
                         self.counters.user_bytes_written.load(Ordering::Relaxed),
@@ -126,22 +120,30 @@ impl Inner {
         Ok(())
     }
 
-    /// Freezes the write cache, places and writes it, and queues its commit; on
+    /// Freezes the write cache, places it, starts its writes and queues its commit; on
     /// `NeedSpace` the entries go back. Returns the bytes the flushed map counted for
-    /// in the cache.
-    fn flush_active(&self, commit: &mut CommitGuard<'_>, durable: bool) -> Result<u64, PlaceError> {
+    /// in the cache, and the bytes it writes to the device.
+    fn flush_active(
+        &self,
+        commit: &mut CommitGuard<'_>,
+        durable: bool,
+    ) -> Result<(u64, u64), PlaceError> {
         let (map, flush_no, cache_bytes) = self.cache.write().freeze();
         match self.place_map(commit, &map) {
-            Ok((batch, wrote)) => {
+            Ok(PlacedMap {
+                batch,
+                writes,
+                device_bytes,
+            }) => {
                 // Marked before it is queued: the commit thread releases only placed maps.
                 self.cache.write().mark_placed();
                 self.committer.pipeline.queue(PlacedFlush {
                     flush_no,
                     batch,
-                    wrote,
+                    writes,
                     durable,
                 });
-                Ok(cache_bytes)
+                Ok((cache_bytes, device_bytes))
             }
             Err(PlaceError::NeedSpace { group }) => {
                 self.cache.write().unfreeze(map);
@@ -157,15 +159,18 @@ impl Inner {
         }
     }
 
-    /// Places `map`'s records and writes them; returns the index batch its commit
-    /// writes (None for an empty map), and whether it wrote to the device.
+    /// Places `map`'s records and starts writing them.
     fn place_map(
         &self,
         commit: &mut CommitGuard<'_>,
         map: &CacheMap,
-    ) -> Result<(Option<hashkv_lsm::WriteBatch>, bool), PlaceError> {
+    ) -> Result<PlacedMap, PlaceError> {
         if map.is_empty() {
-            return Ok((None, false));
+            return Ok(PlacedMap {
+                batch: None,
+                writes: None,
+                device_bytes: 0,
+            });
         }
         let first_seq = self.next_seq.fetch_add(map.len() as u64, Ordering::SeqCst);
         let records: Vec<FlushRecord<'_>> = map
@@ -188,9 +193,13 @@ impl Inner {
         }
         let last_seq = first_seq + map.len() as u64 - 1;
         let batch = index_batch(map, &pointers, &entries, last_seq);
-        let wrote = !writes.is_empty();
-        commit.write_flush(writes)?;
-        Ok((Some(batch), wrote))
+        let device_bytes = writes.iter().map(|w| w.len as u64).sum();
+        let writes = commit.start_flush_writes(writes)?;
+        Ok(PlacedMap {
+            batch: Some(batch),
+            writes,
+            device_bytes,
+        })
     }
 
     /// The commit thread: commits placed flushes in order, several at once when they
@@ -237,6 +246,15 @@ impl Inner {
         let threshold = self.options.separation_threshold_bytes as usize;
         value.as_deref().filter(|v| v.len() >= threshold)
     }
+}
+
+/// A write cache map placed, its writes started.
+struct PlacedMap {
+    /// The index batch its commit writes (None for an empty map).
+    batch: Option<hashkv_lsm::WriteBatch>,
+    /// Its writes in flight (None if it writes nothing to the device).
+    writes: Option<Arc<WritesInFlight>>,
+    device_bytes: u64,
 }
 
 /// A flush's index batch: each cached key's inline value, pointer or delete, the value

@@ -8,9 +8,12 @@
 //! 4. starts a new reader generation: space the commit released is reused only once
 //!    readers that began before it are gone ([`crate::readers::Deferred`]).
 //!
-//! A flush does step 1 under the commit lock and steps 2-4 on the commit thread, so
-//! that the next flush writes while the device flushes ([`pipeline`], which says why
-//! the argument below still holds).
+//! A flush starts step 1 under the commit lock, its writes run on a thread of their
+//! own while the next flush places ([`flush_writes`]: the next flush submits its
+//! writes only after these completed, the commit thread flushes the device only after
+//! they completed), and steps 2-4 run on the commit thread, so that the next flush
+//! writes while the device flushes ([`pipeline`], which says why the argument below
+//! still holds).
 //!
 //! # Why a crash at any instant is safe (FORMAT.md, "Commit" and "GC")
 //! Records are only ever written where no committed index entry points: past a
@@ -29,6 +32,7 @@
 //!
 //! Any fatal error on this path poisons the store ([`poison`]).
 
+pub(crate) mod flush_writes;
 pub(crate) mod pipeline;
 pub(crate) mod poison;
 
@@ -37,6 +41,7 @@ use crate::error::{Error, Result};
 use crate::gc::written_keys::WrittenKeys;
 use crate::readers::Readers;
 use crate::stats::Counters;
+use flush_writes::WritesInFlight;
 use hashkv_blockdev::{AlignedBuf, BlockDevice, IoOp};
 use parking_lot::{Mutex, MutexGuard};
 use pipeline::{Pipeline, PlacedFlush, UNCOMMITTED_FLUSHES_MAX};
@@ -73,6 +78,9 @@ pub(crate) struct Plan {
 pub(crate) struct CommitState {
     /// Keys flushes placed since the running GC began.
     pub written_during_gc: WrittenKeys,
+    /// The last flush's writes: the next flush submits its own after they completed.
+    /// Each flush waits for the one before, so when these completed, all had.
+    pub flush_writes: Option<Arc<WritesInFlight>>,
 }
 
 pub(crate) struct Committer {
@@ -178,30 +186,8 @@ impl Committer {
 
     /// Writes `writes` (all submitted at once) and waits for them; no device flush.
     fn write(&self, writes: &[DeviceWrite], purpose: Purpose) -> Result<()> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let mut ops: Vec<IoOp<'_>> = Vec::new();
-        for w in writes {
-            let mut done = 0;
-            while done < w.len {
-                let n = self.write_piece_bytes.min(w.len - done);
-                ops.push(IoOp::Write {
-                    offset: w.offset + done as u64,
-                    buf: &w.buf[done..done + n],
-                    fua: false,
-                });
-                done += n;
-            }
-        }
-        self.device.submit(&mut ops)?;
-        let bytes: u64 = writes.iter().map(|w| w.len as u64).sum();
-        let counter = match purpose {
-            Purpose::Flush => &self.counters.flush_device_bytes_written,
-            Purpose::Gc => &self.counters.gc_device_bytes_written,
-        };
-        Counters::add(counter, bytes);
-        Ok(())
+        let piece = self.write_piece_bytes;
+        write_pieces(&*self.device, &self.counters, piece, writes, purpose)
     }
 
     /// Steps 2-4 for flushes placed and written (the commit thread, without the commit
@@ -209,7 +195,10 @@ impl Committer {
     /// Returns whether the index's log was synced.
     pub fn commit_placed(&self, flushes: &[PlacedFlush]) -> Result<bool> {
         self.check_writable()?;
-        if flushes.iter().any(|f| f.wrote) {
+        for writes in flushes.iter().filter_map(|f| f.writes.as_ref()) {
+            self.poisoning(writes.wait())?;
+        }
+        if flushes.iter().any(|f| f.writes.is_some()) {
             self.poisoning(self.device.flush().map_err(Error::from))?;
         }
         let no_sync = hashkv_lsm::WriteOptions { sync: false };
@@ -224,10 +213,55 @@ impl Committer {
         Ok(synced)
     }
 
+    /// Waits until no flush's writes are in flight, whatever their outcome (each flush
+    /// started its writes after the previous flush's completed, so the last one's
+    /// completion is everyone's).
+    pub fn wait_for_flush_writes(&self) {
+        let last = self.state.lock().flush_writes.clone();
+        if let Some(writes) = last {
+            let _ = writes.wait();
+        }
+    }
+
     /// Makes every batch committed so far durable.
     pub fn sync_index(&self) -> Result<()> {
         self.poisoning(self.index.sync_wal().map_err(Error::from))
     }
+}
+
+/// Writes `writes` (all submitted at once, cut into requests of at most
+/// `write_piece_bytes`) and waits for them; no device flush.
+fn write_pieces(
+    device: &dyn BlockDevice,
+    counters: &Counters,
+    write_piece_bytes: usize,
+    writes: &[DeviceWrite],
+    purpose: Purpose,
+) -> Result<()> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let mut ops: Vec<IoOp<'_>> = Vec::new();
+    for w in writes {
+        let mut done = 0;
+        while done < w.len {
+            let n = write_piece_bytes.min(w.len - done);
+            ops.push(IoOp::Write {
+                offset: w.offset + done as u64,
+                buf: &w.buf[done..done + n],
+                fua: false,
+            });
+            done += n;
+        }
+    }
+    device.submit(&mut ops)?;
+    let bytes: u64 = writes.iter().map(|w| w.len as u64).sum();
+    let counter = match purpose {
+        Purpose::Flush => &counters.flush_device_bytes_written,
+        Purpose::Gc => &counters.gc_device_bytes_written,
+    };
+    Counters::add(counter, bytes);
+    Ok(())
 }
 
 impl CommitGuard<'_> {
@@ -244,15 +278,32 @@ impl CommitGuard<'_> {
         Ok(c.readers.advance())
     }
 
-    /// Step 1 for a flush: writes its records and waits for them. The rest of its
-    /// commit follows on the commit thread ([`Pipeline::queue`]), before any holder of
+    /// Step 1 for a flush: starts writing its records, once the previous flush's
+    /// writes completed (`flush_writes.rs`), and returns them in flight (None if it
+    /// writes nothing). The rest of its commit follows on the commit thread
+    /// ([`Pipeline::queue`]), which waits for them, before any holder of
     /// [`Committer::lock`] proceeds.
-    pub fn write_flush(&mut self, writes: Vec<DeviceWrite>) -> Result<()> {
+    pub fn start_flush_writes(
+        &mut self,
+        writes: Vec<DeviceWrite>,
+    ) -> Result<Option<Arc<WritesInFlight>>> {
         let c = self.committer;
         c.check_writable()?;
-        c.poisoning(c.write(&writes, Purpose::Flush))?;
-        c.buffers.give(writes.into_iter().map(|w| w.buf));
-        Ok(())
+        if let Some(previous) = &self.state.flush_writes {
+            c.poisoning(previous.wait())?;
+        }
+        if writes.is_empty() {
+            return Ok(None);
+        }
+        let (device, counters, buffers) = (c.device.clone(), c.counters.clone(), c.buffers.clone());
+        let piece = c.write_piece_bytes;
+        let in_flight = WritesInFlight::start(move || {
+            let written = write_pieces(&*device, &counters, piece, &writes, Purpose::Flush);
+            buffers.give(writes.into_iter().map(|w| w.buf));
+            written
+        });
+        self.state.flush_writes = Some(in_flight.clone());
+        Ok(Some(in_flight))
     }
 }
 

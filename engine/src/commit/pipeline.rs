@@ -1,10 +1,11 @@
 //! The flush pipeline: a flush's second half runs on the commit thread, so that the
 //! next flush places and writes its records while the device makes this one's durable.
 //!
-//! A flush places its records and writes them under the commit lock (`flush.rs`), then
-//! queues a [`PlacedFlush`] here and lets the lock go. The commit thread takes every
-//! flush queued, flushes the device once for all of them, and writes their index
-//! batches in queue order. Measured before the pipeline (session 16): leaving the
+//! A flush places its records and starts their writes under the commit lock
+//! (`flush.rs`, `flush_writes.rs`), then queues a [`PlacedFlush`] here and lets the
+//! lock go. The commit thread takes every flush queued, waits for their writes,
+//! flushes the device once for all of them, and writes their index batches in queue
+//! order. Measured before the pipeline (session 16): leaving the
 //! device flush out of non-synced flushes altogether ran the load 17-25% faster and
 //! update-heavy phases 7-12% faster; a flush's device flush took about as long as its
 //! writes.
@@ -13,9 +14,9 @@
 //! - Flushes are placed one at a time under the commit lock, in flush-number order, and
 //!   queued in that order; the commit thread commits them in queue order. Index batches
 //!   reach the index's log in placement order, as before.
-//! - A flush is queued only once its writes completed, and the commit thread takes it
-//!   from the queue before it starts the device flush: the device flush covers its
-//!   records, and comes before its batch.
+//! - The commit thread waits for a flush's writes to complete before it starts the
+//!   device flush: the device flush covers its records, and comes before its batch. A
+//!   failed write fails the flush there, like a failed device flush.
 //! - Every other holder of the commit lock (GC, a refused write's take-back, `check`)
 //!   takes it *drained*: it waits until no placed flush is uncommitted. What it sees and
 //!   commits follows every placed flush, as when flushes held the lock to the end.
@@ -24,9 +25,11 @@
 //! - After a failure the store is poisoned and no later queued flush commits: its batch
 //!   could carry the value store's entries past records of the failed one.
 
+use super::flush_writes::WritesInFlight;
 use crate::error::{Error, Result};
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Flushes placed but not committed while the next one places: one. A second would
 /// only queue behind the first's device flush (the commit thread takes them together)
@@ -38,10 +41,10 @@ pub(crate) struct PlacedFlush {
     pub flush_no: u64,
     /// None: the flush had nothing to write (its map was empty).
     pub batch: Option<hashkv_lsm::WriteBatch>,
-    /// It wrote records to the device (the lsm mode's flushes, and the other modes'
-    /// of inline values only, write none): only then does its commit need a device
-    /// flush.
-    pub wrote: bool,
+    /// Its writes to the device, in flight or completed (None: the lsm mode's flushes,
+    /// and the other modes' of inline values only, write none): its commit waits for
+    /// them, and needs a device flush only if there are any.
+    pub writes: Option<Arc<WritesInFlight>>,
     /// The batch is synced to the index's disk before the flush counts as committed.
     pub durable: bool,
 }
@@ -252,7 +255,7 @@ mod tests {
         PlacedFlush {
             flush_no,
             batch: None,
-            wrote: false,
+            writes: None,
             durable,
         }
     }
