@@ -15,10 +15,67 @@ use crate::location::{Pointer, Region};
 use crate::partial_block::PartialBlock;
 use crate::record::{self, RecordKind};
 use crate::store::{FlushRecord, IoCtx, PlaceError, Placed};
-use std::collections::BTreeMap;
 
-/// Record indices per group, in order within each group.
-type ByGroup = BTreeMap<u32, Vec<usize>>;
+/// Record indices per group, in order within each group, groups in ascending order:
+/// one array sorted by group (a counting sort over the groups' hashes), not a map of
+/// vectors, which cost a map step and a vector push per record.
+struct ByGroup {
+    /// The groups with records, ascending.
+    groups: Vec<u32>,
+    /// `order[starts[i]..starts[i + 1]]` are the records of `groups[i]`.
+    starts: Vec<usize>,
+    order: Vec<usize>,
+}
+
+impl ByGroup {
+    fn of(records: &[AppendRecord<'_>], group_count: u32) -> ByGroup {
+        let group_of: Vec<u32> = records
+            .iter()
+            .map(|r| group_of_hash(r.key_hash, group_count))
+            .collect();
+        let mut counts = vec![0usize; group_count as usize + 1];
+        for &g in &group_of {
+            counts[g as usize + 1] += 1;
+        }
+        let groups: Vec<u32> = (0..group_count)
+            .filter(|&g| counts[g as usize + 1] > 0)
+            .collect();
+        // Prefix sums: where each group's records begin.
+        for g in 1..counts.len() {
+            counts[g] += counts[g - 1];
+        }
+        let starts = groups
+            .iter()
+            .map(|&g| counts[g as usize])
+            .chain(std::iter::once(records.len()))
+            .collect();
+        let mut order = vec![0; records.len()];
+        for (i, &g) in group_of.iter().enumerate() {
+            order[counts[g as usize]] = i;
+            counts[g as usize] += 1;
+        }
+        ByGroup {
+            groups,
+            starts,
+            order,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &u32> {
+        self.groups.iter()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&u32, &[usize])> {
+        self.groups
+            .iter()
+            .zip(self.starts.windows(2))
+            .map(|(g, w)| (g, &self.order[w[0]..w[1]]))
+    }
+}
 
 /// One record to append to its key's group.
 pub(super) struct AppendRecord<'a> {
@@ -104,13 +161,7 @@ pub(super) fn append(
     has_values: bool,
 ) -> Result<Appended, PlaceError> {
     let layout = store.layout;
-    let mut by_group = ByGroup::new();
-    for (i, r) in records.iter().enumerate() {
-        by_group
-            .entry(group_of_hash(r.key_hash, layout.group_count))
-            .or_default()
-            .push(i);
-    }
+    let by_group = ByGroup::of(records, layout.group_count);
     let appends = if has_values {
         Appends::Values
     } else {
@@ -263,5 +314,43 @@ impl GroupRun<'_> {
             crcs[self.idx[j]] = crc;
         }
         Ok((write, new_last_block))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key_hash::HashedKey;
+
+    #[test]
+    fn records_are_sorted_by_group_in_their_order_each_once() {
+        let keys: Vec<Vec<u8>> = (0..500u32).map(|i| format!("k{i}").into_bytes()).collect();
+        let records: Vec<AppendRecord<'_>> = keys
+            .iter()
+            .map(|k| AppendRecord {
+                key: k,
+                key_hash: HashedKey::new(k).hash,
+                kind: RecordKind::Value,
+                body: b"v",
+                seq: 0,
+            })
+            .collect();
+        for group_count in [1, 7, 36, 1000] {
+            let by_group = ByGroup::of(&records, group_count);
+            let mut seen = vec![false; records.len()];
+            let mut last_group = None;
+            for (&g, idx) in by_group.iter() {
+                assert!(last_group < Some(g), "groups ascending, each once");
+                last_group = Some(g);
+                assert!(!idx.is_empty());
+                assert!(idx.windows(2).all(|w| w[0] < w[1]), "in order");
+                for &i in idx {
+                    assert_eq!(super::super::group_of(records[i].key, group_count), g);
+                    assert!(!std::mem::replace(&mut seen[i], true), "record {i} twice");
+                }
+            }
+            assert!(seen.iter().all(|&s| s), "every record in a group");
+            assert_eq!(by_group.len(), by_group.keys().count());
+        }
     }
 }
