@@ -183,6 +183,10 @@ impl Inner {
                 seq: first_seq + i as u64,
             })
             .collect();
+        // Before the records are encoded into pooled buffers: the previous flush's
+        // buffers are back by then. Its writes overlapped everything up to here,
+        // including the wait for room in the pipeline.
+        commit.wait_for_previous_flush_writes()?;
         let Placed {
             writes,
             pointers,

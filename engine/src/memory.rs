@@ -39,10 +39,10 @@ const _: () = assert!(
 
 /// Copies of the write cache's size the write share pays for: the active cache, the
 /// frozen one being placed, the one waiting for its commit (`commit/pipeline.rs`),
-/// and the records of two flushes encoded into pooled buffers (the placing one's, and
-/// the waiting one's while its writes are in flight, `commit/flush_writes.rs`), whose
-/// power-of-two sizes may take up to twice the records' bytes.
-pub const WRITE_CACHE_COPIES: u64 = 7;
+/// and one flush's records encoded into pooled buffers, whose power-of-two sizes may
+/// take up to twice the records' bytes (a flush encodes its records only once the
+/// previous flush's writes gave their buffers back, `commit/flush_writes.rs`).
+pub const WRITE_CACHE_COPIES: u64 = 5;
 
 /// Smallest budget accepted: below it a memtable holds too few index entries to make
 /// a table worth writing, and the write cache too few records to batch a group's.

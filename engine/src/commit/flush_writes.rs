@@ -1,9 +1,12 @@
 //! A flush's device writes in flight: submitted on a thread of their own, so that the
-//! flusher places the next flush while the device writes this one. Two waits order
-//! them: the next flush submits its writes only after these completed (an append
-//! rewrites its group's partly written last block, and two writes of one block in
-//! flight may land in either order), and the commit thread flushes the device for this
-//! flush only after they completed (its index batch may name only durable records).
+//! flusher goes on to the next flush (waiting for room in the pipeline, freezing the
+//! next map) while the device writes this one. Two waits order them: the next flush
+//! encodes and submits its writes only after these completed (an append rewrites its
+//! group's partly written last block, and two writes of one block in flight may land
+//! in either order; and its buffers come back to the pool first, so one flush's
+//! encoded records are in memory at a time), and the commit thread flushes the device
+//! for this flush only after they completed (its index batch may name only durable
+//! records).
 
 use crate::error::Result;
 use parking_lot::{Condvar, Mutex};

@@ -278,20 +278,30 @@ impl CommitGuard<'_> {
         Ok(c.readers.advance())
     }
 
-    /// Step 1 for a flush: starts writing its records, once the previous flush's
-    /// writes completed (`flush_writes.rs`), and returns them in flight (None if it
-    /// writes nothing). The rest of its commit follows on the commit thread
-    /// ([`Pipeline::queue`]), which waits for them, before any holder of
-    /// [`Committer::lock`] proceeds.
+    /// Waits until the previous flush's writes completed (`flush_writes.rs`): a flush
+    /// calls it before it encodes its records, so that it submits its writes after
+    /// them, and so that its buffers come from a pool the previous flush's writes gave
+    /// back (the write share pays for one flush's encoded records, `memory.rs`).
+    pub fn wait_for_previous_flush_writes(&self) -> Result<()> {
+        match &self.state.flush_writes {
+            Some(previous) => self.committer.poisoning(previous.wait()),
+            None => Ok(()),
+        }
+    }
+
+    /// Step 1 for a flush: starts writing its records, after the previous flush's
+    /// writes completed, and returns them in flight (None if it writes nothing). The
+    /// rest of its commit follows on the commit thread ([`Pipeline::queue`]), which
+    /// waits for them, before any holder of [`Committer::lock`] proceeds.
     pub fn start_flush_writes(
         &mut self,
         writes: Vec<DeviceWrite>,
     ) -> Result<Option<Arc<WritesInFlight>>> {
         let c = self.committer;
         c.check_writable()?;
-        if let Some(previous) = &self.state.flush_writes {
-            c.poisoning(previous.wait())?;
-        }
+        // Returns at once after `wait_for_previous_flush_writes`; the order matters
+        // too much to leave to the caller.
+        self.wait_for_previous_flush_writes()?;
         if writes.is_empty() {
             return Ok(None);
         }
