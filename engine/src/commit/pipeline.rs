@@ -1,5 +1,5 @@
 //! The flush pipeline: a flush's second half runs on the commit thread, so that the
-//! next flush places and writes its records while the device makes this one's durable.
+//! next flush places its records while the device makes this one's durable.
 //!
 //! A flush places its records and starts their writes under the commit lock
 //! (`flush.rs`, `flush_writes.rs`), then queues a [`PlacedFlush`] here and lets the

@@ -22,9 +22,10 @@
 //! `FLUSH_RATE_PER_GC_RATE`. Unpaced, writes ran into the floor and waited for the
 //! first GC (the bench's update1: a second at a fifth of the phase's mean).
 //!
-//! The same pacer slows writes to the flusher while a flush places and writes its
-//! records (its device flush and commit follow on the commit thread,
-//! `commit/pipeline.rs`) and the next write cache fills (`pace_cache`). Without it, writers faster than the device filled
+//! The same pacer slows writes to the flusher while a flush places its records (their
+//! writes run on a thread of their own, `commit/flush_writes.rs`, and the device flush
+//! and commit on the commit thread, `commit/pipeline.rs`) and the next write cache
+//! fills (`pace_cache`). Without it, writers faster than the device filled
 //! the next cache before the flush ended, and the one that filled it flushed in its
 //! own thread: it waited for the rest of the flush in flight and then for a whole one
 //! of its own, 50-130 ms with 64 KiB values, once in a few hundred writes (the 64 KiB
