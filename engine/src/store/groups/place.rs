@@ -17,8 +17,9 @@ use crate::record::{self, RecordKind};
 use crate::store::{FlushRecord, IoCtx, PlaceError, Placed};
 
 /// Record indices per group, in order within each group, groups in ascending order:
-/// one array sorted by group (a counting sort over the groups' hashes), not a map of
-/// vectors, which cost a map step and a vector push per record.
+/// one array of (group, index) pairs sorted once, not a map of vectors, which cost a
+/// map step and a vector push per record. Nothing in it grows with the group count: a
+/// small (sync) flush on a store of many groups costs what its records cost.
 struct ByGroup {
     /// The groups with records, ascending.
     groups: Vec<u32>,
@@ -29,31 +30,26 @@ struct ByGroup {
 
 impl ByGroup {
     fn of(records: &[AppendRecord<'_>], group_count: u32) -> ByGroup {
-        let group_of: Vec<u32> = records
+        // A group in the high half, the record's index in the low half: sorted, the
+        // pairs are in group order and in record order within a group. (A flush holds
+        // at most twice a write cache, far fewer than 2^32 records.)
+        assert!(u32::try_from(records.len()).is_ok(), "2^32 records in one append");
+        let mut pairs: Vec<u64> = records
             .iter()
-            .map(|r| group_of_hash(r.key_hash, group_count))
+            .enumerate()
+            .map(|(i, r)| (u64::from(group_of_hash(r.key_hash, group_count)) << 32) | i as u64)
             .collect();
-        let mut counts = vec![0usize; group_count as usize + 1];
-        for &g in &group_of {
-            counts[g as usize + 1] += 1;
+        pairs.sort_unstable();
+        let (mut groups, mut starts) = (Vec::new(), Vec::new());
+        for (at, &pair) in pairs.iter().enumerate() {
+            let group = (pair >> 32) as u32;
+            if groups.last() != Some(&group) {
+                groups.push(group);
+                starts.push(at);
+            }
         }
-        let groups: Vec<u32> = (0..group_count)
-            .filter(|&g| counts[g as usize + 1] > 0)
-            .collect();
-        // Prefix sums: where each group's records begin.
-        for g in 1..counts.len() {
-            counts[g] += counts[g - 1];
-        }
-        let starts = groups
-            .iter()
-            .map(|&g| counts[g as usize])
-            .chain(std::iter::once(records.len()))
-            .collect();
-        let mut order = vec![0; records.len()];
-        for (i, &g) in group_of.iter().enumerate() {
-            order[counts[g as usize]] = i;
-            counts[g as usize] += 1;
-        }
+        starts.push(records.len());
+        let order = pairs.iter().map(|&pair| pair as u32 as usize).collect();
         ByGroup {
             groups,
             starts,
