@@ -292,12 +292,20 @@ impl CircularLog {
         Ok((writes, crcs))
     }
 
-    /// Moves the committed tail; the space becomes reusable after readers older than
-    /// `release_gen` are gone.
-    pub fn advance_tail(&mut self, new_tail: u64, release_gen: u64) {
+    /// Moves the tail as the batch queued with it will commit it (under the commit
+    /// lock): every entry encoded from now on, in batches that commit after it,
+    /// carries it. One that carried the old tail after it would, after a crash, make
+    /// space count as live that is reused once the move commits.
+    pub fn advance_tail(&mut self, new_tail: u64) {
         assert!(self.tail <= new_tail && new_tail <= self.head);
         self.tail = new_tail;
-        self.released.defer(release_gen, new_tail);
+    }
+
+    /// The batch that moved the tail to `tail` committed: the space behind it becomes
+    /// reusable after readers older than `release_gen` are gone.
+    pub fn release_behind(&mut self, tail: u64, release_gen: u64) {
+        assert!(tail <= self.tail);
+        self.released.defer(release_gen, tail);
     }
 
     /// Makes space reusable whose readers are gone; returns whether any became so.
@@ -408,7 +416,10 @@ mod tests {
         // Without the reserve, the rest may be used; the tail frees space only once
         // readers are gone.
         let free = l.free_bytes();
-        l.advance_tail(4 * CHUNK, 5);
+        l.advance_tail(4 * CHUNK);
+        l.reclaim(Some(4));
+        assert_eq!(l.free_bytes(), free, "moved, not yet committed");
+        l.release_behind(4 * CHUNK, 5);
         l.reclaim(Some(4));
         assert_eq!(l.free_bytes(), free);
         l.reclaim(Some(5));

@@ -489,8 +489,8 @@ impl Db {
         if let Some(t) = self.gc_thread.take() {
             let _ = t.join();
         }
-        // Last: GC waits for the commit thread whenever it takes the commit lock. The
-        // thread commits what is queued before it returns, unless this is a crash.
+        // Last: GC waits for the commit thread to commit its plans. The thread commits
+        // what is queued before it returns, unless this is a crash.
         if flush {
             self.inner.committer.pipeline.stop();
         } else {

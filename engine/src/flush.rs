@@ -6,8 +6,8 @@
 //! room, GC runs first. See `commit/` for why every crash point is safe.
 
 use crate::commit::flush_writes::WritesInFlight;
-use crate::commit::pipeline::{PlacedFlush, Progress, Reach};
-use crate::commit::CommitGuard;
+use crate::commit::pipeline::{PlacedFlush, Progress, Queued, Reach};
+use crate::commit::{CommitGuard, Purpose};
 use crate::db::Inner;
 use crate::error::{Error, Result};
 use crate::keys;
@@ -198,7 +198,7 @@ impl Inner {
         let last_seq = first_seq + map.len() as u64 - 1;
         let batch = index_batch(map, &pointers, &entries, last_seq);
         let device_bytes = writes.iter().map(|w| w.len as u64).sum();
-        let writes = commit.start_flush_writes(writes)?;
+        let writes = commit.start_writes(writes, Purpose::Flush)?;
         Ok(PlacedMap {
             batch: Some(batch),
             writes,
@@ -224,22 +224,40 @@ impl Inner {
 
     fn commit_queued(&self) {
         let pipeline = &self.committer.pipeline;
-        while let Some(flushes) = pipeline.take_queued() {
-            let through = flushes.last().map_or(0, |f| f.flush_no + 1);
-            let outcome = self.committer.commit_placed(&flushes);
+        while let Some(queued) = pipeline.take_queued() {
+            let (mut flushes, mut through, mut plans) = (0u64, 0u64, Vec::new());
+            for q in &queued {
+                match q {
+                    Queued::Flush(f) => (flushes, through) = (flushes + 1, f.flush_no + 1),
+                    Queued::Plan(p) => plans.push(p.outcome.clone()),
+                }
+            }
+            let outcome = self.committer.commit_queued(&queued);
             if outcome.is_ok() {
-                Counters::add(&self.counters.flushes, flushes.len() as u64);
+                Counters::add(&self.counters.flushes, flushes);
             }
             // After the batches are in the index, so that a reader finds each key in
             // the cache or in the index; after a failure, so that reads do not return
             // what a restart would not.
             let mut cache = self.cache.write();
-            let released: Vec<_> = flushes.iter().map(|_| cache.release_committed()).collect();
+            let released: Vec<_> = (0..flushes).map(|_| cache.release_committed()).collect();
             drop(cache);
             // Freed outside the cache's lock: a map holds a write cache's worth of
             // small allocations, and readers and writers wait for that lock.
             drop(released);
-            pipeline.settle(flushes.len() as u64, through, outcome);
+            drop(queued);
+            for plan in &plans {
+                // A GC that waits for it holds the receiver; one that failed since
+                // has dropped it, and nothing is lost by not telling it.
+                let _ = plan.send(outcome.clone().map(|(_, generation)| generation));
+            }
+            let plan_count = plans.len() as u64;
+            pipeline.settle(
+                flushes,
+                through,
+                plan_count,
+                outcome.map(|(synced, _)| synced),
+            );
         }
     }
 

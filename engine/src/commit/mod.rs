@@ -1,19 +1,18 @@
 //! The committer: the only code that writes the index, and so the only way any change
-//! to the store becomes real. Every GC hands it a [`Plan`]: device writes, one index
-//! batch, and whether the batch must be durable. Under the commit lock it
+//! to the store becomes real. A flush's placed map and a GC's [`Plan`] (device writes,
+//! one index batch, and whether the batch must be durable) go the same way:
 //!
-//! 1. writes the plan's records to the device (all submitted at once),
-//! 2. flushes the device, so that the records are durable,
-//! 3. writes the plan's index batch (synced if the plan asks),
+//! 1. under the commit lock, their records' writes start ([`flush_writes`]: on a
+//!    thread of their own, after the previous writes completed) and their commit is
+//!    queued ([`pipeline`]); the lock goes, and the next flush places meanwhile;
+//! 2. the commit thread waits for their writes and flushes the device, so that the
+//!    records are durable,
+//! 3. writes their index batches in queue order (synced if any asks),
 //! 4. starts a new reader generation: space the commit released is reused only once
-//!    readers that began before it are gone ([`crate::readers::Deferred`]).
+//!    readers that began before it are gone ([`crate::readers::Deferred`]). A GC waits
+//!    for this outcome ([`PlanInFlight`]) without the lock.
 //!
-//! A flush starts step 1 under the commit lock, its writes run on a thread of their
-//! own while the next flush places ([`flush_writes`]: the next flush submits its
-//! writes only after these completed, the commit thread flushes the device only after
-//! they completed), and steps 2-4 run on the commit thread, so that the next flush
-//! writes while the device flushes ([`pipeline`], which says why the argument below
-//! still holds).
+//! [`pipeline`] says why the argument below holds with commits queued.
 //!
 //! # Why a crash at any instant is safe (FORMAT.md, "Commit" and "GC")
 //! Records are only ever written where no committed index entry points: past a
@@ -44,9 +43,10 @@ use crate::stats::Counters;
 use flush_writes::WritesInFlight;
 use hashkv_blockdev::{AlignedBuf, BlockDevice, IoOp};
 use parking_lot::{Mutex, MutexGuard};
-use pipeline::{Pipeline, PlacedFlush, UNCOMMITTED_FLUSHES_MAX};
+use pipeline::{Pipeline, Queued, QueuedPlan, Reach, UNCOMMITTED_FLUSHES_MAX};
 use poison::Poison;
 use std::ops::{Deref, DerefMut};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 /// One aligned write: `len` bytes of `buf` at device `offset`.
@@ -78,8 +78,8 @@ pub(crate) struct Plan {
 pub(crate) struct CommitState {
     /// Keys flushes placed since the running GC began.
     pub written_during_gc: WrittenKeys,
-    /// The last flush's writes: the next flush submits its own after they completed.
-    /// Each flush waits for the one before, so when these completed, all had.
+    /// The last flush's (or GC plan's) writes: the next submits its own after they
+    /// completed. Each waits for the one before, so when these completed, all had.
     pub flush_writes: Option<Arc<WritesInFlight>>,
 }
 
@@ -98,12 +98,38 @@ pub(crate) struct Committer {
     poison: Poison,
 }
 
-/// The commit lock, held: the only way to commit a plan.
+/// The commit lock, held: the only way to queue a commit.
 pub(crate) struct CommitGuard<'a> {
     committer: &'a Committer,
     state: MutexGuard<'a, CommitState>,
-    /// Taken drained ([`Committer::lock`]): only such a guard may commit a plan.
-    drained: bool,
+}
+
+/// A GC's plan queued on the commit thread.
+#[must_use = "the space a GC released waits for its commit's reader generation"]
+pub(crate) struct PlanInFlight {
+    outcome: Receiver<Result<u64>>,
+}
+
+impl PlanInFlight {
+    /// Waits for the commit thread to commit the plan (and everything queued before
+    /// it): the reader generation after which the space the plan released may be
+    /// reused, or the error that failed it.
+    pub fn wait(self) -> Result<u64> {
+        self.outcome.recv().unwrap_or_else(|_| {
+            Err(Error::CommitThreadPanicked {
+                message: "the commit thread stopped before a GC's plan committed".into(),
+            })
+        })
+    }
+}
+
+/// Where the flushes placed before a GC began stand (`CommitGuard::placed_so_far`):
+/// what the GC waits for, without the commit lock, before it reads.
+pub(crate) struct PlacedSoFar {
+    /// Flushes numbered below this were placed.
+    through: u64,
+    /// The last of their writes (each waited for the one before).
+    writes: Option<Arc<WritesInFlight>>,
 }
 
 impl Committer {
@@ -128,25 +154,34 @@ impl Committer {
         }
     }
 
-    /// The commit lock, drained: every flush placed before is committed (or failed),
-    /// so the holder sees, and commits after, all of them.
+    /// The commit lock, drained: every flush placed and every plan queued before is
+    /// committed (or failed), so the holder sees all of them in the index.
     pub fn lock(&self) -> CommitGuard<'_> {
-        self.lock_with_unsettled_at_most(0)
+        self.lock_with_unsettled_at_most(0, 0)
     }
 
     /// The commit lock for placing a flush: at most [`UNCOMMITTED_FLUSHES_MAX`] placed
-    /// flushes still wait for their commit.
+    /// flushes still wait for their commit (GC plans hold no write cache).
     pub fn lock_for_flush(&self) -> CommitGuard<'_> {
-        self.lock_with_unsettled_at_most(UNCOMMITTED_FLUSHES_MAX)
+        self.lock_with_unsettled_at_most(UNCOMMITTED_FLUSHES_MAX, u64::MAX)
     }
 
-    fn lock_with_unsettled_at_most(&self, unsettled_max: u64) -> CommitGuard<'_> {
+    /// The commit lock for a GC, at once: its plan queues behind whatever is placed
+    /// (`pipeline.rs`), and it waits for what it must without the lock
+    /// ([`CommitGuard::placed_so_far`], [`PlanInFlight`]).
+    pub fn lock_for_gc(&self) -> CommitGuard<'_> {
+        CommitGuard {
+            committer: self,
+            state: self.state.lock(),
+        }
+    }
+
+    fn lock_with_unsettled_at_most(&self, flushes_max: u64, plans_max: u64) -> CommitGuard<'_> {
         let state = self.state.lock();
-        self.pipeline.wait_unsettled_at_most(unsettled_max);
+        self.pipeline.wait_unsettled_at_most(flushes_max, plans_max);
         CommitGuard {
             committer: self,
             state,
-            drained: unsettled_max == 0,
         }
     }
 
@@ -190,27 +225,26 @@ impl Committer {
         write_pieces(&*self.device, &self.counters, piece, writes, purpose)
     }
 
-    /// Steps 2-4 for flushes placed and written (the commit thread, without the commit
-    /// lock): one device flush for all, their batches in order, one sync if any asks.
-    /// Returns whether the index's log was synced.
-    pub fn commit_placed(&self, flushes: &[PlacedFlush]) -> Result<bool> {
+    /// Steps 2-4 for what was queued (the commit thread, without the commit lock): one
+    /// device flush for all, their batches in order, one sync if any asks. Returns
+    /// whether the index's log was synced, and the new reader generation.
+    pub fn commit_queued(&self, queued: &[Queued]) -> Result<(bool, u64)> {
         self.check_writable()?;
-        for writes in flushes.iter().filter_map(|f| f.writes.as_ref()) {
+        for writes in queued.iter().filter_map(Queued::writes) {
             self.poisoning(writes.wait())?;
         }
-        if flushes.iter().any(|f| f.writes.is_some()) {
+        if queued.iter().any(|q| q.writes().is_some()) {
             self.poisoning(self.device.flush().map_err(Error::from))?;
         }
         let no_sync = hashkv_lsm::WriteOptions { sync: false };
-        for batch in flushes.iter().filter_map(|f| f.batch.as_ref()) {
+        for batch in queued.iter().filter_map(Queued::batch) {
             self.poisoning(self.index.write(batch, &no_sync).map_err(Error::from))?;
         }
-        let synced = flushes.iter().any(|f| f.durable);
+        let synced = queued.iter().any(Queued::durable);
         if synced {
             self.sync_index()?;
         }
-        self.readers.advance();
-        Ok(synced)
+        Ok((synced, self.readers.advance()))
     }
 
     /// Waits until no flush's writes are in flight, whatever their outcome (each flush
@@ -265,17 +299,28 @@ fn write_pieces(
 }
 
 impl CommitGuard<'_> {
-    /// Commits `plan` (steps 1-4 of the module docs) and returns the reader generation
-    /// after which space this commit released may be reused.
-    pub fn commit(&mut self, plan: Plan) -> Result<u64> {
-        assert!(self.drained, "a plan commits after every placed flush");
-        let c = self.committer;
-        c.check_writable()?;
-        c.poisoning(c.write_durably(&plan.writes, plan.purpose))?;
-        c.buffers.give(plan.writes.into_iter().map(|w| w.buf));
-        let options = hashkv_lsm::WriteOptions { sync: plan.durable };
-        c.poisoning(c.index.write(&plan.batch, &options).map_err(Error::from))?;
-        Ok(c.readers.advance())
+    /// Queues `plan` behind every flush placed so far (step 1 of the module docs): its
+    /// writes start after theirs. The caller lets the lock go and waits for the
+    /// commit thread's outcome.
+    pub fn queue_plan(&mut self, plan: Plan) -> Result<PlanInFlight> {
+        let writes = self.start_writes(plan.writes, plan.purpose)?;
+        let (outcome, receiver) = std::sync::mpsc::sync_channel(1);
+        self.committer.pipeline.queue_plan(QueuedPlan {
+            batch: plan.batch,
+            writes,
+            durable: plan.durable,
+            outcome,
+        });
+        Ok(PlanInFlight { outcome: receiver })
+    }
+
+    /// The flushes placed so far, for a GC that begins now: the value store's tables
+    /// name their records already, the device or the index may not yet.
+    pub fn placed_so_far(&self) -> PlacedSoFar {
+        PlacedSoFar {
+            through: self.committer.pipeline.placed(),
+            writes: self.state.flush_writes.clone(),
+        }
     }
 
     /// Waits until the previous flush's writes completed (`flush_writes.rs`): a flush
@@ -289,13 +334,14 @@ impl CommitGuard<'_> {
         }
     }
 
-    /// Step 1 for a flush: starts writing its records, after the previous flush's
-    /// writes completed, and returns them in flight (None if it writes nothing). The
-    /// rest of its commit follows on the commit thread ([`Pipeline::queue`]), which
-    /// waits for them, before any holder of [`Committer::lock`] proceeds.
-    pub fn start_flush_writes(
+    /// Step 1's writes: starts writing records, after the previous flush's or plan's
+    /// writes completed, and returns them in flight (None if there are none). The rest
+    /// of the commit follows on the commit thread ([`Pipeline::queue`]), which waits for
+    /// them, before any holder of [`Committer::lock`] proceeds.
+    pub fn start_writes(
         &mut self,
         writes: Vec<DeviceWrite>,
+        purpose: Purpose,
     ) -> Result<Option<Arc<WritesInFlight>>> {
         let c = self.committer;
         c.check_writable()?;
@@ -308,12 +354,34 @@ impl CommitGuard<'_> {
         let (device, counters, buffers) = (c.device.clone(), c.counters.clone(), c.buffers.clone());
         let piece = c.write_piece_bytes;
         let in_flight = WritesInFlight::start(move || {
-            let written = write_pieces(&*device, &counters, piece, &writes, Purpose::Flush);
+            let written = write_pieces(&*device, &counters, piece, &writes, purpose);
             buffers.give(writes.into_iter().map(|w| w.buf));
             written
         });
         self.state.flush_writes = Some(in_flight.clone());
         Ok(Some(in_flight))
+    }
+}
+
+impl PlacedSoFar {
+    /// Waits until their records are on the device (not yet durable): a GC may read
+    /// them.
+    pub fn wait_written(&self, committer: &Committer) -> Result<()> {
+        match &self.writes {
+            Some(writes) => committer.poisoning(writes.wait()),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until their batches are in the index: a GC may look their keys up.
+    pub fn wait_committed(&self, committer: &Committer) -> Result<()> {
+        if self.through == 0 {
+            return Ok(());
+        }
+        committer
+            .pipeline
+            .progress(self.through - 1, Reach::Committed)
+            .map(|_| ())
     }
 }
 

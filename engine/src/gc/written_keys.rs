@@ -2,7 +2,8 @@
 //! then commits new pointers; a flush that commits in between may have given a key a
 //! newer version. The GC must not point the index back at the version it read, so
 //! every flush notes its keys here (under the commit lock), and the GC skips them when
-//! it commits (under the commit lock too). One tracker serves every value store.
+//! it queues its batch (under the commit lock too, behind those flushes' batches). One
+//! tracker serves every value store.
 //!
 //! Keys are found by their hash (`HashedKey`): the GC looks up each survivor with the
 //! hash its survey computed, without reading the key again unless a noted key has the

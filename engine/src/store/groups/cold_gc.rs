@@ -6,8 +6,8 @@
 //! 1. reads the segment and keeps the records not in its dead list;
 //! 2. under the commit lock: copies them to the cold log's head and appends, to each
 //!    key's group, a relocation tag (same key and sequence number, the new place),
-//!    then commits the writes, the groups' new chain ends and the cold log's state in
-//!    one synced index batch through the committer. The index is not touched: it
+//!    then queues the writes, the groups' new chain ends and the cold log's state in
+//!    one synced index batch on the committer, behind the flushes placed before. The index is not touched: it
 //!    may still point at the old copies, which stay where they are;
 //! 3. the segment now waits for the groups that received tags: each group's next GC,
 //!    which alone knows whether the tag is still its key's newest version, points the
@@ -102,7 +102,10 @@ fn move_live(
     victim: SegmentId,
     live: &[RecordRef<'_>],
 ) -> Result<Option<u64>> {
-    let mut commit = ctx.committer.lock();
+    let mut commit = ctx.committer.lock_for_gc();
+    // The tags are appended to the groups' chains, whose last blocks the last flush
+    // may still be writing.
+    commit.wait_for_previous_flush_writes()?;
     let sizes: Vec<RecordSize> = live
         .iter()
         .map(|r| RecordSize::value(r.key.len(), r.value.len()))
@@ -166,13 +169,14 @@ fn move_live(
         freed
     };
     let bytes_written: u64 = writes.iter().map(|w| w.len as u64).sum();
-    let release_gen = commit.commit(Plan {
+    let committed = commit.queue_plan(Plan {
         purpose: Purpose::Gc,
         writes,
         batch,
         durable: true,
     })?;
     drop(commit);
+    let release_gen = committed.wait()?;
     store.table.lock().release(freed, release_gen);
     Ok(Some(bytes_written))
 }

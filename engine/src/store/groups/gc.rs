@@ -1,9 +1,10 @@
 //! Garbage collection of one segment group, copy-on-write, with hot/cold separation.
 //!
-//! 1. Under the commit lock (so no flush is half-way), pick the group and mark it. From
-//!    now on appends to the group go to fresh segments after the marked chain, and the
-//!    committer notes the keys they carry.
-//! 2. Read every segment of the marked chain at once (parallel reads through io_uring).
+//! 1. Under the commit lock (so no flush is half-way placing), pick the group and mark
+//!    it. From now on appends to the group go to fresh segments after the marked
+//!    chain, and the committer notes the keys they carry.
+//! 2. Once the writes of the flushes placed before have completed (without the lock),
+//!    read every segment of the marked chain at once (parallel reads through io_uring).
 //! 3. For each key, its newest version: the highest sequence number, the later append
 //!    among equal ones (a cold GC's relocation tag repeats its value's number). No
 //!    index lookup is needed: every version of a key lives in its group. Tombstones
@@ -15,7 +16,8 @@
 //!    reserve guarantees room for a whole chain); cold values go to the cold data
 //!    log, leaving a tag behind. Then flush the device (`Committer::stage`: no
 //!    committed state names this space).
-//! 5. Through the committer, in one synced index batch: the survivors' new pointers
+//! 5. Queued on the committer behind the flushes placed before (whose batches it must
+//!    follow), in one synced index batch: the survivors' new pointers
 //!    (except keys written during the GC, whose newer versions the index already
 //!    names), the pointers of relocated cold values, the group's new chain, and the
 //!    cold log's changes: new records, records whose tags were superseded (dead), and
@@ -33,7 +35,7 @@ use super::prefetch;
 use super::segment_table::{ChainSegment, ColdMove};
 use super::{group_of_hash, Groups};
 use crate::align::RecordSize;
-use crate::commit::{DeviceWrite, Plan, Purpose};
+use crate::commit::{DeviceWrite, PlacedSoFar, Plan, Purpose};
 use crate::error::Result;
 use crate::key_hash::{HashedKey, HashedKeys};
 use crate::keys;
@@ -80,11 +82,13 @@ pub(super) fn collect(
     preferred: Option<u32>,
 ) -> Result<Option<GcOutcome>> {
     ctx.committer.check_writable()?;
-    let Some(job) = begin(store, ctx, preferred) else {
+    let Some((job, placed_before)) = begin(store, ctx, preferred) else {
         return Ok(None);
     };
     let mut taken = Taken::default();
-    let outcome = run(store, ctx, &job, &mut taken);
+    let outcome = placed_before
+        .wait_written(ctx.committer)
+        .and_then(|()| run(store, ctx, &job, &mut taken));
     if outcome.is_err() {
         ctx.committer.lock().written_during_gc.finish();
         if !taken.swapped {
@@ -99,9 +103,10 @@ pub(super) fn collect(
     ctx.committer.poisoning(outcome).map(Some)
 }
 
-/// Step 1.
-fn begin(store: &Groups, ctx: &GcCtx<'_>, preferred: Option<u32>) -> Option<Job> {
-    let mut commit = ctx.committer.lock();
+/// Step 1. Returns, with the job, the flushes placed before it: the chain it marked
+/// holds their records, which may still be on their way to the device.
+fn begin(store: &Groups, ctx: &GcCtx<'_>, preferred: Option<u32>) -> Option<(Job, PlacedSoFar)> {
+    let mut commit = ctx.committer.lock_for_gc();
     let mut table = store.table.lock();
     table.reclaim(ctx.io.readers.oldest_active());
     let preferred = preferred.filter(|&g| table.groups[g as usize].gc.is_none());
@@ -111,7 +116,7 @@ fn begin(store: &Groups, ctx: &GcCtx<'_>, preferred: Option<u32>) -> Option<Job>
     commit
         .written_during_gc
         .begin(move |hash| group_of_hash(hash, group_count) == group);
-    Some(Job { group, collected })
+    Some((Job { group, collected }, commit.placed_so_far()))
 }
 
 fn run(store: &Groups, ctx: &GcCtx<'_>, job: &Job, taken: &mut Taken) -> Result<GcOutcome> {
@@ -655,7 +660,7 @@ fn commit(
     demoted: &Demoted,
     taken: &mut Taken,
 ) -> Result<usize> {
-    let mut commit = ctx.committer.lock();
+    let mut commit = ctx.committer.lock_for_gc();
     let written_since = commit.written_during_gc.finish();
     let mut batch = hashkv_lsm::WriteBatch::new();
     let mut key_buf = Vec::new();
@@ -694,13 +699,14 @@ fn commit(
         (freed, freed_cold)
     };
     // The table already holds the new chain: a failure here has poisoned the store.
-    let release_gen = commit.commit(Plan {
+    let committed = commit.queue_plan(Plan {
         purpose: Purpose::Gc,
         writes: Vec::new(),
         batch,
         durable: true,
     })?;
     drop(commit);
+    let release_gen = committed.wait()?;
     let segments_freed = freed.0.len() + freed.1.len();
     freed.0.append(&mut freed.1);
     store.table.lock().release(freed.0, release_gen);

@@ -33,7 +33,10 @@ impl ByGroup {
         // A group in the high half, the record's index in the low half: sorted, the
         // pairs are in group order and in record order within a group. (A flush holds
         // at most twice a write cache, far fewer than 2^32 records.)
-        assert!(u32::try_from(records.len()).is_ok(), "2^32 records in one append");
+        assert!(
+            u32::try_from(records.len()).is_ok(),
+            "2^32 records in one append"
+        );
         let mut pairs: Vec<u64> = records
             .iter()
             .enumerate()

@@ -47,12 +47,12 @@ pub(super) type Outcome = Result<Prefetched>;
 /// Picks the group the next GC would collect (not one under GC) and reads its chain
 /// but the last segment. `None` when no group has a segment to read ahead.
 pub(super) fn read_next(store: &Groups, committer: &Committer, io: &IoCtx<'_>) -> Option<Outcome> {
-    let (group, generation, segments) = {
+    let (group, generation, segments, placed_before) = {
         // Under the commit lock, as a GC's own start: a flush places its records in
-        // the table before it writes them, and holds this lock from one to the other.
-        // Read without it, a segment could be sealed in the table and not yet written
-        // on the device.
-        let _no_flush_half_way = committer.lock();
+        // the table before it starts their writes, and holds this lock from one to the
+        // other. The writes of the flushes placed so far complete before the reads
+        // below: else a segment sealed in the table could be read before it is written.
+        let commit = committer.lock_for_gc();
         let table = store.table.lock();
         let group = table.pick_victim()?;
         let g = &table.groups[group as usize];
@@ -65,10 +65,11 @@ pub(super) fn read_next(store: &Groups, committer: &Committer, io: &IoCtx<'_>) -
         if segments.is_empty() {
             return None;
         }
-        (group, g.generation, segments)
+        (group, g.generation, segments, commit.placed_so_far())
     };
     let spans = chain_spans(store, &segments);
     let read = || -> Result<Prefetched> {
+        placed_before.wait_written(committer)?;
         let (bufs, _) = spans::read_pooled(io.device, &spans, io.buffers)?;
         let p = Prefetched {
             group,

@@ -1,16 +1,20 @@
 //! Garbage collection of the value log, as WiscKey does it.
 //!
-//! 1. Under the commit lock (no flush half-way), take the range to collect: from the
-//!    tail up to `gc_chunk_bytes` on, and start noting keys that flushes change.
-//! 2. Read the range (one read per chunk, all submitted at once).
+//! 1. Under the commit lock (no flush half-way placing), take the range to collect:
+//!    from the tail up to `gc_chunk_bytes` on, and start noting keys that flushes
+//!    change.
+//! 2. Once the flushes placed before are committed (waited for without the lock: the
+//!    index must answer for their keys), read the range (one read per chunk, all
+//!    submitted at once).
 //! 3. For every record, look its key up in the index: the record is live only if the
 //!    index still points exactly at it. These lookups are the vLog's inherent cost;
 //!    the index blocks they need are read in parallel first, `GC_PREFETCH_KEYS` keys
 //!    at a time (one by one, a 64 MiB chunk's lookups read for seconds once the index
 //!    outgrew its block cache, and writers stalled behind them).
 //! 4. Under the commit lock: drop keys that flushes changed since step 1, append the
-//!    live records at the head (GC may use the reserve flushes leave free) and commit
-//!    their pointers with the new head and tail through the committer, synced.
+//!    live records at the head (GC may use the reserve flushes leave free) and queue
+//!    their writes and their pointers with the new head and tail on the committer,
+//!    behind the flushes placed before, synced; wait for it without the lock.
 //! 5. The collected range becomes writable again once readers that may still hold
 //!    pointers into it are gone.
 //!
@@ -19,8 +23,8 @@
 
 use super::ValueLog;
 use crate::align::RecordSize;
-use crate::circular_log::{self, RunRecord};
-use crate::commit::{Plan, Purpose};
+use crate::circular_log::RunRecord;
+use crate::commit::{PlacedSoFar, Plan, Purpose};
 use crate::error::{Error, Result};
 use crate::key_hash::HashedKey;
 use crate::keys;
@@ -33,10 +37,12 @@ use hashkv_blockdev::AlignedBuf;
 
 pub(super) fn collect(store: &ValueLog, ctx: &GcCtx<'_>) -> Result<Option<GcOutcome>> {
     ctx.committer.check_writable()?;
-    let Some((start, end)) = begin(store, ctx) else {
+    let Some((start, end, placed_before)) = begin(store, ctx) else {
         return Ok(None);
     };
-    let outcome = run(store, ctx, start, end);
+    let outcome = placed_before
+        .wait_committed(ctx.committer)
+        .and_then(|()| run(store, ctx, start, end));
     if outcome.is_err() {
         // Stop noting keys: no commit follows.
         ctx.committer.lock().written_during_gc.finish();
@@ -44,14 +50,15 @@ pub(super) fn collect(store: &ValueLog, ctx: &GcCtx<'_>) -> Result<Option<GcOutc
     ctx.committer.poisoning(outcome).map(Some)
 }
 
-/// Step 1.
-fn begin(store: &ValueLog, ctx: &GcCtx<'_>) -> Option<(u64, u64)> {
-    let mut commit = ctx.committer.lock();
+/// Step 1. Returns, with the range, the flushes placed before: the GC looks keys up
+/// only once their batches are in the index (a key they wrote is not noted for it).
+fn begin(store: &ValueLog, ctx: &GcCtx<'_>) -> Option<(u64, u64, PlacedSoFar)> {
+    let mut commit = ctx.committer.lock_for_gc();
     let mut log = store.log.lock();
     log.reclaim(ctx.io.readers.oldest_active());
-    let range = store.gc_range(&log)?;
+    let (start, end) = store.gc_range(&log)?;
     commit.written_during_gc.begin(|_| true);
-    Some(range)
+    Some((start, end, commit.placed_so_far()))
 }
 
 /// A live record found in the collected range.
@@ -141,9 +148,12 @@ fn commit_moves(
     mut live: Vec<Live<'_>>,
     (start, end): (u64, u64),
 ) -> Result<(u64, u64)> {
-    let mut commit = ctx.committer.lock();
+    let mut commit = ctx.committer.lock_for_gc();
     let changed = commit.written_during_gc.finish();
     live.retain(|l| !changed.contains(HashedKey::new(l.key)));
+    // The records go at the head, whose last block the last flush may still be
+    // writing.
+    commit.wait_for_previous_flush_writes()?;
     let sizes: Vec<RecordSize> = live
         .iter()
         .map(|l| RecordSize::value(l.key.len(), l.value.len()))
@@ -182,19 +192,19 @@ fn commit_moves(
         let p = store.pointer(position, size.len as usize, l.seq, l.crc);
         batch.put(keys::user_key_into(&mut key_buf, l.key), &p.encode());
     }
-    batch.put(
-        &keys::vlog_key(),
-        &circular_log::encode_entry(log.head(), end),
-    );
+    log.advance_tail(end);
+    batch.put(&keys::vlog_key(), &log.encode_entry());
     drop(log);
-    let release_gen = commit.commit(Plan {
+    let committed = commit.queue_plan(Plan {
         purpose: Purpose::Gc,
         writes,
         batch,
         durable: true,
     })?;
+    drop(commit);
+    let release_gen = committed.wait()?;
     // Step 5: readers that started before the commit may hold pointers into the range.
-    store.log.lock().advance_tail(end, release_gen);
+    store.log.lock().release_behind(end, release_gen);
     Ok((live.len() as u64, placed.end - placed.start))
 }
 
