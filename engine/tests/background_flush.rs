@@ -344,3 +344,135 @@ fn a_flush_writes_off_the_flusher_and_never_beside_another_flush(mode: Mode) {
     }
     db.close().unwrap();
 }
+
+/// A simulated device whose flushes wait while the gate is shut, but only on the
+/// commit thread; it counts the device flushes of the thread named `GC_THREAD` and
+/// the write submissions of flushes' I/O threads.
+struct CommitGate {
+    gate: GatedDevice,
+    gc_flushes: AtomicUsize,
+    flush_writes: AtomicUsize,
+}
+
+const GC_THREAD: &str = "test-gc";
+
+impl BlockDevice for CommitGate {
+    fn geometry(&self) -> Geometry {
+        self.gate.geometry()
+    }
+    fn submit(&self, ops: &mut [IoOp<'_>]) -> hashkv_blockdev::Result<()> {
+        if ops.iter().any(|op| op.is_write())
+            && std::thread::current().name() == Some("hashkv-flush-io")
+        {
+            self.flush_writes.fetch_add(1, Ordering::SeqCst);
+        }
+        self.gate.submit(ops)
+    }
+    fn flush(&self) -> hashkv_blockdev::Result<()> {
+        match std::thread::current().name() {
+            Some("hashkv-commit") => self.gate.flush(),
+            name => {
+                if name == Some(GC_THREAD) {
+                    self.gc_flushes.fetch_add(1, Ordering::SeqCst);
+                }
+                self.gate.inner.flush()
+            }
+        }
+    }
+    fn counters(&self) -> Vec<CounterSnapshot> {
+        self.gate.counters()
+    }
+    fn poisoned(&self) -> Option<String> {
+        self.gate.poisoned()
+    }
+}
+
+/// Waits until `count` exceeds `above`; false if it did not within `NO_WAIT_LIMIT`.
+fn wait_above(count: &AtomicUsize, above: usize) -> bool {
+    let deadline = Instant::now() + NO_WAIT_LIMIT;
+    while count.load(Ordering::SeqCst) <= above {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
+/// Puts keys `from..` worth half a cache (no write waits, and no flush starts) and
+/// flushes them in a thread; returns the next key and the flush's outcome, which waits
+/// for the commit thread.
+fn put_and_flush(db: &Arc<Db>, from: u64) -> (u64, std::thread::JoinHandle<hashkv::Result<()>>) {
+    let mut i = from;
+    let mut written = 0;
+    while written < CACHE_BYTES / 2 {
+        db.put(&key(i), &value(i)).unwrap();
+        written += (key(i).len() + value(i).len()) as u64;
+        i += 1;
+    }
+    let db = db.clone();
+    (i, std::thread::spawn(move || db.flush()))
+}
+
+/// A GC queues its plan behind the placed flushes and waits for the commit thread
+/// without the commit lock: while the commit thread is stuck in a device flush, the
+/// GC begins, reads and writes its survivors, and a flush after it still places and
+/// writes. (A GC that drained the pipeline under the lock waited at its begin, and
+/// every flush behind it waited for the lock.)
+#[test]
+fn a_gc_waits_for_its_commit_without_keeping_flushes_from_placing() {
+    let sim = Arc::new(SimDevice::new(SimConfig::new(8 * MIB, 43)).unwrap());
+    let dev = Arc::new(CommitGate {
+        gate: GatedDevice::new(sim.clone()),
+        gc_flushes: AtomicUsize::new(0),
+        flush_writes: AtomicUsize::new(0),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let o = options(Mode::HashKv);
+    let db = Arc::new(Db::format_device(dev.clone(), dir.path(), &o).unwrap());
+    // Every key twice: the groups hold garbage, and survivors.
+    let mut end = 0;
+    for _ in 0..2 {
+        let (next, flushed) = put_and_flush(&db, 0);
+        flushed.join().unwrap().unwrap();
+        end = next;
+    }
+    dev.gate.set_shut(true);
+    let writes = dev.flush_writes.load(Ordering::SeqCst);
+    let (end1, first) = put_and_flush(&db, 1_000_000);
+    let first_placed = wait_above(&dev.flush_writes, writes);
+    let gc = {
+        let db = db.clone();
+        std::thread::Builder::new()
+            .name(GC_THREAD.into())
+            .spawn(move || db.collect_garbage())
+            .unwrap()
+    };
+    let gc_wrote = first_placed && wait_above(&dev.gc_flushes, 0);
+    let writes = dev.flush_writes.load(Ordering::SeqCst);
+    let (end2, second) = put_and_flush(&db, 2_000_000);
+    let second_placed = gc_wrote && wait_above(&dev.flush_writes, writes);
+    let gc_waited = !gc.is_finished();
+    // Open before asserting: a failed test must not leave the store's drop waiting.
+    dev.gate.set_shut(false);
+    assert!(first_placed, "the first flush did not write");
+    assert!(
+        gc_wrote,
+        "the GC did not begin while a flush waited for its commit"
+    );
+    assert!(second_placed, "a flush could not place while a GC waited");
+    assert!(
+        gc_waited,
+        "the GC's commit did not wait for the commit thread"
+    );
+    assert!(gc.join().unwrap().unwrap(), "the GC collected nothing");
+    first.join().unwrap().unwrap();
+    second.join().unwrap().unwrap();
+    assert!(db.check().unwrap().is_clean());
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+    let db = Db::open_device(sim, dir.path(), &o).unwrap();
+    for i in (0..end).chain(1_000_000..end1).chain(2_000_000..end2) {
+        assert_eq!(db.get(&key(i)).unwrap(), Some(value(i)), "key {i}");
+    }
+    db.close().unwrap();
+}
