@@ -22,7 +22,7 @@ use crate::stats::{self, Counters, Stats};
 use crate::store::{GcCtx, IoCtx, ValueStore};
 use crate::superblock::Superblock;
 use crate::value_cache::ValueCache;
-use crate::write_cache::{CachedValue, WriteCache};
+use crate::write_cache::{CachedValue, Entry, ValueIn, WriteCache};
 use hashkv_blockdev::BlockDevice;
 use parking_lot::RwLock;
 use std::ops::Bound;
@@ -79,6 +79,20 @@ impl WriteBatch {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Writes the batch's entries into the store, its values kept as they are.
+    fn apply(self, inner: &Inner, sync: bool) -> Result<()> {
+        let (keys, values): (Vec<Vec<u8>>, Vec<CachedValue>) = self.entries.into_iter().unzip();
+        let entries = keys
+            .iter()
+            .zip(values)
+            .map(|(key, value)| Entry {
+                key,
+                value: value.map(ValueIn::Owned),
+            })
+            .collect();
+        inner.write(entries, sync)
     }
 }
 
@@ -222,7 +236,7 @@ impl Db {
             index: IndexReader::new(lsm),
             committer,
             store: opened.store,
-            cache: RwLock::new(WriteCache::default()),
+            cache: RwLock::new(WriteCache::new(options.write_cache_bytes)),
             values: ValueCache::new(split.value_cache_bytes),
             readers,
             counters,
@@ -272,7 +286,8 @@ impl Db {
     }
 
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.put_owned(key, value.to_vec())
+        self.inner
+            .write(vec![Entry::put(key, ValueIn::Borrowed(value))], false)
     }
 
     /// Like `put`, taking the value's buffer: the write cache keeps it as it is, so the
@@ -280,35 +295,36 @@ impl Db {
     /// flush), where `put` copies it into the cache first. Small values that stay
     /// inline in the index are copied into the index's batch as with `put`.
     pub fn put_owned(&self, key: &[u8], value: Vec<u8>) -> Result<()> {
-        self.inner.write(vec![(key.to_vec(), Some(value))], false)
+        self.inner
+            .write(vec![Entry::put(key, ValueIn::Owned(value))], false)
     }
 
     pub fn delete(&self, key: &[u8]) -> Result<()> {
-        self.inner.write(vec![(key.to_vec(), None)], false)
+        self.inner.write(vec![Entry::delete(key)], false)
     }
 
     /// Like `put`, and durable when it returns, with every write acknowledged before it
     /// (see "Durability" above). Concurrent sync writers share one flush.
     pub fn put_sync(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.inner
-            .write(vec![(key.to_vec(), Some(value.to_vec()))], true)
+            .write(vec![Entry::put(key, ValueIn::Borrowed(value))], true)
     }
 
     /// Like `delete`, and durable when it returns, with every write acknowledged before
     /// it.
     pub fn delete_sync(&self, key: &[u8]) -> Result<()> {
-        self.inner.write(vec![(key.to_vec(), None)], true)
+        self.inner.write(vec![Entry::delete(key)], true)
     }
 
     /// Applies a batch atomically: after a crash it is wholly there or wholly absent.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
-        self.inner.write(batch.entries, false)
+        batch.apply(&self.inner, false)
     }
 
     /// Like `write`, and durable when it returns; every write acknowledged before it
     /// is durable then too.
     pub fn write_sync(&self, batch: WriteBatch) -> Result<()> {
-        self.inner.write(batch.entries, true)
+        batch.apply(&self.inner, true)
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -601,7 +617,7 @@ mod tests {
         let cached_at = |key: &[u8]| {
             let cache = db.inner.cache.read();
             let key = crate::key_hash::HashedKey::new(key);
-            let value = cache.active.get(&key).unwrap().as_ref().unwrap();
+            let value = cache.active.get(&key).unwrap().unwrap();
             value.as_ptr()
         };
         let value = vec![5u8; 1000];

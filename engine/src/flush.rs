@@ -14,7 +14,7 @@ use crate::keys;
 use crate::location;
 use crate::stats::Counters;
 use crate::store::{store_full, FlushRecord, PlaceError, Placed};
-use crate::write_cache::{CacheMap, CachedValue};
+use crate::write_cache::CacheMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -177,7 +177,7 @@ impl Inner {
             .iter()
             .enumerate()
             .map(|(i, (key, value))| FlushRecord {
-                key: &key.key,
+                key: key.key,
                 key_hash: key.hash,
                 value: self.separated(value),
                 seq: first_seq + i as u64,
@@ -192,8 +192,8 @@ impl Inner {
             pointers,
             entries,
         } = self.store.place(&self.io(), &records)?;
-        for key in map.keys() {
-            commit.written_during_gc.note(key.hashed());
+        for (key, _) in map.iter() {
+            commit.written_during_gc.note(key);
         }
         let last_seq = first_seq + map.len() as u64 - 1;
         let batch = index_batch(map, &pointers, &entries, last_seq);
@@ -264,9 +264,9 @@ impl Inner {
     /// The value a cached entry puts into the value store: a put's value at least
     /// `separation_threshold_bytes` long (selective KV separation); smaller values
     /// and deletes live in the index only.
-    fn separated<'v>(&self, value: &'v CachedValue) -> Option<&'v [u8]> {
+    fn separated<'v>(&self, value: Option<&'v [u8]>) -> Option<&'v [u8]> {
         let threshold = self.options.separation_threshold_bytes as usize;
-        value.as_deref().filter(|v| v.len() >= threshold)
+        value.filter(|v| v.len() >= threshold)
     }
 }
 
@@ -365,14 +365,19 @@ fn out_of_space(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::write_cache::CacheKey;
+    use crate::key_hash::HashedKey;
+    use crate::write_cache::ValueIn;
 
     #[test]
     fn the_index_batch_fits_the_room_sized_for_it_without_much_to_spare() {
         let mut map = CacheMap::default();
-        map.insert(CacheKey::new(b"inline".to_vec()), Some(vec![1u8; 1000]));
-        map.insert(CacheKey::new(b"separated".to_vec()), Some(vec![2u8; 4096]));
-        map.insert(CacheKey::new(b"deleted".to_vec()), None);
+        let (inline, separated) = (vec![1u8; 1000], vec![2u8; 4096]);
+        map.insert(HashedKey::new(b"inline"), Some(ValueIn::Borrowed(&inline)));
+        map.insert(
+            HashedKey::new(b"separated"),
+            Some(ValueIn::Owned(separated)),
+        );
+        map.insert(HashedKey::new(b"deleted"), None);
         let pointer = location::Pointer {
             region: location::Region::Segments,
             unit: 3,
@@ -382,8 +387,8 @@ mod tests {
             crc: 0xabcd_ef01,
         };
         let pointers: Vec<_> = map
-            .keys()
-            .map(|k| (k.key == b"separated").then_some(pointer))
+            .iter()
+            .map(|(k, _)| (k.key == b"separated").then_some(pointer))
             .collect();
         let entries = vec![(b"store-entry".to_vec(), vec![3u8; 40])];
         let room = batch_bytes_max(&map, &pointers, &entries);

@@ -23,6 +23,7 @@
 
 mod align;
 mod buffers;
+mod cache_map;
 mod check;
 mod circular_log;
 mod commit;

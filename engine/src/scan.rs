@@ -94,12 +94,12 @@ impl<'a> ScanIter<'a> {
             let mut merged: std::collections::BTreeMap<Vec<u8>, CachedValue> = Default::default();
             // Oldest first: a newer map's entry replaces an older one's.
             for frozen in &cache.frozen {
-                for (k, v) in frozen.map.iter().filter(|(k, _)| in_range(&k.key)) {
-                    merged.insert(k.key.clone(), v.clone());
+                for (k, v) in frozen.map.iter().filter(|(k, _)| in_range(k.key)) {
+                    merged.insert(k.key.to_vec(), v.map(<[u8]>::to_vec));
                 }
             }
-            for (k, v) in cache.active.iter().filter(|(k, _)| in_range(&k.key)) {
-                merged.insert(k.key.clone(), v.clone());
+            for (k, v) in cache.active.iter().filter(|(k, _)| in_range(k.key)) {
+                merged.insert(k.key.to_vec(), v.map(<[u8]>::to_vec));
             }
             (
                 merged.into_iter().collect::<Vec<_>>(),

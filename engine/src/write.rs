@@ -11,7 +11,7 @@ use crate::db::{Inner, KEY_BYTES_MAX};
 use crate::error::{Error, Result};
 use crate::record;
 use crate::stats::Counters;
-use crate::write_cache::{self, CachedValue, Undo};
+use crate::write_cache::{self, Entry, Undo, ValueIn};
 use std::sync::atomic::Ordering;
 
 impl Inner {
@@ -24,7 +24,7 @@ impl Inner {
         record_max.min(hashkv_lsm::VALUE_BYTES_MAX - 1)
     }
 
-    pub(crate) fn check_entry(&self, key: &[u8], value: Option<&Vec<u8>>) -> Result<()> {
+    pub(crate) fn check_entry(&self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         if key.is_empty() || key.len() > KEY_BYTES_MAX {
             return Err(Error::KeyTooLarge {
                 len: key.len(),
@@ -40,16 +40,17 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) fn write(&self, entries: Vec<(Vec<u8>, CachedValue)>, sync: bool) -> Result<()> {
+    pub(crate) fn write(&self, mut entries: Vec<Entry<'_>>, sync: bool) -> Result<()> {
         self.committer.check_writable()?;
         // The write side is about to grow: memory lent to the block cache comes back.
         self.take_back_loan();
-        for (k, v) in &entries {
-            self.check_entry(k, v.as_ref())?;
+        for e in &mut entries {
+            self.check_entry(e.key, e.value_slice())?;
+            e.value = e.value.take().map(ValueIn::for_cache);
         }
         let user_bytes: u64 = entries
             .iter()
-            .map(|(k, v)| (k.len() + v.as_ref().map_or(0, |v| v.len())) as u64)
+            .map(|e| (e.key.len() + e.value_slice().map_or(0, <[u8]>::len)) as u64)
             .sum();
         let ops = entries.len() as u64;
         // Before the cache: a paced write waits without holding anything.
@@ -63,8 +64,8 @@ impl Inner {
             // pays for the record of what it replaces.
             let undo =
                 (sync || cache.may_fill(entry_bytes, limit)).then(|| cache.undo_for(&entries));
-            for (k, v) in entries {
-                cache.insert(k, v);
+            for e in entries {
+                cache.insert(e.key, e.value);
             }
             (
                 cache.active_flush,

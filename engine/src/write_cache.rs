@@ -4,66 +4,46 @@
 //! index batch is in the index: one being placed and written, and up to
 //! [`UNCOMMITTED_FLUSHES_MAX`] waiting for their commit.
 
+use crate::cache_map::ChunkPool;
+pub use crate::cache_map::{CacheMap, ValueIn};
 use crate::commit::pipeline::UNCOMMITTED_FLUSHES_MAX;
-use crate::key_hash::{HashedKey, HashedKeys};
+use crate::key_hash::HashedKey;
 use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// `None` is a delete.
+/// A cached value as a reader gets it: `None` is a delete.
 pub type CachedValue = Option<Vec<u8>>;
-/// A hash map, not an ordered one: every write inserts, and a B-tree's comparisons
-/// and node moves cost a writer several times a hash (the profile of 1 KiB updates:
-/// 12% of all CPU went to the B-tree's inserts). Nothing needs the order at insert
-/// time: the index sorts a flush's batch into its memtable anyway, a group's records
-/// carry their sequence numbers, and a scan sorts the few cached keys in its range.
-/// Keyed by the key with its hash, computed once by the writer.
-pub type CacheMap = hashbrown::HashMap<CacheKey, CachedValue, HashedKeys>;
 
-/// A cached key with its `HashedKey::hash`, computed once, when the writer's key is in
-/// the CPU's caches: the map never hashes it again (not when it grows), and a flush
-/// picks each record's group (`group_of_hash`) without reading the key, which by then
-/// has left the caches (hashing the keys again cost a tenth of the flusher's CPU in the
-/// 1 KiB load).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheKey {
-    pub hash: u64,
-    pub key: Vec<u8>,
+/// One write as it enters the cache: `value` `None` deletes the key.
+#[derive(Debug)]
+pub struct Entry<'a> {
+    pub key: &'a [u8],
+    pub value: Option<ValueIn<'a>>,
 }
 
-impl CacheKey {
-    pub fn new(key: Vec<u8>) -> CacheKey {
-        CacheKey {
-            hash: HashedKey::new(&key).hash,
+impl<'a> Entry<'a> {
+    pub fn put(key: &'a [u8], value: ValueIn<'a>) -> Entry<'a> {
+        Entry {
             key,
+            value: Some(value),
         }
     }
 
-    pub fn hashed(&self) -> HashedKey<'_> {
-        HashedKey {
-            hash: self.hash,
-            key: &self.key,
-        }
+    pub fn delete(key: &'a [u8]) -> Entry<'a> {
+        Entry { key, value: None }
+    }
+
+    pub fn value_slice(&self) -> Option<&[u8]> {
+        self.value.as_ref().map(ValueIn::as_slice)
     }
 }
 
-impl Hash for CacheKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.hashed().hash(state);
-    }
-}
-
-/// Looks a key up by its `HashedKey` (hashed once for every map it is looked for in).
-impl hashbrown::Equivalent<CacheKey> for HashedKey<'_> {
-    fn equivalent(&self, cached: &CacheKey) -> bool {
-        *self == cached.hashed()
-    }
-}
-
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriteCache {
     pub active: CacheMap,
+    /// Where every map takes its chunks and a released one gives them back.
+    pool: Arc<ChunkPool>,
     pub active_bytes: u64,
     /// Number of the flush that will commit `active`. Numbers only grow: a flush
     /// that could not commit leaves its number unused ([`WriteCache::unfreeze`]).
@@ -98,20 +78,20 @@ pub struct CacheFill {
 }
 
 /// What an entry costs the cache beyond its key and value, so that many tiny entries
-/// still fill the cache: its slot in the hash map (key and value vectors' headers, 48
-/// bytes, and a control byte) at the map's lowest load after it grows (7/16), plus
-/// the allocator's header of the key and of the value.
-const ENTRY_OVERHEAD_BYTES: usize = 128;
-
-/// Bytes an entry of a `key_len`-byte key counts for against the cache size.
-fn entry_bytes(key_len: usize, value: &CachedValue) -> u64 {
-    (key_len + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD_BYTES) as u64
-}
+/// still fill the cache: its slot in the hash table (hash, key place, value place or
+/// owned vector: 56 bytes, and a control byte) at the table's lowest load after it
+/// grows (7/16), rounded up.
+const ENTRY_OVERHEAD_BYTES: u64 = 128;
 
 /// Bytes `entries` count for in the cache when none replaces a cached entry (an upper
 /// bound of what inserting them adds).
-pub fn growth_bytes(entries: &[(Vec<u8>, CachedValue)]) -> u64 {
-    entries.iter().map(|(k, v)| entry_bytes(k.len(), v)).sum()
+pub fn growth_bytes(entries: &[Entry<'_>]) -> u64 {
+    entries
+        .iter()
+        .map(|e| {
+            (e.key.len() + e.value_slice().map_or(0, <[u8]>::len)) as u64 + ENTRY_OVERHEAD_BYTES
+        })
+        .sum()
 }
 
 /// What a write replaced, per key, so that it can be taken back if the store refuses
@@ -119,18 +99,28 @@ pub fn growth_bytes(entries: &[(Vec<u8>, CachedValue)]) -> u64 {
 pub type Undo = Vec<(Vec<u8>, CachedValue, Option<CachedValue>)>;
 
 impl WriteCache {
-    /// Takes the writer's key and value as they are: a write is copied no further.
-    pub fn insert(&mut self, key: Vec<u8>, value: CachedValue) {
-        self.insert_hashed(CacheKey::new(key), value);
+    /// An empty cache whose maps hold about `limit_bytes` each.
+    pub fn new(limit_bytes: u64) -> WriteCache {
+        let pool = ChunkPool::for_cache(limit_bytes);
+        WriteCache {
+            active: CacheMap::new(pool.clone()),
+            pool,
+            active_bytes: 0,
+            active_flush: 0,
+            frozen: VecDeque::new(),
+        }
     }
 
-    fn insert_hashed(&mut self, key: CacheKey, value: CachedValue) {
-        let key_len = key.key.len();
-        let add = entry_bytes(key_len, &value);
-        match self.active.insert(key, value) {
-            Some(old) => self.active_bytes = self.active_bytes + add - entry_bytes(key_len, &old),
-            None => self.active_bytes += add,
-        }
+    /// Copies the key (and a borrowed value) into the active map's arena; an owned
+    /// value is kept as it is.
+    pub fn insert(&mut self, key: &[u8], value: Option<ValueIn<'_>>) {
+        let done = self.active.insert(HashedKey::new(key), value);
+        let overhead = if done.new_key {
+            ENTRY_OVERHEAD_BYTES
+        } else {
+            0
+        };
+        self.active_bytes = self.active_bytes + overhead + done.added_bytes - done.freed_bytes;
     }
 
     /// Whether inserting entries of `growth_bytes` (their [`growth_bytes`], an upper
@@ -163,13 +153,19 @@ impl WriteCache {
     /// the last value the batch writes and what the cache held before, active or
     /// frozen (a frozen earlier write must come back if a failed flush handed its key
     /// to this write).
-    pub fn undo_for(&self, entries: &[(Vec<u8>, CachedValue)]) -> Undo {
+    pub fn undo_for(&self, entries: &[Entry<'_>]) -> Undo {
         let mut seen = std::collections::HashSet::new();
         entries
             .iter()
             .rev()
-            .filter(|(k, _)| seen.insert(&k[..]))
-            .map(|(k, v)| (k.clone(), v.clone(), self.get(k)))
+            .filter(|e| seen.insert(e.key))
+            .map(|e| {
+                (
+                    e.key.to_vec(),
+                    e.value_slice().map(<[u8]>::to_vec),
+                    self.get(e.key),
+                )
+            })
             .collect()
     }
 
@@ -179,14 +175,14 @@ impl WriteCache {
     pub fn take_back(&mut self, undo: Undo) {
         for (key, written, previous) in undo {
             let hashed = HashedKey::new(&key);
-            if self.active.get(&hashed) != Some(&written) {
+            if self.active.get(&hashed) != Some(written.as_deref()) {
                 continue;
             }
             match previous {
-                Some(v) => self.insert(key, v),
+                Some(v) => self.insert(&key, v.map(ValueIn::Owned)),
                 None => {
-                    self.active.remove(&hashed);
-                    self.active_bytes -= entry_bytes(key.len(), &written);
+                    let freed = self.active.remove(&hashed).expect("found above");
+                    self.active_bytes -= freed + ENTRY_OVERHEAD_BYTES;
                 }
             }
         }
@@ -196,12 +192,12 @@ impl WriteCache {
     pub fn get(&self, key: &[u8]) -> Option<CachedValue> {
         let key = HashedKey::new(key);
         if let Some(v) = self.active.get(&key) {
-            return Some(v.clone());
+            return Some(v.map(<[u8]>::to_vec));
         }
         self.frozen
             .iter()
             .rev()
-            .find_map(|f| f.map.get(&key).cloned())
+            .find_map(|f| f.map.get(&key).map(|v| v.map(<[u8]>::to_vec)))
     }
 
     /// What the pacer needs to know after a write went in (`gc/pacer.rs`).
@@ -213,9 +209,18 @@ impl WriteCache {
         }
     }
 
-    /// Every map's bytes: what the cache holds in memory.
+    /// Every map's bytes and the chunks pooled for the next maps: what the cache
+    /// holds in memory.
     pub fn held_bytes(&self) -> u64 {
-        self.active_bytes + self.frozen.iter().map(|f| f.bytes).sum::<u64>()
+        self.active_bytes
+            + self.frozen.iter().map(|f| f.bytes).sum::<u64>()
+            + self.pool.held_bytes()
+    }
+
+    /// Frees the chunks pooled for the next maps: the write side is idle and lends
+    /// what it does not hold (`memory::Loan`).
+    pub fn let_go_of_pooled_chunks(&self) {
+        self.pool.clear();
     }
 
     /// The newest frozen map's flush placed it and queued its commit.
@@ -252,10 +257,9 @@ impl WriteCache {
         let newest = self.frozen.pop_back().expect("a refused flush froze a map");
         debug_assert!(Arc::ptr_eq(&newest.map, &map) && !newest.placed);
         drop(newest);
-        let map = Arc::try_unwrap(map).unwrap_or_else(|m| (*m).clone());
-        for (k, v) in map {
-            if !self.active.contains_key(&k) {
-                self.insert_hashed(k, v);
+        for (k, v) in map.iter() {
+            if self.active.get(&k).is_none() {
+                self.insert(k.key, v.map(ValueIn::Borrowed));
             }
         }
     }
@@ -266,7 +270,8 @@ impl WriteCache {
         assert!(self.placing().is_none(), "one flush places at a time");
         // The next map grows from empty: one sized in advance would hold memory that
         // no entry counts for while the frozen one is flushed.
-        let map = Arc::new(std::mem::take(&mut self.active));
+        let next = CacheMap::new(self.pool.clone());
+        let map = Arc::new(std::mem::replace(&mut self.active, next));
         let bytes = std::mem::take(&mut self.active_bytes);
         let n = self.active_flush;
         self.active_flush += 1;
@@ -285,20 +290,20 @@ mod tests {
     use super::*;
 
     fn put(cache: &mut WriteCache, key: &[u8], value: &[u8]) -> u64 {
-        cache.insert(key.to_vec(), Some(value.to_vec()));
+        cache.insert(key, Some(ValueIn::Borrowed(value)));
         cache.active_flush
     }
 
     #[test]
     fn a_cached_key_is_found_by_its_bytes_and_carries_the_hash_of_its_group() {
-        let mut cache = WriteCache::default();
+        let mut cache = WriteCache::new(1 << 20);
         put(&mut cache, b"apple", b"1");
         let (frozen, _, _) = cache.freeze();
         put(&mut cache, b"pear", b"2");
         assert_eq!(cache.get(b"apple"), Some(Some(b"1".to_vec())));
         assert_eq!(cache.get(b"pear"), Some(Some(b"2".to_vec())));
         assert_eq!(cache.get(b"plum"), None);
-        let key = frozen.keys().next().unwrap();
+        let (key, _) = frozen.iter().next().unwrap();
         assert_eq!(key.key, b"apple");
         for groups in [1, 7, 1024] {
             assert_eq!(
@@ -312,7 +317,7 @@ mod tests {
     fn frozen_maps_are_read_newest_first_and_released_oldest_first() {
         // The 2000-byte value fills it once, not twice.
         let limit = 1500;
-        let mut cache = WriteCache::default();
+        let mut cache = WriteCache::new(1 << 20);
         put(&mut cache, b"a", b"1");
         put(&mut cache, b"b", b"1");
         let (first, ..) = cache.freeze();
@@ -343,7 +348,7 @@ mod tests {
 
     #[test]
     fn a_map_that_could_not_commit_goes_back_under_a_number_its_writers_wait_for() {
-        let mut cache = WriteCache::default();
+        let mut cache = WriteCache::new(1 << 20);
         let first = put(&mut cache, b"a", b"1");
         let (frozen, n, _) = cache.freeze();
         assert_eq!(n, first);
@@ -352,7 +357,12 @@ mod tests {
         put(&mut cache, b"a", b"3");
         assert!(joined > n);
         cache.unfreeze(frozen);
-        assert!(cache.frozen.is_empty() && cache.held_bytes() == cache.active_bytes);
+        assert!(cache.frozen.is_empty());
+        assert_eq!(
+            cache.held_bytes(),
+            cache.active_bytes + cache.pool.held_bytes(),
+            "the unfrozen map's chunks went back to the pool"
+        );
         assert_eq!(
             cache.get(b"a"),
             Some(Some(b"3".to_vec())),

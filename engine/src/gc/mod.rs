@@ -158,10 +158,12 @@ impl Inner {
 
     /// Lends the write side's unused memory to the block cache once writes, flushes
     /// and GCs have been idle for `memory::LOAN_IDLE` (`memory::Loan`). Before lending,
-    /// the allocator returns what the write side freed to the system, so that the loan
-    /// does not stack on memory the process still holds.
+    /// the write cache frees the chunks it pooled for its next maps and the allocator
+    /// returns what the write side freed to the system, so that the loan does not stack
+    /// on memory the process still holds.
     fn lend_idle_memory(&self) {
         let held = || {
+            self.cache.read().let_go_of_pooled_chunks();
             let memtables = self.index.memory_usage().memtable_bytes;
             memtables + self.cache.read().held_bytes() + self.buffers.held_bytes() as u64
         };

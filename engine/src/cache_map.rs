@@ -1,0 +1,490 @@
+//! One write cache map: its keys and values copied into the chunks of an arena, and a
+//! hash table of slots (hash, key, value) that finds them.
+//!
+//! A map of a `Vec` per key and per value cost two allocations per write, made by the
+//! writer and freed by the commit thread when the map was released: malloc and free
+//! were a fifth of the 1 KiB load's CPU (`_int_free`, `unlink_chunk`: frees of chunks
+//! another thread's arena owns), and with 64 KiB values the heap trimmed after each
+//! released map was faulted in again by the next. Here a write copies its key and
+//! value into the map's current chunk, and a released map's chunks go back to a pool
+//! ([`ChunkPool`]) that the next maps take them from: no allocation per record on the
+//! write, flush or commit path, and no fresh pages once the pool is warm.
+//!
+//! A rewrite of a cached key (the write cache absorbs a Zipf workload's hot keys)
+//! overwrites the old value in place when the new one fits its room, as every rewrite
+//! of a fixed-size value does; a longer one is copied anew, and the old bytes stay
+//! dead in the chunk until the map is released (the cache counts them,
+//! [`Insert::added_bytes`]). A value given as a `Vec` (`Db::put_owned`) is kept as it
+//! is, so that it is copied once, into the aligned buffer at flush; a borrowed value
+//! longer than [`ARENA_VALUE_BYTES_MAX`] is copied into a `Vec` of its own by its
+//! writer, outside the cache's lock.
+
+use crate::key_hash::HashedKey;
+use hashbrown::HashTable;
+use parking_lot::Mutex;
+use std::sync::Arc;
+
+/// A cache is cut into about this many chunks: one chunk's unused tail per map is then
+/// a sixteenth of the cache, and a 16 MiB cache takes its chunks from the pool 16
+/// times per map rather than once per write.
+const CHUNKS_PER_CACHE: u64 = 16;
+/// Chunk sizes are a power of two within these bounds: small caches (tests, tiny
+/// budgets) still hold a few keys per chunk, and no chunk is larger than a device
+/// write piece's worth of values.
+const CHUNK_BYTES_MIN: usize = 4 << 10;
+const CHUNK_BYTES_MAX: usize = 1 << 20;
+/// Longest value copied into the arena: a write copies it under the cache's lock, where
+/// a 64 KiB value's copy (and the faults of a fresh chunk) made other writers wait (the
+/// 64 KiB load's p99.9 rose from 4-9 ms to 9-23 ms in four runs). A longer one is
+/// copied into a buffer of its own by its writer before the lock
+/// ([`ValueIn::for_cache`]), where one allocation per value costs little per byte.
+pub const ARENA_VALUE_BYTES_MAX: usize = 4 << 10;
+
+/// Chunks released maps gave back, for the next maps to take. It keeps at most one
+/// cache's worth: in steady state a released map's chunks refill the active one, and
+/// more would hold memory no map counts for.
+#[derive(Debug)]
+pub struct ChunkPool {
+    chunk_bytes: usize,
+    kept_max: usize,
+    free: Mutex<Vec<Box<[u8]>>>,
+}
+
+impl ChunkPool {
+    /// The pool of a write cache of `limit_bytes`.
+    pub fn for_cache(limit_bytes: u64) -> Arc<ChunkPool> {
+        let chunk_bytes = ((limit_bytes / CHUNKS_PER_CACHE) as usize)
+            .next_power_of_two()
+            .clamp(CHUNK_BYTES_MIN, CHUNK_BYTES_MAX);
+        Arc::new(ChunkPool {
+            chunk_bytes,
+            kept_max: (limit_bytes as usize).div_ceil(chunk_bytes),
+            free: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn take(&self) -> Box<[u8]> {
+        let pooled = self.free.lock().pop();
+        pooled.unwrap_or_else(|| vec![0u8; self.chunk_bytes].into_boxed_slice())
+    }
+
+    fn give(&self, chunks: Vec<Box<[u8]>>) {
+        let mut free = self.free.lock();
+        let room = self.kept_max.saturating_sub(free.len());
+        free.extend(chunks.into_iter().take(room));
+    }
+
+    /// Frees the pooled chunks (the write side lends its idle memory, `memory::Loan`).
+    pub fn clear(&self) {
+        let chunks = std::mem::take(&mut *self.free.lock());
+        drop(chunks);
+    }
+
+    /// Bytes the pool holds for the next maps.
+    pub fn held_bytes(&self) -> u64 {
+        (self.free.lock().len() * self.chunk_bytes) as u64
+    }
+}
+
+/// Bytes in the arena: `len` bytes at `offset` of chunk `chunk`.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    chunk: u32,
+    offset: u32,
+    len: u32,
+}
+
+#[derive(Debug)]
+enum Value {
+    /// In the arena, with `room` bytes there that a rewrite may overwrite.
+    Arena { span: Span, room: u32 },
+    /// The writer's own buffer, or a value too large for a chunk.
+    Owned(Vec<u8>),
+}
+
+#[derive(Debug)]
+struct Slot {
+    hash: u64,
+    key: Span,
+    /// `None` is a delete.
+    value: Option<Value>,
+}
+
+/// A value as a writer hands it to the cache.
+#[derive(Debug)]
+pub enum ValueIn<'a> {
+    /// Copied into the arena.
+    Borrowed(&'a [u8]),
+    /// Kept as it is.
+    Owned(Vec<u8>),
+}
+
+impl ValueIn<'_> {
+    /// The value as the cache takes it: a borrowed one longer than
+    /// [`ARENA_VALUE_BYTES_MAX`] copied into a buffer of its own (call before taking
+    /// the cache's lock).
+    pub fn for_cache(self) -> Self {
+        match self {
+            ValueIn::Borrowed(v) if v.len() > ARENA_VALUE_BYTES_MAX => ValueIn::Owned(v.to_vec()),
+            other => other,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            ValueIn::Borrowed(v) => v,
+            ValueIn::Owned(v) => v,
+        }
+    }
+}
+
+/// What an insert changed in the memory the map holds: the bytes it took (a new key's
+/// key, a value copied into the arena or kept as given) and the bytes it gave back (an
+/// owned value it replaced). A value overwritten in place changes neither; one
+/// replaced in the arena stays there, dead, until the map is released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Insert {
+    pub new_key: bool,
+    pub added_bytes: u64,
+    pub freed_bytes: u64,
+}
+
+#[derive(Debug)]
+pub struct CacheMap {
+    slots: HashTable<Slot>,
+    chunks: Vec<Box<[u8]>>,
+    /// Bytes used of the last chunk taken from the pool (`chunks[filling]`).
+    filling: Option<usize>,
+    filled_bytes: usize,
+    pool: Arc<ChunkPool>,
+}
+
+impl Default for CacheMap {
+    /// A map with a pool of its own (tests).
+    fn default() -> CacheMap {
+        CacheMap::new(ChunkPool::for_cache(0))
+    }
+}
+
+impl Drop for CacheMap {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.chunks));
+    }
+}
+
+impl CacheMap {
+    pub fn new(pool: Arc<ChunkPool>) -> CacheMap {
+        CacheMap {
+            slots: HashTable::new(),
+            chunks: Vec::new(),
+            filling: None,
+            filled_bytes: 0,
+            pool,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn bytes(&self, span: Span) -> &[u8] {
+        let at = span.offset as usize;
+        &self.chunks[span.chunk as usize][at..at + span.len as usize]
+    }
+
+    fn value_bytes<'m>(&'m self, value: &'m Option<Value>) -> Option<&'m [u8]> {
+        value.as_ref().map(|v| match v {
+            Value::Arena { span, .. } => self.bytes(*span),
+            Value::Owned(v) => &v[..],
+        })
+    }
+
+    /// `Some(None)` is a cached delete, `None` not cached.
+    pub fn get(&self, key: &HashedKey<'_>) -> Option<Option<&[u8]>> {
+        let slot = self.slots.find(key.hash, |s| {
+            s.hash == key.hash && self.bytes(s.key) == key.key
+        })?;
+        Some(self.value_bytes(&slot.value))
+    }
+
+    /// Every entry, in an order that stays the same while the map is not changed.
+    pub fn iter(&self) -> impl Iterator<Item = (HashedKey<'_>, Option<&[u8]>)> + '_ {
+        self.slots.iter().map(|s| {
+            let key = HashedKey {
+                hash: s.hash,
+                key: self.bytes(s.key),
+            };
+            (key, self.value_bytes(&s.value))
+        })
+    }
+
+    /// Copies `bytes` into the arena (`bytes` fit a chunk).
+    fn copy_in(&mut self, bytes: &[u8]) -> Span {
+        let chunk_bytes = self.pool.chunk_bytes;
+        debug_assert!(bytes.len() <= chunk_bytes);
+        let fits = self
+            .filling
+            .is_some_and(|_| self.filled_bytes + bytes.len() <= chunk_bytes);
+        if !fits {
+            self.chunks.push(self.pool.take());
+            self.filling = Some(self.chunks.len() - 1);
+            self.filled_bytes = 0;
+        }
+        let chunk = self.filling.expect("a chunk is being filled");
+        let offset = self.filled_bytes;
+        self.chunks[chunk][offset..offset + bytes.len()].copy_from_slice(bytes);
+        self.filled_bytes += bytes.len();
+        Span {
+            chunk: chunk as u32,
+            offset: offset as u32,
+            len: bytes.len() as u32,
+        }
+    }
+
+    fn store(&mut self, value: ValueIn<'_>) -> Value {
+        match value {
+            ValueIn::Borrowed(v) if v.len() <= self.pool.chunk_bytes => {
+                let span = self.copy_in(v);
+                Value::Arena {
+                    span,
+                    room: span.len,
+                }
+            }
+            ValueIn::Borrowed(v) => Value::Owned(v.to_vec()),
+            ValueIn::Owned(v) => Value::Owned(v),
+        }
+    }
+
+    /// Keys up to a chunk's size go into the arena; the rare longer one (a cache
+    /// smaller than a few keys) gets a chunk of its own.
+    fn store_key(&mut self, key: &[u8]) -> Span {
+        if key.len() <= self.pool.chunk_bytes {
+            return self.copy_in(key);
+        }
+        self.chunks.push(key.to_vec().into_boxed_slice());
+        Span {
+            chunk: (self.chunks.len() - 1) as u32,
+            offset: 0,
+            len: key.len() as u32,
+        }
+    }
+
+    /// Sets `key` to `value` (`None`: a delete).
+    pub fn insert(&mut self, key: HashedKey<'_>, value: Option<ValueIn<'_>>) -> Insert {
+        let new_len = value.as_ref().map_or(0, |v| v.as_slice().len()) as u64;
+        let found = {
+            let (slots, chunks) = (&self.slots, &self.chunks);
+            slots
+                .find(key.hash, |s| {
+                    s.hash == key.hash && span_bytes(chunks, s.key) == key.key
+                })
+                .is_some()
+        };
+        if !found {
+            let key_span = self.store_key(key.key);
+            let value = value.map(|v| self.store(v));
+            let slot = Slot {
+                hash: key.hash,
+                key: key_span,
+                value,
+            };
+            self.slots.insert_unique(key.hash, slot, |s| s.hash);
+            return Insert {
+                new_key: true,
+                added_bytes: key.key.len() as u64 + new_len,
+                freed_bytes: 0,
+            };
+        }
+        self.replace(key, value, new_len)
+    }
+
+    /// Sets an existing key's value: in place when it fits the old value's room.
+    fn replace(&mut self, key: HashedKey<'_>, value: Option<ValueIn<'_>>, new_len: u64) -> Insert {
+        let (slots, chunks) = (&mut self.slots, &mut self.chunks);
+        let slot = slots
+            .find_mut(key.hash, |s| {
+                s.hash == key.hash && span_bytes(chunks, s.key) == key.key
+            })
+            .expect("found above");
+        if let (Some(Value::Arena { span, room }), Some(ValueIn::Borrowed(v))) =
+            (&mut slot.value, &value)
+        {
+            if v.len() as u32 <= *room {
+                let at = span.offset as usize;
+                chunks[span.chunk as usize][at..at + v.len()].copy_from_slice(v);
+                span.len = v.len() as u32;
+                return Insert {
+                    new_key: false,
+                    added_bytes: 0,
+                    freed_bytes: 0,
+                };
+            }
+        }
+        // Arena bytes of the old value stay dead in their chunk: not given back.
+        let freed_bytes = match slot.value.take() {
+            Some(Value::Owned(v)) => v.len() as u64,
+            _ => 0,
+        };
+        let stored = value.map(|v| self.store(v));
+        let slot = self
+            .slots
+            .find_mut(key.hash, |s| {
+                s.hash == key.hash && span_bytes(&self.chunks, s.key) == key.key
+            })
+            .expect("found above");
+        slot.value = stored;
+        Insert {
+            new_key: false,
+            added_bytes: new_len,
+            freed_bytes,
+        }
+    }
+
+    /// Removes `key`; the bytes it gives back (an owned value's), `None` if it was not
+    /// cached. Arena bytes stay dead until the map is released.
+    pub fn remove(&mut self, key: &HashedKey<'_>) -> Option<u64> {
+        let chunks = &self.chunks;
+        let entry = self
+            .slots
+            .find_entry(key.hash, |s| {
+                s.hash == key.hash && span_bytes(chunks, s.key) == key.key
+            })
+            .ok()?;
+        let (slot, _) = entry.remove();
+        Some(match slot.value {
+            Some(Value::Owned(v)) => v.len() as u64,
+            _ => 0,
+        })
+    }
+}
+
+fn span_bytes(chunks: &[Box<[u8]>], span: Span) -> &[u8] {
+    let at = span.offset as usize;
+    &chunks[span.chunk as usize][at..at + span.len as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map_with_chunks_of(chunk_bytes: usize) -> CacheMap {
+        CacheMap::new(ChunkPool::for_cache(chunk_bytes as u64 * CHUNKS_PER_CACHE))
+    }
+
+    fn put(map: &mut CacheMap, key: &[u8], value: &[u8]) -> Insert {
+        map.insert(HashedKey::new(key), Some(ValueIn::Borrowed(value)))
+    }
+
+    fn get(map: &CacheMap, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        map.get(&HashedKey::new(key)).map(|v| v.map(<[u8]>::to_vec))
+    }
+
+    #[test]
+    fn keys_and_values_are_copied_into_chunks_and_found_by_their_bytes() {
+        let mut map = map_with_chunks_of(4096);
+        for i in 0..100u32 {
+            let done = put(&mut map, format!("key{i}").as_bytes(), &[i as u8; 100]);
+            assert!(done.new_key);
+        }
+        assert_eq!(map.len(), 100);
+        assert_eq!(map.chunks.len(), 3, "about 105 bytes a key, 38 a chunk");
+        for i in 0..100u32 {
+            assert_eq!(
+                get(&map, format!("key{i}").as_bytes()),
+                Some(Some(vec![i as u8; 100]))
+            );
+        }
+        assert_eq!(get(&map, b"key100"), None);
+        map.insert(HashedKey::new(b"gone"), None);
+        assert_eq!(get(&map, b"gone"), Some(None), "a cached delete");
+        let mut seen: Vec<_> = map.iter().map(|(k, _)| k.key.to_vec()).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 101);
+    }
+
+    #[test]
+    fn a_rewrite_that_fits_is_made_in_place_and_a_longer_one_is_counted_anew() {
+        let mut map = map_with_chunks_of(4096);
+        let first = put(&mut map, b"k", &[1; 100]);
+        assert_eq!((first.added_bytes, first.freed_bytes), (101, 0));
+        let used = map.filled_bytes;
+        let same = put(&mut map, b"k", &[2; 100]);
+        let shorter = put(&mut map, b"k", &[3; 60]);
+        assert_eq!((same.added_bytes, shorter.added_bytes), (0, 0));
+        assert_eq!(
+            map.filled_bytes, used,
+            "no new bytes for a rewrite that fits"
+        );
+        assert_eq!(get(&map, b"k"), Some(Some(vec![3; 60])));
+        let refilled = put(&mut map, b"k", &[4; 100]);
+        assert_eq!(refilled.added_bytes, 0, "the room is the first value's");
+        let longer = put(&mut map, b"k", &[5; 120]);
+        assert_eq!(
+            (longer.added_bytes, longer.freed_bytes),
+            (120, 0),
+            "the old room stays dead in its chunk"
+        );
+        assert_eq!(map.filled_bytes, used + 120);
+        assert_eq!(get(&map, b"k"), Some(Some(vec![5; 120])));
+        let owned = map.insert(HashedKey::new(b"k"), Some(ValueIn::Owned(vec![5; 10])));
+        assert_eq!((owned.added_bytes, owned.freed_bytes), (10, 0));
+        let back = put(&mut map, b"k", &[6; 8]);
+        assert_eq!(
+            (back.added_bytes, back.freed_bytes),
+            (8, 10),
+            "a replaced owned value is freed"
+        );
+        assert_eq!(map.remove(&HashedKey::new(b"k")), Some(0));
+        assert_eq!(map.remove(&HashedKey::new(b"k")), None);
+        assert!(map.is_empty());
+    }
+
+    #[test]
+    fn owned_and_oversized_values_are_kept_out_of_the_arena() {
+        let mut map = map_with_chunks_of(4096);
+        let owned = vec![7u8; 300];
+        let at = owned.as_ptr();
+        map.insert(HashedKey::new(b"owned"), Some(ValueIn::Owned(owned)));
+        assert_eq!(
+            map.get(&HashedKey::new(b"owned"))
+                .unwrap()
+                .unwrap()
+                .as_ptr(),
+            at
+        );
+        put(&mut map, b"large", &[8; 5000]);
+        assert_eq!(get(&map, b"large"), Some(Some(vec![8; 5000])));
+        let long_key = vec![b'x'; 5000];
+        put(&mut map, &long_key, b"v");
+        assert_eq!(get(&map, &long_key), Some(Some(b"v".to_vec())));
+        assert_eq!(get(&map, b"owned"), Some(Some(vec![7; 300])));
+    }
+
+    #[test]
+    fn a_released_maps_chunks_serve_the_next_map_up_to_one_caches_worth() {
+        let pool = ChunkPool::for_cache(16 * 4096);
+        assert_eq!(pool.chunk_bytes, 4096);
+        let mut first = CacheMap::new(pool.clone());
+        for i in 0..1000u32 {
+            put(&mut first, format!("key{i}").as_bytes(), &[0; 200]);
+        }
+        let taken = first.chunks.len();
+        assert!(taken > 16, "{taken} chunks");
+        let addresses: Vec<*const u8> = first.chunks.iter().map(|c| c.as_ptr()).collect();
+        drop(first);
+        assert_eq!(pool.held_bytes(), 16 * 4096, "one cache's worth kept");
+        let mut second = CacheMap::new(pool.clone());
+        put(&mut second, b"k", b"v");
+        assert!(
+            addresses.contains(&second.chunks[0].as_ptr()),
+            "the next map takes a pooled chunk"
+        );
+        assert_eq!(pool.held_bytes(), 15 * 4096);
+        assert_eq!(get(&second, b"k"), Some(Some(b"v".to_vec())));
+    }
+}
