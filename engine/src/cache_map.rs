@@ -68,10 +68,13 @@ impl ChunkPool {
         pooled.unwrap_or_else(|| vec![0u8; self.chunk_bytes].into_boxed_slice())
     }
 
+    /// Keeps what it has room for of `chunks`; a long key's chunk of its own size is
+    /// freed (a pooled chunk is always `chunk_bytes` long).
     fn give(&self, chunks: Vec<Box<[u8]>>) {
         let mut free = self.free.lock();
         let room = self.kept_max.saturating_sub(free.len());
-        free.extend(chunks.into_iter().take(room));
+        let standard = chunks.into_iter().filter(|c| c.len() == self.chunk_bytes);
+        free.extend(standard.take(room));
     }
 
     /// Frees the pooled chunks (the write side lends its idle memory, `memory::Loan`).
@@ -463,6 +466,13 @@ mod tests {
         put(&mut map, &long_key, b"v");
         assert_eq!(get(&map, &long_key), Some(Some(b"v".to_vec())));
         assert_eq!(get(&map, b"owned"), Some(Some(vec![7; 300])));
+        let pool = map.pool.clone();
+        drop(map);
+        let pooled = pool.free.lock();
+        assert!(
+            !pooled.is_empty() && pooled.iter().all(|c| c.len() == 4096),
+            "only whole chunks are pooled"
+        );
     }
 
     #[test]
