@@ -84,7 +84,7 @@ impl WriteBatch {
     /// Writes the batch's entries into the store, its values kept as they are.
     fn apply(self, inner: &Inner, sync: bool) -> Result<()> {
         let (keys, values): (Vec<Vec<u8>>, Vec<CachedValue>) = self.entries.into_iter().unzip();
-        let entries = keys
+        let mut entries: Vec<Entry<'_>> = keys
             .iter()
             .zip(values)
             .map(|(key, value)| Entry {
@@ -92,7 +92,7 @@ impl WriteBatch {
                 value: value.map(ValueIn::Owned),
             })
             .collect();
-        inner.write(entries, sync)
+        inner.write(&mut entries, sync)
     }
 }
 
@@ -287,7 +287,7 @@ impl Db {
 
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.inner
-            .write(vec![Entry::put(key, ValueIn::Borrowed(value))], false)
+            .write(&mut [Entry::put(key, ValueIn::Borrowed(value))], false)
     }
 
     /// Like `put`, taking the value's buffer: the write cache keeps it as it is, so the
@@ -296,24 +296,24 @@ impl Db {
     /// inline in the index are copied into the index's batch as with `put`.
     pub fn put_owned(&self, key: &[u8], value: Vec<u8>) -> Result<()> {
         self.inner
-            .write(vec![Entry::put(key, ValueIn::Owned(value))], false)
+            .write(&mut [Entry::put(key, ValueIn::Owned(value))], false)
     }
 
     pub fn delete(&self, key: &[u8]) -> Result<()> {
-        self.inner.write(vec![Entry::delete(key)], false)
+        self.inner.write(&mut [Entry::delete(key)], false)
     }
 
     /// Like `put`, and durable when it returns, with every write acknowledged before it
     /// (see "Durability" above). Concurrent sync writers share one flush.
     pub fn put_sync(&self, key: &[u8], value: &[u8]) -> Result<()> {
         self.inner
-            .write(vec![Entry::put(key, ValueIn::Borrowed(value))], true)
+            .write(&mut [Entry::put(key, ValueIn::Borrowed(value))], true)
     }
 
     /// Like `delete`, and durable when it returns, with every write acknowledged before
     /// it.
     pub fn delete_sync(&self, key: &[u8]) -> Result<()> {
-        self.inner.write(vec![Entry::delete(key)], true)
+        self.inner.write(&mut [Entry::delete(key)], true)
     }
 
     /// Applies a batch atomically: after a crash it is wholly there or wholly absent.

@@ -40,11 +40,13 @@ impl Inner {
         Ok(())
     }
 
-    pub(crate) fn write(&self, mut entries: Vec<Entry<'_>>, sync: bool) -> Result<()> {
+    /// Writes `entries` (their owned values move into the cache; a single put passes
+    /// an array on its stack, so that it allocates nothing).
+    pub(crate) fn write(&self, entries: &mut [Entry<'_>], sync: bool) -> Result<()> {
         self.committer.check_writable()?;
         // The write side is about to grow: memory lent to the block cache comes back.
         self.take_back_loan();
-        for e in &mut entries {
+        for e in entries.iter_mut() {
             self.check_entry(e.key, e.value_slice())?;
             e.value = e.value.take().map(ValueIn::for_cache);
         }
@@ -57,15 +59,15 @@ impl Inner {
         let gc_charged_seconds = self.gc.pacer.pace(user_bytes);
         let sync = sync || self.options.sync_writes;
         let limit = self.options.write_cache_bytes;
-        let entry_bytes = write_cache::growth_bytes(&entries);
+        let entry_bytes = write_cache::growth_bytes(entries);
         let (flush_no, full, backpressure, fill, undo) = {
             let mut cache = self.cache.write();
             // Only a write that flushes in its own thread can be refused, so only it
             // pays for the record of what it replaces.
             let undo =
-                (sync || cache.may_fill(entry_bytes, limit)).then(|| cache.undo_for(&entries));
-            for e in entries {
-                cache.insert(e.key, e.value);
+                (sync || cache.may_fill(entry_bytes, limit)).then(|| cache.undo_for(entries));
+            for e in entries.iter_mut() {
+                cache.insert(e.key, e.value.take());
             }
             (
                 cache.active_flush,
