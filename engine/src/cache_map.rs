@@ -152,51 +152,31 @@ pub struct Insert {
     pub freed_bytes: u64,
 }
 
+/// The chunks a map's keys and values are copied into.
 #[derive(Debug)]
-pub struct CacheMap {
-    slots: HashTable<Slot>,
+struct Arena {
     chunks: Vec<Box<[u8]>>,
-    /// Bytes used of the last chunk taken from the pool (`chunks[filling]`).
+    /// The chunk being filled (`chunks[filling]`), and the bytes used of it.
     filling: Option<usize>,
     filled_bytes: usize,
     pool: Arc<ChunkPool>,
 }
 
-impl Default for CacheMap {
-    /// A map with a pool of its own (tests).
-    fn default() -> CacheMap {
-        CacheMap::new(ChunkPool::for_cache(0))
-    }
-}
-
-impl Drop for CacheMap {
+impl Drop for Arena {
     fn drop(&mut self) {
         self.pool.give(std::mem::take(&mut self.chunks));
     }
 }
 
-impl CacheMap {
-    pub fn new(pool: Arc<ChunkPool>) -> CacheMap {
-        CacheMap {
-            slots: HashTable::new(),
-            chunks: Vec::new(),
-            filling: None,
-            filled_bytes: 0,
-            pool,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
+impl Arena {
     fn bytes(&self, span: Span) -> &[u8] {
         let at = span.offset as usize;
         &self.chunks[span.chunk as usize][at..at + span.len as usize]
+    }
+
+    fn bytes_mut(&mut self, span: Span) -> &mut [u8] {
+        let at = span.offset as usize;
+        &mut self.chunks[span.chunk as usize][at..at + span.len as usize]
     }
 
     fn value_bytes<'m>(&'m self, value: &'m Option<Value>) -> Option<&'m [u8]> {
@@ -206,26 +186,7 @@ impl CacheMap {
         })
     }
 
-    /// `Some(None)` is a cached delete, `None` not cached.
-    pub fn get(&self, key: &HashedKey<'_>) -> Option<Option<&[u8]>> {
-        let slot = self.slots.find(key.hash, |s| {
-            s.hash == key.hash && self.bytes(s.key) == key.key
-        })?;
-        Some(self.value_bytes(&slot.value))
-    }
-
-    /// Every entry, in an order that stays the same while the map is not changed.
-    pub fn iter(&self) -> impl Iterator<Item = (HashedKey<'_>, Option<&[u8]>)> + '_ {
-        self.slots.iter().map(|s| {
-            let key = HashedKey {
-                hash: s.hash,
-                key: self.bytes(s.key),
-            };
-            (key, self.value_bytes(&s.value))
-        })
-    }
-
-    /// Copies `bytes` into the arena (`bytes` fit a chunk).
+    /// Copies `bytes` in (`bytes` fit a chunk).
     fn copy_in(&mut self, bytes: &[u8]) -> Span {
         let chunk_bytes = self.pool.chunk_bytes;
         debug_assert!(bytes.len() <= chunk_bytes);
@@ -262,8 +223,8 @@ impl CacheMap {
         }
     }
 
-    /// Keys up to a chunk's size go into the arena; the rare longer one (a cache
-    /// smaller than a few keys) gets a chunk of its own.
+    /// Keys up to a chunk's size are copied in; the rare longer one (a cache smaller
+    /// than a few keys) gets a chunk of its own.
     fn store_key(&mut self, key: &[u8]) -> Span {
         if key.len() <= self.pool.chunk_bytes {
             return self.copy_in(key);
@@ -275,25 +236,75 @@ impl CacheMap {
             len: key.len() as u32,
         }
     }
+}
 
-    /// Sets `key` to `value` (`None`: a delete).
+#[derive(Debug)]
+pub struct CacheMap {
+    slots: HashTable<Slot>,
+    arena: Arena,
+}
+
+impl Default for CacheMap {
+    /// A map with a pool of its own (tests).
+    fn default() -> CacheMap {
+        CacheMap::new(ChunkPool::for_cache(0))
+    }
+}
+
+impl CacheMap {
+    pub fn new(pool: Arc<ChunkPool>) -> CacheMap {
+        CacheMap {
+            slots: HashTable::new(),
+            arena: Arena {
+                chunks: Vec::new(),
+                filling: None,
+                filled_bytes: 0,
+                pool,
+            },
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// `Some(None)` is a cached delete, `None` not cached.
+    pub fn get(&self, key: &HashedKey<'_>) -> Option<Option<&[u8]>> {
+        let arena = &self.arena;
+        let slot = self.slots.find(key.hash, |s| {
+            s.hash == key.hash && arena.bytes(s.key) == key.key
+        })?;
+        Some(arena.value_bytes(&slot.value))
+    }
+
+    /// Every entry, in an order that stays the same while the map is not changed.
+    pub fn iter(&self) -> impl Iterator<Item = (HashedKey<'_>, Option<&[u8]>)> + '_ {
+        self.slots.iter().map(|s| {
+            let key = HashedKey {
+                hash: s.hash,
+                key: self.arena.bytes(s.key),
+            };
+            (key, self.arena.value_bytes(&s.value))
+        })
+    }
+
+    /// Sets `key` to `value` (`None`: a delete): over the old value in place when it
+    /// fits the old value's room, found with one probe.
     pub fn insert(&mut self, key: HashedKey<'_>, value: Option<ValueIn<'_>>) -> Insert {
         let new_len = value.as_ref().map_or(0, |v| v.as_slice().len()) as u64;
-        let found = {
-            let (slots, chunks) = (&self.slots, &self.chunks);
-            slots
-                .find(key.hash, |s| {
-                    s.hash == key.hash && span_bytes(chunks, s.key) == key.key
-                })
-                .is_some()
-        };
-        if !found {
-            let key_span = self.store_key(key.key);
-            let value = value.map(|v| self.store(v));
+        let arena = &mut self.arena;
+        let found = self.slots.find_mut(key.hash, |s| {
+            s.hash == key.hash && arena.bytes(s.key) == key.key
+        });
+        let Some(slot) = found else {
             let slot = Slot {
                 hash: key.hash,
-                key: key_span,
-                value,
+                key: arena.store_key(key.key),
+                value: value.map(|v| arena.store(v)),
             };
             self.slots.insert_unique(key.hash, slot, |s| s.hash);
             return Insert {
@@ -301,25 +312,13 @@ impl CacheMap {
                 added_bytes: key.key.len() as u64 + new_len,
                 freed_bytes: 0,
             };
-        }
-        self.replace(key, value, new_len)
-    }
-
-    /// Sets an existing key's value: in place when it fits the old value's room.
-    fn replace(&mut self, key: HashedKey<'_>, value: Option<ValueIn<'_>>, new_len: u64) -> Insert {
-        let (slots, chunks) = (&mut self.slots, &mut self.chunks);
-        let slot = slots
-            .find_mut(key.hash, |s| {
-                s.hash == key.hash && span_bytes(chunks, s.key) == key.key
-            })
-            .expect("found above");
+        };
         if let (Some(Value::Arena { span, room }), Some(ValueIn::Borrowed(v))) =
             (&mut slot.value, &value)
         {
             if v.len() as u32 <= *room {
-                let at = span.offset as usize;
-                chunks[span.chunk as usize][at..at + v.len()].copy_from_slice(v);
                 span.len = v.len() as u32;
+                arena.bytes_mut(*span).copy_from_slice(v);
                 return Insert {
                     new_key: false,
                     added_bytes: 0,
@@ -332,14 +331,7 @@ impl CacheMap {
             Some(Value::Owned(v)) => v.len() as u64,
             _ => 0,
         };
-        let stored = value.map(|v| self.store(v));
-        let slot = self
-            .slots
-            .find_mut(key.hash, |s| {
-                s.hash == key.hash && span_bytes(&self.chunks, s.key) == key.key
-            })
-            .expect("found above");
-        slot.value = stored;
+        slot.value = value.map(|v| arena.store(v));
         Insert {
             new_key: false,
             added_bytes: new_len,
@@ -350,11 +342,11 @@ impl CacheMap {
     /// Removes `key`; the bytes it gives back (an owned value's), `None` if it was not
     /// cached. Arena bytes stay dead until the map is released.
     pub fn remove(&mut self, key: &HashedKey<'_>) -> Option<u64> {
-        let chunks = &self.chunks;
+        let arena = &self.arena;
         let entry = self
             .slots
             .find_entry(key.hash, |s| {
-                s.hash == key.hash && span_bytes(chunks, s.key) == key.key
+                s.hash == key.hash && arena.bytes(s.key) == key.key
             })
             .ok()?;
         let (slot, _) = entry.remove();
@@ -363,11 +355,6 @@ impl CacheMap {
             _ => 0,
         })
     }
-}
-
-fn span_bytes(chunks: &[Box<[u8]>], span: Span) -> &[u8] {
-    let at = span.offset as usize;
-    &chunks[span.chunk as usize][at..at + span.len as usize]
 }
 
 #[cfg(test)]
@@ -394,7 +381,11 @@ mod tests {
             assert!(done.new_key);
         }
         assert_eq!(map.len(), 100);
-        assert_eq!(map.chunks.len(), 3, "about 105 bytes a key, 38 a chunk");
+        assert_eq!(
+            map.arena.chunks.len(),
+            3,
+            "about 105 bytes a key, 38 a chunk"
+        );
         for i in 0..100u32 {
             assert_eq!(
                 get(&map, format!("key{i}").as_bytes()),
@@ -415,12 +406,12 @@ mod tests {
         let mut map = map_with_chunks_of(4096);
         let first = put(&mut map, b"k", &[1; 100]);
         assert_eq!((first.added_bytes, first.freed_bytes), (101, 0));
-        let used = map.filled_bytes;
+        let used = map.arena.filled_bytes;
         let same = put(&mut map, b"k", &[2; 100]);
         let shorter = put(&mut map, b"k", &[3; 60]);
         assert_eq!((same.added_bytes, shorter.added_bytes), (0, 0));
         assert_eq!(
-            map.filled_bytes, used,
+            map.arena.filled_bytes, used,
             "no new bytes for a rewrite that fits"
         );
         assert_eq!(get(&map, b"k"), Some(Some(vec![3; 60])));
@@ -432,7 +423,7 @@ mod tests {
             (120, 0),
             "the old room stays dead in its chunk"
         );
-        assert_eq!(map.filled_bytes, used + 120);
+        assert_eq!(map.arena.filled_bytes, used + 120);
         assert_eq!(get(&map, b"k"), Some(Some(vec![5; 120])));
         let owned = map.insert(HashedKey::new(b"k"), Some(ValueIn::Owned(vec![5; 10])));
         assert_eq!((owned.added_bytes, owned.freed_bytes), (10, 0));
@@ -466,7 +457,7 @@ mod tests {
         put(&mut map, &long_key, b"v");
         assert_eq!(get(&map, &long_key), Some(Some(b"v".to_vec())));
         assert_eq!(get(&map, b"owned"), Some(Some(vec![7; 300])));
-        let pool = map.pool.clone();
+        let pool = map.arena.pool.clone();
         drop(map);
         let pooled = pool.free.lock();
         assert!(
@@ -483,15 +474,15 @@ mod tests {
         for i in 0..1000u32 {
             put(&mut first, format!("key{i}").as_bytes(), &[0; 200]);
         }
-        let taken = first.chunks.len();
+        let taken = first.arena.chunks.len();
         assert!(taken > 16, "{taken} chunks");
-        let addresses: Vec<*const u8> = first.chunks.iter().map(|c| c.as_ptr()).collect();
+        let addresses: Vec<*const u8> = first.arena.chunks.iter().map(|c| c.as_ptr()).collect();
         drop(first);
         assert_eq!(pool.held_bytes(), 16 * 4096, "one cache's worth kept");
         let mut second = CacheMap::new(pool.clone());
         put(&mut second, b"k", b"v");
         assert!(
-            addresses.contains(&second.chunks[0].as_ptr()),
+            addresses.contains(&second.arena.chunks[0].as_ptr()),
             "the next map takes a pooled chunk"
         );
         assert_eq!(pool.held_bytes(), 15 * 4096);
