@@ -82,14 +82,13 @@ impl WriteBatch {
     }
 
     /// Writes the batch's entries into the store, its values kept as they are.
-    fn apply(self, inner: &Inner, sync: bool) -> Result<()> {
-        let (keys, values): (Vec<Vec<u8>>, Vec<CachedValue>) = self.entries.into_iter().unzip();
-        let mut entries: Vec<Entry<'_>> = keys
-            .iter()
-            .zip(values)
+    fn apply(mut self, inner: &Inner, sync: bool) -> Result<()> {
+        let mut entries: Vec<Entry<'_>> = self
+            .entries
+            .iter_mut()
             .map(|(key, value)| Entry {
                 key,
-                value: value.map(ValueIn::Owned),
+                value: value.take().map(ValueIn::Owned),
             })
             .collect();
         inner.write(&mut entries, sync)

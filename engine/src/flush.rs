@@ -225,11 +225,11 @@ impl Inner {
     fn commit_queued(&self) {
         let pipeline = &self.committer.pipeline;
         while let Some(queued) = pipeline.take_queued() {
-            let (mut flushes, mut through, mut plans) = (0u64, 0u64, Vec::new());
+            let (mut flushes, mut through, mut plans) = (0u64, 0u64, 0u64);
             for q in &queued {
                 match q {
                     Queued::Flush(f) => (flushes, through) = (flushes + 1, f.flush_no + 1),
-                    Queued::Plan(p) => plans.push(p.outcome.clone()),
+                    Queued::Plan(_) => plans += 1,
                 }
             }
             let outcome = self.committer.commit_queued(&queued);
@@ -245,19 +245,16 @@ impl Inner {
             // Freed outside the cache's lock: a map holds a write cache's worth of
             // small allocations, and readers and writers wait for that lock.
             drop(released);
-            drop(queued);
-            for plan in &plans {
-                // A GC that waits for it holds the receiver; one that failed since
-                // has dropped it, and nothing is lost by not telling it.
-                let _ = plan.send(outcome.clone().map(|(_, generation)| generation));
+            for q in queued {
+                if let Queued::Plan(plan) = q {
+                    // A GC that waits for it holds the receiver; one that failed since
+                    // has dropped it, and nothing is lost by not telling it.
+                    let _ = plan
+                        .outcome
+                        .send(outcome.clone().map(|(_, generation)| generation));
+                }
             }
-            let plan_count = plans.len() as u64;
-            pipeline.settle(
-                flushes,
-                through,
-                plan_count,
-                outcome.map(|(synced, _)| synced),
-            );
+            pipeline.settle(flushes, through, plans, outcome.map(|(synced, _)| synced));
         }
     }
 

@@ -9,6 +9,7 @@
 use crate::commit::pipeline::{Progress, Reach};
 use crate::db::{Inner, KEY_BYTES_MAX};
 use crate::error::{Error, Result};
+use crate::key_hash::HashedKey;
 use crate::record;
 use crate::stats::Counters;
 use crate::write_cache::{self, Entry, Undo, ValueIn};
@@ -67,7 +68,7 @@ impl Inner {
             let undo =
                 (sync || cache.may_fill(entry_bytes, limit)).then(|| cache.undo_for(entries));
             for e in entries.iter_mut() {
-                cache.insert(e.key, e.value.take());
+                cache.insert(HashedKey::new(e.key), e.value.take());
             }
             (
                 cache.active_flush,

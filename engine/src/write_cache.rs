@@ -113,8 +113,8 @@ impl WriteCache {
 
     /// Copies the key (and a borrowed value) into the active map's arena; an owned
     /// value is kept as it is.
-    pub fn insert(&mut self, key: &[u8], value: Option<ValueIn<'_>>) {
-        let done = self.active.insert(HashedKey::new(key), value);
+    pub fn insert(&mut self, key: HashedKey<'_>, value: Option<ValueIn<'_>>) {
+        let done = self.active.insert(key, value);
         let overhead = if done.new_key {
             ENTRY_OVERHEAD_BYTES
         } else {
@@ -179,7 +179,7 @@ impl WriteCache {
                 continue;
             }
             match previous {
-                Some(v) => self.insert(&key, v.map(ValueIn::Owned)),
+                Some(v) => self.insert(hashed, v.map(ValueIn::Owned)),
                 None => {
                     let freed = self.active.remove(&hashed).expect("found above");
                     self.active_bytes -= freed + ENTRY_OVERHEAD_BYTES;
@@ -259,7 +259,7 @@ impl WriteCache {
         drop(newest);
         for (k, v) in map.iter() {
             if self.active.get(&k).is_none() {
-                self.insert(k.key, v.map(ValueIn::Borrowed));
+                self.insert(k, v.map(ValueIn::Borrowed));
             }
         }
     }
@@ -290,7 +290,7 @@ mod tests {
     use super::*;
 
     fn put(cache: &mut WriteCache, key: &[u8], value: &[u8]) -> u64 {
-        cache.insert(key, Some(ValueIn::Borrowed(value)));
+        cache.insert(HashedKey::new(key), Some(ValueIn::Borrowed(value)));
         cache.active_flush
     }
 

@@ -163,9 +163,10 @@ impl Inner {
     /// on memory the process still holds.
     fn lend_idle_memory(&self) {
         let held = || {
-            self.cache.read().let_go_of_pooled_chunks();
+            let cache = self.cache.read();
+            cache.let_go_of_pooled_chunks();
             let memtables = self.index.memory_usage().memtable_bytes;
-            memtables + self.cache.read().held_bytes() + self.buffers.held_bytes() as u64
+            memtables + cache.held_bytes() + self.buffers.held_bytes() as u64
         };
         self.loan.maybe_lend(Instant::now(), held, |bytes| {
             if bytes > 0 {

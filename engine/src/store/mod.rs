@@ -57,7 +57,8 @@ pub(crate) struct GcCtx<'a> {
 /// One entry of a flush.
 pub(crate) struct FlushRecord<'a> {
     pub key: &'a [u8],
-    /// `HashedKey::hash` of `key`, computed by its writer (`write_cache::CacheKey`).
+    /// `HashedKey::hash` of `key`, computed once when it entered the write cache
+    /// (`cache_map.rs`).
     pub key_hash: u64,
     /// The value, if the value store holds it (separated); `None` for a delete or an
     /// inline value, which live in the index only.

@@ -90,7 +90,7 @@ pub(super) fn collect(
         .wait_written(ctx.committer)
         .and_then(|()| run(store, ctx, &job, &mut taken));
     if outcome.is_err() {
-        ctx.committer.lock().written_during_gc.finish();
+        ctx.committer.lock_for_gc().written_during_gc.finish();
         if !taken.swapped {
             // The table still holds the old chain: give back what the GC took.
             let mut table = store.table.lock();

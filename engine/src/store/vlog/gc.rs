@@ -45,7 +45,7 @@ pub(super) fn collect(store: &ValueLog, ctx: &GcCtx<'_>) -> Result<Option<GcOutc
         .and_then(|()| run(store, ctx, start, end));
     if outcome.is_err() {
         // Stop noting keys: no commit follows.
-        ctx.committer.lock().written_during_gc.finish();
+        ctx.committer.lock_for_gc().written_during_gc.finish();
     }
     ctx.committer.poisoning(outcome).map(Some)
 }
