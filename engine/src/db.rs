@@ -128,6 +128,8 @@ pub(crate) struct Inner {
     pub(crate) flusher: Flusher,
     /// The write side's unused memory lent to the block cache while writes are idle.
     pub(crate) loan: Loan,
+    /// `MemorySplit::flush_encodes_beside_writes`.
+    pub(crate) flush_encodes_beside_writes: bool,
 }
 
 /// A hashkv store. `Send + Sync`: share it between threads with `Arc`.
@@ -248,6 +250,7 @@ impl Db {
             gc: GcDriver::new(options, &layout),
             flusher: Flusher::default(),
             loan: Loan::new(&split, options.memory_budget_bytes > 0),
+            flush_encodes_beside_writes: split.flush_encodes_beside_writes,
         });
         let spawn_failed = |e| Error::MetadataDir {
             path: metadata_dir.to_path_buf(),

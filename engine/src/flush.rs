@@ -63,13 +63,11 @@ impl Inner {
                 continue;
             }
             match self.flush_active(&mut commit, reach == Reach::Durable) {
-                Ok((cache_bytes, device_bytes)) => {
+                Ok(device_bytes) => {
                     drop(commit);
                     self.gc.pacer.note_flush(
                         started.elapsed(),
                         device_bytes,
-                        cache_bytes,
-                        self.options.write_cache_bytes,
                         self.counters.user_bytes_written.load(Ordering::Relaxed),
                     );
                     gc_attempts = 0;
@@ -121,14 +119,9 @@ impl Inner {
     }
 
     /// Freezes the write cache, places it, starts its writes and queues its commit; on
-    /// `NeedSpace` the entries go back. Returns the bytes the flushed map counted for
-    /// in the cache, and the bytes it writes to the device.
-    fn flush_active(
-        &self,
-        commit: &mut CommitGuard<'_>,
-        durable: bool,
-    ) -> Result<(u64, u64), PlaceError> {
-        let (map, flush_no, cache_bytes) = self.cache.write().freeze();
+    /// `NeedSpace` the entries go back. Returns the bytes it writes to the device.
+    fn flush_active(&self, commit: &mut CommitGuard<'_>, durable: bool) -> Result<u64, PlaceError> {
+        let (map, flush_no, _) = self.cache.write().freeze();
         match self.place_map(commit, &map) {
             Ok(PlacedMap {
                 batch,
@@ -136,14 +129,16 @@ impl Inner {
                 device_bytes,
             }) => {
                 // Marked before it is queued: the commit thread releases only placed maps.
-                self.cache.write().mark_placed();
+                let (bytes, took) = self.cache.write().mark_placed();
+                let limit = self.options.write_cache_bytes;
+                self.gc.pacer.note_placed(bytes, limit, took);
                 self.committer.pipeline.queue(PlacedFlush {
                     flush_no,
                     batch,
                     writes,
                     durable,
                 });
-                Ok((cache_bytes, device_bytes))
+                Ok(device_bytes)
             }
             Err(PlaceError::NeedSpace { group }) => {
                 self.cache.write().unfreeze(map);
@@ -183,10 +178,11 @@ impl Inner {
                 seq: first_seq + i as u64,
             })
             .collect();
-        // Before the records are encoded into pooled buffers: the previous flush's
-        // buffers are back by then. Its writes overlapped everything up to here,
-        // including the wait for room in the pipeline.
-        commit.wait_for_previous_flush_writes()?;
+        if !self.flush_encodes_beside_writes {
+            // Under a memory budget: the previous flush's buffers are back in the pool
+            // before these records are encoded (`memory::WRITE_CACHE_COPIES`).
+            commit.wait_for_previous_flush_writes()?;
+        }
         let Placed {
             writes,
             pointers,
@@ -239,12 +235,15 @@ impl Inner {
             // After the batches are in the index, so that a reader finds each key in
             // the cache or in the index; after a failure, so that reads do not return
             // what a restart would not.
-            let mut cache = self.cache.write();
-            let released: Vec<_> = (0..flushes).map(|_| cache.release_committed()).collect();
-            drop(cache);
-            // Freed outside the cache's lock: a map holds a write cache's worth of
-            // small allocations, and readers and writers wait for that lock.
-            drop(released);
+            let released = self.cache.write().release_committed(flushes);
+            if flushes > 0 {
+                let limit = self.options.write_cache_bytes;
+                let pacer = &self.gc.pacer;
+                pacer.note_release(released.bytes, limit, released.service);
+            }
+            // Freed outside the cache's lock: a map holds its chunks, and readers and
+            // writers wait for that lock.
+            drop(released.maps);
             for q in queued {
                 if let Queued::Plan(plan) = q {
                     // A GC that waits for it holds the receiver; one that failed since

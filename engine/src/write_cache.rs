@@ -51,6 +51,9 @@ pub struct WriteCache {
     /// Frozen by flushes not yet committed, oldest first; served to readers, newest
     /// first, until committed.
     pub frozen: VecDeque<FrozenMap>,
+    /// When the last committed maps were released: the pipeline's work on the oldest
+    /// frozen map began then, or when it froze if later.
+    last_release_at: Option<Instant>,
 }
 
 /// A map frozen by a flush.
@@ -59,8 +62,7 @@ pub struct FrozenMap {
     pub map: Arc<CacheMap>,
     /// What the map counted for when it was active.
     pub bytes: u64,
-    /// When it was frozen: the pacer expects its flush to place it after its bytes'
-    /// worth of the flushes' measured rate.
+    /// When it was frozen.
     pub at: Instant,
     /// Its records are written and its commit is queued: the active map may be frozen
     /// next.
@@ -68,13 +70,33 @@ pub struct FrozenMap {
 }
 
 /// The cache's state as the pacer sees it: room left in the active map before it is
-/// full, the flush in flight (when it froze its map, and that map's bytes), and the
-/// cache's size.
+/// full, what the active map's freeze would wait for, and the cache's size.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheFill {
     pub room_bytes: u64,
-    pub flush: Option<(Instant, u64)>,
+    pub waits_for: Option<FreezeWait>,
     pub limit_bytes: u64,
+}
+
+/// What a full active map waits for before it is frozen (`needs_writer_flush`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FreezeWait {
+    /// The newest frozen map's placement, which began `at`, of `bytes`.
+    Placement { at: Instant, bytes: u64 },
+    /// The pipeline is full: the oldest frozen map's commit. The pipeline began
+    /// working on it `at`, and `bytes` are every frozen map's: the maps in the
+    /// pipeline are written side by side and commit about together (the newer's
+    /// writes complete after the older's), so the oldest's own bytes would promise
+    /// its commit too early.
+    Commit { at: Instant, bytes: u64 },
+}
+
+/// Committed maps let go of, and how long the pipeline worked on them: from when the
+/// first froze, or when the maps before it were released if later, until now.
+pub struct Released {
+    pub maps: Vec<Arc<CacheMap>>,
+    pub bytes: u64,
+    pub service: std::time::Duration,
 }
 
 /// What an entry costs the cache beyond its key and value, so that many tiny entries
@@ -108,6 +130,7 @@ impl WriteCache {
             active_bytes: 0,
             active_flush: 0,
             frozen: VecDeque::new(),
+            last_release_at: None,
         }
     }
 
@@ -202,11 +225,29 @@ impl WriteCache {
 
     /// What the pacer needs to know after a write went in (`gc/pacer.rs`).
     pub fn fill(&self, limit_bytes: u64) -> CacheFill {
+        let pipeline_full = self.frozen.len() as u64 > UNCOMMITTED_FLUSHES_MAX;
+        let waits_for = match (self.frozen.front(), self.placing()) {
+            (Some(oldest), _) if pipeline_full => Some(FreezeWait::Commit {
+                at: self.service_began(oldest),
+                bytes: self.frozen.iter().map(|f| f.bytes).sum(),
+            }),
+            (_, Some(newest)) => Some(FreezeWait::Placement {
+                at: newest.at,
+                bytes: newest.bytes,
+            }),
+            _ => None,
+        };
         CacheFill {
             room_bytes: limit_bytes.saturating_sub(self.active_bytes),
-            flush: self.placing().map(|f| (f.at, f.bytes)),
+            waits_for,
             limit_bytes,
         }
+    }
+
+    /// When the pipeline began working on `f`: when it froze, or when the maps
+    /// before it were released if later.
+    fn service_began(&self, f: &FrozenMap) -> Instant {
+        self.last_release_at.map_or(f.at, |r| r.max(f.at))
     }
 
     /// Every map's bytes and the chunks pooled for the next maps: what the cache
@@ -223,21 +264,35 @@ impl WriteCache {
         self.pool.clear();
     }
 
-    /// The newest frozen map's flush placed it and queued its commit.
-    pub fn mark_placed(&mut self) {
+    /// The newest frozen map's flush placed it and queued its commit. Returns its
+    /// bytes and how long its placement took since it froze.
+    pub fn mark_placed(&mut self) -> (u64, std::time::Duration) {
         let newest = self.frozen.back_mut().expect("a flush placed a frozen map");
         newest.placed = true;
+        (newest.bytes, newest.at.elapsed())
     }
 
     /// The oldest frozen map is committed (or its commit failed: the store is
     /// poisoned, and reads must not return what a restart would not).
-    pub fn release_committed(&mut self) -> Arc<CacheMap> {
-        let oldest = self
-            .frozen
-            .pop_front()
-            .expect("a committed flush froze a map");
-        debug_assert!(oldest.placed, "committed maps were placed");
-        oldest.map
+    pub fn release_committed(&mut self, count: u64) -> Released {
+        let now = Instant::now();
+        let began = self.frozen.front().map(|f| self.service_began(f));
+        let (mut maps, mut bytes) = (Vec::new(), 0);
+        for _ in 0..count {
+            let oldest = self
+                .frozen
+                .pop_front()
+                .expect("a committed flush froze a map");
+            debug_assert!(oldest.placed, "committed maps were placed");
+            bytes += oldest.bytes;
+            maps.push(oldest.map);
+        }
+        self.last_release_at = Some(now);
+        Released {
+            maps,
+            bytes,
+            service: began.map_or(std::time::Duration::ZERO, |b| now - b),
+        }
     }
 
     /// The newest frozen map's flush failed while placing it, and the store is
@@ -336,13 +391,13 @@ mod tests {
         // Two maps wait for their commits: the pipeline is full, a full cache waits.
         assert!(cache.placing().is_none());
         assert!(cache.needs_writer_flush(limit));
-        assert!(Arc::ptr_eq(&cache.release_committed(), &first));
+        assert!(Arc::ptr_eq(&cache.release_committed(1).maps[0], &first));
         assert!(
             !cache.needs_writer_flush(limit),
             "one placed map waiting: the flusher may place the next"
         );
         assert_eq!(cache.get(b"b"), None, "committed: the index serves it now");
-        assert!(Arc::ptr_eq(&cache.release_committed(), &second));
+        assert!(Arc::ptr_eq(&cache.release_committed(1).maps[0], &second));
         assert_eq!(cache.held_bytes(), cache.active_bytes);
     }
 

@@ -3,8 +3,9 @@
 //! one index batch, and whether the batch must be durable) go the same way:
 //!
 //! 1. under the commit lock, their records' writes start ([`flush_writes`]: on a
-//!    thread of their own, after the previous writes completed) and their commit is
-//!    queued ([`pipeline`]); the lock goes, and the next flush places meanwhile;
+//!    thread of their own, beside the previous writes except where they overlap them)
+//!    and their commit is queued ([`pipeline`]); the lock goes, and the next flush
+//!    places meanwhile;
 //! 2. the commit thread waits for their writes and flushes the device, so that the
 //!    records are durable,
 //! 3. writes their index batches in queue order (synced if any asks),
@@ -41,7 +42,7 @@ use crate::gc::written_keys::WrittenKeys;
 use crate::readers::Readers;
 use crate::stats::Counters;
 use flush_writes::WritesInFlight;
-use hashkv_blockdev::{AlignedBuf, BlockDevice, IoOp};
+use hashkv_blockdev::{AlignedBuf, BlockDevice};
 use parking_lot::{Mutex, MutexGuard};
 use pipeline::{Pipeline, Queued, QueuedPlan, Reach, UNCOMMITTED_FLUSHES_MAX};
 use poison::Poison;
@@ -78,8 +79,9 @@ pub(crate) struct Plan {
 pub(crate) struct CommitState {
     /// Keys flushes placed since the running GC began.
     pub written_during_gc: WrittenKeys,
-    /// The last flush's (or GC plan's) writes: the next submits its own after they
-    /// completed. Each waits for the one before, so when these completed, all had.
+    /// The last flush's (or GC plan's) writes: the next submits what overlaps them after
+    /// they completed. Each completes after the one before, so when these completed,
+    /// all had.
     pub flush_writes: Option<Arc<WritesInFlight>>,
 }
 
@@ -221,8 +223,10 @@ impl Committer {
 
     /// Writes `writes` (all submitted at once) and waits for them; no device flush.
     fn write(&self, writes: &[DeviceWrite], purpose: Purpose) -> Result<()> {
-        let piece = self.write_piece_bytes;
-        write_pieces(&*self.device, &self.counters, piece, writes, purpose)
+        let pieces = flush_writes::pieces(writes, self.write_piece_bytes);
+        flush_writes::submit(&*self.device, writes, &pieces)?;
+        count_written(&self.counters, writes, purpose);
+        Ok(())
     }
 
     /// Steps 2-4 for what was queued (the commit thread, without the commit lock): one
@@ -263,39 +267,38 @@ impl Committer {
     }
 }
 
-/// Writes `writes` (all submitted at once, cut into requests of at most
-/// `write_piece_bytes`) and waits for them; no device flush.
-fn write_pieces(
-    device: &dyn BlockDevice,
-    counters: &Counters,
-    write_piece_bytes: usize,
-    writes: &[DeviceWrite],
-    purpose: Purpose,
-) -> Result<()> {
-    if writes.is_empty() {
-        return Ok(());
-    }
-    let mut ops: Vec<IoOp<'_>> = Vec::new();
-    for w in writes {
-        let mut done = 0;
-        while done < w.len {
-            let n = write_piece_bytes.min(w.len - done);
-            ops.push(IoOp::Write {
-                offset: w.offset + done as u64,
-                buf: &w.buf[done..done + n],
-                fua: false,
-            });
-            done += n;
-        }
-    }
-    device.submit(&mut ops)?;
+/// Counts `writes`' bytes as written by `purpose`.
+fn count_written(counters: &Counters, writes: &[DeviceWrite], purpose: Purpose) {
     let bytes: u64 = writes.iter().map(|w| w.len as u64).sum();
     let counter = match purpose {
         Purpose::Flush => &counters.flush_device_bytes_written,
         Purpose::Gc => &counters.gc_device_bytes_written,
     };
     Counters::add(counter, bytes);
-    Ok(())
+}
+
+/// The writes of a flush or plan, on their own thread (`flush_writes.rs`): the pieces
+/// that overlap no write still in flight at once, the rest once the previous writes
+/// completed; completes only after them. No device flush.
+fn write_after(
+    device: &dyn BlockDevice,
+    write_piece_bytes: usize,
+    writes: &[DeviceWrite],
+    previous: Option<&WritesInFlight>,
+) -> Result<()> {
+    let pieces = flush_writes::pieces(writes, write_piece_bytes);
+    let Some(previous) = previous else {
+        return flush_writes::submit(device, writes, &pieces);
+    };
+    let block = device.geometry().logical_block_bytes as usize;
+    let (now, later) = flush_writes::split_at_busy(writes, pieces, previous.busy(), block);
+    let first = flush_writes::submit(device, writes, &now);
+    // Waited for even after a failure: when these writes are complete, all before
+    // them must be (`close`, a GC's begin).
+    let before = previous.wait();
+    first?;
+    before?;
+    flush_writes::submit(device, writes, &later)
 }
 
 impl CommitGuard<'_> {
@@ -324,9 +327,10 @@ impl CommitGuard<'_> {
     }
 
     /// Waits until the previous flush's writes completed (`flush_writes.rs`): a flush
-    /// calls it before it encodes its records, so that it submits its writes after
-    /// them, and so that its buffers come from a pool the previous flush's writes gave
-    /// back (the write share pays for one flush's encoded records, `memory.rs`).
+    /// under a memory budget calls it before it encodes its records, so that its
+    /// buffers come from a pool the previous flush's writes gave back (the write share
+    /// pays for one flush's encoded records, `memory.rs`). (The writes of what it
+    /// encodes then would wait for these only where they overlap, `start_writes`.)
     pub fn wait_for_previous_flush_writes(&self) -> Result<()> {
         match &self.state.flush_writes {
             Some(previous) => self.committer.poisoning(previous.wait()),
@@ -334,10 +338,11 @@ impl CommitGuard<'_> {
         }
     }
 
-    /// Step 1's writes: starts writing records, after the previous flush's or plan's
-    /// writes completed, and returns them in flight (None if there are none). The rest
-    /// of the commit follows on the commit thread ([`Pipeline::queue`]), which waits for
-    /// them, before any holder of [`Committer::lock`] proceeds.
+    /// Step 1's writes: starts writing records, beside the previous flush's or plan's
+    /// writes where they do not overlap them (`flush_writes.rs`), and returns them in
+    /// flight (None if there are none). The rest of the commit follows on the commit
+    /// thread ([`Pipeline::queue`]), which waits for them, before any holder of
+    /// [`Committer::lock`] proceeds.
     pub fn start_writes(
         &mut self,
         writes: Vec<DeviceWrite>,
@@ -345,16 +350,22 @@ impl CommitGuard<'_> {
     ) -> Result<Option<Arc<WritesInFlight>>> {
         let c = self.committer;
         c.check_writable()?;
-        // Returns at once after `wait_for_previous_flush_writes`; the order matters
-        // too much to leave to the caller.
-        self.wait_for_previous_flush_writes()?;
         if writes.is_empty() {
             return Ok(None);
         }
         let (device, counters, buffers) = (c.device.clone(), c.counters.clone(), c.buffers.clone());
         let piece = c.write_piece_bytes;
-        let in_flight = WritesInFlight::start(move || {
-            let written = write_pieces(&*device, &counters, piece, &writes, purpose);
+        let previous = self.state.flush_writes.take();
+        let own = writes
+            .iter()
+            .map(|w| w.offset..w.offset + w.len as u64)
+            .collect();
+        let inherited = previous.clone();
+        let in_flight = WritesInFlight::start(own, inherited.as_deref(), move || {
+            let written = write_after(&*device, piece, &writes, previous.as_deref());
+            if written.is_ok() {
+                count_written(&counters, &writes, purpose);
+            }
             buffers.give(writes.into_iter().map(|w| w.buf));
             written
         });

@@ -22,19 +22,22 @@
 //! `FLUSH_RATE_PER_GC_RATE`. Unpaced, writes ran into the floor and waited for the
 //! first GC (the bench's update1: a second at a fifth of the phase's mean).
 //!
-//! The same pacer slows writes to the flusher while a flush places its records (their
-//! writes run on a thread of their own, `commit/flush_writes.rs`, and the device flush
-//! and commit on the commit thread, `commit/pipeline.rs`) and the next write cache
-//! fills (`pace_cache`). Without it, writers faster than the device filled
-//! the next cache before the flush ended, and the one that filled it flushed in its
-//! own thread: it waited for the rest of the flush in flight and then for a whole one
-//! of its own, 50-130 ms with 64 KiB values, once in a few hundred writes (the 64 KiB
-//! load's p99.9). Paced, the next cache fills by the time the flush is expected to end
-//! (its bytes at the measured drain rate, with a margin), every write waiting a little
-//! instead of one waiting for two flushes. Both limits charge one account of time
+//! The same pacer slows writes to the flush pipeline's rate while the pipeline is full
+//! (a placed flush waits behind the one committing, `commit/pipeline.rs`) and the next
+//! write cache fills (`pace_cache`). Without it, writers faster than the device filled
+//! the next cache long before the oldest flush committed, and the one that filled it
+//! waited for that commit in its own thread: 50-130 ms with 64 KiB values, once in a
+//! few hundred writes (the 64 KiB load's p99.9), 8-27 ms once a flush's writes could
+//! start beside the previous flush's. Paced, the next cache fills by the time the
+//! oldest flush is expected to commit (its bytes at the pipeline's measured rate, with
+//! a margin), every write waiting a little instead of one waiting for a whole flush.
+//! The pipeline's rate is measured at each commit, over the time the pipeline worked
+//! on the maps it released (from when the first froze, or when the maps before were
+//! released if later): time with no flush in flight does not count, so writers slower
+//! than the device never make it look slower. Both limits charge one account of time
 //! (`paid_until`), and a write pays the larger of its two costs, not their sum.
 
-use crate::write_cache::CacheFill;
+use crate::write_cache::{CacheFill, FreezeWait};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -101,9 +104,14 @@ struct State {
     /// Device bytes flushes write per second of flush, averaged; None before the
     /// first flush that wrote values.
     flush_bytes_per_s: Option<f64>,
-    /// Write-cache bytes a flush of a full cache commits per second, averaged; None
-    /// before the first.
-    cache_drain_bytes_per_s: Option<f64>,
+    /// Write-cache bytes a flush places, and the seconds from its map's freeze to its
+    /// placement, averaged over flushes of full caches; None before the first.
+    placement: Option<Measured>,
+    /// Write-cache bytes the flush pipeline commits, and the seconds it works for
+    /// them, averaged over commits of full caches; None before the first. Commits
+    /// come in pairs, one after a long wait, one just after it: an average of each
+    /// one's rate would follow the short ones, the ratio of the averages does not.
+    commit: Option<Measured>,
     /// Device bytes flushed per user byte written, averaged over recent flushes.
     device_per_user: f64,
     /// The store's user bytes written, in all, at the last flush.
@@ -120,7 +128,8 @@ impl Pacer {
                 gc_free_bytes_per_s: None,
                 gcs_done: 0,
                 flush_bytes_per_s: None,
-                cache_drain_bytes_per_s: None,
+                placement: None,
+                commit: None,
                 device_per_user: DEVICE_PER_USER_DEFAULT,
                 user_bytes_at_last_flush: 0,
                 paid_until: Instant::now(),
@@ -173,9 +182,9 @@ impl Pacer {
         }
     }
 
-    /// A flush wrote `device_bytes` to the value store in `elapsed`, and committed
-    /// `cache_bytes` of a write cache of `cache_limit_bytes`; `user_bytes_total` is the
-    /// store's user bytes written in all, now.
+    /// A flush placed `device_bytes` for the value store in `elapsed` (its wait for
+    /// the commit lock, its placement); `user_bytes_total` is the store's user bytes
+    /// written in all, now.
     ///
     /// A flush's device bytes over the user bytes written since the last flush is one
     /// sample of the device bytes a user byte costs. The writes since the last flush
@@ -184,14 +193,7 @@ impl Pacer {
     /// totals since the last one, the first GC of an update phase took the ratio of the
     /// load before it (1.1 device bytes per user byte where the phase's was 0.45), and
     /// paced the vlog mode's update1 to a third of the rate GC sustained for seconds.
-    pub fn note_flush(
-        &self,
-        elapsed: Duration,
-        device_bytes: u64,
-        cache_bytes: u64,
-        cache_limit_bytes: u64,
-        user_bytes_total: u64,
-    ) {
+    pub fn note_flush(&self, elapsed: Duration, device_bytes: u64, user_bytes_total: u64) {
         let mut s = self.state.lock();
         let user_bytes = user_bytes_total.saturating_sub(s.user_bytes_at_last_flush);
         s.user_bytes_at_last_flush = user_bytes_total;
@@ -202,11 +204,22 @@ impl Pacer {
         if device_bytes > 0 {
             smooth_into(&mut s.flush_bytes_per_s, bytes_per_s(device_bytes, elapsed));
         }
-        if cache_bytes > 0 && full_flush(cache_bytes, cache_limit_bytes) {
-            smooth_into(
-                &mut s.cache_drain_bytes_per_s,
-                bytes_per_s(cache_bytes, elapsed),
-            );
+    }
+
+    /// A flush placed a map of `cache_bytes` of a write cache of `cache_limit_bytes`
+    /// `took` after it froze it.
+    pub fn note_placed(&self, cache_bytes: u64, cache_limit_bytes: u64, took: Duration) {
+        if full_flush(cache_bytes, cache_limit_bytes) {
+            Measured::note(&mut self.state.lock().placement, cache_bytes, took);
+        }
+    }
+
+    /// The commit thread released maps of `cache_bytes` of a write cache of
+    /// `cache_limit_bytes`, which the pipeline worked on for `service`
+    /// (`write_cache::Released`).
+    pub fn note_release(&self, cache_bytes: u64, cache_limit_bytes: u64, service: Duration) {
+        if full_flush(cache_bytes, cache_limit_bytes) {
+            Measured::note(&mut self.state.lock().commit, cache_bytes, service);
         }
     }
 
@@ -244,14 +257,17 @@ impl Pacer {
     }
 
     /// Called by a write that put `entry_bytes` into the cache (as the cache counts
-    /// them) and left it as `fill`, unless it flushes: while a flush of a full cache is
-    /// in flight, sleeps while the writes admitted so far are ahead of the rate at
-    /// which the next cache fills by the flush's expected end. `gc_charged_seconds` is
+    /// them) and left it as `fill`, unless it flushes: while the next freeze waits for
+    /// a flush of a full cache, sleeps while the writes admitted so far are ahead of the
+    /// rate at which the next cache fills by that flush's expected commit. `gc_charged_seconds` is
     /// what `pace` charged the same write: only the excess is charged here, so a write
     /// pays the larger of its two costs, not their sum.
     pub fn pace_cache(&self, entry_bytes: u64, fill: CacheFill, gc_charged_seconds: f64) {
-        let Some((frozen_at, frozen_bytes)) = fill.flush else {
+        let Some(waits_for) = fill.waits_for else {
             return;
+        };
+        let (began, frozen_bytes) = match waits_for {
+            FreezeWait::Placement { at, bytes } | FreezeWait::Commit { at, bytes } => (at, bytes),
         };
         // A sync write's small flush says nothing of when the next cache fills (it is
         // over in about its fixed costs): pacing others to it only slowed them.
@@ -261,10 +277,14 @@ impl Pacer {
         let now = Instant::now();
         let wait = {
             let mut s = self.state.lock();
-            let Some(drain) = s.cache_drain_bytes_per_s else {
+            let measured = match waits_for {
+                FreezeWait::Placement { .. } => s.placement,
+                FreezeWait::Commit { .. } => s.commit,
+            };
+            let Some(drain) = measured.map(Measured::bytes_per_s) else {
                 return;
             };
-            let flushing_for = now.saturating_duration_since(frozen_at);
+            let flushing_for = now.saturating_duration_since(began);
             let rate = cache_fill_rate(drain, frozen_bytes, flushing_for, fill.room_bytes);
             s.charge(now, entry_bytes as f64 / rate - gc_charged_seconds)
         };
@@ -280,6 +300,33 @@ impl Pacer {
         self.paced_writes.fetch_add(1, Ordering::Relaxed);
         self.paced_micros
             .fetch_add(sleep.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Bytes and the seconds they took, each a running average (`RATE_SMOOTHING`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Measured {
+    bytes: f64,
+    seconds: f64,
+}
+
+impl Measured {
+    fn note(avg: &mut Option<Measured>, bytes: u64, took: Duration) {
+        let sample = Measured {
+            bytes: bytes as f64,
+            seconds: took.as_secs_f64(),
+        };
+        *avg = Some(match *avg {
+            None => sample,
+            Some(a) => Measured {
+                bytes: a.bytes + RATE_SMOOTHING * (sample.bytes - a.bytes),
+                seconds: a.seconds + RATE_SMOOTHING * (sample.seconds - a.seconds),
+            },
+        });
+    }
+
+    fn bytes_per_s(self) -> f64 {
+        self.bytes / self.seconds.max(MEASURED_SECONDS_MIN)
     }
 }
 
@@ -344,15 +391,9 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
-    /// A full 16 MiB cache flushed in a second: its 16 MiB written to the device.
+    /// A full 16 MiB cache committed after a second of the pipeline's work.
     fn note_full_flush_of_a_second(p: &Pacer) {
-        p.note_flush(
-            Duration::from_secs(1),
-            16 * MIB,
-            16 * MIB,
-            16 * MIB,
-            17 * MIB,
-        );
+        p.note_release(16 * MIB, 16 * MIB, Duration::from_secs(1));
     }
 
     #[test]
@@ -371,7 +412,7 @@ mod tests {
     fn the_rate_follows_gc_and_rises_with_the_headroom() {
         let p = Pacer::new();
         // 100 MiB freed in a second; 2 user MiB cost 1 device MiB (a cache absorbing).
-        p.note_flush(Duration::from_millis(100), MIB, MIB, 16 * MIB, 2 * MIB);
+        p.note_flush(Duration::from_millis(100), MIB, 2 * MIB);
         p.note_gc(Duration::from_secs(1), 100 * MIB);
         let s = p.state.lock();
         let per_user = s.device_per_user;
@@ -395,13 +436,7 @@ mod tests {
         let p = Pacer::new();
         // A full 16 MiB cache's flush of `device` bytes, at `user_total` bytes written.
         let flush = |device: u64, user_total: u64| {
-            p.note_flush(
-                Duration::from_millis(50),
-                device,
-                16 * MIB,
-                16 * MIB,
-                user_total,
-            )
+            p.note_flush(Duration::from_millis(50), device, user_total)
         };
         // A load: 17 device bytes per 16 user bytes, 64 flushes.
         let mut user_total = 0;
@@ -426,7 +461,7 @@ mod tests {
     #[test]
     fn before_the_first_gc_the_flushes_bandwidth_stands_in_until_a_gc_is_measured() {
         let p = Pacer::new();
-        p.note_flush(Duration::from_millis(100), 0, 0, 16 * MIB, 0);
+        p.note_flush(Duration::from_millis(100), 0, 0);
         assert_eq!(
             Pacer::allowed_rate(&p.state.lock(), 0.5),
             None,
@@ -434,13 +469,7 @@ mod tests {
         );
         // 300 MiB/s of flushes: GC taken to free 100 MiB/s; at half the band, with a
         // device byte per user byte, writes get that.
-        p.note_flush(
-            Duration::from_millis(100),
-            30 * MIB,
-            16 * MIB,
-            16 * MIB,
-            30 * MIB,
-        );
+        p.note_flush(Duration::from_millis(100), 30 * MIB, 30 * MIB);
         let at_half = Pacer::allowed_rate(&p.state.lock(), 0.5).unwrap();
         assert!((at_half - 100.0 * MIB as f64).abs() < 1.0, "{at_half}");
         assert_eq!(
@@ -491,7 +520,10 @@ mod tests {
         let p = Pacer::new();
         let in_flight = CacheFill {
             room_bytes: 8 * MIB,
-            flush: Some((Instant::now(), 16 * MIB)),
+            waits_for: Some(FreezeWait::Commit {
+                at: Instant::now(),
+                bytes: 16 * MIB,
+            }),
             limit_bytes: 16 * MIB,
         };
         // Nothing measured: unpaced.
@@ -500,8 +532,8 @@ mod tests {
         }
         assert_eq!(p.paced_writes.load(Ordering::Relaxed), 0);
         // A sync write's small flush, slow for its size, is not a measure.
-        p.note_flush(Duration::from_secs(1), MIB, MIB, 16 * MIB, MIB);
-        assert_eq!(p.state.lock().cache_drain_bytes_per_s, None);
+        p.note_release(MIB, 16 * MIB, Duration::from_secs(1));
+        assert_eq!(p.state.lock().commit, None);
         // A full cache drained at 16 MiB/s: 16 MiB expected to take 1.5 s, so 8 MiB
         // of room fills at no more than 8 MiB per 1.5 s. Writing 2 MiB takes at
         // least a quarter of a second.
@@ -517,7 +549,7 @@ mod tests {
         let slept = p.paced_writes.load(Ordering::Relaxed);
         let idle = CacheFill {
             room_bytes: 8 * MIB,
-            flush: None,
+            waits_for: None,
             limit_bytes: 16 * MIB,
         };
         for _ in 0..1000 {
@@ -527,13 +559,57 @@ mod tests {
     }
 
     #[test]
+    fn a_placement_paces_by_the_placements_rate_and_a_full_pipeline_by_the_commits() {
+        let p = Pacer::new();
+        // Placements of 16 MiB take 10 ms; commits come in pairs, 16 MiB after 190
+        // ms of work and 16 MiB 10 ms later: 32 MiB per 200 ms.
+        for _ in 0..20 {
+            p.note_placed(16 * MIB, 16 * MIB, Duration::from_millis(10));
+            p.note_release(16 * MIB, 16 * MIB, Duration::from_millis(190));
+            p.note_release(16 * MIB, 16 * MIB, Duration::from_millis(10));
+        }
+        let rate = |m: Option<Measured>| m.unwrap().bytes_per_s() / MIB as f64;
+        let s = p.state.lock();
+        assert!((rate(s.placement) - 1600.0).abs() < 1.0);
+        // The ratio of the averages, near 160 MiB/s; the average of the two rates
+        // would be near 840.
+        let commit = rate(s.commit);
+        assert!((120.0..200.0).contains(&commit), "{commit}");
+        drop(s);
+        // Waiting for a 16 MiB placement, writes of 2 MiB into 8 MiB of room go at
+        // about the placements' rate; waiting for two 16 MiB maps' commit, at the
+        // floor, half the commits' rate (8 MiB over 0.3 s, 32 MiB at that rate with
+        // the margin, would be slower): 2 MiB take at least 20 ms.
+        let fill = |waits_for| CacheFill {
+            room_bytes: 8 * MIB,
+            waits_for: Some(waits_for),
+            limit_bytes: 16 * MIB,
+        };
+        let (at, bytes) = (Instant::now(), 16 * MIB);
+        for _ in 0..32 {
+            p.pace_cache(64 << 10, fill(FreezeWait::Placement { at, bytes }), 0.0);
+        }
+        let placing = at.elapsed();
+        let (at, bytes) = (Instant::now(), 32 * MIB);
+        for _ in 0..32 {
+            p.pace_cache(64 << 10, fill(FreezeWait::Commit { at, bytes }), 0.0);
+        }
+        let committing = at.elapsed();
+        assert!(committing >= Duration::from_millis(20), "{committing:?}");
+        assert!(placing < committing, "{placing:?} {committing:?}");
+    }
+
+    #[test]
     fn a_small_flush_does_not_pace_and_a_write_pays_the_larger_cost_not_the_sum() {
         let p = Pacer::new();
         note_full_flush_of_a_second(&p);
         // A sync write's 1 MiB flush in flight: writes go unpaced.
         let small = CacheFill {
             room_bytes: 8 * MIB,
-            flush: Some((Instant::now(), MIB)),
+            waits_for: Some(FreezeWait::Commit {
+                at: Instant::now(),
+                bytes: MIB,
+            }),
             limit_bytes: 16 * MIB,
         };
         for _ in 0..100 {
@@ -544,7 +620,10 @@ mod tests {
         // the cache would: nothing more is charged.
         let full = CacheFill {
             room_bytes: 8 * MIB,
-            flush: Some((Instant::now(), 16 * MIB)),
+            waits_for: Some(FreezeWait::Commit {
+                at: Instant::now(),
+                bytes: 16 * MIB,
+            }),
             limit_bytes: 16 * MIB,
         };
         let before = p.state.lock().paid_until;

@@ -103,9 +103,6 @@ fn move_live(
     live: &[RecordRef<'_>],
 ) -> Result<Option<u64>> {
     let mut commit = ctx.committer.lock_for_gc();
-    // The tags are appended to the groups' chains, whose last blocks the last flush
-    // may still be writing.
-    commit.wait_for_previous_flush_writes()?;
     let sizes: Vec<RecordSize> = live
         .iter()
         .map(|r| RecordSize::value(r.key.len(), r.value.len()))

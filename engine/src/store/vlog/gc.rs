@@ -151,9 +151,6 @@ fn commit_moves(
     let mut commit = ctx.committer.lock_for_gc();
     let changed = commit.written_during_gc.finish();
     live.retain(|l| !changed.contains(HashedKey::new(l.key)));
-    // The records go at the head, whose last block the last flush may still be
-    // writing.
-    commit.wait_for_previous_flush_writes()?;
     let sizes: Vec<RecordSize> = live
         .iter()
         .map(|l| RecordSize::value(l.key.len(), l.value.len()))
