@@ -22,7 +22,7 @@ use crate::stats::{self, Counters, Stats};
 use crate::store::{GcCtx, IoCtx, ValueStore};
 use crate::superblock::Superblock;
 use crate::value_cache::ValueCache;
-use crate::write_cache::{CachedValue, Entry, ValueIn, WriteCache};
+use crate::write_cache::{Entry, ValueIn, WriteCache};
 use hashkv_blockdev::BlockDevice;
 use parking_lot::RwLock;
 use std::ops::Bound;
@@ -46,10 +46,34 @@ pub const KEY_BYTES_MAX: usize = hashkv_lsm::KEY_BYTES_MAX - 1;
 /// memory budget keeps none (its GC allocates and drops them).
 const GC_POOL_MAIN_SEGMENTS: usize = 6;
 
-/// An atomic group of writes.
+/// The first buffer a batch's keys and values take.
+const BATCH_BYTES_INITIAL: usize = 4 << 10;
+
+/// An atomic group of writes. Its keys, and the values `put` copies, go end to end
+/// into one buffer: a batch allocates about once, not once per entry, and the write
+/// cache copies them into its arena as it copies a single `put`'s, so that nothing
+/// is left for the commit thread to free entry by entry.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
-    pub(crate) entries: Vec<(Vec<u8>, CachedValue)>,
+    /// Every entry's key, and the values `put` copied.
+    bytes: Vec<u8>,
+    entries: Vec<BatchEntry>,
+}
+
+#[derive(Debug, Clone)]
+struct BatchEntry {
+    /// Where its key is in `WriteBatch::bytes`.
+    key: std::ops::Range<usize>,
+    value: BatchValue,
+}
+
+#[derive(Debug, Clone)]
+enum BatchValue {
+    Delete,
+    /// A value `put` copied, in `WriteBatch::bytes`.
+    Copied(std::ops::Range<usize>),
+    /// A value given with `put_owned`, kept as it is.
+    Owned(Vec<u8>),
 }
 
 impl WriteBatch {
@@ -58,19 +82,36 @@ impl WriteBatch {
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> &mut WriteBatch {
-        self.put_owned(key, value.to_vec())
+        let value = BatchValue::Copied(self.append(value));
+        self.push(key, value)
     }
 
     /// Like `put`, taking the value's buffer: the batch keeps it as it is, and the
     /// write cache after it (see `Db::put_owned`).
     pub fn put_owned(&mut self, key: &[u8], value: Vec<u8>) -> &mut WriteBatch {
-        self.entries.push((key.to_vec(), Some(value)));
-        self
+        self.push(key, BatchValue::Owned(value))
     }
 
     pub fn delete(&mut self, key: &[u8]) -> &mut WriteBatch {
-        self.entries.push((key.to_vec(), None));
+        self.push(key, BatchValue::Delete)
+    }
+
+    fn push(&mut self, key: &[u8], value: BatchValue) -> &mut WriteBatch {
+        let key = self.append(key);
+        self.entries.push(BatchEntry { key, value });
         self
+    }
+
+    /// Appends `bytes` to the batch's buffer; where they are.
+    fn append(&mut self, bytes: &[u8]) -> std::ops::Range<usize> {
+        if self.bytes.capacity() == 0 {
+            // Not 8, 16, 32...: a batch of a hundred small entries grew its buffer a
+            // dozen times.
+            self.bytes.reserve(BATCH_BYTES_INITIAL);
+        }
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        start..self.bytes.len()
     }
 
     pub fn len(&self) -> usize {
@@ -81,14 +122,20 @@ impl WriteBatch {
         self.entries.is_empty()
     }
 
-    /// Writes the batch's entries into the store, its values kept as they are.
+    /// Writes the batch's entries into the store: copied values are borrowed from
+    /// the batch's buffer (the cache copies them), owned ones kept as they are.
     fn apply(mut self, inner: &Inner, sync: bool) -> Result<()> {
+        let bytes = &self.bytes;
         let mut entries: Vec<Entry<'_>> = self
             .entries
             .iter_mut()
-            .map(|(key, value)| Entry {
-                key,
-                value: value.take().map(ValueIn::Owned),
+            .map(|e| Entry {
+                key: &bytes[e.key.clone()],
+                value: match std::mem::replace(&mut e.value, BatchValue::Delete) {
+                    BatchValue::Delete => None,
+                    BatchValue::Copied(at) => Some(ValueIn::Borrowed(&bytes[at])),
+                    BatchValue::Owned(v) => Some(ValueIn::Owned(v)),
+                },
             })
             .collect();
         inner.write(&mut entries, sync)

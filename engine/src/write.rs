@@ -65,8 +65,8 @@ impl Inner {
             let mut cache = self.cache.write();
             // Only a write that flushes in its own thread can be refused, so only it
             // pays for the record of what it replaces.
-            let undo =
-                (sync || cache.may_fill(entry_bytes, limit)).then(|| cache.undo_for(entries));
+            let undo = (sync || cache.may_need_writer_flush(entry_bytes, limit))
+                .then(|| cache.undo_for(entries));
             for e in entries.iter_mut() {
                 cache.insert(HashedKey::new(e.key), e.value.take());
             }

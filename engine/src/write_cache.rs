@@ -147,10 +147,18 @@ impl WriteCache {
     }
 
     /// Whether inserting entries of `growth_bytes` (their [`growth_bytes`], an upper
-    /// bound: replaced entries give bytes back) may fill the active map to
-    /// `limit_bytes`.
-    pub fn may_fill(&self, growth_bytes: u64, limit_bytes: u64) -> bool {
-        self.active_bytes + growth_bytes >= limit_bytes
+    /// bound: replaced entries give bytes back) may leave the writer to flush in its
+    /// own thread ([`WriteCache::needs_writer_flush`] after them; nothing else changes
+    /// the answer while the caller holds the cache). Only such a write can be refused
+    /// (`StoreFull`) and taken back, so only it records what it replaces: a write that
+    /// merely fills the cache, or lands in it while the flusher is about to freeze it,
+    /// returns at once and records nothing (it did, one allocation per record, until
+    /// the flusher froze the map).
+    pub fn may_need_writer_flush(&self, growth_bytes: u64, limit_bytes: u64) -> bool {
+        let after = self.active_bytes + growth_bytes;
+        let pipeline_full = self.frozen.len() as u64 > UNCOMMITTED_FLUSHES_MAX;
+        after >= limit_bytes
+            && (self.placing().is_some() || pipeline_full || after >= limit_bytes.saturating_mul(2))
     }
 
     /// The active map is full while the previous one is still being placed, or while
@@ -160,11 +168,7 @@ impl WriteCache {
     /// background flusher: a larger one needs more room in a group than its chain may
     /// take, and a store with room would refuse it.
     pub fn needs_writer_flush(&self, limit_bytes: u64) -> bool {
-        let pipeline_full = self.frozen.len() as u64 > UNCOMMITTED_FLUSHES_MAX;
-        self.active_bytes >= limit_bytes
-            && (self.placing().is_some()
-                || pipeline_full
-                || self.active_bytes >= limit_bytes.saturating_mul(2))
+        self.may_need_writer_flush(0, limit_bytes)
     }
 
     /// The frozen map whose flush is placing it, if any (always the newest).

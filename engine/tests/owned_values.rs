@@ -17,7 +17,8 @@ fn value_len(i: u32, version: u32) -> usize {
 }
 
 /// Writes version `version` of every key: one in three through a batch of owned
-/// values (with a delete in it), the rest through `put_owned`.
+/// values, one in six through the same batch's copying `put` (its values in the
+/// batch's one buffer, beside owned ones and a delete), the rest through `put_owned`.
 fn write_version(db: &Db, model: &mut Model, version: u32) {
     let mut batch = WriteBatch::new();
     for i in 0..KEYS {
@@ -25,6 +26,8 @@ fn write_version(db: &Db, model: &mut Model, version: u32) {
         model.insert(key(i), v.clone());
         if i % 3 == 0 {
             batch.put_owned(&key(i), v);
+        } else if i % 6 == 1 {
+            batch.put(&key(i), &v);
         } else {
             db.put_owned(&key(i), v).unwrap();
         }
