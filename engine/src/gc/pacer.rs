@@ -576,27 +576,34 @@ mod tests {
         let commit = rate(s.commit);
         assert!((120.0..200.0).contains(&commit), "{commit}");
         drop(s);
-        // Waiting for a 16 MiB placement, writes of 2 MiB into 8 MiB of room go at
-        // about the placements' rate; waiting for two 16 MiB maps' commit, at the
-        // floor, half the commits' rate (8 MiB over 0.3 s, 32 MiB at that rate with
-        // the margin, would be slower): 2 MiB take at least 20 ms.
-        let fill = |waits_for| CacheFill {
-            room_bytes: 8 * MIB,
-            waits_for: Some(waits_for),
-            limit_bytes: 16 * MIB,
+        // What one 64 KiB write is charged (too little to sleep for): waiting for a
+        // 16 MiB placement, 64 KiB at the floor of half the placements' rate (8 MiB of
+        // room over the 15 ms expected would be faster), about 78 us; waiting for two
+        // 16 MiB maps' commit, 64 KiB at half the commits' rate, about 780 us (8 MiB
+        // over the 0.3 s that 32 MiB take at that rate, with the margin, would be
+        // slower).
+        let charged = |waits_for| {
+            p.state.lock().paid_until = Instant::now();
+            let before = Instant::now();
+            let fill = CacheFill {
+                room_bytes: 8 * MIB,
+                waits_for: Some(waits_for),
+                limit_bytes: 16 * MIB,
+            };
+            p.pace_cache(64 << 10, fill, 0.0);
+            p.state.lock().paid_until.saturating_duration_since(before)
         };
-        let (at, bytes) = (Instant::now(), 16 * MIB);
-        for _ in 0..32 {
-            p.pace_cache(64 << 10, fill(FreezeWait::Placement { at, bytes }), 0.0);
-        }
-        let placing = at.elapsed();
-        let (at, bytes) = (Instant::now(), 32 * MIB);
-        for _ in 0..32 {
-            p.pace_cache(64 << 10, fill(FreezeWait::Commit { at, bytes }), 0.0);
-        }
-        let committing = at.elapsed();
-        assert!(committing >= Duration::from_millis(20), "{committing:?}");
-        assert!(placing < committing, "{placing:?} {committing:?}");
+        let at = Instant::now();
+        let placing = charged(FreezeWait::Placement {
+            at,
+            bytes: 16 * MIB,
+        });
+        let committing = charged(FreezeWait::Commit {
+            at,
+            bytes: 32 * MIB,
+        });
+        assert!(placing < Duration::from_micros(200), "{placing:?}");
+        assert!(committing > Duration::from_micros(500), "{committing:?}");
     }
 
     #[test]
