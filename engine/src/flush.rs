@@ -287,7 +287,7 @@ fn index_batch(
     // Reused for every entry: no allocation per record.
     let (mut key_buf, mut inline_buf) = (Vec::new(), Vec::new());
     for ((k, v), pointer) in map.iter().zip(pointers) {
-        let user_key = keys::user_key_into(&mut key_buf, &k.key);
+        let user_key = keys::user_key_into(&mut key_buf, k.key);
         match (v, pointer) {
             (None, _) => batch.delete(user_key),
             (Some(small), None) => batch.put(

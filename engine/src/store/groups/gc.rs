@@ -213,11 +213,14 @@ fn rewrite(
     })
 }
 
+/// A key's newest record in a group, its key's hash, and the version it replaced (its
+/// sequence number, and whether it was a cold tag) if that was in the group too.
+type Newest<'b> = (RecordRef<'b>, u64, Option<(u64, bool)>);
+
 /// What step 3 learnt from the collected records.
 struct Survey<'b> {
-    /// The newest version of each key, with its key's hash and what it replaced, in
-    /// append order.
-    newest: Vec<(RecordRef<'b>, u64, Option<(u64, bool)>)>,
+    /// The newest version of each key, in append order.
+    newest: Vec<Newest<'b>>,
     /// Tags of older versions: the cold records they name are dead.
     superseded_tags: Vec<ColdTag>,
     /// Cold keys an update brought back.

@@ -512,6 +512,7 @@ impl SegmentTable {
     ///   demotions fed a loop, since more GCs shorten the lifetime that calls a value
     ///   cold (with the wider band, the cold log grew to 84% of the pool, 46% live,
     ///   and the same test ran 12 GCs per share; with the pause, 0.7).
+    ///
     /// `None` (nothing changed) when the pool has none to spare.
     pub fn place_cold(
         &mut self,
