@@ -52,9 +52,16 @@ pub const WRITE_CACHE_COPIES: u64 = 5;
 pub const MEMORY_BUDGET_BYTES_MIN: u64 = 8 << 20;
 
 /// Aligned buffers kept for reuse without a budget: at least this much (and at least
-/// twice the write cache). A flush of a full cache, and a GC's survivors, take their
-/// buffers from the pool.
+/// `FLUSH_BUFFERS_PER_CACHE` times the write cache). A flush of a full cache, and a
+/// GC's survivors, take their buffers from the pool.
 const BUFFER_POOL_BYTES_MIN: u64 = 16 << 20;
+
+/// Without a budget a flush encodes while the previous flush's writes are in flight,
+/// so two flushes' buffers are in use at once, each up to twice the cache in
+/// power-of-two sizes: the pool keeps that much. Keeping two caches' worth, it
+/// dropped buffers that the next flush or GC then allocated afresh (the gc_pressure
+/// test saw one new buffer per two GCs, where it allows one per four).
+const FLUSH_BUFFERS_PER_CACHE: u64 = 4;
 
 /// While no write and no GC has come for this long, the write side's shares that it
 /// does not use (memtables, write cache, buffer pool) are lent to the block cache
@@ -91,7 +98,8 @@ impl MemorySplit {
                 block_cache_bytes: options.lsm.block_cache_bytes as u64,
                 memtable_bytes: options.lsm.memtable_bytes_max as u64,
                 write_cache_bytes: options.write_cache_bytes,
-                buffer_pool_bytes: (2 * options.write_cache_bytes).max(BUFFER_POOL_BYTES_MIN),
+                buffer_pool_bytes: (FLUSH_BUFFERS_PER_CACHE * options.write_cache_bytes)
+                    .max(BUFFER_POOL_BYTES_MIN),
                 value_cache_bytes: options.value_cache_bytes,
                 flush_encodes_beside_writes: true,
             };
@@ -290,7 +298,10 @@ mod tests {
         );
         assert_eq!(plain.value_cache_bytes, 0);
         let w = Options::default().write_cache_bytes;
-        assert_eq!(plain.buffer_pool_bytes, (2 * w).max(BUFFER_POOL_BYTES_MIN));
+        assert_eq!(
+            plain.buffer_pool_bytes,
+            (FLUSH_BUFFERS_PER_CACHE * w).max(BUFFER_POOL_BYTES_MIN)
+        );
         let small = MemorySplit::of(&Options::default().with_write_cache_bytes(1 << 20));
         assert_eq!(small.buffer_pool_bytes, BUFFER_POOL_BYTES_MIN);
     }
