@@ -121,7 +121,7 @@ impl Inner {
     /// Freezes the write cache, places it, starts its writes and queues its commit; on
     /// `NeedSpace` the entries go back. Returns the bytes it writes to the device.
     fn flush_active(&self, commit: &mut CommitGuard<'_>, durable: bool) -> Result<u64, PlaceError> {
-        let (map, flush_no, _) = self.cache.write().freeze();
+        let (map, flush_no) = self.cache.write().freeze();
         match self.place_map(commit, &map) {
             Ok(PlacedMap {
                 batch,

@@ -156,9 +156,16 @@ impl WriteCache {
     /// the flusher froze the map).
     pub fn may_need_writer_flush(&self, growth_bytes: u64, limit_bytes: u64) -> bool {
         let after = self.active_bytes + growth_bytes;
-        let pipeline_full = self.frozen.len() as u64 > UNCOMMITTED_FLUSHES_MAX;
         after >= limit_bytes
-            && (self.placing().is_some() || pipeline_full || after >= limit_bytes.saturating_mul(2))
+            && (self.placing().is_some()
+                || self.pipeline_full()
+                || after >= limit_bytes.saturating_mul(2))
+    }
+
+    /// More maps wait for their commit than a flush may place beside: the next freeze
+    /// waits for the oldest's commit.
+    fn pipeline_full(&self) -> bool {
+        self.frozen.len() as u64 > UNCOMMITTED_FLUSHES_MAX
     }
 
     /// The active map is full while the previous one is still being placed, or while
@@ -229,9 +236,8 @@ impl WriteCache {
 
     /// What the pacer needs to know after a write went in (`gc/pacer.rs`).
     pub fn fill(&self, limit_bytes: u64) -> CacheFill {
-        let pipeline_full = self.frozen.len() as u64 > UNCOMMITTED_FLUSHES_MAX;
         let waits_for = match (self.frozen.front(), self.placing()) {
-            (Some(oldest), _) if pipeline_full => Some(FreezeWait::Commit {
+            (Some(oldest), _) if self.pipeline_full() => Some(FreezeWait::Commit {
                 at: self.service_began(oldest),
                 bytes: self.frozen.iter().map(|f| f.bytes).sum(),
             }),
@@ -323,9 +329,8 @@ impl WriteCache {
         }
     }
 
-    /// Freezes the active map for a flush; returns it with its flush number and the
-    /// bytes it counted for.
-    pub fn freeze(&mut self) -> (Arc<CacheMap>, u64, u64) {
+    /// Freezes the active map for a flush; returns it with its flush number.
+    pub fn freeze(&mut self) -> (Arc<CacheMap>, u64) {
         assert!(self.placing().is_none(), "one flush places at a time");
         // The next map grows from empty: one sized in advance would hold memory that
         // no entry counts for while the frozen one is flushed.
@@ -340,7 +345,7 @@ impl WriteCache {
             at: Instant::now(),
             placed: false,
         });
-        (map, n, bytes)
+        (map, n)
     }
 }
 
@@ -357,7 +362,7 @@ mod tests {
     fn a_cached_key_is_found_by_its_bytes_and_carries_the_hash_of_its_group() {
         let mut cache = WriteCache::new(1 << 20);
         put(&mut cache, b"apple", b"1");
-        let (frozen, _, _) = cache.freeze();
+        let (frozen, _) = cache.freeze();
         put(&mut cache, b"pear", b"2");
         assert_eq!(cache.get(b"apple"), Some(Some(b"1".to_vec())));
         assert_eq!(cache.get(b"pear"), Some(Some(b"2".to_vec())));
@@ -409,7 +414,7 @@ mod tests {
     fn a_map_that_could_not_commit_goes_back_under_a_number_its_writers_wait_for() {
         let mut cache = WriteCache::new(1 << 20);
         let first = put(&mut cache, b"a", b"1");
-        let (frozen, n, _) = cache.freeze();
+        let (frozen, n) = cache.freeze();
         assert_eq!(n, first);
         // Written while the flush is in flight: this writer waits for a later flush.
         let joined = put(&mut cache, b"b", b"2");
@@ -430,7 +435,7 @@ mod tests {
         assert_eq!(cache.get(b"b"), Some(Some(b"2".to_vec())));
         // The next flush commits both writers' entries, so its number must be one each
         // of them waits for: a commit of it marks both committed.
-        let (merged, m, _) = cache.freeze();
+        let (merged, m) = cache.freeze();
         assert_eq!(merged.len(), 2);
         assert!(
             m >= joined && m >= first,

@@ -36,16 +36,16 @@ impl WritesInFlight {
     /// Runs `write` on a new thread and returns at once (a thread per flush: a
     /// flush's writes take milliseconds, a thread's start microseconds). If no thread
     /// can be started, `write` runs here before this returns. `own` are the device
-    /// ranges `write` writes; `previous` the writes started before, whose busy ranges
-    /// these inherit while they are in flight.
+    /// ranges `write` writes; `previous` the writes started before, handed to `write`
+    /// ([`write_after`]), whose busy ranges these inherit while they are in flight.
     pub fn start(
         own: Vec<Range<u64>>,
-        previous: Option<&WritesInFlight>,
-        write: impl FnOnce() -> Result<()> + Send + 'static,
+        previous: Option<Arc<WritesInFlight>>,
+        write: impl FnOnce(Option<&WritesInFlight>) -> Result<()> + Send + 'static,
     ) -> Arc<Self> {
         type Job = Box<dyn FnOnce() -> Result<()> + Send>;
         let mut busy = own;
-        if let Some(p) = previous.filter(|p| !p.is_complete()) {
+        if let Some(p) = previous.as_deref().filter(|p| !p.is_complete()) {
             // Each completes only after the one before, so once `p` completed, so had
             // everything it inherited.
             busy.extend(p.busy.iter().cloned());
@@ -54,6 +54,7 @@ impl WritesInFlight {
             busy,
             ..WritesInFlight::default()
         });
+        let write = move || write(previous.as_deref());
         let job: Arc<Mutex<Option<Job>>> = Arc::new(Mutex::new(Some(Box::new(write))));
         let (done, queued) = (in_flight.clone(), job.clone());
         let spawned = std::thread::Builder::new()
@@ -88,11 +89,30 @@ impl WritesInFlight {
     fn is_complete(&self) -> bool {
         self.outcome.lock().is_some()
     }
+}
 
-    /// The device ranges writes may still be in flight to (see `busy`).
-    pub fn busy(&self) -> &[Range<u64>] {
-        &self.busy
-    }
+/// The writes of a flush or plan, on their own thread: the pieces that overlap no
+/// write still in flight at once, the rest once the previous writes completed;
+/// completes only after them. No device flush.
+pub(crate) fn write_after(
+    device: &dyn BlockDevice,
+    piece_bytes: usize,
+    writes: &[DeviceWrite],
+    previous: Option<&WritesInFlight>,
+) -> Result<()> {
+    let pieces = pieces(writes, piece_bytes);
+    let Some(previous) = previous else {
+        return submit(device, writes, &pieces);
+    };
+    let block = device.geometry().logical_block_bytes as usize;
+    let (now, later) = split_at_busy(writes, pieces, &previous.busy, block);
+    let first = submit(device, writes, &now);
+    // Waited for even after a failure: when these writes are complete, all before
+    // them must be (`close`, a GC's begin).
+    let before = previous.wait();
+    first?;
+    before?;
+    submit(device, writes, &later)
 }
 
 /// One request: bytes `start..start + len` of write `write`'s buffer, written at that
@@ -146,7 +166,7 @@ pub(crate) fn submit(
 /// must wait until the `busy` device ranges' writes completed: a piece that overlaps a
 /// busy range is cut after the last block (`block_bytes`, the device's) it shares with
 /// one, and that head waits; the rest of it goes now.
-pub(crate) fn split_at_busy(
+fn split_at_busy(
     writes: &[DeviceWrite],
     pieces: Vec<Piece>,
     busy: &[Range<u64>],
@@ -246,7 +266,7 @@ mod tests {
     #[test]
     fn every_waiter_sees_the_outcome_once_the_writes_completed() {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let w = WritesInFlight::start(Vec::new(), None, move || {
+        let w = WritesInFlight::start(Vec::new(), None, move |_| {
             rx.recv().unwrap();
             Err(Error::CommitThreadPanicked {
                 message: "a failed write".into(),

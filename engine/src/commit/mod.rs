@@ -277,30 +277,6 @@ fn count_written(counters: &Counters, writes: &[DeviceWrite], purpose: Purpose) 
     Counters::add(counter, bytes);
 }
 
-/// The writes of a flush or plan, on their own thread (`flush_writes.rs`): the pieces
-/// that overlap no write still in flight at once, the rest once the previous writes
-/// completed; completes only after them. No device flush.
-fn write_after(
-    device: &dyn BlockDevice,
-    write_piece_bytes: usize,
-    writes: &[DeviceWrite],
-    previous: Option<&WritesInFlight>,
-) -> Result<()> {
-    let pieces = flush_writes::pieces(writes, write_piece_bytes);
-    let Some(previous) = previous else {
-        return flush_writes::submit(device, writes, &pieces);
-    };
-    let block = device.geometry().logical_block_bytes as usize;
-    let (now, later) = flush_writes::split_at_busy(writes, pieces, previous.busy(), block);
-    let first = flush_writes::submit(device, writes, &now);
-    // Waited for even after a failure: when these writes are complete, all before
-    // them must be (`close`, a GC's begin).
-    let before = previous.wait();
-    first?;
-    before?;
-    flush_writes::submit(device, writes, &later)
-}
-
 impl CommitGuard<'_> {
     /// Queues `plan` behind every flush placed so far (step 1 of the module docs): its
     /// writes start after theirs. The caller lets the lock go and waits for the
@@ -360,9 +336,8 @@ impl CommitGuard<'_> {
             .iter()
             .map(|w| w.offset..w.offset + w.len as u64)
             .collect();
-        let inherited = previous.clone();
-        let in_flight = WritesInFlight::start(own, inherited.as_deref(), move || {
-            let written = write_after(&*device, piece, &writes, previous.as_deref());
+        let in_flight = WritesInFlight::start(own, previous, move |previous| {
+            let written = flush_writes::write_after(&*device, piece, &writes, previous);
             if written.is_ok() {
                 count_written(&counters, &writes, purpose);
             }
