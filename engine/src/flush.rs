@@ -235,15 +235,17 @@ impl Inner {
             // After the batches are in the index, so that a reader finds each key in
             // the cache or in the index; after a failure, so that reads do not return
             // what a restart would not.
-            let released = self.cache.write().release_committed(flushes);
+            // Only when flushes committed: a commit of GC plans alone releases no map,
+            // and must not count as the end of the pipeline's work on one.
             if flushes > 0 {
+                let released = self.cache.write().release_committed(flushes);
                 let limit = self.options.write_cache_bytes;
                 let pacer = &self.gc.pacer;
                 pacer.note_release(released.bytes, limit, released.service);
+                // Freed outside the cache's lock: a map holds its chunks, and readers
+                // and writers wait for that lock.
+                drop(released.maps);
             }
-            // Freed outside the cache's lock: a map holds its chunks, and readers and
-            // writers wait for that lock.
-            drop(released.maps);
             for q in queued {
                 if let Queued::Plan(plan) = q {
                     // A GC that waits for it holds the receiver; one that failed since
