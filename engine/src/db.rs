@@ -8,6 +8,7 @@
 //! - `check.rs`: what `fsck` verifies.
 
 use crate::buffers::BufferPool;
+use crate::cache_map::ChunkPool;
 use crate::commit::Committer;
 use crate::error::{Error, Result};
 use crate::flusher::Flusher;
@@ -161,6 +162,9 @@ pub(crate) struct Inner {
     pub(crate) committer: Committer,
     pub(crate) store: Box<dyn ValueStore>,
     pub(crate) cache: RwLock<WriteCache>,
+    /// The write cache's memory pool, which writers copy large values into before
+    /// they take the cache's lock (`cache_map.rs`).
+    pub(crate) cache_pool: Arc<ChunkPool>,
     /// Values of recent gets (`value_cache.rs`).
     pub(crate) values: ValueCache,
     pub(crate) readers: Arc<Readers>,
@@ -275,6 +279,7 @@ impl Db {
             buffers.clone(),
             write_piece_bytes,
         );
+        let cache_pool = ChunkPool::for_cache(options.write_cache_bytes);
         let inner = Arc::new(Inner {
             options: options.clone(),
             layout,
@@ -284,7 +289,8 @@ impl Db {
             index: IndexReader::new(lsm),
             committer,
             store: opened.store,
-            cache: RwLock::new(WriteCache::new(options.write_cache_bytes)),
+            cache: RwLock::new(WriteCache::with_pool(cache_pool.clone())),
+            cache_pool,
             values: ValueCache::new(split.value_cache_bytes),
             readers,
             counters,

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::key_hash::HashedKey;
 use crate::record;
 use crate::stats::Counters;
-use crate::write_cache::{self, Entry, Undo, ValueIn};
+use crate::write_cache::{self, Entry, Undo};
 use std::sync::atomic::Ordering;
 
 impl Inner {
@@ -49,7 +49,7 @@ impl Inner {
         self.take_back_loan();
         for e in entries.iter_mut() {
             self.check_entry(e.key, e.value_slice())?;
-            e.value = e.value.take().map(ValueIn::for_cache);
+            e.value = e.value.take().map(|v| v.for_cache(&self.cache_pool));
         }
         let user_bytes: u64 = entries
             .iter()

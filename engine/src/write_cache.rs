@@ -121,9 +121,16 @@ pub fn growth_bytes(entries: &[Entry<'_>]) -> u64 {
 pub type Undo = Vec<(Vec<u8>, CachedValue, Option<CachedValue>)>;
 
 impl WriteCache {
-    /// An empty cache whose maps hold about `limit_bytes` each.
+    /// An empty cache whose maps hold about `limit_bytes` each, with a pool of its own
+    /// (tests).
+    #[cfg(test)]
     pub fn new(limit_bytes: u64) -> WriteCache {
-        let pool = ChunkPool::for_cache(limit_bytes);
+        WriteCache::with_pool(ChunkPool::for_cache(limit_bytes))
+    }
+
+    /// An empty cache whose maps take their memory from `pool`, which writers also
+    /// copy large values into before they take the cache's lock.
+    pub fn with_pool(pool: Arc<ChunkPool>) -> WriteCache {
         WriteCache {
             active: CacheMap::new(pool.clone()),
             pool,
@@ -260,7 +267,7 @@ impl WriteCache {
         self.last_release_at.map_or(f.at, |r| r.max(f.at))
     }
 
-    /// Every map's bytes and the chunks pooled for the next maps: what the cache
+    /// Every map's bytes and the memory pooled for the next maps: what the cache
     /// holds in memory.
     pub fn held_bytes(&self) -> u64 {
         self.active_bytes
@@ -268,9 +275,9 @@ impl WriteCache {
             + self.pool.held_bytes()
     }
 
-    /// Frees the chunks pooled for the next maps: the write side is idle and lends
-    /// what it does not hold (`memory::Loan`).
-    pub fn let_go_of_pooled_chunks(&self) {
+    /// Frees the chunks and value buffers pooled for the next maps: the write side is
+    /// idle and lends what it does not hold (`memory::Loan`).
+    pub fn let_go_of_pooled_memory(&self) {
         self.pool.clear();
     }
 

@@ -1,7 +1,8 @@
 //! No heap allocation per record on the write path (issue "the write path"): a put
 //! goes into the write cache's arena from an entry on the writer's stack, a batch
 //! keeps its keys and copied values in one buffer, and a flush and its commit allocate
-//! per flush (vectors of its records, its writes, its index batch), not per record.
+//! per flush (vectors of its records, its writes, its index batch), not per record;
+//! a value too long for the arena is copied into a buffer a released map gave back.
 //! Counted over the whole process, every thread, in every mode.
 
 mod common;
@@ -14,24 +15,53 @@ use std::alloc::System;
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// Records written in the counted stretch: enough for a dozen flushes of the cache.
-const RECORDS: u32 = 24_000;
-const WRITE_CACHE_BYTES: u64 = 512 * KIB;
-/// Entries per batch.
-const BATCH_ENTRIES: u32 = 100;
-/// The most allocations, frees and reallocations the counted stretch may make per
-/// record: a write path that allocated once per record would make two (with the
-/// free). Measured: 0.2-0.4 (per flush and per group of a flush, a batch's buffer
-/// growing, each map's hash table growing).
+/// A write path that allocated once per record would make two (with the free) per
+/// record; measured: 0.2-0.4 for small values (per flush and per group of a flush, a
+/// batch's buffer growing, each map's hash table growing).
 const ALLOCATIONS_PER_RECORD_MAX: f64 = 1.0;
+/// Entries per batch.
+const BATCH_ENTRIES: usize = 100;
+
+/// What one case writes: enough records for a dozen flushes of the cache or more.
+struct Case {
+    records: u32,
+    value_bytes: usize,
+    write_cache_bytes: u64,
+    device_bytes: u64,
+    /// A segment group's share of the device: a flush allocates per group it writes
+    /// (its writes and placements, its segment-table entry), so a case keeps tens of
+    /// records per group in a flush.
+    main_segment_bytes: u64,
+}
+
+/// Small values go into the write cache's arena chunks.
+const SMALL_VALUES: Case = Case {
+    records: 24_000,
+    value_bytes: 200,
+    write_cache_bytes: 512 * KIB,
+    device_bytes: 64 << 20,
+    main_segment_bytes: 4 << 20,
+};
+
+/// Values longer than the arena takes (4 KiB) are copied into buffers of their own,
+/// which released maps give back for the next values (`cache_map.rs`). Just longer, so
+/// that a flush holds hundreds of them and its own allocations count for little per
+/// record: a buffer allocated and freed per value would make it 2 or more.
+const LARGE_VALUES: Case = Case {
+    records: 16_000,
+    value_bytes: 5_000,
+    write_cache_bytes: 8 << 20,
+    device_bytes: 512 << 20,
+    main_segment_bytes: 64 << 20,
+};
 
 fn key(round: u32, i: u32) -> Vec<u8> {
     format!("key{round}-{i:08}").into_bytes()
 }
 
-fn value(i: u32) -> Vec<u8> {
+fn value(seed: u32, len: usize) -> Vec<u8> {
     // Separated in the modes that separate (`small_options`: 64 bytes and more).
-    vec![(i % 251) as u8; 200]
+    vec![(seed % 251) as u8; len]
 }
 
 /// Half the records through `put`, the rest through batches of copying puts and
@@ -48,7 +78,7 @@ fn write_round(db: &Db, keys: &[Vec<u8>], value: &[u8]) {
         } else {
             batch.put(k, value);
         }
-        if batch.len() as u32 == BATCH_ENTRIES {
+        if batch.len() == BATCH_ENTRIES {
             db.write(std::mem::take(&mut batch)).unwrap();
         }
     }
@@ -56,45 +86,58 @@ fn write_round(db: &Db, keys: &[Vec<u8>], value: &[u8]) {
     db.flush().unwrap();
 }
 
-#[test]
-fn the_write_path_allocates_per_flush_not_per_record_in_every_mode() {
+/// Writes a warm-up round, then counts every allocation, free and reallocation of
+/// the process over a second round, in every mode.
+fn count_per_record(case: &Case) {
     for (seed, mode) in Mode::ALL.iter().copied().enumerate() {
-        // Segment groups of 4 MiB on 64 MiB: a flush allocates per group it writes
-        // (its writes and placements, its segment-table entry), and a flush of a
-        // full cache has tens of records per group.
         let mut o = small_options()
             .with_mode(mode)
-            .with_main_segment_bytes(4 << 20)
+            .with_main_segment_bytes(case.main_segment_bytes)
             .with_log_segment_bytes(256 * KIB)
-            .with_write_cache_bytes(WRITE_CACHE_BYTES);
+            .with_write_cache_bytes(case.write_cache_bytes);
         // The index's memtable holds every record written, so that no table is
         // written while counting: building tables is the index's background work,
         // not the write path.
-        o.lsm.memtable_bytes_max = 64 << 20;
-        let (_dev, _dir, db) = format_sim(64 << 20, seed as u64, &o);
-        let v = value(seed as u32);
-        // A first round fills the pools (cache chunks, aligned buffers, the
-        // memtable's runs) that later flushes reuse.
-        let warm: Vec<_> = (0..RECORDS).map(|i| key(0, i)).collect();
+        o.lsm.memtable_bytes_max = 256 << 20;
+        let (_dev, _dir, db) = format_sim(case.device_bytes, seed as u64, &o);
+        let v = value(seed as u32, case.value_bytes);
+        // A first round fills the pools (cache chunks and value buffers, aligned
+        // buffers, the memtable's runs) that later flushes reuse.
+        let warm: Vec<_> = (0..case.records).map(|i| key(0, i)).collect();
         write_round(&db, &warm, &v);
-        let keys: Vec<_> = (0..RECORDS).map(|i| key(1, i)).collect();
+        let keys: Vec<_> = (0..case.records).map(|i| key(1, i)).collect();
         let flushes_before = db.stats().flushes;
         let region = Region::new(GLOBAL);
         write_round(&db, &keys, &v);
         let change = region.change();
         let flushes = db.stats().flushes - flushes_before;
         let counted = change.allocations + change.deallocations + change.reallocations;
-        let per_record = counted as f64 / RECORDS as f64;
+        let per_record = counted as f64 / case.records as f64;
         eprintln!(
-            "{mode:?}: {} allocations, {} frees, {} reallocations for {RECORDS} records \
-             in {flushes} flushes ({per_record:.3} a record)",
-            change.allocations, change.deallocations, change.reallocations
+            "{mode:?}, {} B values: {} allocations, {} frees, {} reallocations for {} \
+             records in {flushes} flushes ({per_record:.3} a record), {} bytes allocated",
+            case.value_bytes,
+            change.allocations,
+            change.deallocations,
+            change.reallocations,
+            case.records,
+            change.bytes_allocated,
         );
         assert!(flushes >= 8, "{mode:?}: only {flushes} flushes");
         assert!(
             per_record <= ALLOCATIONS_PER_RECORD_MAX,
-            "{mode:?}: {counted} allocations and frees for {RECORDS} records"
+            "{mode:?}, {} B values: {counted} allocations and frees for {} records",
+            case.value_bytes,
+            case.records
         );
         db.close().unwrap();
     }
+}
+
+/// One test for both cases: the counts are the whole process's, so no other test
+/// may run beside them.
+#[test]
+fn the_write_path_allocates_per_flush_not_per_record_in_every_mode() {
+    count_per_record(&SMALL_VALUES);
+    count_per_record(&LARGE_VALUES);
 }

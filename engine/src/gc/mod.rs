@@ -164,7 +164,7 @@ impl Inner {
     fn lend_idle_memory(&self) {
         let held = || {
             let cache = self.cache.read();
-            cache.let_go_of_pooled_chunks();
+            cache.let_go_of_pooled_memory();
             let memtables = self.index.memory_usage().memtable_bytes;
             memtables + cache.held_bytes() + self.buffers.held_bytes() as u64
         };
