@@ -3,6 +3,7 @@
 //! The engine is written against this trait only, so its crash tests can run on the
 //! simulated device.
 
+use crate::buf::AlignedBuf;
 use crate::error::{DeviceError, Result};
 use crate::pending::{read_ops, OwnedRead, PendingReads};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,6 +101,14 @@ pub trait BlockDevice: Send + Sync {
 
     /// The first I/O error this device saw, if any.
     fn poisoned(&self) -> Option<String>;
+
+    /// A zeroed buffer of at least `len_bytes` (rounded up to whole pages) that this
+    /// device reads and writes at the least cost: from the fixed-buffer arena its rings
+    /// registered while it has room (no page pinning per op), else from the heap (the
+    /// default).
+    fn alloc_buffer(&self, len_bytes: usize) -> AlignedBuf {
+        AlignedBuf::new(len_bytes)
+    }
 
     /// Starts `reads` and returns without waiting for them where the device can leave
     /// reads in flight while the caller does other work (the io_uring devices, while

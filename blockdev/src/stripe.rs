@@ -13,14 +13,14 @@
 // `x % n != 0` rather than `is_multiple_of`: the workspace MSRV (1.80) predates it.
 #![allow(clippy::manual_is_multiple_of)]
 
+use crate::buf::AlignedBuf;
 use crate::device::{check_op, BlockDevice, CounterSnapshot, Geometry, IoOp};
 use crate::error::{DeviceError, Result};
 use crate::file::{open_device, open_direct, OpenOptions};
 use crate::identity::IDENTITY_RESERVED_BYTES;
 use crate::pending::{read_ops, OwnedRead, PendingReads};
 use crate::uring::{
-    alloc_device_buffer, arena_bytes_allowed, flush_across, submit_across, BufferArena, DeviceBuf,
-    UringDevice,
+    alloc_device_buffer, arena_bytes_allowed, flush_across, submit_across, BufferArena, UringDevice,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -243,12 +243,6 @@ impl StripedDevice {
         (member, member_offset)
     }
 
-    /// A zeroed, aligned buffer of at least `len_bytes`: from the arena registered with
-    /// the members' rings when it has room, else from the heap.
-    pub fn alloc_buffer(&self, len_bytes: usize) -> DeviceBuf {
-        alloc_device_buffer(self.arena.as_ref(), len_bytes)
-    }
-
     /// Bytes from `offset` to the end of its stripe unit.
     fn unit_room(&self, offset: u64) -> u64 {
         self.stripe_unit_bytes - offset % self.stripe_unit_bytes
@@ -424,6 +418,18 @@ impl StripedDevice {
 impl BlockDevice for StripedDevice {
     fn geometry(&self) -> Geometry {
         self.geometry
+    }
+
+    /// From the arena registered with every member's rings ([`StripedDevice::open`])
+    /// when it has room; a stripe of one member gives that member's buffers (each op
+    /// goes to its rings); else from the heap: a buffer one member's rings registered
+    /// is read and written with plain ops on the others'.
+    fn alloc_buffer(&self, len_bytes: usize) -> AlignedBuf {
+        match (&self.arena, self.members.as_slice()) {
+            (Some(arena), _) => alloc_device_buffer(Some(arena), len_bytes),
+            (None, [only]) => only.alloc_buffer(len_bytes),
+            (None, _) => AlignedBuf::new(len_bytes),
+        }
     }
 
     fn submit(&self, ops: &mut [IoOp<'_>]) -> Result<()> {

@@ -264,10 +264,13 @@ impl Db {
         } else {
             0
         };
-        let buffers = Arc::new(BufferPool::new(
-            split.buffer_pool_bytes as usize + gc_pool_bytes,
-            crate::buffers::WRITE_BUFFER_BYTES_MIN,
-        ));
+        let buffers = Arc::new(
+            BufferPool::new(
+                split.buffer_pool_bytes as usize + gc_pool_bytes,
+                crate::buffers::WRITE_BUFFER_BYTES_MIN,
+            )
+            .allocating_from(opened.device.clone()),
+        );
         let block = layout.block_bytes as usize;
         let write_piece_bytes =
             (options.batch_write_threshold_bytes as usize).max(block) / block * block;
@@ -280,6 +283,11 @@ impl Db {
             write_piece_bytes,
         );
         let cache_pool = ChunkPool::for_cache(options.write_cache_bytes);
+        let read_buffers = BufferPool::new(
+            crate::read::READ_BUFFER_POOL_BYTES,
+            crate::buffers::READ_BUFFER_BYTES_MIN,
+        )
+        .allocating_from(opened.device.clone());
         let inner = Arc::new(Inner {
             options: options.clone(),
             layout,
@@ -295,10 +303,7 @@ impl Db {
             readers,
             counters,
             buffers,
-            read_buffers: BufferPool::new(
-                crate::read::READ_BUFFER_POOL_BYTES,
-                crate::buffers::READ_BUFFER_BYTES_MIN,
-            ),
+            read_buffers,
             next_seq: AtomicU64::new(opened.next_seq),
             gc: GcDriver::new(options, &layout),
             flusher: Flusher::default(),

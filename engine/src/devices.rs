@@ -26,15 +26,29 @@ mod holder;
 /// the signatures of the common filesystems (btrfs's lies at 64 KiB).
 const EMPTY_CHECK_BYTES: usize = 128 * 1024;
 
-fn open_options(options: &Options, create: bool) -> OpenOptions {
+/// How each of `members` devices opens. A single device registers a fixed-buffer
+/// arena as large as the buffer pools it fills ([`fixed_buffer_arena_bytes`]); members
+/// of a stripe register none: a stripe's buffer is written through several members'
+/// rings, and one member's arena would be plain memory to the others'.
+fn open_options(options: &Options, create: bool, members: usize) -> OpenOptions {
     OpenOptions {
         create_size_bytes: if create {
             options.create_device_bytes
         } else {
             None
         },
+        use_fixed_buffers: members == 1,
+        fixed_buffer_arena_bytes: fixed_buffer_arena_bytes(options),
         ..OpenOptions::default()
     }
+}
+
+/// The arena a single device registers: the flushes' buffer pool and the value reads'
+/// (`Db`'s `buffers` and `read_buffers`), so that the buffers they keep are all fixed.
+/// Its pages are pinned at open; GC's extra buffers, and anything in flight beyond
+/// what the pools keep, come from the heap when the arena is full.
+fn fixed_buffer_arena_bytes(options: &Options) -> usize {
+    options.memory_split().buffer_pool_bytes as usize + crate::read::READ_BUFFER_POOL_BYTES
 }
 
 fn open_each(
@@ -48,7 +62,7 @@ fn open_each(
         });
     }
     check_distinct(paths)?;
-    let opts = open_options(options, create && paths.len() == 1);
+    let opts = open_options(options, create && paths.len() == 1, paths.len());
     paths
         .iter()
         .map(|p| retry_while_holder_gone(|| Ok(open_device(p, &opts)? as Arc<dyn BlockDevice>)))

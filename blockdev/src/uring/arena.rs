@@ -1,12 +1,11 @@
 //! The fixed-buffer arena: memory registered with a device's rings, carved into
-//! page-granular [`DeviceBuf`]s, and how large it may be under RLIMIT_MEMLOCK.
+//! page-granular [`AlignedBuf`]s, and how large it may be under RLIMIT_MEMLOCK.
 
 use crate::buf::{AlignedBuf, BUFFER_ALIGN_BYTES};
 use io_uring::IoUring;
 use parking_lot::Mutex;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::io;
-use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -25,7 +24,7 @@ pub struct BufferArena {
     used_pages: Mutex<Vec<bool>>,
 }
 
-// SAFETY: the arena's memory is only read or written through `DeviceBuf`s, each of
+// SAFETY: the arena's memory is only read or written through `AlignedBuf`s, each of
 // which owns a disjoint page range handed out under the `used_pages` mutex; the
 // pointer itself is never written after construction.
 unsafe impl Send for BufferArena {}
@@ -72,7 +71,7 @@ impl BufferArena {
 
     /// A zeroed buffer of `len_bytes` rounded up to pages, or `None` if the arena has
     /// no free run that long.
-    fn try_alloc(self: &Arc<Self>, len_bytes: usize) -> Option<DeviceBuf> {
+    fn try_alloc(self: &Arc<Self>, len_bytes: usize) -> Option<AlignedBuf> {
         let pages = len_bytes.div_ceil(ARENA_PAGE_BYTES).max(1);
         let first_page = {
             let mut used = self.used_pages.lock();
@@ -92,23 +91,37 @@ impl BufferArena {
                 .for_each(|u| *u = true);
             first
         };
-        let mut buf = DeviceBuf {
-            inner: BufInner::Arena {
-                arena: Arc::clone(self),
+        // SAFETY: the page range was free and is now marked used under the mutex, so
+        // this buffer alone uses it until its drop calls `release`; it lies inside the
+        // arena (the bitmap has one entry per page), whose memory was zeroed at
+        // allocation and is page-aligned.
+        let mut buf = unsafe {
+            AlignedBuf::in_arena(
+                Arc::clone(self),
+                NonNull::new_unchecked(self.ptr.as_ptr().add(first_page * ARENA_PAGE_BYTES)),
+                pages * ARENA_PAGE_BYTES,
                 first_page,
-                pages,
-            },
+            )
         };
         // Earlier users' bytes must not leak into this buffer's writes.
         buf.fill(0);
         Some(buf)
+    }
+
+    /// Takes back the `len_bytes` from `first_page` on that a buffer held (its drop).
+    pub(crate) fn release(&self, first_page: usize, len_bytes: usize) {
+        let pages = len_bytes / ARENA_PAGE_BYTES;
+        let mut used = self.used_pages.lock();
+        used[first_page..first_page + pages]
+            .iter_mut()
+            .for_each(|u| *u = false);
     }
 }
 
 impl Drop for BufferArena {
     fn drop(&mut self) {
         let layout = Layout::from_size_align(self.len_bytes, ARENA_PAGE_BYTES).expect("layout");
-        // SAFETY: allocated in `new` with exactly this layout. Every DeviceBuf holds an
+        // SAFETY: allocated in `new` with exactly this layout. Every AlignedBuf in it holds an
         // Arc to the arena, and every ring that registered it belongs to a device that
         // holds one too and drops its rings first (no ring is checked out then: callers
         // borrow the device), so nothing uses the memory any more. Pages the kernel
@@ -124,111 +137,11 @@ impl std::fmt::Debug for BufferArena {
     }
 }
 
-/// A buffer for device I/O: from a registered arena when one has room, else from the
-/// heap. Aligned to [`BUFFER_ALIGN_BYTES`], zeroed, length rounded up to that.
-pub struct DeviceBuf {
-    inner: BufInner,
-}
-
-enum BufInner {
-    Arena {
-        arena: Arc<BufferArena>,
-        first_page: usize,
-        pages: usize,
-    },
-    Heap(AlignedBuf),
-}
-
-impl DeviceBuf {
-    /// True if the buffer lies in a registered arena.
-    pub fn is_from_arena(&self) -> bool {
-        matches!(self.inner, BufInner::Arena { .. })
-    }
-}
-
-impl Deref for DeviceBuf {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match &self.inner {
-            BufInner::Arena {
-                arena,
-                first_page,
-                pages,
-            } => {
-                // SAFETY: the page range [first_page, first_page + pages) lies inside
-                // the arena (checked at allocation), is initialised (zeroed) memory and
-                // is owned by this buffer alone until it is dropped.
-                unsafe {
-                    std::slice::from_raw_parts(
-                        arena.ptr.as_ptr().add(first_page * ARENA_PAGE_BYTES),
-                        pages * ARENA_PAGE_BYTES,
-                    )
-                }
-            }
-            BufInner::Heap(b) => b,
-        }
-    }
-}
-
-impl DerefMut for DeviceBuf {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        match &mut self.inner {
-            BufInner::Arena {
-                arena,
-                first_page,
-                pages,
-            } => {
-                // SAFETY: as in deref; &mut self makes the access exclusive.
-                unsafe {
-                    std::slice::from_raw_parts_mut(
-                        arena.ptr.as_ptr().add(*first_page * ARENA_PAGE_BYTES),
-                        *pages * ARENA_PAGE_BYTES,
-                    )
-                }
-            }
-            BufInner::Heap(b) => b,
-        }
-    }
-}
-
-impl Drop for DeviceBuf {
-    fn drop(&mut self) {
-        if let BufInner::Arena {
-            arena,
-            first_page,
-            pages,
-        } = &self.inner
-        {
-            let mut used = arena.used_pages.lock();
-            used[*first_page..*first_page + *pages]
-                .iter_mut()
-                .for_each(|u| *u = false);
-        }
-    }
-}
-
-impl std::fmt::Debug for DeviceBuf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "DeviceBuf({} bytes, {})",
-            self.len(),
-            if self.is_from_arena() {
-                "arena"
-            } else {
-                "heap"
-            }
-        )
-    }
-}
-
 /// Allocates from `arena` if given and it has room, else from the heap.
-pub fn alloc_device_buffer(arena: Option<&Arc<BufferArena>>, len_bytes: usize) -> DeviceBuf {
+pub fn alloc_device_buffer(arena: Option<&Arc<BufferArena>>, len_bytes: usize) -> AlignedBuf {
     arena
         .and_then(|a| a.try_alloc(len_bytes))
-        .unwrap_or_else(|| DeviceBuf {
-            inner: BufInner::Heap(AlignedBuf::new(len_bytes)),
-        })
+        .unwrap_or_else(|| AlignedBuf::new(len_bytes))
 }
 
 /// Registered arenas smaller than this are not worth having: one engine flush or GC

@@ -2,13 +2,13 @@
 //! arena and poisoning) and its [`BlockDevice`] interface.
 
 use super::arena::{
-    alloc_device_buffer, arena_bytes_allowed, register_arena, BufferArena, DeviceBuf,
-    ARENA_BYTES_MIN,
+    alloc_device_buffer, arena_bytes_allowed, register_arena, BufferArena, ARENA_BYTES_MIN,
 };
 use super::batch::RingBatch;
 use super::pool::{new_uring, Ring, RingLease, RingPool};
 use super::request::{Prepared, Request};
 use super::{RINGS_LIMIT, RING_ENTRIES_MAX, RING_ENTRIES_MIN};
+use crate::buf::AlignedBuf;
 use crate::device::{check_op, BlockDevice, CounterSnapshot, Counters, Geometry, IoOp};
 use crate::error::{DeviceError, Result};
 use crate::file::{open_direct, DeviceKind, DirectFile, OpenOptions};
@@ -192,12 +192,6 @@ impl UringDevice {
         self.arena.as_ref()
     }
 
-    /// A zeroed, aligned buffer of at least `len_bytes`: from the registered arena if
-    /// it has room (ops on it use fixed-buffer opcodes), else from the heap.
-    pub fn alloc_buffer(&self, len_bytes: usize) -> DeviceBuf {
-        alloc_device_buffer(self.arena.as_ref(), len_bytes)
-    }
-
     pub(super) fn poison(&self, error: &DeviceError) {
         let mut first = self.first_error.lock();
         if first.is_none() {
@@ -363,6 +357,12 @@ fn register_first_arena(
 impl BlockDevice for UringDevice {
     fn geometry(&self) -> Geometry {
         self.geometry
+    }
+
+    /// From the registered arena if it has room (ops on it use fixed-buffer opcodes),
+    /// else from the heap.
+    fn alloc_buffer(&self, len_bytes: usize) -> AlignedBuf {
+        alloc_device_buffer(self.arena.as_ref(), len_bytes)
     }
 
     fn submit(&self, ops: &mut [IoOp<'_>]) -> Result<()> {

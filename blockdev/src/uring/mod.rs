@@ -54,8 +54,7 @@ mod request;
 
 pub use across::{flush_across, submit_across};
 pub use arena::{
-    alloc_device_buffer, arena_bytes_allowed, BufferArena, DeviceBuf, ARENA_BYTES_MAX,
-    ARENA_BYTES_MIN,
+    alloc_device_buffer, arena_bytes_allowed, BufferArena, ARENA_BYTES_MAX, ARENA_BYTES_MIN,
 };
 pub use device::UringDevice;
 pub(crate) use readahead::InFlightReads;

@@ -11,7 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// A buffer the workload writes from or reads into: an `AlignedBuf`, or a
-/// `DeviceBuf` from a registered arena.
+/// `AlignedBuf` from a registered arena.
 pub type TestBuf = Box<dyn DerefMut<Target = [u8]> + Send>;
 
 pub fn heap_buf(len: usize) -> TestBuf {
