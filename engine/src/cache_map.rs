@@ -16,14 +16,17 @@
 //! dead in the chunk until the map is released (the cache counts them,
 //! [`Insert::added_bytes`]). A value given as a `Vec` (`Db::put_owned`) is kept as it
 //! is, so that it is copied once, into the aligned buffer at flush; a borrowed value
-//! longer than [`ARENA_VALUE_BYTES_MAX`] is copied into a buffer of its own by its
-//! writer, outside the cache's lock. Those buffers come from the same pool: a released
-//! map gives its values' buffers back, and the next large values are copied into them
-//! (a fresh buffer per 64 KiB value cost a page fault per 4 KiB, half the writer's
-//! copy: 14.6% of the 64 KiB load's CPU).
+//! longer than [`ARENA_VALUE_BYTES_MAX`] is copied into an aligned buffer of its own
+//! by its writer, outside the cache's lock ([`AlignedValue`]), which the flush writes
+//! to the device from where it is (`store/groups/segment_run.rs`): such a value too is
+//! copied once. Those buffers come from the same pool: a released map gives its
+//! values' buffers back, and the next large values are copied into them (a fresh
+//! buffer per 64 KiB value cost a page fault per 4 KiB, half the writer's copy: 14.6%
+//! of the 64 KiB load's CPU).
 
 use crate::key_hash::HashedKey;
 use hashbrown::HashTable;
+use hashkv_blockdev::{AlignedBuf, BUFFER_ALIGN_BYTES};
 use parking_lot::Mutex;
 use std::sync::Arc;
 
@@ -39,9 +42,13 @@ const CHUNK_BYTES_MAX: usize = 1 << 20;
 /// Longest value copied into the arena: a write copies it under the cache's lock, where
 /// a 64 KiB value's copy (and the faults of a fresh chunk) made other writers wait (the
 /// 64 KiB load's p99.9 rose from 4-9 ms to 9-23 ms in four runs). A longer one is
-/// copied into a buffer of its own by its writer before the lock
-/// ([`ValueIn::for_cache`]), where one allocation per value costs little per byte.
-pub const ARENA_VALUE_BYTES_MAX: usize = 4 << 10;
+/// copied into an aligned buffer of its own by its writer before the lock
+/// ([`ValueIn::for_cache`]), which the flush writes from (`segment_run.rs`). 16 KiB:
+/// a copy under the lock a quarter of that, and an aligned buffer's whole pages waste
+/// at most a fifth of what a longer value holds (at 4 KiB, half of a 4 KiB + 1 byte
+/// value's two pages); the flush's saved copy is worth a vectored write's extra parts
+/// from about there.
+pub const ARENA_VALUE_BYTES_MAX: usize = 16 << 10;
 
 /// Value buffers are pooled by the log2 of their capacity: one class per bit.
 const VALUE_CLASSES: usize = usize::BITS as usize;
@@ -68,16 +75,23 @@ pub struct ChunkPool {
 struct Free {
     chunks: Vec<Box<[u8]>>,
     /// Buffers of values longer than [`ARENA_VALUE_BYTES_MAX`], by the log2 of their
-    /// capacity, so that a value finds one at least its length with one look.
-    values: Vec<Vec<Vec<u8>>>,
+    /// capacity, so that a value finds one at least its length with one look. Each
+    /// is unshared.
+    values: Vec<Vec<Arc<AlignedValue>>>,
     /// The chunks' bytes and the value buffers' capacities.
     held_bytes: usize,
 }
 
-/// The pool class a value buffer of `capacity` bytes goes to, and a value of that
-/// length looks in: buffers there hold at least 2^class bytes.
-fn value_class(capacity: usize) -> usize {
-    capacity.max(1).ilog2() as usize
+/// The pool class a value buffer of `buf_bytes` goes to, and a value looks in for
+/// the whole pages it needs (what a new buffer for it would take): buffers there hold
+/// at least 2^class bytes, and a value of a fixed size always finds its own size.
+fn value_class(buf_bytes: usize) -> usize {
+    buf_bytes.max(1).ilog2() as usize
+}
+
+/// The bytes a new aligned buffer for a value of `len` bytes takes: whole pages.
+fn value_buf_bytes(len: usize) -> usize {
+    len.max(1).next_multiple_of(BUFFER_ALIGN_BYTES)
 }
 
 impl ChunkPool {
@@ -126,40 +140,49 @@ impl ChunkPool {
     }
 
     /// A copy of `value` in a buffer a released map gave back if one of its class is
-    /// free (grown if shorter than `value`), else in a new one.
-    pub fn copy_value(&self, value: &[u8]) -> Vec<u8> {
+    /// free (replaced if shorter than `value`), else in a new one.
+    pub fn copy_value(&self, value: &[u8]) -> Arc<AlignedValue> {
         let pooled = {
             let mut free = self.free.lock();
-            let buf = free.values[value_class(value.len())].pop();
+            let buf = free.values[value_class(value_buf_bytes(value.len()))].pop();
             if let Some(b) = &buf {
-                free.held_bytes -= b.capacity();
+                free.held_bytes -= b.buf.len();
             }
             buf
         };
-        let mut buf = pooled.unwrap_or_default();
-        buf.clear();
-        buf.reserve_exact(value.len());
-        buf.extend_from_slice(value);
-        buf
+        let mut shared = pooled.unwrap_or_else(|| {
+            Arc::new(AlignedValue {
+                buf: AlignedBuf::new(value.len()),
+                len: 0,
+            })
+        });
+        let v = Arc::get_mut(&mut shared).expect("pooled values are unshared");
+        if v.buf.len() < value.len() {
+            v.buf = AlignedBuf::new(value.len());
+        }
+        v.buf[..value.len()].copy_from_slice(value);
+        v.len = value.len();
+        shared
     }
 
-    /// Keeps what it has room for of the value buffers `values`; buffers no longer
-    /// than [`ARENA_VALUE_BYTES_MAX`] are freed (such values go into chunks).
-    fn give_values(&self, values: impl IntoIterator<Item = Vec<u8>>) {
-        let mut values = values
-            .into_iter()
-            .filter(|v| v.capacity() > ARENA_VALUE_BYTES_MAX)
-            .peekable();
+    /// Keeps what it has room for of the value buffers `values`; one a device write
+    /// still holds (it would not be, by the time its map is released) is left to it.
+    fn give_values(&self, values: impl IntoIterator<Item = Arc<AlignedValue>>) {
+        let mut values = values.into_iter().peekable();
         if values.peek().is_none() {
             return;
         }
         let mut free = self.free.lock();
-        for v in values {
-            if free.held_bytes + v.capacity() > self.kept_bytes_max {
+        for mut v in values {
+            let Some(unshared) = Arc::get_mut(&mut v) else {
+                continue;
+            };
+            let bytes = unshared.buf.len();
+            if free.held_bytes + bytes > self.kept_bytes_max {
                 continue;
             }
-            free.held_bytes += v.capacity();
-            free.values[value_class(v.capacity())].push(v);
+            free.held_bytes += bytes;
+            free.values[value_class(bytes)].push(v);
         }
     }
 
@@ -181,6 +204,22 @@ impl ChunkPool {
     }
 }
 
+/// A value longer than the arena takes, copied by its writer into an aligned buffer
+/// of its own: the flush writes it to the device from here, in a vectored write with
+/// its record's header, where it starts on a sector (`segment_run.rs`), and the map
+/// shares it with those writes until they completed.
+#[derive(Debug)]
+pub struct AlignedValue {
+    buf: AlignedBuf,
+    len: usize,
+}
+
+impl AlignedValue {
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// Bytes in the arena: `len` bytes at `offset` of chunk `chunk`.
 #[derive(Debug, Clone, Copy)]
 struct Span {
@@ -193,8 +232,10 @@ struct Span {
 enum Value {
     /// In the arena, with `room` bytes there that a rewrite may overwrite.
     Arena { span: Span, room: u32 },
-    /// The writer's own buffer, or a value too large for a chunk.
+    /// The writer's own buffer (`put_owned`).
     Owned(Vec<u8>),
+    /// A copy too large for the arena, which the flush may write from.
+    Aligned(Arc<AlignedValue>),
 }
 
 #[derive(Debug)]
@@ -212,6 +253,8 @@ pub enum ValueIn<'a> {
     Borrowed(&'a [u8]),
     /// Kept as it is.
     Owned(Vec<u8>),
+    /// Copied already, kept as it is.
+    Aligned(Arc<AlignedValue>),
 }
 
 impl ValueIn<'_> {
@@ -221,9 +264,17 @@ impl ValueIn<'_> {
     pub fn for_cache(self, pool: &ChunkPool) -> Self {
         match self {
             ValueIn::Borrowed(v) if v.len() > ARENA_VALUE_BYTES_MAX => {
-                ValueIn::Owned(pool.copy_value(v))
+                ValueIn::Aligned(pool.copy_value(v))
             }
             other => other,
+        }
+    }
+
+    /// The memory the cache holds for the value: an aligned value's whole pages.
+    pub fn held_bytes(&self) -> usize {
+        match self {
+            ValueIn::Aligned(v) => v.buf.len(),
+            other => other.as_slice().len(),
         }
     }
 
@@ -231,6 +282,7 @@ impl ValueIn<'_> {
         match self {
             ValueIn::Borrowed(v) => v,
             ValueIn::Owned(v) => v,
+            ValueIn::Aligned(v) => v.bytes(),
         }
     }
 }
@@ -277,6 +329,7 @@ impl Arena {
         value.as_ref().map(|v| match v {
             Value::Arena { span, .. } => self.bytes(*span),
             Value::Owned(v) => &v[..],
+            Value::Aligned(v) => v.bytes(),
         })
     }
 
@@ -312,8 +365,24 @@ impl Arena {
                     room: span.len,
                 }
             }
-            ValueIn::Borrowed(v) => Value::Owned(self.pool.copy_value(v)),
+            ValueIn::Borrowed(v) => Value::Aligned(self.pool.copy_value(v)),
             ValueIn::Owned(v) => Value::Owned(v),
+            ValueIn::Aligned(v) => Value::Aligned(v),
+        }
+    }
+
+    /// The bytes a value replaced or removed gives back (an owned or aligned one's;
+    /// arena bytes stay dead in their chunk); an aligned value's buffer goes back to
+    /// the pool.
+    fn let_go(&self, value: Option<Value>) -> u64 {
+        match value {
+            Some(Value::Owned(v)) => v.len() as u64,
+            Some(Value::Aligned(v)) => {
+                let len = v.buf.len() as u64;
+                self.pool.give_values([v]);
+                len
+            }
+            _ => 0,
         }
     }
 
@@ -386,10 +455,19 @@ impl CacheMap {
         })
     }
 
+    /// Each entry's aligned value, if it has one, in [`CacheMap::iter`]'s order: what
+    /// a flush may write from where it is.
+    pub fn aligned_values(&self) -> impl Iterator<Item = Option<&Arc<AlignedValue>>> + '_ {
+        self.slots.iter().map(|s| match &s.value {
+            Some(Value::Aligned(v)) => Some(v),
+            _ => None,
+        })
+    }
+
     /// Sets `key` to `value` (`None`: a delete): over the old value in place when it
     /// fits the old value's room, found with one probe.
     pub fn insert(&mut self, key: HashedKey<'_>, value: Option<ValueIn<'_>>) -> Insert {
-        let new_len = value.as_ref().map_or(0, |v| v.as_slice().len()) as u64;
+        let new_len = value.as_ref().map_or(0, ValueIn::held_bytes) as u64;
         let arena = &mut self.arena;
         let found = self.slots.find_mut(key.hash, |s| {
             s.hash == key.hash && arena.bytes(s.key) == key.key
@@ -421,14 +499,7 @@ impl CacheMap {
             }
         }
         // Arena bytes of the old value stay dead in their chunk: not given back.
-        let freed_bytes = match slot.value.take() {
-            Some(Value::Owned(v)) => {
-                let len = v.len() as u64;
-                arena.pool.give_values([v]);
-                len
-            }
-            _ => 0,
-        };
+        let freed_bytes = arena.let_go(slot.value.take());
         slot.value = value.map(|v| arena.store(v));
         Insert {
             new_key: false,
@@ -448,25 +519,18 @@ impl CacheMap {
             })
             .ok()?;
         let (slot, _) = entry.remove();
-        Some(match slot.value {
-            Some(Value::Owned(v)) => {
-                let len = v.len() as u64;
-                arena.pool.give_values([v]);
-                len
-            }
-            _ => 0,
-        })
+        Some(arena.let_go(slot.value))
     }
 }
 
 impl Drop for CacheMap {
     /// Large values' buffers go back to the pool (the chunks go with the arena).
     fn drop(&mut self) {
-        let owned = self.slots.drain().filter_map(|s| match s.value {
-            Some(Value::Owned(v)) => Some(v),
+        let aligned = self.slots.drain().filter_map(|s| match s.value {
+            Some(Value::Aligned(v)) => Some(v),
             _ => None,
         });
-        self.arena.pool.give_values(owned);
+        self.arena.pool.give_values(aligned);
     }
 }
 
@@ -564,8 +628,8 @@ mod tests {
                 .as_ptr(),
             at
         );
-        put(&mut map, b"large", &[8; 5000]);
-        assert_eq!(get(&map, b"large"), Some(Some(vec![8; 5000])));
+        put(&mut map, b"large", &[8; 20_000]);
+        assert_eq!(get(&map, b"large"), Some(Some(vec![8; 20_000])));
         let long_key = vec![b'x'; 5000];
         put(&mut map, &long_key, b"v");
         assert_eq!(get(&map, &long_key), Some(Some(b"v".to_vec())));
@@ -577,11 +641,16 @@ mod tests {
             !pooled.chunks.is_empty() && pooled.chunks.iter().all(|c| c.len() == 4096),
             "only whole chunks are pooled"
         );
-        let values: Vec<usize> = pooled.values.iter().flatten().map(Vec::capacity).collect();
+        let values: Vec<usize> = pooled
+            .values
+            .iter()
+            .flatten()
+            .map(|v| v.buf.len())
+            .collect();
         assert_eq!(
             values,
-            [5000],
-            "the large value's buffer is pooled, the owned 300 bytes not"
+            [20_480],
+            "the large value's aligned buffer is pooled, the owned 300 bytes not"
         );
     }
 
@@ -612,7 +681,7 @@ mod tests {
     #[test]
     fn a_released_maps_large_values_buffers_take_the_next_large_values() {
         let pool = ChunkPool::for_cache(16 * 4096);
-        let large = |byte: u8| ValueIn::Owned(pool.copy_value(&[byte; 6000]));
+        let large = |byte: u8| ValueIn::Aligned(pool.copy_value(&[byte; 20_000]));
         let mut first = CacheMap::new(pool.clone());
         let mut addresses = Vec::new();
         for i in 0..4u8 {
@@ -622,15 +691,16 @@ mod tests {
         }
         assert_eq!(pool.held_bytes(), 0);
         put(&mut first, &[0], &[9; 10]);
+        // Each value takes five aligned pages.
         assert_eq!(
             pool.held_bytes(),
-            6000,
+            20_480,
             "a replaced value's buffer goes back"
         );
         drop(first);
         assert_eq!(
             pool.held_bytes(),
-            4 * 6000 + 4096,
+            4 * 20_480 + 4096,
             "four buffers and a chunk"
         );
         let mut second = CacheMap::new(pool.clone());
@@ -640,14 +710,14 @@ mod tests {
             assert_eq!(addresses.contains(&at), i < 4, "value {i} at {at:?}");
             second.insert(HashedKey::new(&[i]), Some(value));
         }
-        assert_eq!(get(&second, &[3]), Some(Some(vec![13; 6000])));
+        assert_eq!(get(&second, &[3]), Some(Some(vec![13; 20_000])));
         assert_eq!(pool.held_bytes(), 0, "the keys took the chunk");
-        let copied = ValueIn::Borrowed(&[4; 6000]).for_cache(&pool);
+        let copied = ValueIn::Borrowed(&[4; 20_000]).for_cache(&pool);
         assert!(
-            matches!(copied, ValueIn::Owned(_)),
+            matches!(copied, ValueIn::Aligned(_)),
             "copied before the lock"
         );
-        let small = ValueIn::Borrowed(&[3; 4000]).for_cache(&pool);
+        let small = ValueIn::Borrowed(&[3; ARENA_VALUE_BYTES_MAX]).for_cache(&pool);
         assert!(
             matches!(small, ValueIn::Borrowed(_)),
             "a value the arena takes is copied under the lock, into a chunk"

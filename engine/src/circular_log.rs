@@ -17,15 +17,17 @@
 //! What a log is for (which records, when to collect) belongs to its owner.
 
 use crate::align::RecordSize;
-use crate::buffers::BufferPool;
+use crate::cache_map::AlignedValue;
 use crate::commit::DeviceWrite;
 use crate::entry_codec;
 use crate::error::{Error, Result};
 use crate::partial_block::PartialBlock;
 use crate::readers::Deferred;
-use crate::record::{self, RecordKind};
+use crate::record::RecordKind;
+use crate::record_write::{self, Encoder, PlacedRecord, WriteAt};
 use crate::spans::Span;
 use hashkv_blockdev::BlockDevice;
+use std::sync::Arc;
 
 const LOG_ENTRY_VERSION: u8 = 1;
 const LOG_ENTRY_BODY_BYTES: usize = 8 + 8;
@@ -100,6 +102,8 @@ pub struct RunRecord<'a> {
     pub position: u64,
     pub key: &'a [u8],
     pub value: &'a [u8],
+    /// The value's aligned copy in the write cache, if it has one (a flush's).
+    pub aligned: Option<&'a Arc<AlignedValue>>,
     pub seq: u64,
 }
 
@@ -224,7 +228,7 @@ impl CircularLog {
         &mut self,
         records: &[RunRecord<'_>],
         placed: &Placed,
-        buffers: &BufferPool,
+        encoder: &Encoder<'_>,
     ) -> Result<(Vec<DeviceWrite>, Vec<u32>)> {
         let (start, end) = (placed.start, placed.end);
         if start == end {
@@ -232,63 +236,52 @@ impl CircularLog {
         }
         let g = self.geometry;
         let first = start - start % g.block_bytes;
-        let total = (end.next_multiple_of(g.block_bytes) - first) as usize;
+        let total = end.next_multiple_of(g.block_bytes) - first;
         // The region's end is a chunk boundary, so a wrap splits the run at most once,
         // and never inside a record.
-        let until_wrap = (g.region_bytes - first % g.region_bytes) as usize;
+        let until_wrap = g.region_bytes - first % g.region_bytes;
         let split = until_wrap.min(total);
-        let mut pieces: Vec<Piece> = [(first, split), (first + split as u64, total - split)]
-            .into_iter()
-            .filter(|&(_, len)| len > 0)
-            .map(|(position, len)| Piece {
-                position,
-                buf: buffers.take(len),
-                len,
-                cursor: 0,
-            })
-            .collect();
-        let prefix = (start - first) as usize;
-        self.head_block
-            .copy_prefix(&mut pieces[0].buf, g.device_offset(first), prefix)?;
-        pieces[0].cursor = prefix;
-        let piece_of = |pos: u64| usize::from(pos - first >= split as u64);
-        // Records come in position order; reused buffers get zeros in every gap.
-        let mut crcs = Vec::with_capacity(records.len());
-        for r in records {
-            let piece = &mut pieces[piece_of(r.position)];
-            let at = (r.position - piece.position) as usize;
-            debug_assert!(at >= piece.cursor, "records in position order");
-            piece.buf[piece.cursor..at].fill(0);
-            let encoded = record::encode_into(
-                &mut piece.buf[at..],
-                RecordKind::Value,
-                r.seq,
-                r.key,
-                r.value,
-            );
-            piece.cursor = at + encoded.len;
-            crcs.push(encoded.crc);
+        let no_prefix = PartialBlock::default();
+        let (mut writes, mut crcs) = (Vec::with_capacity(2), Vec::with_capacity(records.len()));
+        for (position, len) in [(first, split), (first + split, total - split)] {
+            if len == 0 {
+                continue;
+            }
+            let (prefix, prefix_len) = if position == first {
+                (&self.head_block, (start - first) as usize)
+            } else {
+                (&no_prefix, 0)
+            };
+            let to = WriteAt {
+                offset: g.device_offset(position),
+                len: len as usize,
+                prefix,
+                prefix_len,
+            };
+            let placed: Vec<PlacedRecord<'_>> = records
+                .iter()
+                .filter(|r| (position..position + len).contains(&r.position))
+                .map(|r| PlacedRecord {
+                    at: (r.position - position) as usize,
+                    kind: RecordKind::Value,
+                    seq: r.seq,
+                    key: r.key,
+                    body: r.value,
+                    aligned: r.aligned,
+                })
+                .collect();
+            let (write, write_crcs) = encoder.encode(to, &placed)?;
+            writes.push(write);
+            crcs.extend(write_crcs);
         }
-        for p in pieces.iter_mut() {
-            let len = p.len;
-            p.buf[p.cursor..len].fill(0);
-        }
-        let last = &pieces[piece_of(end - 1)];
-        let used = (end - last.position) as usize;
-        self.head_block = PartialBlock::after_write(
-            &last.buf,
-            g.device_offset(last.position),
-            used,
-            g.block_bytes as usize,
-        );
-        let writes = pieces
-            .into_iter()
-            .map(|p| DeviceWrite {
-                offset: g.device_offset(p.position),
-                buf: p.buf,
-                len: p.len,
-            })
-            .collect();
+        let last = writes.last().expect("a run writes");
+        let last_position = if writes.len() == 2 {
+            first + split
+        } else {
+            first
+        };
+        self.head_block =
+            record_write::block_after(last, (end - last_position) as usize, g.block_bytes as usize);
         Ok((writes, crcs))
     }
 
@@ -329,15 +322,6 @@ impl CircularLog {
     pub fn encode_entry(&self) -> Vec<u8> {
         encode_entry(self.head, self.tail)
     }
-}
-
-/// One aligned write of a run: the buffer for positions from `position` on.
-struct Piece {
-    position: u64,
-    buf: hashkv_blockdev::AlignedBuf,
-    len: usize,
-    /// Bytes filled so far.
-    cursor: usize,
 }
 
 /// The index entry of a log's head and tail (LE), sealed with version and checksum.
@@ -470,16 +454,16 @@ mod tests {
                 position,
                 key: &key,
                 value: &value,
+                aligned: None,
                 seq: i as u64,
             })
             .collect();
-        let (writes, crcs) = l
-            .encode_run(
-                &records,
-                &placed,
-                &BufferPool::new(0, crate::buffers::WRITE_BUFFER_BYTES_MIN),
-            )
-            .unwrap();
+        let encoder = Encoder {
+            buffers: &crate::buffers::BufferPool::new(0, crate::buffers::WRITE_BUFFER_BYTES_MIN),
+            counters: &crate::stats::Counters::default(),
+            sector_bytes: 512,
+        };
+        let (writes, crcs) = l.encode_run(&records, &placed, &encoder).unwrap();
         assert_eq!(crcs.len(), 12);
         assert_eq!(writes.len(), 2);
         assert_eq!(

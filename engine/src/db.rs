@@ -627,6 +627,7 @@ impl Inner {
             user_bytes_written: stats::load(&c.user_bytes_written),
             user_ops: stats::load(&c.user_ops),
             flush_device_bytes_written: stats::load(&c.flush_device_bytes_written),
+            flush_value_bytes_spliced: stats::load(&c.flush_value_bytes_spliced),
             gc_device_bytes_written: stats::load(&c.gc_device_bytes_written),
             gc_device_bytes_read: stats::load(&c.gc_device_bytes_read),
             read_device_bytes: stats::load(&c.read_device_bytes),

@@ -170,12 +170,17 @@ impl Inner {
         let first_seq = self.next_seq.fetch_add(map.len() as u64, Ordering::SeqCst);
         let records: Vec<FlushRecord<'_>> = map
             .iter()
+            .zip(map.aligned_values())
             .enumerate()
-            .map(|(i, (key, value))| FlushRecord {
-                key: key.key,
-                key_hash: key.hash,
-                value: self.separated(value),
-                seq: first_seq + i as u64,
+            .map(|(i, ((key, value), aligned))| {
+                let value = self.separated(value);
+                FlushRecord {
+                    key: key.key,
+                    key_hash: key.hash,
+                    value,
+                    aligned: aligned.filter(|_| value.is_some()),
+                    seq: first_seq + i as u64,
+                }
             })
             .collect();
         if !self.flush_encodes_beside_writes {

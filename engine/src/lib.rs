@@ -49,6 +49,7 @@ mod partial_block;
 mod read;
 mod readers;
 mod record;
+mod record_write;
 mod scan;
 mod spans;
 mod stats;

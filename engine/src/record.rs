@@ -175,6 +175,21 @@ pub fn encode_into(
     Encoded { len, crc }
 }
 
+/// Writes one value record's header and key at the start of `out` (at least
+/// `encoded_len(key.len(), 0)` bytes) and returns its checksum, computed over `value`
+/// where it is: the value's bytes follow in the device write from the write cache's
+/// buffer (`store/groups/segment_run.rs`).
+pub fn encode_head_into(out: &mut [u8], seq: u64, key: &[u8], value: &[u8]) -> u32 {
+    debug_assert!(!key.is_empty() && key.len() <= u16::MAX as usize);
+    debug_assert!(value.len() <= u32::MAX as usize);
+    let head = header_start(RecordKind::Value, seq, key.len(), value.len());
+    let crc = checksum(&head, &[key, value]);
+    out[..CRC_AT].copy_from_slice(&head);
+    out[CRC_AT..RECORD_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+    out[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + key.len()].copy_from_slice(key);
+    crc
+}
+
 /// A header's bytes before its checksum: tag, kind, lengths, sequence number.
 fn header_start(kind: RecordKind, seq: u64, key_len: usize, value_len: usize) -> [u8; CRC_AT] {
     let mut h = [0u8; CRC_AT];
@@ -404,6 +419,18 @@ mod tests {
         // Zeros to the end of the buffer are padding too, not an error.
         buf.resize(buf.len() + 11, 0);
         assert_eq!(SegmentRecords::new(&buf).count(), 2);
+    }
+
+    #[test]
+    fn a_head_encoded_apart_from_its_value_is_the_records_head() {
+        let value: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let mut whole = vec![0u8; encoded_len(3, value.len())];
+        let encoded = encode_into(&mut whole, RecordKind::Value, 77, b"key", &value);
+        let mut head = vec![0u8; encoded_len(3, 0)];
+        let crc = encode_head_into(&mut head, 77, b"key", &value);
+        assert_eq!(crc, encoded.crc);
+        assert_eq!(head, whole[..head.len()]);
+        assert_eq!(crc, value_record_crc(77, b"key", &value));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub struct Counters {
     pub user_bytes_written: AtomicU64,
     pub user_ops: AtomicU64,
     pub flush_device_bytes_written: AtomicU64,
+    pub flush_value_bytes_spliced: AtomicU64,
     pub gc_device_bytes_written: AtomicU64,
     pub gc_device_bytes_read: AtomicU64,
     pub read_device_bytes: AtomicU64,
@@ -38,6 +39,9 @@ pub struct Stats {
     pub user_ops: u64,
     /// Value-store bytes written by flushes (records and block padding).
     pub flush_device_bytes_written: u64,
+    /// Of those, value bytes written from the write cache's buffers without a copy
+    /// into the flush's (`store/groups/segment_run.rs`).
+    pub flush_value_bytes_spliced: u64,
     /// Value-store bytes written by GC (survivors copied).
     pub gc_device_bytes_written: u64,
     /// Value-store bytes read by GC (the groups it scanned).

@@ -111,7 +111,8 @@ pub fn growth_bytes(entries: &[Entry<'_>]) -> u64 {
     entries
         .iter()
         .map(|e| {
-            (e.key.len() + e.value_slice().map_or(0, <[u8]>::len)) as u64 + ENTRY_OVERHEAD_BYTES
+            (e.key.len() + e.value.as_ref().map_or(0, ValueIn::held_bytes)) as u64
+                + ENTRY_OVERHEAD_BYTES
         })
         .sum()
 }

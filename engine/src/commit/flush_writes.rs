@@ -148,19 +148,39 @@ pub(crate) fn submit(
     if pieces.is_empty() {
         return Ok(());
     }
-    let mut ops: Vec<IoOp<'_>> = pieces
+    // Each request's buffers: one (the write's own, perhaps from the device's
+    // registered arena) or several (with values spliced in), at most
+    // `PARTS_PER_REQUEST_MAX` to a request.
+    let mut requests: Vec<(u64, Vec<&[u8]>)> = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        let w = &writes[p.write];
+        let mut offset = w.offset + p.start as u64;
+        let parts = w.parts(p.start..p.start + p.len);
+        for chunk in parts.chunks(PARTS_PER_REQUEST_MAX) {
+            requests.push((offset, chunk.to_vec()));
+            offset += chunk.iter().map(|b| b.len() as u64).sum::<u64>();
+        }
+    }
+    let mut ops: Vec<IoOp<'_>> = requests
         .iter()
-        .map(|p| {
-            let w = &writes[p.write];
-            IoOp::Write {
-                offset: w.offset + p.start as u64,
-                buf: &w.buf[p.start..p.start + p.len],
+        .map(|(offset, parts)| match parts.as_slice() {
+            [buf] => IoOp::Write {
+                offset: *offset,
+                buf,
                 fua: false,
-            }
+            },
+            bufs => IoOp::WriteVectored {
+                offset: *offset,
+                bufs,
+                fua: false,
+            },
         })
         .collect();
     device.submit(&mut ops).map_err(Error::from)
 }
+
+/// The most buffers one vectored request carries: Linux's IOV_MAX.
+const PARTS_PER_REQUEST_MAX: usize = 1024;
 
 /// Splits `pieces` of `writes` into those that may be submitted now and those that
 /// must wait until the `busy` device ranges' writes completed: a piece that overlaps a
@@ -206,11 +226,7 @@ mod tests {
     use crate::error::Error;
 
     fn write_at(offset: u64, len: usize) -> DeviceWrite {
-        DeviceWrite {
-            offset,
-            buf: hashkv_blockdev::AlignedBuf::new(len),
-            len,
-        }
+        DeviceWrite::own(offset, hashkv_blockdev::AlignedBuf::new(len), len)
     }
 
     #[test]

@@ -32,6 +32,7 @@
 //!
 //! Any fatal error on this path poisons the store ([`poison`]).
 
+mod device_write;
 pub(crate) mod flush_writes;
 pub(crate) mod pipeline;
 pub(crate) mod poison;
@@ -42,7 +43,7 @@ use crate::gc::written_keys::WrittenKeys;
 use crate::readers::Readers;
 use crate::stats::Counters;
 use flush_writes::WritesInFlight;
-use hashkv_blockdev::{AlignedBuf, BlockDevice};
+use hashkv_blockdev::BlockDevice;
 use parking_lot::{Mutex, MutexGuard};
 use pipeline::{Pipeline, Queued, QueuedPlan, Reach, UNCOMMITTED_FLUSHES_MAX};
 use poison::Poison;
@@ -50,12 +51,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
-/// One aligned write: `len` bytes of `buf` at device `offset`.
-pub(crate) struct DeviceWrite {
-    pub offset: u64,
-    pub buf: AlignedBuf,
-    pub len: usize,
-}
+pub(crate) use device_write::{DeviceWrite, Spliced};
 
 /// Whose bytes a plan writes, for the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

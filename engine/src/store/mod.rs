@@ -20,6 +20,7 @@ pub(crate) mod inline;
 pub(crate) mod vlog;
 
 use crate::buffers::BufferPool;
+use crate::cache_map::AlignedValue;
 use crate::commit::{Committer, DeviceWrite};
 use crate::error::{Error, Result};
 use crate::index::{GcIndex, IndexReader};
@@ -30,6 +31,7 @@ use crate::readers::Readers;
 use crate::spans::Span;
 use crate::stats::Counters;
 use hashkv_blockdev::BlockDevice;
+use std::sync::Arc;
 
 /// What a store's I/O needs: never the whole engine.
 pub(crate) struct IoCtx<'a> {
@@ -39,6 +41,17 @@ pub(crate) struct IoCtx<'a> {
     pub counters: &'a Counters,
     /// The sector values are placed on (`align.rs`): the device's logical block.
     pub value_align_bytes: u64,
+}
+
+impl IoCtx<'_> {
+    /// How records are encoded into this device's writes (`record_write.rs`).
+    pub fn encoder(&self) -> crate::record_write::Encoder<'_> {
+        crate::record_write::Encoder {
+            buffers: self.buffers,
+            counters: self.counters,
+            sector_bytes: self.value_align_bytes as usize,
+        }
+    }
 }
 
 /// What a GC needs besides I/O: the committer to commit through, and read access to
@@ -63,6 +76,9 @@ pub(crate) struct FlushRecord<'a> {
     /// The value, if the value store holds it (separated); `None` for a delete or an
     /// inline value, which live in the index only.
     pub value: Option<&'a [u8]>,
+    /// The value's aligned copy in the write cache, if it has one: the flush may
+    /// write it from there instead of copying it (`groups/segment_run.rs`).
+    pub aligned: Option<&'a Arc<AlignedValue>>,
     pub seq: u64,
 }
 

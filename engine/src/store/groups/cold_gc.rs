@@ -138,6 +138,7 @@ fn move_live(
             key_hash: HashedKey::new(r.key).hash,
             kind: RecordKind::ColdTag,
             body: tag,
+            aligned: None,
             seq: r.seq,
         })
         .collect();

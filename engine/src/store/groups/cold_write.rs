@@ -60,6 +60,7 @@ pub(super) fn encode(
                 seq: r.seq,
                 key: r.key,
                 body: r.value,
+                aligned: None,
             })
             .collect();
         let (write, new_head_block, crcs) =

@@ -610,11 +610,11 @@ impl Copy {
             .iter()
             .map(|s| {
                 let len = (s.used_bytes as usize).div_ceil(block) * block;
-                DeviceWrite {
-                    offset: layout.segment_offset(s.id),
-                    buf: ctx.io.buffers.take(len.max(block)),
+                DeviceWrite::own(
+                    layout.segment_offset(s.id),
+                    ctx.io.buffers.take(len.max(block)),
                     len,
-                }
+                )
             })
             .collect();
         // Per write, where its encoded bytes end: the gaps (padding) get zeros, as

@@ -7,6 +7,7 @@ use super::segment_run::{self, RecordAt};
 use super::segment_table::{Appends, Placement};
 use super::{group_of_hash, Groups};
 use crate::align::RecordSize;
+use crate::cache_map::AlignedValue;
 use crate::commit::DeviceWrite;
 use crate::error::Result;
 use crate::keys;
@@ -15,6 +16,7 @@ use crate::location::{Pointer, Region};
 use crate::partial_block::PartialBlock;
 use crate::record::{self, RecordKind};
 use crate::store::{FlushRecord, IoCtx, PlaceError, Placed};
+use std::sync::Arc;
 
 /// Record indices per group, in order within each group, groups in ascending order:
 /// one array of (group, index) pairs sorted once, not a map of vectors, which cost a
@@ -84,6 +86,8 @@ pub(super) struct AppendRecord<'a> {
     pub kind: RecordKind,
     /// The value of a value record, the tag of a cold tag, empty for a tombstone.
     pub body: &'a [u8],
+    /// A value record's value as the write cache holds it aligned, if it does.
+    pub aligned: Option<&'a Arc<AlignedValue>>,
     pub seq: u64,
 }
 
@@ -124,6 +128,7 @@ pub(super) fn place(
                 None => RecordKind::Tombstone,
             },
             body: r.value.unwrap_or(&[]),
+            aligned: r.aligned,
             seq: r.seq,
         })
         .collect();
@@ -304,6 +309,7 @@ impl GroupRun<'_> {
                     seq: r.seq,
                     key: r.key,
                     body: r.body,
+                    aligned: r.aligned,
                 }
             })
             .collect();
@@ -331,6 +337,7 @@ mod tests {
                 key_hash: HashedKey::new(k).hash,
                 kind: RecordKind::Value,
                 body: b"v",
+                aligned: None,
                 seq: 0,
             })
             .collect();

@@ -4,12 +4,15 @@
 //! unchanged (the partly written block kept in memory), and zeros fill the padding
 //! between records (`align.rs`) and the rest of the last block.
 
+use crate::cache_map::AlignedValue;
 use crate::commit::DeviceWrite;
 use crate::error::Result;
 use crate::layout::{Layout, SegmentId};
 use crate::partial_block::PartialBlock;
 use crate::record::{self, RecordKind};
+use crate::record_write::{self, PlacedRecord, WriteAt};
 use crate::store::IoCtx;
+use std::sync::Arc;
 
 /// A record and the offset in its segment it was placed at.
 pub(super) struct RecordAt<'a> {
@@ -19,11 +22,15 @@ pub(super) struct RecordAt<'a> {
     pub key: &'a [u8],
     /// The value of a value record, the tag of a cold tag, empty for a tombstone.
     pub body: &'a [u8],
+    /// The value's aligned copy in the write cache, if it has one.
+    pub aligned: Option<&'a Arc<AlignedValue>>,
 }
 
 /// Encodes `records`, placed in this order in `segment` after its `written` bytes,
-/// into one aligned write; `last_block` is the partly written block where `written`
-/// ends. Returns the write, the new partly written block and each record's checksum.
+/// into one aligned write (`record_write.rs`: long values the write cache holds
+/// aligned are spliced, not copied); `last_block` is the partly written block where
+/// `written` ends. Returns the write, the new partly written block and each record's
+/// checksum.
 pub(super) fn encode(
     layout: &Layout,
     io: &IoCtx<'_>,
@@ -38,24 +45,24 @@ pub(super) fn encode(
     let last = records.last().expect("a run has records");
     let end = last.offset as usize + record::encoded_len(last.key.len(), last.body.len());
     let used = prefix_len + (end - start);
-    let len = used.div_ceil(block) * block;
-    let offset = layout.segment_offset(segment) + (start - prefix_len) as u64;
-    // A reused buffer: every byte up to `len` is written below. Values are copied
-    // once, here, straight into the device buffer.
-    let mut buf = io.buffers.take(len);
-    last_block.copy_prefix(&mut buf, offset, prefix_len)?;
-    let mut crcs = Vec::with_capacity(records.len());
-    let mut at = prefix_len;
-    for r in records {
-        let place = r.offset as usize + prefix_len - start;
-        debug_assert!(place >= at, "records in place order");
-        buf[at..place].fill(0);
-        let encoded = record::encode_into(&mut buf[place..], r.kind, r.seq, r.key, r.body);
-        crcs.push(encoded.crc);
-        at = place + encoded.len;
-    }
-    debug_assert_eq!(at, used);
-    buf[used..len].fill(0);
-    let new_last_block = PartialBlock::after_write(&buf, offset, used, block);
-    Ok((DeviceWrite { offset, buf, len }, new_last_block, crcs))
+    let to = WriteAt {
+        offset: layout.segment_offset(segment) + (start - prefix_len) as u64,
+        len: used.div_ceil(block) * block,
+        prefix: last_block,
+        prefix_len,
+    };
+    let placed: Vec<PlacedRecord<'_>> = records
+        .iter()
+        .map(|r| PlacedRecord {
+            at: r.offset as usize + prefix_len - start,
+            kind: r.kind,
+            seq: r.seq,
+            key: r.key,
+            body: r.body,
+            aligned: r.aligned,
+        })
+        .collect();
+    let (write, crcs) = io.encoder().encode(to, &placed)?;
+    let new_last_block = record_write::block_after(&write, used, block);
+    Ok((write, new_last_block, crcs))
 }

@@ -178,11 +178,12 @@ fn commit_moves(
             position,
             key: l.key,
             value: l.value,
+            aligned: None,
             seq: l.seq,
         })
         .collect();
     // A moved record is the same bytes: it keeps its checksum.
-    let (writes, _) = log.encode_run(&run, &placed, ctx.io.buffers)?;
+    let (writes, _) = log.encode_run(&run, &placed, &ctx.io.encoder())?;
     let mut batch = hashkv_lsm::WriteBatch::new();
     let mut key_buf = Vec::new();
     for (l, (&position, size)) in live.iter().zip(placed.positions.iter().zip(&sizes)) {

@@ -33,10 +33,11 @@ pub(super) fn place(
             position,
             key: r.key,
             value: v,
+            aligned: r.aligned,
             seq: r.seq,
         })
         .collect();
-    let (writes, crcs) = log.encode_run(&run, &placed, io.buffers)?;
+    let (writes, crcs) = log.encode_run(&run, &placed, &io.encoder())?;
     let mut pointers = vec![None; records.len()];
     for ((((i, r, _), &position), size), crc) in separated
         .iter()
