@@ -154,6 +154,7 @@ impl ChunkPool {
             Arc::new(AlignedValue {
                 buf: AlignedBuf::new(value.len()),
                 len: 0,
+                crc: 0,
             })
         });
         let v = Arc::get_mut(&mut shared).expect("pooled values are unshared");
@@ -162,6 +163,7 @@ impl ChunkPool {
         }
         v.buf[..value.len()].copy_from_slice(value);
         v.len = value.len();
+        v.crc = crc32c::crc32c(&v.buf[..value.len()]);
         shared
     }
 
@@ -212,11 +214,21 @@ impl ChunkPool {
 pub struct AlignedValue {
     buf: AlignedBuf,
     len: usize,
+    /// crc32c of the value, taken by its writer right after the copy, while the bytes
+    /// are in its CPU's cache: the flush's record checksum extends its header's with
+    /// it (`record::encode_head_into`) instead of reading the value again from memory
+    /// (that pass was a fifth of the 64 KiB load's CPU once the copy was gone).
+    crc: u32,
 }
 
 impl AlignedValue {
     pub fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]
+    }
+
+    /// crc32c of [`AlignedValue::bytes`].
+    pub fn crc(&self) -> u32 {
+        self.crc
     }
 }
 

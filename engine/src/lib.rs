@@ -27,6 +27,7 @@ mod cache_map;
 mod check;
 mod circular_log;
 mod commit;
+mod crc_combine;
 mod db;
 #[doc(hidden)]
 pub mod decoders;

@@ -176,14 +176,22 @@ pub fn encode_into(
 }
 
 /// Writes one value record's header and key at the start of `out` (at least
-/// `encoded_len(key.len(), 0)` bytes) and returns its checksum, computed over `value`
-/// where it is: the value's bytes follow in the device write from the write cache's
-/// buffer (`store/groups/segment_run.rs`).
-pub fn encode_head_into(out: &mut [u8], seq: u64, key: &[u8], value: &[u8]) -> u32 {
+/// `encoded_len(key.len(), 0)` bytes) and returns its checksum, from `value_crc`
+/// (crc32c of the `value_len` bytes of the value) without reading the value: its
+/// bytes follow in the device write from the write cache's buffer
+/// (`record_write.rs`).
+pub fn encode_head_into(
+    out: &mut [u8],
+    seq: u64,
+    key: &[u8],
+    value_len: usize,
+    value_crc: u32,
+) -> u32 {
     debug_assert!(!key.is_empty() && key.len() <= u16::MAX as usize);
-    debug_assert!(value.len() <= u32::MAX as usize);
-    let head = header_start(RecordKind::Value, seq, key.len(), value.len());
-    let crc = checksum(&head, &[key, value]);
+    debug_assert!(value_len <= u32::MAX as usize);
+    let head = header_start(RecordKind::Value, seq, key.len(), value_len);
+    let head_crc = crc32c::crc32c_append(crc32c::crc32c(&head), key);
+    let crc = crate::crc_combine::combine(head_crc, value_crc, value_len) ^ CRC_MASK;
     out[..CRC_AT].copy_from_slice(&head);
     out[CRC_AT..RECORD_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
     out[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + key.len()].copy_from_slice(key);
@@ -427,7 +435,7 @@ mod tests {
         let mut whole = vec![0u8; encoded_len(3, value.len())];
         let encoded = encode_into(&mut whole, RecordKind::Value, 77, b"key", &value);
         let mut head = vec![0u8; encoded_len(3, 0)];
-        let crc = encode_head_into(&mut head, 77, b"key", &value);
+        let crc = encode_head_into(&mut head, 77, b"key", value.len(), crc32c::crc32c(&value));
         assert_eq!(crc, encoded.crc);
         assert_eq!(head, whole[..head.len()]);
         assert_eq!(crc, value_record_crc(77, b"key", &value));

@@ -117,14 +117,11 @@ fn encode(
             own += encoded.len;
             continue;
         };
-        crcs.push(record::encode_head_into(
-            &mut buf[own..],
-            r.seq,
-            r.key,
-            r.body,
-        ));
-        own += RECORD_HEADER_BYTES + r.key.len();
         let value = r.aligned.expect("a spliced value is aligned");
+        let crc =
+            record::encode_head_into(&mut buf[own..], r.seq, r.key, r.body.len(), value.crc());
+        crcs.push(crc);
+        own += RECORD_HEADER_BYTES + r.key.len();
         spliced.push(Spliced {
             at: r.value_at(),
             len: splice,
