@@ -4,13 +4,14 @@
 //! unchanged (same key, sequence number and value), so its checksum moves with it.
 
 use super::cold_log::ColdPlace;
-use super::segment_run::{self, RecordAt};
+use super::segment_run;
 use crate::align::RecordSize;
 use crate::commit::DeviceWrite;
 use crate::error::Result;
 use crate::layout::{Layout, SegmentId};
 use crate::partial_block::PartialBlock;
 use crate::record::RecordKind;
+use crate::record_write::PlacedRecord;
 use crate::store::IoCtx;
 
 /// A value record to write at its place in the cold log.
@@ -52,10 +53,10 @@ pub(super) fn encode(
             Some((s, used)) if s == segment => used,
             _ => 0,
         };
-        let run: Vec<RecordAt<'_>> = records[start..end]
+        let run: Vec<PlacedRecord<'_>> = records[start..end]
             .iter()
-            .map(|r| RecordAt {
-                offset: r.place.offset,
+            .map(|r| PlacedRecord {
+                at: r.place.offset as usize,
                 kind: RecordKind::Value,
                 seq: r.seq,
                 key: r.key,
@@ -64,7 +65,7 @@ pub(super) fn encode(
             })
             .collect();
         let (write, new_head_block, crcs) =
-            segment_run::encode(layout, io, segment, written, head_block, &run)?;
+            segment_run::encode(layout, io, segment, written, head_block, run)?;
         debug_assert!(
             records[start..end]
                 .iter()

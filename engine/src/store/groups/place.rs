@@ -3,7 +3,7 @@
 //! Every key gets a record in its group: a value, or a tombstone for a delete or an
 //! inline (small) value, so that GC never revives an older separated value.
 
-use super::segment_run::{self, RecordAt};
+use super::segment_run;
 use super::segment_table::{Appends, Placement};
 use super::{group_of_hash, Groups};
 use crate::align::RecordSize;
@@ -15,6 +15,7 @@ use crate::layout::{Layout, SegmentId};
 use crate::location::{Pointer, Region};
 use crate::partial_block::PartialBlock;
 use crate::record::{self, RecordKind};
+use crate::record_write::PlacedRecord;
 use crate::store::{FlushRecord, IoCtx, PlaceError, Placed};
 use std::sync::Arc;
 
@@ -299,12 +300,12 @@ impl GroupRun<'_> {
             Some((s, used)) if s == seg => used,
             _ => 0,
         };
-        let records: Vec<RecordAt<'_>> = run
+        let records: Vec<PlacedRecord<'_>> = run
             .clone()
             .map(|j| {
                 let r = &self.records[self.idx[j]];
-                RecordAt {
-                    offset: self.places[j].offset,
+                PlacedRecord {
+                    at: self.places[j].offset as usize,
                     kind: r.kind,
                     seq: r.seq,
                     key: r.key,
@@ -314,7 +315,7 @@ impl GroupRun<'_> {
             })
             .collect();
         let (write, new_last_block, run_crcs) =
-            segment_run::encode(self.layout, io, seg, written, last_block, &records)?;
+            segment_run::encode(self.layout, io, seg, written, last_block, records)?;
         for (j, crc) in run.zip(run_crcs) {
             crcs[self.idx[j]] = crc;
         }
