@@ -18,8 +18,8 @@
 //! is, so that it is copied once, into the aligned buffer at flush; a borrowed value
 //! longer than [`ARENA_VALUE_BYTES_MAX`] is copied into an aligned buffer of its own
 //! by its writer, outside the cache's lock ([`AlignedValue`]), which the flush writes
-//! to the device from where it is (`store/groups/segment_run.rs`): such a value too is
-//! copied once. Those buffers come from the same pool: a released map gives its
+//! to the device from where it is (`record_write.rs`): such a value too is copied
+//! once. Those buffers come from the same pool: a released map gives its
 //! values' buffers back, and the next large values are copied into them (a fresh
 //! buffer per 64 KiB value cost a page fault per 4 KiB, half the writer's copy: 14.6%
 //! of the 64 KiB load's CPU).
@@ -43,11 +43,10 @@ const CHUNK_BYTES_MAX: usize = 1 << 20;
 /// a 64 KiB value's copy (and the faults of a fresh chunk) made other writers wait (the
 /// 64 KiB load's p99.9 rose from 4-9 ms to 9-23 ms in four runs). A longer one is
 /// copied into an aligned buffer of its own by its writer before the lock
-/// ([`ValueIn::for_cache`]), which the flush writes from (`segment_run.rs`). 16 KiB:
+/// ([`ValueIn::for_cache`]), which the flush writes from (`record_write.rs`). 16 KiB:
 /// a copy under the lock a quarter of that, and an aligned buffer's whole pages waste
-/// at most a fifth of what a longer value holds (at 4 KiB, half of a 4 KiB + 1 byte
-/// value's two pages); the flush's saved copy is worth a vectored write's extra parts
-/// from about there.
+/// at most a fifth of what a longer value holds (at 4 KiB, up to half: a 4 KiB + 1
+/// byte value takes two pages). Other thresholds were not measured.
 pub const ARENA_VALUE_BYTES_MAX: usize = 16 << 10;
 
 /// Value buffers are pooled by the log2 of their capacity: one class per bit.
@@ -208,7 +207,7 @@ impl ChunkPool {
 
 /// A value longer than the arena takes, copied by its writer into an aligned buffer
 /// of its own: the flush writes it to the device from here, in a vectored write with
-/// its record's header, where it starts on a sector (`segment_run.rs`), and the map
+/// its record's header, where it starts on a sector (`record_write.rs`), and the map
 /// shares it with those writes until they completed.
 #[derive(Debug)]
 pub struct AlignedValue {
@@ -300,8 +299,8 @@ impl ValueIn<'_> {
 }
 
 /// What an insert changed in the memory the map holds: the bytes it took (a new key's
-/// key, a value copied into the arena or kept as given) and the bytes it gave back (an
-/// owned value it replaced). A value overwritten in place changes neither; one
+/// key, a value copied into the arena or kept as given, an aligned value's whole pages)
+/// and the bytes it gave back (an owned or aligned value it replaced). A value overwritten in place changes neither; one
 /// replaced in the arena stays there, dead, until the map is released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Insert {
@@ -520,8 +519,8 @@ impl CacheMap {
         }
     }
 
-    /// Removes `key`; the bytes it gives back (an owned value's), `None` if it was not
-    /// cached. Arena bytes stay dead until the map is released.
+    /// Removes `key`; the bytes it gives back (an owned or aligned value's), `None` if
+    /// it was not cached. Arena bytes stay dead until the map is released.
     pub fn remove(&mut self, key: &HashedKey<'_>) -> Option<u64> {
         let arena = &self.arena;
         let entry = self

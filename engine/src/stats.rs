@@ -40,7 +40,7 @@ pub struct Stats {
     /// Value-store bytes written by flushes (records and block padding).
     pub flush_device_bytes_written: u64,
     /// Of those, value bytes written from the write cache's buffers without a copy
-    /// into the flush's (`store/groups/segment_run.rs`).
+    /// into the flush's (`record_write.rs`).
     pub flush_value_bytes_spliced: u64,
     /// Value-store bytes written by GC (survivors copied).
     pub gc_device_bytes_written: u64,

@@ -77,7 +77,7 @@ pub(crate) struct FlushRecord<'a> {
     /// inline value, which live in the index only.
     pub value: Option<&'a [u8]>,
     /// The value's aligned copy in the write cache, if it has one: the flush may
-    /// write it from there instead of copying it (`groups/segment_run.rs`).
+    /// write it from there instead of copying it (`record_write.rs`).
     pub aligned: Option<&'a Arc<AlignedValue>>,
     pub seq: u64,
 }
