@@ -31,8 +31,10 @@ fn value_len(i: u32, version: u32) -> usize {
 }
 
 fn options(mode: Mode) -> Options {
-    let mut lsm = hashkv_lsm::Options::default();
-    lsm.memtable_bytes_max = 1 << 20;
+    let lsm = hashkv_lsm::Options {
+        memtable_bytes_max: 1 << 20,
+        ..hashkv_lsm::Options::default()
+    };
     Options::default()
         .with_mode(mode)
         .with_main_segment_bytes(1 << 20)
