@@ -18,6 +18,13 @@ use crate::record;
 /// take.
 pub const PAD_SHARE_MAX_DIVISOR: u64 = 8;
 
+/// A value longer than this is put on a sector boundary whether or not that saves a
+/// sector of its reads (within the share above): the write cache holds such a value in
+/// an aligned buffer, and a flush writes it from there instead of copying it only where
+/// it starts on a sector (`record_write.rs`). On 512-byte sectors that costs at most
+/// 511 bytes, 3% of the shortest such value.
+pub const ALWAYS_PAD_VALUE_BYTES_MIN: u64 = crate::cache_map::ARENA_VALUE_BYTES_MAX as u64 + 1;
+
 /// A record as placement sees it: its encoded length, and the length of the value
 /// that ends it (0 for records never read alone: tombstones and cold tags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +52,9 @@ impl RecordSize {
 
     /// The zeros to put before this record if it were to start at `at` (an offset
     /// from a sector boundary): enough to start its value on an `align_bytes`
-    /// boundary, when that saves a sector of the value's read and costs at most
-    /// 1/`PAD_SHARE_MAX_DIVISOR` of the value; else 0.
+    /// boundary, when that costs at most 1/`PAD_SHARE_MAX_DIVISOR` of the value and
+    /// saves a sector of the value's read or the value is at least
+    /// `ALWAYS_PAD_VALUE_BYTES_MIN` long; else 0.
     pub fn pad_at(&self, at: u64, align_bytes: u64) -> u64 {
         if self.value_bytes == 0 || align_bytes <= 1 {
             return 0;
@@ -58,7 +66,9 @@ impl RecordSize {
         }
         let sectors =
             |start: u64| (start + self.value_bytes).div_ceil(align_bytes) - start / align_bytes;
-        if sectors(value_at + pad) < sectors(value_at) {
+        if self.value_bytes >= ALWAYS_PAD_VALUE_BYTES_MIN
+            || sectors(value_at + pad) < sectors(value_at)
+        {
             pad
         } else {
             0
@@ -120,6 +130,18 @@ mod tests {
         assert_eq!(small.pad_at(0, 512), 0);
         // No alignment asked: nothing.
         assert_eq!(RecordSize::value(4, 4096).pad_at(5, 1), 0);
+        // A value longer than the write cache's arena takes is padded onto a sector
+        // even where that saves none (20,000 bytes after a 29-byte head span 40
+        // sectors either way), so that the flush can write it from the cache's buffer;
+        // one just within the arena's limit is not.
+        let long = RecordSize::value(9, 20_000);
+        assert_eq!(long.pad_at(0, 512), 512 - 29);
+        let within = RecordSize::value(9, crate::cache_map::ARENA_VALUE_BYTES_MAX - 100);
+        assert_eq!(within.pad_at(0, 512), 0);
+        // Still within the share: on 4 KiB sectors, only values of 32 KiB and more are
+        // always padded.
+        assert_eq!(RecordSize::value(9, 20_000).pad_at(0, 4096), 0);
+        assert_eq!(RecordSize::value(9, 40_000).pad_at(0, 4096), 4096 - 29);
         // The most a record takes bounds every placement.
         for (r, align) in [(r, 512), (RecordSize::value(24, 4096), 512), (small, 4096)] {
             for at in 0..2048 {
