@@ -180,9 +180,12 @@ const GC_RUNS_WARM: u64 = 10;
 /// group GC takes a buffer per segment, some 20-40 of them here (log-sized segments
 /// since the pool), so without reuse there would be that many allocations per GC;
 /// with it, measured 1 per 7-8 GCs under a loaded test run, the pool now and then
-/// dropping a returned buffer while flushes hold more than their share.
+/// dropping a returned buffer while flushes hold more than their share. In session
+/// 21's runs of this file: 0-45 over 290-1020 GCs, and once 81 over 278 (1 per 3.4,
+/// which failed the earlier bound of 1 per 4) in a full workspace run; 1 per 2 still
+/// tells reuse from none by a factor of 40 or more.
 fn check_buffers_reused(warm: Option<(u64, u64)>, stats: &hashkv::Stats) {
-    const GCS_PER_ALLOCATION_MIN: u64 = 4;
+    const GCS_PER_ALLOCATION_MIN: u64 = 2;
     let (gc_runs, allocations) = warm.expect("GC ran fewer than GC_RUNS_WARM times");
     let later_gcs = stats.gc_runs - gc_runs;
     let later_allocations = stats.buffer_pool_allocations - allocations;
