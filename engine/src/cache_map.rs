@@ -67,6 +67,9 @@ const POOL_CACHES_KEPT: u64 = 4;
 pub struct ChunkPool {
     chunk_bytes: usize,
     kept_bytes_max: usize,
+    /// Whether a large value's writer takes its crc ([`AlignedValue::crc`]): only a
+    /// store that writes values to a value store needs it (not the lsm mode).
+    checksum_values: bool,
     free: Mutex<Free>,
 }
 
@@ -94,8 +97,9 @@ fn value_buf_bytes(len: usize) -> usize {
 }
 
 impl ChunkPool {
-    /// The pool of a write cache of `limit_bytes`.
-    pub fn for_cache(limit_bytes: u64) -> Arc<ChunkPool> {
+    /// The pool of a write cache of `limit_bytes`; `checksum_values` if the store
+    /// writes separated values to a value store, whose flush checksums them.
+    pub fn for_cache(limit_bytes: u64, checksum_values: bool) -> Arc<ChunkPool> {
         let chunk_bytes = ((limit_bytes / CHUNKS_PER_CACHE) as usize)
             .next_power_of_two()
             .clamp(CHUNK_BYTES_MIN, CHUNK_BYTES_MAX);
@@ -103,6 +107,7 @@ impl ChunkPool {
         Arc::new(ChunkPool {
             chunk_bytes,
             kept_bytes_max: kept_chunks * chunk_bytes,
+            checksum_values,
             free: Mutex::new(Free {
                 chunks: Vec::new(),
                 values: (0..VALUE_CLASSES).map(|_| Vec::new()).collect(),
@@ -153,7 +158,7 @@ impl ChunkPool {
             Arc::new(AlignedValue {
                 buf: AlignedBuf::new(value.len()),
                 len: 0,
-                crc: 0,
+                crc: None,
             })
         });
         let v = Arc::get_mut(&mut shared).expect("pooled values are unshared");
@@ -162,7 +167,9 @@ impl ChunkPool {
         }
         v.buf[..value.len()].copy_from_slice(value);
         v.len = value.len();
-        v.crc = crc32c::crc32c(&v.buf[..value.len()]);
+        v.crc = self
+            .checksum_values
+            .then(|| crc32c::crc32c(&v.buf[..value.len()]));
         shared
     }
 
@@ -217,7 +224,8 @@ pub struct AlignedValue {
     /// are in its CPU's cache: the flush's record checksum extends its header's with
     /// it (`record::encode_head_into`) instead of reading the value again from memory
     /// (that pass was a fifth of the 64 KiB load's CPU once the copy was gone).
-    crc: u32,
+    /// `None` in the lsm mode, which never writes a value record.
+    crc: Option<u32>,
 }
 
 impl AlignedValue {
@@ -225,8 +233,8 @@ impl AlignedValue {
         &self.buf[..self.len]
     }
 
-    /// crc32c of [`AlignedValue::bytes`].
-    pub fn crc(&self) -> u32 {
+    /// crc32c of [`AlignedValue::bytes`], if its writer took it.
+    pub fn crc(&self) -> Option<u32> {
         self.crc
     }
 }
@@ -421,7 +429,7 @@ pub struct CacheMap {
 impl Default for CacheMap {
     /// A map with a pool of its own (tests).
     fn default() -> CacheMap {
-        CacheMap::new(ChunkPool::for_cache(0))
+        CacheMap::new(ChunkPool::for_cache(0, true))
     }
 }
 
@@ -550,7 +558,10 @@ mod tests {
     use super::*;
 
     fn map_with_chunks_of(chunk_bytes: usize) -> CacheMap {
-        CacheMap::new(ChunkPool::for_cache(chunk_bytes as u64 * CHUNKS_PER_CACHE))
+        CacheMap::new(ChunkPool::for_cache(
+            chunk_bytes as u64 * CHUNKS_PER_CACHE,
+            true,
+        ))
     }
 
     fn put(map: &mut CacheMap, key: &[u8], value: &[u8]) -> Insert {
@@ -667,7 +678,7 @@ mod tests {
 
     #[test]
     fn a_released_maps_chunks_serve_the_next_map_up_to_the_pools_caches() {
-        let pool = ChunkPool::for_cache(16 * 4096);
+        let pool = ChunkPool::for_cache(16 * 4096, true);
         assert_eq!(pool.chunk_bytes, 4096);
         let kept = POOL_CACHES_KEPT as usize * 16 * 4096;
         let mut first = CacheMap::new(pool.clone());
@@ -691,7 +702,7 @@ mod tests {
 
     #[test]
     fn a_released_maps_large_values_buffers_take_the_next_large_values() {
-        let pool = ChunkPool::for_cache(16 * 4096);
+        let pool = ChunkPool::for_cache(16 * 4096, true);
         let large = |byte: u8| ValueIn::Aligned(pool.copy_value(&[byte; 20_000]));
         let mut first = CacheMap::new(pool.clone());
         let mut addresses = Vec::new();

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::partial_block::PartialBlock;
 use crate::readers::Deferred;
 use crate::record::RecordKind;
-use crate::record_write::{self, Encoder, PlacedRecord, WriteAt};
+use crate::record_write::{Encoder, PlacedRecord, WriteAt};
 use crate::spans::Span;
 use hashkv_blockdev::BlockDevice;
 use std::sync::Arc;
@@ -243,10 +243,12 @@ impl CircularLog {
         let split = until_wrap.min(total);
         let no_prefix = PartialBlock::default();
         let (mut writes, mut crcs) = (Vec::with_capacity(2), Vec::with_capacity(records.len()));
+        let mut last_position = None;
         for (position, len) in [(first, split), (first + split, total - split)] {
             if len == 0 {
                 continue;
             }
+            last_position = Some(position);
             let (prefix, prefix_len) = if position == first {
                 (&self.head_block, (start - first) as usize)
             } else {
@@ -274,14 +276,9 @@ impl CircularLog {
             writes.push(write);
             crcs.extend(write_crcs);
         }
-        let last = writes.last().expect("a run writes");
-        let last_position = if writes.len() == 2 {
-            first + split
-        } else {
-            first
-        };
+        let (last, last_position) = writes.last().zip(last_position).expect("a run writes");
         self.head_block =
-            record_write::block_after(last, (end - last_position) as usize, g.block_bytes as usize);
+            PartialBlock::after_write(last, (end - last_position) as usize, g.block_bytes as usize);
         Ok((writes, crcs))
     }
 
@@ -432,9 +429,10 @@ mod tests {
         l = CircularLog::new(g, near_end, near_end).unwrap();
         let in_block = (near_end % 4096) as usize;
         let block_start = g.device_offset(near_end) - in_block as u64;
-        let mut prior = vec![0u8; 8192];
+        let mut prior = hashkv_blockdev::AlignedBuf::new(8192);
         prior[..in_block].fill(0xAB);
-        l.head_block = PartialBlock::after_write(&prior, block_start, in_block, 4096);
+        let prior = DeviceWrite::own(block_start, prior, 8192);
+        l.head_block = PartialBlock::after_write(&prior, in_block, 4096);
         let value = vec![7u8; 3000];
         let key = b"key".to_vec();
         let rec_len = RECORD_HEADER_BYTES + key.len() + value.len();

@@ -16,7 +16,7 @@ use crate::gc::GcDriver;
 use crate::index::IndexReader;
 use crate::layout::Layout;
 use crate::memory::{Loan, MemoryUsage};
-use crate::options::Options;
+use crate::options::{Mode, Options};
 use crate::readers::Readers;
 use crate::scan::ScanIter;
 use crate::stats::{self, Counters, Stats};
@@ -282,7 +282,7 @@ impl Db {
             buffers.clone(),
             write_piece_bytes,
         );
-        let cache_pool = ChunkPool::for_cache(options.write_cache_bytes);
+        let cache_pool = ChunkPool::for_cache(options.write_cache_bytes, options.mode != Mode::Lsm);
         let read_buffers = BufferPool::new(
             crate::read::READ_BUFFER_POOL_BYTES,
             crate::buffers::READ_BUFFER_BYTES_MIN,

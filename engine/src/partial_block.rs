@@ -4,6 +4,7 @@
 //! unchanged ahead of the new records (FORMAT.md, "Value record", says why a torn
 //! rewrite is harmless). Those bytes are kept in memory, read back once at open.
 
+use crate::commit::DeviceWrite;
 use crate::error::{Error, Result};
 use hashkv_blockdev::{AlignedBuf, BlockDevice};
 
@@ -32,16 +33,16 @@ impl PartialBlock {
         })
     }
 
-    /// Remembers the block where a write ends: `buf` was written at device offset
-    /// `write_offset` and holds `used` meaningful bytes.
-    pub fn after_write(buf: &[u8], write_offset: u64, used: usize, block_bytes: usize) -> Self {
+    /// Remembers the block where `write`'s first `used` bytes end (its own bytes, or a
+    /// value it writes from the write cache's buffer).
+    pub fn after_write(write: &DeviceWrite, used: usize, block_bytes: usize) -> Self {
         let len = used % block_bytes;
         if len == 0 {
             return PartialBlock::default();
         }
         PartialBlock {
-            block_offset: write_offset + (used - len) as u64,
-            bytes: buf[used - len..used].to_vec(),
+            block_offset: write.offset + (used - len) as u64,
+            bytes: write.bytes(used - len..used),
         }
     }
 
@@ -79,8 +80,11 @@ mod tests {
 
     #[test]
     fn remembers_and_checks_the_block() {
-        let buf: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
-        let p = PartialBlock::after_write(&buf, 8192, 9000, 4096);
+        let mut buf = AlignedBuf::new(12_288);
+        buf.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+        let write = DeviceWrite::own(8192, buf, 12_288);
+        let buf = &write.buf;
+        let p = PartialBlock::after_write(&write, 9000, 4096);
         assert_eq!(p.len(), 9000 - 8192);
         let mut out = vec![0u8; 4096];
         p.copy_prefix(&mut out, 8192 + 8192, 9000 - 8192).unwrap();
@@ -91,7 +95,7 @@ mod tests {
             "another length"
         );
         assert_eq!(
-            PartialBlock::after_write(&buf, 0, 8192, 4096),
+            PartialBlock::after_write(&write, 8192, 4096),
             PartialBlock::default()
         );
     }

@@ -43,9 +43,9 @@ impl PlacedRecord<'_> {
 
     /// The bytes of the value the write takes from the write cache's buffer (whole
     /// sectors from the value's start), if the cache holds it aligned (longer than
-    /// its arena takes) and it starts on a sector of `sector_bytes`.
+    /// its arena takes) with its crc, and it starts on a sector of `sector_bytes`.
     fn splice_len(&self, sector_bytes: usize) -> Option<usize> {
-        let aligned = self.aligned?;
+        let aligned = self.aligned.filter(|v| v.crc().is_some())?;
         debug_assert_eq!(aligned.bytes(), self.body);
         let whole = self.body.len() / sector_bytes * sector_bytes;
         (self.kind == RecordKind::Value
@@ -82,72 +82,57 @@ impl Encoder<'_> {
         to: WriteAt<'_>,
         records: &[PlacedRecord<'_>],
     ) -> Result<(DeviceWrite, Vec<u32>)> {
-        encode(self, to, records)
-    }
-}
-
-fn encode(
-    e: &Encoder<'_>,
-    to: WriteAt<'_>,
-    records: &[PlacedRecord<'_>],
-) -> Result<(DeviceWrite, Vec<u32>)> {
-    let splices: Vec<Option<usize>> = records
-        .iter()
-        .map(|r| r.splice_len(e.sector_bytes))
-        .collect();
-    let spliced_bytes: usize = splices.iter().flatten().sum();
-    Counters::add(&e.counters.flush_value_bytes_spliced, spliced_bytes as u64);
-    // A reused buffer: every byte of it the write takes is written below.
-    let own_len = to.len - spliced_bytes;
-    let mut buf = e.buffers.take(own_len);
-    to.prefix.copy_prefix(&mut buf, to.offset, to.prefix_len)?;
-    let mut crcs = Vec::with_capacity(records.len());
-    let mut spliced = Vec::new();
-    // `at` in the write, `own` in the write's own buffer.
-    let (mut at, mut own) = (to.prefix_len, to.prefix_len);
-    for (r, &splice) in records.iter().zip(&splices) {
-        debug_assert!(r.at >= at, "records in place order");
-        let gap = r.at - at;
-        buf[own..own + gap].fill(0);
-        own += gap;
-        at = r.end();
-        let Some(splice) = splice else {
-            let encoded = record::encode_into(&mut buf[own..], r.kind, r.seq, r.key, r.body);
-            crcs.push(encoded.crc);
-            own += encoded.len;
-            continue;
+        let splices: Vec<Option<usize>> = records
+            .iter()
+            .map(|r| r.splice_len(self.sector_bytes))
+            .collect();
+        let spliced_bytes: usize = splices.iter().flatten().sum();
+        Counters::add(
+            &self.counters.flush_value_bytes_spliced,
+            spliced_bytes as u64,
+        );
+        // A reused buffer: every byte of it the write takes is written below.
+        let own_len = to.len - spliced_bytes;
+        let mut buf = self.buffers.take(own_len);
+        to.prefix.copy_prefix(&mut buf, to.offset, to.prefix_len)?;
+        let mut crcs = Vec::with_capacity(records.len());
+        let mut spliced = Vec::new();
+        // `at` in the write, `own` in the write's own buffer.
+        let (mut at, mut own) = (to.prefix_len, to.prefix_len);
+        for (r, &splice) in records.iter().zip(&splices) {
+            debug_assert!(r.at >= at, "records in place order");
+            let gap = r.at - at;
+            buf[own..own + gap].fill(0);
+            own += gap;
+            at = r.end();
+            let Some(splice) = splice else {
+                let encoded = record::encode_into(&mut buf[own..], r.kind, r.seq, r.key, r.body);
+                crcs.push(encoded.crc);
+                own += encoded.len;
+                continue;
+            };
+            let value = r.aligned.expect("a spliced value is aligned");
+            let value_crc = value.crc().expect("a spliced value has its crc");
+            let crc =
+                record::encode_head_into(&mut buf[own..], r.seq, r.key, r.body.len(), value_crc);
+            crcs.push(crc);
+            own += RECORD_HEADER_BYTES + r.key.len();
+            spliced.push(Spliced {
+                at: r.value_at(),
+                len: splice,
+                value: Arc::clone(value),
+            });
+            let tail = &r.body[splice..];
+            buf[own..own + tail.len()].copy_from_slice(tail);
+            own += tail.len();
+        }
+        buf[own..own_len].fill(0);
+        let write = DeviceWrite {
+            offset: to.offset,
+            buf,
+            len: to.len,
+            spliced,
         };
-        let value = r.aligned.expect("a spliced value is aligned");
-        let crc =
-            record::encode_head_into(&mut buf[own..], r.seq, r.key, r.body.len(), value.crc());
-        crcs.push(crc);
-        own += RECORD_HEADER_BYTES + r.key.len();
-        spliced.push(Spliced {
-            at: r.value_at(),
-            len: splice,
-            value: Arc::clone(value),
-        });
-        let tail = &r.body[splice..];
-        buf[own..own + tail.len()].copy_from_slice(tail);
-        own += tail.len();
+        Ok((write, crcs))
     }
-    buf[own..own_len].fill(0);
-    let write = DeviceWrite {
-        offset: to.offset,
-        buf,
-        len: to.len,
-        spliced,
-    };
-    Ok((write, crcs))
-}
-
-/// The partly written block where `write`'s first `used` bytes end.
-pub(crate) fn block_after(write: &DeviceWrite, used: usize, block_bytes: usize) -> PartialBlock {
-    let from = used - used % block_bytes;
-    PartialBlock::after_write(
-        &write.bytes(from..used),
-        write.offset + from as u64,
-        used - from,
-        block_bytes,
-    )
 }

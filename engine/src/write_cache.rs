@@ -126,7 +126,7 @@ impl WriteCache {
     /// (tests).
     #[cfg(test)]
     pub fn new(limit_bytes: u64) -> WriteCache {
-        WriteCache::with_pool(ChunkPool::for_cache(limit_bytes))
+        WriteCache::with_pool(ChunkPool::for_cache(limit_bytes, true))
     }
 
     /// An empty cache whose maps take their memory from `pool`, which writers also

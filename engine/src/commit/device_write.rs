@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn a_writes_parts_interleave_its_own_bytes_and_its_spliced_values() {
-        let pool = ChunkPool::for_cache(1 << 20);
+        let pool = ChunkPool::for_cache(1 << 20, true);
         let (a, b) = (pool.copy_value(&[0xA; 1500]), pool.copy_value(&[0xB; 1024]));
         let mut buf = AlignedBuf::new(4096);
         buf[..512].fill(1);

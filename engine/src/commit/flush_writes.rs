@@ -155,11 +155,14 @@ pub(crate) fn submit(
     for p in pieces {
         let w = &writes[p.write];
         let mut offset = w.offset + p.start as u64;
-        let parts = w.parts(p.start..p.start + p.len);
-        for chunk in parts.chunks(PARTS_PER_REQUEST_MAX) {
-            requests.push((offset, chunk.to_vec()));
-            offset += chunk.iter().map(|b| b.len() as u64).sum::<u64>();
+        let mut parts = w.parts(p.start..p.start + p.len);
+        while parts.len() > PARTS_PER_REQUEST_MAX {
+            let rest = parts.split_off(PARTS_PER_REQUEST_MAX);
+            let len: usize = parts.iter().map(|b| b.len()).sum();
+            requests.push((offset, std::mem::replace(&mut parts, rest)));
+            offset += len as u64;
         }
+        requests.push((offset, parts));
     }
     let mut ops: Vec<IoOp<'_>> = requests
         .iter()

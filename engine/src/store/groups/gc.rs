@@ -640,7 +640,7 @@ impl Copy {
             let used = s.used_bytes as usize;
             let len = w.len;
             w.buf[used..len].fill(0);
-            last_block = PartialBlock::after_write(&w.buf, w.offset, used, block);
+            last_block = PartialBlock::after_write(w, used, block);
         }
         // A segment the copy left empty writes nothing: its buffer goes back to the
         // pool (dropped, one buffer a GC leaked, and the pool ran dry).

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::layout::{Layout, SegmentId};
 use crate::partial_block::PartialBlock;
 use crate::record;
-use crate::record_write::{self, PlacedRecord, WriteAt};
+use crate::record_write::{PlacedRecord, WriteAt};
 use crate::store::IoCtx;
 
 /// Encodes `records`, placed in this order in `segment` after its `written` bytes
@@ -42,6 +42,6 @@ pub(super) fn encode(
         r.at = r.at + prefix_len - start;
     }
     let (write, crcs) = io.encoder().encode(to, &records)?;
-    let new_last_block = record_write::block_after(&write, used, block);
+    let new_last_block = PartialBlock::after_write(&write, used, block);
     Ok((write, new_last_block, crcs))
 }
