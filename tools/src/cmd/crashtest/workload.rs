@@ -7,9 +7,9 @@ use super::oplog::{Entry, OpKind, BATCH_KEYS_MAX};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Keys of the crashtest: with values of 1.6 KiB on average, about 3 MiB live, a
-/// twentieth of the default 64 MiB store, so the store never fills while its writes
-/// wrap around it many times per cycle.
+/// Keys of the crashtest: with values of 2.5 KiB on average (`stress::values`), about
+/// 5 MiB live, a sixth of the default 32 MiB store, so the store never fills while its
+/// writes wrap around it many times per cycle.
 pub const KEY_COUNT: u32 = 2048;
 /// Keys in the hot set (the first fifth of the key indexes, scrambled by the key
 /// choice) and the share of choices that fall in it.

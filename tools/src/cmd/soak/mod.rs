@@ -22,9 +22,9 @@ use worker::{check_read, Counts, Owned, Worker, KINDS};
 const THREADS_DEFAULT: usize = 8;
 /// Most threads: each needs a range of at least `KEYS_PER_THREAD_MIN` keys.
 const THREADS_MAX: usize = 64;
-/// Keys shared out among the threads: about 6.5 MiB of live values at 1.6 KiB on
-/// average, a tenth of the default 64 MiB store, so GC always finds garbage and the
-/// store never fills.
+/// Keys shared out among the threads: about 10 MiB of live values at 2.5 KiB on
+/// average (`stress::values`), a third of the default 32 MiB store, so GC always finds
+/// garbage and the store never fills.
 const SOAK_KEYS_TOTAL: u32 = 4096;
 const KEYS_PER_THREAD_MIN: u32 = SOAK_KEYS_TOTAL / THREADS_MAX as u32;
 const _: () = assert!(KEYS_PER_THREAD_MIN >= 32);

@@ -14,8 +14,11 @@ const VALUE_HEADER_BYTES: usize = 12;
 /// Size classes of values: (weight out of 100, shortest, longest). About a third stay
 /// inline, a sixth straddle the threshold by a few bytes on each side (the boundary is
 /// where a mode could misfile a value), and the rest go to the value store, from a
-/// fraction of a block to several blocks.
-const VALUE_SIZE_CLASSES: [(u64, usize, usize); 4] = [
+/// fraction of a block to several blocks. The last class is of values over
+/// `LARGE_VALUE_BYTES_MIN`: the engine's writers copy those into aligned buffers of
+/// their own, and flushes write their whole sectors from there (the spliced path of
+/// `engine/src/record_write.rs`), not from the flush's encoded buffer.
+const VALUE_SIZE_CLASSES: [(u64, usize, usize); 5] = [
     (30, 16, SEPARATION_THRESHOLD_BYTES as usize - 9),
     (
         15,
@@ -23,21 +26,28 @@ const VALUE_SIZE_CLASSES: [(u64, usize, usize); 4] = [
         SEPARATION_THRESHOLD_BYTES as usize + 8,
     ),
     (40, SEPARATION_THRESHOLD_BYTES as usize + 9, 2048),
-    (15, 2049, VALUE_BYTES_MAX),
+    (10, 2049, LARGE_VALUE_BYTES_MIN - 1),
+    (5, LARGE_VALUE_BYTES_MIN, VALUE_BYTES_MAX),
 ];
 
-/// The longest value: three blocks, well inside the stores' log segments (a record
-/// never spans two).
-pub const VALUE_BYTES_MAX: usize = 12 << 10;
+/// Values from this length on take the engine's path for large values: longer than
+/// the 16 KiB its write cache's arena holds (`cache_map::ARENA_VALUE_BYTES_MAX`).
+pub const LARGE_VALUE_BYTES_MIN: usize = (16 << 10) + 1;
+
+/// The longest value: seven blocks, within half the stores' log segments (a record
+/// never spans two), and long enough that on 4 KiB sectors some large values are
+/// padded onto a sector and written spliced (padding of at most an eighth of them).
+pub const VALUE_BYTES_MAX: usize = 28 << 10;
 
 const _: () = assert!(VALUE_SIZE_CLASSES[0].1 >= VALUE_HEADER_BYTES);
-const _: () = assert!(
-    VALUE_SIZE_CLASSES[0].0
-        + VALUE_SIZE_CLASSES[1].0
-        + VALUE_SIZE_CLASSES[2].0
-        + VALUE_SIZE_CLASSES[3].0
-        == 100
-);
+const _: () = {
+    let (mut sum, mut i) = (0, 0);
+    while i < VALUE_SIZE_CLASSES.len() {
+        sum += VALUE_SIZE_CLASSES[i].0;
+        i += 1;
+    }
+    assert!(sum == 100);
+};
 
 /// Prefix of every key.
 const KEY_PREFIX: &str = "ck";
@@ -191,9 +201,11 @@ mod tests {
         let inline = lens.iter().filter(|&&l| l < threshold).count();
         let near = lens.iter().filter(|&&l| l.abs_diff(threshold) <= 8).count();
         let large = lens.iter().filter(|&&l| l > 4096).count();
+        let spliced = lens.iter().filter(|&&l| l >= LARGE_VALUE_BYTES_MIN).count();
         assert!((3000..4500).contains(&inline), "{inline} inline");
         assert!(near > 1000, "{near} near the threshold");
         assert!(large > 500, "{large} larger than a block");
+        assert!(spliced > 300, "{spliced} over 16 KiB");
         assert!(lens.iter().all(|&l| (16..=VALUE_BYTES_MAX).contains(&l)));
     }
 }
