@@ -128,6 +128,17 @@ class Stats(ctypes.Structure):
     )]
 
 
+class MemoryUsage(ctypes.Structure):
+    """hashkv_memory_usage: what an open store holds in memory, in bytes (see hashkv.h)."""
+
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "total_bytes", "block_cache_bytes", "block_cache_capacity_bytes",
+        "pinned_index_filter_bytes", "memtable_bytes", "write_cache_bytes",
+        "buffer_pool_bytes", "read_buffer_bytes", "value_cache_bytes",
+        "block_cache_loan_bytes",
+    )]
+
+
 _P = ctypes.c_void_p
 _ERR = ctypes.POINTER(ctypes.c_void_p)
 _BYTES = ctypes.c_char_p
@@ -152,12 +163,16 @@ _SIGNATURES = {
     "hashkv_options_set_sync_writes": (None, [_P, _INT]),
     "hashkv_options_set_force_format": (None, [_P, _INT]),
     "hashkv_options_set_create_device_bytes": (None, [_P, ctypes.c_uint64]),
+    "hashkv_options_set_memory_budget_bytes": (None, [_P, ctypes.c_uint64]),
+    "hashkv_options_set_value_cache_bytes": (None, [_P, ctypes.c_uint64]),
+    "hashkv_options_set_hotness": (None, [_P, _INT]),
     "hashkv_format": (_P, [ctypes.POINTER(ctypes.c_char_p), _SIZE, ctypes.c_char_p, _P, _ERR]),
     "hashkv_open": (_P, [ctypes.POINTER(ctypes.c_char_p), _SIZE, ctypes.c_char_p, _P, _ERR]),
     "hashkv_close": (_INT, [_P, _ERR]),
     "hashkv_put": (_INT, [_P, _BYTES, _SIZE, _BYTES, _SIZE, _ERR]),
     "hashkv_put_sync": (_INT, [_P, _BYTES, _SIZE, _BYTES, _SIZE, _ERR]),
     "hashkv_delete": (_INT, [_P, _BYTES, _SIZE, _ERR]),
+    "hashkv_delete_sync": (_INT, [_P, _BYTES, _SIZE, _ERR]),
     "hashkv_get_into": (_INT, [_P, _BYTES, _SIZE, _P, _SIZE, _SIZE_P, _ERR]),
     "hashkv_multi_get": (_INT, [_P, ctypes.POINTER(ctypes.c_char_p), _SIZE_P, _SIZE, _OUT,
                                 _SIZE_P, _ERR]),
@@ -175,6 +190,7 @@ _SIGNATURES = {
     "hashkv_iter_free": (None, [_P]),
     "hashkv_check": (_INT, [_P, _ERR]),
     "hashkv_get_stats": (_INT, [_P, ctypes.POINTER(Stats), _SIZE, _ERR]),
+    "hashkv_get_memory_usage": (_INT, [_P, ctypes.POINTER(MemoryUsage), _SIZE, _ERR]),
 }
 
 _lib_lock = threading.Lock()
@@ -242,7 +258,8 @@ def version() -> str:
 def _options(mode=None, main_segment_bytes=None, log_segment_bytes=None,
              reserved_share=None, write_cache_bytes=None,
              separation_threshold_bytes=None, sync_writes=None, force=None,
-             create_device_bytes=None) -> ctypes.c_void_p:
+             create_device_bytes=None, memory_budget_bytes=None,
+             value_cache_bytes=None, hotness=None) -> ctypes.c_void_p:
     """A hashkv_options with the settings given (None: the library's default, or on
     open what the superblock says). The caller frees it."""
     lib = _lib()
@@ -258,6 +275,10 @@ def _options(mode=None, main_segment_bytes=None, log_segment_bytes=None,
         (sync_writes, lambda v: lib.hashkv_options_set_sync_writes(o, int(bool(v)))),
         (force, lambda v: lib.hashkv_options_set_force_format(o, int(bool(v)))),
         (create_device_bytes, lambda v: lib.hashkv_options_set_create_device_bytes(o, v)),
+        (memory_budget_bytes,
+         lambda v: lib.hashkv_options_set_memory_budget_bytes(o, v)),
+        (value_cache_bytes, lambda v: lib.hashkv_options_set_value_cache_bytes(o, v)),
+        (hotness, lambda v: lib.hashkv_options_set_hotness(o, int(bool(v)))),
     ]
     for value, setter in setters:
         if value is not None:
@@ -288,7 +309,9 @@ def format(devices, metadata_dir, **options) -> "DB":
     opens the new store. Options: mode ("hashkv", "vlog", "lsm"), main_segment_bytes,
     log_segment_bytes, reserved_share, write_cache_bytes, separation_threshold_bytes,
     sync_writes, force (overwrite devices holding data), create_device_bytes (create a
-    missing device file of this size)."""
+    missing device file of this size), memory_budget_bytes (one bound on the engine's
+    memory, split between its caches; at least 8 MiB), value_cache_bytes, hotness
+    (hot/cold separation, hashkv mode)."""
     return _start("hashkv_format", devices, metadata_dir, options)
 
 
@@ -410,9 +433,11 @@ class DB:
         fn = self._lib.hashkv_put_sync if sync else self._lib.hashkv_put
         _call(fn, self._handle(), k, len(k), v, len(v))
 
-    def delete(self, key) -> None:
+    def delete(self, key, sync: bool = False) -> None:
+        """Deletes key; with sync=True durable on return."""
         k = _bytes(key, "key")
-        _call(self._lib.hashkv_delete, self._handle(), k, len(k))
+        fn = self._lib.hashkv_delete_sync if sync else self._lib.hashkv_delete
+        _call(fn, self._handle(), k, len(k))
 
     def get_into(self, key, buffer) -> Optional[int]:
         """Copies the value of key into `buffer` (writable bytes-like) and returns its
@@ -505,6 +530,14 @@ class DB:
         s = Stats()
         _call(self._lib.hashkv_get_stats, self._handle(), ctypes.byref(s), ctypes.sizeof(s))
         return {name: getattr(s, name) for name, _ in Stats._fields_}
+
+    def memory_usage(self) -> dict:
+        """What the store holds in memory by use, in bytes (what memory_budget_bytes
+        bounds)."""
+        m = MemoryUsage()
+        _call(self._lib.hashkv_get_memory_usage, self._handle(), ctypes.byref(m),
+              ctypes.sizeof(m))
+        return {name: getattr(m, name) for name, _ in MemoryUsage._fields_}
 
     def close(self) -> None:
         """Frees the store's open scans, flushes and closes. Closing twice is a no-op."""

@@ -216,6 +216,26 @@ class Errors(Store):
                     db.put(b"full%06d" % i, b"z" * 1000)
             self.assertIsNotNone(db.get(b"full000000"))
 
+    def test_memory_budget_hotness_and_a_synced_delete(self):
+        with self.assertRaises(hashkv.InvalidArgument):
+            self.format(memory_budget_bytes=MIB)
+        budget = 16 * MIB
+        with self.format(memory_budget_bytes=budget, hotness=True) as db:
+            for i in range(100):
+                db.put(key(i), value(i))
+            db.flush()
+            db.delete(key(7), sync=True)
+            usage = db.memory_usage()
+            self.assertLessEqual(usage["block_cache_capacity_bytes"], budget, usage)
+            self.assertGreater(usage["write_cache_bytes"], 0, usage)
+            self.assertEqual(usage["total_bytes"], sum(usage[f] for f in (
+                "block_cache_bytes", "pinned_index_filter_bytes", "memtable_bytes",
+                "write_cache_bytes", "buffer_pool_bytes", "value_cache_bytes")), usage)
+        with hashkv.open([self.dev], self.meta) as db:
+            self.assertIsNone(db.get(key(7)))
+            self.assertEqual(db.get(key(8)), value(8))
+            self.assertGreater(db.memory_usage()["block_cache_capacity_bytes"], budget)
+
     def test_codes_and_stats_match_the_header(self):
         with open(HEADER) as f:
             header = f.read()
@@ -224,9 +244,11 @@ class Errors(Store):
         for name, code in codes.items():
             self.assertEqual(getattr(hashkv, name), int(code), name)
             self.assertIn(int(code), hashkv._ERRORS)
-        struct = re.search(r"typedef struct \{(.*?)\} hashkv_stats;", header, re.S)
-        fields = re.findall(r"uint64_t (\w+);", struct.group(1))
-        self.assertEqual(fields, [name for name, _ in hashkv.Stats._fields_])
+        for c_name, py_struct in (("hashkv_stats", hashkv.Stats),
+                                  ("hashkv_memory_usage", hashkv.MemoryUsage)):
+            struct = re.search(r"typedef struct \{([^}]*)\} " + c_name + ";", header)
+            fields = re.findall(r"uint64_t (\w+);", struct.group(1))
+            self.assertEqual(fields, [name for name, _ in py_struct._fields_], c_name)
         expected = os.environ.get("HASHKV_EXPECTED_VERSION")
         if expected:
             self.assertEqual(hashkv.version(), expected)

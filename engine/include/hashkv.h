@@ -234,6 +234,52 @@ typedef struct {
     uint64_t gc_prefetch_bytes_unused;
 } hashkv_stats;
 
+/**
+ * What an open store holds in memory by use, in bytes: what
+ * `hashkv_options_set_memory_budget_bytes` bounds (README, "Memory"). Fields are only
+ * ever appended, as `hashkv_stats`'s.
+ */
+typedef struct {
+    /**
+     * Everything below that the budget covers (all but `read_buffer_bytes`).
+     */
+    uint64_t total_bytes;
+    /**
+     * The index's block cache: blocks held, and what it may hold (its share and any
+     * loan, less the pinned index and filter blocks).
+     */
+    uint64_t block_cache_bytes;
+    uint64_t block_cache_capacity_bytes;
+    /**
+     * Index and filter blocks of the index's live tables, held while they live.
+     */
+    uint64_t pinned_index_filter_bytes;
+    /**
+     * The index's active and frozen memtables.
+     */
+    uint64_t memtable_bytes;
+    /**
+     * Writes in the write cache.
+     */
+    uint64_t write_cache_bytes;
+    /**
+     * Free aligned buffers kept for the next flush or GC.
+     */
+    uint64_t buffer_pool_bytes;
+    /**
+     * Free aligned buffers kept for the next value reads (outside the budget).
+     */
+    uint64_t read_buffer_bytes;
+    /**
+     * Values in the value cache.
+     */
+    uint64_t value_cache_bytes;
+    /**
+     * The write side's unused shares lent to the block cache while writes are idle.
+     */
+    uint64_t block_cache_loan_bytes;
+} hashkv_memory_usage;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -368,6 +414,38 @@ void hashkv_options_set_force_format(hashkv_options *opts, int on);
 void hashkv_options_set_create_device_bytes(hashkv_options *opts, uint64_t bytes);
 
 /**
+ * One bound on the engine's memory in bytes, split between the index's block cache,
+ * its memtables, the write cache and the value cache (README, "Memory"); with it set,
+ * `hashkv_options_set_write_cache_bytes` and `hashkv_options_set_value_cache_bytes`
+ * are overridden. 0: no budget (the default). At least 8 MiB when set: a smaller one
+ * makes the format or open that uses these options fail with
+ * `HASHKV_E_INVALID_ARGUMENT`. Chosen at open.
+ *
+ * # Safety
+ * `opts` is NULL (ignored) or a live pointer from `hashkv_options_new`.
+ */
+void hashkv_options_set_memory_budget_bytes(hashkv_options *opts, uint64_t bytes);
+
+/**
+ * Bytes of recently read values kept in memory, without a memory budget; 0 (the
+ * default) turns the value cache off. Chosen at open.
+ *
+ * # Safety
+ * `opts` is NULL (ignored) or a live pointer from `hashkv_options_new`.
+ */
+void hashkv_options_set_value_cache_bytes(hashkv_options *opts, uint64_t bytes);
+
+/**
+ * Non-zero: hot/cold separation (hashkv mode): group GCs move values they find cold
+ * to the cold data log and keep a tag in the group. Default 0. Chosen at open: a
+ * store opened with it off still reads and collects what is cold.
+ *
+ * # Safety
+ * `opts` is NULL (ignored) or a live pointer from `hashkv_options_new`.
+ */
+void hashkv_options_set_hotness(hashkv_options *opts, int on);
+
+/**
  * Formats the devices (one, or several to stripe over) and the metadata directory,
  * and opens the new store. `opts` NULL means the defaults. Refuses devices that hold
  * data unless `hashkv_options_set_force_format` was set.
@@ -469,6 +547,18 @@ int hashkv_put_sync(hashkv_db *db,
  * readable bytes; `errptr` as for `hashkv_format`.
  */
 int hashkv_delete(hashkv_db *db, const uint8_t *key, size_t key_len, char **errptr);
+
+/**
+ * Deletes `key`, durable when it returns, with every write acknowledged before it
+ * (concurrent sync writers share one flush).
+ *
+ * Returns 0 or a negative code. Threads: any, concurrently with other calls.
+ *
+ * # Safety
+ * `db` is NULL (refused) or a live handle; `key` is NULL or points to `key_len`
+ * readable bytes; `errptr` as for `hashkv_format`.
+ */
+int hashkv_delete_sync(hashkv_db *db, const uint8_t *key, size_t key_len, char **errptr);
 
 /**
  * Reads the value of `key` into memory hashkv allocates.
@@ -725,6 +815,21 @@ int hashkv_get_stats(hashkv_db *db,
                      hashkv_stats *stats,
                      size_t stats_bytes,
                      char **errptr);
+
+/**
+ * Fills `*usage` with what the store holds in memory. `usage_bytes` is
+ * `sizeof(hashkv_memory_usage)` as the caller was compiled, as for `hashkv_get_stats`.
+ *
+ * Returns 0 or a negative code. Threads: any, concurrently with other calls.
+ *
+ * # Safety
+ * `db` is NULL (refused) or a live handle; `usage` is NULL (refused) or points to
+ * `usage_bytes` writable bytes; `errptr` as for `hashkv_format`.
+ */
+int hashkv_get_memory_usage(hashkv_db *db,
+                            hashkv_memory_usage *usage,
+                            size_t usage_bytes,
+                            char **errptr);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -790,3 +790,103 @@ fn sync_writes_through_the_c_api_are_durable() {
     // SAFETY: live, freed once.
     unsafe { hashkv_options_free(opts) };
 }
+
+#[test]
+fn a_memory_budget_and_hotness_set_through_the_c_api_take_effect() {
+    const BUDGET_BYTES: u64 = 16 * MIB;
+    let store = Store::new();
+    let opts = new_options(true);
+    // SAFETY: opts is live.
+    unsafe { hashkv_options_set_memory_budget_bytes(opts, MIB) };
+    let Failed(code, msg) = store.format(opts).unwrap_err();
+    assert_eq!(code, HASHKV_E_INVALID_ARGUMENT);
+    assert!(msg.contains("memory_budget_bytes"), "{msg}");
+    // SAFETY: opts is live.
+    unsafe {
+        hashkv_options_set_memory_budget_bytes(opts, BUDGET_BYTES);
+        hashkv_options_set_value_cache_bytes(opts, 64 * MIB);
+        hashkv_options_set_hotness(opts, 1);
+    }
+    let db = store.format(opts).unwrap();
+    for i in 0..200 {
+        put(db, &key(i), &value(i, 1, 3000)).unwrap();
+    }
+    let usage = |db: *mut HashkvDb| {
+        let mut u = HashkvMemoryUsage::default();
+        let mut err = null_mut();
+        // SAFETY: db is live; u holds the size passed.
+        let rc = unsafe {
+            hashkv_get_memory_usage(db, &mut u, size_of::<HashkvMemoryUsage>(), &mut err)
+        };
+        assert_eq!(rc, 0, "{:?}", take_err(&mut err));
+        u
+    };
+    let u = usage(db);
+    // The budget rules the block cache (its share, with any loan of the write side's)
+    // and the value cache (the 64 MiB asked for is overridden).
+    assert!(u.block_cache_capacity_bytes <= BUDGET_BYTES, "{u:?}");
+    assert!(
+        u.write_cache_bytes > 0 && u.value_cache_bytes <= BUDGET_BYTES,
+        "{u:?}"
+    );
+    assert_eq!(
+        u.total_bytes,
+        u.block_cache_bytes
+            + u.pinned_index_filter_bytes
+            + u.memtable_bytes
+            + u.write_cache_bytes
+            + u.buffer_pool_bytes
+            + u.value_cache_bytes,
+        "{u:?}"
+    );
+    // SAFETY: db is live (the test's own handle).
+    let described = unsafe { (*db).0.describe_value_store() };
+    assert!(described.contains("hot/cold on"), "{described}");
+    let mut err = null_mut();
+    // A caller built against a shorter struct gets only the fields it knows.
+    let mut short = [u64::MAX; 3];
+    // SAFETY: short holds 24 bytes, 16 are passed.
+    let rc = unsafe { hashkv_get_memory_usage(db, short.as_mut_ptr().cast(), 16, &mut err) };
+    assert_eq!(rc, 0);
+    assert!(short[0] > 0 && short[2] == u64::MAX, "{short:?}");
+    // SAFETY: NULL output, refused.
+    let rc = unsafe { hashkv_get_memory_usage(db, null_mut(), 16, &mut err) };
+    invalid(rc, &mut err, "usage is NULL");
+    close(db);
+    // Without the budget the index's block cache is its own option's (64 MiB).
+    let db = store.open(null()).unwrap();
+    assert!(usage(db).block_cache_capacity_bytes > BUDGET_BYTES);
+    // SAFETY: db is live.
+    let described = unsafe { (*db).0.describe_value_store() };
+    assert!(described.contains("hot/cold off"), "{described}");
+    close(db);
+    // SAFETY: live, freed once.
+    unsafe { hashkv_options_free(opts) };
+}
+
+#[test]
+fn a_delete_sync_through_the_c_api_is_durable() {
+    let store = Store::new();
+    let db = store.format(new_options(true)).unwrap();
+    for i in 0..20 {
+        put(db, &key(i), &value(i, 1, 700)).unwrap();
+    }
+    let mut err = null_mut();
+    // SAFETY: db is live.
+    assert_eq!(unsafe { hashkv_flush(db, &mut err) }, 0);
+    // SAFETY: db is live; the key is valid for the call.
+    let rc = unsafe { hashkv_delete_sync(db, key(3).as_ptr(), key(3).len(), &mut err) };
+    assert_eq!(rc, 0, "{:?}", take_err(&mut err));
+    crash(db);
+    let db = store.open(null()).unwrap();
+    assert_eq!(
+        get(db, &key(3)),
+        Ok(None),
+        "the synced delete survived the crash"
+    );
+    assert_eq!(get(db, &key(4)), Ok(Some(value(4, 1, 700))));
+    // SAFETY: NULL handle, refused.
+    let rc = unsafe { hashkv_delete_sync(null_mut(), key(3).as_ptr(), 3, &mut err) };
+    invalid(rc, &mut err, "db is NULL");
+    close(db);
+}

@@ -164,29 +164,127 @@ pub unsafe extern "C" fn hashkv_get_stats(
     stats_bytes: usize,
     errptr: *mut *mut c_char,
 ) -> c_int {
+    // SAFETY: db, stats and errptr as this function's caller promised.
+    unsafe {
+        fill_sized(db, stats, stats_bytes, "stats", errptr, |db| {
+            HashkvStats::from(&db.stats())
+        })
+    }
+}
+
+/// What an open store holds in memory by use, in bytes: what
+/// `hashkv_options_set_memory_budget_bytes` bounds (README, "Memory"). Fields are only
+/// ever appended, as `hashkv_stats`'s.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HashkvMemoryUsage {
+    /// Everything below that the budget covers (all but `read_buffer_bytes`).
+    pub total_bytes: u64,
+    /// The index's block cache: blocks held, and what it may hold (its share and any
+    /// loan, less the pinned index and filter blocks).
+    pub block_cache_bytes: u64,
+    pub block_cache_capacity_bytes: u64,
+    /// Index and filter blocks of the index's live tables, held while they live.
+    pub pinned_index_filter_bytes: u64,
+    /// The index's active and frozen memtables.
+    pub memtable_bytes: u64,
+    /// Writes in the write cache.
+    pub write_cache_bytes: u64,
+    /// Free aligned buffers kept for the next flush or GC.
+    pub buffer_pool_bytes: u64,
+    /// Free aligned buffers kept for the next value reads (outside the budget).
+    pub read_buffer_bytes: u64,
+    /// Values in the value cache.
+    pub value_cache_bytes: u64,
+    /// The write side's unused shares lent to the block cache while writes are idle.
+    pub block_cache_loan_bytes: u64,
+}
+
+impl From<&crate::MemoryUsage> for HashkvMemoryUsage {
+    fn from(m: &crate::MemoryUsage) -> HashkvMemoryUsage {
+        HashkvMemoryUsage {
+            total_bytes: m.total_bytes(),
+            block_cache_bytes: m.index.block_cache_bytes,
+            block_cache_capacity_bytes: m.index.block_cache_capacity_bytes,
+            pinned_index_filter_bytes: m.index.pinned_index_filter_bytes,
+            memtable_bytes: m.index.memtable_bytes,
+            write_cache_bytes: m.write_cache_bytes,
+            buffer_pool_bytes: m.buffer_pool_bytes,
+            read_buffer_bytes: m.read_buffer_bytes,
+            value_cache_bytes: m.value_cache_bytes,
+            block_cache_loan_bytes: m.block_cache_loan_bytes,
+        }
+    }
+}
+
+/// Fills `*usage` with what the store holds in memory. `usage_bytes` is
+/// `sizeof(hashkv_memory_usage)` as the caller was compiled, as for `hashkv_get_stats`.
+///
+/// Returns 0 or a negative code. Threads: any, concurrently with other calls.
+///
+/// # Safety
+/// `db` is NULL (refused) or a live handle; `usage` is NULL (refused) or points to
+/// `usage_bytes` writable bytes; `errptr` as for `hashkv_format`.
+#[no_mangle]
+pub unsafe extern "C" fn hashkv_get_memory_usage(
+    db: *mut HashkvDb,
+    usage: *mut HashkvMemoryUsage,
+    usage_bytes: usize,
+    errptr: *mut *mut c_char,
+) -> c_int {
+    // SAFETY: db, usage and errptr as this function's caller promised.
+    unsafe {
+        fill_sized(db, usage, usage_bytes, "usage", errptr, |db| {
+            HashkvMemoryUsage::from(&db.memory_usage())
+        })
+    }
+}
+
+/// A struct of `u64` fields only, `repr(C)`: it has no padding, so all its bytes are
+/// initialised and may be copied out as they are.
+///
+/// # Safety
+/// Implement only for such structs.
+unsafe trait PlainU64s: Copy {}
+// SAFETY: repr(C), u64 fields only.
+unsafe impl PlainU64s for HashkvStats {}
+// SAFETY: repr(C), u64 fields only.
+unsafe impl PlainU64s for HashkvMemoryUsage {}
+
+/// Writes `make(db)` to the `out_bytes` at `out`, as much of it as the caller's
+/// struct holds, zeroing what the caller's struct has beyond it (a caller built
+/// against a newer header).
+///
+/// # Safety
+/// `db` is NULL (refused) or a live handle; `out` is NULL (refused) or points to
+/// `out_bytes` writable bytes; `errptr` as for `hashkv_format`.
+unsafe fn fill_sized<T: PlainU64s>(
+    db: *mut HashkvDb,
+    out: *mut T,
+    out_bytes: usize,
+    what: &'static str,
+    errptr: *mut *mut c_char,
+    make: impl FnOnce(&crate::Db) -> T,
+) -> c_int {
     let body = || {
-        // SAFETY: db and stats as this function's caller promised.
-        let (db, out) = unsafe {
+        // SAFETY: db and out as this function's caller promised.
+        let (db, out_slice) = unsafe {
             (
                 db_ref(db)?,
-                super::args::bytes_mut(stats.cast(), stats_bytes, "stats")?,
+                super::args::bytes_mut(out.cast(), out_bytes, what)?,
             )
         };
-        if stats.is_null() {
-            return Err(Failure::invalid("stats is NULL"));
+        if out.is_null() {
+            return Err(Failure::invalid(format!("{what} is NULL")));
         }
-        let s = HashkvStats::from(&db.stats());
-        // SAFETY: HashkvStats is repr(C) with u64 fields only, so it has no padding
-        // and all of its bytes are initialised.
+        let value = make(db);
+        // SAFETY: T is PlainU64s: no padding, every byte initialised.
         let mine = unsafe {
-            std::slice::from_raw_parts(
-                (&s as *const HashkvStats).cast::<u8>(),
-                size_of::<HashkvStats>(),
-            )
+            std::slice::from_raw_parts((&value as *const T).cast::<u8>(), size_of::<T>())
         };
-        let n = mine.len().min(out.len());
-        out[..n].copy_from_slice(&mine[..n]);
-        out[n..].fill(0);
+        let n = mine.len().min(out_slice.len());
+        out_slice[..n].copy_from_slice(&mine[..n]);
+        out_slice[n..].fill(0);
         Ok(0)
     };
     // SAFETY: errptr as this function's caller promised.

@@ -98,6 +98,31 @@ pub unsafe extern "C" fn hashkv_delete(
     unsafe { guard(errptr, body) }
 }
 
+/// Deletes `key`, durable when it returns, with every write acknowledged before it
+/// (concurrent sync writers share one flush).
+///
+/// Returns 0 or a negative code. Threads: any, concurrently with other calls.
+///
+/// # Safety
+/// `db` is NULL (refused) or a live handle; `key` is NULL or points to `key_len`
+/// readable bytes; `errptr` as for `hashkv_format`.
+#[no_mangle]
+pub unsafe extern "C" fn hashkv_delete_sync(
+    db: *mut HashkvDb,
+    key: *const u8,
+    key_len: usize,
+    errptr: *mut *mut c_char,
+) -> c_int {
+    let body = || {
+        // SAFETY: db and key as this function's caller promised.
+        let (db, key) = unsafe { (db_ref(db)?, args::bytes(key, key_len, "key")?) };
+        db.delete_sync(key)?;
+        Ok(0)
+    };
+    // SAFETY: errptr as this function's caller promised.
+    unsafe { guard(errptr, body) }
+}
+
 /// Reads the value of `key` into memory hashkv allocates.
 ///
 /// Returns 1 with `*value`/`*value_len` set when the key was found, 0 (with `*value`

@@ -231,3 +231,47 @@ pub unsafe extern "C" fn hashkv_options_set_create_device_bytes(
     // SAFETY: opts as this function's caller promised.
     unsafe { set(opts, |o| o.options.create_device_bytes = Some(bytes)) }
 }
+
+/// One bound on the engine's memory in bytes, split between the index's block cache,
+/// its memtables, the write cache and the value cache (README, "Memory"); with it set,
+/// `hashkv_options_set_write_cache_bytes` and `hashkv_options_set_value_cache_bytes`
+/// are overridden. 0: no budget (the default). At least 8 MiB when set: a smaller one
+/// makes the format or open that uses these options fail with
+/// `HASHKV_E_INVALID_ARGUMENT`. Chosen at open.
+///
+/// # Safety
+/// `opts` is NULL (ignored) or a live pointer from `hashkv_options_new`.
+#[no_mangle]
+pub unsafe extern "C" fn hashkv_options_set_memory_budget_bytes(
+    opts: *mut HashkvOptions,
+    bytes: u64,
+) {
+    // SAFETY: opts as this function's caller promised.
+    unsafe { set(opts, |o| o.options.memory_budget_bytes = bytes) }
+}
+
+/// Bytes of recently read values kept in memory, without a memory budget; 0 (the
+/// default) turns the value cache off. Chosen at open.
+///
+/// # Safety
+/// `opts` is NULL (ignored) or a live pointer from `hashkv_options_new`.
+#[no_mangle]
+pub unsafe extern "C" fn hashkv_options_set_value_cache_bytes(
+    opts: *mut HashkvOptions,
+    bytes: u64,
+) {
+    // SAFETY: opts as this function's caller promised.
+    unsafe { set(opts, |o| o.options.value_cache_bytes = bytes) }
+}
+
+/// Non-zero: hot/cold separation (hashkv mode): group GCs move values they find cold
+/// to the cold data log and keep a tag in the group. Default 0. Chosen at open: a
+/// store opened with it off still reads and collects what is cold.
+///
+/// # Safety
+/// `opts` is NULL (ignored) or a live pointer from `hashkv_options_new`.
+#[no_mangle]
+pub unsafe extern "C" fn hashkv_options_set_hotness(opts: *mut HashkvOptions, on: c_int) {
+    // SAFETY: opts as this function's caller promised.
+    unsafe { set(opts, |o| o.options.hotness = on != 0) }
+}
