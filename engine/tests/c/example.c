@@ -1,4 +1,5 @@
-/* hashkv from C: format a store, write, write a batch, read, scan, reopen, check.
+/* hashkv from C: format a store, write, write a batch, read, scan, reopen under a memory
+ * budget, check.
  *
  * Usage: example DIR [MODE]    MODE: hashkv (default), vlog or lsm
  * Makes DIR/dev.img (a 32 MiB device file) and DIR/meta (the index). Every step
@@ -16,6 +17,8 @@
 /* Values from 1 byte (inline in the index) to about 3 KB (in the value store). */
 #define VALUE_BYTES_MAX 3000
 #define DEVICE_BYTES (32u << 20)
+/* The bound on the engine's memory at the reopen (README, "Memory"). */
+#define MEMORY_BUDGET_BYTES (16u << 20)
 
 /* What the store should hold: per key, the version of its value (0: deleted). */
 static int expected[KEY_COUNT];
@@ -215,8 +218,12 @@ int main(int argc, char **argv) {
     printf("example: wrote %d keys, %d live after the batch\n", KEY_COUNT, live);
     close_store(db);
 
-    /* Reopen with no options: mode and geometry come from the superblock. */
-    db = open_store(argv[1], NULL, 0);
+    /* Reopen under a memory budget, with no other option: mode and geometry come from
+     * the superblock. */
+    opts = hashkv_options_new();
+    hashkv_options_set_memory_budget_bytes(opts, MEMORY_BUDGET_BYTES);
+    db = open_store(argv[1], opts, 0);
+    hashkv_options_free(opts);
     read_keys(db);
     check(scan_range(db, 0, KEY_COUNT) == live, "the reopened store holds every live key");
     char *err = NULL;
@@ -230,6 +237,15 @@ int main(int argc, char **argv) {
            (unsigned long long)stats.value_bytes_used,
            (unsigned long long)stats.free_log_segments,
            (unsigned long long)stats.log_segments);
+    hashkv_memory_usage usage;
+    rc = hashkv_get_memory_usage(db, &usage, sizeof usage, &err);
+    if (rc != 0) fail("get_memory_usage", rc, err);
+    check(usage.block_cache_capacity_bytes <= MEMORY_BUDGET_BYTES,
+          "the index's block cache stays within the budget");
+    printf("example: memory in use %llu bytes (block cache %llu of %llu, write cache %llu)\n",
+           (unsigned long long)usage.total_bytes, (unsigned long long)usage.block_cache_bytes,
+           (unsigned long long)usage.block_cache_capacity_bytes,
+           (unsigned long long)usage.write_cache_bytes);
     close_store(db);
     printf("example: ok\n");
     return 0;
