@@ -88,14 +88,8 @@ pub unsafe extern "C" fn hashkv_delete(
     key_len: usize,
     errptr: *mut *mut c_char,
 ) -> c_int {
-    let body = || {
-        // SAFETY: db and key as this function's caller promised.
-        let (db, key) = unsafe { (db_ref(db)?, args::bytes(key, key_len, "key")?) };
-        db.delete(key)?;
-        Ok(0)
-    };
-    // SAFETY: errptr as this function's caller promised.
-    unsafe { guard(errptr, body) }
+    // SAFETY: as this function's caller promised.
+    unsafe { delete_key(db, key, key_len, errptr, false) }
 }
 
 /// Deletes `key`, durable when it returns, with every write acknowledged before it
@@ -113,10 +107,28 @@ pub unsafe extern "C" fn hashkv_delete_sync(
     key_len: usize,
     errptr: *mut *mut c_char,
 ) -> c_int {
+    // SAFETY: as this function's caller promised.
+    unsafe { delete_key(db, key, key_len, errptr, true) }
+}
+
+/// `hashkv_delete` and, `durable`, `hashkv_delete_sync`.
+///
+/// # Safety
+/// As theirs.
+unsafe fn delete_key(
+    db: *mut HashkvDb,
+    key: *const u8,
+    key_len: usize,
+    errptr: *mut *mut c_char,
+    durable: bool,
+) -> c_int {
     let body = || {
         // SAFETY: db and key as this function's caller promised.
         let (db, key) = unsafe { (db_ref(db)?, args::bytes(key, key_len, "key")?) };
-        db.delete_sync(key)?;
+        match durable {
+            true => db.delete_sync(key)?,
+            false => db.delete(key)?,
+        }
         Ok(0)
     };
     // SAFETY: errptr as this function's caller promised.
