@@ -108,8 +108,9 @@ pub struct Options {
     /// Chosen at open: a store opened with it off still reads, collects and frees what
     /// is cold, and moves nothing new there. Default off: measured at 2 GiB over three
     /// update phases (2026-12-03), with a 30% reserve it changes update3's throughput
-    /// by 0.9-1.1x and its device bytes by 0.8x; with a 20% reserve it costs (0.26-0.35x
-    /// the throughput, 1.9-3.0x the bytes: README, "Hot/cold on and off, 2026-12-03").
+    /// by 0.85-0.96x and its device bytes by 0.83-0.98x; with a 20% reserve it costs
+    /// (0.26-0.35x the throughput, 1.9-3.0x the bytes: README, "Hot/cold on and off,
+    /// 2026-12-03").
     pub hotness: bool,
     /// Every put/delete/write is durable when it returns (group-committed).
     pub sync_writes: bool,
