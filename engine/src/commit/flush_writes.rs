@@ -15,6 +15,7 @@
 //! - the commit thread flushes the device for a flush only after its writes completed
 //!   (its index batch may name only durable records).
 
+use super::poison::is_device_refusal;
 use crate::commit::DeviceWrite;
 use crate::error::{Error, Result};
 use hashkv_blockdev::{BlockDevice, IoOp};
@@ -110,8 +111,14 @@ pub(crate) fn write_after(
     // Waited for even after a failure: when these writes are complete, all before
     // them must be (`close`, a GC's begin).
     let before = previous.wait();
-    first?;
-    before?;
+    // Of two errors, the cause: writes behind a failed one are refused by the device
+    // (`DeviceError::Poisoned`), and the failed one may be either, since these run
+    // beside the earlier ones.
+    match (before, first) {
+        (Err(b), Err(f)) => return Err(if is_device_refusal(&b) { f } else { b }),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => return Err(e),
+        (Ok(()), Ok(())) => {}
+    }
     submit(device, writes, &later)
 }
 

@@ -4,6 +4,7 @@
 //! [`Poison::poisoning`] only.
 
 use crate::error::{Error, Result};
+use hashkv_blockdev::DeviceError;
 use parking_lot::Mutex;
 use std::sync::Arc;
 
@@ -15,14 +16,33 @@ pub(crate) struct Poison {
 impl Poison {
     /// Passes `r` through; a fatal error poisons the store on its way out. The caller
     /// gets its own error back, later writers get `Error::Poisoned` naming the first.
+    ///
+    /// A write the device refused because an earlier write of it failed
+    /// (`DeviceError::Poisoned`) is a consequence, not a cause: two flushes' writes run
+    /// side by side, and the later one's refusal could reach the poison, or its caller,
+    /// before the earlier one's I/O error, which the commit thread reports in flush
+    /// order. So a cause replaces a recorded consequence, and a caller whose write was
+    /// refused gets `Error::Poisoned` naming the cause once it is known (the device's
+    /// message names it either way).
     pub fn poisoning<T>(&self, r: Result<T>) -> Result<T> {
         match r {
             Err(e) if e.is_fatal() => {
                 let mut first = self.first.lock();
-                if first.is_none() && !matches!(e, Error::Poisoned { .. }) {
+                let replaces = match first.as_deref() {
+                    None => true,
+                    Some(recorded) => is_device_refusal(recorded) && !is_device_refusal(&e),
+                };
+                if replaces && !matches!(e, Error::Poisoned { .. }) {
                     *first = Some(Arc::new(e.clone()));
                 }
-                // The caller sees what failed, not "poisoned".
+                if is_device_refusal(&e) {
+                    if let Some(cause) = first.as_ref().filter(|f| !is_device_refusal(f)) {
+                        return Err(Error::Poisoned {
+                            first_error: cause.clone(),
+                        });
+                    }
+                }
+                // Otherwise the caller sees what failed, not "poisoned".
                 Err(e)
             }
             other => other,
@@ -39,5 +59,65 @@ impl Poison {
             Some(first_error) => Err(Error::Poisoned { first_error }),
             None => Ok(()),
         }
+    }
+}
+
+/// The device refused a write because an earlier one failed.
+pub(crate) fn is_device_refusal(e: &Error) -> bool {
+    matches!(e, Error::Device(DeviceError::Poisoned { .. }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eio() -> Error {
+        Error::Device(DeviceError::Io {
+            op: "write",
+            offset: 4096,
+            len: 4096,
+            source: std::io::Error::from_raw_os_error(5),
+        })
+    }
+
+    fn refusal() -> Error {
+        Error::Device(DeviceError::Poisoned {
+            first_error: "write at offset 4096 (+4096 bytes) failed".into(),
+        })
+    }
+
+    #[test]
+    fn a_device_refusal_gives_way_to_its_cause() {
+        // The refusal arrives first (an earlier flush's writes, committed first):
+        // recorded, its caller sees it as it is.
+        let p = Poison::default();
+        let e = p.poisoning::<()>(Err(refusal())).unwrap_err();
+        assert!(is_device_refusal(&e), "{e:?}");
+        assert!(is_device_refusal(&p.first_error().unwrap()));
+        // The cause replaces it; its caller sees it as it is.
+        let e = p.poisoning::<()>(Err(eio())).unwrap_err();
+        assert!(matches!(e, Error::Device(DeviceError::Io { .. })), "{e:?}");
+        assert!(matches!(
+            *p.first_error().unwrap(),
+            Error::Device(DeviceError::Io { .. })
+        ));
+        // A later refusal reaches its caller as the store's poison, naming the cause,
+        // and a later cause does not replace the first.
+        let e = p.poisoning::<()>(Err(refusal())).unwrap_err();
+        assert!(
+            matches!(&e, Error::Poisoned { first_error } if !is_device_refusal(first_error)),
+            "{e:?}"
+        );
+        let other = Error::Device(DeviceError::Io {
+            op: "flush",
+            offset: 0,
+            len: 0,
+            source: std::io::Error::from_raw_os_error(5),
+        });
+        let _ = p.poisoning::<()>(Err(other));
+        assert!(matches!(
+            &*p.first_error().unwrap(),
+            Error::Device(DeviceError::Io { op: "write", .. })
+        ));
     }
 }
