@@ -19,11 +19,11 @@ impl Poison {
     ///
     /// A write the device refused because an earlier write of it failed
     /// (`DeviceError::Poisoned`) is a consequence, not a cause: two flushes' writes run
-    /// side by side, and the later one's refusal could reach the poison, or its caller,
-    /// before the earlier one's I/O error, which the commit thread reports in flush
-    /// order. So a cause replaces a recorded consequence, and a caller whose write was
-    /// refused gets `Error::Poisoned` naming the cause once it is known (the device's
-    /// message names it either way).
+    /// side by side, so the write that meets the device's error may be the later
+    /// flush's while the earlier flush, whose outcome the commit thread reports first,
+    /// is refused. So a cause replaces a recorded consequence, and a caller whose write
+    /// was refused gets `Error::Poisoned` naming the cause once it is known (the
+    /// device's message names it either way).
     pub fn poisoning<T>(&self, r: Result<T>) -> Result<T> {
         match r {
             Err(e) if e.is_fatal() => {
