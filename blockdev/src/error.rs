@@ -2,6 +2,7 @@
 //! was found, so a caller (and a user reading the message) can act on it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -59,8 +60,13 @@ pub enum DeviceError {
         source: std::io::Error,
     },
 
+    /// `cause` is that earlier error itself, where the device kept it (a stripe's
+    /// refusal names a member's error in `first_error` only).
     #[error("device refuses writes after an earlier I/O error: {first_error}")]
-    Poisoned { first_error: String },
+    Poisoned {
+        first_error: String,
+        cause: Option<Arc<DeviceError>>,
+    },
 
     #[error("member identity header: {reason}")]
     Identity { reason: String },
@@ -168,8 +174,9 @@ impl Clone for DeviceError {
                 len: *len,
                 source: copy_io_error(source),
             },
-            Poisoned { first_error } => Poisoned {
+            Poisoned { first_error, cause } => Poisoned {
                 first_error: first_error.clone(),
+                cause: cause.clone(),
             },
             Identity { reason } => Identity {
                 reason: reason.clone(),

@@ -35,6 +35,7 @@ use crate::device::{check_op, BlockDevice, CounterSnapshot, Counters, Geometry, 
 use crate::error::{DeviceError, Result};
 use parking_lot::Mutex;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Default logical block: the engine assumes at least 4 KiB (DESIGN.md, "On the device").
 pub const DEFAULT_LOGICAL_BLOCK_BYTES: u32 = 4096;
@@ -369,7 +370,7 @@ struct State {
     /// Operations with an index at or past this fail: the device is frozen.
     freeze_at_op: Option<u64>,
     /// The first I/O error, kept for `poisoned()` and `Poisoned` errors.
-    first_error: Option<String>,
+    first_error: Option<Arc<DeviceError>>,
     crashes: u64,
 }
 
@@ -654,7 +655,8 @@ impl SimDevice {
         if kind != OpKind::Read {
             if let Some(first_error) = &state.first_error {
                 return Err(DeviceError::Poisoned {
-                    first_error: first_error.clone(),
+                    first_error: first_error.to_string(),
+                    cause: Some(first_error.clone()),
                 });
             }
         }
@@ -696,7 +698,7 @@ impl SimDevice {
     /// Records the first I/O error and hands the error back.
     fn poison(&self, state: &mut State, error: DeviceError) -> DeviceError {
         if state.first_error.is_none() {
-            state.first_error = Some(error.to_string());
+            state.first_error = Some(Arc::new(error.clone()));
         }
         error
     }
@@ -836,7 +838,11 @@ impl BlockDevice for SimDevice {
     }
 
     fn poisoned(&self) -> Option<String> {
-        self.state.lock().first_error.clone()
+        self.state
+            .lock()
+            .first_error
+            .as_ref()
+            .map(|e| e.to_string())
     }
 }
 

@@ -442,7 +442,10 @@ impl BlockDevice for StripedDevice {
         // the healthy members, so the stripe never holds a write that followed an error.
         if ops.iter().any(|op| !matches!(op, IoOp::Read { .. })) {
             if let Some(first_error) = self.poisoned() {
-                return Err(DeviceError::Poisoned { first_error });
+                return Err(DeviceError::Poisoned {
+                    first_error,
+                    cause: None,
+                });
             }
         }
         let mut pieces = self.split(ops);

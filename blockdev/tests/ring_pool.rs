@@ -202,7 +202,7 @@ fn poisoning_is_seen_from_every_ring() {
                 barrier.wait();
                 for i in 0..8u64 {
                     match dev.write_at((t * 8 + i) * block as u64, &buf[..]) {
-                        Err(DeviceError::Poisoned { first_error }) => {
+                        Err(DeviceError::Poisoned { first_error, .. }) => {
                             assert_eq!(&first_error, first)
                         }
                         other => panic!("write on a poisoned device: {other:?}"),

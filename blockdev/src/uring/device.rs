@@ -41,7 +41,7 @@ pub struct UringDevice {
     pub(super) counters: Counters,
     pub(super) fixed_ops: AtomicU64,
     poisoned: AtomicBool,
-    first_error: Mutex<Option<String>>,
+    first_error: Mutex<Option<Arc<DeviceError>>>,
     /// The arena, if registering it with the first ring succeeded.
     arena: Option<Arc<BufferArena>>,
     fixed_buffers_unavailable: Option<String>,
@@ -195,7 +195,7 @@ impl UringDevice {
     pub(super) fn poison(&self, error: &DeviceError) {
         let mut first = self.first_error.lock();
         if first.is_none() {
-            *first = Some(error.to_string());
+            *first = Some(Arc::new(error.clone()));
         }
         self.poisoned.store(true, Ordering::Release);
     }
@@ -204,8 +204,10 @@ impl UringDevice {
         if !self.poisoned.load(Ordering::Acquire) {
             return None;
         }
+        let cause = self.first_error.lock().clone();
         Some(DeviceError::Poisoned {
-            first_error: self.first_error.lock().clone().unwrap_or_default(),
+            first_error: cause.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+            cause,
         })
     }
 
@@ -394,7 +396,7 @@ impl BlockDevice for UringDevice {
         if !self.poisoned.load(Ordering::Acquire) {
             return None;
         }
-        self.first_error.lock().clone()
+        self.first_error.lock().as_ref().map(|e| e.to_string())
     }
 }
 

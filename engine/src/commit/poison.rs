@@ -23,17 +23,26 @@ impl Poison {
     /// flush's while the earlier flush, whose outcome the commit thread reports first,
     /// is refused. So a cause replaces a recorded consequence, and a caller whose write
     /// was refused gets `Error::Poisoned` naming the cause once it is known (the
-    /// device's message names it either way).
+    /// device's message names it either way). A device that keeps its first error
+    /// hands it over with the refusal (`cause`), and then the refused caller always
+    /// gets `Error::Poisoned` naming it.
     pub fn poisoning<T>(&self, r: Result<T>) -> Result<T> {
         match r {
             Err(e) if e.is_fatal() => {
                 let mut first = self.first.lock();
+                // A refusal that carries its cause is recorded as that cause.
+                let candidate = match &e {
+                    Error::Device(DeviceError::Poisoned {
+                        cause: Some(cause), ..
+                    }) => Error::Device((**cause).clone()),
+                    other => other.clone(),
+                };
                 let replaces = match first.as_deref() {
                     None => true,
-                    Some(recorded) => is_device_refusal(recorded) && !is_device_refusal(&e),
+                    Some(recorded) => is_device_refusal(recorded) && !is_device_refusal(&candidate),
                 };
-                if replaces && !matches!(e, Error::Poisoned { .. }) {
-                    *first = Some(Arc::new(e.clone()));
+                if replaces && !matches!(candidate, Error::Poisoned { .. }) {
+                    *first = Some(Arc::new(candidate));
                 }
                 if is_device_refusal(&e) {
                     if let Some(cause) = first.as_ref().filter(|f| !is_device_refusal(f)) {
@@ -80,9 +89,11 @@ mod tests {
         })
     }
 
+    /// A refusal without its cause, as a stripe gives (only the member's message).
     fn refusal() -> Error {
         Error::Device(DeviceError::Poisoned {
             first_error: "write at offset 4096 (+4096 bytes) failed".into(),
+            cause: None,
         })
     }
 
@@ -119,5 +130,24 @@ mod tests {
             &*p.first_error().unwrap(),
             Error::Device(DeviceError::Io { op: "write", .. })
         ));
+    }
+
+    #[test]
+    fn a_refusal_that_carries_its_cause_reports_the_cause() {
+        let p = Poison::default();
+        let Error::Device(cause) = eio() else {
+            unreachable!()
+        };
+        let refused = Error::Device(DeviceError::Poisoned {
+            first_error: cause.to_string(),
+            cause: Some(Arc::new(cause)),
+        });
+        let e = p.poisoning::<()>(Err(refused)).unwrap_err();
+        assert!(
+            matches!(&e, Error::Poisoned { first_error }
+                if matches!(**first_error, Error::Device(DeviceError::Io { .. }))),
+            "{e:?}"
+        );
+        assert!(!is_device_refusal(&p.first_error().unwrap()));
     }
 }

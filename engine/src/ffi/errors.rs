@@ -330,6 +330,7 @@ mod tests {
             (
                 Error::Device(DeviceError::Poisoned {
                     first_error: "x".into(),
+                    cause: None,
                 }),
                 HASHKV_E_POISONED,
             ),
