@@ -35,15 +35,13 @@ const GC_CHUNK_SHARE_DIVISOR: u64 = 8;
 const GC_RAMP_FIRST_CHUNKS: u64 = 1;
 
 /// Bytes the GC numbered `gcs_begun` since open (from 0) reads: the ramp of
-/// `GC_RAMP_FIRST_CHUNKS`, in whole chunks, at most `gc_chunk_bytes`.
+/// `GC_RAMP_FIRST_CHUNKS`, in whole chunks, at most `gc_chunk_bytes` (itself a whole
+/// number of chunks, at least one: `ValueLog::open`).
 fn gc_span_bytes(chunk_bytes: u64, gc_chunk_bytes: u64, gcs_begun: u32) -> u64 {
     let chunks = GC_RAMP_FIRST_CHUNKS
         .checked_shl(gcs_begun)
         .unwrap_or(u64::MAX);
-    chunks
-        .saturating_mul(chunk_bytes)
-        .min(gc_chunk_bytes)
-        .max(chunk_bytes)
+    chunks.saturating_mul(chunk_bytes).min(gc_chunk_bytes)
 }
 
 pub(crate) struct ValueLog {
