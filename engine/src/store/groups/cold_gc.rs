@@ -65,6 +65,15 @@ pub(super) fn collect(
     ctx.committer.poisoning(outcome).map(|o| {
         o.map(|bytes_written| {
             Counters::add(&ctx.io.counters.cold_gc_runs, 1);
+            let live_bytes: u64 = live
+                .iter()
+                .map(|r| RecordSize::value(r.key.len(), r.value.len()).len as u64)
+                .sum();
+            let freed_bytes = seg.used_bytes.saturating_sub(live_bytes);
+            store
+                .hotness
+                .lock()
+                .observe_cold_gc(live_bytes, freed_bytes);
             GcOutcome {
                 bytes_read: seg.used_bytes,
                 bytes_written,
