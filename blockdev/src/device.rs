@@ -7,6 +7,7 @@ use crate::buf::AlignedBuf;
 use crate::error::{DeviceError, Result};
 use crate::pending::{read_ops, OwnedRead, PendingReads};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Sizes a device reports about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,8 +100,9 @@ pub trait BlockDevice: Send + Sync {
     /// Per-member counters (one entry for a single device).
     fn counters(&self) -> Vec<CounterSnapshot>;
 
-    /// The first I/O error this device saw, if any.
-    fn poisoned(&self) -> Option<String>;
+    /// The first I/O error this device saw, if any (for a stripe, the first failed
+    /// member's).
+    fn poisoned(&self) -> Option<Arc<DeviceError>>;
 
     /// A zeroed buffer of at least `len_bytes` (rounded up to whole pages) that this
     /// device reads and writes at the least cost: from the fixed-buffer arena its rings

@@ -60,12 +60,12 @@ pub enum DeviceError {
         source: std::io::Error,
     },
 
-    /// `cause` is that earlier error itself, where the device kept it (a stripe's
-    /// refusal names a member's error in `first_error` only).
+    /// `cause` is that earlier error itself (a stripe's: its first failed member's,
+    /// which `first_error` names by member index).
     #[error("device refuses writes after an earlier I/O error: {first_error}")]
     Poisoned {
         first_error: String,
-        cause: Option<Arc<DeviceError>>,
+        cause: Arc<DeviceError>,
     },
 
     #[error("member identity header: {reason}")]
@@ -100,6 +100,14 @@ pub enum DeviceError {
 }
 
 impl DeviceError {
+    /// The refusal of a write or flush after `cause`, the device's first I/O error.
+    pub fn refusal(cause: Arc<DeviceError>) -> DeviceError {
+        DeviceError::Poisoned {
+            first_error: cause.to_string(),
+            cause,
+        }
+    }
+
     /// True for errors caused by the device rather than by the caller's arguments;
     /// those poison the device.
     pub fn is_io(&self) -> bool {

@@ -654,10 +654,7 @@ impl SimDevice {
         }
         if kind != OpKind::Read {
             if let Some(first_error) = &state.first_error {
-                return Err(DeviceError::Poisoned {
-                    first_error: first_error.to_string(),
-                    cause: Some(first_error.clone()),
-                });
+                return Err(DeviceError::refusal(first_error.clone()));
             }
         }
         let seed = self.config.seed;
@@ -837,12 +834,8 @@ impl BlockDevice for SimDevice {
         vec![self.counters.snapshot()]
     }
 
-    fn poisoned(&self) -> Option<String> {
-        self.state
-            .lock()
-            .first_error
-            .as_ref()
-            .map(|e| e.to_string())
+    fn poisoned(&self) -> Option<Arc<DeviceError>> {
+        self.state.lock().first_error.clone()
     }
 }
 

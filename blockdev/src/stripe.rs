@@ -78,6 +78,14 @@ struct Piece<'a> {
 }
 
 impl StripedDevice {
+    /// The first poisoned member (in member order) and its first error.
+    fn first_member_error(&self) -> Option<(usize, Arc<DeviceError>)> {
+        self.members
+            .iter()
+            .enumerate()
+            .find_map(|(i, m)| m.poisoned().map(|e| (i, e)))
+    }
+
     /// Stripes over `members` (in member order) with `stripe_unit_bytes` units, which
     /// must be a non-zero multiple of every member's logical block.
     pub fn new(
@@ -441,10 +449,10 @@ impl BlockDevice for StripedDevice {
         // A failed member poisons the whole stripe: no more writes anywhere, even on
         // the healthy members, so the stripe never holds a write that followed an error.
         if ops.iter().any(|op| !matches!(op, IoOp::Read { .. })) {
-            if let Some(first_error) = self.poisoned() {
+            if let Some((member, cause)) = self.first_member_error() {
                 return Err(DeviceError::Poisoned {
-                    first_error,
-                    cause: None,
+                    first_error: format!("member {member}: {cause}"),
+                    cause,
                 });
             }
         }
@@ -516,11 +524,8 @@ impl BlockDevice for StripedDevice {
         self.members.iter().flat_map(|m| m.counters()).collect()
     }
 
-    fn poisoned(&self) -> Option<String> {
-        self.members
-            .iter()
-            .enumerate()
-            .find_map(|(i, m)| m.poisoned().map(|e| format!("member {i}: {e}")))
+    fn poisoned(&self) -> Option<Arc<DeviceError>> {
+        self.first_member_error().map(|(_, e)| e)
     }
 }
 

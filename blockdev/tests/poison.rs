@@ -73,7 +73,10 @@ fn a_stripe_refuses_writes_to_healthy_members_after_one_failed() {
     let mut buf = AlignedBuf::new(4096);
     // Logical unit 2 lies on member 0, past its new end.
     stripe.read_at(2 * unit, &mut buf[..]).unwrap_err();
-    assert!(stripe.poisoned().is_some());
+    assert!(matches!(
+        stripe.poisoned().as_deref(),
+        Some(DeviceError::Io { op: "read", .. })
+    ));
     // Logical units 1 and 3 lie on member 1 only.
     for e in [
         stripe.write_at(unit, &buf[..]).unwrap_err(),
@@ -85,7 +88,12 @@ fn a_stripe_refuses_writes_to_healthy_members_after_one_failed() {
             }])
             .unwrap_err(),
     ] {
-        assert!(matches!(e, DeviceError::Poisoned { .. }), "{e:?}");
+        // The refusal carries the member's typed error, and names the member.
+        assert!(
+            matches!(&e, DeviceError::Poisoned { cause, .. }
+                if matches!(**cause, DeviceError::Io { op: "read", .. })),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("member 0"), "{e}");
     }
     // Reads of the healthy member still work.

@@ -348,7 +348,7 @@ fn armed_crash_stops_a_concurrent_workload() {
             "seed {seed}: {total} writes completed past the freeze"
         );
         assert!(dev.is_frozen());
-        assert!(dev.poisoned().unwrap().contains("frozen"));
+        assert!(dev.poisoned().unwrap().to_string().contains("frozen"));
         let after = dev.crash();
         after.read_at(0, &mut AlignedBuf::new(4096)).unwrap();
     }
@@ -415,7 +415,7 @@ fn injected_write_eio_surfaces_and_poisons() {
     assert_eq!(dev.fault_hits(id), 1);
     // The failed write is not visible to reads.
     assert!(dev.peek(4096, 4096).unwrap().iter().all(|&b| b == 0));
-    let first_error = dev.poisoned().expect("poisoned");
+    let first_error = dev.poisoned().expect("poisoned").to_string();
     assert!(first_error.contains("Input/output error"), "{first_error}");
     assert!(matches!(
         dev.write_at(8192, &stamped(4096, 3)),

@@ -76,7 +76,7 @@ impl BlockDevice for GatedDevice {
     fn counters(&self) -> Vec<CounterSnapshot> {
         self.inner.counters()
     }
-    fn poisoned(&self) -> Option<String> {
+    fn poisoned(&self) -> Option<Arc<hashkv_blockdev::DeviceError>> {
         self.inner.poisoned()
     }
 }
@@ -149,7 +149,7 @@ impl BlockDevice for SlowWrites {
     fn counters(&self) -> Vec<CounterSnapshot> {
         self.inner().counters()
     }
-    fn poisoned(&self) -> Option<String> {
+    fn poisoned(&self) -> Option<Arc<hashkv_blockdev::DeviceError>> {
         self.inner().poisoned()
     }
 }
@@ -416,7 +416,7 @@ impl BlockDevice for CommitGate {
     fn counters(&self) -> Vec<CounterSnapshot> {
         self.gate.counters()
     }
-    fn poisoned(&self) -> Option<String> {
+    fn poisoned(&self) -> Option<Arc<hashkv_blockdev::DeviceError>> {
         self.gate.poisoned()
     }
 }

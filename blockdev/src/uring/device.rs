@@ -204,11 +204,9 @@ impl UringDevice {
         if !self.poisoned.load(Ordering::Acquire) {
             return None;
         }
-        let cause = self.first_error.lock().clone();
-        Some(DeviceError::Poisoned {
-            first_error: cause.as_ref().map(|e| e.to_string()).unwrap_or_default(),
-            cause,
-        })
+        // `poison` records the error before it raises the flag.
+        let cause = self.first_error.lock().clone()?;
+        Some(DeviceError::refusal(cause))
     }
 
     /// A ring for a new batch in this pool, with the arena registered if the device
@@ -392,11 +390,11 @@ impl BlockDevice for UringDevice {
         vec![self.counters.snapshot()]
     }
 
-    fn poisoned(&self) -> Option<String> {
+    fn poisoned(&self) -> Option<Arc<DeviceError>> {
         if !self.poisoned.load(Ordering::Acquire) {
             return None;
         }
-        self.first_error.lock().as_ref().map(|e| e.to_string())
+        self.first_error.lock().clone()
     }
 }
 

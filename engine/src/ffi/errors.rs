@@ -328,10 +328,9 @@ mod tests {
                 HASHKV_E_IO,
             ),
             (
-                Error::Device(DeviceError::Poisoned {
-                    first_error: "x".into(),
-                    cause: None,
-                }),
+                Error::Device(DeviceError::refusal(std::sync::Arc::new(
+                    DeviceError::Config { reason: "x".into() },
+                ))),
                 HASHKV_E_POISONED,
             ),
             (

@@ -214,7 +214,7 @@ impl BlockDevice for SiteDevice {
         self.dev.counters()
     }
 
-    fn poisoned(&self) -> Option<String> {
+    fn poisoned(&self) -> Option<Arc<hashkv_blockdev::DeviceError>> {
         self.dev.poisoned()
     }
 }
