@@ -10,6 +10,7 @@ use crate::commit::pipeline::{PlacedFlush, Progress, Queued, Reach};
 use crate::commit::{CommitGuard, Purpose};
 use crate::db::Inner;
 use crate::error::{Error, Result};
+use crate::gc::FlushGc;
 use crate::keys;
 use crate::location;
 use crate::stats::Counters;
@@ -41,7 +42,7 @@ impl Inner {
         let mut gc_attempts = 0u32;
         // The group whose chain was at its limit at the last refusal, and how many
         // refusals in a row named it.
-        let mut at_limit: Option<(u32, u32)> = None;
+        let mut at_limit: Option<AtLimit> = None;
         let pipeline = &self.committer.pipeline;
         loop {
             // Before the poison: a flush that failed on the commit thread returns its
@@ -77,9 +78,19 @@ impl Inner {
                 Err(PlaceError::NeedSpace { group }) => {
                     drop(commit);
                     gc_attempts += 1;
+                    // The group's GC count as the refusal left it: if another GC of it
+                    // ends first, this flush does not collect it again.
                     at_limit = match (group, at_limit) {
-                        (Some(g), Some((last, tries))) if last == g => Some((g, tries + 1)),
-                        (Some(g), _) => Some((g, 1)),
+                        (Some(g), Some(last)) if last.group == g => Some(AtLimit {
+                            tries: last.tries + 1,
+                            generation: self.store.gc_generation(g),
+                            ..last
+                        }),
+                        (Some(g), _) => Some(AtLimit {
+                            group: g,
+                            tries: 1,
+                            generation: self.store.gc_generation(g),
+                        }),
                         (None, _) => None,
                     };
                     self.make_space(gc_attempts, at_limit)?;
@@ -90,11 +101,12 @@ impl Inner {
     }
 
     /// Runs GC until a flush may find room; `StoreFull` when nothing can be reclaimed.
-    /// `at_limit` names a group whose chain is full (and how many refusals in a row
-    /// named it): it is collected first.
-    fn make_space(&self, attempt: u32, at_limit: Option<(u32, u32)>) -> Result<()> {
-        let group_at_limit = at_limit.map(|(g, _)| g);
-        let outcome = self.collect_garbage_once(group_at_limit)?;
+    /// `at_limit` names a group whose chain is full: it is collected first.
+    fn make_space(&self, attempt: u32, at_limit: Option<AtLimit>) -> Result<()> {
+        let outcome = match self.collect_for_flush(at_limit.map(|a| (a.group, a.generation)))? {
+            FlushGc::Ran(outcome) => outcome,
+            FlushGc::RoomMadeMeanwhile => return Ok(()),
+        };
         if outcome.as_ref().is_some_and(|o| o.made_room) {
             return Ok(());
         }
@@ -112,7 +124,8 @@ impl Inner {
             return Ok(());
         }
         let collected = outcome.is_some();
-        if out_of_space(at_limit, collected, attempt, self.store.gc_attempts_max()) {
+        let tries = at_limit.map(|a| (a.group, a.tries));
+        if out_of_space(tries, collected, attempt, self.store.gc_attempts_max()) {
             return Err(store_full(self.store.space()));
         }
         Ok(())
@@ -339,6 +352,16 @@ fn batch_bytes_max(
         .map(|(k, v)| WriteBatch::entry_bytes_max(k.len(), v.len()))
         .sum();
     cached + store + WriteBatch::entry_bytes_max(keys::seq_key().len(), size_of::<u64>())
+}
+
+/// The group a flush was refused for, its chain being at its limit.
+#[derive(Debug, Clone, Copy)]
+struct AtLimit {
+    group: u32,
+    /// Refusals in a row that named it.
+    tries: u32,
+    /// Its GCs finished since open (`ValueStore::gc_generation`) at the last refusal.
+    generation: u64,
 }
 
 /// Whether a flush refused for space counts as out of space after `attempt` refusals

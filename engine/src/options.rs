@@ -103,14 +103,14 @@ pub struct Options {
     /// Values read per batch by a range scan (all submitted to io_uring at once).
     pub scan_readahead_max: usize,
     /// Hot/cold separation (hashkv mode): group GCs move values that sat through a
-    /// whole GC interval of their group untouched to the cold data log and keep a tag
-    /// in the group.
+    /// whole GC interval of their group untouched (more while the cold log's GC copies
+    /// much per byte it frees) to the cold data log and keep a tag in the group.
     /// Chosen at open: a store opened with it off still reads, collects and frees what
     /// is cold, and moves nothing new there. Default off: measured at 2 GiB over three
-    /// update phases (2026-12-03), with a 30% reserve it changes update3's throughput
-    /// by 0.85-0.96x and its device bytes by 0.83-0.98x; with a 20% reserve it costs
-    /// (0.26-0.35x the throughput, 1.9-3.0x the bytes: README, "Hot/cold on and off,
-    /// 2026-12-03").
+    /// update phases (2026-12-03, session 23), with a 30% reserve it changes update3's
+    /// throughput by 0.70-1.02x and its device bytes by 0.81-1.02x; with a 20% reserve
+    /// it costs (0.28-0.53x the throughput, 1.3-2.4x the bytes: README, "Hot/cold with
+    /// the cold log's price").
     pub hotness: bool,
     /// Every put/delete/write is durable when it returns (group-committed).
     pub sync_writes: bool,

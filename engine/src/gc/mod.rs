@@ -48,6 +48,14 @@ const LOW_WATER_SHARE_MAX_DIVISOR: usize = 4;
 /// in update2, and a quarter less update throughput in one run).
 const FIRST_GC_START_HEADROOM: f64 = 1.5;
 
+/// What a flush's GC did.
+pub(crate) enum FlushGc {
+    /// One GC ran (`None`: there was nothing to collect).
+    Ran(Option<GcOutcome>),
+    /// The group the flush was refused for is below its limit now: no GC was needed.
+    RoomMadeMeanwhile,
+}
+
 pub(crate) struct GcDriver {
     /// Held for a whole GC: one at a time. Lock order: this, then the commit lock.
     lock: Mutex<()>,
@@ -110,6 +118,26 @@ impl Inner {
     /// when there is nothing to collect.
     pub(crate) fn collect_garbage_once(&self, group: Option<u32>) -> Result<Option<GcOutcome>> {
         let _one_gc = self.gc.exclusive();
+        self.collect_locked(group)
+    }
+
+    /// The GC a flush refused for `at_limit` runs: that group (its GCs finished
+    /// since open as the refusal left them), unless another GC of it has finished
+    /// since. Flushes run side by side and are refused for the same group at once;
+    /// each collected it in turn, the second and third GC rewriting the fresh group to
+    /// free nothing (with a reserve of 0.75, two GCs of three).
+    pub(crate) fn collect_for_flush(&self, at_limit: Option<(u32, u64)>) -> Result<FlushGc> {
+        let _one_gc = self.gc.exclusive();
+        if let Some((g, generation)) = at_limit {
+            if self.store.gc_generation(g) != generation {
+                return Ok(FlushGc::RoomMadeMeanwhile);
+            }
+        }
+        Ok(FlushGc::Ran(self.collect_locked(at_limit.map(|(g, _)| g))?))
+    }
+
+    /// One GC, the GC lock held.
+    fn collect_locked(&self, group: Option<u32>) -> Result<Option<GcOutcome>> {
         // A GC takes buffers and writes the index: memory lent to the block cache
         // comes back first.
         self.take_back_loan();

@@ -175,6 +175,12 @@ pub(crate) trait ValueStore: Send + Sync {
     /// when there is nothing to collect.
     fn collect(&self, ctx: &GcCtx<'_>, group: Option<u32>) -> Result<Option<GcOutcome>>;
 
+    /// How many GCs of `group` finished since open (hashkv mode): a flush refused
+    /// for the group notes it, and collects the group only if no other GC has since.
+    fn gc_generation(&self, _group: u32) -> u64 {
+        0
+    }
+
     /// Runs one GC of cold data log segment `segment`, or of the best one, whatever
     /// its cost-benefit (tests and tools); `None` when there is none to collect.
     fn collect_cold(&self, _ctx: &GcCtx<'_>, _segment: Option<u32>) -> Result<Option<GcOutcome>> {

@@ -232,14 +232,16 @@ impl ValueStore for Groups {
         }
     }
 
+    fn gc_generation(&self, group: u32) -> u64 {
+        self.table.lock().groups[group as usize].generation
+    }
+
     fn headroom(&self, low_water_segments: usize) -> f64 {
-        // Flushes of values stop at the reserves; the low-water band counts above them,
-        // so the background GC runs before a flush has to.
-        let t = self.table.lock();
-        let above_floor = t
-            .free_log_segments()
-            .saturating_sub(t.flush_floor_segments());
-        above_floor as f64 / low_water_segments.max(1) as f64
+        // Flushes of values stop at the reserves and at the chain limits; the low-water
+        // band counts the room short of both, so the background GC runs before a
+        // flush has to.
+        let room = self.table.lock().value_room_segments();
+        room as f64 / low_water_segments.max(1) as f64
     }
 
     fn keep_collecting(&self, _outcome: &GcOutcome) -> bool {
