@@ -25,7 +25,7 @@
 //! the price a cold log full of lukewarm values, dying at a steady rate and so never
 //! much deader in one segment than another, took demotions on while each of its GCs
 //! copied three bytes per byte freed (Zipf 0.9 with a 20% reserve: update2 ran at 57
-//! against 159 kops/s with it, README "Hot/cold on and off").
+//! against 159 kops/s with it, README "Hot/cold with the cold log's price").
 //!
 //! A cold key is promoted by an update, which writes the new value to its group;
 //! nothing else moves it back.
