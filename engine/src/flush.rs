@@ -105,7 +105,7 @@ impl Inner {
     fn make_space(&self, attempt: u32, at_limit: Option<AtLimit>) -> Result<()> {
         let outcome = match self.collect_for_flush(at_limit.map(|a| (a.group, a.generation)))? {
             FlushGc::Ran(outcome) => outcome,
-            FlushGc::RoomMadeMeanwhile => return Ok(()),
+            FlushGc::CollectedMeanwhile => return Ok(()),
         };
         if outcome.as_ref().is_some_and(|o| o.made_room) {
             return Ok(());

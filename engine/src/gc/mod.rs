@@ -52,8 +52,9 @@ const FIRST_GC_START_HEADROOM: f64 = 1.5;
 pub(crate) enum FlushGc {
     /// One GC ran (`None`: there was nothing to collect).
     Ran(Option<GcOutcome>),
-    /// The group the flush was refused for is below its limit now: no GC was needed.
-    RoomMadeMeanwhile,
+    /// Another GC of the group the flush was refused for finished since the refusal:
+    /// none ran, and the flush tries again.
+    CollectedMeanwhile,
 }
 
 pub(crate) struct GcDriver {
@@ -130,7 +131,7 @@ impl Inner {
         let _one_gc = self.gc.exclusive();
         if let Some((g, generation)) = at_limit {
             if self.store.gc_generation(g) != generation {
-                return Ok(FlushGc::RoomMadeMeanwhile);
+                return Ok(FlushGc::CollectedMeanwhile);
             }
         }
         Ok(FlushGc::Ran(self.collect_locked(at_limit.map(|(g, _)| g))?))
