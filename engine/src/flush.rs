@@ -80,19 +80,14 @@ impl Inner {
                     gc_attempts += 1;
                     // The group's GC count as the refusal left it: if another GC of it
                     // ends first, this flush does not collect it again.
-                    at_limit = match (group, at_limit) {
-                        (Some(g), Some(last)) if last.group == g => Some(AtLimit {
-                            tries: last.tries + 1,
-                            generation: self.store.gc_generation(g),
-                            ..last
-                        }),
-                        (Some(g), _) => Some(AtLimit {
-                            group: g,
-                            tries: 1,
-                            generation: self.store.gc_generation(g),
-                        }),
-                        (None, _) => None,
-                    };
+                    at_limit = group.map(|g| AtLimit {
+                        group: g,
+                        tries: match at_limit {
+                            Some(last) if last.group == g => last.tries + 1,
+                            _ => 1,
+                        },
+                        generation: self.store.gc_generation(g),
+                    });
                     self.make_space(gc_attempts, at_limit)?;
                 }
                 Err(PlaceError::Fatal(e)) => return self.committer.poisoning(Err(e)),

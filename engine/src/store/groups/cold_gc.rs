@@ -65,15 +65,13 @@ pub(super) fn collect(
     ctx.committer.poisoning(outcome).map(|o| {
         o.map(|bytes_written| {
             Counters::add(&ctx.io.counters.cold_gc_runs, 1);
-            let live_bytes: u64 = live
-                .iter()
-                .map(|r| RecordSize::value(r.key.len(), r.value.len()).len as u64)
-                .sum();
-            let freed_bytes = seg.used_bytes.saturating_sub(live_bytes);
+            // The segment's live count is the bytes of the records not in its dead
+            // list, which this GC copied.
+            let live_bytes = seg.live_bytes.min(seg.used_bytes);
             store
                 .hotness
                 .lock()
-                .observe_cold_gc(live_bytes, freed_bytes);
+                .observe_cold_gc(live_bytes, seg.used_bytes - live_bytes);
             GcOutcome {
                 bytes_read: seg.used_bytes,
                 bytes_written,
