@@ -124,7 +124,7 @@ class Stats(ctypes.Structure):
         "device_bytes_read", "free_log_segments", "log_segments", "value_bytes_used",
         "value_cache_hits", "demotions", "promotions", "cold_gc_runs", "cold_log_bytes",
         "cold_live_bytes", "paced_writes", "paced_micros", "gc_prefetch_bytes_used",
-        "gc_prefetch_bytes_unused",
+        "gc_prefetch_bytes_unused", "gc_runs_in_flush",
     )]
 
 

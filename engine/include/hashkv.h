@@ -232,6 +232,10 @@ typedef struct {
      */
     uint64_t gc_prefetch_bytes_used;
     uint64_t gc_prefetch_bytes_unused;
+    /**
+     * Of `gc_runs`, those a flush ran because it found no room (writers waited).
+     */
+    uint64_t gc_runs_in_flush;
 } hashkv_stats;
 
 /**

@@ -632,6 +632,7 @@ impl Inner {
             gc_device_bytes_read: stats::load(&c.gc_device_bytes_read),
             read_device_bytes: stats::load(&c.read_device_bytes),
             gc_runs: stats::load(&c.gc_runs),
+            gc_runs_in_flush: stats::load(&c.gc_runs_in_flush),
             gc_records_kept: stats::load(&c.gc_records_kept),
             gc_bytes_reclaimed: stats::load(&c.gc_bytes_reclaimed),
             gc_index_lookups: stats::load(&c.gc_index_lookups),

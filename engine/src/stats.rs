@@ -12,6 +12,7 @@ pub struct Counters {
     pub gc_device_bytes_read: AtomicU64,
     pub read_device_bytes: AtomicU64,
     pub gc_runs: AtomicU64,
+    pub gc_runs_in_flush: AtomicU64,
     pub gc_records_kept: AtomicU64,
     pub gc_bytes_reclaimed: AtomicU64,
     pub gc_index_lookups: AtomicU64,
@@ -49,6 +50,9 @@ pub struct Stats {
     /// Value-store bytes read by gets and scans.
     pub read_device_bytes: u64,
     pub gc_runs: u64,
+    /// Of `gc_runs`, those a flush ran because it found no room: writers waited for
+    /// them. The background GC and the pacer are there to keep this at 0.
+    pub gc_runs_in_flush: u64,
     pub gc_records_kept: u64,
     /// Bytes of segments GC freed minus bytes it wrote.
     pub gc_bytes_reclaimed: u64,

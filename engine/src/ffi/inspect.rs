@@ -111,6 +111,8 @@ pub struct HashkvStats {
     /// `gc_device_bytes_read` when read), and bytes read ahead that no GC used.
     pub gc_prefetch_bytes_used: u64,
     pub gc_prefetch_bytes_unused: u64,
+    /// Of `gc_runs`, those a flush ran because it found no room (writers waited).
+    pub gc_runs_in_flush: u64,
 }
 
 impl From<&crate::Stats> for HashkvStats {
@@ -144,6 +146,7 @@ impl From<&crate::Stats> for HashkvStats {
             paced_micros: s.paced_micros,
             gc_prefetch_bytes_used: s.gc_prefetch_bytes_used,
             gc_prefetch_bytes_unused: s.gc_prefetch_bytes_unused,
+            gc_runs_in_flush: s.gc_runs_in_flush,
         }
     }
 }

@@ -134,7 +134,11 @@ impl Inner {
                 return Ok(FlushGc::CollectedMeanwhile);
             }
         }
-        Ok(FlushGc::Ran(self.collect_locked(at_limit.map(|(g, _)| g))?))
+        let outcome = self.collect_locked(at_limit.map(|(g, _)| g))?;
+        if outcome.is_some() {
+            Counters::add(&self.counters.gc_runs_in_flush, 1);
+        }
+        Ok(FlushGc::Ran(outcome))
     }
 
     /// One GC, the GC lock held.

@@ -237,11 +237,16 @@ impl ValueStore for Groups {
     }
 
     fn headroom(&self, low_water_segments: usize) -> f64 {
-        // Flushes of values stop at the reserves and at the chain limits; the low-water
-        // band counts the room short of both, so the background GC runs before a
-        // flush has to.
-        let room = self.table.lock().value_room_segments();
-        room as f64 / low_water_segments.max(1) as f64
+        // Flushes of values stop at the reserves and at the chain limits; the headroom
+        // is the lower of the pool's room over its band and the chains' over theirs,
+        // so the background GC runs before a flush has to.
+        let t = self.table.lock();
+        let pool = t.pool_room_segments() as f64 / low_water_segments.max(1) as f64;
+        if !t.chains_can_bind() {
+            return pool;
+        }
+        let chains = t.chain_room_segments() / t.chain_band_segments() as f64;
+        pool.min(chains)
     }
 
     fn keep_collecting(&self, _outcome: &GcOutcome) -> bool {

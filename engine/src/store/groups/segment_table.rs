@@ -273,25 +273,60 @@ impl SegmentTable {
         self.free_log.len()
     }
 
-    /// Log segments flushes of values can still take: the free pool above the
-    /// reserves, but no more than the room left under the groups' chain limits. Where
-    /// the reserve is more than the limits let the chains hold (a device large for its
-    /// data), the limits end the room first, and all at once: keys hash evenly, so the
-    /// groups reach their limits together. Counted by the pool alone, background GC
-    /// had not begun when they did, and flushes collected the groups in turn (reserve
-    /// 0.75, 36 groups: one write waited 8.8 s, the phase ran at a tenth of the one
-    /// before).
-    pub fn value_room_segments(&self) -> usize {
-        let pool = self
-            .free_log
+    /// Log segments flushes of values can still take from the free pool, above the
+    /// reserves.
+    pub fn pool_room_segments(&self) -> usize {
+        self.free_log
             .len()
-            .saturating_sub(self.flush_floor_segments());
-        let under_limits: usize = self
+            .saturating_sub(self.flush_floor_segments())
+    }
+
+    /// The room under the groups' chain limits that flushes can count on while GC
+    /// collects the groups one at a time, fullest first, in log segments: the least,
+    /// over the k fullest groups, of the group count times the k-th least room over k.
+    /// A flush touches every group, and writes spread evenly over them; the k-th
+    /// fullest group is collected only after k GCs, during which it takes k/G of
+    /// what is written, so the room is what writes may add before one of the groups
+    /// meets its limit with its GC still to come. Where the groups' rooms are alike
+    /// (keys hash evenly, so on a device large for its data they fill together) this
+    /// is one group's room, not their sum: counted as the sum, the band was reached
+    /// only when every group was near its limit, and writes stopped for 2.5-3.4 s
+    /// while GC went round them (reserve 0.75, 36 groups, a quarter second per GC).
+    pub fn chain_room_segments(&self) -> f64 {
+        let mut rooms: Vec<usize> = self
             .groups
             .iter()
             .map(|g| self.chain_limit_segments.saturating_sub(g.chain.len()))
-            .sum();
-        pool.min(under_limits)
+            .collect();
+        rooms.sort_unstable();
+        let group_count = rooms.len() as f64;
+        rooms
+            .iter()
+            .enumerate()
+            .map(|(k, &room)| group_count * room as f64 / (k + 1) as f64)
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// The chain band: the background GC runs, and writes are paced, once
+    /// [`Self::chain_room_segments`] falls below this (as the pool's low-water band
+    /// for the pool's room). Half a chain limit, one main segment's worth: what the
+    /// groups filling together may each take while GC goes round them once, paced.
+    /// With a quarter, writes still stopped for 0.4 s once in six phases; with half,
+    /// not once in twelve (reserve 0.75).
+    pub fn chain_band_segments(&self) -> usize {
+        (self.chain_limit_segments / 2).max(1)
+    }
+
+    /// Whether the chain limits can end the room before the pool does: the pool holds
+    /// more above the flush floor than all chains at their limits (a device large for
+    /// its data). Otherwise the chains together hold less than their limits whenever
+    /// the pool is short, and only the pool's band paces: counting the chains' band
+    /// there too started GC at the load's end with the chains half full, and cost the
+    /// default bench's update1 a quarter of its throughput and update2 a tenth.
+    pub fn chains_can_bind(&self) -> bool {
+        let pool =
+            (self.layout.segment_count() as usize).saturating_sub(self.flush_floor_segments());
+        pool > self.groups.len() * self.chain_limit_segments
     }
 
     /// Free log segments a flush of values leaves untouched (the GC and tombstone
@@ -882,17 +917,11 @@ mod tests {
         assert_eq!(t.free_log_segments(), free);
     }
 
-    /// With a reserve larger than the chain limits let chains hold, the room for
-    /// values is what the limits leave; otherwise the free pool above the reserves.
+    /// With a reserve larger than the chain limits let chains hold, the chains can end
+    /// the room first, and their room counts as one group's when the groups fill
+    /// together; at the default reserve the pool ends first.
     #[test]
-    fn value_room_is_the_smaller_of_the_pool_and_the_room_under_the_chain_limits() {
-        let under_limits = |t: &SegmentTable| -> usize {
-            t.groups
-                .iter()
-                .map(|g| t.chain_limit_segments - g.chain.len())
-                .sum()
-        };
-        let pool = |t: &SegmentTable| t.free_log_segments() - t.flush_floor_segments();
+    fn chain_room_is_one_groups_when_the_groups_fill_together_and_binds_only_past_the_limits() {
         let o = Options {
             reserved_share: 0.75,
             ..Options::default()
@@ -900,22 +929,46 @@ mod tests {
         .with_main_segment_bytes(1 << 20)
         .with_log_segment_bytes(64 << 10);
         let mut t = SegmentTable::new_formatted(Layout::compute(16 << 20, 4096, &o).unwrap());
-        assert!(under_limits(&t) < pool(&t), "a large reserve");
-        assert_eq!(t.value_room_segments(), under_limits(&t));
-        // Every group filled to one short of its limit: one segment each is left,
-        // whatever the pool still holds.
+        let limit = t.chain_limit_segments;
+        let groups = t.layout.group_count as usize;
+        assert!(t.chains_can_bind(), "a large reserve");
+        assert!(groups * limit < t.pool_room_segments());
+        assert_eq!(t.chain_room_segments(), limit as f64, "empty chains");
+        // Every group filled to one short of its limit: one segment's room, not the
+        // sum of the groups', and less than the pool's.
         let per_segment = (t.layout.log_segment_bytes / 4096) as usize;
-        let fill = (t.chain_limit_segments - 1) * per_segment;
+        let fill = |t: &mut SegmentTable, g: u32, segments: usize| {
+            t.place(
+                g,
+                &sizes(&vec![4096; segments * per_segment]),
+                1,
+                Appends::Values,
+            )
+            .unwrap();
+        };
         for g in 0..t.layout.group_count {
-            t.place(g, &sizes(&vec![4096; fill]), 1, Appends::Values)
-                .unwrap();
+            fill(&mut t, g, limit - 1);
         }
-        assert_eq!(t.value_room_segments(), t.layout.group_count as usize);
-        assert!(pool(&t) > t.value_room_segments());
-        // The default reserve: the pool ends first.
+        assert_eq!(t.chain_room_segments(), 1.0);
+        assert!(t.chain_band_segments() > 1);
+        // Rooms staggered 1, 2, ... (group g has g + 1 left): each group is reached
+        // after as many GCs as its rank, and the room is what the k-th fullest needs.
+        let mut t = SegmentTable::new_formatted(Layout::compute(16 << 20, 4096, &o).unwrap());
+        let groups = groups.min(limit);
+        for g in 0..groups as u32 {
+            fill(&mut t, g, limit - 1 - g as usize);
+        }
+        let count = t.layout.group_count as usize;
+        let rooms = (1..=groups).chain(std::iter::repeat_n(limit, count - groups));
+        let want = rooms
+            .enumerate()
+            .map(|(k, room)| count as f64 * room as f64 / (k + 1) as f64)
+            .fold(f64::INFINITY, f64::min);
+        assert_eq!(t.chain_room_segments(), want);
+        assert!(want >= count.min(limit) as f64, "{want} for {count} groups");
+        // The default reserve: the chains can never all be at their limits.
         let t = SegmentTable::new_formatted(layout());
-        assert!(pool(&t) < under_limits(&t));
-        assert_eq!(t.value_room_segments(), pool(&t));
+        assert!(!t.chains_can_bind());
     }
 
     /// A group's chain stops growing at its limit for values, so the GC reserve can

@@ -1015,6 +1015,7 @@ fn phase_row(
         gc_write_bytes: delta.gc_write_bytes,
         gc_read_bytes: delta.gc_read_bytes,
         gc_runs: delta.gc_runs,
+        gc_runs_in_flush: delta.gc_runs_in_flush,
         demotions: delta.demotions,
         promotions: delta.promotions,
         cold_log_bytes: delta.cold_log_bytes,

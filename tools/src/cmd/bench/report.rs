@@ -71,6 +71,8 @@ pub struct PhaseReport {
     pub gc_write_bytes: u64,
     pub gc_read_bytes: u64,
     pub gc_runs: u64,
+    /// Of `gc_runs`, those a flush ran for want of room: writers waited for them.
+    pub gc_runs_in_flush: u64,
     /// Hot/cold (hashkv mode): values moved to the cold log and brought back during
     /// the phase, and the cold log's bytes at its end.
     pub demotions: u64,
@@ -309,6 +311,7 @@ mod tests {
             gc_write_bytes: 0,
             gc_read_bytes: 0,
             gc_runs: 0,
+            gc_runs_in_flush: 0,
             demotions: 0,
             promotions: 0,
             cold_log_bytes: 0,

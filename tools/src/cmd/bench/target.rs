@@ -19,6 +19,8 @@ pub struct StoreCounters {
     pub gc_write_bytes: u64,
     pub gc_read_bytes: u64,
     pub gc_runs: u64,
+    /// Of `gc_runs`, those a flush ran for want of room (writers waited for them).
+    pub gc_runs_in_flush: u64,
     /// Values group GCs moved to the cold data log, and cold keys updates brought back
     /// (hashkv mode with hot/cold on).
     pub demotions: u64,
@@ -49,6 +51,7 @@ impl StoreCounters {
             gc_write_bytes: d(self.gc_write_bytes, earlier.gc_write_bytes),
             gc_read_bytes: d(self.gc_read_bytes, earlier.gc_read_bytes),
             gc_runs: d(self.gc_runs, earlier.gc_runs),
+            gc_runs_in_flush: d(self.gc_runs_in_flush, earlier.gc_runs_in_flush),
             demotions: d(self.demotions, earlier.demotions),
             promotions: d(self.promotions, earlier.promotions),
             cold_log_bytes: self.cold_log_bytes,
@@ -159,6 +162,7 @@ impl BenchTarget for EngineTarget {
             gc_write_bytes: s.gc_device_bytes_written,
             gc_read_bytes: s.gc_device_bytes_read,
             gc_runs: s.gc_runs,
+            gc_runs_in_flush: s.gc_runs_in_flush,
             demotions: s.demotions,
             promotions: s.promotions,
             cold_log_bytes: s.cold_log_bytes,

@@ -313,6 +313,7 @@ mod tests {
             gc_write_bytes: 0,
             gc_read_bytes: 0,
             gc_runs: 0,
+            gc_runs_in_flush: 0,
             demotions: 0,
             promotions: 0,
             cold_log_bytes: 0,
