@@ -263,3 +263,42 @@ fn full_store_takes_deletes(mode: Mode) {
     }
     db.close().unwrap();
 }
+
+/// With a reserve past what the groups' chains may hold (0.75, hot/cold off), the
+/// chains end the room before the pool does: a full store reports what they can hold
+/// as its capacity, and holds most of it. It reported the whole pool, about twice
+/// what was in use when it filled.
+#[test]
+fn a_full_store_past_the_chain_limits_reports_what_the_chains_can_hold() {
+    let dev = sim(8 * MIB, 19);
+    let dir = tempfile::tempdir().unwrap();
+    let o = small_options()
+        .with_mode(Mode::HashKv)
+        .with_write_cache_bytes(0)
+        .with_reserved_share(0.75);
+    let db = Db::format_device(dev, dir.path(), &o).unwrap();
+    let pool_bytes = db.layout().value_capacity_bytes();
+    for i in 0..100_000u32 {
+        match db.put(&key(i), &value(i, 1, 1000)) {
+            Ok(()) => {}
+            Err(Error::StoreFull {
+                used_bytes,
+                capacity_bytes,
+            }) => {
+                println!("full after {i} puts: {used_bytes} of {capacity_bytes} bytes (pool {pool_bytes})");
+                assert!(
+                    capacity_bytes < pool_bytes,
+                    "the chains hold less than the pool"
+                );
+                assert!(
+                    used_bytes * 10 > capacity_bytes * 7,
+                    "{used_bytes} of {capacity_bytes} bytes in use"
+                );
+                assert!(used_bytes <= capacity_bytes);
+                return;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    panic!("an 8 MiB store never filled up");
+}

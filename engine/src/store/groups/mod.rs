@@ -272,7 +272,7 @@ impl ValueStore for Groups {
             free_units: t.free_log_segments() as u64,
             units: u64::from(self.layout.log_segment_count),
             used_bytes: t.used_bytes() + t.cold.used_bytes(),
-            capacity_bytes: self.layout.value_capacity_bytes(),
+            capacity_bytes: t.value_capacity_bytes(self.hotness_enabled),
             cold_bytes: t.cold.used_bytes(),
             cold_live_bytes: t.cold.live_bytes(),
         }

@@ -329,6 +329,21 @@ impl SegmentTable {
         pool > self.groups.len() * self.chain_limit_segments
     }
 
+    /// Bytes of values the store can hold: the pool's, but where the chain limits
+    /// bind first ([`Self::chains_can_bind`]) and no cold log takes what the chains
+    /// cannot, all chains at their limits. A full store's error reports it (with a
+    /// reserve of 0.75 it named the whole pool, twice what the groups could hold).
+    pub fn value_capacity_bytes(&self, cold_log: bool) -> u64 {
+        let pool = self.layout.value_capacity_bytes();
+        if cold_log || !self.chains_can_bind() {
+            return pool;
+        }
+        let chains = self.groups.len() as u64
+            * self.chain_limit_segments as u64
+            * self.layout.log_segment_bytes;
+        pool.min(chains)
+    }
+
     /// Free log segments a flush of values leaves untouched (the GC and tombstone
     /// reserves).
     pub fn flush_floor_segments(&self) -> usize {
@@ -966,9 +981,21 @@ mod tests {
             .fold(f64::INFINITY, f64::min);
         assert_eq!(t.chain_room_segments(), want);
         assert!(want >= count.min(limit) as f64, "{want} for {count} groups");
-        // The default reserve: the chains can never all be at their limits.
+        // What the store can hold is what the chains can, unless a cold log takes the
+        // rest of the pool.
+        let pool_bytes = t.layout.value_capacity_bytes();
+        let chain_bytes = (count * limit) as u64 * t.layout.log_segment_bytes;
+        assert!(chain_bytes < pool_bytes);
+        assert_eq!(t.value_capacity_bytes(false), chain_bytes);
+        assert_eq!(t.value_capacity_bytes(true), pool_bytes);
+        // The default reserve: the chains can never all be at their limits, and the
+        // pool is what the store can hold.
         let t = SegmentTable::new_formatted(layout());
         assert!(!t.chains_can_bind());
+        assert_eq!(
+            t.value_capacity_bytes(false),
+            t.layout.value_capacity_bytes()
+        );
     }
 
     /// A group's chain stops growing at its limit for values, so the GC reserve can
