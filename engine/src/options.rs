@@ -72,6 +72,10 @@ pub struct Options {
     /// bounds the largest record, since a record never spans two segments.
     pub log_segment_bytes: u64,
     /// Share of the value space reserved for log segments. Default 0.30 (the paper's).
+    /// A group's chain holds at most twice its share, so past about one half the
+    /// chains, not the pool, bound what the store holds: 2 x (1 - reserved_share) of
+    /// the value space with hot/cold off (the cold log may take the rest), which a
+    /// full store's `StoreFull` reports as its capacity.
     pub reserved_share: f64,
     /// Write cache size: a full cache is flushed in the background while writers fill
     /// a second one, paced to fill by the time that flush has placed its records
