@@ -172,10 +172,12 @@ struct Ended {
 pub fn run(args: &CrashtestArgs) -> StressResult<()> {
     let mut run = Run::new(args)?;
     println!(
-        "crashtest: seed {}, mode {}, hotness {}, {} cycle(s), {} key(s), store on {}, log {}",
+        "crashtest: seed {}, mode {}, hotness {}, reserve {}, {} cycle(s), {} key(s), store on \
+         {}, log {}",
         args.seed,
         args.store.mode,
         args.store.hotness,
+        args.store.reserve,
         args.cycles,
         KEY_COUNT,
         devices_text(&args.devices),
@@ -316,13 +318,14 @@ impl<'a> Run<'a> {
     fn summary(&self) {
         let t = &self.totals;
         println!(
-            "crashtest passed: seed {}, mode {}, hotness {}: {} cycles, {} kills ({} while the \
-             store was opening), {} clean exits; {} ops acknowledged, {} durable; {} durable key \
-             states verified; {} acknowledged but not durable ops lost (allowed); {} torn log \
+            "crashtest passed: seed {}, mode {}, hotness {}, reserve {}: {} cycles, {} kills ({} \
+             while the store was opening), {} clean exits; {} ops acknowledged, {} durable; {} \
+             durable key states verified; {} acknowledged but not durable ops lost (allowed); {} torn log \
              tails; {} full checks clean; {} GC runs in the children",
             self.args.seed,
             self.args.store.mode,
             self.args.store.hotness,
+            self.args.store.reserve,
             t.cycles,
             t.kills,
             t.kills_before_ready,
@@ -391,6 +394,7 @@ impl Run<'_> {
         cmd.arg("--state").arg(&self.paths.state);
         cmd.arg("--seed").arg(self.args.seed.to_string());
         cmd.args(["--mode", &store.mode, "--hotness", &store.hotness]);
+        cmd.arg("--reserve").arg(store.reserve.to_string());
         if cycle == 1 {
             cmd.arg("--format");
             if store.force {

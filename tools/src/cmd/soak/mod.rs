@@ -174,11 +174,13 @@ fn soak(args: &SoakArgs, place: &Placement) -> StressResult<()> {
         .map_err(StressError::Usage)?;
     let db = small_store::format(&place.devices, &place.metadata, &options)?;
     println!(
-        "soak: {} thread(s) for {} s, mode {}, hotness {}, seed {}, {} keys, store on {}",
+        "soak: {} thread(s) for {} s, mode {}, hotness {}, reserve {}, seed {}, {} keys, store \
+         on {}",
         args.threads,
         args.seconds,
         args.store.mode,
         args.store.hotness,
+        args.store.reserve,
         args.seed,
         SOAK_KEYS_TOTAL,
         place.devices[0].display()
