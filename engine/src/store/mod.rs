@@ -204,7 +204,9 @@ pub(crate) trait ValueStore: Send + Sync {
     /// low-water band of `low_water_segments` log segments' worth: below 1.0 the
     /// background GC runs (the first since open from 1.5, `gc/mod.rs`) and writes are
     /// paced (`gc/pacer.rs`); at 0.0 flushes wait for a GC. Infinite where there is no
-    /// GC.
+    /// GC. The hashkv mode takes the lower of this and, where the chain limits end the
+    /// room first, the room its fullest groups leave over the chain band
+    /// (`SegmentTable::chain_room_segments`).
     fn headroom(&self, low_water_segments: usize) -> f64;
 
     /// Whether the background GC should go on after `outcome`: a log whose tail is all
