@@ -522,6 +522,13 @@ impl Db {
         self.inner.layout
     }
 
+    /// Bytes of values the value store can hold: the layout's value space, or less
+    /// where the hashkv mode's chain limits bound it (a reserve past about one half,
+    /// hot/cold off). `StoreFull` reports the same figure.
+    pub fn value_capacity_bytes(&self) -> u64 {
+        self.inner.store.space().capacity_bytes
+    }
+
     /// Flushes, stops the GC thread and closes the index.
     pub fn close(mut self) -> Result<()> {
         self.shutdown(true)

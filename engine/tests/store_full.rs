@@ -295,6 +295,7 @@ fn a_full_store_past_the_chain_limits_reports_what_the_chains_can_hold() {
                     "{used_bytes} of {capacity_bytes} bytes in use"
                 );
                 assert!(used_bytes <= capacity_bytes);
+                assert_eq!(db.value_capacity_bytes(), capacity_bytes);
                 return;
             }
             Err(e) => panic!("{e:?}"),

@@ -499,3 +499,28 @@ fn a_96_mib_store_with_a_damaged_first_copy_opens() {
     let get = run(&["get", "k"]);
     assert_eq!(get.stdout, b"v");
 }
+
+/// `stat` says when the groups' chain limits, not the pool, bound what a store holds
+/// (a reserve past about one half), with the figure `StoreFull` would report.
+#[test]
+fn stat_names_the_chain_bound_capacity_past_a_reserve_of_one_half() {
+    for (reserve, bound) in [("0.75", true), ("0.3", false)] {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let store = Store {
+            device: dir.path().join("dev.img"),
+            metadata: dir.path().join("meta"),
+            _dir: dir,
+        };
+        let args = ["format", "--create-gib", "0.25", "--main-segment-mib", "8"];
+        assert_ok(&store.run(&[&args[..], &["--reserve", reserve]].concat()));
+        let out = store.run(&["stat"]);
+        assert_ok(&out);
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("value capacity"), "{stdout}");
+        assert_eq!(
+            stdout.contains("chains hold"),
+            bound,
+            "reserve {reserve}: {stdout}"
+        );
+    }
+}

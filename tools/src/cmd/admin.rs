@@ -146,6 +146,13 @@ fn print_superblock(db: &Db) {
         println!("  reserved       {}", l.reserve_segment_count());
         println!("pool at          {}", l.log_region_offset);
         println!("value capacity   {}", human_bytes(l.value_capacity_bytes()));
+        let holds = db.value_capacity_bytes();
+        if holds < l.value_capacity_bytes() {
+            println!(
+                "  chains hold    {} (their limits end the room first)",
+                human_bytes(holds)
+            );
+        }
     }
 }
 
