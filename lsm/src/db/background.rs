@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::throttle::RunningL0;
 use super::{Inner, WAIT_SLICE};
 use crate::compaction::{pick, run, Compaction};
 use crate::error::{LsmError, Result};
@@ -154,15 +155,25 @@ impl Inner {
     /// Runs a compaction whose levels the caller has marked busy, and installs it.
     pub(super) fn run_compaction(&self, c: &Compaction, allow_trivial_move: bool) -> Result<()> {
         let started = Instant::now();
+        let bytes = |files: &[Arc<FileMeta>]| files.iter().map(|f| f.file_bytes).sum::<u64>();
+        let input_bytes = bytes(&c.inputs) + bytes(&c.next_inputs);
+        let moves = allow_trivial_move && c.is_trivial_move();
+        if c.level == 0 && !moves {
+            self.throttle.l0_compaction_started(RunningL0 {
+                started,
+                input_bytes,
+                table_bytes: bytes(&c.inputs) / c.inputs.len().max(1) as u64,
+            });
+        }
         let r = self.compact_and_install(c, allow_trivial_move);
         // A trivial move drains L0 at no cost; counting it would make the estimate
         // jump (its time is still counted as work).
         let l0_bytes = match (c.level, &r) {
-            (0, Ok(false)) => c.inputs.iter().map(|f| f.file_bytes).sum(),
+            (0, Ok(false)) => bytes(&c.inputs),
             _ => 0,
         };
         self.throttle
-            .note_compaction(c.level, l0_bytes, started.elapsed());
+            .note_compaction(c.level, l0_bytes, input_bytes, started.elapsed());
         r?;
         add(&self.counters.compactions, 1);
         self.bg_cv.notify_all();
