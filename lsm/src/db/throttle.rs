@@ -232,6 +232,16 @@ mod tests {
 
     const MIB: f64 = (1 << 20) as f64;
 
+    /// The L0 triggers the tests spell out: compaction 8, slowdown 20, stop 36.
+    fn triggers_8_20_36() -> Options {
+        Options {
+            l0_compaction_trigger: 8,
+            l0_slowdown_trigger: 20,
+            l0_stop_trigger: 36,
+            ..Options::default()
+        }
+    }
+
     #[test]
     fn drain_estimate_counts_all_compaction_work_since_the_last_l0_compaction() {
         let t = WriteThrottle::new();
@@ -253,12 +263,7 @@ mod tests {
     #[test]
     fn share_falls_from_the_compaction_trigger_through_all_at_the_slowdown_trigger_to_the_least_short_of_the_stop(
     ) {
-        let o = Options {
-            l0_compaction_trigger: 8,
-            l0_slowdown_trigger: 20,
-            l0_stop_trigger: 36,
-            ..Options::default()
-        };
+        let o = triggers_8_20_36();
         assert_eq!(share(&o, 8), SHARE_AT_TRIGGER);
         assert!(share(&o, 10) < SHARE_AT_TRIGGER && share(&o, 10) > share(&o, 11));
         assert!((share(&o, 14) - (1.0 + SHARE_AT_TRIGGER) / 2.0).abs() < 1e-9);
@@ -300,12 +305,7 @@ mod tests {
     #[test]
     fn while_an_l0_compaction_runs_writers_get_no_more_than_the_room_under_the_stop_over_its_time_to_go(
     ) {
-        let o = Options {
-            l0_compaction_trigger: 8,
-            l0_slowdown_trigger: 20,
-            l0_stop_trigger: 36,
-            ..Options::default()
-        };
+        let o = triggers_8_20_36();
         let t = WriteThrottle::new();
         let now = Instant::now();
         let s = |n: u64| Duration::from_secs(n);
