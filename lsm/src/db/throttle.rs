@@ -71,8 +71,6 @@ pub(crate) const PACED_DELAY_MAX: Duration = Duration::from_secs(1);
 /// slowed at the start of every long compaction and rushed after it (update1 and
 /// update2's slowest seconds 0.48-0.58, against 0.71-0.87 without the room's limit).
 const LATE_COMPACTION_MORE_SHARE: f64 = 0.25;
-/// Weight of the newest L0 compaction in the throughput estimate (as for the drain).
-const THROUGHPUT_EWMA_WEIGHT: f64 = 0.5;
 
 pub(crate) struct WriteThrottle {
     state: Mutex<State>,
@@ -165,7 +163,8 @@ impl WriteThrottle {
         let merged = input_bytes as f64 / took.as_secs_f64().max(MEASURED_WORK_MIN_S);
         s.l0_compaction_bytes_per_s = Some(match s.l0_compaction_bytes_per_s {
             None => merged,
-            Some(a) => THROUGHPUT_EWMA_WEIGHT * merged + (1.0 - THROUGHPUT_EWMA_WEIGHT) * a,
+            // The same weight as the drain's: both follow the L0 compactions.
+            Some(a) => DRAIN_EWMA_WEIGHT * merged + (1.0 - DRAIN_EWMA_WEIGHT) * a,
         });
         let measured = l0_bytes as f64 / s.busy_s_since_l0.max(MEASURED_WORK_MIN_S);
         s.drain_bytes_per_s =
